@@ -1,0 +1,117 @@
+"""Batch request bodies for the two stages: CoT generation and CoD summarization.
+
+Requests are GenerateContentRequest objects in REST JSON (camelCase), one per JSONL line
+`{"key", "request"}`. The version strings go into every record's lineage, so change them
+whenever a prompt's wording or shape changes.
+"""
+
+import orjson
+
+GENERATION_PROMPT_VERSION = "cot-gen-v1"
+SUMMARIZATION_PROMPT_VERSION = "cod-sum-v1"
+
+GENERATION_INSTRUCTIONS = (
+    "Solve the following math problem. Reason step by step, then state the final answer "
+    "on its own at the end, inside \\boxed{}."
+)
+
+# Chain of Draft (Xu et al. 2025, "Chain of Draft: Thinking Faster by Writing Less"):
+# the same steps, each cut to a minimal draft of at most five words.
+SUMMARIZATION_INSTRUCTIONS = (
+    "Rewrite the reasoning below as a Chain of Draft: keep the same steps in the same order, "
+    "but cut each step to a minimal draft of at most five words (equations, numbers and "
+    "symbols are fine). Add no new steps, explanations or commentary. Then give the final "
+    "answer of the reasoning: only the answer itself (a number or expression), without "
+    "\\boxed{} or units.\n"
+    'Reply with JSON: {"draft_steps": [one string per step], "final_answer": string}.'
+)
+
+DRAFT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "draft_steps": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The reasoning's steps in order, each at most five words.",
+        },
+        "final_answer": {"type": "string", "description": "The final answer only."},
+    },
+    "required": ["draft_steps", "final_answer"],
+}
+
+
+def generation_request(question: str, thinking_level: str = "high") -> dict:
+    """A request that asks for a step-by-step solution with thought summaries.
+
+    The question is the last part on its own, so the emulator (and a reader of the
+    request file) can find it without parsing the instructions.
+    """
+    return {
+        "contents": [
+            {"role": "user", "parts": [{"text": GENERATION_INSTRUCTIONS}, {"text": question}]}
+        ],
+        "generationConfig": {
+            "thinkingConfig": {"includeThoughts": True, "thinkingLevel": thinking_level}
+        },
+    }
+
+
+def summarization_request(
+    question: str, thought: str, answer: str, thinking_level: str = "low"
+) -> dict:
+    """A request that turns one CoT sample into a Chain of Draft, as structured JSON."""
+    return {
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {"text": SUMMARIZATION_INSTRUCTIONS},
+                    {"text": "Problem:\n" + question},
+                    {"text": "Reasoning:\n" + thought},
+                    {"text": "Answer:\n" + answer},
+                ],
+            }
+        ],
+        "generationConfig": {
+            "responseMimeType": "application/json",
+            "responseJsonSchema": DRAFT_SCHEMA,
+            "thinkingConfig": {"thinkingLevel": thinking_level},
+        },
+    }
+
+
+def request_line(key: str, request: dict) -> bytes:
+    """One line of a batch input file."""
+    return orjson.dumps({"key": key, "request": request}) + b"\n"
+
+
+def parse_draft(answer_text: str) -> tuple[list[str], str]:
+    """The draft steps and final answer of a summarization answer.
+
+    Raises ValueError saying what is wrong, so the caller can record why a sample failed.
+    """
+    text = (answer_text or "").strip()
+    if text.startswith("```"):  # a fenced block, despite the JSON mime type
+        text = text.strip("`").strip()
+        if text.startswith("json"):
+            text = text[len("json") :]
+    if not text:
+        raise ValueError("summarization answer is empty")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"summarization answer is not JSON: {exc}; starts {text[:80]!r}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"summarization answer is a JSON {type(data).__name__}, not an object")
+    steps = data.get("draft_steps")
+    if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+        raise ValueError("summarization answer has no 'draft_steps' list of strings")
+    steps = [s.strip() for s in steps if s.strip()]
+    if not steps:
+        raise ValueError("summarization answer has no draft steps")
+    final = data.get("final_answer")
+    if isinstance(final, (int, float)) and not isinstance(final, bool):
+        final = str(final)
+    if not isinstance(final, str) or not final.strip():
+        raise ValueError("summarization answer has no 'final_answer' string")
+    return steps, final.strip()
