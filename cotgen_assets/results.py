@@ -1,0 +1,177 @@
+"""Batch output lines, one at a time, each turned into a definite outcome.
+
+An output line is `{"key", "response"}` or `{"key", "error"}`, in any order; the caller
+joins by key. Files can be large, so nothing here reads a whole file at once.
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+OK = "ok"
+LINE_ERROR = "line_error"
+TRUNCATED = "truncated"
+BAD_FINISH = "bad_finish"
+NO_THOUGHTS = "no_thoughts"
+EMPTY = "empty"
+NOT_JSON = "not_json"
+INVALID_UTF8 = "invalid_utf8"
+NO_KEY = "no_key"
+STATUSES = (OK, LINE_ERROR, TRUNCATED, BAD_FINISH, NO_THOUGHTS, EMPTY, NOT_JSON, INVALID_UTF8, NO_KEY)
+
+# Recovers the key of a line that does not parse, so its request still counts as failed.
+_LEADING_KEY = re.compile(rb'^\s*\{\s*"key"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one response; `input_tokens` is promptTokenCount and includes cached."""
+
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    thinking_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.thinking_tokens + other.thinking_tokens,
+            self.output_tokens + other.output_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """The outcome of one output line; `reason` says why when `status` is not "ok"."""
+
+    key: str | None
+    status: str
+    thought: str = ""
+    answer: str = ""
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+    model_version: str | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+def _int(value) -> int:
+    """Proto-JSON counts: numbers, or int64 strings; absent means 0."""
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _usage(metadata) -> Usage:
+    if not isinstance(metadata, dict):
+        return Usage()
+    return Usage(
+        input_tokens=_int(metadata.get("promptTokenCount")),
+        cached_tokens=_int(metadata.get("cachedContentTokenCount")),
+        thinking_tokens=_int(metadata.get("thoughtsTokenCount")),
+        output_tokens=_int(metadata.get("candidatesTokenCount")),
+    )
+
+
+def _unparsable(raw: bytes) -> ResultLine:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        status, reason = INVALID_UTF8, f"line is not valid UTF-8 (byte {exc.start})"
+    else:
+        status, reason = NOT_JSON, f"line is not JSON ({len(raw)} bytes, starts {raw[:40]!r})"
+    match = _LEADING_KEY.match(raw)
+    key = None
+    if match:
+        try:
+            key = orjson.loads(b'"' + match.group(1) + b'"')
+        except orjson.JSONDecodeError:
+            key = None
+    return ResultLine(key=key, status=status, reason=reason)
+
+
+def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
+    """Classify one output line.
+
+    Truncated and other non-STOP responses keep their usage: they were billed.
+    """
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _unparsable(raw)
+    if not isinstance(line, dict):
+        return ResultLine(None, NOT_JSON, reason=f"line is a JSON {type(line).__name__}, not an object")
+    key = line.get("key")
+    if not isinstance(key, str) or not key:
+        return ResultLine(None, NO_KEY, reason="line has no 'key'")
+
+    error = line.get("error")
+    if error is not None:
+        if isinstance(error, dict):
+            message = error.get("message") or "no message"
+            code = error.get("code")
+            status = error.get("status")
+            label = " ".join(str(x) for x in (code, status) if x)
+            reason = f"per-line error {label}: {message}" if label else f"per-line error: {message}"
+        else:
+            reason = f"per-line error: {error}"
+        return ResultLine(key, LINE_ERROR, reason=reason)
+
+    response = line.get("response")
+    if not isinstance(response, dict):
+        return ResultLine(key, EMPTY, reason="line has neither 'response' nor 'error'")
+    usage = _usage(response.get("usageMetadata"))
+    model_version = response.get("modelVersion")
+    candidates = response.get("candidates") or []
+    if not candidates or not isinstance(candidates[0], dict):
+        feedback = response.get("promptFeedback") or {}
+        block = feedback.get("blockReason") if isinstance(feedback, dict) else None
+        if block:
+            return ResultLine(
+                key, BAD_FINISH, finish_reason=block, usage=usage, model_version=model_version,
+                reason=f"prompt blocked: {block}",
+            )
+        return ResultLine(key, EMPTY, usage=usage, model_version=model_version, reason="no candidates")
+
+    candidate = candidates[0]
+    finish = candidate.get("finishReason")
+    parts = (candidate.get("content") or {}).get("parts") or []
+    thoughts, answers = [], []
+    for part in parts:
+        text = part.get("text") if isinstance(part, dict) else None
+        if not isinstance(text, str):
+            continue  # e.g. a signature-only part
+        (thoughts if part.get("thought") else answers).append(text)
+    thought, answer = "".join(thoughts), "".join(answers)
+    result = dict(
+        key=key, thought=thought, answer=answer, finish_reason=finish,
+        usage=usage, model_version=model_version,
+    )
+
+    if finish == "MAX_TOKENS":
+        return ResultLine(status=TRUNCATED, reason="output truncated at the token limit (MAX_TOKENS)", **result)
+    if finish not in (None, "STOP"):
+        return ResultLine(status=BAD_FINISH, reason=f"finish reason {finish}", **result)
+    if not answer.strip():
+        return ResultLine(status=EMPTY, reason="response has no answer text", **result)
+    if require_thoughts and not thought.strip():
+        return ResultLine(status=NO_THOUGHTS, reason="response has no thought summary", **result)
+    return ResultLine(status=OK, **result)
+
+
+def iter_result_lines(path: str | Path, require_thoughts: bool = True) -> Iterator[ResultLine]:
+    """Every non-blank line of a results file, parsed, in file order."""
+    with open(path, "rb") as f:
+        for raw in f:
+            if raw.strip():
+                yield parse_result_line(raw.rstrip(b"\r\n"), require_thoughts=require_thoughts)
