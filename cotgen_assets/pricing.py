@@ -1,0 +1,152 @@
+"""What a request costs, from the price table in `prices.csv`.
+
+Prices are USD per 1M tokens, standard and batch, with a higher tier for requests whose
+prompt is longer than `tier_threshold_tokens` (200k for Gemini). Thinking tokens are billed
+as output; cached tokens are part of the prompt count and billed at the cached rate.
+Users override the table with `COTGEN_PRICES_FILE` (same columns) or an explicit path.
+Blank `*_over_200k` cells mean "no higher tier"; a blank cached price means "no discount".
+"""
+
+import csv
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+from cotgen_assets.results import Usage
+
+PRICES_ENV = "COTGEN_PRICES_FILE"
+_KINDS = ("input", "output", "cached_input")
+_MODES = ("standard", "batch")
+
+
+class UnknownModelError(KeyError):
+    """No price row for a model; the message names the models that have one."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Rates:
+    """USD per 1M tokens for one mode and prompt-size tier."""
+
+    input: float
+    cached_input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    model: str
+    standard: Rates
+    standard_over_threshold: Rates
+    batch: Rates
+    batch_over_threshold: Rates
+    tier_threshold_tokens: int
+    source_url: str
+    as_of: str
+
+    def rates(self, prompt_tokens: int, batch: bool = True) -> Rates:
+        """The rates that apply to one request with this many prompt tokens."""
+        over = prompt_tokens > self.tier_threshold_tokens
+        if batch:
+            return self.batch_over_threshold if over else self.batch
+        return self.standard_over_threshold if over else self.standard
+
+
+def default_prices_path() -> Path:
+    """The user's file from COTGEN_PRICES_FILE, else the table shipped with the package."""
+    override = os.environ.get(PRICES_ENV)
+    if override:
+        return Path(override)
+    return Path(str(resources.files("cotgen_assets").joinpath("prices.csv")))
+
+
+def _number(row: dict, column: str, where: str, default: float | None = None) -> float:
+    text = (row.get(column) or "").strip()
+    if not text:
+        if default is None:
+            raise ValueError(f"{where}: column {column!r} is empty")
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: column {column!r} is not a number: {text!r}") from None
+
+
+def _rates(row: dict, mode: str, where: str) -> tuple[Rates, Rates]:
+    base = {}
+    for kind in ("input", "output"):
+        base[kind] = _number(row, f"{mode}_{kind}_usd_per_1m", where)
+    base["cached_input"] = _number(row, f"{mode}_cached_input_usd_per_1m", where, base["input"])
+    over = {
+        kind: _number(row, f"{mode}_{kind}_over_200k_usd_per_1m", where, base[kind]) for kind in _KINDS
+    }
+    return Rates(**base), Rates(**over)
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int) -> dict[str, ModelPrice]:
+    prices: dict[str, ModelPrice] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        required = ["model", "tier_threshold_tokens"] + [
+            f"{mode}_{kind}_usd_per_1m" for mode in _MODES for kind in ("input", "output")
+        ]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"price file {path} lacks column(s) {', '.join(missing)}")
+        for number, row in enumerate(reader, start=2):
+            model = (row.get("model") or "").strip()
+            if not model:
+                continue
+            where = f"price file {path}, line {number} ({model})"
+            standard, standard_over = _rates(row, "standard", where)
+            batch, batch_over = _rates(row, "batch", where)
+            prices[model] = ModelPrice(
+                model=model,
+                standard=standard,
+                standard_over_threshold=standard_over,
+                batch=batch,
+                batch_over_threshold=batch_over,
+                tier_threshold_tokens=int(_number(row, "tier_threshold_tokens", where)),
+                source_url=(row.get("source_url") or "").strip(),
+                as_of=(row.get("as_of") or "").strip(),
+            )
+    if not prices:
+        raise ValueError(f"price file {path} has no model rows")
+    return prices
+
+
+def load_prices(path: str | Path | None = None) -> dict[str, ModelPrice]:
+    """Model id -> prices, from `path`, else COTGEN_PRICES_FILE, else the packaged table."""
+    path = Path(path) if path is not None else default_prices_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"price file {path} does not exist (set {PRICES_ENV} to another file)")
+    return dict(_load(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+def model_price(model: str, prices: dict[str, ModelPrice] | None = None) -> ModelPrice:
+    """The price row of a model id (a `models/` prefix is ignored)."""
+    prices = load_prices() if prices is None else prices
+    model_id = model.removeprefix("models/")
+    if model_id not in prices:
+        known = ", ".join(sorted(prices))
+        raise UnknownModelError(
+            f"no price for model {model_id!r}; known models: {known}. "
+            f"Add a row to the price file (or point {PRICES_ENV} at one)."
+        )
+    return prices[model_id]
+
+
+def cost_usd(model: str, usage: Usage, batch: bool = True, prices: dict | None = None) -> float:
+    """USD cost of ONE request's usage; sum per request, since the tier is per request."""
+    rates = model_price(model, prices).rates(usage.input_tokens, batch=batch)
+    cached = min(usage.cached_tokens, usage.input_tokens)
+    return (
+        (usage.input_tokens - cached) * rates.input
+        + cached * rates.cached_input
+        + (usage.thinking_tokens + usage.output_tokens) * rates.output
+    ) / 1_000_000

@@ -1,0 +1,97 @@
+import pytest
+
+from cotgen_assets.pricing import UnknownModelError, cost_usd, load_prices
+from cotgen_assets.results import Usage
+
+PRO = "gemini-3.1-pro-preview"
+
+
+def test_shipped_table_has_the_models_with_sources():
+    prices = load_prices()
+    assert {PRO, "gemini-3-pro-preview", "gemini-2.5-flash"} <= set(prices)
+    for price in prices.values():
+        assert price.source_url.startswith("https://") and price.as_of
+    pro = prices[PRO]
+    assert (pro.batch.input, pro.batch.output) == (1.00, 6.00)
+    assert (pro.batch_over_threshold.input, pro.batch_over_threshold.output) == (2.00, 9.00)
+    assert (pro.standard.input, pro.standard.output) == (2.00, 12.00)
+    assert (pro.standard_over_threshold.input, pro.standard_over_threshold.output) == (4.00, 18.00)
+    assert pro.tier_threshold_tokens == 200_000
+
+
+def test_batch_cost_by_hand():
+    # 1,000 prompt + 300 thinking + 200 answer tokens: 1000 * $1 + 500 * $6 per 1M
+    usage = Usage(input_tokens=1000, cached_tokens=0, thinking_tokens=300, output_tokens=200)
+    assert cost_usd(PRO, usage) == pytest.approx((1000 * 1.00 + 500 * 6.00) / 1e6)
+    assert cost_usd("models/" + PRO, usage) == cost_usd(PRO, usage)
+
+
+def test_standard_cost_is_double_batch():
+    usage = Usage(1000, 0, 300, 200)
+    assert cost_usd(PRO, usage, batch=False) == pytest.approx((1000 * 2.00 + 500 * 12.00) / 1e6)
+    assert cost_usd(PRO, usage, batch=False) == pytest.approx(2 * cost_usd(PRO, usage))
+
+
+def test_long_prompt_tier_is_chosen_by_the_request_prompt():
+    at_limit = Usage(200_000, 0, 1000, 0)
+    over = Usage(200_001, 0, 1000, 0)
+    assert cost_usd(PRO, at_limit) == pytest.approx((200_000 * 1.00 + 1000 * 6.00) / 1e6)
+    assert cost_usd(PRO, over) == pytest.approx((200_001 * 2.00 + 1000 * 9.00) / 1e6)
+    assert cost_usd(PRO, over, batch=False) == pytest.approx((200_001 * 4.00 + 1000 * 18.00) / 1e6)
+
+
+def test_cached_tokens_are_part_of_the_prompt_at_the_cached_rate():
+    usage = Usage(input_tokens=10_000, cached_tokens=8_000, thinking_tokens=0, output_tokens=100)
+    # 2,000 fresh at $1, 8,000 cached at $0.20 (batch bills cache hits like standard), 100 out at $6
+    assert cost_usd(PRO, usage) == pytest.approx((2000 * 1.00 + 8000 * 0.20 + 100 * 6.00) / 1e6)
+    assert cost_usd(PRO, usage, batch=False) == pytest.approx((2000 * 2.00 + 8000 * 0.20 + 100 * 12.00) / 1e6)
+    long = Usage(300_000, 100_000, 0, 0)
+    assert cost_usd(PRO, long) == pytest.approx((200_000 * 2.00 + 100_000 * 0.40) / 1e6)
+
+
+def test_zero_usage_costs_nothing():
+    assert cost_usd(PRO, Usage()) == 0.0
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(KeyError) as info:
+        cost_usd("gemini-9-ultra", Usage(1, 0, 0, 1))
+    assert isinstance(info.value, UnknownModelError)
+    message = str(info.value)
+    assert "gemini-9-ultra" in message and PRO in message and "gemini-2.5-flash" in message
+
+
+HEADER = (
+    "model,standard_input_usd_per_1m,standard_input_over_200k_usd_per_1m,standard_output_usd_per_1m,"
+    "standard_output_over_200k_usd_per_1m,standard_cached_input_usd_per_1m,standard_cached_input_over_200k_usd_per_1m,"
+    "batch_input_usd_per_1m,batch_input_over_200k_usd_per_1m,batch_output_usd_per_1m,batch_output_over_200k_usd_per_1m,"
+    "batch_cached_input_usd_per_1m,batch_cached_input_over_200k_usd_per_1m,tier_threshold_tokens,source_url,as_of,note\n"
+)
+
+
+def test_override_file_by_env_and_by_path(tmp_path, monkeypatch):
+    path = tmp_path / "my_prices.csv"
+    path.write_text(HEADER + "my-model,10,,20,,,,5,,10,,,,1000,https://example.com/prices,2026-01-01,blank tiers\n")
+    usage = Usage(input_tokens=5000, cached_tokens=1000, thinking_tokens=1, output_tokens=1)
+    # blank tier cells mean no higher tier; blank cached price means no discount
+    expected = (5000 * 5 + 2 * 10) / 1e6
+    assert cost_usd("my-model", usage, prices=load_prices(path)) == pytest.approx(expected)
+
+    monkeypatch.setenv("COTGEN_PRICES_FILE", str(path))
+    assert set(load_prices()) == {"my-model"}
+    assert cost_usd("my-model", usage) == pytest.approx(expected)
+    with pytest.raises(KeyError, match="my-model"):
+        cost_usd(PRO, usage)
+
+
+def test_broken_files_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="COTGEN_PRICES_FILE"):
+        load_prices(tmp_path / "absent.csv")
+    no_column = tmp_path / "a.csv"
+    no_column.write_text("model,standard_input_usd_per_1m\nx,1\n")
+    with pytest.raises(ValueError, match="batch_input_usd_per_1m"):
+        load_prices(no_column)
+    not_number = tmp_path / "b.csv"
+    not_number.write_text(HEADER + "x,two,,1,,,,1,,1,,,,200000,u,d,n\n")
+    with pytest.raises(ValueError, match="standard_input_usd_per_1m.*'two'"):
+        load_prices(not_number)
