@@ -1,0 +1,7 @@
+"""One partition per scenario of the scenarios file: adding a scenario adds a partition."""
+
+import dagster as dg
+
+from cotgen_assets.scenarios import load_scenarios
+
+scenario_partitions = dg.StaticPartitionsDefinition(list(load_scenarios()))

@@ -1,0 +1,35 @@
+"""Where the project's files live, and writes that never leave a torn file behind."""
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def data_dir() -> Path:
+    """`$COTGEN_DATA_DIR`, default `./data` (relative to where Dagster runs: the project root)."""
+    return Path(os.environ.get("COTGEN_DATA_DIR") or "data").absolute()
+
+
+def scenario_dir(scenario: str) -> Path:
+    """Per-scenario working files (source Parquet, batch requests and results)."""
+    path = data_dir() / scenario
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "wb"):
+    """Write to a temporary file beside `path`, fsync, then rename over it.
+
+    A crash at any point leaves either the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,70 @@
+import pytest
+
+from cotgen_assets.partitions import scenario_partitions
+from cotgen_assets.scenarios import Filter, ScenarioError, load_scenarios, parse_filter
+
+
+def test_filter_syntax_of_the_old_cli():
+    assert parse_filter("level=Level 1,Level 2") == Filter("level", ("Level 1", "Level 2"))
+    assert parse_filter(" type = Algebra ") == Filter("type", ("Algebra",))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("level", "not of the form column=value1,value2"),
+    ("=Level 1", "not of the form"),
+    ("level=", "has no values"),
+    ("level= , ", "has no values"),
+])
+def test_bad_filters_are_named(text, message):
+    with pytest.raises(ScenarioError, match=message):
+        parse_filter(text)
+
+
+def test_default_scenarios_are_the_partitions():
+    scenarios = load_scenarios()
+    assert list(scenarios) == ["easy", "medium", "hard"]
+    assert scenario_partitions.get_partition_keys() == ["easy", "medium", "hard"]
+    assert scenarios["easy"].dataset == "gsm8k" and scenarios["easy"].config == "main"
+    assert [str(f) for f in scenarios["hard"].filters] == [
+        "level=Level 4,Level 5", "type=Algebra,Intermediate Algebra,Precalculus,Number Theory"]
+    assert all(s.limit == 1000 for s in scenarios.values())
+
+
+GOOD = """
+scenarios:
+  tiny:
+    dataset: gsm8k
+    config: main
+    split: test
+    question_column: question
+    solution_column: answer
+    answer_format: gsm8k
+"""
+
+
+def test_a_user_scenario_gets_defaults(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD)
+    tiny = load_scenarios(path)["tiny"]
+    assert (tiny.suffix, tiny.limit, tiny.filters) == ("tiny", 1000, ())
+
+
+@pytest.mark.parametrize("text, message", [
+    ("scenarios: [", "not valid YAML"),
+    ("other: 1", "needs a non-empty `scenarios:` mapping"),
+    (GOOD.replace("split: test", "split: test\n    colour: red"), "unknown fields \\['colour'\\]"),
+    (GOOD.replace("    dataset: gsm8k\n", ""), "lacks required fields \\['dataset'\\]"),
+    (GOOD + "    limit: 0\n", "limit must be a positive integer"),
+    (GOOD + "    filters: ['level=']\n", "'level' has no values"),
+    (GOOD.replace("answer_format: gsm8k", "answer_format: guess"), "answer_format must be one of"),
+])
+def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=message):
+        load_scenarios(path)
+
+
+def test_missing_scenarios_file(tmp_path):
+    with pytest.raises(ScenarioError, match="does not exist"):
+        load_scenarios(tmp_path / "nope.yaml")

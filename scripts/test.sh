@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Sets up the project with its test extras and runs the whole test suite (arguments go to pytest).
+# The browser tests need Debian's chromium: installed here when missing and we are root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh test
+
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "cotgen: installing Debian chromium for the browser tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "cotgen: the browser tests need chromium (sudo apt-get install chromium)" >&2
+  fi
+fi
+
+if [ -z "${COTGEN_DATASETS_DIR:-}" ] && [ -d ../shared/data ]; then
+  export COTGEN_DATASETS_DIR="$(cd ../shared/data && pwd)"
+fi
+exec .venv/bin/python -m pytest "$@"
