@@ -1,0 +1,173 @@
+"""Fault injection: the settings, and deterministic draws from them.
+
+Per-line faults are drawn from a hash of (seed, batch name, key, fault kind), so a run is
+reproducible for a given seed while the same key in a later batch gets a fresh draw. Job-level
+faults are counters ("the next N jobs") consumed when a job is created; HTTP faults come from a
+seeded random stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+import threading
+from typing import Any
+
+JOB_FAULT_STATES = ("failed", "expired", "cancelled")
+LINE_FAULT_KINDS = ("garbage_line", "line_error", "truncate", "no_thoughts")
+
+_RATES = (
+    "line_error_rate",
+    "truncate_rate",
+    "no_thoughts_rate",
+    "garbage_line_rate",
+    "http_error_rate",
+)
+_COUNTS = ("job_count", "slow_count", "lose_create_count")
+
+
+@dataclasses.dataclass
+class FaultConfig:
+    """What to break. Field names are the CLI flags without `--fault-`, in snake_case."""
+
+    line_error_rate: float = 0.0
+    truncate_rate: float = 0.0
+    no_thoughts_rate: float = 0.0
+    garbage_line_rate: float = 0.0
+    http_error_rate: float = 0.0
+    job_state: str | None = None
+    job_count: int = 0
+    slow_latency: float = 0.0
+    slow_count: int = 0
+    lose_create_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def line_rates(self) -> dict[str, float]:
+        """The per-line rates, as snapshotted into a job when it is created."""
+        return {
+            "line_error": self.line_error_rate,
+            "truncate": self.truncate_rate,
+            "no_thoughts": self.no_thoughts_rate,
+            "garbage_line": self.garbage_line_rate,
+        }
+
+
+FAULT_FIELDS = tuple(f.name for f in dataclasses.fields(FaultConfig))
+
+
+def validate_update(update: dict[str, Any]) -> dict[str, Any]:
+    """Check a partial update (admin API body); returns it normalised or raises ValueError."""
+    if not isinstance(update, dict):
+        raise ValueError("expected a JSON object")
+    clean: dict[str, Any] = {}
+    for key, value in update.items():
+        if key not in FAULT_FIELDS:
+            raise ValueError(f"unknown fault {key!r}; known: {', '.join(FAULT_FIELDS)}")
+        if key in _RATES:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{key} must be a number between 0 and 1, got {value!r}")
+            clean[key] = float(value)
+        elif key in _COUNTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
+            clean[key] = value
+        elif key == "slow_latency":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"slow_latency must be a number of seconds >= 0, got {value!r}")
+            clean[key] = float(value)
+        elif key == "job_state":
+            if value is not None and value not in JOB_FAULT_STATES:
+                raise ValueError(
+                    f"job_state must be one of {', '.join(JOB_FAULT_STATES)} or null, got {value!r}"
+                )
+            clean[key] = value
+    return clean
+
+
+def unit_draw(seed: int, *parts: str) -> float:
+    """A number in [0, 1) that depends only on the seed and the parts."""
+    text = "\x1f".join((str(seed), *parts))
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def line_faults(seed: int, batch_name: str, key: str, rates: dict[str, float]) -> set[str]:
+    """The per-line faults that hit `key` in `batch_name` (a subset of LINE_FAULT_KINDS)."""
+    hits = set()
+    for kind in LINE_FAULT_KINDS:
+        rate = rates.get(kind, 0.0)
+        if rate > 0 and unit_draw(seed, batch_name, key, kind) < rate:
+            hits.add(kind)
+    return hits
+
+
+@dataclasses.dataclass
+class JobFaults:
+    """What a newly created job was dealt."""
+
+    end_state: str | None  # None (succeeds) or one of JOB_FAULT_STATES
+    latency: float | None  # None: the server's --latency
+    lose_create: bool
+
+
+class Faults:
+    """The live fault settings of one emulator process (thread-safe)."""
+
+    def __init__(self, config: FaultConfig | None = None, seed: int = 0):
+        self.config = config or FaultConfig()
+        self.seed = seed
+        self._lock = threading.Lock()
+        self._http_random = random.Random(f"{seed}:http")
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {**self.config.to_json(), "seed": self.seed}
+
+    def update(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Apply a partial update; `{"reset": true}` first restores the defaults."""
+        update = dict(update)
+        reset = update.pop("reset", False)
+        seed = update.pop("seed", None)
+        clean = validate_update(update)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        with self._lock:
+            if reset:
+                self.config = FaultConfig()
+            for key, value in clean.items():
+                setattr(self.config, key, value)
+            if seed is not None:
+                self.seed = seed
+                self._http_random = random.Random(f"{seed}:http")
+        return self.snapshot()
+
+    def draw_http_error(self) -> int | None:
+        """429 or 500 when this API call should fail, else None."""
+        with self._lock:
+            rate = self.config.http_error_rate
+            if rate <= 0:
+                return None
+            hit = self._http_random.random() < rate
+            code = 429 if self._http_random.random() < 0.5 else 500
+        return code if hit else None
+
+    def take_job_faults(self) -> tuple[JobFaults, dict[str, float], int]:
+        """Consume the job-level counters for one new job; also returns its line rates and seed."""
+        with self._lock:
+            c = self.config
+            end_state = None
+            if c.job_count > 0 and c.job_state:
+                end_state = c.job_state
+                c.job_count -= 1
+            latency = None
+            if c.slow_count > 0:
+                latency = c.slow_latency
+                c.slow_count -= 1
+            lose = False
+            if c.lose_create_count > 0:
+                lose = True
+                c.lose_create_count -= 1
+            return JobFaults(end_state, latency, lose), c.line_rates(), self.seed

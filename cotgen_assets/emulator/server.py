@@ -1,0 +1,418 @@
+"""`cotgen-emulator`: a local stand-in for the Gemini Batch API, served over HTTP.
+
+Speaks the wire protocol the `google-genai` SDK uses (see `reference/gemini-batch-api.md`):
+Files API resumable upload, get, list, delete and download; batch create (file or inlined
+input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. A small admin API under
+`/_emulator/` reports health and changes the injected faults at runtime.
+
+    cotgen-emulator --port 8765 --state-dir .emulator --latency 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from .faults import JOB_FAULT_STATES, FaultConfig, Faults
+from .responder import Responder, get
+from .store import FILE_TTL_SECONDS, ApiError, Store, rfc3339
+
+DEFAULT_PORT = 8765
+DEFAULT_PAGE_SIZE = 50
+_API = re.compile(r"^/(?P<download>download/)?(?P<ver>v1|v1beta)/(?P<rest>.+)$")
+_UPLOAD = re.compile(r"^/upload/(?P<ver>v1|v1beta)/files$")
+_FILE = re.compile(r"^files/(?P<id>[^/:]+)$")
+_FILE_DOWNLOAD = re.compile(r"^files/(?P<id>[^/:]+):download$")
+_CREATE = re.compile(r"^(?P<model>(?:models|tunedModels)/[^/:]+):batchGenerateContent$")
+_BATCH = re.compile(r"^batches/(?P<id>[^/:]+)$")
+_CANCEL = re.compile(r"^batches/(?P<id>[^/:]+):cancel$")
+_KEY_IN_QUERY = re.compile(r"(?i)(\bkey=)[^&]*")
+
+
+def _log(message: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    sys.stderr.write(f"{stamp} cotgen-emulator {message}\n")
+    sys.stderr.flush()
+
+
+def render_file(record: dict, host: str, ver: str) -> dict:
+    """A File resource in proto-JSON (camelCase, int64 as strings)."""
+    file_id = record["name"].removeprefix("files/")
+    created = rfc3339(record["create_time"])
+    out = {"name": record["name"]}
+    if record.get("display_name"):
+        out["displayName"] = record["display_name"]
+    out.update({
+        "mimeType": record["mime_type"],
+        "sizeBytes": str(record["size_bytes"]),
+        "createTime": created,
+        "updateTime": created,
+        "expirationTime": rfc3339(record["create_time"] + FILE_TTL_SECONDS),
+        "sha256Hash": record["sha256_hash"],
+        "uri": f"http://{host}/{ver}/files/{file_id}",
+        "state": "ACTIVE",
+        "source": record["source"],
+    })
+    if record["source"] == "GENERATED":
+        out["downloadUri"] = f"http://{host}/download/{ver}/files/{file_id}:download?alt=media"
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "cotgen-emulator"
+    server: "EmulatorServer"
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass  # one line per request is written by _handle instead
+
+    def do_GET(self):
+        self._handle()
+
+    def do_POST(self):
+        self._handle()
+
+    def do_DELETE(self):
+        self._handle()
+
+    def do_PATCH(self):
+        self._handle()
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, status: int, body: bytes, headers: dict | None = None,
+              content_type: str = "application/json; charset=UTF-8") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self._status, self._sent = status, len(body)
+
+    def _json(self, obj, status: int = 200, headers: dict | None = None) -> None:
+        self._send(status, orjson.dumps(obj), headers)
+
+    def _error(self, error: ApiError, headers: dict | None = None) -> None:
+        self._json(error.to_json(), error.code, headers)
+
+    def _body_json(self, body: bytes, default=None):
+        if not body.strip():
+            return default if default is not None else {}
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload received.") from None
+        if not isinstance(value, dict):
+            raise ApiError(400, "INVALID_ARGUMENT", "Invalid JSON payload: expected an object.")
+        return value
+
+    def _host(self) -> str:
+        host = self.headers.get("Host")
+        if host:
+            return host
+        address, port = self.server.server_address[:2]
+        return f"{address}:{port}"
+
+    def _handle(self) -> None:
+        started = time.perf_counter()
+        self._status, self._sent = 0, 0
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        upload_headers = None
+        try:
+            body = self._read_body()
+            if url.path.startswith("/_emulator/"):
+                self._admin(url.path, body)
+                return
+            upload = _UPLOAD.match(url.path)
+            if upload:
+                upload_headers = {"X-Goog-Upload-Status": "final"}
+            is_chunk = bool(upload and "upload_id" in query)
+            if not is_chunk and not (self.headers.get("x-goog-api-key") or query.get("key")):
+                raise ApiError(403, "PERMISSION_DENIED",
+                               "Method doesn't allow unregistered callers (callers without "
+                               "established identity). Please use API Key or other form of API "
+                               "consumer identity to call this API.")
+            code = self.server.faults.draw_http_error()
+            if code == 429:
+                raise ApiError(429, "RESOURCE_EXHAUSTED",
+                               "Resource has been exhausted (e.g. check quota).")
+            if code == 500:
+                raise ApiError(500, "INTERNAL", "Internal error encountered.")
+            if upload:
+                if is_chunk:
+                    self._upload_chunk(upload["ver"], query["upload_id"], body)
+                else:
+                    self._upload_start(upload["ver"], body)
+                return
+            api = _API.match(url.path)
+            if not api:
+                raise ApiError(404, "NOT_FOUND", f"Method not found: {self.command} {url.path}")
+            self._api(api["ver"], api["rest"], bool(api["download"]), query, body)
+        except ApiError as error:
+            self._error(error, upload_headers)
+        except Exception:  # a bug: say so, keep serving
+            _log("internal error:\n" + traceback.format_exc())
+            self._error(ApiError(500, "INTERNAL", "Internal error encountered."), upload_headers)
+        finally:
+            path = _KEY_IN_QUERY.sub(r"\1***", self.path)
+            elapsed = (time.perf_counter() - started) * 1000
+            _log(f'{self.client_address[0]} "{self.command} {path}" {self._status} '
+                 f"{self._sent}B {elapsed:.1f}ms")
+
+    # ---- admin ------------------------------------------------------------------------------
+
+    def _admin(self, path: str, body: bytes) -> None:
+        faults = self.server.faults
+        if path == "/_emulator/health" and self.command == "GET":
+            self._json({"ok": True, "pid": os.getpid(), "state_dir": str(self.server.store.root),
+                        "latency": self.server.store.latency})
+        elif path == "/_emulator/faults" and self.command == "GET":
+            self._json(faults.snapshot())
+        elif path == "/_emulator/faults" and self.command == "POST":
+            try:
+                snapshot = faults.update(self._body_json(body))
+            except ValueError as error:
+                raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
+            _log(f"faults set: {json.dumps(snapshot)}")
+            self._json(snapshot)
+        else:
+            raise ApiError(404, "NOT_FOUND", f"No admin endpoint {self.command} {path}")
+
+    # ---- Files API upload -------------------------------------------------------------------
+
+    def _upload_start(self, ver: str, body: bytes) -> None:
+        if self.command != "POST":
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {self.command} upload")
+        protocol = self.headers.get("X-Goog-Upload-Protocol", "").lower()
+        command = self.headers.get("X-Goog-Upload-Command", "").lower()
+        if protocol != "resumable" or command != "start":
+            raise ApiError(400, "INVALID_ARGUMENT",
+                           "Only resumable uploads are supported (X-Goog-Upload-Protocol: "
+                           "resumable, X-Goog-Upload-Command: start).")
+        payload = self._body_json(body)
+        file = get(payload, "file") or {}
+        size = self.headers.get("X-Goog-Upload-Header-Content-Length")
+        upload_id = self.server.store.start_upload(
+            file, declared_size=int(size) if size and size.isdigit() else None,
+            mime_type=self.headers.get("X-Goog-Upload-Header-Content-Type"))
+        url = f"http://{self._host()}/upload/{ver}/files?upload_id={upload_id}&upload_protocol=resumable"
+        self._send(200, b"", {"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active",
+                              "X-Goog-Upload-Chunk-Granularity": "262144",
+                              "X-GUploader-UploadID": upload_id})
+
+    def _upload_chunk(self, ver: str, upload_id: str, body: bytes) -> None:
+        store = self.server.store
+        commands = {c.strip() for c in self.headers.get("X-Goog-Upload-Command", "").lower().split(",")}
+        if commands == {"query"}:
+            received = store.upload_received(upload_id)
+            self._send(200, b"", {"X-Goog-Upload-Status": "active",
+                                  "X-Goog-Upload-Size-Received": str(received)})
+            return
+        if "upload" not in commands and "finalize" not in commands:
+            raise ApiError(400, "INVALID_ARGUMENT",
+                           "X-Goog-Upload-Command must be 'upload', 'upload, finalize' or 'query'.")
+        offset = self.headers.get("X-Goog-Upload-Offset")
+        if offset is not None and not offset.strip().isdigit():
+            raise ApiError(400, "INVALID_ARGUMENT", f"Bad X-Goog-Upload-Offset {offset!r}.")
+        record = store.upload_chunk(upload_id, int(offset) if offset is not None else None,
+                                    body, "finalize" in commands)
+        if record is None:
+            self._send(200, b"", {"X-Goog-Upload-Status": "active"})
+        else:
+            self._log_event(f"uploaded {record['name']} ({record['size_bytes']} bytes)")
+            self._json({"file": render_file(record, self._host(), ver)}, 200,
+                       {"X-Goog-Upload-Status": "final"})
+
+    def _log_event(self, message: str) -> None:
+        _log(message)
+
+    # ---- JSON API -------------------------------------------------------------------------------
+
+    def _api(self, ver: str, rest: str, download_prefix: bool, query: dict, body: bytes) -> None:
+        store, method = self.server.store, self.command
+        match = _FILE_DOWNLOAD.match(rest)
+        if match and method == "GET":
+            self._download(match["id"], query)
+            return
+        if download_prefix:
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {method} /download/{ver}/{rest}")
+        if (match := _FILE.match(rest)) and method == "GET":
+            self._json(render_file(store.get_file(match["id"]), self._host(), ver))
+        elif (match := _FILE.match(rest)) and method == "DELETE":
+            store.delete_file(match["id"])
+            self._json({})
+        elif rest == "files" and method == "GET":
+            files, token = store.list_files(self._page_size(query), query.get("pageToken"))
+            out = {"files": [render_file(f, self._host(), ver) for f in files]}
+            if token:
+                out["nextPageToken"] = token
+            self._json(out)
+        elif (match := _CREATE.match(rest)) and method == "POST":
+            payload = self._body_json(body)
+            batch = get(payload, "batch")
+            self._json(store.create_batch(match["model"], batch if isinstance(batch, dict) else payload))
+        elif (match := _BATCH.match(rest)) and method == "GET":
+            self._json(store.get_batch(match["id"]))
+        elif (match := _BATCH.match(rest)) and method == "DELETE":
+            store.delete_batch(match["id"])
+            self._json({})
+        elif (match := _CANCEL.match(rest)) and method == "POST":
+            store.cancel_batch(match["id"])
+            self._json({})
+        elif rest == "batches" and method == "GET":
+            operations, token = store.list_batches(self._page_size(query), query.get("pageToken"))
+            out = {"operations": operations}
+            if token:
+                out["nextPageToken"] = token
+            self._json(out)
+        else:
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {method} /{ver}/{rest}")
+
+    def _page_size(self, query: dict) -> int:
+        value = query.get("pageSize", "")
+        size = int(value) if value.isdigit() else 0
+        return min(size, 1000) if size > 0 else DEFAULT_PAGE_SIZE
+
+    def _download(self, file_id: str, query: dict) -> None:
+        if query.get("alt") != "media":
+            raise ApiError(400, "INVALID_ARGUMENT", "Downloads need the query parameter alt=media.")
+        store = self.server.store
+        record = store.get_file(file_id)
+        if record["source"] != "GENERATED":
+            raise ApiError(400, "INVALID_ARGUMENT",
+                           f"Only generated files can be downloaded; {record['name']} was uploaded.")
+        path = store.file_bytes_path(file_id)
+        size = path.stat().st_size
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                self.wfile.write(block)
+        self._status, self._sent = 200, size
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address, store: Store, faults: Faults):
+        super().__init__(address, Handler)
+        self.store, self.faults = store, faults
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cotgen-emulator",
+        description="Local stand-in for the Gemini Batch API (Files API + batches), for the "
+                    "google-genai SDK with HttpOptions(base_url=...).")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)")
+    parser.add_argument("--state-dir", default=".emulator", help="where files and jobs are kept")
+    parser.add_argument("--latency", type=float, default=10.0,
+                        help="seconds from create to a finished job (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every fault draw (default 0)")
+    parser.add_argument("--datasets-dir", default=None,
+                        help="reference problems (*.parquet); default $COTGEN_DATASETS_DIR")
+    faults = parser.add_argument_group("faults")
+    for name, help_text in (
+        ("line-error-rate", "share of output lines that are {\"error\": ...}"),
+        ("truncate-rate", "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)"),
+        ("no-thoughts-rate", "share of responses without thought parts"),
+        ("garbage-line-rate", "share of output lines that are not JSON"),
+        ("http-error-rate", "share of API calls answered 429 or 500 (admin endpoints exempt)"),
+    ):
+        faults.add_argument(f"--fault-{name}", type=float, default=0.0, metavar="R", help=help_text)
+    faults.add_argument("--fault-job-state", choices=JOB_FAULT_STATES, default=None,
+                        help="terminal state of the next --fault-job-count jobs")
+    faults.add_argument("--fault-job-count", type=int, default=0, metavar="N")
+    faults.add_argument("--fault-slow-latency", type=float, default=0.0, metavar="S",
+                        help="latency of the next --fault-slow-count jobs")
+    faults.add_argument("--fault-slow-count", type=int, default=0, metavar="N")
+    faults.add_argument("--fault-lose-create-count", type=int, default=0, metavar="N",
+                        help="the next N creates make the job but answer HTTP 500")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    config = FaultConfig(
+        line_error_rate=args.fault_line_error_rate,
+        truncate_rate=args.fault_truncate_rate,
+        no_thoughts_rate=args.fault_no_thoughts_rate,
+        garbage_line_rate=args.fault_garbage_line_rate,
+        http_error_rate=args.fault_http_error_rate,
+        job_state=args.fault_job_state,
+        job_count=args.fault_job_count,
+        slow_latency=args.fault_slow_latency,
+        slow_count=args.fault_slow_count,
+        lose_create_count=args.fault_lose_create_count,
+    )
+    faults = Faults(seed=args.seed)
+    try:
+        faults.update(config.to_json())
+    except ValueError as error:
+        build_parser().error(str(error))
+    responder = Responder(args.datasets_dir)
+    store = Store(args.state_dir, latency=args.latency, faults=faults, responder=responder, log=_log)
+    server = EmulatorServer((args.host, args.port), store, faults)
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        _log(f"WARNING: listening on {args.host}, not loopback: anyone who can reach it can use it")
+
+    def preload() -> None:
+        started = time.perf_counter()
+        count = len(responder.references)
+        _log(f"{count} reference problems loaded from {responder.references.datasets_dir} "
+             f"in {time.perf_counter() - started:.2f}s")
+
+    threading.Thread(target=preload, name="preload-references", daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    host, port = server.server_address[:2]
+    _log(f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
+         f"latency {args.latency}s, seed {args.seed}, faults {json.dumps(faults.snapshot())})")
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        _log("stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,504 @@
+"""The emulator's state on disk: files, resumable uploads and batch jobs.
+
+Layout under the state directory (every JSON and result file is written to a temporary name and
+renamed, so a crash or restart never leaves half a file):
+
+    counters.json                  batch ordinal counter and this state dir's id salt
+    files/<id>.json, <id>.bin      File resources and their bytes (uploads and results)
+    uploads/<upload id>.json/.part resumable uploads in progress
+    batches/<id>.json              batch jobs; <id>.input.jsonl is a link to (or copy of) the input
+
+A job's state is computed from timestamps when it is read: PENDING for the first 20% of its
+latency, RUNNING until the latency has passed, then its terminal state. The result file is
+produced once, when a finished job is first seen.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import orjson
+
+from .faults import Faults, line_faults, unit_draw
+from .responder import Responder, get
+
+PENDING_FRACTION = 0.2
+FILE_TTL_SECONDS = 48 * 3600
+BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
+OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+TERMINAL = {
+    None: "BATCH_STATE_SUCCEEDED",
+    "failed": "BATCH_STATE_FAILED",
+    "expired": "BATCH_STATE_EXPIRED",
+    "cancelled": "BATCH_STATE_CANCELLED",
+}
+_OPERATION_ERRORS = {
+    "BATCH_STATE_FAILED": {"code": 13, "message": "The batch failed: internal error."},
+    "BATCH_STATE_EXPIRED": {
+        "code": 4,
+        "message": "The batch expired: it was not completed before the deadline.",
+    },
+    "BATCH_STATE_CANCELLED": {"code": 1, "message": "The batch was cancelled."},
+}
+_LINE_ERRORS = (
+    (500, "INTERNAL", "Internal error encountered."),
+    (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+    (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+)
+_FILE_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+class ApiError(Exception):
+    """An error the API answers as `{"error": {"code", "message", "status"}}`."""
+
+    def __init__(self, code: int, status: str, message: str):
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+    def to_json(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
+
+
+def rfc3339(timestamp: float) -> str:
+    """Proto-JSON timestamp: UTC, microseconds, `Z`."""
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _nonzero(counts: dict[str, int]) -> dict[str, str]:
+    """int64 counts as proto-JSON strings; zeros omitted, as proto3 does."""
+    return {k: str(v) for k, v in counts.items() if v}
+
+
+class Store:
+    """Files, uploads and batch jobs under one state directory (thread-safe)."""
+
+    def __init__(self, state_dir: str | os.PathLike, *, latency: float, faults: Faults,
+                 responder: Responder, log=None):
+        self.root = Path(state_dir)
+        self.latency = latency
+        self.faults = faults
+        self.responder = responder
+        self.log = log or (lambda message: None)
+        self._lock = threading.RLock()
+        for sub in ("files", "uploads", "batches"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        counters = _read_json(self.root / "counters.json")
+        if counters is None:
+            counters = {"batch_seq": 0, "salt": secrets.token_hex(8)}
+            _write_atomic(self.root / "counters.json", orjson.dumps(counters))
+        self._counters = counters
+
+    # ---- files -------------------------------------------------------------------------
+
+    def _file_paths(self, file_id: str) -> tuple[Path, Path]:
+        return self.root / "files" / f"{file_id}.json", self.root / "files" / f"{file_id}.bin"
+
+    def get_file(self, file_id: str) -> dict:
+        record = _read_json(self._file_paths(file_id)[0]) if _FILE_ID.match(file_id) else None
+        if record is None:
+            raise ApiError(404, "NOT_FOUND", f"File files/{file_id} not found.")
+        return record
+
+    def file_bytes_path(self, file_id: str) -> Path:
+        self.get_file(file_id)
+        return self._file_paths(file_id)[1]
+
+    def list_files(self, page_size: int, page_token: str | None) -> tuple[list[dict], str | None]:
+        records = [r for p in (self.root / "files").glob("*.json") if (r := _read_json(p))]
+        records.sort(key=lambda r: (r["create_time"], r["name"]), reverse=True)
+        start = int(page_token) if page_token and page_token.isdigit() else 0
+        page = records[start : start + page_size]
+        more = start + page_size < len(records)
+        return page, str(start + page_size) if more else None
+
+    def delete_file(self, file_id: str) -> None:
+        with self._lock:
+            self.get_file(file_id)
+            meta, data = self._file_paths(file_id)
+            meta.unlink(missing_ok=True)
+            data.unlink(missing_ok=True)
+
+    def _save_file(self, file_id: str, data_path: Path, *, display_name: str | None,
+                   mime_type: str, source: str) -> dict:
+        digest = hashlib.sha256()
+        size = 0
+        with open(data_path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+        now = time.time()
+        record = {
+            "name": f"files/{file_id}",
+            "display_name": display_name,
+            "mime_type": mime_type,
+            "size_bytes": size,
+            # As the real API does: base64 of the hex digest.
+            "sha256_hash": base64.b64encode(digest.hexdigest().encode()).decode(),
+            "create_time": now,
+            "source": source,
+        }
+        meta_path, bytes_path = self._file_paths(file_id)
+        os.replace(data_path, bytes_path)
+        _write_atomic(meta_path, orjson.dumps(record))
+        return record
+
+    # ---- resumable uploads ---------------------------------------------------------------
+
+    def start_upload(self, file: dict, *, declared_size: int | None, mime_type: str | None) -> str:
+        """Begins a resumable upload; returns its upload id."""
+        name = get(file, "name")
+        file_id = None
+        if name:
+            file_id = name.removeprefix("files/")
+            if not _FILE_ID.match(file_id):
+                raise ApiError(400, "INVALID_ARGUMENT",
+                               f"Invalid file name {name!r}: up to 40 characters of [a-z0-9-], "
+                               "not starting or ending with '-'.")
+            if self._file_paths(file_id)[0].exists():
+                raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
+        size = get(file, "sizeBytes")
+        if declared_size is None and size is not None:
+            declared_size = int(size)
+        mime = mime_type or get(file, "mimeType") or "application/octet-stream"
+        upload_id = secrets.token_urlsafe(24)
+        session = {"file_id": file_id, "display_name": get(file, "displayName"),
+                   "mime_type": mime, "declared_size": declared_size}
+        (self.root / "uploads" / f"{upload_id}.part").write_bytes(b"")
+        _write_atomic(self.root / "uploads" / f"{upload_id}.json", orjson.dumps(session))
+        return upload_id
+
+    def upload_received(self, upload_id: str) -> int:
+        part = self.root / "uploads" / f"{upload_id}.part"
+        if not (self.root / "uploads" / f"{upload_id}.json").exists() or not part.exists():
+            raise ApiError(404, "NOT_FOUND", "Upload session not found or already finalized.")
+        return part.stat().st_size
+
+    def upload_chunk(self, upload_id: str, offset: int | None, data: bytes,
+                     finalize: bool) -> dict | None:
+        """Appends one chunk; on finalize returns the new File record."""
+        with self._lock:
+            session = _read_json(self.root / "uploads" / f"{upload_id}.json")
+            received = self.upload_received(upload_id)
+            if offset is not None and offset != received:
+                raise ApiError(400, "INVALID_ARGUMENT",
+                               f"Upload offset {offset} does not match the {received} bytes received.")
+            part = self.root / "uploads" / f"{upload_id}.part"
+            with open(part, "ab") as handle:
+                handle.write(data)
+            if not finalize:
+                return None
+            total = received + len(data)
+            declared = session.get("declared_size")
+            if declared is not None and declared != total:
+                raise ApiError(400, "INVALID_ARGUMENT",
+                               f"Upload finalized with {total} bytes, {declared} were declared.")
+            file_id = session["file_id"] or "".join(secrets.choice(_ALNUM) for _ in range(12))
+            if self._file_paths(file_id)[0].exists():
+                raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
+            record = self._save_file(file_id, part, display_name=session.get("display_name"),
+                                     mime_type=session["mime_type"], source="UPLOADED")
+            (self.root / "uploads" / f"{upload_id}.json").unlink(missing_ok=True)
+            return record
+
+    # ---- batches ---------------------------------------------------------------------------
+
+    def _batch_path(self, batch_id: str, suffix: str = ".json") -> Path:
+        return self.root / "batches" / f"{batch_id}{suffix}"
+
+    def _load_batch(self, batch_id: str) -> dict:
+        record = None
+        if re.fullmatch(r"[a-z0-9-]{1,64}", batch_id):
+            record = _read_json(self._batch_path(batch_id))
+        if record is None:
+            raise ApiError(404, "NOT_FOUND", f"Batch batches/{batch_id} not found.")
+        return record
+
+    def _save_batch(self, record: dict) -> None:
+        _write_atomic(self._batch_path(record["id"]), orjson.dumps(record))
+
+    def create_batch(self, model: str, batch: dict) -> dict:
+        """Creates a job from `{"inputConfig": ..., "displayName": ...}`; returns its Operation."""
+        input_config = get(batch, "inputConfig") or {}
+        file_name = get(input_config, "fileName")
+        inlined = get(get(input_config, "requests") or {}, "requests")
+        if not file_name and inlined is None:
+            raise ApiError(400, "INVALID_ARGUMENT",
+                           "batch.inputConfig needs fileName or requests.requests.")
+        with self._lock:
+            if file_name:
+                source = self.file_bytes_path(str(file_name).removeprefix("files/"))
+                if self.get_file(str(file_name).removeprefix("files/"))["source"] != "UPLOADED":
+                    raise ApiError(400, "INVALID_ARGUMENT", f"{file_name} is not an uploaded file.")
+                with open(source, "rb") as handle:
+                    count = sum(1 for line in handle if line.strip())
+            else:
+                if not isinstance(inlined, list):
+                    raise ApiError(400, "INVALID_ARGUMENT", "inputConfig.requests.requests must be a list.")
+                count = len(inlined)
+            if count == 0:
+                raise ApiError(400, "INVALID_ARGUMENT", "The batch has no requests.")
+            job, rates, seed = self.faults.take_job_faults()
+            self._counters["batch_seq"] += 1
+            seq = self._counters["batch_seq"]
+            _write_atomic(self.root / "counters.json", orjson.dumps(self._counters))
+            batch_id = hashlib.blake2b(f"{self._counters['salt']}:{seq}".encode(),
+                                       digest_size=16).hexdigest()
+            input_path = self._batch_path(batch_id, ".input.jsonl")
+            if file_name:
+                try:
+                    os.link(source, input_path)
+                except OSError:
+                    shutil.copyfile(source, input_path)
+            else:
+                lines = (orjson.dumps({"key": get(get(item, "metadata") or {}, "key"),
+                                       "request": get(item, "request"),
+                                       "metadata": get(item, "metadata")})
+                         for item in inlined)
+                _write_atomic(input_path, b"\n".join(lines) + b"\n")
+            record = {
+                "id": batch_id,
+                "name": f"batches/{batch_id}",
+                "seq": seq,
+                "model": model if model.startswith(("models/", "tunedModels/")) else f"models/{model}",
+                "display_name": get(batch, "displayName"),
+                "file_name": f"files/{str(file_name).removeprefix('files/')}" if file_name else None,
+                "inlined": not file_name,
+                "request_count": count,
+                "create_time": time.time(),
+                "latency": self.latency if job.latency is None else job.latency,
+                "fault_state": job.end_state,
+                "line_rates": rates,
+                "seed": seed,
+                "cancel_time": None,
+                "processed_count": None,
+                "finalized": False,
+                "stats": None,
+                "results_file": None,
+                "inlined_responses": None,
+            }
+            self._save_batch(record)
+        self.log(f"created {record['name']} ({count} requests, latency {record['latency']}s"
+                 + (f", will end {job.end_state}" if job.end_state else "") + ")")
+        if job.lose_create:
+            self.log(f"fault lose_create: {record['name']} exists, answering 500")
+            raise ApiError(500, "INTERNAL", "Internal error encountered.")
+        return self._operation(record, time.time(), created=True)
+
+    def get_batch(self, batch_id: str) -> dict:
+        with self._lock:
+            return self._view(self._load_batch(batch_id), time.time())
+
+    def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[dict], str | None]:
+        with self._lock:
+            records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
+            records.sort(key=lambda r: r["seq"], reverse=True)
+            if page_token:
+                if not page_token.isdigit():
+                    raise ApiError(400, "INVALID_ARGUMENT", f"Invalid page token {page_token!r}.")
+                records = [r for r in records if r["seq"] < int(page_token)]
+            page, rest = records[:page_size], records[page_size:]
+            now = time.time()
+            operations = [self._view(r, now) for r in page]
+            return operations, str(page[-1]["seq"]) if rest else None
+
+    def cancel_batch(self, batch_id: str) -> None:
+        with self._lock:
+            record = self._load_batch(batch_id)
+            now = time.time()
+            state, _ = self._phase(record, now)
+            if state == "BATCH_STATE_CANCELLED":
+                return
+            if state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+                self._view(record, now)
+                raise ApiError(400, "FAILED_PRECONDITION",
+                               f"Batch batches/{batch_id} is already finished ({state}).")
+            processed = 0
+            if state == "BATCH_STATE_RUNNING":
+                run_time = record["latency"] * (1 - PENDING_FRACTION)
+                elapsed = now - record["create_time"] - record["latency"] * PENDING_FRACTION
+                fraction = min(1.0, max(0.0, elapsed / run_time)) if run_time > 0 else 0.0
+                processed = int(record["request_count"] * fraction)
+            record["cancel_time"] = now
+            record["processed_count"] = processed
+            self._finalize(record, processed)
+        self.log(f"cancelled {record['name']} ({processed} requests done)")
+
+    def delete_batch(self, batch_id: str) -> None:
+        with self._lock:
+            self._load_batch(batch_id)
+            self._batch_path(batch_id).unlink()
+            self._batch_path(batch_id, ".input.jsonl").unlink(missing_ok=True)
+
+    # ---- job state and results ------------------------------------------------------------
+
+    def _phase(self, record: dict, now: float) -> tuple[str, float]:
+        """(state, time of the last state change)."""
+        if record["cancel_time"] is not None:
+            return "BATCH_STATE_CANCELLED", record["cancel_time"]
+        latency, created = record["latency"], record["create_time"]
+        elapsed = now - created
+        if elapsed >= latency:
+            return TERMINAL[record["fault_state"]], created + latency
+        if elapsed >= latency * PENDING_FRACTION:
+            return "BATCH_STATE_RUNNING", created + latency * PENDING_FRACTION
+        return "BATCH_STATE_PENDING", created
+
+    def _view(self, record: dict, now: float) -> dict:
+        state, _ = self._phase(record, now)
+        if state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING") and not record["finalized"]:
+            count = {"BATCH_STATE_SUCCEEDED": record["request_count"],
+                     "BATCH_STATE_CANCELLED": record["request_count"] // 2}.get(state, 0)
+            self._finalize(record, count)
+        return self._operation(record, now)
+
+    def _finalize(self, record: dict, count: int) -> None:
+        """Produces the results of the first `count` requests (once) and marks the job finished."""
+        started = time.perf_counter()
+        stats = {"successful": 0, "failed": 0}
+        if count > 0:
+            lines = []
+            for i, (key, request, metadata, problem) in enumerate(self._requests(record)):
+                if i >= count:
+                    break
+                line = self._answer(record, key, request, problem)
+                if "error" in line:
+                    stats["failed"] += 1
+                else:
+                    stats["successful"] += 1
+                if record["inlined"]:
+                    line.pop("key", None)
+                    line.pop("garbage", None)
+                    if metadata is not None:
+                        line["metadata"] = metadata
+                lines.append(line)
+            if record["inlined"]:
+                record["inlined_responses"] = lines
+            else:
+                file_id = f"batch-{record['id']}"
+                tmp = self.root / "files" / f".{file_id}.{secrets.token_hex(4)}.tmp"
+                with open(tmp, "wb") as handle:
+                    for line in lines:
+                        garbage = line.pop("garbage", False)
+                        data = orjson.dumps(line)
+                        if garbage:  # a line cut short: not JSON
+                            data = data[: max(1, len(data) // 2)]
+                        handle.write(data + b"\n")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                self._save_file(file_id, tmp, display_name=f"{record['name']} results",
+                                mime_type="application/jsonl", source="GENERATED")
+                record["results_file"] = f"files/{file_id}"
+        elif TERMINAL[record["fault_state"]] in ("BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED") \
+                and record["cancel_time"] is None:
+            stats["failed"] = record["request_count"]
+        record["stats"] = stats
+        record["finalized"] = True
+        self._save_batch(record)
+        self.log(f"finished {record['name']}: {stats['successful']} ok, {stats['failed']} failed, "
+                 f"{count} answered in {time.perf_counter() - started:.3f}s")
+
+    def _requests(self, record: dict) -> Iterator[tuple[str | None, Any, Any, str | None]]:
+        """(key, request, metadata, problem) per input line, in order."""
+        with open(self._batch_path(record["id"], ".input.jsonl"), "rb") as handle:
+            index = 0
+            for raw in handle:
+                if not raw.strip():
+                    continue
+                try:
+                    item = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    item = None
+                if not isinstance(item, dict):
+                    yield None, None, None, f"Line {index + 1} of the input file is not a JSON object."
+                else:
+                    key, request = item.get("key"), item.get("request")
+                    problem = None
+                    if not isinstance(request, dict) or not get(request, "contents"):
+                        problem = "The request has no contents."
+                    yield key, request, item.get("metadata"), problem
+                index += 1
+
+    def _answer(self, record: dict, key: Any, request: Any, problem: str | None) -> dict:
+        """One output line (a dict; `garbage: True` asks for it to be written cut short)."""
+        line: dict[str, Any] = {} if key is None else {"key": key}
+        if problem:
+            line["error"] = {"code": 400, "message": problem, "status": "INVALID_ARGUMENT"}
+            return line
+        fault_key = str(key)
+        hits = line_faults(record["seed"], f"batch#{record['seq']}", fault_key, record["line_rates"])
+        if "line_error" in hits:
+            draw = unit_draw(record["seed"], f"batch#{record['seq']}", fault_key, "error_kind")
+            code, status, message = _LINE_ERRORS[int(draw * len(_LINE_ERRORS))]
+            line["error"] = {"code": code, "message": message, "status": status}
+            return line
+        line["response"] = self.responder.response(
+            request, model=record["model"], batch_name=record["name"], key=fault_key,
+            truncated="truncate" in hits, no_thoughts="no_thoughts" in hits)
+        if "garbage_line" in hits and not record["inlined"]:
+            line["garbage"] = True
+        return line
+
+    def _operation(self, record: dict, now: float, created: bool = False) -> dict:
+        state, changed = ("BATCH_STATE_PENDING", record["create_time"]) if created \
+            else self._phase(record, now)
+        n = record["request_count"]
+        metadata: dict[str, Any] = {"@type": BATCH_TYPE, "model": record["model"]}
+        if record["display_name"]:
+            metadata["displayName"] = record["display_name"]
+        if record["file_name"]:
+            metadata["inputConfig"] = {"fileName": record["file_name"]}
+        metadata["createTime"] = rfc3339(record["create_time"])
+        metadata["updateTime"] = rfc3339(changed)
+        operation: dict[str, Any] = {"name": record["name"]}
+        if state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+            metadata["batchStats"] = _nonzero({"requestCount": n, "pendingRequestCount": n})
+        else:
+            stats = record["stats"] or {"successful": 0, "failed": 0}
+            metadata["endTime"] = rfc3339(changed)
+            metadata["batchStats"] = _nonzero({"requestCount": n,
+                                               "successfulRequestCount": stats["successful"],
+                                               "failedRequestCount": stats["failed"]})
+            output = None
+            if record["results_file"]:
+                output = {"responsesFile": record["results_file"]}
+            elif record["inlined_responses"] is not None:
+                output = {"inlinedResponses": {"inlinedResponses": record["inlined_responses"]}}
+            if output:
+                metadata["output"] = output
+            operation["done"] = True
+            if state == "BATCH_STATE_SUCCEEDED":
+                operation["response"] = {"@type": OUTPUT_TYPE, **(output or {})}
+            else:
+                operation["error"] = dict(_OPERATION_ERRORS[state])
+        metadata["state"] = state
+        metadata["name"] = record["name"]
+        operation["metadata"] = metadata
+        return operation
