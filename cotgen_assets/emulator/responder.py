@@ -155,9 +155,13 @@ def draft_steps(reasoning: str) -> list[str]:
             words = sentence.split()
             if not words:
                 continue
-            if "=" in words:
+            if "=" in words:  # "48/2 = 24": the equation and a word or two around it
                 i = words.index("=")
                 words = words[max(0, i - 2) : i + 2]
+            else:
+                i = next((j for j, word in enumerate(words) if "=" in word), None)
+                if i is not None:  # "... yields $x=5$.": up to the formula
+                    words = words[max(0, i - 3) : i + 1]
             step = " ".join(words[:5]).rstrip(".,;:")
             if step:
                 steps.append(step)
@@ -283,9 +287,11 @@ class Responder:
 
 
 def _split_thoughts(reasoning: str, heading: str) -> list[str]:
-    """Thought summaries as a thinking model sends them: a headed first part, maybe a second."""
-    lines = reasoning.splitlines()
-    if len(lines) < 4:
+    """Thought summaries as a thinking model sends them: a headed first part, and a second one
+    when the reasoning has several paragraphs (split at a blank line, so joining the parts
+    with a blank line gives the reasoning back)."""
+    paragraphs = reasoning.split("\n\n")
+    if len(paragraphs) < 2:
         return [f"{heading}\n\n{reasoning}"]
-    half = len(lines) // 2
-    return [f"{heading}\n\n" + "\n".join(lines[:half]), "\n".join(lines[half:])]
+    half = len(paragraphs) // 2
+    return [f"{heading}\n\n" + "\n\n".join(paragraphs[:half]), "\n\n".join(paragraphs[half:])]
