@@ -182,6 +182,35 @@ def test_batch_moves_from_pending_through_running_to_succeeded(emulator, tmp_pat
     assert result_file.download_uri.startswith(f"{emulator.base_url}/download/{api_version}/files/")
 
 
+def test_upload_names_spellings_and_file_listing(emulator, client, tmp_path):
+    path = write_requests(tmp_path / "r.jsonl", {"a": generation_request(UNKNOWN_QUESTION)})
+    named = client.files.upload(file=str(path), config={"mime_type": "jsonl", "name": "my-input-1"})
+    assert named.name == "files/my-input-1" and named.mime_type == "jsonl"
+    with pytest.raises(errors.ClientError) as taken:
+        client.files.upload(file=str(path), config={"mime_type": "jsonl", "name": "my-input-1"})
+    assert taken.value.code == 409
+
+    # camelCase start body, as a hand-written client would send it
+    status, headers, _ = raw(emulator, "POST", "/upload/v1/files",
+                             body=b'{"file": {"displayName": "camel", "mimeType": "application/jsonl"}}',
+                             headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"})
+    assert status == 200 and headers["X-Goog-Upload-URL"].startswith(f"{emulator.base_url}/upload/v1/files?")
+    status, headers, body = raw(emulator, "POST", headers["X-Goog-Upload-URL"].removeprefix(emulator.base_url),
+                                body=path.read_bytes(), key=None,
+                                headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    assert status == 200 and headers["X-Goog-Upload-Status"] == "final"
+    camel = client.files.get(name=json.loads(body)["file"]["name"])
+    assert (camel.display_name, camel.mime_type, camel.size_bytes) == ("camel", "application/jsonl", path.stat().st_size)
+
+    assert {f.name for f in client.files.list()} == {named.name, camel.name}
+    client.files.delete(name=named.name)
+    assert [f.name for f in client.files.list()] == [camel.name]
+    with pytest.raises(ValueError, match="Only generated files"):
+        client.files.download(file=camel)  # the SDK refuses: uploads have no downloadUri
+    status, _, _ = raw(emulator, "GET", f"/v1beta/{camel.name}:download?alt=media")
+    assert status == 400  # and so does the server
+
+
 def test_list_pages_newest_first(emulator, client):
     names = []
     for i in range(5):
@@ -439,8 +468,7 @@ def test_restart_in_the_middle_of_a_job_loses_nothing(emulator, client, tmp_path
     assert not client.batches.get(name=job.name).done
     pid = emulator.proc.pid
     emulator.restart()
-    assert emulator.proc.pid != pid
-    client = emulator.client(api_key=KEY)
+    assert emulator.proc.pid != pid  # the same client goes on working
     assert not client.batches.get(name=job.name).done
     done = wait_done(client, job.name)
     assert done.state == types.JobState.JOB_STATE_SUCCEEDED

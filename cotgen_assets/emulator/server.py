@@ -249,12 +249,9 @@ class Handler(BaseHTTPRequestHandler):
         if record is None:
             self._send(200, b"", {"X-Goog-Upload-Status": "active"})
         else:
-            self._log_event(f"uploaded {record['name']} ({record['size_bytes']} bytes)")
+            _log(f"uploaded {record['name']} ({record['size_bytes']} bytes)")
             self._json({"file": render_file(record, self._host(), ver)}, 200,
                        {"X-Goog-Upload-Status": "final"})
-
-    def _log_event(self, message: str) -> None:
-        _log(message)
 
     # ---- JSON API -------------------------------------------------------------------------------
 
