@@ -4,13 +4,22 @@ plain modules (sources, batches, samples, ...) that tests call directly."""
 import dagster as dg
 import pyarrow.parquet as pq
 
+from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
+from cotgen_assets.pipeline import (InFlight, SubmissionRefused, check_budget, download_finished, latest_metadata,
+                                    latest_submission,
+                                    overall_state, prepare_generation, prepare_summarization,
+                                    refuse_if_in_flight, submission_lock, submit)
+from cotgen_assets.quality import COD_CHECK_NAMES, COT_CHECK_NAMES, SampleStats, cod_checks, cot_checks
+from cotgen_assets.samples import ingest_submission, samples_path
 from cotgen_assets.scenarios import get_scenario
 from cotgen_assets.sources import load_source_problems
 from cotgen_assets.storage import atomic_write, scenario_dir
+from cotgen_assets.submissions import GENERATION, SUMMARIZATION, total_cost_usd
 
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
+DEFAULT_MODEL = "gemini-3.1-pro-preview"
 
 
 def source_problems_path(scenario: str):
@@ -66,3 +75,282 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             ),
         }
     )
+
+
+# --------------------------------------------------------------------------- batch submissions
+
+class BatchConfig(dg.Config):
+    """Knobs shared by both batch assets; every field has a default so a plain click works."""
+
+    dry_run: bool = False  # write the request file and show the projected cost; submit nothing
+    max_cost_usd: float = 100.0  # refuse to submit a batch projected to cost more
+    max_tries: int = 3  # asks per problem before it is reported as given up
+    max_requests_per_job: int = 10_000  # larger submissions are split into several batch jobs
+    model: str = DEFAULT_MODEL
+    thinking_level: str = "high"
+
+
+class GenerationBatchConfig(BatchConfig):
+    limit: int | None = None  # good samples to aim for (fill) or new problems (extend); default: the scenario's
+    mode: str = "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
+
+
+class SummarizationBatchConfig(BatchConfig):
+    thinking_level: str = "low"
+
+
+def _submit_stage(context, gemini, stage: str, config: BatchConfig, prepare,
+                  wait_if_in_flight: bool = False, extra_metadata: dict | None = None) -> dg.MaterializeResult | None:
+    """Shared body of the batch assets: lock, refuse if in flight, plan, guard the budget, submit.
+
+    With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
+    and the run that ingests that batch submits what is left.
+    """
+    scenario = get_scenario(context.partition_key)
+    try:
+        with submission_lock(scenario.name, stage):
+            if not config.dry_run:
+                try:
+                    refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
+                except InFlight as error:
+                    if not wait_if_in_flight:
+                        raise
+                    context.log.info(f"{error} batch_completion_sensor submits the rest once it is ingested.")
+                    return None
+            prepared = prepare(scenario)
+            submission = prepared.submission
+            context.log.info(
+                f"{submission.num_requests} {stage} requests, projected cost "
+                f"${submission.projected_cost_usd:.4f} ({gemini.describe()})"
+            )
+            if submission.num_requests and not config.dry_run:
+                check_budget(submission, config.max_cost_usd)
+                submit(submission, gemini)
+                context.log.info(f"submitted {submission.batch_names}")
+    except (SubmissionRefused, ValueError) as error:
+        raise dg.Failure(description=str(error)) from None
+    plan, usage = prepared.plan, prepared.projected_usage
+    if plan.given_up:
+        context.log.warning(f"{len(plan.given_up)} problems reached max_tries={config.max_tries} "
+                            f"without a good sample and are given up: {plan.given_up[:20]}")
+    return dg.MaterializeResult(metadata={
+        "batch_names": dg.MetadataValue.json(submission.batch_names),
+        "submission_id": submission.submission_id,
+        "num_requests": dg.MetadataValue.int(submission.num_requests),
+        "num_retries": dg.MetadataValue.int(plan.num_retries),
+        "num_new_problems": dg.MetadataValue.int(plan.num_new),
+        "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
+        "num_shards": dg.MetadataValue.int(len(submission.shards)),
+        "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
+        "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
+        "projected_thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
+        "projected_output_tokens": dg.MetadataValue.int(usage.output_tokens),
+        "model": submission.model,
+        "prompt_version": submission.prompt_version,
+        "dry_run": dg.MetadataValue.bool(config.dry_run),
+        "gemini_endpoint": gemini.describe(),
+        "offline": dg.MetadataValue.bool(gemini.offline),
+        "request_files": dg.MetadataValue.json([str(submission.requests_path(s)) for s in submission.shards]),
+        **(extra_metadata or {}),
+    })
+
+
+@dg.asset(
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"gemini", "jsonl"},
+    deps=[source_problems],
+    description="Submits the CoT generation requests as a Gemini batch and returns at once.",
+)
+def generation_batch(context: dg.AssetExecutionContext, config: GenerationBatchConfig,
+                     gemini: GeminiBatchResource) -> dg.MaterializeResult:
+    def prepare(scenario):
+        limit = scenario.limit if config.limit is None else config.limit
+        return prepare_generation(scenario, limit, config.mode, config.max_tries, config.model,
+                                  config.thinking_level, config.max_requests_per_job, gemini.offline)
+
+    return _submit_stage(context, gemini, GENERATION, config, prepare)
+
+
+@dg.asset(
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"gemini", "jsonl"},
+    deps=["cot_samples"],
+    output_required=False,  # not materialized while an earlier summarization is still in flight
+    description="Submits a Gemini batch that cuts each CoT sample lacking a CoD down to a Chain of Draft.",
+)
+def summarization_batch(context: dg.AssetExecutionContext, config: SummarizationBatchConfig,
+                        gemini: GeminiBatchResource):
+    def prepare(scenario):
+        return prepare_summarization(scenario, config.max_tries, config.model, config.thinking_level,
+                                     config.max_requests_per_job, gemini.offline)
+
+    # Which cot_samples this plan saw: the sensor submits again when a newer one exists.
+    cot = latest_metadata(context.instance, "cot_samples", context.partition_key)
+    based_on = {"cot_samples_storage_id": dg.MetadataValue.int(cot["_storage_id"] if cot else 0)}
+    result = _submit_stage(context, gemini, SUMMARIZATION, config, prepare, wait_if_in_flight=True,
+                           extra_metadata=based_on)
+    if result is not None:
+        yield result
+
+
+# --------------------------------------------------------------------------- results
+
+def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
+    """Shared body of the results assets: download what finished, record how each job ended."""
+    try:
+        submission = latest_submission(context.instance, context.partition_key, stage)
+    except SubmissionRefused as error:
+        raise dg.Failure(description=str(error)) from None
+    jobs = download_finished(submission, gemini)
+    running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
+    if running:
+        raise dg.Failure(description=f"batch jobs still running: {running}; batch_completion_sensor "
+                                     "materializes this asset when they end")
+    failed = [job for job in jobs if job.failed]
+    for job in failed:
+        context.log.error(f"batch {job.name} ended {job.state}: {job.error or 'no error message'}. "
+                          "Nothing is lost: the next fill asks for its problems again.")
+    state = overall_state(jobs)
+    results = [submission.results_path(s) for s in submission.shards if submission.results_path(s).exists()]
+    return dg.MaterializeResult(
+        metadata={
+            "job_state": state,
+            "submission_id": submission.submission_id,
+            "batch_names": dg.MetadataValue.json(submission.batch_names),
+            "num_requests": dg.MetadataValue.int(submission.num_requests),
+            "num_succeeded": dg.MetadataValue.int(sum(job.succeeded_count or 0 for job in jobs)),
+            "num_failed": dg.MetadataValue.int(sum(job.failed_count or 0 for job in jobs)),
+            "num_failed_jobs": dg.MetadataValue.int(len(failed)),
+            "job_errors": dg.MetadataValue.json({job.name: job.error for job in failed}),
+            "result_files": dg.MetadataValue.json([str(p) for p in results]),
+        },
+        check_results=[dg.AssetCheckResult(
+            check_name="batch_succeeded", passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
+            description=f"every batch job of the submission succeeded (state {state})",
+        )],
+    )
+
+
+@dg.asset(
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"gemini", "jsonl"},
+    deps=[generation_batch],
+    check_specs=[dg.AssetCheckSpec("batch_succeeded", asset="generation_results")],
+    description="The generation batch's raw output file(s), downloaded unchanged.",
+)
+def generation_results(context: dg.AssetExecutionContext, gemini: GeminiBatchResource) -> dg.MaterializeResult:
+    return _fetch_results(context, gemini, GENERATION)
+
+
+@dg.asset(
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"gemini", "jsonl"},
+    deps=[summarization_batch],
+    check_specs=[dg.AssetCheckSpec("batch_succeeded", asset="summarization_results")],
+    description="The summarization batch's raw output file(s), downloaded unchanged.",
+)
+def summarization_results(context: dg.AssetExecutionContext, gemini: GeminiBatchResource) -> dg.MaterializeResult:
+    return _fetch_results(context, gemini, SUMMARIZATION)
+
+
+# --------------------------------------------------------------------------- samples
+
+def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
+    """Shared body of the samples assets: merge the newest results into the JSONL file."""
+    scenario = get_scenario(context.partition_key)
+    try:
+        submission = latest_submission(context.instance, scenario.name, stage)
+    except SubmissionRefused as error:
+        raise dg.Failure(description=str(error)) from None
+    path = samples_path(stage, scenario.suffix)
+    stats = SampleStats(stage)
+    ingest = ingest_submission(submission, path, observe=stats)
+    if ingest.num_failed:
+        context.log.warning(f"{ingest.num_failed} requests gave no sample: {dict(ingest.statuses)}; "
+                            f"see {submission.folder / 'outcomes.jsonl'}")
+    usage = ingest.usage
+    metadata = {
+        "num_samples": dg.MetadataValue.int(stats.num_samples),
+        "num_new": dg.MetadataValue.int(ingest.num_new),
+        "num_failed": dg.MetadataValue.int(ingest.num_failed),
+        "failed_by_reason": dg.MetadataValue.json({k: v for k, v in ingest.statuses.items() if k != "ok"}),
+        "num_unknown_keys": dg.MetadataValue.int(ingest.unknown_keys),
+        "num_duplicate_keys": dg.MetadataValue.int(ingest.duplicate_keys),
+        "input_tokens": dg.MetadataValue.int(usage.input_tokens),
+        "cached_tokens": dg.MetadataValue.int(usage.cached_tokens),
+        "thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
+        "output_tokens": dg.MetadataValue.int(usage.output_tokens),
+        "cost_usd": dg.MetadataValue.float(ingest.cost_usd),
+        "total_cost_usd": dg.MetadataValue.float(total_cost_usd(scenario.name, stage)),
+        "accuracy": dg.MetadataValue.float(stats.accuracy),
+        "submission_id": submission.submission_id,
+        "offline": dg.MetadataValue.bool(submission.offline),
+        "path": dg.MetadataValue.path(str(path)),
+        "dagster/row_count": dg.MetadataValue.int(stats.num_samples),
+        "preview": sample_preview(stats.preview, stage),
+    }
+    if stage == GENERATION:
+        return dg.MaterializeResult(metadata=metadata, check_results=cot_checks(stats))
+    metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
+    metadata["answer_agreement"] = dg.MetadataValue.float(stats.answer_agreement)
+    return dg.MaterializeResult(metadata=metadata, check_results=cod_checks(stats))
+
+
+def sample_preview(records: list[dict], stage: str) -> dg.MetadataValue:
+    rows = []
+    for record in records:
+        text = record["cot"] if stage == GENERATION else record["cod"]
+        rows.append({"id": record["id"], "question": record["question"],
+                     "thought" if stage == GENERATION else "draft": text,
+                     "predicted_answer": record["predicted_answer"], "answer": record["answer"],
+                     "correct": record["correct"]})
+    columns = ["id", "question", "thought" if stage == GENERATION else "draft",
+               "predicted_answer", "answer", "correct"]
+    return preview_table(rows, columns)
+
+
+@dg.asset(
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"jsonl"},
+    deps=[generation_results],
+    check_specs=[dg.AssetCheckSpec(name, asset="cot_samples") for name in COT_CHECK_NAMES],
+    description="cot_<suffix>.jsonl: Chain-of-Thought samples (<thought>…</thought> + answer), graded.",
+)
+def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return _ingest_stage(context, GENERATION)
+
+
+@dg.asset(
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"jsonl"},
+    deps=[summarization_results],
+    check_specs=[dg.AssetCheckSpec(name, asset="cod_samples") for name in COD_CHECK_NAMES],
+    description="cod_<suffix>.jsonl: Chain-of-Draft samples (<draft>…</draft> + answer), graded.",
+)
+def cod_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return _ingest_stage(context, SUMMARIZATION)
+
+
+# --------------------------------------------------------------------------- jobs the sensor launches
+
+generation_results_job = dg.define_asset_job(
+    "generation_results_job",
+    selection=[generation_results, cot_samples, summarization_batch],
+    description="Download a finished generation batch, save CoT samples, submit the summarization batch.",
+)
+summarization_results_job = dg.define_asset_job(
+    "summarization_results_job",
+    selection=[summarization_results, cod_samples],
+    description="Download a finished summarization batch and save CoD samples.",
+)
+summarization_batch_job = dg.define_asset_job(
+    "summarization_batch_job",
+    selection=[summarization_batch],
+    description="Submit the CoT samples still lacking a CoD, once an earlier summarization has been ingested.",
+)

@@ -21,3 +21,21 @@ def emulator(tmp_path):
         yield emu
     finally:
         emu.stop()
+
+
+# --------------------------------------------------------------------------- pipeline fixtures
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """A private COTGEN_DATA_DIR for the test."""
+    path = tmp_path / "data"
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def instance():
+    import dagster as dg
+
+    with dg.instance_for_test() as test_instance:
+        yield test_instance

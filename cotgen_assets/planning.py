@@ -1,0 +1,87 @@
+"""What a batch asset should ask for next, and what it will cost (DESIGN §3 `fill` / `extend`)."""
+
+from dataclasses import dataclass, field
+
+from cotgen_assets.pricing import cost_usd
+from cotgen_assets.results import Usage
+
+FILL = "fill"
+EXTEND = "extend"
+MODES = (FILL, EXTEND)
+CHARS_PER_TOKEN = 4  # a rough, conservative estimate for projected costs
+
+# Priors for the projected cost until a scenario has samples to average over.
+DEFAULT_GENERATION_USAGE = Usage(thinking_tokens=3000, output_tokens=400)
+DEFAULT_SUMMARIZATION_USAGE = Usage(thinking_tokens=300, output_tokens=150)
+
+
+@dataclass
+class Plan:
+    """Problem ids to request with their try numbers, and why the others are left out."""
+
+    items: list[tuple[str, int]] = field(default_factory=list)
+    num_retries: int = 0
+    num_new: int = 0
+    num_good: int = 0
+    given_up: list[str] = field(default_factory=list)
+
+
+def plan_generation(problem_ids: list[str], good: set[str], used: set[str],
+                    tries: dict[str, int], limit: int, mode: str, max_tries: int) -> Plan:
+    """`fill`: retry failed or wrong problems, then take new ones, until `limit` would be good.
+    `extend`: `limit` problems never asked before.
+
+    `good` holds ids with a correct sample, `used` every id ever asked, `tries` the number of
+    ingested asks per id. A problem that reached `max_tries` without a good sample is given up.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
+    if limit <= 0:
+        raise ValueError(f"limit must be a positive number of samples, got {limit}")
+    plan = Plan(num_good=sum(1 for p in problem_ids if p in good))
+    plan.given_up = [p for p in problem_ids if p not in good and tries.get(p, 0) >= max_tries]
+    if mode == EXTEND:
+        need_retry, need_new = 0, limit
+    else:
+        need_retry = need_new = max(limit - plan.num_good, 0)
+    if need_retry:
+        retries = [p for p in problem_ids if p in used and p not in good and tries.get(p, 0) < max_tries]
+        plan.items += [(p, tries.get(p, 0) + 1) for p in retries[:need_retry]]
+        plan.num_retries = len(plan.items)
+        need_new -= plan.num_retries
+    if need_new > 0:
+        fresh = (p for p in problem_ids if p not in used)
+        for problem_id in fresh:
+            if plan.num_new >= need_new:
+                break
+            plan.items.append((problem_id, 1))
+            plan.num_new += 1
+    return plan
+
+
+def projected_cost_usd(model: str, request_bytes: int, num_requests: int, average: Usage) -> tuple[float, Usage]:
+    """The batch's projected cost from its request sizes and the average answer so far."""
+    per_request_input = request_bytes // max(num_requests, 1) // CHARS_PER_TOKEN
+    per_request = Usage(input_tokens=per_request_input, thinking_tokens=average.thinking_tokens,
+                        output_tokens=average.output_tokens)
+    total = Usage(input_tokens=per_request.input_tokens * num_requests,
+                  thinking_tokens=per_request.thinking_tokens * num_requests,
+                  output_tokens=per_request.output_tokens * num_requests)
+    return cost_usd(model, per_request, batch=True) * num_requests, total
+
+
+class UsageAverage:
+    """Running average of thinking and output tokens over earlier samples."""
+
+    def __init__(self, prior: Usage):
+        self.prior, self.count, self.thinking, self.output = prior, 0, 0, 0
+
+    def add(self, usage: dict) -> None:
+        self.count += 1
+        self.thinking += usage.get("thinking_tokens", 0)
+        self.output += usage.get("output_tokens", 0)
+
+    def value(self) -> Usage:
+        if not self.count:
+            return self.prior
+        return Usage(thinking_tokens=self.thinking // self.count, output_tokens=self.output // self.count)
