@@ -1,0 +1,54 @@
+"""`cotgen`: small commands beside the Dagster UI.
+
+    cotgen cancel SCENARIO STAGE   cancel the stage's batch still in flight (the sensor then records it)
+    cotgen trace ID                everything about one sample: source row, batches, models, prompts, cost
+"""
+
+import argparse
+import json
+import sys
+
+from cotgen_assets.submissions import STAGES
+
+
+def cancel(scenario: str, stage: str) -> str:
+    """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
+    import dagster as dg
+
+    from cotgen_assets.definitions import gemini_resource
+    from cotgen_assets.pipeline import pending_submission
+
+    with dg.DagsterInstance.get() as instance:
+        submission = pending_submission(instance, scenario, stage)
+    if submission is None:
+        return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
+    gemini = gemini_resource()
+    for name in submission.batch_names:
+        if not gemini.get_batch(name).done:
+            gemini.cancel_batch(name)
+    return (f"cancelled {submission.batch_names} (submission {submission.submission_id}); "
+            "batch_completion_sensor records the cancellation and keeps any finished results; "
+            "materialize the batch asset again to resubmit what is missing")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cotgen", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    cancel_parser = commands.add_parser("cancel", help="cancel a batch still in flight")
+    cancel_parser.add_argument("scenario")
+    cancel_parser.add_argument("stage", choices=STAGES)
+    trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
+    trace_parser.add_argument("id", help="a record id, e.g. easy-17")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "cancel":
+            print(cancel(args.scenario, args.stage))
+        else:
+            from cotgen_assets.lineage import trace
+
+            print(json.dumps(trace(args.id), indent=2, ensure_ascii=False))
+    except (LookupError, ValueError) as error:
+        print(f"cotgen: {error}", file=sys.stderr)
+        return 1
+    return 0
