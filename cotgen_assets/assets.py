@@ -11,6 +11,7 @@ from cotgen_assets.pipeline import (InFlight, SubmissionRefused, check_budget, d
                                     overall_state, prepare_generation, prepare_summarization,
                                     refuse_if_in_flight, submission_lock, submit)
 from cotgen_assets.quality import COD_CHECK_NAMES, COT_CHECK_NAMES, SampleStats, cod_checks, cot_checks
+from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals, preview_rows
 from cotgen_assets.samples import ingest_submission, samples_path
 from cotgen_assets.scenarios import get_scenario
 from cotgen_assets.sources import load_source_problems
@@ -292,7 +293,10 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         "path": dg.MetadataValue.path(str(path)),
         "dagster/row_count": dg.MetadataValue.int(stats.num_samples),
         "preview": sample_preview(stats.preview, stage),
+        "dagster/column_lineage": column_lineage(stage, scenario.name),
     }
+    if submission.offline:
+        metadata["gemini_endpoint"] = "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)"
     if stage == GENERATION:
         return dg.MaterializeResult(metadata=metadata, check_results=cot_checks(stats))
     metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
@@ -301,16 +305,73 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
 
 
 def sample_preview(records: list[dict], stage: str) -> dg.MetadataValue:
-    rows = []
-    for record in records:
-        text = record["cot"] if stage == GENERATION else record["cod"]
-        rows.append({"id": record["id"], "question": record["question"],
-                     "thought" if stage == GENERATION else "draft": text,
-                     "predicted_answer": record["predicted_answer"], "answer": record["answer"],
-                     "correct": record["correct"]})
-    columns = ["id", "question", "thought" if stage == GENERATION else "draft",
-               "predicted_answer", "answer", "correct"]
+    """The first samples with excerpts of their thought or draft (the whole text is in the file)."""
+    rows, columns = preview_rows(records, stage)
     return preview_table(rows, columns)
+
+
+def _text(name: str, description: str) -> dg.TableColumn:
+    return dg.TableColumn(name, "string", description)
+
+
+_RECORD_HEAD = [
+    _text("id", "stable problem id, <scenario>-<source row>: the same problem keeps its id forever"),
+    _text("scenario", "the scenario (partition) the problem belongs to"),
+    _text("question", "the problem text, from the source dataset"),
+    _text("answer", "the reference final answer (GSM8K: after ####; MATH: the last \\boxed{})"),
+]
+_USAGE = "{model, model_version, batch, submission, prompt_version, finish_reason, usage, cost_usd, offline}"
+_RECORD_TAIL = [
+    dg.TableColumn("source", "struct", "the source row: {dataset, config, split, row} plus level/type for MATH"),
+    dg.TableColumn("generation", "struct", f"how the CoT was made: {_USAGE}; usage = input/cached/thinking/output tokens"),
+]
+COT_COLUMNS = dg.TableSchema(columns=[
+    *_RECORD_HEAD,
+    _text("cot", "<thought>thought summary</thought> + newline + the model's answer text"),
+    dg.TableColumn("messages", "list<struct>", "[user question, assistant cot]: ready for SFT"),
+    _text("predicted_answer", "the final answer read from the model's answer text"),
+    dg.TableColumn("correct", "bool", "predicted_answer matches answer (exact/numeric, then math-verify)"),
+    *_RECORD_TAIL,
+])
+COD_COLUMNS = dg.TableSchema(columns=[
+    *_RECORD_HEAD,
+    _text("cod", "<draft>a few words per step, one step a line</draft> + newline + \\boxed{answer}"),
+    dg.TableColumn("messages", "list<struct>", "[user question, assistant cod]: ready for SFT"),
+    _text("predicted_answer", "the draft's final answer"),
+    dg.TableColumn("correct", "bool", "predicted_answer matches answer"),
+    dg.TableColumn("agrees_with_cot", "bool", "predicted_answer matches the CoT sample's predicted_answer"),
+    dg.TableColumn("unsupported_draft_numbers", "list<string>", "numbers in the draft that are not in its thought"),
+    *_RECORD_TAIL,
+    dg.TableColumn("summarization", "struct", f"how the draft was made: {_USAGE}"),
+])
+
+
+def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
+    """Which record columns are copied or derived from an upstream asset's columns."""
+    def dep(asset: str, *columns: str) -> list[dg.TableColumnDep]:
+        return [dg.TableColumnDep(asset_key=asset, column_name=c) for c in columns]
+
+    if stage == GENERATION:
+        source_columns = ["source_dataset", "source_config", "source_split", "source_row"]
+        path = source_problems_path(scenario)
+        if path.exists():
+            source_columns += [c for c in ("level", "type") if c in pq.read_schema(path).names]
+        return dg.TableColumnLineage({
+            "id": dep("source_problems", "problem_id"),
+            "scenario": dep("source_problems", "scenario"),
+            "question": dep("source_problems", "question"),
+            "answer": dep("source_problems", "answer"),
+            "messages": dep("source_problems", "question"),
+            "source": dep("source_problems", *source_columns),
+        })
+    copied = ["id", "scenario", "question", "answer", "source", "generation"]
+    return dg.TableColumnLineage({
+        **{c: dep("cot_samples", c) for c in copied},
+        "cod": dep("cot_samples", "cot"),
+        "messages": dep("cot_samples", "question", "cot"),
+        "agrees_with_cot": dep("cot_samples", "predicted_answer"),
+        "unsupported_draft_numbers": dep("cot_samples", "cot"),
+    })
 
 
 @dg.asset(
@@ -320,6 +381,7 @@ def sample_preview(records: list[dict], stage: str) -> dg.MetadataValue:
     deps=[generation_results],
     check_specs=[dg.AssetCheckSpec(name, asset="cot_samples") for name in COT_CHECK_NAMES],
     description="cot_<suffix>.jsonl: Chain-of-Thought samples (<thought>…</thought> + answer), graded.",
+    metadata={"dagster/column_schema": COT_COLUMNS},
 )
 def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return _ingest_stage(context, GENERATION)
@@ -332,9 +394,34 @@ def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     deps=[summarization_results],
     check_specs=[dg.AssetCheckSpec(name, asset="cod_samples") for name in COD_CHECK_NAMES],
     description="cod_<suffix>.jsonl: Chain-of-Draft samples (<draft>…</draft> + answer), graded.",
+    metadata={"dagster/column_schema": COD_COLUMNS},
 )
 def cod_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return _ingest_stage(context, SUMMARIZATION)
+
+
+# --------------------------------------------------------------------------- report
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"matplotlib", "markdown"},
+    deps=[dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
+          dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping())],
+    description="Every scenario side by side: samples, accuracy, tokens, cost per 1,000 samples, "
+                "CoD/CoT token ratio, answer agreement, and a picture of thought vs draft length.",
+)
+def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    report = build_report()
+    context.log.info(f"report picture written to {report.picture}")
+    numbers = {key: dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
+               for key, value in numeric_totals(report.figures).items()}
+    return dg.MaterializeResult(metadata={
+        "report": dg.MetadataValue.md(report.table),
+        "picture": dg.MetadataValue.md(markdown_image(report.png, "thought vs draft tokens per scenario")),
+        "picture_path": dg.MetadataValue.path(str(report.picture)),
+        **numbers,
+        "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
+    })
 
 
 # --------------------------------------------------------------------------- jobs the sensor launches

@@ -17,11 +17,30 @@ def gemini_resource() -> GeminiBatchResource:
     )
 
 
+OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}
+OFFLINE_NOTE = " OFFLINE: GEMINI_API_KEY is not set, so Gemini calls go to the local emulator (no real cost)."
+
+
+def mark_offline(assets_defs: list, offline: bool) -> list:
+    """Make offline mode unmistakable in the UI: a tag and a sentence on every asset Gemini touches."""
+    if not offline:
+        return assets_defs
+    return dg.map_asset_specs(
+        lambda spec: spec.replace_attributes(description=(spec.description or "") + OFFLINE_NOTE)
+        .merge_attributes(tags=OFFLINE_TAG),
+        assets_defs,
+    )
+
+
+_gemini = gemini_resource()
 defs = dg.Definitions(
-    assets=[assets.source_problems, assets.generation_batch, assets.generation_results, assets.cot_samples,
-            assets.summarization_batch, assets.summarization_results, assets.cod_samples],
+    assets=[assets.source_problems,
+            *mark_offline([assets.generation_batch, assets.generation_results, assets.cot_samples,
+                           assets.summarization_batch, assets.summarization_results, assets.cod_samples],
+                          _gemini.offline),
+            assets.dataset_report],
     jobs=[assets.generation_results_job, assets.summarization_results_job, assets.summarization_batch_job],
     sensors=[batch_completion_sensor],
-    resources={"gemini": gemini_resource()},
+    resources={"gemini": _gemini},
     executor=dg.in_process_executor,
 )

@@ -1,0 +1,177 @@
+"""Sample-level lineage: everything the project knows about one record id, read from its files.
+
+`trace("easy-17")` answers "where did this sample come from and what did it cost?": the source
+row, the CoT and CoD records' batch, model, prompt version, submission, usage and cost, every
+attempt made for the id (from each submission's `outcomes.jsonl`, or still in flight), and the
+paths of the files all this was read from. Files are streamed and searched by the id's bytes
+first, so a trace stays quick on large samples files.
+"""
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from cotgen_assets.samples import samples_path
+from cotgen_assets.scenarios import Scenario, load_scenarios
+from cotgen_assets.storage import data_dir
+from cotgen_assets.submissions import GENERATION, STAGES, SUMMARIZATION
+
+RECORD_FIELDS = ("model", "model_version", "batch", "submission", "prompt_version", "finish_reason",
+                 "usage", "cost_usd", "offline")
+
+
+def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
+    """The scenario an id belongs to: ids are `<scenario>-<source row>` (scenario names may hold `-`)."""
+    scenarios = load_scenarios() if scenarios is None else scenarios
+    matches = [s for name, s in scenarios.items()
+               if sample_id.startswith(f"{name}-") and sample_id[len(name) + 1:].isdigit()]
+    if not matches:
+        raise LookupError(f"unknown id {sample_id!r}: ids look like <scenario>-<source row>, e.g. "
+                          f"{next(iter(scenarios), 'easy')}-17; scenarios: {list(scenarios)}")
+    return max(matches, key=lambda s: len(s.name))
+
+
+def find_line(path: Path, sample_id: str) -> tuple[int, dict] | None:
+    """(1-based line number, record) of the id in a JSONL file, streamed; None if absent."""
+    if not path.exists():
+        return None
+    needle = orjson.dumps(sample_id)
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if needle in raw:
+                try:
+                    record = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    continue
+                if record.get("id") == sample_id:
+                    return number, record
+    return None
+
+
+def source_row(scenario: Scenario, sample_id: str) -> dict | None:
+    """The problem's row in `source_problems.parquet`, as the dataset knows it."""
+    path = problems_path(scenario)
+    if not path.exists():
+        return None
+    table = pq.read_table(path, filters=[("problem_id", "=", sample_id)])
+    if table.num_rows == 0:
+        return None
+    row = table.slice(0, 1).to_pylist()[0]
+    source = {"dataset": row["source_dataset"], "config": row["source_config"],
+              "split": row["source_split"], "row": row["source_row"]}
+    source |= {c: row[c] for c in ("level", "type") if c in row}
+    return source | {"question": row["question"], "answer": row["answer"]}
+
+
+def problems_path(scenario: Scenario) -> Path:
+    return data_dir() / scenario.name / "source_problems.parquet"
+
+
+def record_summary(path: Path, found: tuple[int, dict] | None, block: str) -> dict | None:
+    """Who made a record, how and for how much, plus its grade and where it sits in its file."""
+    if found is None:
+        return None
+    line, record = found
+    summary = {k: record[block].get(k) for k in RECORD_FIELDS}
+    summary |= {"predicted_answer": record.get("predicted_answer"), "correct": record.get("correct")}
+    if block == "summarization":
+        summary |= {"agrees_with_cot": record.get("agrees_with_cot"),
+                    "unsupported_draft_numbers": record.get("unsupported_draft_numbers")}
+    return summary | {"file": str(path), "line": line}
+
+
+def _mtime(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+
+
+def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
+    """Every request made for the id, oldest first: its outcome once ingested, else `in_flight`."""
+    root = data_dir() / scenario.name / "submissions"
+    found = []
+    for folder in sorted(root.glob("*-*")) if root.exists() else []:
+        meta_path = folder / "submission.json"
+        if not meta_path.exists():
+            continue
+        meta = json.loads(meta_path.read_text())
+        base = {"stage": meta["stage"], "submission": meta["submission_id"], "model": meta["model"],
+                "prompt_version": meta["prompt_version"], "offline": meta.get("offline", False),
+                "submitted_at": _mtime(meta_path), "_order": meta_path.stat().st_mtime_ns}
+        shard_of_batch = dict(zip(meta.get("batch_names") or [], meta.get("shards") or []))
+        outcomes = folder / "outcomes.jsonl"
+        if outcomes.exists():
+            hit = find_line(outcomes, sample_id)
+            if hit is None:
+                continue
+            outcome = hit[1]
+            shard = shard_of_batch.get(outcome["batch"])
+            found.append(base | {"batch": outcome["batch"], "status": outcome["status"],
+                                 "reason": outcome["reason"], "cost_usd": outcome["cost_usd"],
+                                 "ingested_at": _mtime(folder / "summary.json"),
+                                 "files": _attempt_files(folder, shard)})
+            continue
+        for shard in meta.get("shards") or []:  # submitted (or only written) but not ingested yet
+            if find_line(folder / f"{shard}.context.jsonl", sample_id):
+                batch = dict(zip(meta.get("shards") or [], meta.get("batch_names") or [])).get(shard)
+                status = "in_flight" if batch else "not_submitted"
+                found.append(base | {"batch": batch, "status": status, "reason": None, "cost_usd": 0.0,
+                                     "ingested_at": None, "files": _attempt_files(folder, shard)})
+                break
+    found.sort(key=lambda a: (a.pop("_order"), STAGES.index(a["stage"])))
+    for stage in STAGES:
+        for number, attempt in enumerate((a for a in found if a["stage"] == stage), 1):
+            attempt["try"] = number
+    return found
+
+
+def _attempt_files(folder: Path, shard: str | None) -> dict:
+    files = {"submission": str(folder / "submission.json"), "outcomes": str(folder / "outcomes.jsonl")}
+    if shard:
+        files |= {"requests": str(folder / f"{shard}.requests.jsonl"),
+                  "results": str(folder / f"{shard}.results.jsonl")}
+    return {k: v for k, v in files.items() if Path(v).exists()}
+
+
+def trace(sample_id: str) -> dict:
+    """Everything about one record id; LookupError when the project has never seen it."""
+    sample_id = sample_id.strip()
+    scenario = scenario_of(sample_id)
+    cot_path = samples_path(GENERATION, scenario.suffix)
+    cod_path = samples_path(SUMMARIZATION, scenario.suffix)
+    source = source_row(scenario, sample_id)
+    cot_found, cod_found = find_line(cot_path, sample_id), find_line(cod_path, sample_id)
+    tried = attempts(scenario, sample_id)
+    if not (source or cot_found or cod_found or tried):
+        raise LookupError(
+            f"unknown id {sample_id!r}: no source problem, sample or request with this id in "
+            f"{data_dir()} (scenario {scenario.name!r}; is COTGEN_DATA_DIR the data dir you meant?)"
+        )
+    if source is None:  # source_problems not materialized here: the record still says where it came from
+        record = (cot_found or cod_found or (0, {}))[1]
+        source = record.get("source")
+    submissions = sorted({a["submission"] for a in tried})
+    return {
+        "id": sample_id,
+        "scenario": scenario.name,
+        "source": source,
+        "cot": record_summary(cot_path, cot_found, "generation"),
+        "cod": record_summary(cod_path, cod_found, "summarization"),
+        "attempts": tried,
+        "total_cost_usd": sum(a["cost_usd"] or 0.0 for a in tried),
+        "files": {
+            "source_problems": str(problems_path(scenario)),
+            "cot_samples": str(cot_path),
+            "cod_samples": str(cod_path),
+            "submissions": sorted({str(Path(a["files"]["submission"]).parent) for a in tried}),
+        },
+        "in_the_ui": {
+            "partition": scenario.name,
+            "assets": ["source_problems", "cot_samples", "cod_samples"],
+            "run_tags": [f"cotgen/submission_id={s}" for s in submissions],
+            "batch_names": sorted({a["batch"] for a in tried if a["batch"]}),
+        },
+    }
