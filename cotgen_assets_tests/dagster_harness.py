@@ -66,13 +66,18 @@ class DagsterDev:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
+        """Ctrl-C, as a person would (dagster dev ignores SIGTERM); then kill what is left."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+                pass
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # any straggler of the group
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
 
 
 def start_dagster_dev(home: Path, env: dict | None = None, timeout: float = 120) -> DagsterDev:

@@ -14,17 +14,15 @@ if [ -z "${COTGEN_DATASETS_DIR:-}" ] && [ -d ../shared/data ]; then
   echo "cotgen: reading datasets from $COTGEN_DATASETS_DIR (set COTGEN_DATASETS_DIR to change)"
 fi
 
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
 if [ -z "${GEMINI_API_KEY:-}" ]; then
   port="${COTGEN_EMULATOR_PORT:-8765}"
   export COTGEN_GEMINI_BASE_URL="http://127.0.0.1:$port"
   echo "cotgen: GEMINI_API_KEY is not set: OFFLINE mode, using the local Gemini emulator at $COTGEN_GEMINI_BASE_URL (log: .emulator.log)"
   .venv/bin/cotgen-emulator --host 127.0.0.1 --port "$port" --state-dir .emulator \
     --latency "${COTGEN_EMULATOR_LATENCY:-10}" > .emulator.log 2>&1 &
-  pids+=($!)
+  emulator_pid=$!
+  trap 'kill $emulator_pid 2>/dev/null' EXIT
 fi
 
-.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${COTGEN_UI_PORT:-3000}" &
-pids+=($!)
-wait -n  # stop everything when either process ends
+# In the foreground, so Ctrl-C stops Dagster (webserver, daemon, code server), then the emulator.
+.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${COTGEN_UI_PORT:-3000}"
