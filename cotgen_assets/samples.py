@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 
 from cotgen_assets.grading import extract_predicted_answer, grade_many
-from cotgen_assets.pricing import cost_usd
+from cotgen_assets.pricing import cost_usd, load_prices
 from cotgen_assets.prompts import parse_draft
 from cotgen_assets.quality import numbers_in
 from cotgen_assets.results import Usage, parse_result_line
@@ -126,6 +126,7 @@ def ingest_submission(submission: Submission, samples_file: Path,
     generation = submission.stage == GENERATION
     build = cot_record if generation else cod_record
     stats = IngestStats()
+    prices = load_prices()  # once: resolving the price file per line cost more than the parse
     new_path = submission.folder / "new_samples.jsonl"
     new_ids: set[str] = set()
     with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, open(new_path, "wb") as new:
@@ -164,7 +165,7 @@ def ingest_submission(submission: Submission, samples_file: Path,
                         stats.duplicate_keys += 1  # the first answer for a key counts
                         continue
                     seen.add(line.key)
-                    cost = cost_usd(submission.model, line.usage, batch=True)
+                    cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
                     stats.usage += line.usage
                     stats.cost_usd += cost
                     if not line.ok:
