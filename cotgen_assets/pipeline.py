@@ -48,32 +48,59 @@ class Prepared:
     projected_usage: Usage
 
 
+def _plain(record) -> dict:
+    metadata = record.asset_materialization.metadata
+    return {key: value.value for key, value in metadata.items()} | {"_storage_id": record.storage_id}
+
+
 def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict | None:
     """The newest materialization metadata of one partition of an asset, as plain values."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
     ).records
-    if not records:
-        return None
-    metadata = records[0].asset_materialization.metadata
-    return {key: value.value for key, value in metadata.items()} | {"_storage_id": records[0].storage_id}
+    return _plain(records[0]) if records else None
+
+
+def submitted_metadata(instance: dg.DagsterInstance, scenario: str, stage: str) -> dict | None:
+    """The newest batch materialization that sent a batch.
+
+    Dry runs and empty plans are skipped, so that one made later cannot hide a batch in flight.
+    """
+    records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(BATCH_ASSET[stage]), asset_partitions=[scenario])
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(records_filter, limit=20, cursor=cursor)
+        for record in page.records:
+            metadata = _plain(record)
+            if metadata.get("batch_names"):
+                return metadata
+        if not page.has_more:
+            return None
+        cursor = page.cursor
+
+
+def is_ingested(batch: dict, results: dict | None) -> bool:
+    """Whether `results` was materialized after `batch`, for its submission.
+
+    The id alone is not enough: after a failed job, `fill` asks for the same problems again,
+    so the new submission has the failed one's id.
+    """
+    return bool(results) and results.get("submission_id") == batch["submission_id"] \
+        and results["_storage_id"] > batch["_storage_id"]
 
 
 def pending_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -> Submission | None:
     """The stage's newest real submission if its results were not ingested yet."""
-    batch = latest_metadata(instance, BATCH_ASSET[stage], scenario)
-    if not batch or not batch.get("batch_names"):
-        return None
-    results = latest_metadata(instance, RESULTS_ASSET[stage], scenario)
-    if results and results.get("submission_id") == batch["submission_id"]:
+    batch = submitted_metadata(instance, scenario, stage)
+    if not batch or is_ingested(batch, latest_metadata(instance, RESULTS_ASSET[stage], scenario)):
         return None
     return load_submission(scenario, stage, batch["submission_id"])
 
 
 def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -> Submission:
     """The stage's newest real submission, for the results assets."""
-    batch = latest_metadata(instance, BATCH_ASSET[stage], scenario)
-    if not batch or not batch.get("batch_names"):
+    batch = submitted_metadata(instance, scenario, stage)
+    if not batch:
         raise SubmissionRefused(
             f"no {BATCH_ASSET[stage]} has been submitted for scenario {scenario!r} yet: "
             f"materialize {BATCH_ASSET[stage]} first"

@@ -15,7 +15,8 @@ import dagster as dg
 from cotgen_assets.assets import generation_results_job, summarization_batch_job, summarization_results_job
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.pipeline import BATCH_ASSET, RESULTS_ASSET, latest_metadata, overall_state
+from cotgen_assets.pipeline import (BATCH_ASSET, RESULTS_ASSET, is_ingested, latest_metadata, overall_state,
+                                    pending_submission, submitted_metadata)
 from cotgen_assets.submissions import GENERATION, STAGES
 
 NEXT_JOB = {GENERATION: generation_results_job.name, "summarization": summarization_results_job.name}
@@ -50,11 +51,10 @@ def check_submissions(instance: dg.DagsterInstance, gemini: GeminiBatchResource,
     for stage in STAGES:
         for partition in partitions:
             slot = f"{stage}|{partition}"
-            batch = latest_metadata(instance, BATCH_ASSET[stage], partition)
-            if not batch or not batch.get("batch_names") or handled.get(slot) == batch["_storage_id"]:
+            batch = submitted_metadata(instance, partition, stage)
+            if not batch or handled.get(slot) == batch["_storage_id"]:
                 continue
-            results = latest_metadata(instance, RESULTS_ASSET[stage], partition)
-            if results and results.get("submission_id") == batch["submission_id"]:
+            if is_ingested(batch, latest_metadata(instance, RESULTS_ASSET[stage], partition)):
                 handled[slot] = batch["_storage_id"]  # ingested already (e.g. by hand)
                 continue
             try:
@@ -112,10 +112,8 @@ def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.R
     batch = latest_metadata(instance, BATCH_ASSET["summarization"], partition)
     if batch and batch.get("cot_samples_storage_id", 0) >= cot["_storage_id"]:
         return None
-    if batch and batch.get("batch_names"):
-        results = latest_metadata(instance, RESULTS_ASSET["summarization"], partition)
-        if not results or results.get("submission_id") != batch["submission_id"]:
-            return None  # still in flight: its ingestion comes first
+    if pending_submission(instance, partition, "summarization") is not None:
+        return None  # still in flight: its ingestion comes first
     return dg.RunRequest(job_name=summarization_batch_job.name, partition_key=partition,
                          run_key=f"summarization-catch-up|{partition}|{cot['_storage_id']}")
 
