@@ -8,6 +8,7 @@ that still overruns (stuck inside C, where no signal reaches) is killed and repl
 """
 
 import atexit
+import functools
 import json
 import logging
 import multiprocessing.connection
@@ -151,15 +152,23 @@ def grade_many(
 
 def _math_verify(gold: str, predicted: str) -> bool:
     """math-verify's verdict, its own (signal-based) timeouts off: the worker's deadline replaces them."""
-    from math_verify import parse, verify
+    from math_verify import verify
 
-    gold_parsed = parse(_as_latex(gold), parsing_timeout=None)
-    predicted_parsed = parse(_as_latex(predicted), parsing_timeout=None)
+    gold_parsed = _parse(_as_latex(gold))
+    predicted_parsed = _parse(_as_latex(predicted))
     if not any(not isinstance(p, str) for p in predicted_parsed):
-        predicted_parsed = parse(predicted, parsing_timeout=None) or predicted_parsed
+        predicted_parsed = _parse(predicted) or predicted_parsed
     if not gold_parsed or not predicted_parsed:
         return False
     return verify(gold_parsed, predicted_parsed, timeout_seconds=None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str) -> list:
+    """math-verify's parse, remembered: a reference is graded again and again (retries, CoT and CoD)."""
+    from math_verify import parse
+
+    return parse(text, parsing_timeout=None)
 
 
 def _as_latex(answer: str) -> str:
