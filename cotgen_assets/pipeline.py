@@ -255,14 +255,21 @@ def submit(submission: Submission, gemini: GeminiBatchResource) -> Submission:
 
 
 def download_finished(submission: Submission, gemini: GeminiBatchResource) -> list:
-    """Fetch each shard's job; download the results of those that succeeded (once)."""
+    """Fetch each shard's job; download the results file of every finished job (once).
+
+    Not only of those that succeeded: a cancelled job hands back the answers it finished, which
+    were paid for. Once every job has ended, their states are saved for the ingestion.
+    """
     jobs = []
     for shard, name in zip(submission.shards, submission.batch_names):
         job = gemini.get_batch(name)
         jobs.append(job)
         results = submission.results_path(shard)
-        if job.succeeded and job.result_file and not results.exists():
+        if job.done and job.result_file and not results.exists():
             gemini.download_results(job.result_file, results)
+    if jobs and all(job.done for job in jobs):
+        submission.job_states = [job.state for job in jobs]
+        submission.save()
     return jobs
 
 

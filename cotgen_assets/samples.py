@@ -14,13 +14,14 @@ from pathlib import Path
 
 import orjson
 
+from cotgen_assets.gemini import SUCCEEDED_STATES
 from cotgen_assets.grading import extract_predicted_answer, grade_many
 from cotgen_assets.pricing import cost_usd, load_prices
 from cotgen_assets.prompts import parse_draft
 from cotgen_assets.quality import numbers_in
 from cotgen_assets.results import Usage, parse_result_line
 from cotgen_assets.storage import atomic_write, data_dir
-from cotgen_assets.submissions import GENERATION, Submission, read_jsonl
+from cotgen_assets.submissions import GENERATION, NOT_RUN, Submission, read_jsonl
 
 GRADE_CHUNK = 1000
 MISSING = "missing"  # a request with no line in the results file
@@ -181,8 +182,13 @@ def ingest_submission(submission: Submission, samples_file: Path,
                     if len(pending) >= GRADE_CHUNK:
                         flush()
             flush()
+            state = dict(zip(submission.shards, submission.job_states)).get(shard)
+            if state is None or state in SUCCEEDED_STATES:
+                status, reason = MISSING, "no line for this request in the results file"
+            else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
+                status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
             for key in contexts.keys() - seen:
-                outcome(key, MISSING, "no line for this request in the results file", 0.0)
+                outcome(key, status, reason, 0.0)
     stats.num_new = len(new_ids)
     merge_samples(samples_file, new_path, new_ids, observe)
     new_path.unlink(missing_ok=True)

@@ -22,6 +22,7 @@ from cotgen_assets.storage import atomic_write, scenario_dir
 GENERATION = "generation"
 SUMMARIZATION = "summarization"
 STAGES = (GENERATION, SUMMARIZATION)
+NOT_RUN = "not_run"  # the outcome of a request its job (failed, cancelled, expired) never answered: not a try
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Submission:
     shards: list[str] = field(default_factory=list)  # shard names: "shard-000", ...
     display_names: list[str] = field(default_factory=list)
     batch_names: list[str] = field(default_factory=list)  # filled once submitted
+    job_states: list[str] = field(default_factory=list)  # how each shard's job ended, once all have
     projected_cost_usd: float = 0.0
     offline: bool = False  # True when sent to the local emulator, not Gemini
 
@@ -56,6 +58,11 @@ class Submission:
     def save(self) -> None:
         with atomic_write(self.folder / "submission.json", "w") as handle:
             json.dump(asdict(self), handle, indent=2)
+
+    def saved(self) -> "Submission | None":
+        """This submission as last saved in its folder, if it was."""
+        path = self.folder / "submission.json"
+        return load_submission(self.scenario, self.stage, self.submission_id) if path.exists() else None
 
 
 def submissions_root(scenario: str) -> Path:
@@ -135,11 +142,12 @@ def ingested_submissions(scenario: str, stage: str) -> Iterator[Path]:
 
 
 def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
-    """How many ingested submissions asked for each problem id (failed whole jobs don't count)."""
+    """How many ingested submissions asked for each problem id (requests no job ran don't count)."""
     tries: dict[str, int] = {}
     for folder in ingested_submissions(scenario, stage):
         for outcome in read_jsonl(folder / "outcomes.jsonl"):
-            tries[outcome["id"]] = tries.get(outcome["id"], 0) + 1
+            if outcome["status"] != NOT_RUN:
+                tries[outcome["id"]] = tries.get(outcome["id"], 0) + 1
     return tries
 
 
