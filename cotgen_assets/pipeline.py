@@ -226,11 +226,18 @@ def prepare_summarization(scenario: Scenario, max_tries: int, model: str, thinki
 
 
 def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:
-    write_shards(submission, items, max_requests_per_job, MAX_SHARD_BYTES)
+    """Write the shards, unless this very plan was sent before (its job failed, or this is a dry
+    run while it is in flight): then its folder stays as sent, batch names included."""
+    sent = submission.saved()
+    if sent and sent.batch_names:
+        submission.shards, submission.display_names = sent.shards, sent.display_names
+    else:
+        write_shards(submission, items, max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     cost, usage = projected_cost_usd(submission.model, request_bytes, submission.num_requests, average)
     submission.projected_cost_usd = cost
-    submission.save()
+    if not (sent and sent.batch_names):
+        submission.save()
     return Prepared(submission, plan, usage)
 
 
@@ -245,11 +252,21 @@ def check_budget(submission: Submission, max_cost_usd: float) -> None:
 
 
 def submit(submission: Submission, gemini: GeminiBatchResource) -> Submission:
-    """Send every shard once: a shard whose display name already has a live job reuses it."""
+    """Send every shard once: a shard whose display name already has a live job reuses it.
+
+    A shard sent again to a new job loses the results file of its earlier job (already
+    ingested), so the new job's answers are downloaded.
+    """
+    sent = submission.saved()
+    before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
     submission.batch_names = [
         gemini.submit_jsonl(submission.requests_path(shard), submission.model, display_name).name
         for shard, display_name in zip(submission.shards, submission.display_names)
     ]
+    for shard, name in zip(submission.shards, submission.batch_names):
+        if before.get(shard, name) != name:
+            submission.results_path(shard).unlink(missing_ok=True)
+    submission.job_states = []
     submission.save()
     return submission
 
