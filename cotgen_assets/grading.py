@@ -190,9 +190,12 @@ def _serve() -> None:
 
     It runs in its own main thread, so a SIGALRM timer can interrupt math-verify's Python code.
     """
-    import math_verify  # noqa: F401  (imported before "ready": not part of any answer's time box)
-
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's; we exit when our input ends
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its timeout is off
+    # Importing and the first comparison (lazy imports, parser set-up: ~0.4 s each) happen before
+    # "ready", so they count against no answer's time box.
+    _math_verify("x^2+2x", "x(x+2)")
+    _math_verify("(1, 2)", "\\left(1,2\\right)")
     signal.signal(signal.SIGALRM, _raise_soft_timeout)
     print("ready", flush=True)
     for line in sys.stdin:
@@ -262,45 +265,70 @@ class _VerifierPool:
 
     def run(self, jobs: list[tuple[str, str]], size: int, timeout_seconds: float) -> list[bool]:
         """Verdicts for (gold, predicted) jobs in order, on up to `size` workers."""
-        new = [_Worker() for _ in range(min(size, len(jobs)) - len(self.workers))]
-        for worker in new:
-            worker.wait_ready()
-        self.workers += new
+        self._grow(min(size, len(jobs)))
         results = [False] * len(jobs)
         queue = deque(range(len(jobs)))
         idle = self.workers[: max(1, size)]
         busy: dict = {}  # stdout -> (worker, job index, deadline)
-        while queue or busy:
-            while queue and idle:
-                worker, i = idle.pop(), queue.popleft()
-                worker.send(*jobs[i], timeout_seconds)
-                deadline = time.monotonic() + timeout_seconds + _KILL_GRACE_SECONDS
-                busy[worker.process.stdout] = (worker, i, deadline)
-            wait = max(0.0, min(deadline for _, _, deadline in busy.values()) - time.monotonic())
-            for stdout in multiprocessing.connection.wait(list(busy), timeout=wait):
-                worker, i, _ = busy.pop(stdout)
-                try:
-                    results[i] = worker.receive()
-                    idle.append(worker)
-                except (EOFError, OSError):  # it died (e.g. out of memory): not correct
-                    idle.append(self._replace(worker))
-            now = time.monotonic()
-            for stdout, (worker, i, deadline) in list(busy.items()):
-                if now >= deadline:
-                    del busy[stdout]
-                    idle.append(self._replace(worker))
+        try:
+            while queue or busy:
+                while queue and idle:
+                    worker, i = idle.pop(), queue.popleft()
+                    try:
+                        worker.send(*jobs[i], timeout_seconds)
+                    except OSError:  # it died while idle: try again on a fresh one
+                        queue.appendleft(i)
+                        idle.append(self._replace(worker))
+                        continue
+                    deadline = time.monotonic() + timeout_seconds + _KILL_GRACE_SECONDS
+                    busy[worker.process.stdout] = (worker, i, deadline)
+                wait = max(0.0, min(deadline for _, _, deadline in busy.values()) - time.monotonic())
+                for stdout in multiprocessing.connection.wait(list(busy), timeout=wait):
+                    worker, i, _ = busy.pop(stdout)
+                    try:
+                        results[i] = worker.receive()
+                        idle.append(worker)
+                    except (EOFError, OSError):  # it died (e.g. out of memory): not correct
+                        idle.append(self._replace(worker))
+                now = time.monotonic()
+                for stdout, (worker, i, deadline) in list(busy.items()):
+                    if now >= deadline:
+                        del busy[stdout]
+                        idle.append(self._replace(worker))
+        except BaseException:  # e.g. KeyboardInterrupt: a busy worker's late verdict must not answer a later job
+            for worker, _, _ in busy.values():
+                self._drop(worker)
+            raise
         return results
 
+    def _grow(self, size: int) -> None:
+        """Start workers (in parallel) until there are `size`."""
+        new = [_Worker() for _ in range(size - len(self.workers))]
+        self.workers += new
+        try:
+            for worker in new:
+                worker.wait_ready()
+        except BaseException:
+            for worker in new:
+                self._drop(worker)
+            raise
+
     def _replace(self, worker: _Worker) -> _Worker:
+        self._drop(worker)
+        self._grow(len(self.workers) + 1)
+        return self.workers[-1]
+
+    def _drop(self, worker: _Worker) -> None:
         worker.kill()
-        fresh = _Worker()
-        fresh.wait_ready()
-        self.workers[self.workers.index(worker)] = fresh
-        return fresh
+        if worker in self.workers:
+            self.workers.remove(worker)
 
     def close(self) -> None:
         for worker in self.workers:
-            worker.process.stdin.close()  # the worker exits at end of input
+            try:
+                worker.process.stdin.close()  # the worker exits at end of input
+            except OSError:
+                pass
         for worker in self.workers:
             try:
                 worker.process.wait(1.0)

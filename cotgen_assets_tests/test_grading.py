@@ -153,8 +153,20 @@ def test_a_stuck_worker_is_killed_and_replaced():
         pool.run([("1", "1")], 1, 1.0)
         stuck = pool.workers[0].process
         os.kill(stuck.pid, signal.SIGSTOP)
-        assert pool.run([("x^2+2x", "x(x+2)"), ("x^2+2x", "x(x+2)")], 1, 0.5) == [False, True]
+        assert pool.run([("x^2+2x", "x(x+2)"), ("x^2+2x", "x(x+2)")], 1, 2.0) == [False, True]
         assert stuck.poll() is not None
+    finally:
+        pool.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_that_died_between_calls_is_replaced():
+    pool = grading._VerifierPool()
+    try:
+        pool.run([("1", "1")], 1, 2.0)
+        pool.workers[0].process.kill()
+        pool.workers[0].process.wait()
+        assert pool.run([("x^2+2x", "x(x+2)"), ("x^3", "x(x+2)")], 1, 2.0) == [True, False]
     finally:
         pool.close()
 
