@@ -1,10 +1,10 @@
 """Grading: is a model's final answer the reference answer?
 
 A cheap exact/numeric comparison settles most answers (nearly all of GSM8K) in-process. Only what it
-cannot settle goes to Hugging Face `math-verify`, which runs in worker processes with a deadline:
-math-verify's own timeout uses SIGALRM, which only works in the main thread (Dagster may call us from
-any thread), so math-verify runs in worker processes that time themselves with SIGALRM, and a worker
-that still overruns (stuck inside C, where no signal reaches) is killed and replaced.
+cannot settle goes to Hugging Face `math-verify`, time-boxed. Its own timeout uses SIGALRM, which only
+works in the main thread (Dagster may call us from any thread), so it runs in worker processes that
+time themselves with SIGALRM in their own main thread; a worker that still overruns (stuck inside C,
+where no signal reaches) is killed and replaced. A timeout counts as a wrong answer.
 """
 
 import atexit
@@ -34,7 +34,8 @@ _WORKER_START_SECONDS = 60.0
 # --------------------------------------------------------------------------- predicted answers
 
 # A lookahead, so that "Final Answer: The final answer is 7" yields its last phrase, not its first.
-_FINAL_PHRASE = re.compile(r"(?=\banswer\b[\s*_]*(?:is\b|:)[\s*_:]*(?P<x>[^\n]+))", re.IGNORECASE)
+# At most 500 characters of it, so that a long line full of "answer" stays linear to search.
+_FINAL_PHRASE = re.compile(r"(?=\banswer\b[\s*_]*(?:is\b|:)[\s*_:]*(?P<x>[^\n]{1,500}))", re.IGNORECASE)
 _NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 
@@ -92,6 +93,8 @@ def _normalise(answer: str) -> tuple[str, bool]:
 
 def _as_number(s: str) -> Fraction | None:
     """`s` as an exact number when it is a plain decimal or fraction, else None."""
+    if len(s) > 1000:  # not a real answer, and converting it would cost real time: math-verify, time-boxed
+        return None
     try:
         if _DECIMAL.fullmatch(s):
             return Fraction(Decimal(s))
@@ -112,7 +115,7 @@ def _cheap_match(predicted: str | None, reference: str) -> bool | None:
         return False
     pred, pred_unit = _normalise(predicted)
     ref, ref_unit = _normalise(reference or "")
-    if pred == ref:
+    if pred and pred == ref:
         return True
     pred_number, ref_number = _as_number(pred), _as_number(ref)
     if pred_number is None or ref_number is None:
