@@ -1,12 +1,16 @@
 """CoT and CoD records: built from batch results, graded, merged into the JSONL files (DESIGN §4).
 
-Ingestion streams: results are read line by line, joined by key with the shard's context
-(at most one shard in memory), graded in chunks, and written to a temporary file; the merge
-then streams the old samples file once and renames the new one over it. Memory follows the
-size of one shard, not the number of samples.
+Ingestion streams: results are read line by line, joined by key with their context through an
+on-disk index (`RequestIndex`), graded in chunks, and written to a temporary file beside the
+samples file; the merge then streams the old samples file once and renames the result over
+it. Memory holds one grading chunk and one status byte per request, whatever the size of a
+shard or of the samples file (see bench/ingest.py).
 """
 
 import json
+import os
+import shutil
+import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,6 +118,69 @@ def cod_record(context: dict, line, block: dict) -> tuple[dict, list]:
                     ("agrees_with_cot", final_answer, context["cot_predicted_answer"])]
 
 
+class RequestIndex:
+    """Every requested key of a submission's ingested shards -> where its context line is.
+
+    Kept in a SQLite file beside the shards, so that joining results to contexts by key takes
+    the same memory for ten requests or ten million, in any order of the results file. In
+    memory: one status byte per request (`UNSEEN`, `FAILED`, `NEW`).
+    """
+
+    UNSEEN, FAILED, NEW = 0, 1, 2
+
+    def __init__(self, submission: Submission, shards: list[str]):
+        self.path = submission.folder / f".requests-{os.getpid()}.sqlite"
+        self.path.unlink(missing_ok=True)
+        self.db = sqlite3.connect(self.path)
+        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
+                              "CREATE TABLE request (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+                              " shard INTEGER, offset INTEGER, size INTEGER);")
+        self.files, self.first, n = [], [], 0
+        for number, shard in enumerate(shards):
+            handle = open(submission.context_path(shard), "rb")
+            self.files.append(handle)
+            self.first.append(n)
+            rows, offset = [], 0
+            for raw in handle:
+                if raw.strip():
+                    rows.append((n, orjson.loads(raw)["id"], number, offset, len(raw)))
+                    n += 1
+                offset += len(raw)
+                if len(rows) >= 10_000:
+                    self.db.executemany("INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?)", rows)
+                    rows.clear()
+            self.db.executemany("INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?)", rows)
+        self.first.append(n)
+        self.status = bytearray(n)
+
+    def find(self, key: str) -> tuple[int, int, int, int] | None:
+        """(request number, shard number, offset, size) of a key's context, or None if never asked."""
+        return self.db.execute("SELECT n, shard, offset, size FROM request WHERE key = ?", (key,)).fetchone()
+
+    def context(self, found: tuple[int, int, int, int]) -> dict:
+        _, shard, offset, size = found
+        return orjson.loads(os.pread(self.files[shard].fileno(), size, offset))
+
+    def unseen(self, shard_number: int):
+        """Keys of one shard that no results line answered."""
+        n, end = self.first[shard_number], self.first[shard_number + 1]
+        while (n := self.status.find(b"\0", n, end)) >= 0:
+            row = self.db.execute("SELECT key FROM request WHERE n = ?", (n,)).fetchone()
+            if row:
+                yield row[0]
+            n += 1
+
+    def is_new(self, key: str) -> bool:
+        found = self.find(key)
+        return found is not None and self.status[found[0]] == self.NEW
+
+    def close(self) -> None:
+        for handle in self.files:
+            handle.close()
+        self.db.close()
+        self.path.unlink(missing_ok=True)
+
+
 def ingest_submission(submission: Submission, samples_file: Path,
                       observe: Callable[[dict], None] = lambda record: None) -> IngestStats:
     """Turn a submission's downloaded results into records merged into `samples_file`.
@@ -122,100 +189,109 @@ def ingest_submission(submission: Submission, samples_file: Path,
     outcome, so the next `fill` asks for them again without counting a try. Writes the
     submission's `outcomes.jsonl` and `summary.json`. Safe to repeat: the same records
     replace themselves and the outcomes are rewritten, not appended.
-    `observe` sees every record of the merged file (for file-wide statistics).
+    `observe` sees every record of the merged file once (for file-wide statistics): the new
+    ones as they are written, then the old ones that stay.
     """
     generation = submission.stage == GENERATION
     build = cot_record if generation else cod_record
     stats = IngestStats()
     prices = load_prices()  # once: resolving the price file per line cost more than the parse
-    new_path = submission.folder / "new_samples.jsonl"
-    new_ids: set[str] = set()
-    with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, open(new_path, "wb") as new:
-        for shard, batch in zip(submission.shards, submission.batch_names):
-            results = submission.results_path(shard)
-            if not results.exists():
-                continue
-            contexts = {c["id"]: c for c in read_jsonl(submission.context_path(shard))}
-            seen: set[str] = set()
-            pending: list[tuple[dict, list]] = []
+    answered = [(number, shard, batch) for number, (shard, batch)
+                in enumerate((s, b) for s, b in zip(submission.shards, submission.batch_names)
+                             if submission.results_path(s).exists())]
+    index = RequestIndex(submission, [shard for _, shard, _ in answered])
+    new_path = samples_file.with_name(f".{samples_file.name}.new-{os.getpid()}")
+    samples_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, open(new_path, "wb") as new:
+            for number, shard, batch in answered:
+                pending: list[tuple[dict, list]] = []
 
-            def flush():
-                pairs = [(pred, ref) for _, gradings in pending for _, pred, ref in gradings]
-                verdicts = iter(grade_many(pairs))
-                for record, gradings in pending:
-                    for name, _, _ in gradings:
-                        record[name] = next(verdicts)
-                    new.write(orjson.dumps(record) + b"\n")
-                    stats.num_new_correct += bool(record["correct"])
-                pending.clear()
+                def flush():
+                    pairs = [(pred, ref) for _, gradings in pending for _, pred, ref in gradings]
+                    verdicts = iter(grade_many(pairs))
+                    for record, gradings in pending:
+                        for name, _, _ in gradings:
+                            record[name] = next(verdicts)
+                        new.write(orjson.dumps(record) + b"\n")
+                        stats.num_new_correct += bool(record["correct"])
+                        observe(record)
+                    pending.clear()
 
-            def outcome(key: str, status: str, reason: str | None, cost: float):
-                stats.statuses[status] += 1
-                outcomes.write(orjson.dumps({"id": key, "batch": batch, "status": status,
-                                             "reason": reason, "cost_usd": cost}) + b"\n")
+                def outcome(key: str, status: str, reason: str | None, cost: float):
+                    stats.statuses[status] += 1
+                    outcomes.write(orjson.dumps({"id": key, "batch": batch, "status": status,
+                                                 "reason": reason, "cost_usd": cost}) + b"\n")
 
-            with open(results, "rb") as lines:
-                for raw in lines:
-                    if not raw.strip():
-                        continue
-                    line = parse_result_line(raw.rstrip(b"\r\n"), require_thoughts=generation)
-                    if line.key is None or line.key not in contexts:
-                        stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
-                        continue
-                    if line.key in seen:
-                        stats.duplicate_keys += 1  # the first answer for a key counts
-                        continue
-                    seen.add(line.key)
-                    cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
-                    stats.usage += line.usage
-                    stats.cost_usd += cost
-                    if not line.ok:
-                        outcome(line.key, line.status, line.reason, cost)
-                        continue
-                    try:
-                        pending.append(build(contexts[line.key], line, lineage(submission, batch, line, cost)))
-                    except ValueError as error:
-                        outcome(line.key, BAD_DRAFT, str(error), cost)
-                        continue
-                    outcome(line.key, "ok", None, cost)
-                    new_ids.add(line.key)
-                    if len(pending) >= GRADE_CHUNK:
-                        flush()
-            flush()
-            state = dict(zip(submission.shards, submission.job_states)).get(shard)
-            if state is None or state in SUCCEEDED_STATES:
-                status, reason = MISSING, "no line for this request in the results file"
-            else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
-                status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
-            for key in contexts.keys() - seen:
-                outcome(key, status, reason, 0.0)
-    stats.num_new = len(new_ids)
-    merge_samples(samples_file, new_path, new_ids, observe)
-    new_path.unlink(missing_ok=True)
+                with open(submission.results_path(shard), "rb") as lines:
+                    for raw in lines:
+                        if not raw.strip():
+                            continue
+                        line = parse_result_line(raw.rstrip(b"\r\n"), require_thoughts=generation)
+                        found = index.find(line.key) if line.key is not None else None
+                        if found is None or found[1] != number:
+                            stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
+                            continue
+                        n = found[0]
+                        if index.status[n] != index.UNSEEN:
+                            stats.duplicate_keys += 1  # the first answer for a key counts
+                            continue
+                        index.status[n] = index.FAILED
+                        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
+                        stats.usage += line.usage
+                        stats.cost_usd += cost
+                        if not line.ok:
+                            outcome(line.key, line.status, line.reason, cost)
+                            continue
+                        try:
+                            pending.append(build(index.context(found), line, lineage(submission, batch, line, cost)))
+                        except ValueError as error:
+                            outcome(line.key, BAD_DRAFT, str(error), cost)
+                            continue
+                        outcome(line.key, "ok", None, cost)
+                        index.status[n] = index.NEW
+                        stats.num_new += 1
+                        if len(pending) >= GRADE_CHUNK:
+                            flush()
+                flush()
+                state = dict(zip(submission.shards, submission.job_states)).get(shard)
+                if state is None or state in SUCCEEDED_STATES:
+                    status, reason = MISSING, "no line for this request in the results file"
+                else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
+                    status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
+                for key in index.unseen(number):
+                    outcome(key, status, reason, 0.0)
+        merge_samples(samples_file, new_path, index.is_new, observe)
+    finally:
+        index.close()
+        new_path.unlink(missing_ok=True)
     with atomic_write(submission.folder / "summary.json", "w") as handle:
         json.dump({"cost_usd": stats.cost_usd, "statuses": dict(stats.statuses),
                    "num_new": stats.num_new, **usage_dict(stats.usage)}, handle)
     return stats
 
 
-def merge_samples(samples_file: Path, new_path: Path, new_ids: set[str],
+def merge_samples(samples_file: Path, new_path: Path, is_new: Callable[[str], bool],
                   observe: Callable[[dict], None]) -> None:
-    """Old records not replaced by a new one, then the new ones; atomically renamed over the file."""
+    """The old records not replaced by a new one (observed here), then the new ones (observed
+    when written); atomically in place of `samples_file`. `new_path` must be beside it."""
+    if not samples_file.exists():
+        with open(new_path, "rb+") as new:
+            os.fsync(new.fileno())
+        os.replace(new_path, samples_file)  # nothing to merge with: no copy
+        return
     with atomic_write(samples_file) as out:
-        if samples_file.exists():
-            with open(samples_file, "rb") as old:
-                for raw in old:
-                    if not raw.strip():
-                        continue
-                    record = orjson.loads(raw)
-                    if record["id"] in new_ids:
-                        continue
-                    out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                    observe(record)
+        with open(samples_file, "rb") as old:
+            for raw in old:
+                if not raw.strip():
+                    continue
+                record = orjson.loads(raw)
+                if is_new(record["id"]):
+                    continue
+                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+                observe(record)
         with open(new_path, "rb") as new:
-            for raw in new:
-                out.write(raw)
-                observe(orjson.loads(raw))
+            shutil.copyfileobj(new, out, 1 << 20)
 
 
 def iter_samples(path: Path):

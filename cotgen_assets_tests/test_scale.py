@@ -1,0 +1,162 @@
+"""Scale features a user relies on: sharded submissions ingested together, results joined by key
+in any order, merges that never duplicate or lose a sample. Figures (speed, memory) are in
+bench/, never asserted here."""
+
+import random
+import time
+
+import orjson
+import pytest
+
+from cotgen_assets import assets
+from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets.samples import ingest_submission
+from cotgen_assets.submissions import GENERATION, Submission, write_shards
+from cotgen_assets_tests.pipeline_harness import Pipeline
+
+MODEL = "gemini-3.1-pro-preview"
+
+
+def read_jsonl(path):
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+# --------------------------------------------------------------------------- sharded batches, end to end
+
+def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(instance, emulator, data_dir):
+    pipeline = Pipeline(instance, emulator.base_url)
+    pipeline.materialize([assets.source_problems], "easy")
+    emulator.set_faults(slow_latency=6.0, slow_count=1)  # the first shard's job takes a while
+    pipeline.submit_generation("easy", limit=25, max_requests_per_job=10)
+
+    batch = pipeline.metadata("generation_batch", "easy")
+    assert batch["num_requests"] == 25 and batch["num_shards"] == 3
+    names = batch["batch_names"]
+    assert len(set(names)) == 3
+    shard_sizes = [sum(1 for _ in open(path, "rb")) for path in batch["request_files"]]
+    assert shard_sizes == [10, 10, 5]
+
+    gemini = GeminiBatchResource(base_url=emulator.base_url)
+    deadline = time.monotonic() + 30
+    while not all(gemini.get_batch(name).done for name in names[1:]):
+        assert time.monotonic() < deadline, "the two fast jobs never ended"
+        time.sleep(0.1)
+    assert not gemini.get_batch(names[0]).done, "the slow job ended too soon for this test"
+    waiting = pipeline.tick()
+    assert waiting.run_requests == [], "launched while one of the three jobs was still running"
+    assert "MIXED" in waiting.skip_message or "RUNNING" in waiting.skip_message
+
+    [request] = pipeline.tick_until_launch(attempts=400)  # 0.05 s apart: up to 20 s
+    assert request.job_name == "generation_results_job"
+    assert all(gemini.get_batch(name).done for name in names)
+    assert pipeline.tick().run_requests == [], "one launch per submission, not one per job"
+    assert pipeline.run(request).success
+
+    results = pipeline.metadata("generation_results", "easy")
+    assert results["job_state"] == "JOB_STATE_SUCCEEDED" and results["num_succeeded"] == 25
+    cot = read_jsonl(data_dir / "cot_easy.jsonl")
+    ids = [r["id"] for r in cot]
+    assert len(ids) == len(set(ids)) == 25
+    assert {r["generation"]["batch"] for r in cot} == set(names), "every job's answers are in the file"
+    samples = pipeline.metadata("cot_samples", "easy")
+    assert samples["num_samples"] == samples["num_new"] == 25 and samples["num_failed"] == 0
+
+
+# --------------------------------------------------------------------------- ingestion, as plain functions
+
+def context(i: int) -> dict:
+    return {"id": f"easy-{i}", "scenario": "easy", "question": f"What is {i} + {i}?", "answer": str(2 * i),
+            "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": i}}
+
+
+def result(i: int, answer: int | None = None, error: bool = False) -> bytes:
+    if error:
+        return orjson.dumps({"key": f"easy-{i}", "error": {"code": 500, "message": "boom", "status": "INTERNAL"}})
+    text = f"So the answer is \\boxed{{{2 * i if answer is None else answer}}}."
+    return orjson.dumps({"key": f"easy-{i}", "response": {
+        "candidates": [{"content": {"role": "model", "parts": [
+            {"text": f"**Adding**\n{i} + {i} = {2 * i}.", "thought": True}, {"text": text}]},
+            "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 10, "thoughtsTokenCount": 50},
+        "modelVersion": MODEL}})
+
+
+def submission_with_results(count: int, per_shard: int, lines_by_shard) -> Submission:
+    """A written submission whose shard k's downloaded results are `lines_by_shard(k, keys)`."""
+    submission = Submission(scenario="easy", stage=GENERATION, submission_id="scale", model=MODEL,
+                            prompt_version="cot-gen-v1", num_requests=count)
+    write_shards(submission, ((orjson.dumps({"key": f"easy-{i}"}) + b"\n", context(i)) for i in range(count)),
+                 per_shard, 10**9)
+    submission.batch_names = [f"batches/job-{k}" for k in range(len(submission.shards))]
+    for k, shard in enumerate(submission.shards):
+        keys = [orjson.loads(line)["id"] for line in submission.context_path(shard).read_bytes().splitlines()]
+        numbers = [int(key.removeprefix("easy-")) for key in keys]
+        submission.results_path(shard).write_bytes(b"".join(line + b"\n" for line in lines_by_shard(k, numbers)))
+    return submission
+
+
+def leftovers(*folders) -> list[str]:
+    """Temporary files an ingestion might leave behind."""
+    return [p.name for folder in folders for p in folder.iterdir()
+            if p.name.startswith(".") and not p.name.endswith(".lock")]
+
+
+def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir):
+    samples_file = data_dir / "cot_easy.jsonl"
+    old = [{"id": f"easy-{i}", "generation": {"batch": "batches/old"}, "correct": False} for i in (100, 0, 3)]
+    data_dir.mkdir(parents=True)
+    samples_file.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in old))
+
+    def lines(shard, numbers):
+        rng = random.Random(shard)
+        out = [result(i, error=(i == 3)) for i in numbers if i != 29]  # easy-29 never answered
+        if shard == 1:
+            out += [result(numbers[0], answer=-1),  # a second answer for a key: the first counts
+                    result(999),  # a key nobody asked for
+                    b"{not json"]
+        rng.shuffle(out)
+        return out
+
+    submission = submission_with_results(30, 12, lines)
+    assert len(submission.shards) == 3
+    seen = []
+    stats = ingest_submission(submission, samples_file, observe=seen.append)
+
+    records = read_jsonl(samples_file)
+    ids = [r["id"] for r in records]
+    assert len(ids) == len(set(ids))
+    assert ids[:2] == ["easy-100", "easy-3"], "old records stay first; easy-3's new answer failed, so it is kept"
+    assert records[1]["generation"]["batch"] == "batches/old"
+    assert sorted(ids[2:], key=lambda k: int(k[5:])) == [f"easy-{i}" for i in range(30) if i not in (3, 29)]
+    by_id = {r["id"]: r for r in records}
+    assert by_id["easy-0"]["generation"]["batch"] == "batches/job-0" and by_id["easy-0"]["correct"] is True
+    assert by_id["easy-12"]["predicted_answer"] == "24", "the first answer of a duplicated key counts"
+    assert sorted(r["id"] for r in seen) == sorted(ids), "every record of the merged file observed once"
+
+    outcomes = read_jsonl(submission.folder / "outcomes.jsonl")
+    assert sorted(o["id"] for o in outcomes) == sorted(f"easy-{i}" for i in range(30)), "one outcome per request"
+    status = {o["id"]: o["status"] for o in outcomes}
+    assert status["easy-3"] == "line_error" and status["easy-29"] == "missing"
+    assert stats.num_new == 28 and stats.statuses == {"ok": 28, "line_error": 1, "missing": 1}
+    assert stats.unknown_keys == 2 and stats.duplicate_keys == 1
+    assert leftovers(data_dir, submission.folder) == []
+
+    again = ingest_submission(submission, samples_file)
+    assert again.num_new == 28
+    assert sorted(r["id"] for r in read_jsonl(samples_file)) == sorted(ids), "a repeat replaces, never duplicates"
+
+
+def test_a_failure_during_ingestion_leaves_the_samples_file_as_it_was(data_dir):
+    samples_file = data_dir / "cot_easy.jsonl"
+    data_dir.mkdir(parents=True)
+    samples_file.write_bytes(orjson.dumps({"id": "easy-100", "generation": {}}) + b"\n")
+    before = samples_file.read_bytes()
+    submission = submission_with_results(5, 10, lambda shard, numbers: [result(i) for i in numbers])
+
+    def broken_observer(record):
+        raise RuntimeError("observer failed")
+
+    with pytest.raises(RuntimeError, match="observer failed"):
+        ingest_submission(submission, samples_file, observe=broken_observer)
+    assert samples_file.read_bytes() == before
+    assert leftovers(data_dir, submission.folder) == []
