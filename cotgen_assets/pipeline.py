@@ -29,6 +29,9 @@ from cotgen_assets.submissions import (GENERATION, SUMMARIZATION, Submission, lo
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
 RESULTS_ASSET = {GENERATION: "generation_results", SUMMARIZATION: "summarization_results"}
 MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
+PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
+CONTEXT_COLUMNS = {"problem_id", "question", "answer", "source_dataset", "source_config", "source_split",
+                   "source_row", "level", "type"}
 
 
 class SubmissionRefused(Exception):
@@ -170,17 +173,20 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
         prompt_version=GENERATION_PROMPT_VERSION, num_requests=len(plan.items), offline=offline,
         submission_id=submission_id_for(scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items),
     )
-    table = pq.read_table(problems_path)
-    table = table.filter(pc.is_in(table["problem_id"], pa.array([p for p, _ in plan.items], pa.string())))
+    wanted = pa.array([p for p, _ in plan.items], pa.string())
 
     def items():
-        for row in table.to_pylist():
-            source = {"dataset": row["source_dataset"], "config": row["source_config"],
-                      "split": row["source_split"], "row": row["source_row"]}
-            source |= {c: row[c] for c in ("level", "type") if c in row}
-            context = {"id": row["problem_id"], "scenario": scenario.name, "question": row["question"],
-                       "answer": row["answer"], "source": source}
-            yield request_line(row["problem_id"], generation_request(row["question"], thinking_level)), context
+        """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
+        problems = pq.ParquetFile(problems_path)
+        columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
+        for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
+            for row in batch.filter(pc.is_in(batch.column("problem_id"), wanted)).to_pylist():
+                source = {"dataset": row["source_dataset"], "config": row["source_config"],
+                          "split": row["source_split"], "row": row["source_row"]}
+                source |= {c: row[c] for c in ("level", "type") if c in row}
+                context = {"id": row["problem_id"], "scenario": scenario.name, "question": row["question"],
+                           "answer": row["answer"], "source": source}
+                yield request_line(row["problem_id"], generation_request(row["question"], thinking_level)), context
 
     return _finish(submission, plan, items(), max_requests_per_job, average.value())
 
