@@ -1,0 +1,168 @@
+"""End to end (DESIGN §9.5): `dagster dev` and the emulator as real processes, driven over GraphQL.
+
+The test only submits generation batches; the running daemon's batch_completion_sensor alone
+must carry every scenario through CoT to CoD. Then a second `fill` asks for nothing and an
+`extend` adds new problems that the sensor carries through as well.
+"""
+
+import time
+
+import dagster as dg
+import orjson
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from cotgen_assets_tests.dagster_harness import start_dagster_dev, wait_for
+from cotgen_assets_tests.emulator_harness import start_emulator
+
+pytestmark = pytest.mark.e2e
+
+SCENARIOS = {"easy": "easy", "medium": "medium", "hard": "hard"}  # partition -> file suffix
+LIMIT = 30
+DEADLINE_SECONDS = 150  # for the whole flow after startup
+
+
+def read_jsonl(path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class Platform:
+    """The running platform as a user sees it: GraphQL to act, files and the instance to check."""
+
+    def __init__(self, dev, data, deadline: float):
+        self.dev, self.data, self.deadline = dev, data, deadline
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=dev.port, timeout=60)
+
+    def remaining(self) -> float:
+        return max(self.deadline - time.monotonic(), 1.0)
+
+    def submit_generation(self, partition: str, with_sources: bool = False, **config) -> str:
+        """What a click on "Materialize" for generation_batch (and maybe source_problems) does."""
+        selection = ["source_problems", "generation_batch"] if with_sources else ["generation_batch"]
+        return self.client.submit_job_execution(
+            "__ASSET_JOB", repository_location_name="cotgen_assets", asset_selection=selection,
+            tags={"dagster/partition": partition},
+            run_config={"ops": {"generation_batch": {"config": {"limit": LIMIT, **config}}}},
+        )
+
+    def wait_run(self, run_id: str) -> None:
+        def finished():
+            status = self.client.get_run_status(run_id)
+            return status if status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
+                                        dg.DagsterRunStatus.CANCELED) else None
+
+        status = wait_for(finished, timeout=self.remaining(), interval=1, message=f"run {run_id}")
+        assert status == dg.DagsterRunStatus.SUCCESS, f"run {run_id} ended {status}"
+
+    def wait_records(self, name: str, count: int) -> list[dict]:
+        def written():
+            records = read_jsonl(self.data / name)
+            return records if len(records) >= count else None
+
+        return wait_for(written, timeout=self.remaining(), interval=1, message=f"{count} records in {name}")
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+    assert records, f"{asset} has no materialization for {partition}"
+    return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def check_partition(instance, data, partition: str, suffix: str, count: int) -> tuple[list, list]:
+    """The files hold `count` matching records and the metadata costs add up."""
+    cot = read_jsonl(data / f"cot_{suffix}.jsonl")
+    cod = read_jsonl(data / f"cod_{suffix}.jsonl")
+    cot_ids = [r["id"] for r in cot]
+    assert len(cot_ids) == len(set(cot_ids)) == count, f"{partition}: CoT ids {cot_ids}"
+    assert sorted(r["id"] for r in cod) == sorted(cot_ids), f"{partition}: CoD ids differ from CoT ids"
+    assert all(r["scenario"] == partition for r in cot + cod)
+    return cot, cod
+
+
+def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
+    data = tmp_path / "data"
+    home = tmp_path / "dagster_home"
+    emulator = start_emulator(tmp_path / "emulator", latency=2.0)
+    dev = instance = None
+    try:
+        dev = start_dagster_dev(home, env={
+            "COTGEN_DATA_DIR": str(data),
+            "COTGEN_GEMINI_BASE_URL": emulator.base_url,
+            "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
+            "GEMINI_API_KEY": "",  # offline: the emulator, whatever the caller's shell holds
+        })
+        platform = Platform(dev, data, time.monotonic() + DEADLINE_SECONDS)
+        instance = dg.DagsterInstance.from_config(str(home))
+
+        submissions = {p: platform.submit_generation(p, with_sources=True) for p in SCENARIOS}
+        for partition, run_id in submissions.items():
+            platform.wait_run(run_id)
+            batch = latest_metadata(instance, "generation_batch", partition)
+            assert batch["num_requests"] == LIMIT and batch["batch_names"] and batch["offline"] is True
+
+        # From here on the test only waits: the sensor launches every other run.
+        platform.wait_records("cod_easy.jsonl", LIMIT)
+        cot, cod = check_partition(instance, data, "easy", "easy", LIMIT)
+        cot_meta = latest_metadata(instance, "cot_samples", "easy")
+        cod_meta = latest_metadata(instance, "cod_samples", "easy")
+        assert cot_meta["num_samples"] == cot_meta["num_new"] == LIMIT
+        assert cot_meta["cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
+        assert cod_meta["cost_usd"] == pytest.approx(sum(r["summarization"]["cost_usd"] for r in cod))
+        assert cot_meta["cost_usd"] > 0 and cod_meta["cost_usd"] > 0
+
+        # A second fill finds every problem answered correctly and submits nothing.
+        assert all(r["correct"] for r in cot), "the emulator answers GSM8K with the reference"
+        platform.wait_run(platform.submit_generation("easy"))
+        fill = latest_metadata(instance, "generation_batch", "easy")
+        assert fill["num_requests"] == 0 and fill["batch_names"] == []
+
+        # An extend asks for new problems only; the sensor carries them through to CoD too.
+        platform.wait_run(platform.submit_generation("easy", mode="extend"))
+        extend = latest_metadata(instance, "generation_batch", "easy")
+        assert extend["num_requests"] == extend["num_new_problems"] == LIMIT
+
+        for partition, suffix in SCENARIOS.items():
+            if partition == "easy":
+                continue
+            platform.wait_records(f"cod_{suffix}.jsonl", LIMIT)
+            cot, cod = check_partition(instance, data, partition, suffix, LIMIT)
+            cot_meta = latest_metadata(instance, "cot_samples", partition)
+            cod_meta = latest_metadata(instance, "cod_samples", partition)
+            assert cot_meta["cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
+            assert cod_meta["cost_usd"] == pytest.approx(sum(r["summarization"]["cost_usd"] for r in cod))
+            assert all("level" in r["source"] and "type" in r["source"] for r in cot)
+
+        platform.wait_records("cod_easy.jsonl", 2 * LIMIT)
+        cot, cod = check_partition(instance, data, "easy", "easy", 2 * LIMIT)
+        assert not {r["id"] for r in cot[:LIMIT]} & {r["id"] for r in cot[LIMIT:]}
+        cot_meta = latest_metadata(instance, "cot_samples", "easy")
+        assert cot_meta["num_samples"] == 2 * LIMIT and cot_meta["num_new"] == LIMIT
+        assert cot_meta["total_cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
+
+        # Every run after the submissions was launched by the sensor, once per submission.
+        launched = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "batch_completion_sensor"}))
+        by_job = {}
+        for run in launched:
+            assert run.status == dg.DagsterRunStatus.SUCCESS, f"{run.job_name} {run.tags} ended {run.status}"
+            by_job.setdefault(run.job_name, []).append(run.tags["dagster/partition"])
+        assert sorted(by_job["generation_results_job"]) == ["easy", "easy", "hard", "medium"]
+        assert sorted(by_job["summarization_results_job"]) == ["easy", "easy", "hard", "medium"]
+    except BaseException:
+        print("---- dagster dev log (tail) ----")
+        print(tail(dev.log()) if dev else "(not started)")
+        print("---- emulator log (tail) ----")
+        print(emulator.log_tail(60))
+        raise
+    finally:
+        if instance:
+            instance.dispose()
+        if dev:
+            dev.stop()
+        emulator.stop()
