@@ -295,8 +295,9 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         "preview": sample_preview(stats.preview, stage),
         "dagster/column_lineage": column_lineage(stage, scenario.name),
     }
-    if submission.offline:
-        metadata["gemini_endpoint"] = "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)"
+    if submission.offline:  # first row of the metadata table, where a person looks first
+        metadata = {"gemini_endpoint": "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)",
+                    **metadata}
     if stage == GENERATION:
         return dg.MaterializeResult(metadata=metadata, check_results=cot_checks(stats))
     metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
@@ -315,10 +316,10 @@ def _text(name: str, description: str) -> dg.TableColumn:
 
 
 _RECORD_HEAD = [
-    _text("id", "stable problem id, <scenario>-<source row>: the same problem keeps its id forever"),
+    _text("id", "stable problem id, `<scenario>-<source row>`: the same problem keeps its id forever"),
     _text("scenario", "the scenario (partition) the problem belongs to"),
     _text("question", "the problem text, from the source dataset"),
-    _text("answer", "the reference final answer (GSM8K: after ####; MATH: the last \\boxed{})"),
+    _text("answer", "the reference final answer (GSM8K: after `####`; MATH: the last `\\boxed{}`)"),
 ]
 _USAGE = "{model, model_version, batch, submission, prompt_version, finish_reason, usage, cost_usd, offline}"
 _RECORD_TAIL = [
@@ -327,7 +328,7 @@ _RECORD_TAIL = [
 ]
 COT_COLUMNS = dg.TableSchema(columns=[
     *_RECORD_HEAD,
-    _text("cot", "<thought>thought summary</thought> + newline + the model's answer text"),
+    _text("cot", "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
     dg.TableColumn("messages", "list<struct>", "[user question, assistant cot]: ready for SFT"),
     _text("predicted_answer", "the final answer read from the model's answer text"),
     dg.TableColumn("correct", "bool", "predicted_answer matches answer (exact/numeric, then math-verify)"),
@@ -335,7 +336,7 @@ COT_COLUMNS = dg.TableSchema(columns=[
 ])
 COD_COLUMNS = dg.TableSchema(columns=[
     *_RECORD_HEAD,
-    _text("cod", "<draft>a few words per step, one step a line</draft> + newline + \\boxed{answer}"),
+    _text("cod", "`<draft>`a few words per step, one step a line`</draft>` + newline + `\\boxed{answer}`"),
     dg.TableColumn("messages", "list<struct>", "[user question, assistant cod]: ready for SFT"),
     _text("predicted_answer", "the draft's final answer"),
     dg.TableColumn("correct", "bool", "predicted_answer matches answer"),
@@ -380,7 +381,7 @@ def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
     kinds={"jsonl"},
     deps=[generation_results],
     check_specs=[dg.AssetCheckSpec(name, asset="cot_samples") for name in COT_CHECK_NAMES],
-    description="cot_<suffix>.jsonl: Chain-of-Thought samples (<thought>…</thought> + answer), graded.",
+    description="`cot_<suffix>.jsonl`: Chain-of-Thought samples (`<thought>…</thought>` + answer), graded.",
     metadata={"dagster/column_schema": COT_COLUMNS},
 )
 def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
@@ -393,7 +394,7 @@ def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     kinds={"jsonl"},
     deps=[summarization_results],
     check_specs=[dg.AssetCheckSpec(name, asset="cod_samples") for name in COD_CHECK_NAMES],
-    description="cod_<suffix>.jsonl: Chain-of-Draft samples (<draft>…</draft> + answer), graded.",
+    description="`cod_<suffix>.jsonl`: Chain-of-Draft samples (`<draft>…</draft>` + answer), graded.",
     metadata={"dagster/column_schema": COD_COLUMNS},
 )
 def cod_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:

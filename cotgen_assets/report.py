@@ -26,12 +26,20 @@ DRAFT_COLOR = "#DD8452"
 
 # --------------------------------------------------------------------------- previews
 
-def excerpt(text: str | None, head: int = 110, tail: int = 50) -> str:
-    """The start and the end of a long text on one line: enough to recognise it in a table."""
+def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
+    """The start and the end of a long text on one line, cut at word boundaries.
+
+    Short enough (at most head + tail + 3 characters) for the UI's preview cells.
+    """
     flat = " ".join((text or "").split())
     if len(flat) <= head + tail + 3:
         return flat
-    return f"{flat[:head].rstrip()} … {flat[-tail:].lstrip()}"
+    start, end = flat[:head], flat[-tail:]
+    if " " in start[head // 2:]:
+        start = start[: start.rindex(" ")]
+    if " " in end[: tail // 2]:
+        end = end[end.index(" ") + 1:]
+    return f"{start} … {end}"
 
 
 def thought_excerpt(cot: str) -> str:
@@ -45,30 +53,30 @@ def draft_excerpt(cod: str, steps: int = 4) -> str:
     lines = [line.strip() for line in (match.group(1) if match else cod or "").split("\n") if line.strip()]
     shown = " | ".join(lines[:steps])
     more = f" | … (+{len(lines) - steps} steps)" if len(lines) > steps else ""
-    return excerpt(shown, head=140, tail=30) + more
+    return excerpt(shown, head=100, tail=25) + more
 
 
 def preview_rows(records: list[dict], stage: str) -> tuple[list[dict], list[str]]:
-    """Rows and columns of a samples preview: excerpts of the thought or draft, never the whole text."""
+    """Rows and columns of a samples preview: excerpts of the thought or draft, never the whole text.
+
+    Few, narrow columns so the UI's table stays readable; `cotgen trace ID` shows the rest.
+    """
     rows = []
     for record in records:
-        row = {"id": record["id"], "question": excerpt(record["question"], 90, 30)}
+        row = {"id": record["id"], "question": excerpt(record["question"], 60, 25)}
+        thinking = record["generation"]["usage"]["thinking_tokens"]
         if stage == GENERATION:
-            usage = record["generation"]["usage"]
-            row |= {"thought (excerpt)": thought_excerpt(record["cot"]),
-                    "thinking_tokens": usage["thinking_tokens"]}
+            row |= {"thought (excerpt)": thought_excerpt(record["cot"]), "thinking tokens": thinking}
         else:
-            row |= {"draft (excerpt)": draft_excerpt(record["cod"]),
-                    "draft_tokens": record["summarization"]["usage"]["output_tokens"],
-                    "thinking_tokens": record["generation"]["usage"]["thinking_tokens"]}
-        row |= {"predicted_answer": record["predicted_answer"], "answer": record["answer"],
+            draft = record["summarization"]["usage"]["output_tokens"]
+            row |= {"draft (excerpt)": draft_excerpt(record["cod"]), "tokens thought → draft": f"{thinking} → {draft}"}
+        row |= {"predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
                 "correct": record["correct"]}
         if stage != GENERATION:
-            row["agrees_with_cot"] = record.get("agrees_with_cot")
-        block = record["generation" if stage == GENERATION else "summarization"]
-        row |= {"cost_usd": round(block["cost_usd"], 6), "batch": block["batch"]}
+            row["agrees with CoT"] = record.get("agrees_with_cot")
+        row["cost_usd"] = round(record["generation" if stage == GENERATION else "summarization"]["cost_usd"], 6)
         rows.append(row)
-    columns = list(rows[0]) if rows else ["id", "question", "predicted_answer", "answer", "correct"]
+    columns = list(rows[0]) if rows else ["id", "question", "predicted / reference", "correct"]
     return rows, columns
 
 
