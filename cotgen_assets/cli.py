@@ -16,17 +16,20 @@ def cancel(scenario: str, stage: str) -> str:
     import dagster as dg
 
     from cotgen_assets.definitions import gemini_resource
-    from cotgen_assets.pipeline import pending_submission
+    from cotgen_assets.pipeline import ended_not_saved, pending_submission
 
     with dg.DagsterInstance.get() as instance:
         submission = pending_submission(instance, scenario, stage)
     if submission is None:
         return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
     gemini = gemini_resource()
-    for name in submission.batch_names:
-        if not gemini.get_batch(name).done:
-            gemini.cancel_batch(name)
-    return (f"cancelled {submission.batch_names} (submission {submission.submission_id}); "
+    jobs = [gemini.get_batch(name) for name in submission.batch_names]
+    live = [job.name for job in jobs if not job.done]
+    if not live:
+        return "nothing to cancel: " + ended_not_saved(submission, ", ".join(f"{j.name} ({j.state})" for j in jobs))
+    for name in live:
+        gemini.cancel_batch(name)
+    return (f"cancelled {live} (submission {submission.submission_id}); "
             "batch_completion_sensor records the cancellation and keeps any finished results; "
             "materialize the batch asset again to resubmit what is missing")
 

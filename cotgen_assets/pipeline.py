@@ -28,6 +28,8 @@ from cotgen_assets.submissions import (GENERATION, SUMMARIZATION, Submission, lo
 
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
 RESULTS_ASSET = {GENERATION: "generation_results", SUMMARIZATION: "summarization_results"}
+SAMPLES_ASSET = {GENERATION: "cot_samples", SUMMARIZATION: "cod_samples"}
+RESULTS_JOB = {GENERATION: "generation_results_job", SUMMARIZATION: "summarization_results_job"}
 MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
 CONTEXT_COLUMNS = {"problem_id", "question", "answer", "source_dataset", "source_config", "source_split",
@@ -133,17 +135,36 @@ def refuse_if_in_flight(instance: dg.DagsterInstance, gemini: GeminiBatchResourc
     pending = pending_submission(instance, scenario, stage)
     if pending is None:
         return
-    states = []
+    states, ended = [], bool(pending.batch_names)
     for name in pending.batch_names:
         try:
-            states.append(f"{name} ({gemini.get_batch(name, timeout_seconds=10).state})")
+            job = gemini.get_batch(name, timeout_seconds=10)
         except Exception:  # noqa: BLE001 - the refusal matters more than the state
             states.append(name)
+            ended = False
+        else:
+            states.append(f"{name} ({job.state})")
+            ended &= job.done
+    if ended:
+        raise InFlight(ended_not_saved(pending, ", ".join(states)) + " Then materialize again.")
     raise InFlight(
         f"{BATCH_ASSET[stage]} for scenario {scenario!r} is still in flight: submission "
         f"{pending.submission_id}, batch {', '.join(states)}. batch_completion_sensor ingests it "
         f"when it ends. To give up on it: `cotgen cancel {scenario} {stage}`, then materialize again."
     )
+
+
+def ended_not_saved(submission: Submission, states: str) -> str:
+    """What to do when a submission's jobs ended but its results run failed or has not run yet.
+
+    The sensor launches that run once per submission (run keys are never reused), so a failed
+    run stays failed until someone re-executes it.
+    """
+    stage, scenario = submission.stage, submission.scenario
+    return (f"{BATCH_ASSET[stage]} for scenario {scenario!r} (submission {submission.submission_id}, batch "
+            f"{states}) has ended, but its results are not saved yet. batch_completion_sensor launches "
+            f"{RESULTS_JOB[stage]} for it; if that run failed, re-execute it (Dagster UI: Runs), or "
+            f"materialize {RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {scenario!r}.")
 
 
 def source_problem_ids(scenario: Scenario) -> tuple[list[str], "pq.ParquetFile"]:
