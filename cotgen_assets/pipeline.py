@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.planning import (DEFAULT_GENERATION_USAGE, DEFAULT_SUMMARIZATION_USAGE, Plan,
-                                    UsageAverage, plan_generation, projected_cost_usd)
+                                    UsageAverage, check_max_tries, plan_generation, projected_cost_usd)
 from cotgen_assets.quality import numbers_in
 from cotgen_assets.prompts import (GENERATION_PROMPT_VERSION, SUMMARIZATION_PROMPT_VERSION,
                                    generation_request, request_line, summarization_request)
@@ -215,6 +215,7 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
 def prepare_summarization(scenario: Scenario, max_tries: int, model: str, thinking_level: str,
                           max_requests_per_job: int, offline: bool) -> Prepared:
     """Plan requests turning every CoT sample that lacks a CoD (of that very CoT) into a draft."""
+    check_max_tries(max_tries)
     drafted: dict[str, str] = {}
     average = UsageAverage(DEFAULT_SUMMARIZATION_USAGE)
     for record in iter_samples(samples_path(SUMMARIZATION, scenario.suffix)):

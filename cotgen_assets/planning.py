@@ -26,6 +26,12 @@ class Plan:
     given_up: list[str] = field(default_factory=list)
 
 
+def check_max_tries(max_tries: int) -> None:
+    """Below 1 every problem would count as given up before it was ever asked."""
+    if max_tries < 1:
+        raise ValueError(f"max_tries must be at least 1, got {max_tries}")
+
+
 def plan_generation(problem_ids: list[str], good: set[str], used: set[str],
                     tries: dict[str, int], limit: int, mode: str, max_tries: int) -> Plan:
     """`fill`: retry failed or wrong problems, then take new ones, until `limit` would be good.
@@ -38,6 +44,7 @@ def plan_generation(problem_ids: list[str], good: set[str], used: set[str],
         raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
     if limit <= 0:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
+    check_max_tries(max_tries)
     plan = Plan(num_good=sum(1 for p in problem_ids if p in good))
     plan.given_up = [p for p in problem_ids if p not in good and tries.get(p, 0) >= max_tries]
     if mode == EXTEND:
