@@ -204,7 +204,9 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
             for row in batch.filter(pc.is_in(batch.column("problem_id"), wanted)).to_pylist():
                 source = {"dataset": row["source_dataset"], "config": row["source_config"],
                           "split": row["source_split"], "row": row["source_row"]}
-                source |= {c: row[c] for c in ("level", "type") if c in row}
+                # level/type always present ("" where the dataset has none, not null: datasets
+                # infers a null column from an all-null file and then cannot load MATH files with it)
+                source |= {c: row.get(c) or "" for c in ("level", "type")}
                 context = {"id": row["problem_id"], "scenario": scenario.name, "question": row["question"],
                            "answer": row["answer"], "source": source}
                 yield request_line(row["problem_id"], generation_request(row["question"], thinking_level)), context

@@ -75,9 +75,6 @@ def test_both_files_load_with_datasets_and_share_their_ids(data, partition, tmp_
     assert cod.features["summarization"]["usage"]["output_tokens"] == datasets.Value("int64")
 
 
-@pytest.mark.xfail(strict=True, raises=datasets.exceptions.DatasetGenerationError,
-                   reason="`source` differs per scenario: MATH records add level/type, GSM8K ones lack "
-                          "the keys, so datasets cannot cast one file to the other's schema")
 def test_files_of_several_scenarios_load_as_one_dataset(data, tmp_path):
     """A trainer mixes difficulties: the scenarios' files should share one schema."""
     cot = load([data / f"cot_{p}.jsonl" for p in PARTITIONS], tmp_path)
