@@ -146,6 +146,22 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
     assert sorted(r["id"] for r in read_jsonl(samples_file)) == sorted(ids), "a repeat replaces, never duplicates"
 
 
+def test_shards_stay_under_the_request_and_byte_limits(data_dir):
+    """A job's input file must stay under the Batch API's 2 GB: shards split on bytes too."""
+    submission = Submission(scenario="easy", stage=GENERATION, submission_id="bytes", model=MODEL,
+                            prompt_version="cot-gen-v1", num_requests=10)
+    lines = [orjson.dumps({"key": f"easy-{i}", "pad": "x" * 90}) + b"\n" for i in range(10)]
+    write_shards(submission, ((line, context(i)) for i, line in enumerate(lines)), 4, 3 * len(lines[0]) + 5)
+    sizes = [len(submission.requests_path(s).read_bytes().splitlines()) for s in submission.shards]
+    assert sizes == [3, 3, 3, 1], "three lines fit the byte limit, the fourth does not"
+    requested = b"".join(submission.requests_path(s).read_bytes() for s in submission.shards)
+    assert requested == b"".join(lines), "every request once, in order"
+    contexts = [orjson.loads(line)["id"] for s in submission.shards
+                for line in submission.context_path(s).read_bytes().splitlines()]
+    assert contexts == [f"easy-{i}" for i in range(10)], "each shard's contexts match its requests"
+    assert len(set(submission.display_names)) == 4
+
+
 def test_a_failure_during_ingestion_leaves_the_samples_file_as_it_was(data_dir):
     samples_file = data_dir / "cot_easy.jsonl"
     data_dir.mkdir(parents=True)
