@@ -1,0 +1,260 @@
+"""Ingestion under crashes and bad results files: every requested key gets one outcome, samples are
+exactly the good answers, and a killed process leaves nothing torn (DESIGN §4, §5).
+
+Submissions are written by hand here (no Dagster, no emulator): a results file is what Gemini
+handed back, and `ingest_submission` is what the cot_samples asset runs on it.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import orjson
+import pytest
+
+from cotgen_assets.samples import ingest_submission, samples_path
+from cotgen_assets.submissions import GENERATION, Submission, load_submission, tries_by_problem, write_shards
+from cotgen_assets_tests.dagster_harness import ROOT
+
+MODEL = "gemini-3.1-pro-preview"
+THOUGHT = "Let me add the two numbers carefully, one step at a time. " * 30
+
+
+def context(n: int) -> dict:
+    return {"id": f"easy-{n}", "scenario": "easy", "question": f"What is {n} + {n}?", "answer": str(2 * n),
+            "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": n}}
+
+
+def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Submission:
+    submission = Submission(scenario="easy", stage=GENERATION, submission_id=name, model=MODEL,
+                            prompt_version="cot-gen-v1", num_requests=len(rows))
+    items = ((orjson.dumps({"key": f"easy-{n}", "request": {}}) + b"\n", context(n)) for n in rows)
+    write_shards(submission, items, shard_size, 1 << 30)
+    submission.batch_names = [f"batches/{name}-{i}" for i in range(len(submission.shards))]
+    submission.job_states = ["JOB_STATE_SUCCEEDED"] * len(submission.shards)
+    submission.save()
+    return submission
+
+
+def response(key: str, answer: str, thought: str = THOUGHT, finish: str = "STOP") -> dict:
+    parts = ([{"text": thought, "thought": True}] if thought else []) + [{"text": f"So it is \\boxed{{{answer}}}."}]
+    return {"key": key, "response": {
+        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
+        "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 12, "thoughtsTokenCount": 300},
+        "modelVersion": MODEL}}
+
+
+def line(obj) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+def write_results(submission: Submission, rows: list[int], answer_offset: int = 0) -> None:
+    """A good answer for every row (wrong by `answer_offset` if given)."""
+    by_shard = {}
+    for shard in submission.shards:
+        keys = [orjson.loads(raw)["id"] for raw in open(submission.context_path(shard), "rb")]
+        by_shard[shard] = keys
+    for shard, keys in by_shard.items():
+        with open(submission.results_path(shard), "wb") as out:
+            for key in keys:
+                n = int(key.split("-")[1])
+                out.write(line(response(key, str(2 * n + answer_offset))))
+
+
+def read_jsonl(path) -> list[dict]:
+    return [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def cot_file(data_dir):
+    return samples_path(GENERATION, "easy")
+
+
+# --------------------------------------------------------------------------- a hand-written results file
+
+def test_every_kind_of_bad_line_is_counted_and_never_a_sample(data_dir, cot_file):
+    submission = make_submission("handwritten", list(range(10)))
+    good = response("easy-0", "0")
+    truncated = response("easy-2", "4", finish="MAX_TOKENS")
+    cut_short = line(response("easy-4", "8"))
+    not_utf8 = line(response("easy-5", "10")).replace(b"So it is", b"So it\xff\xfe is")
+    lines = [
+        line(good),
+        line({"key": "easy-1", "error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}),
+        line(truncated),
+        line(response("easy-3", "6", thought="")),
+        cut_short[: len(cut_short) // 2] + b"\n",
+        not_utf8,
+        line(response("easy-6", "12")),
+        line(response("easy-6", "999")),  # a duplicate key: the first answer counts
+        # easy-7: no line at all
+        line(response("easy-8", "17")),  # a wrong answer is a sample, graded wrong
+        b"\n",
+        line(response("easy-9", "18"))[:-1] + b"\r\n",
+        line(response("easy-99", "198")),  # a key never requested
+        b"}{ not json, no key\n",
+        b"[1, 2, 3]\n",
+    ]
+    submission.results_path("shard-000").write_bytes(b"".join(lines))
+
+    stats = ingest_submission(submission, cot_file)
+
+    records = read_jsonl(cot_file)
+    assert [r["id"] for r in records] == ["easy-0", "easy-6", "easy-8", "easy-9"]
+    assert [r["correct"] for r in records] == [True, True, False, True]
+    assert records[1]["predicted_answer"] == "12", "the first of two lines for a key counts"
+    cot_file.read_bytes().decode("utf-8")  # the samples file is valid UTF-8 throughout
+
+    outcomes = {o["id"]: o for o in read_jsonl(submission.folder / "outcomes.jsonl")}
+    assert sorted(outcomes) == sorted(f"easy-{n}" for n in range(10)), "one outcome per requested key"
+    assert {k: o["status"] for k, o in outcomes.items() if o["status"] != "ok"} == {
+        "easy-1": "line_error", "easy-2": "truncated", "easy-3": "no_thoughts", "easy-4": "not_json",
+        "easy-5": "invalid_utf8", "easy-7": "missing"}
+    assert all(o["reason"] for o in outcomes.values() if o["status"] != "ok")
+    assert "MAX_TOKENS" in outcomes["easy-2"]["reason"] and "500" in outcomes["easy-1"]["reason"]
+    assert outcomes["easy-2"]["cost_usd"] > 0, "a truncated answer was billed, and is counted"
+
+    assert stats.num_failed == 6 and stats.num_new == 4
+    assert (stats.unknown_keys, stats.duplicate_keys) == (3, 1)
+    summary = json.loads((submission.folder / "summary.json").read_text())
+    assert summary["statuses"] == {"ok": 4, "line_error": 1, "truncated": 1, "no_thoughts": 1,
+                                   "not_json": 1, "invalid_utf8": 1, "missing": 1}
+    assert tries_by_problem("easy", GENERATION) == {f"easy-{n}": 1 for n in range(10)}
+
+
+def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
+    submission = make_submission("cancelled", list(range(4)))
+    submission.job_states = ["JOB_STATE_CANCELLED"]
+    submission.save()
+    submission.results_path("shard-000").write_bytes(line(response("easy-0", "0")) + line(response("easy-1", "2")))
+    stats = ingest_submission(load_submission("easy", GENERATION, "cancelled"), cot_file)
+    assert stats.statuses == {"ok": 2, "not_run": 2}
+    assert tries_by_problem("easy", GENERATION) == {"easy-0": 1, "easy-1": 1}
+
+
+# --------------------------------------------------------------------------- killed mid-ingestion
+
+# Runs `ingest_submission` in a real process, which kills itself with SIGKILL at a chosen point.
+# The kill points are hooks of this script only (module attributes it replaces), not of the product.
+CHILD = r"""
+import os, signal, sys
+from pathlib import Path
+
+import cotgen_assets.samples as samples
+from cotgen_assets.submissions import load_submission
+
+submission_id, samples_file, point, at = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+calls = []
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def counting(real):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if point == "grading" and len(calls) == at:
+            die()
+        result = real(*args, **kwargs)
+        if point == "merged":
+            die()
+        return result
+    return wrapper
+
+
+def observe(record):
+    calls.append(1)
+    if point == "observing" and len(calls) == at:
+        die()
+
+
+if point == "grading":
+    samples.grade_many = counting(samples.grade_many)
+if point == "merged":
+    samples.merge_samples = counting(samples.merge_samples)
+print("ready", flush=True)
+samples.ingest_submission(load_submission("easy", "generation", submission_id), samples_file,
+                          observe=observe if point == "observing" else (lambda record: None))
+print("done", flush=True)
+"""
+
+OLD_ROWS = list(range(0, 3000))
+NEW_ROWS = list(range(2000, 3600))  # 1,000 replace old samples (wrong before, right now), 600 are new
+
+
+@pytest.fixture
+def crash_scene(data_dir, cot_file, tmp_path):
+    """An old samples file, a downloaded submission to ingest, and the files a clean ingestion makes."""
+    old = make_submission("old", OLD_ROWS)
+    write_results(old, OLD_ROWS, answer_offset=1)  # all wrong, so the new ones replace them
+    ingest_submission(old, cot_file)
+    new = make_submission("new", NEW_ROWS, shard_size=1000)
+    write_results(new, NEW_ROWS)
+
+    clean = tmp_path / "clean"
+    shutil.copytree(data_dir, clean)
+    env_before = os.environ["COTGEN_DATA_DIR"]
+    os.environ["COTGEN_DATA_DIR"] = str(clean)
+    try:
+        ingest_submission(load_submission("easy", GENERATION, "new"), samples_path(GENERATION, "easy"))
+    finally:
+        os.environ["COTGEN_DATA_DIR"] = env_before
+    expected = {name: (clean / "easy" / "submissions" / "generation-new" / name).read_bytes()
+                for name in ("outcomes.jsonl", "summary.json")}
+    expected["samples"] = (clean / cot_file.name).read_bytes()
+    return {"before": cot_file.read_bytes(), "expected": expected, "submission": new}
+
+
+def start_child(cot_file, point: str, at: int = 0) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, "new", str(cot_file), point, str(at)],
+                             cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def assert_recovers(scene, cot_file):
+    """After the kill: the file is whole (old or new, never torn); a re-run gives the clean result."""
+    for raw in cot_file.read_bytes().splitlines():
+        orjson.loads(raw)
+    ingest_submission(load_submission("easy", GENERATION, "new"), cot_file)
+    folder = scene["submission"].folder
+    assert cot_file.read_bytes() == scene["expected"]["samples"]
+    assert (folder / "outcomes.jsonl").read_bytes() == scene["expected"]["outcomes.jsonl"]
+    assert (folder / "summary.json").read_bytes() == scene["expected"]["summary.json"]
+    ids = [r["id"] for r in read_jsonl(cot_file)]
+    assert len(ids) == len(set(ids)) == len(set(OLD_ROWS) | set(NEW_ROWS))
+    assert all(r["correct"] for r in read_jsonl(cot_file) if int(r["id"].split("-")[1]) in NEW_ROWS)
+
+
+@pytest.mark.parametrize("point, at", [
+    ("grading", 2),      # killed while writing the new samples, one grading chunk in
+    ("observing", 2100),  # killed in the middle of the merge into the samples file
+    ("merged", 0),       # killed after the merge, before the submission's summary is written
+])
+def test_a_process_killed_during_ingestion_recovers_on_rerun(crash_scene, cot_file, point, at):
+    child = start_child(cot_file, point, at)
+    assert child.wait(timeout=120) == -signal.SIGKILL
+    if point != "merged":
+        assert cot_file.read_bytes() == crash_scene["before"], "the samples file is untouched until the rename"
+    assert not (crash_scene["submission"].folder / "summary.json").exists()
+    assert_recovers(crash_scene, cot_file)
+
+
+def test_a_process_killed_from_outside_mid_write_recovers_on_rerun(crash_scene, cot_file):
+    """SIGKILL from another process as soon as the merge's temporary file has grown past 1 MB."""
+    child = start_child(cot_file, "none")
+    temp = cot_file.with_name(f".{cot_file.name}.tmp-{child.pid}")
+    deadline = time.monotonic() + 120
+    while not (temp.exists() and temp.stat().st_size > 1_000_000):
+        assert child.poll() is None, "the ingestion ended before it could be killed mid-write"
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    assert cot_file.read_bytes() == crash_scene["before"], "killed before the rename: the old file is whole"
+    assert_recovers(crash_scene, cot_file)

@@ -1,0 +1,105 @@
+"""Bad input is a clear error naming the problem, at the place a user meets it.
+
+test_scenarios.py and test_sources.py check the messages of the plain functions; here they are
+checked where a user sees them: loading the code location, and materializing the assets.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from cotgen_assets import assets
+from cotgen_assets.scenarios import DEFAULT_SCENARIOS_FILE, get_scenario
+from cotgen_assets.sources import load_source_problems
+from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.pipeline_harness import Pipeline
+
+UNREACHABLE = "http://127.0.0.1:9"  # no API call is made before these refusals
+
+
+def scenarios_file(tmp_path, monkeypatch, text: str):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(path))
+    return path
+
+
+def test_a_malformed_scenarios_file_stops_the_code_location_with_its_reason(tmp_path, monkeypatch):
+    path = scenarios_file(tmp_path, monkeypatch, "scenarios:\n  easy: [dataset: gsm8k\n")
+    loaded = subprocess.run([sys.executable, "-c", "import cotgen_assets.definitions"], cwd=ROOT,
+                            env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert loaded.returncode != 0
+    assert f"ScenarioError: scenarios file {path} is not valid YAML" in loaded.stderr
+
+
+def error_chain(error) -> str:
+    """An error's message and those of its causes, as the UI shows them one below the other."""
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def medium_with(**changes) -> str:
+    """The default scenarios file with fields of `medium` replaced."""
+    text = DEFAULT_SCENARIOS_FILE.read_text()
+    start = text.index("  medium:")
+    end = text.index("\n  hard:")
+    block = text[start:end]
+    for field, (old, new) in changes.items():
+        assert old in block, field
+        block = block.replace(old, new)
+    return text[:start] + block + text[end:]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"dataset": ("qwedsacf/competition_math", "acme/no-such-set")},
+     "could not load dataset 'acme/no-such-set'"),
+    ({"filter": ("level=Level 1,Level 2,Level 3", "difficulty=hard")}, "'difficulty'"),
+    ({"filter": ("level=Level 1,Level 2,Level 3", "level=Level 9")}, "no row of 'qwedsacf/competition_math'"),
+    ({"filter": ("level=Level 1,Level 2,Level 3", "level=")}, "'level' has no values"),
+    (None, "is not valid YAML"),
+])
+def test_bad_scenarios_fail_source_problems_with_their_reason(tmp_path, monkeypatch, data_dir, changes, message):
+    """The scenarios file is read again at every materialization, so an edit shows up here."""
+    scenarios_file(tmp_path, monkeypatch, medium_with(**changes) if changes else "scenarios: {medium: [\n")
+    result = dg.materialize([assets.source_problems], partition_key="medium", raise_on_error=False)
+    assert not result.success
+    assert message in error_chain(result.failure_data_for_node("source_problems").error)
+    assert not (data_dir / "medium" / "source_problems.parquet").exists()
+
+
+@pytest.fixture(scope="module")
+def easy_problems(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sources") / "easy.parquet"
+    pq.write_table(load_source_problems(get_scenario("easy"))[0], path)
+    return path
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"limit": 0}, "limit must be a positive number of samples, got 0"),
+    ({"limit": -5}, "limit must be a positive number of samples, got -5"),
+    ({"mode": "fil"}, "unknown mode 'fil': expected one of ('fill', 'extend')"),
+    ({"max_tries": 0}, "max_tries must be at least 1, got 0"),
+])
+def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(data_dir, easy_problems, config, message):
+    (data_dir / "easy").mkdir(parents=True)
+    shutil.copy(easy_problems, data_dir / "easy" / "source_problems.parquet")
+    pipeline = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE)
+    result = pipeline.submit_generation("easy", raise_on_error=False, **config)
+    assert not result.success
+    error = result.failure_data_for_node("generation_batch").error
+    assert error.cls_name == "Failure" and message in error.message
+    assert not (data_dir / "easy" / "submissions").exists()
+
+
+def test_batch_before_source_problems_says_what_to_materialize_first(data_dir):
+    result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).submit_generation("hard", raise_on_error=False)
+    message = result.failure_data_for_node("generation_batch").error.message
+    assert "source_problems for scenario 'hard' is not materialized yet: materialize it first" in message

@@ -1,0 +1,199 @@
+"""Failures around the sensor: stale jobs and `cotgen cancel`, the API down, two clicks at once, and
+an end-to-end fill through a quarter of bad lines (DESIGN §3)."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import pytest
+
+from cotgen_assets import assets, cli
+from cotgen_assets.pipeline import submission_lock
+from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.test_failures_jobs import (finish_generation, pipeline, read_jsonl,  # noqa: F401
+                                                    requested_ids, source_cache, sources)
+
+
+RESULTS_RUN = [assets.generation_results, assets.cot_samples, assets.summarization_batch]
+
+
+def failure_message(result, node: str) -> str:
+    return result.failure_data_for_node(node).error.message
+
+
+def test_a_stale_job_is_reported_once_then_cancelled_and_resubmitted(tmp_path, emulator, sources, data_dir,
+                                                                    monkeypatch, capsys):
+    """`cotgen cancel` runs against a real on-disk instance, found through DAGSTER_HOME like a user's."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("COTGEN_STALE_AFTER_SECONDS", "1")
+    sources("easy")
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        pipeline = Pipeline(instance, emulator.base_url)
+        emulator.set_faults(slow_latency=600, slow_count=1)
+        pipeline.submit_generation("easy", limit=3)
+        batch = pipeline.metadata("generation_batch", "easy")
+        [name] = batch["batch_names"]
+
+        deadline = time.monotonic() + 20
+        while "STALE" not in ((data := pipeline.tick()).skip_message or ""):
+            assert data.run_requests == [] and not data.asset_events
+            assert time.monotonic() < deadline, f"never reported stale: {data.skip_message}"
+            time.sleep(0.2)
+        assert name in data.skip_message and "cotgen cancel easy generation" in data.skip_message
+        [observation] = data.asset_events
+        assert observation.asset_key == dg.AssetKey("generation_batch") and observation.partition == "easy"
+        assert observation.metadata["stale"].value is True
+        again = pipeline.tick()
+        assert "STALE" not in again.skip_message and not again.asset_events, "reported once per submission"
+
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emulator.base_url)
+        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+        assert cli.main(["cancel", "easy", "generation"]) == 0
+        printed = capsys.readouterr().out
+        assert f"cancelled ['{name}']" in printed and batch["submission_id"] in printed
+
+        assert cli.main(["cancel", "easy", "generation"]) == 0
+        printed = capsys.readouterr().out
+        assert "nothing to cancel" in printed and "JOB_STATE_CANCELLED" in printed and "not saved yet" in printed
+
+        result = finish_generation(pipeline, "easy")
+        assert pipeline.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_CANCELLED"
+        assert not result.get_asset_check_evaluations()[0].passed
+        assert cli.main(["cancel", "easy", "generation"]) == 0
+        assert "nothing to cancel" in capsys.readouterr().out
+
+        pipeline.submit_generation("easy", limit=3)
+        resubmitted = pipeline.metadata("generation_batch", "easy")
+        assert requested_ids(resubmitted) == requested_ids(batch) and resubmitted["batch_names"] != [name]
+        finish_generation(pipeline, "easy")
+        assert sorted(r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl")) == sorted(requested_ids(batch))
+
+
+def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(pipeline, emulator, sources, data_dir):
+    sources("hard")
+    pipeline.submit_generation("hard", limit=2)
+    emulator.stop()
+    try:
+        data = pipeline.tick()
+        assert data.run_requests == []
+        assert "could not reach the Gemini API" in data.skip_message and "try again next tick" in data.skip_message
+    finally:
+        emulator.start()
+    [request] = pipeline.tick_until_launch()
+    assert request.job_name == "generation_results_job"
+
+    # The API goes down again while the launched run downloads: the run fails, and the sensor (whose
+    # run keys are used once) will not launch it again. The user is told to re-execute it.
+    emulator.stop()
+    try:
+        assert not pipeline.materialize(RESULTS_RUN, "hard", raise_on_error=False).success
+    finally:
+        emulator.start()
+    assert pipeline.tick().run_requests == []
+    refused = pipeline.submit_generation("hard", limit=2, raise_on_error=False)
+    message = failure_message(refused, "generation_batch")
+    assert "JOB_STATE_SUCCEEDED" in message and "re-execute" in message and "generation_results_job" in message
+
+    assert pipeline.run(request).success  # the re-execution
+    assert len(read_jsonl(data_dir / "cot_hard.jsonl")) == 2
+
+
+CLICK = """
+import json, os, sys, time
+import dagster as dg
+from cotgen_assets import assets
+from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
+
+print("ready", flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.01)
+with dg.DagsterInstance.get() as instance:
+    result = dg.materialize(
+        ALL_ASSETS, selection=[assets.generation_batch], partition_key="medium", instance=instance,
+        resources={"gemini": GeminiBatchResource(base_url=sys.argv[1], backoff_seconds=0.05)},
+        run_config={"ops": {"generation_batch": {"config": {"limit": 3}}}}, raise_on_error=False)
+if result.success:
+    meta = result.asset_materializations_for_node("generation_batch")[0].metadata
+    print(json.dumps({"batch_names": meta["batch_names"].value}))
+else:
+    print(json.dumps({"refused": result.failure_data_for_node("generation_batch").error.message}))
+"""
+
+
+def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, sources, data_dir):
+    sources("medium")
+    with submission_lock("medium", "generation"):  # another run is submitting right now
+        refused = pipeline.submit_generation("medium", limit=3, raise_on_error=False)
+    assert not refused.success
+    assert "is submitting right now; this one submits nothing" in failure_message(refused, "generation_batch")
+    assert list(pipeline.resources["gemini"].list_batches()) == []
+
+    # Two real processes click at the same moment, on one Dagster instance and one data dir.
+    home, go = tmp_path / "dagster_home", tmp_path / "go"
+    home.mkdir()
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    clicks = [subprocess.Popen([sys.executable, "-c", CLICK, emulator.base_url, str(go)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    try:
+        for click in clicks:
+            assert click.stdout.readline().strip() == "ready"
+        go.touch()
+        answers = [json.loads(click.communicate(timeout=120)[0].strip().splitlines()[-1]) for click in clicks]
+    finally:
+        for click in clicks:
+            click.kill()
+    batches = [b.name for b in pipeline.resources["gemini"].list_batches()]
+    assert len(batches) == 1, f"exactly one batch exists: {answers}"
+    assert any("batch_names" in a for a in answers)
+    for answer in answers:
+        if "batch_names" in answer:
+            assert answer["batch_names"] == batches
+        else:
+            refusal = answer["refused"]
+            assert "submitting right now" in refusal or ("still in flight" in refusal and batches[0] in refusal)
+
+
+def run_until_ingested(pipeline: Pipeline, partition: str) -> None:
+    """Tick and run everything the sensor launches until the newest generation batch is saved."""
+    from cotgen_assets.pipeline import pending_submission
+
+    deadline = time.monotonic() + 60
+    while pending_submission(pipeline.instance, partition, "generation") is not None:
+        assert time.monotonic() < deadline, "the generation batch was never ingested"
+        for request in pipeline.tick().run_requests:
+            assert pipeline.run(request).success
+        time.sleep(0.05)
+
+
+def test_repeated_fill_through_a_quarter_of_bad_lines_reaches_the_limit(tmp_path, instance, sources, data_dir):
+    emulator = start_emulator(tmp_path / "emulator-25", extra_args=["--fault-line-error-rate", "0.25"])
+    try:
+        pipeline = Pipeline(instance, emulator.base_url)
+        sources("easy")
+        good, rounds = set(), 0
+        while True:
+            pipeline.submit_generation("easy", limit=20)
+            batch = pipeline.metadata("generation_batch", "easy")
+            if batch["num_requests"] == 0:
+                break
+            rounds += 1
+            assert rounds <= 6, "fill should reach the limit in a few rounds"
+            asked = requested_ids(batch)
+            assert len(asked) == 20 - len(good) and not set(asked) & good, "nothing good is asked again"
+            run_until_ingested(pipeline, "easy")
+            good = {r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl") if r["correct"]}
+        records = read_jsonl(data_dir / "cot_easy.jsonl")
+        ids = [r["id"] for r in records]
+        assert len(ids) == len(set(ids)) == 20 and all(r["correct"] for r in records)
+        assert rounds >= 2, "the faults did make some lines fail"
+        assert pipeline.metadata("cot_samples", "easy")["num_samples"] == 20
+    finally:
+        emulator.stop()
