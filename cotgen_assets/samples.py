@@ -28,6 +28,7 @@ from cotgen_assets.storage import atomic_write, data_dir
 from cotgen_assets.submissions import GENERATION, NOT_RUN, Submission, read_jsonl
 
 GRADE_CHUNK = 1000
+IO_BUFFER = 1 << 20  # records are a few KB: an 8 KB buffer meant about one system call per record
 MISSING = "missing"  # a request with no line in the results file
 BAD_DRAFT = "bad_draft"  # a summarization answer that is not the draft JSON asked for
 
@@ -203,7 +204,8 @@ def ingest_submission(submission: Submission, samples_file: Path,
     new_path = samples_file.with_name(f".{samples_file.name}.new-{os.getpid()}")
     samples_file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, open(new_path, "wb") as new:
+        with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, \
+                open(new_path, "wb", buffering=IO_BUFFER) as new:
             for number, shard, batch in answered:
                 pending: list[tuple[dict, list]] = []
 
@@ -223,7 +225,7 @@ def ingest_submission(submission: Submission, samples_file: Path,
                     outcomes.write(orjson.dumps({"id": key, "batch": batch, "status": status,
                                                  "reason": reason, "cost_usd": cost}) + b"\n")
 
-                with open(submission.results_path(shard), "rb") as lines:
+                with open(submission.results_path(shard), "rb", buffering=IO_BUFFER) as lines:
                     for raw in lines:
                         if not raw.strip():
                             continue
@@ -281,7 +283,7 @@ def merge_samples(samples_file: Path, new_path: Path, is_new: Callable[[str], bo
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        with open(samples_file, "rb") as old:
+        with open(samples_file, "rb", buffering=IO_BUFFER) as old:
             for raw in old:
                 if not raw.strip():
                     continue
@@ -291,7 +293,7 @@ def merge_samples(samples_file: Path, new_path: Path, is_new: Callable[[str], bo
                 out.write(raw if raw.endswith(b"\n") else raw + b"\n")
                 observe(record)
         with open(new_path, "rb") as new:
-            shutil.copyfileobj(new, out, 1 << 20)
+            shutil.copyfileobj(new, out, IO_BUFFER)
 
 
 def iter_samples(path: Path):
