@@ -7,12 +7,14 @@ it. Memory holds one grading chunk and one status byte per request, whatever the
 shard or of the samples file (see bench/ingest.py).
 """
 
+import fcntl
 import json
 import os
 import shutil
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,8 +193,24 @@ def ingest_submission(submission: Submission, samples_file: Path,
     submission's `outcomes.jsonl` and `summary.json`. Safe to repeat: the same records
     replace themselves and the outcomes are rewritten, not appended.
     `observe` sees every record of the merged file once (for file-wide statistics): the new
-    ones as they are written, then the old ones that stay.
+    ones as they are written, then the old ones that stay. One ingestion per samples file at
+    a time: a second one waits, then merges onto the first's result.
     """
+    with samples_lock(samples_file):
+        return _ingest(submission, samples_file, observe)
+
+
+@contextmanager
+def samples_lock(samples_file: Path):
+    """Two merges at once would each start from the old file, and the last rename would drop
+    the other's new records (e.g. cot_samples run by hand while the sensor's run ingests)."""
+    samples_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(samples_file.with_name(f".{samples_file.name}.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes, or the process dies
+        yield
+
+
+def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict], None]) -> IngestStats:
     generation = submission.stage == GENERATION
     build = cot_record if generation else cod_record
     stats = IngestStats()
