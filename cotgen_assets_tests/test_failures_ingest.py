@@ -141,7 +141,7 @@ def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
 # Runs `ingest_submission` in a real process, which kills itself with SIGKILL at a chosen point.
 # The kill points are hooks of this script only (module attributes it replaces), not of the product.
 CHILD = r"""
-import os, signal, sys
+import os, signal, sys, time
 from pathlib import Path
 
 import cotgen_assets.samples as samples
@@ -171,6 +171,10 @@ def observe(record):
     calls.append(1)
     if point == "observing" and len(calls) == at:
         die()
+    if point == "pausing" and len(calls) == at:  # wait, mid-merge, until the test says go on
+        print("paused", flush=True)
+        while not os.path.exists(sys.argv[5]):
+            time.sleep(0.01)
 
 
 if point == "grading":
@@ -179,7 +183,7 @@ if point == "merged":
     samples.merge_samples = counting(samples.merge_samples)
 print("ready", flush=True)
 samples.ingest_submission(load_submission("easy", "generation", submission_id), samples_file,
-                          observe=observe if point == "observing" else (lambda record: None))
+                          observe=observe if point in ("observing", "pausing") else (lambda record: None))
 print("done", flush=True)
 """
 
@@ -210,8 +214,8 @@ def crash_scene(data_dir, cot_file, tmp_path):
     return {"before": cot_file.read_bytes(), "expected": expected, "submission": new}
 
 
-def start_child(cot_file, point: str, at: int = 0) -> subprocess.Popen:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, "new", str(cot_file), point, str(at)],
+def start_child(cot_file, point: str, at: int = 0, submission_id: str = "new", go: str = "") -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", CHILD, submission_id, str(cot_file), point, str(at), go],
                              cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     return child
@@ -258,3 +262,26 @@ def test_a_process_killed_from_outside_mid_write_recovers_on_rerun(crash_scene, 
     assert child.wait(timeout=30) == -signal.SIGKILL
     assert cot_file.read_bytes() == crash_scene["before"], "killed before the rename: the old file is whole"
     assert_recovers(crash_scene, cot_file)
+
+
+def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot_file, tmp_path):
+    """E.g. a cot_samples run by hand while the sensor's run ingests a newer submission."""
+    other_rows = list(range(5000, 5100))
+    write_results(make_submission("other", other_rows), other_rows)
+    resume = tmp_path / "resume"
+    first = start_child(cot_file, "pausing", 2100, go=str(resume))  # holds its merge half-way
+    try:
+        assert first.stdout.readline().strip() == "paused"
+        second = start_child(cot_file, "none", submission_id="other")
+        try:
+            second.wait(timeout=2)  # with a lock it waits for the first; without, it is done by now
+        except subprocess.TimeoutExpired:
+            pass
+        resume.touch()
+        assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
+    finally:
+        first.kill()
+    ids = [r["id"] for r in read_jsonl(cot_file)]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {f"easy-{n}" for n in set(OLD_ROWS) | set(NEW_ROWS) | set(other_rows)}, \
+        "neither ingestion's records were dropped by the other's rename"
