@@ -52,17 +52,13 @@ def line(obj) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-def write_results(submission: Submission, rows: list[int], answer_offset: int = 0) -> None:
-    """A good answer for every row (wrong by `answer_offset` if given)."""
-    by_shard = {}
+def write_results(submission: Submission, answer_offset: int = 0) -> None:
+    """A results file per shard answering every request (each answer wrong by `answer_offset`)."""
     for shard in submission.shards:
-        keys = [orjson.loads(raw)["id"] for raw in open(submission.context_path(shard), "rb")]
-        by_shard[shard] = keys
-    for shard, keys in by_shard.items():
         with open(submission.results_path(shard), "wb") as out:
-            for key in keys:
-                n = int(key.split("-")[1])
-                out.write(line(response(key, str(2 * n + answer_offset))))
+            for raw in open(submission.context_path(shard), "rb"):
+                key = orjson.loads(raw)["id"]
+                out.write(line(response(key, str(2 * int(key.split("-")[1]) + answer_offset))))
 
 
 def read_jsonl(path) -> list[dict]:
@@ -195,10 +191,10 @@ NEW_ROWS = list(range(2000, 3600))  # 1,000 replace old samples (wrong before, r
 def crash_scene(data_dir, cot_file, tmp_path):
     """An old samples file, a downloaded submission to ingest, and the files a clean ingestion makes."""
     old = make_submission("old", OLD_ROWS)
-    write_results(old, OLD_ROWS, answer_offset=1)  # all wrong, so the new ones replace them
+    write_results(old, answer_offset=1)  # all wrong, so the new ones replace them
     ingest_submission(old, cot_file)
     new = make_submission("new", NEW_ROWS, shard_size=1000)
-    write_results(new, NEW_ROWS)
+    write_results(new)
 
     clean = tmp_path / "clean"
     shutil.copytree(data_dir, clean)
@@ -267,7 +263,7 @@ def test_a_process_killed_from_outside_mid_write_recovers_on_rerun(crash_scene, 
 def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot_file, tmp_path):
     """E.g. a cot_samples run by hand while the sensor's run ingests a newer submission."""
     other_rows = list(range(5000, 5100))
-    write_results(make_submission("other", other_rows), other_rows)
+    write_results(make_submission("other", other_rows))
     resume = tmp_path / "resume"
     first = start_child(cot_file, "pausing", 2100, go=str(resume))  # holds its merge half-way
     try:

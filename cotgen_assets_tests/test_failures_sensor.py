@@ -8,7 +8,6 @@ import sys
 import time
 
 import dagster as dg
-import pytest
 
 from cotgen_assets import assets, cli
 from cotgen_assets.pipeline import submission_lock
