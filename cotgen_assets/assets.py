@@ -13,7 +13,7 @@ from cotgen_assets.pipeline import (InFlight, SubmissionRefused, check_budget, d
 from cotgen_assets.quality import COD_CHECK_NAMES, COT_CHECK_NAMES, SampleStats, cod_checks, cot_checks
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals, preview_rows
 from cotgen_assets.samples import ingest_submission, samples_path
-from cotgen_assets.scenarios import get_scenario
+from cotgen_assets.scenarios import ScenarioError, get_scenario
 from cotgen_assets.sources import load_source_problems
 from cotgen_assets.storage import atomic_write, scenario_dir
 from cotgen_assets.submissions import GENERATION, SUMMARIZATION, total_cost_usd
@@ -46,8 +46,11 @@ def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.
     description="The scenario's filtered math problems with stable ids and reference answers (Parquet).",
 )
 def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    scenario = get_scenario(context.partition_key)
-    problems, dropped, dataset_rows = load_source_problems(scenario)
+    try:
+        scenario = get_scenario(context.partition_key)
+        problems, dropped, dataset_rows = load_source_problems(scenario)
+    except ScenarioError as error:
+        raise dg.Failure(description=str(error)) from None  # the reason as the run's headline
     path = source_problems_path(scenario.name)
     with atomic_write(path) as handle:
         pq.write_table(problems, handle)
