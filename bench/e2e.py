@@ -86,7 +86,7 @@ mutation Launch($params: ExecutionParams!) {
 
 ENDED = ("SUCCESS", "FAILURE", "CANCELED")
 RUNS = """
-{ runsOrError { ... on Runs { results { runId jobName status startTime endTime
+{ runsOrError { ... on Runs { results { runId jobName status creationTime startTime endTime
     tags { key value } } } } }"""
 
 
@@ -122,10 +122,11 @@ def run_daemon(base_url: str, limit: int, deadline: float, home: Path, env: dict
             time.sleep(0.5)
         phases["wall"] = time.perf_counter() - start
         runs = dev.graphql(RUNS)["runsOrError"]["results"]
-        for run in sorted(runs, key=lambda r: r["startTime"] or 0):
+        for run in sorted(runs, key=lambda r: r["creationTime"] or 0):
             partition = next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), "")
             if run["startTime"] and run["endTime"]:
-                phases[f"run {run['jobName']} ({partition})"] = run["endTime"] - run["startTime"]
+                phases[f"run {run['jobName']} ({partition}): queued+launch"] = run["startTime"] - run["creationTime"]
+                phases[f"run {run['jobName']} ({partition}): execution"] = run["endTime"] - run["startTime"]
         phases["runs"] = len(runs)
         return phases
     finally:
