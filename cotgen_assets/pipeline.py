@@ -194,14 +194,18 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
         prompt_version=GENERATION_PROMPT_VERSION, num_requests=len(plan.items), offline=offline,
         submission_id=submission_id_for(scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items),
     )
-    wanted = pa.array([p for p, _ in plan.items], pa.string())
+    # Which rows to ask for, decided once over the id column (not once per batch).
+    asked = pc.is_in(pq.read_table(problems_path, columns=["problem_id"])["problem_id"],
+                     value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
 
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
         problems = pq.ParquetFile(problems_path)
         columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
+        offset = 0
         for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
-            for row in batch.filter(pc.is_in(batch.column("problem_id"), wanted)).to_pylist():
+            mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
+            for row in batch.filter(mask).to_pylist():
                 source = {"dataset": row["source_dataset"], "config": row["source_config"],
                           "split": row["source_split"], "row": row["source_row"]}
                 # level/type always present ("" where the dataset has none, not null: datasets

@@ -8,9 +8,15 @@ import time
 import orjson
 import pytest
 
+import pyarrow.parquet as pq
+
 from cotgen_assets import assets
 from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets import pipeline as pipeline_module
+from cotgen_assets.pipeline import prepare_generation
 from cotgen_assets.samples import ingest_submission
+from cotgen_assets.scenarios import get_scenario
+from cotgen_assets.sources import load_source_problems
 from cotgen_assets.submissions import GENERATION, Submission, write_shards
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
@@ -144,6 +150,25 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
     again = ingest_submission(submission, samples_file)
     assert again.num_new == 28
     assert sorted(r["id"] for r in read_jsonl(samples_file)) == sorted(ids), "a repeat replaces, never duplicates"
+
+
+def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatch):
+    """prepare_generation streams the problems table; batches cut at row-group edges lose nothing."""
+    monkeypatch.setattr(pipeline_module, "PROBLEM_BATCH_ROWS", 500)  # many batches, as with a large table
+    table, _, _ = load_source_problems(get_scenario("easy"))
+    (data_dir / "easy").mkdir(parents=True)
+    pq.write_table(table, data_dir / "easy" / "source_problems.parquet", row_group_size=777)
+    submission = prepare_generation(get_scenario("easy"), 3000, "extend", 3, MODEL, "high", 1000, True).submission
+    assert len(submission.shards) == 3
+    keys = [orjson.loads(line)["key"] for s in submission.shards
+            for line in submission.requests_path(s).read_bytes().splitlines()]
+    assert keys == table["problem_id"].to_pylist()[:3000]
+    rows = {row["problem_id"]: row for row in table.slice(0, 3000).to_pylist()}
+    for shard in submission.shards:
+        for line in submission.context_path(shard).read_bytes().splitlines():
+            saved = orjson.loads(line)
+            assert (saved["question"], saved["answer"]) == (rows[saved["id"]]["question"], rows[saved["id"]]["answer"])
+            assert saved["source"]["row"] == rows[saved["id"]]["source_row"]
 
 
 def test_shards_stay_under_the_request_and_byte_limits(data_dir):
