@@ -139,6 +139,38 @@ def run_floor(data: Path, out: Path) -> int:
     return count
 
 
+def write_source_problems(lines: int, data: Path) -> None:
+    """A source_problems.parquet of `lines` problems (GSM8K repeated under new ids), for `prepare`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cotgen_assets.scenarios import get_scenario
+    from cotgen_assets.sources import load_source_problems
+
+    table, _, _ = load_source_problems(get_scenario(SCENARIO))
+    table = pa.concat_tables([table] * -(-lines // table.num_rows)).slice(0, lines)
+    table = table.set_column(0, "problem_id", pa.array([f"{SCENARIO}-{i}" for i in range(lines)]))
+    (data / SCENARIO).mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, data / SCENARIO / "source_problems.parquet")
+
+
+def run_prepare(data: Path, out: Path) -> int:
+    """`prepare_generation` for every problem: plan, then write request shards and contexts."""
+    import pyarrow.parquet as pq
+
+    from cotgen_assets.pipeline import prepare_generation
+    from cotgen_assets.scenarios import get_scenario
+
+    rows = pq.read_metadata(data / SCENARIO / "source_problems.parquet").num_rows
+    submission = prepare_generation(get_scenario(SCENARIO), rows, "extend", 3, MODEL, "high", 10_000, True).submission
+    written = sum(submission.requests_path(s).stat().st_size + submission.context_path(s).stat().st_size
+                  for s in submission.shards)
+    print(json.dumps({"shards": len(submission.shards), "requests": submission.num_requests,
+                      "requests_and_contexts_mb": round(written / MB)}), file=sys.stderr)
+    shutil.rmtree(submission.folder)  # mind the disk
+    return submission.num_requests
+
+
 LOADED = [0]  # lines the naive variant had loaded, for its MemoryError report
 
 
@@ -198,7 +230,8 @@ def _math_verify_workers() -> int:
 
 VARIANTS = {"floor": run_floor, "naive": run_naive, "project": run_project,
             "asset": lambda data, out: run_project(data, out, observer=True),
-            "reingest": lambda data, out: run_project(data, out, observer=True)}
+            "reingest": lambda data, out: run_project(data, out, observer=True),
+            "prepare": run_prepare}
 PROJECT_VARIANTS = ("project", "asset", "reingest")
 
 
@@ -212,11 +245,14 @@ def peak_rss_mb() -> float:
 
 def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
     """Run one variant in this process and print its figures as one JSON line."""
-    os.environ["COTGEN_DATA_DIR"] = str(workdir / "data")
+    data = workdir / ("prepare-data" if variant == "prepare" else "data")
+    os.environ["COTGEN_DATA_DIR"] = str(data)
     sys.path.insert(0, str(ROOT))
     if memory_limit_mb:
         limit = memory_limit_mb * MB
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if variant == "prepare":
+        import cotgen_assets.pipeline  # noqa: F401
     if variant in PROJECT_VARIANTS:
         import cotgen_assets.quality  # noqa: F401
         import cotgen_assets.samples  # noqa: F401  (imports are not ingestion time)
@@ -229,7 +265,7 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
     start = time.perf_counter()
     error = None
     try:
-        count = VARIANTS[variant](workdir / "data", out)
+        count = VARIANTS[variant](data, out)
     except MemoryError:
         count, error = 0, (f"MemoryError under a {memory_limit_mb:,} MB address-space limit, "
                            f"after loading {LOADED[0]:,} lines")
@@ -292,6 +328,8 @@ def main() -> None:
         shards = len(results_files(workdir / "data"))
         print(f"synthetic submission: {args.lines:,} results lines in {shards} shard(s), {size / MB:,.0f} MB "
               f"({size / args.lines / 1024:.1f} KB a line), written in {time.perf_counter() - start:.0f} s")
+        if "prepare" in args.variants.split(","):
+            write_source_problems(args.lines, workdir / "prepare-data")
         repeat = args.repeat or (3 if args.lines <= 100_000 else 1)
         print(f"each variant in its own process, best of {repeat}")
         rows = {}
