@@ -218,9 +218,13 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
     answered = [(number, shard, batch) for number, (shard, batch)
                 in enumerate((s, b) for s, b in zip(submission.shards, submission.batch_names)
                              if submission.results_path(s).exists())]
+    samples_file.parent.mkdir(parents=True, exist_ok=True)
+    # What a killed ingestion left (it held the lock we hold now): several GB at a million lines.
+    for stale in [*samples_file.parent.glob(f".{samples_file.name}.new-*"),
+                  *submission.folder.glob(".requests-*.sqlite")]:
+        stale.unlink(missing_ok=True)
     index = RequestIndex(submission, [shard for _, shard, _ in answered])
     new_path = samples_file.with_name(f".{samples_file.name}.new-{os.getpid()}")
-    samples_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, \
                 open(new_path, "wb", buffering=IO_BUFFER) as new:

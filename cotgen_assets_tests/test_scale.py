@@ -201,3 +201,14 @@ def test_a_failure_during_ingestion_leaves_the_samples_file_as_it_was(data_dir):
         ingest_submission(submission, samples_file, observe=broken_observer)
     assert samples_file.read_bytes() == before
     assert leftovers(data_dir, submission.folder) == []
+
+
+def test_what_a_killed_ingestion_left_is_cleared_by_the_next_one(data_dir):
+    submission = submission_with_results(5, 10, lambda shard, numbers: [result(i) for i in numbers])
+    samples_file = data_dir / "cot_easy.jsonl"
+    killed = [data_dir / ".cot_easy.jsonl.new-99999", submission.folder / ".requests-99999.sqlite"]
+    for path in killed:  # a kill -9 mid-ingestion leaves these, several GB at a million lines
+        path.write_bytes(b"x" * 1000)
+    stats = ingest_submission(submission, samples_file)
+    assert stats.num_new == 5 and len(read_jsonl(samples_file)) == 5
+    assert leftovers(data_dir, submission.folder) == []
