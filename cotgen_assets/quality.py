@@ -17,8 +17,18 @@ MIN_SHORT_STEPS = 0.8  # share of draft steps with at most MAX_DRAFT_WORDS words
 MAX_UNSUPPORTED = 0.1  # share of drafts with a number that is not in their thought
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_COT = re.compile(r"\A<thought>(?!.*<thought>)(.+?)</thought>\n(?!.*</thought>)(.+)\Z", re.DOTALL)
-_COD = re.compile(r"\A<draft>(?!.*<draft>)(.+?)</draft>\n(?!.*</draft>)(.+)\Z", re.DOTALL)
+
+
+def tagged_block(text: str, tag: str) -> str | None:
+    """The body of `<tag>body</tag>\nanswer` when that is exactly the text's shape, else None.
+
+    Plain string operations: a regex with look-aheads scanned each multi-KB record several times.
+    """
+    opening, closing = f"<{tag}>", f"</{tag}>"
+    if not text.startswith(opening) or text.count(opening) != 1 or text.count(closing) != 1:
+        return None
+    body, separator, answer = text[len(opening):].partition(closing + "\n")
+    return body if separator and body and answer else None
 
 
 def numbers_in(text: str) -> set[str]:
@@ -47,14 +57,14 @@ class SampleStats:
         self.num_correct += bool(record.get("correct"))
         if self.stage == "generation":
             self.records_cost_usd += record["generation"]["cost_usd"]
-            self.num_malformed += not _COT.match(record["cot"])
+            self.num_malformed += tagged_block(record["cot"], "thought") is None
         else:
             self.records_cost_usd += record["summarization"]["cost_usd"]
-            match = _COD.match(record["cod"])
-            self.num_malformed += not match
+            draft = tagged_block(record["cod"], "draft")
+            self.num_malformed += draft is None
             self.num_agreeing += bool(record.get("agrees_with_cot"))
             self.num_unsupported += bool(record.get("unsupported_draft_numbers"))
-            steps = match.group(1).split("\n") if match else []
+            steps = draft.split("\n") if draft is not None else []
             self.draft_steps += len(steps)
             self.short_draft_steps += sum(len(s.split()) <= MAX_DRAFT_WORDS for s in steps)
             self.thinking_tokens += record["generation"]["usage"]["thinking_tokens"]
