@@ -132,8 +132,20 @@ def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.R
         return None
     if pending_submission(instance, partition, "summarization") is not None:
         return None  # still in flight: its ingestion comes first
+    if run_in_progress(instance, generation_results_job.name, partition):
+        return None  # between its cot_samples and summarization_batch steps: that step submits
     return dg.RunRequest(job_name=summarization_batch_job.name, partition_key=partition,
                          run_key=f"summarization-catch-up|{partition}|{cot['_storage_id']}")
+
+
+UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+              dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def run_in_progress(instance: dg.DagsterInstance, job_name: str, partition: str) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=UNFINISHED,
+                                                   tags={"dagster/partition": partition}), limit=1)
+    return bool(runs)
 
 
 @dg.sensor(

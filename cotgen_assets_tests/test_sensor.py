@@ -270,3 +270,26 @@ def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeli
     cot_ids = sorted(r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl"))
     cod_ids = sorted(r["id"] for r in read_jsonl(data_dir / "cod_easy.jsonl"))
     assert cod_ids == cot_ids and len(cod_ids) == 6
+
+
+def test_no_catch_up_while_the_run_that_saves_cot_is_still_going(pipeline, data_dir):
+    """The daemon may tick between a run's cot_samples and summarization_batch steps."""
+    import dagster as dg
+
+    from cotgen_assets.sensors import summarization_catch_up
+
+    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.submit_generation("easy", limit=2)
+    pipeline.run(pipeline.tick_until_launch()[0])
+    pipeline.materialize([assets.cot_samples], "easy")  # CoT newer than the last summarization plan
+    assert summarization_catch_up(pipeline.instance, "easy") is None, "a summarization is in flight"
+    pipeline.run(pipeline.tick_until_launch()[0])  # ingest it: now CoT is ahead
+    assert summarization_catch_up(pipeline.instance, "easy") is not None
+
+    run = pipeline.instance.create_run_for_job(
+        job_def=dg.define_asset_job("generation_results_job", selection=[assets.cot_samples]).resolve(
+            asset_graph=dg.Definitions(assets=[assets.cot_samples]).get_repository_def().asset_graph),
+        tags={"dagster/partition": "easy"}, status=dg.DagsterRunStatus.STARTED)
+    assert summarization_catch_up(pipeline.instance, "easy") is None
+    pipeline.instance.report_run_failed(run)
+    assert summarization_catch_up(pipeline.instance, "easy") is not None
