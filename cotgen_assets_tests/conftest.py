@@ -1,8 +1,10 @@
 """Shared fixtures. The emulator's come first; other fixtures are appended below."""
 
 import os
+import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets_tests.emulator_harness import start_emulator
@@ -39,3 +41,31 @@ def instance():
 
     with dg.instance_for_test() as test_instance:
         yield test_instance
+
+
+@pytest.fixture(scope="session")
+def source_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("source_problems")
+
+
+@pytest.fixture
+def pipeline(instance, emulator, data_dir):
+    """The pipeline in-process on a test instance, against a fresh emulator."""
+    from cotgen_assets_tests.pipeline_harness import Pipeline
+
+    return Pipeline(instance, emulator.base_url)
+
+
+@pytest.fixture
+def sources(data_dir, source_cache):
+    """Put a scenario's source_problems.parquet in place, as a materialization would."""
+    from cotgen_assets.scenarios import get_scenario
+    from cotgen_assets.sources import load_source_problems
+
+    def seed(scenario: str):
+        cached = source_cache / f"{scenario}.parquet"
+        if not cached.exists():
+            pq.write_table(load_source_problems(get_scenario(scenario))[0], cached)
+        (data_dir / scenario).mkdir(parents=True, exist_ok=True)
+        shutil.copy(cached, data_dir / scenario / "source_problems.parquet")
+    return seed

@@ -1,6 +1,9 @@
 """Drive the pipeline in-process: materialize assets and evaluate sensor ticks on a test instance."""
 
+import time
+
 import dagster as dg
+import orjson
 
 from cotgen_assets import assets
 from cotgen_assets.definitions import defs
@@ -9,6 +12,13 @@ from cotgen_assets.sensors import batch_completion_sensor
 
 ALL_ASSETS = [assets.source_problems, assets.generation_batch, assets.generation_results, assets.cot_samples,
               assets.summarization_batch, assets.summarization_results, assets.cod_samples]
+
+
+def read_jsonl(path) -> list[dict]:
+    """Every record of a JSONL file ([] when there is none yet); a torn or blank line raises."""
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 class Pipeline:
@@ -40,10 +50,18 @@ class Pipeline:
         return dg.materialize(ALL_ASSETS, selection=selection, partition_key=run_request.partition_key,
                               tags=run_request.tags, resources=self.resources, instance=self.instance)
 
+    def drain(self, quiet_ticks: int = 8) -> None:
+        """Tick the sensor and run what it asks for until it has nothing left to launch."""
+        quiet = 0
+        while quiet < quiet_ticks:
+            requests = self.tick().run_requests
+            for request in requests:
+                assert self.run(request).success
+            quiet = 0 if requests else quiet + 1
+            time.sleep(0.05)
+
     def tick_until_launch(self, attempts: int = 200):
         """Tick until the sensor launches runs (jobs finish after the emulator's latency)."""
-        import time
-
         for _ in range(attempts):
             data = self.tick()
             if data.run_requests:

@@ -8,24 +8,18 @@ must carry every scenario through CoT to CoD. Then a second `fill` asks for noth
 import time
 
 import dagster as dg
-import orjson
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from cotgen_assets_tests.dagster_harness import start_dagster_dev, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 pytestmark = pytest.mark.e2e
 
 SCENARIOS = {"easy": "easy", "medium": "medium", "hard": "hard"}  # partition -> file suffix
 LIMIT = 30
 DEADLINE_SECONDS = 170  # the whole flow after startup; ~60 s on an idle 2-core box
-
-
-def read_jsonl(path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
 def tail(text: str, lines: int = 60) -> str:

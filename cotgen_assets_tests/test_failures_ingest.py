@@ -19,6 +19,7 @@ import pytest
 from cotgen_assets.samples import ingest_submission, samples_path
 from cotgen_assets.submissions import GENERATION, Submission, load_submission, tries_by_problem, write_shards
 from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 MODEL = "gemini-3.1-pro-preview"
 THOUGHT = "Let me add the two numbers carefully, one step at a time. " * 30
@@ -59,10 +60,6 @@ def write_results(submission: Submission, answer_offset: int = 0) -> None:
             for raw in open(submission.context_path(shard), "rb"):
                 key = orjson.loads(raw)["id"]
                 out.write(line(response(key, str(2 * int(key.split("-")[1]) + answer_offset))))
-
-
-def read_jsonl(path) -> list[dict]:
-    return [orjson.loads(raw) for raw in path.read_bytes().splitlines()]
 
 
 @pytest.fixture

@@ -5,43 +5,13 @@ per-session cache instead of materialized per test: the batch asset only reads t
 """
 
 import logging
-import shutil
 import time
 from collections import Counter
 
 import orjson
-import pyarrow.parquet as pq
-import pytest
 
 from cotgen_assets.scenarios import get_scenario
-from cotgen_assets.sources import load_source_problems
-from cotgen_assets_tests.pipeline_harness import Pipeline
-
-
-@pytest.fixture(scope="session")
-def source_cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("source_problems")
-
-
-@pytest.fixture
-def pipeline(instance, emulator, data_dir):
-    return Pipeline(instance, emulator.base_url)
-
-
-@pytest.fixture
-def sources(data_dir, source_cache):
-    """Put a scenario's source_problems.parquet in place, as a materialization would."""
-    def seed(scenario: str):
-        cached = source_cache / f"{scenario}.parquet"
-        if not cached.exists():
-            pq.write_table(load_source_problems(get_scenario(scenario))[0], cached)
-        (data_dir / scenario).mkdir(parents=True, exist_ok=True)
-        shutil.copy(cached, data_dir / scenario / "source_problems.parquet")
-    return seed
-
-
-def read_jsonl(path):
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.exists() else []
+from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 
 def requested_ids(meta: dict) -> list[str]:

@@ -15,8 +15,8 @@ from cotgen_assets.pipeline import submission_lock
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline
-from cotgen_assets_tests.test_failures_jobs import (finish_generation, pipeline, read_jsonl,  # noqa: F401
-                                                    requested_ids, source_cache, sources)
+from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
 
 RESULTS_RUN = [assets.generation_results, assets.cot_samples, assets.summarization_batch]

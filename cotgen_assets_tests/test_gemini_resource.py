@@ -4,7 +4,6 @@ import logging
 import socket
 import time
 
-import orjson
 import pytest
 
 from cotgen_assets import gemini as gemini_module

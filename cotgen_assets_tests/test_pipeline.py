@@ -1,19 +1,9 @@
 """The whole chain in-process against the emulator: batch -> sensor -> CoT -> sensor -> CoD."""
 
-import orjson
 import pytest
 
 from cotgen_assets import assets
-from cotgen_assets_tests.pipeline_harness import Pipeline
-
-
-def read_jsonl(path):
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
-
-
-@pytest.fixture
-def pipeline(instance, emulator, data_dir):
-    return Pipeline(instance, emulator.base_url)
+from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 
 def test_easy_chain_from_click_to_cod(pipeline, data_dir):

@@ -6,9 +6,7 @@ paid for), then a `fill` retries them through to CoD; medium through CoT only; h
 
 import base64
 import io
-import json
 import re
-import time
 
 import dagster as dg
 import pytest
@@ -16,22 +14,7 @@ import pytest
 from cotgen_assets import assets, report
 from cotgen_assets.storage import data_dir
 from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
-
-
-def drain(pipeline: Pipeline, quiet_ticks: int = 8) -> None:
-    """Tick the sensor and run what it asks for until it has nothing left to launch."""
-    quiet = 0
-    while quiet < quiet_ticks:
-        requests = pipeline.tick().run_requests
-        for request in requests:
-            assert pipeline.run(request).success
-        quiet = 0 if requests else quiet + 1
-        time.sleep(0.05)
+from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +28,10 @@ def chain(tmp_path_factory):
             pipeline.materialize([assets.source_problems], "easy")
             emulator.set_faults(truncate_rate=1.0)  # every first try is cut short, and paid for
             pipeline.submit_generation("easy", limit=8)
-            drain(pipeline)
+            pipeline.drain()
             emulator.set_faults(truncate_rate=0.0)
             pipeline.submit_generation("easy", limit=8)  # fill: retries what failed
-            drain(pipeline)
+            pipeline.drain()
 
             pipeline.materialize([assets.source_problems], "medium")
             pipeline.submit_generation("medium", limit=3)

@@ -18,13 +18,9 @@ from cotgen_assets.samples import ingest_submission
 from cotgen_assets.scenarios import get_scenario
 from cotgen_assets.sources import load_source_problems
 from cotgen_assets.submissions import GENERATION, Submission, write_shards
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 MODEL = "gemini-3.1-pro-preview"
-
-
-def read_jsonl(path):
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 # --------------------------------------------------------------------------- sharded batches, end to end

@@ -11,17 +11,13 @@ import pytest
 
 from cotgen_assets import assets
 from cotgen_assets_tests.dagster_harness import wait_for
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 BATCH_GET = re.compile(r'"GET /v1beta/batches/[^"?\s]+"')
 HEALTH = '"GET /_emulator/health"'
 GENERATION_JOB = "generation_results_job"
 SUMMARIZATION_JOB = "summarization_results_job"
 CATCH_UP_JOB = "summarization_batch_job"
-
-
-def read_jsonl(path):
-    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
 
 
 def request_keys(batch_metadata: dict) -> list[str]:
@@ -56,11 +52,6 @@ class ApiCalls:
 
         text = wait_for(logged, timeout=10, interval=0.05, message="the emulator to log the barrier request")
         return len(BATCH_GET.findall(text.split(HEALTH)[0]))
-
-
-@pytest.fixture
-def pipeline(instance, emulator, data_dir):
-    return Pipeline(instance, emulator.base_url)
 
 
 @pytest.fixture

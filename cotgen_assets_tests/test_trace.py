@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -14,24 +13,9 @@ import pytest
 from cotgen_assets import assets
 from cotgen_assets.lineage import trace
 from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 COTGEN = Path(sys.executable).with_name("cotgen")
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
-
-
-def drain(pipeline: Pipeline, quiet_ticks: int = 8) -> None:
-    """Tick the sensor and run what it asks for until it has nothing left to launch."""
-    quiet = 0
-    while quiet < quiet_ticks:
-        requests = pipeline.tick().run_requests
-        for request in requests:
-            assert pipeline.run(request).success
-        quiet = 0 if requests else quiet + 1
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +31,10 @@ def chain(tmp_path_factory):
             pipeline.materialize([assets.source_problems], "easy")
             emulator.set_faults(line_error_rate=1.0)  # every first try fails (deterministic)
             pipeline.submit_generation("easy", limit=4)
-            drain(pipeline)
+            pipeline.drain()
             emulator.set_faults(line_error_rate=0.0)
             pipeline.submit_generation("easy", limit=4)
-            drain(pipeline)
+            pipeline.drain()
             pipeline.materialize([assets.source_problems], "medium")
             pipeline.submit_generation("medium", limit=1)  # never ticked: stays in flight
             yield base / "data"
