@@ -1,5 +1,5 @@
 """The software-defined assets, one chain per scenario (DESIGN §3). Wiring only: logic lives in
-plain modules (sources, batches, samples, ...) that tests call directly."""
+plain modules (sources, pipeline, samples, quality, report) that tests call directly."""
 
 import dagster as dg
 import pyarrow.parquet as pq
@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
 from cotgen_assets.pipeline import (InFlight, SubmissionRefused, check_budget, download_finished, latest_metadata,
-                                    latest_submission,
-                                    overall_state, prepare_generation, prepare_summarization,
+                                    latest_submission, overall_state, prepare_generation, prepare_summarization,
                                     refuse_if_in_flight, submission_lock, submit)
 from cotgen_assets.quality import COD_CHECK_NAMES, COT_CHECK_NAMES, SampleStats, cod_checks, cot_checks
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals, preview_rows
@@ -108,7 +107,7 @@ def _submit_stage(context, gemini, stage: str, config: BatchConfig, prepare,
     """Shared body of the batch assets: lock, refuse if in flight, plan, guard the budget, submit.
 
     With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
-    and the run that ingests that batch submits what is left.
+    and batch_completion_sensor submits what is left once that batch is ingested.
     """
     scenario = get_scenario(context.partition_key)
     try:
