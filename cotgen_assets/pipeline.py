@@ -66,22 +66,27 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) ->
     return _plain(records[0]) if records else None
 
 
-def submitted_metadata(instance: dg.DagsterInstance, scenario: str, stage: str) -> dict | None:
-    """The newest batch materialization that sent a batch.
-
-    Dry runs and empty plans are skipped, so that one made later cannot hide a batch in flight.
-    """
-    records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(BATCH_ASSET[stage]), asset_partitions=[scenario])
+def newest_metadata_where(instance: dg.DagsterInstance, asset: str, partition: str, keep) -> dict | None:
+    """The newest materialization metadata of one partition for which `keep(metadata)` is true."""
+    records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition])
     cursor = None
     while True:
         page = instance.fetch_materializations(records_filter, limit=20, cursor=cursor)
         for record in page.records:
             metadata = _plain(record)
-            if metadata.get("batch_names"):
+            if keep(metadata):
                 return metadata
         if not page.has_more:
             return None
         cursor = page.cursor
+
+
+def submitted_metadata(instance: dg.DagsterInstance, scenario: str, stage: str) -> dict | None:
+    """The newest batch materialization that sent a batch.
+
+    Dry runs and empty plans are skipped, so that one made later cannot hide a batch in flight.
+    """
+    return newest_metadata_where(instance, BATCH_ASSET[stage], scenario, lambda m: bool(m.get("batch_names")))
 
 
 def is_ingested(batch: dict, results: dict | None) -> bool:

@@ -15,8 +15,8 @@ import dagster as dg
 from cotgen_assets.assets import generation_results_job, summarization_batch_job, summarization_results_job
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.pipeline import (BATCH_ASSET, RESULTS_ASSET, is_ingested, latest_metadata, overall_state,
-                                    pending_submission, submitted_metadata)
+from cotgen_assets.pipeline import (BATCH_ASSET, RESULTS_ASSET, is_ingested, latest_metadata, newest_metadata_where,
+                                    overall_state, pending_submission, submitted_metadata)
 from cotgen_assets.submissions import GENERATION, STAGES
 
 NEXT_JOB = {GENERATION: generation_results_job.name, "summarization": summarization_results_job.name}
@@ -99,24 +99,6 @@ def check_submissions(instance: dg.DagsterInstance, gemini: GeminiBatchResource,
     return outcome
 
 
-def latest_planned_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict | None:
-    """The newest materialization of a batch asset that was not a dry run.
-
-    A dry run plans nothing for the pipeline, so it must not count as "these CoT samples were seen".
-    """
-    records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition])
-    cursor = None
-    while True:
-        page = instance.fetch_materializations(records_filter, limit=20, cursor=cursor)
-        for record in page.records:
-            metadata = {k: v.value for k, v in record.asset_materialization.metadata.items()}
-            if not metadata.get("dry_run"):
-                return metadata | {"_storage_id": record.storage_id}
-        if not page.has_more:
-            return None
-        cursor = page.cursor
-
-
 def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.RunRequest | None:
     """Submit summarization for CoT samples saved while an earlier summarization was in flight.
 
@@ -127,7 +109,9 @@ def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.R
     cot = latest_metadata(instance, "cot_samples", partition)
     if not cot:
         return None
-    batch = latest_planned_metadata(instance, BATCH_ASSET["summarization"], partition)
+    # the newest summarization plan that was not a dry run (a dry run saw nothing for the pipeline)
+    batch = newest_metadata_where(instance, BATCH_ASSET["summarization"], partition,
+                                  lambda metadata: not metadata.get("dry_run"))
     if batch and batch.get("cot_samples_storage_id", 0) >= cot["_storage_id"]:
         return None
     if pending_submission(instance, partition, "summarization") is not None:
