@@ -1,6 +1,8 @@
 """The software-defined assets, one chain per scenario (DESIGN §3). Wiring only: logic lives in
 plain modules (sources, pipeline, samples, quality, report) that tests call directly."""
 
+from typing import Literal
+
 import dagster as dg
 import pyarrow.parquet as pq
 
@@ -95,7 +97,7 @@ class BatchConfig(dg.Config):
 
 class GenerationBatchConfig(BatchConfig):
     limit: int | None = None  # good samples to aim for (fill) or new problems (extend); default: the scenario's
-    mode: str = "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
+    mode: Literal["fill", "extend"] = "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
 
 
 class SummarizationBatchConfig(BatchConfig):

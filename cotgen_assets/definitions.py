@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from cotgen_assets import assets
-from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets.gemini import OFFLINE_TAG, GeminiBatchResource
 from cotgen_assets.sensors import batch_completion_sensor
 
 
@@ -17,7 +17,6 @@ def gemini_resource() -> GeminiBatchResource:
     )
 
 
-OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}
 OFFLINE_NOTE = " OFFLINE: GEMINI_API_KEY is not set, so Gemini calls go to the local emulator (no real cost)."
 
 

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 API_VERSION = "v1beta"
 REAL_API_HOST = "generativelanguage.googleapis.com"
 OFFLINE_KEY = "offline-emulator"  # any non-empty key works with the emulator
+OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}  # on assets and runs, so offline mode shows in the UI
 
 SUCCEEDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"})
 FAILED_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from cotgen_assets.assets import generation_results_job, summarization_batch_job, summarization_results_job
-from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets.gemini import OFFLINE_TAG, GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
 from cotgen_assets.pipeline import (BATCH_ASSET, RESULTS_ASSET, is_ingested, latest_metadata, newest_metadata_where,
                                     overall_state, pending_submission, submitted_metadata)
@@ -70,7 +70,8 @@ def check_submissions(instance: dg.DagsterInstance, gemini: GeminiBatchResource,
                     job_name=NEXT_JOB[stage],
                     partition_key=partition,
                     run_key=f"{slot}|{batch['submission_id']}|{batch['_storage_id']}",
-                    tags={"cotgen/submission_id": batch["submission_id"], "cotgen/job_state": state},
+                    tags={"cotgen/submission_id": batch["submission_id"], "cotgen/job_state": state,
+                          **(OFFLINE_TAG if gemini.offline else {})},
                 ))
                 handled[slot] = batch["_storage_id"]
                 outcome.messages.append(f"{slot}: submission {batch['submission_id']} ended {state}; "

@@ -129,6 +129,7 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(pipeline, emulator
     assert request.partition_key == "easy" and request.tags["dagster/partition"] == "easy"
     assert batch["submission_id"] in request.run_key
     assert request.tags["cotgen/job_state"] == "JOB_STATE_SUCCEEDED"
+    assert request.tags["cotgen/gemini"] == "offline-emulator", "offline mode shows on the run"
 
     calls.mark()
     data = pipeline.tick()
