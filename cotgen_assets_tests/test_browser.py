@@ -209,7 +209,7 @@ def test_a_person_launches_easy_from_the_ui_and_the_sensor_carries_it_to_cod(pla
     page.goto(f"{url}/assets/dataset_report?view=events")
     assert int(metadata_value(page, "num_cod_samples")) == LIMIT
     report = page.locator("tr", has=page.locator("td", has_text=re.compile("^report$"))).first
-    assert "CoD-to-CoT token ratio" in report.inner_text()
+    expect(report).to_contain_text("CoD-to-CoT token ratio", timeout=30_000)  # markdown renders after the row
     shot(page, "06-dataset-report")
     page.get_by_text("[Show Markdown]").first.click()
     picture = page.locator("img[src^='data:image/png;base64,']")
