@@ -186,8 +186,9 @@ def test_a_person_launches_easy_from_the_ui_and_the_sensor_carries_it_to_cod(pla
     preview = page.locator("tr", has=page.locator("td", has_text=re.compile("^preview$"))).first
     preview.scroll_into_view_if_needed()
     table = preview.locator("table")
-    assert "draft (excerpt)" in table.locator("th").all_inner_texts()
+    expect(table.locator("th", has_text="draft (excerpt)")).to_be_visible(timeout=30_000)
     first = table.locator("tbody tr").first
+    first.wait_for()
     cells = first.locator("td").all_inner_texts()
     assert cells[0].replace("\n", "") == records[0]["id"]
     draft_cell = cells[2]
