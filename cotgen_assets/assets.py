@@ -16,16 +16,12 @@ from cotgen_assets.report import build_report, by_scenario, markdown_image, nume
 from cotgen_assets.samples import ingest_submission, samples_path
 from cotgen_assets.scenarios import ScenarioError, get_scenario
 from cotgen_assets.sources import load_source_problems
-from cotgen_assets.storage import atomic_write, scenario_dir
+from cotgen_assets.storage import atomic_write, source_problems_path
 from cotgen_assets.submissions import GENERATION, SUMMARIZATION, total_cost_usd
 
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
-
-
-def source_problems_path(scenario: str):
-    return scenario_dir(scenario) / "source_problems.parquet"
 
 
 def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.MetadataValue:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.samples import samples_path
 from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import data_dir
+from cotgen_assets.storage import data_dir, source_problems_path
 from cotgen_assets.submissions import GENERATION, STAGES, SUMMARIZATION
 
 RECORD_FIELDS = ("model", "model_version", "batch", "submission", "prompt_version", "finish_reason",
@@ -53,7 +53,7 @@ def find_line(path: Path, sample_id: str) -> tuple[int, dict] | None:
 
 def source_row(scenario: Scenario, sample_id: str) -> dict | None:
     """The problem's row in `source_problems.parquet`, as the dataset knows it."""
-    path = problems_path(scenario)
+    path = source_problems_path(scenario.name)
     if not path.exists():
         return None
     table = pq.read_table(path, filters=[("problem_id", "=", sample_id)])
@@ -64,10 +64,6 @@ def source_row(scenario: Scenario, sample_id: str) -> dict | None:
               "split": row["source_split"], "row": row["source_row"]}
     source |= {c: row[c] for c in ("level", "type") if c in row}
     return source | {"question": row["question"], "answer": row["answer"]}
-
-
-def problems_path(scenario: Scenario) -> Path:
-    return data_dir() / scenario.name / "source_problems.parquet"
 
 
 def record_summary(path: Path, found: tuple[int, dict] | None, block: str) -> dict | None:
@@ -163,7 +159,7 @@ def trace(sample_id: str) -> dict:
         "attempts": tried,
         "total_cost_usd": sum(a["cost_usd"] or 0.0 for a in tried),
         "files": {
-            "source_problems": str(problems_path(scenario)),
+            "source_problems": str(source_problems_path(scenario.name)),
             "cot_samples": str(cot_path),
             "cod_samples": str(cod_path),
             "submissions": sorted({str(Path(a["files"]["submission"]).parent) for a in tried}),

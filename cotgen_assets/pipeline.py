@@ -7,6 +7,7 @@ download what finished and ingest it into a samples file.
 import fcntl
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -22,7 +23,7 @@ from cotgen_assets.prompts import (GENERATION_PROMPT_VERSION, SUMMARIZATION_PROM
 from cotgen_assets.results import Usage
 from cotgen_assets.samples import iter_samples, samples_path
 from cotgen_assets.scenarios import Scenario
-from cotgen_assets.storage import scenario_dir
+from cotgen_assets.storage import scenario_dir, source_problems_path
 from cotgen_assets.submissions import (GENERATION, SUMMARIZATION, Submission, load_submission,
                                        submission_id_for, tries_by_problem, write_shards)
 
@@ -121,6 +122,7 @@ def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -
 @contextmanager
 def submission_lock(scenario: str, stage: str):
     """Only one submission per stage and scenario at a time (two clicks, one batch)."""
+    scenario_dir(scenario).mkdir(parents=True, exist_ok=True)
     with open(scenario_dir(scenario) / f".{stage}.lock", "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -172,19 +174,21 @@ def ended_not_saved(submission: Submission, states: str) -> str:
             f"materialize {RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {scenario!r}.")
 
 
-def source_problem_ids(scenario: Scenario) -> tuple[list[str], "pq.ParquetFile"]:
-    path = scenario_dir(scenario.name) / "source_problems.parquet"
+def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
+    """The scenario's problem ids in table order, and the Parquet file they come from."""
+    path = source_problems_path(scenario.name)
     if not path.exists():
         raise SubmissionRefused(
             f"source_problems for scenario {scenario.name!r} is not materialized yet: materialize it first"
         )
-    return pq.read_table(path, columns=["problem_id"])["problem_id"].to_pylist(), path
+    return pq.read_table(path, columns=["problem_id"])["problem_id"], path
 
 
 def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int, model: str,
                        thinking_level: str, max_requests_per_job: int, offline: bool) -> Prepared:
     """Plan a generation submission and write its request shards."""
-    problem_ids, problems_path = source_problem_ids(scenario)
+    id_column, problems_path = source_problem_ids(scenario)
+    problem_ids = id_column.to_pylist()
     good, used, average = set(), set(), UsageAverage(DEFAULT_GENERATION_USAGE)
     for record in iter_samples(samples_path(GENERATION, scenario.suffix)):
         used.add(record["id"])
@@ -200,8 +204,7 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
         submission_id=submission_id_for(scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items),
     )
     # Which rows to ask for, decided once over the id column (not once per batch).
-    asked = pc.is_in(pq.read_table(problems_path, columns=["problem_id"])["problem_id"],
-                     value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
+    asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
 
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
@@ -268,14 +271,15 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
     """Write the shards, unless this very plan was sent before (its job failed, or this is a dry
     run while it is in flight): then its folder stays as sent, batch names included."""
     sent = submission.saved()
-    if sent and sent.batch_names:
+    already_sent = sent is not None and bool(sent.batch_names)
+    if already_sent:
         submission.shards, submission.display_names = sent.shards, sent.display_names
     else:
         write_shards(submission, items, max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
-    cost, usage = projected_cost_usd(submission.model, request_bytes, submission.num_requests, average)
-    submission.projected_cost_usd = cost
-    if not (sent and sent.batch_names):
+    submission.projected_cost_usd, usage = projected_cost_usd(
+        submission.model, request_bytes, submission.num_requests, average)
+    if not already_sent:
         submission.save()
     return Prepared(submission, plan, usage)
 

@@ -11,10 +11,12 @@ def data_dir() -> Path:
 
 
 def scenario_dir(scenario: str) -> Path:
-    """Per-scenario working files (source Parquet, batch requests and results)."""
-    path = data_dir() / scenario
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Per-scenario working files (source Parquet, batch requests and results); writers create it."""
+    return data_dir() / scenario
+
+
+def source_problems_path(scenario: str) -> Path:
+    return scenario_dir(scenario) / "source_problems.parquet"
 
 
 @contextmanager
