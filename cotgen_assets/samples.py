@@ -25,7 +25,7 @@ from cotgen_assets.grading import extract_predicted_answer, grade_many
 from cotgen_assets.pricing import cost_usd, load_prices
 from cotgen_assets.prompts import parse_draft
 from cotgen_assets.quality import numbers_in
-from cotgen_assets.results import Usage, parse_result_line
+from cotgen_assets.results import Usage, iter_result_lines
 from cotgen_assets.storage import atomic_write, data_dir
 from cotgen_assets.submissions import GENERATION, NOT_RUN, Submission, read_jsonl
 
@@ -48,7 +48,6 @@ class IngestStats:
     usage: Usage = Usage()
     cost_usd: float = 0.0
     num_new: int = 0
-    num_new_correct: int = 0
     unknown_keys: int = 0
     duplicate_keys: int = 0
 
@@ -238,7 +237,6 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
                         for name, _, _ in gradings:
                             record[name] = next(verdicts)
                         new.write(orjson.dumps(record) + b"\n")
-                        stats.num_new_correct += bool(record["correct"])
                         observe(record)
                     pending.clear()
 
@@ -247,36 +245,32 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
                     outcomes.write(orjson.dumps({"id": key, "batch": batch, "status": status,
                                                  "reason": reason, "cost_usd": cost}) + b"\n")
 
-                with open(submission.results_path(shard), "rb", buffering=IO_BUFFER) as lines:
-                    for raw in lines:
-                        if not raw.strip():
-                            continue
-                        line = parse_result_line(raw.rstrip(b"\r\n"), require_thoughts=generation)
-                        found = index.find(line.key) if line.key is not None else None
-                        if found is None or found[1] != number:
-                            stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
-                            continue
-                        n = found[0]
-                        if index.status[n] != index.UNSEEN:
-                            stats.duplicate_keys += 1  # the first answer for a key counts
-                            continue
-                        index.status[n] = index.FAILED
-                        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
-                        stats.usage += line.usage
-                        stats.cost_usd += cost
-                        if not line.ok:
-                            outcome(line.key, line.status, line.reason, cost)
-                            continue
-                        try:
-                            pending.append(build(index.context(found), line, lineage(submission, batch, line, cost)))
-                        except ValueError as error:
-                            outcome(line.key, BAD_DRAFT, str(error), cost)
-                            continue
-                        outcome(line.key, "ok", None, cost)
-                        index.status[n] = index.NEW
-                        stats.num_new += 1
-                        if len(pending) >= GRADE_CHUNK:
-                            flush()
+                for line in iter_result_lines(submission.results_path(shard), require_thoughts=generation):
+                    found = index.find(line.key) if line.key is not None else None
+                    if found is None or found[1] != number:
+                        stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
+                        continue
+                    n = found[0]
+                    if index.status[n] != index.UNSEEN:
+                        stats.duplicate_keys += 1  # the first answer for a key counts
+                        continue
+                    index.status[n] = index.FAILED
+                    cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
+                    stats.usage += line.usage
+                    stats.cost_usd += cost
+                    if not line.ok:
+                        outcome(line.key, line.status, line.reason, cost)
+                        continue
+                    try:
+                        pending.append(build(index.context(found), line, lineage(submission, batch, line, cost)))
+                    except ValueError as error:
+                        outcome(line.key, BAD_DRAFT, str(error), cost)
+                        continue
+                    outcome(line.key, "ok", None, cost)
+                    index.status[n] = index.NEW
+                    stats.num_new += 1
+                    if len(pending) >= GRADE_CHUNK:
+                        flush()
                 flush()
                 state = dict(zip(submission.shards, submission.job_states)).get(shard)
                 if state is None or state in SUCCEEDED_STATES:
