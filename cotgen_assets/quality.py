@@ -49,17 +49,14 @@ class SampleStats:
     short_draft_steps: int = 0
     thinking_tokens: int = 0
     draft_tokens: int = 0
-    records_cost_usd: float = 0.0
     preview: list[dict] = field(default_factory=list)
 
     def __call__(self, record: dict) -> None:
         self.num_samples += 1
         self.num_correct += bool(record.get("correct"))
         if self.stage == "generation":
-            self.records_cost_usd += record["generation"]["cost_usd"]
             self.num_malformed += tagged_block(record["cot"], "thought") is None
         else:
-            self.records_cost_usd += record["summarization"]["cost_usd"]
             draft = tagged_block(record["cod"], "draft")
             self.num_malformed += draft is None
             self.num_agreeing += bool(record.get("agrees_with_cot"))
@@ -92,25 +89,25 @@ class SampleStats:
         return self.short_draft_steps / self.draft_steps if self.draft_steps else 0.0
 
 
-def cot_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
+def common_checks(stats: SampleStats, tag: str) -> list[dg.AssetCheckResult]:
+    """The gates both samples files share: their tag shape (an error) and their accuracy."""
     return [
         _check("tags_well_formed", stats.num_malformed == 0, dg.AssetCheckSeverity.ERROR,
                num_malformed=stats.num_malformed,
-               description="every cot is exactly one <thought>…</thought> block, then the answer"),
+               description=f"every sample is exactly one `<{tag}>…</{tag}>` block, then the answer"),
         _check("accuracy", stats.accuracy >= MIN_ACCURACY, dg.AssetCheckSeverity.WARN,
                accuracy=stats.accuracy, threshold=MIN_ACCURACY),
     ]
 
 
+def cot_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
+    return common_checks(stats, "thought")
+
+
 def cod_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
     low, high = RATIO_BAND
     ratio = stats.draft_to_thought_token_ratio
-    return [
-        _check("tags_well_formed", stats.num_malformed == 0, dg.AssetCheckSeverity.ERROR,
-               num_malformed=stats.num_malformed,
-               description="every cod is exactly one <draft>…</draft> block, then the answer"),
-        _check("accuracy", stats.accuracy >= MIN_ACCURACY, dg.AssetCheckSeverity.WARN,
-               accuracy=stats.accuracy, threshold=MIN_ACCURACY),
+    return common_checks(stats, "draft") + [
         _check("answer_agrees_with_cot", stats.answer_agreement >= MIN_AGREEMENT, dg.AssetCheckSeverity.WARN,
                answer_agreement=stats.answer_agreement, threshold=MIN_AGREEMENT),
         _check("token_ratio_in_band", low <= ratio <= high, dg.AssetCheckSeverity.WARN,

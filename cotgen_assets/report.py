@@ -7,18 +7,15 @@ for the picture), so memory stays flat however large the files grow.
 
 import base64
 import io
-import re
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cotgen_assets.quality import tagged_block
 from cotgen_assets.samples import samples_path
 from cotgen_assets.scenarios import Scenario, load_scenarios
 from cotgen_assets.storage import atomic_write, data_dir
 from cotgen_assets.submissions import GENERATION, SUMMARIZATION, read_jsonl, total_cost_usd
-
-_THOUGHT = re.compile(r"<thought>(.*?)</thought>", re.DOTALL)
-_DRAFT = re.compile(r"<draft>(.*?)</draft>", re.DOTALL)
 
 THOUGHT_COLOR = "#4C72B0"
 DRAFT_COLOR = "#DD8452"
@@ -43,14 +40,13 @@ def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
 
 
 def thought_excerpt(cot: str) -> str:
-    match = _THOUGHT.search(cot or "")
-    return excerpt(match.group(1) if match else cot)
+    return excerpt(tagged_block(cot or "", "thought") or cot)
 
 
 def draft_excerpt(cod: str, steps: int = 4) -> str:
     """The first draft steps joined by ` | ` (a draft is a few words per line)."""
-    match = _DRAFT.search(cod or "")
-    lines = [line.strip() for line in (match.group(1) if match else cod or "").split("\n") if line.strip()]
+    draft = tagged_block(cod or "", "draft") or cod or ""
+    lines = [line.strip() for line in draft.split("\n") if line.strip()]
     shown = " | ".join(lines[:steps])
     more = f" | … (+{len(lines) - steps} steps)" if len(lines) > steps else ""
     return excerpt(shown, head=100, tail=25) + more
@@ -173,8 +169,7 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
         figures.add_cot(record)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
         figures.add_cod(record)
-    if (data_dir() / scenario.name / "submissions").exists():
-        figures.spent_usd = total_cost_usd(scenario.name, GENERATION) + total_cost_usd(scenario.name, SUMMARIZATION)
+    figures.spent_usd = total_cost_usd(scenario.name, GENERATION) + total_cost_usd(scenario.name, SUMMARIZATION)
     return figures
 
 
