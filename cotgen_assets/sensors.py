@@ -15,11 +15,10 @@ import dagster as dg
 from cotgen_assets.assets import generation_results_job, summarization_batch_job, summarization_results_job
 from cotgen_assets.gemini import OFFLINE_TAG, GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.pipeline import (BATCH_ASSET, RESULTS_ASSET, is_ingested, latest_metadata, newest_metadata_where,
+from cotgen_assets.pipeline import (BATCH_ASSET, RESULTS_ASSET, RESULTS_JOB, is_ingested, latest_metadata, newest_metadata_where,
                                     overall_state, pending_submission, submitted_metadata)
-from cotgen_assets.submissions import GENERATION, STAGES
+from cotgen_assets.submissions import STAGES, SUMMARIZATION
 
-NEXT_JOB = {GENERATION: generation_results_job.name, "summarization": summarization_results_job.name}
 POLL_TIMEOUT_SECONDS = 10
 
 
@@ -67,7 +66,7 @@ def check_submissions(instance: dg.DagsterInstance, gemini: GeminiBatchResource,
             state = overall_state(jobs)
             if all(job.done for job in jobs):
                 outcome.run_requests.append(dg.RunRequest(
-                    job_name=NEXT_JOB[stage],
+                    job_name=RESULTS_JOB[stage],
                     partition_key=partition,
                     run_key=f"{slot}|{batch['submission_id']}|{batch['_storage_id']}",
                     tags={"cotgen/submission_id": batch["submission_id"], "cotgen/job_state": state,
@@ -75,7 +74,7 @@ def check_submissions(instance: dg.DagsterInstance, gemini: GeminiBatchResource,
                 ))
                 handled[slot] = batch["_storage_id"]
                 outcome.messages.append(f"{slot}: submission {batch['submission_id']} ended {state}; "
-                                        f"launching {NEXT_JOB[stage]}")
+                                        f"launching {RESULTS_JOB[stage]}")
                 continue
             started = min((job.create_time for job in jobs if job.create_time), default=now)
             age = (now - started).total_seconds()
@@ -111,11 +110,11 @@ def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.R
     if not cot:
         return None
     # the newest summarization plan that was not a dry run (a dry run saw nothing for the pipeline)
-    batch = newest_metadata_where(instance, BATCH_ASSET["summarization"], partition,
+    batch = newest_metadata_where(instance, BATCH_ASSET[SUMMARIZATION], partition,
                                   lambda metadata: not metadata.get("dry_run"))
     if batch and batch.get("cot_samples_storage_id", 0) >= cot["_storage_id"]:
         return None
-    if pending_submission(instance, partition, "summarization") is not None:
+    if pending_submission(instance, partition, SUMMARIZATION) is not None:
         return None  # still in flight: its ingestion comes first
     if run_in_progress(instance, generation_results_job.name, partition):
         return None  # between its cot_samples and summarization_batch steps: that step submits

@@ -122,7 +122,8 @@ def write_shards(submission: Submission, items: Iterable[tuple[bytes, dict]],
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:
-    """Objects of a JSONL file, streamed; a torn last line (a crash mid-append) is skipped."""
+    """Objects of a JSONL file, streamed. Our files are written atomically, so a line that does not
+    parse can only come from a hand edit; it is skipped rather than stopping a plan or a trace."""
     if not path.exists():
         return
     with open(path, "rb") as handle:
