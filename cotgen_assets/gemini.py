@@ -11,9 +11,7 @@ scrubbed and without the SDK exception (whose request object carries the key) at
 """
 
 import logging
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from pydantic import PrivateAttr
+
+from cotgen_assets.storage import atomic_write
 
 try:
     import httpx2
@@ -349,22 +349,12 @@ class GeminiBatchResource(dg.ConfigurableResource):
         return name
 
     def download_results(self, file_name: str, dest: Path) -> Path:
-        """Download a result file to `dest`, via a temp file renamed at the end.
-
-        A crash or a failed attempt leaves no half-written `dest`.
-        """
+        """Download a result file to `dest`; a crash or a failed attempt leaves no half-written `dest`."""
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
 
         def download() -> Path:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-            try:
-                with os.fdopen(fd, "wb") as tmp:
-                    self._get_client().files.download(file=file_name, destination=tmp)
-                os.replace(tmp_name, dest)
-            except BaseException:
-                Path(tmp_name).unlink(missing_ok=True)
-                raise
+            with atomic_write(dest) as handle:
+                self._get_client().files.download(file=file_name, destination=handle)
             return dest
 
         self._with_retries(f"download of {file_name}", download)
