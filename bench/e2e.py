@@ -42,6 +42,7 @@ def lines_in(path: Path) -> int:
 
 # --------------------------------------------------------------------------- Dagster, in-process
 
+
 def run_inprocess(base_url: str, limit: int, deadline: float) -> dict:
     import dagster as dg
 
@@ -53,8 +54,11 @@ def run_inprocess(base_url: str, limit: int, deadline: float) -> dict:
         pipeline = Pipeline(instance, base_url)
         start = time.perf_counter()
         for scenario in SCENARIOS:
-            pipeline.materialize([assets.source_problems, assets.generation_batch], scenario,
-                                 {"ops": {"generation_batch": {"config": {"limit": limit}}}})
+            pipeline.materialize(
+                [assets.source_problems, assets.generation_batch],
+                scenario,
+                {"ops": {"generation_batch": {"config": {"limit": limit}}}},
+            )
         phases["source_problems + generation_batch (3 runs)"] = time.perf_counter() - start
         runs = 0
         while not all_done(limit):
@@ -94,16 +98,20 @@ def run_daemon(base_url: str, limit: int, deadline: float, home: Path, env: dict
     from cotgen_assets_tests.dagster_harness import start_dagster_dev
 
     began = time.perf_counter()
-    dev = start_dagster_dev(home, env={**env, "COTGEN_GEMINI_BASE_URL": base_url,
-                                       "COTGEN_SENSOR_INTERVAL_SECONDS": "1"})
+    dev = start_dagster_dev(
+        home, env={**env, "COTGEN_GEMINI_BASE_URL": base_url, "COTGEN_SENSOR_INTERVAL_SECONDS": "1"}
+    )
     phases = {"dagster dev start (not in the wall time)": time.perf_counter() - began}
     try:
         start = time.perf_counter()
         for scenario in SCENARIOS:
             params = {
-                "selector": {"repositoryLocationName": "cotgen_assets", "repositoryName": "__repository__",
-                             "jobName": "__ASSET_JOB",
-                             "assetSelection": [{"path": ["source_problems"]}, {"path": ["generation_batch"]}]},
+                "selector": {
+                    "repositoryLocationName": "cotgen_assets",
+                    "repositoryName": "__repository__",
+                    "jobName": "__ASSET_JOB",
+                    "assetSelection": [{"path": ["source_problems"]}, {"path": ["generation_batch"]}],
+                },
                 "executionMetadata": {"tags": [{"key": "dagster/partition", "value": scenario}]},
                 "runConfigData": {"ops": {"generation_batch": {"config": {"limit": limit}}}},
             }
@@ -125,7 +133,9 @@ def run_daemon(base_url: str, limit: int, deadline: float, home: Path, env: dict
         for run in sorted(runs, key=lambda r: r["creationTime"] or 0):
             partition = next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), "")
             if run["startTime"] and run["endTime"]:
-                phases[f"run {run['jobName']} ({partition}): queued+launch"] = run["startTime"] - run["creationTime"]
+                phases[f"run {run['jobName']} ({partition}): queued+launch"] = (
+                    run["startTime"] - run["creationTime"]
+                )
                 phases[f"run {run['jobName']} ({partition}): execution"] = run["endTime"] - run["startTime"]
         phases["runs"] = len(runs)
         return phases
@@ -138,6 +148,7 @@ def runs_summary(dev) -> list:
 
 
 # --------------------------------------------------------------------------- shared
+
 
 def data_dir() -> Path:
     return Path(os.environ["COTGEN_DATA_DIR"])
@@ -157,8 +168,9 @@ def run_baseline(files: list[Path], base_url: str, out: Path) -> float:
     from google import genai
     from google.genai import types
 
-    client = genai.Client(api_key="emulator-key", http_options=types.HttpOptions(base_url=base_url,
-                                                                                 api_version="v1beta"))
+    client = genai.Client(
+        api_key="emulator-key", http_options=types.HttpOptions(base_url=base_url, api_version="v1beta")
+    )
     start = time.perf_counter()
     jobs = []
     for path in files:
@@ -167,8 +179,12 @@ def run_baseline(files: list[Path], base_url: str, out: Path) -> float:
     for number, job in enumerate(jobs):
         while True:
             job = client.batches.get(name=job.name)
-            if job.state.name in ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED",
-                                  "JOB_STATE_EXPIRED"):
+            if job.state.name in (
+                "JOB_STATE_SUCCEEDED",
+                "JOB_STATE_FAILED",
+                "JOB_STATE_CANCELLED",
+                "JOB_STATE_EXPIRED",
+            ):
                 break
             time.sleep(0.05)
         assert job.state.name == "JOB_STATE_SUCCEEDED", job.state
@@ -177,7 +193,9 @@ def run_baseline(files: list[Path], base_url: str, out: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mode", choices=("daemon", "inprocess"), default="daemon")
     parser.add_argument("--limit", type=int, default=1000, help="problems per scenario")
     parser.add_argument("--timeout", type=float, default=600)
@@ -186,8 +204,10 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cotgen-bench-e2e-"))
-    env = {"COTGEN_DATA_DIR": str(workdir / "data"),
-           "COTGEN_DATASETS_DIR": os.environ.get("COTGEN_DATASETS_DIR", str(ROOT.parent / "shared" / "data"))}
+    env = {
+        "COTGEN_DATA_DIR": str(workdir / "data"),
+        "COTGEN_DATASETS_DIR": os.environ.get("COTGEN_DATASETS_DIR", str(ROOT.parent / "shared" / "data")),
+    }
     os.environ.update(env)
     os.environ.pop("GEMINI_API_KEY", None)  # the emulator, never the real API
     emulator = start_emulator(workdir / "emulator", latency=0.0)
@@ -200,8 +220,10 @@ def main() -> None:
         else:
             phases = run_inprocess(emulator.base_url, args.limit, deadline)
             wall = time.perf_counter() - start
-        samples = {s: (lines_in(data_dir() / f"cot_{s}.jsonl"), lines_in(data_dir() / f"cod_{s}.jsonl"))
-                   for s in SCENARIOS}
+        samples = {
+            s: (lines_in(data_dir() / f"cot_{s}.jsonl"), lines_in(data_dir() / f"cod_{s}.jsonl"))
+            for s in SCENARIOS
+        }
         files = request_files()
         requests = sum(lines_in(f) for f in files)
         emulator.stop()
@@ -222,9 +244,13 @@ def main() -> None:
     print(f"samples (cot, cod) per scenario: {json.dumps(samples)}")
     total = sum(cot + cod for cot, cod in samples.values())
     print(f"dagster   {wall:7.1f} s for {total:,} samples ({requests:,} requests in {len(files)} batch jobs)")
-    print(f"baseline  {baseline:7.1f} s: the same {len(files)} request files through the bare SDK and emulator")
-    print(f"overhead  {(wall - baseline) / total * 1000:7.2f} ms per sample "
-          f"(dagster {wall / total * 1000:.2f} ms, baseline {baseline / total * 1000:.2f} ms)")
+    print(
+        f"baseline  {baseline:7.1f} s: the same {len(files)} request files through the bare SDK and emulator"
+    )
+    print(
+        f"overhead  {(wall - baseline) / total * 1000:7.2f} ms per sample "
+        f"(dagster {wall / total * 1000:.2f} ms, baseline {baseline / total * 1000:.2f} ms)"
+    )
     print(f"e2e_seconds={wall:.1f} baseline_seconds={baseline:.1f} target_seconds=90")
 
 

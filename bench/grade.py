@@ -64,13 +64,19 @@ def bench(name: str, pairs: list[tuple[str, str]], workers: int, baseline_size: 
     settled = sum(grading._cheap_match(p, r) is not None for p, r in pairs) / len(pairs)
     per_s, baseline_per_s = len(pairs) / seconds, len(subset) / baseline_seconds
     extrapolated = "" if len(subset) == len(pairs) else f", extrapolated from {len(subset):,} pairs"
-    print(f"{name}: {len(pairs):,} pairs, {sum(verdicts) / len(pairs):.1%} graded correct, "
-          f"{settled:.1%} settled by the cheap comparison")
+    print(
+        f"{name}: {len(pairs):,} pairs, {sum(verdicts) / len(pairs):.1%} graded correct, "
+        f"{settled:.1%} settled by the cheap comparison"
+    )
     print(f"  project   {per_s:>9,.0f} samples/s   {seconds:7.2f} s   ({workers} math-verify workers)")
-    print(f"  baseline  {baseline_per_s:>9,.0f} samples/s   {len(pairs) / baseline_per_s:7.2f} s   "
-          f"(serial math-verify{extrapolated})")
-    print(f"  speed-up  {per_s / baseline_per_s:>9,.1f}x        verdicts agree with the baseline on "
-          f"{agreement:.1%} of its pairs")
+    print(
+        f"  baseline  {baseline_per_s:>9,.0f} samples/s   {len(pairs) / baseline_per_s:7.2f} s   "
+        f"(serial math-verify{extrapolated})"
+    )
+    print(
+        f"  speed-up  {per_s / baseline_per_s:>9,.1f}x        verdicts agree with the baseline on "
+        f"{agreement:.1%} of its pairs"
+    )
     return per_s
 
 
@@ -79,14 +85,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets-dir", type=Path, default=Path(default_dir))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--baseline-pairs", type=int, default=1000,
-                        help="pairs the serial baseline grades per dataset (extrapolated to all)")
+    parser.add_argument(
+        "--baseline-pairs",
+        type=int,
+        default=1000,
+        help="pairs the serial baseline grades per dataset (extrapolated to all)",
+    )
     args = parser.parse_args()
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # the baseline's timeout warnings
 
     start = time.perf_counter()  # workers start once per process; not part of either figure
     grading.grade_many([("x(x+2)", "x^2+2x")] * args.workers, workers=args.workers)
-    print(f"starting {args.workers} math-verify workers: {time.perf_counter() - start:.2f} s (once per process)")
+    print(
+        f"starting {args.workers} math-verify workers: {time.perf_counter() - start:.2f} s (once per process)"
+    )
     gsm8k_per_s = bench("GSM8K", gsm8k_pairs(args.datasets_dir), args.workers, args.baseline_pairs)
     math_per_s = bench("MATH", math_pairs(args.datasets_dir), args.workers, args.baseline_pairs)
     print(f"gsm8k_per_s={gsm8k_per_s:.0f} math_per_s={math_per_s:.0f}")

@@ -38,21 +38,29 @@ MB = 1024 * 1024
 
 # --------------------------------------------------------------------------- synthetic data
 
+
 def problem_pool() -> list[dict]:
     """Real GSM8K problems through the project's own source code (ids, questions, answers)."""
     from cotgen_assets.scenarios import get_scenario
     from cotgen_assets.sources import load_source_problems
 
     table, _, _ = load_source_problems(get_scenario(SCENARIO))
-    return table.select(["question", "solution", "answer", "source_dataset", "source_config",
-                         "source_split", "source_row"]).to_pylist()
+    return table.select(
+        ["question", "solution", "answer", "source_dataset", "source_config", "source_split", "source_row"]
+    ).to_pylist()
 
 
 def thought_text(solution: str, size: int) -> str:
     """Thought summaries as a thinking model sends them: headed paragraphs, about `size` characters."""
     reasoning = "\n".join(line.split("####")[0].rstrip() for line in solution.splitlines()).strip()
-    headings = ["**Reading the problem**", "**Setting up the quantities**", "**Working it out**",
-                "**Checking the arithmetic**", "**Double-checking the units**", "**Confirming the result**"]
+    headings = [
+        "**Reading the problem**",
+        "**Setting up the quantities**",
+        "**Working it out**",
+        "**Checking the arithmetic**",
+        "**Double-checking the units**",
+        "**Confirming the result**",
+    ]
     parts, i = [], 0
     while sum(len(p) for p in parts) < size:
         parts.append(f"{headings[i % len(headings)]}\n\nI will go through it again carefully. {reasoning}")
@@ -66,22 +74,50 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 
     roll = rng.random()
     if roll < 0.01:
-        return orjson.dumps({"key": key, "error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}})
+        return orjson.dumps(
+            {"key": key, "error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}
+        )
     thought = thought_text(problem["solution"], thought_size)
     answer = problem["answer"] if roll > 0.1 else str(int(float(problem["answer"].replace(",", ""))) + 1)
-    text = f"Working through the problem step by step gives ${answer}$.\n\nThe final answer is \\boxed{{{answer}}}."
+    text = (
+        f"Working through the problem step by step gives ${answer}$.\n\n"
+        f"The final answer is \\boxed{{{answer}}}."
+    )
     truncated = 0.01 <= roll < 0.015
     prompt, thoughts, candidates = len(problem["question"]) // 4 + 60, len(thought) // 4, len(text) // 4
-    return orjson.dumps({"key": key, "response": {
-        "candidates": [{"content": {"role": "model", "parts": [
-            {"text": thought[: len(thought) // 2], "thought": True},
-            {"text": thought[len(thought) // 2:], "thought": True},
-            {"text": text[:40] if truncated else text, "thoughtSignature": "Q2lRQjBlMks" * 8},
-        ]}, "finishReason": "MAX_TOKENS" if truncated else "STOP", "index": 0}],
-        "usageMetadata": {"promptTokenCount": prompt, "candidatesTokenCount": candidates,
-                          "thoughtsTokenCount": thoughts, "totalTokenCount": prompt + candidates + thoughts,
-                          "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}]},
-        "modelVersion": MODEL, "responseId": f"r{key}"}})
+    return orjson.dumps(
+        {
+            "key": key,
+            "response": {
+                "candidates": [
+                    {
+                        "content": {
+                            "role": "model",
+                            "parts": [
+                                {"text": thought[: len(thought) // 2], "thought": True},
+                                {"text": thought[len(thought) // 2 :], "thought": True},
+                                {
+                                    "text": text[:40] if truncated else text,
+                                    "thoughtSignature": "Q2lRQjBlMks" * 8,
+                                },
+                            ],
+                        },
+                        "finishReason": "MAX_TOKENS" if truncated else "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": prompt,
+                    "candidatesTokenCount": candidates,
+                    "thoughtsTokenCount": thoughts,
+                    "totalTokenCount": prompt + candidates + thoughts,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+                },
+                "modelVersion": MODEL,
+                "responseId": f"r{key}",
+            },
+        }
+    )
 
 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
@@ -90,17 +126,32 @@ def write_submission(lines: int, requests_per_job: int, thought_size: int) -> st
     from cotgen_assets.submissions import GENERATION, Submission, write_shards
 
     pool = problem_pool()
-    submission = Submission(scenario=SCENARIO, stage=GENERATION, submission_id=f"bench{lines}",
-                            model=MODEL, prompt_version=GENERATION_PROMPT_VERSION, num_requests=lines,
-                            offline=True)
+    submission = Submission(
+        scenario=SCENARIO,
+        stage=GENERATION,
+        submission_id=f"bench{lines}",
+        model=MODEL,
+        prompt_version=GENERATION_PROMPT_VERSION,
+        num_requests=lines,
+        offline=True,
+    )
 
     def items():
         for i in range(lines):
             problem = pool[i % len(pool)]
-            source = {"dataset": problem["source_dataset"], "config": problem["source_config"],
-                      "split": problem["source_split"], "row": problem["source_row"]}
-            context = {"id": f"{SCENARIO}-{i}", "scenario": SCENARIO, "question": problem["question"],
-                       "answer": problem["answer"], "source": source}
+            source = {
+                "dataset": problem["source_dataset"],
+                "config": problem["source_config"],
+                "split": problem["source_split"],
+                "row": problem["source_row"],
+            }
+            context = {
+                "id": f"{SCENARIO}-{i}",
+                "scenario": SCENARIO,
+                "question": problem["question"],
+                "answer": problem["answer"],
+                "source": source,
+            }
             yield request_line(context["id"], generation_request(problem["question"])), context
 
     write_shards(submission, items(), requests_per_job, 1_900_000_000)
@@ -120,6 +171,7 @@ def write_submission(lines: int, requests_per_job: int, thought_size: int) -> st
 
 
 # --------------------------------------------------------------------------- the variants
+
 
 def results_files(data: Path) -> list[Path]:
     return sorted(data.glob(f"{SCENARIO}/submissions/generation-*/shard-*.results.jsonl"))
@@ -162,11 +214,23 @@ def run_prepare(data: Path, out: Path) -> int:
     from cotgen_assets.scenarios import get_scenario
 
     rows = pq.read_metadata(data / SCENARIO / "source_problems.parquet").num_rows
-    submission = prepare_generation(get_scenario(SCENARIO), rows, "extend", 3, MODEL, "high", 10_000, True).submission
-    written = sum(submission.requests_path(s).stat().st_size + submission.context_path(s).stat().st_size
-                  for s in submission.shards)
-    print(json.dumps({"shards": len(submission.shards), "requests": submission.num_requests,
-                      "requests_and_contexts_mb": round(written / MB)}), file=sys.stderr)
+    submission = prepare_generation(
+        get_scenario(SCENARIO), rows, "extend", 3, MODEL, "high", 10_000, True
+    ).submission
+    written = sum(
+        submission.requests_path(s).stat().st_size + submission.context_path(s).stat().st_size
+        for s in submission.shards
+    )
+    print(
+        json.dumps(
+            {
+                "shards": len(submission.shards),
+                "requests": submission.num_requests,
+                "requests_and_contexts_mb": round(written / MB),
+            }
+        ),
+        file=sys.stderr,
+    )
     shutil.rmtree(submission.folder)  # mind the disk
     return submission.num_requests
 
@@ -194,9 +258,17 @@ def run_naive(data: Path, out: Path) -> int:
         answer = "".join(p["text"] for p in parts if not p.get("thought"))
         context = contexts[line["key"]]
         cot = f"<thought>{thought}</thought>\n{answer}"
-        records.append({**context, "cot": cot, "messages": [
-            {"role": "user", "content": context["question"]}, {"role": "assistant", "content": cot}],
-            "usage": response["usageMetadata"]})
+        records.append(
+            {
+                **context,
+                "cot": cot,
+                "messages": [
+                    {"role": "user", "content": context["question"]},
+                    {"role": "assistant", "content": cot},
+                ],
+                "usage": response["usageMetadata"],
+            }
+        )
     with open(out, "w") as sink:
         for record in records:
             sink.write(json.dumps(record) + "\n")
@@ -213,8 +285,11 @@ def run_project(data: Path, out: Path, observer: bool = False) -> int:
     submission = load_submission(SCENARIO, GENERATION, folder.name.removeprefix("generation-"))
     stats = SampleStats(GENERATION)
     ingest = ingest_submission(submission, out, **({"observe": stats} if observer else {}))
-    detail = {"num_new": ingest.num_new, "statuses": dict(ingest.statuses),
-              "math_verify_workers": _math_verify_workers()}
+    detail = {
+        "num_new": ingest.num_new,
+        "statuses": dict(ingest.statuses),
+        "math_verify_workers": _math_verify_workers(),
+    }
     if observer:
         detail |= {"num_samples": stats.num_samples, "accuracy": round(stats.accuracy, 4)}
     print(json.dumps(detail), file=sys.stderr)
@@ -228,10 +303,14 @@ def _math_verify_workers() -> int:
     return len(grading._POOL.workers) if grading._POOL else 0
 
 
-VARIANTS = {"floor": run_floor, "naive": run_naive, "project": run_project,
-            "asset": lambda data, out: run_project(data, out, observer=True),
-            "reingest": lambda data, out: run_project(data, out, observer=True),
-            "prepare": run_prepare}
+VARIANTS = {
+    "floor": run_floor,
+    "naive": run_naive,
+    "project": run_project,
+    "asset": lambda data, out: run_project(data, out, observer=True),
+    "reingest": lambda data, out: run_project(data, out, observer=True),
+    "prepare": run_prepare,
+}
 PROJECT_VARIANTS = ("project", "asset", "reingest")
 
 
@@ -257,6 +336,7 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
         import cotgen_assets.quality  # noqa: F401
         import cotgen_assets.samples  # noqa: F401  (imports are not ingestion time)
     import orjson  # noqa: F401
+
     baseline = peak_rss_mb()
     out = workdir / "out" / ("cot_bench.jsonl" if variant in PROJECT_VARIANTS else f"{variant}.jsonl")
     if variant in ("project", "asset"):
@@ -267,22 +347,44 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
     try:
         count = VARIANTS[variant](data, out)
     except MemoryError:
-        count, error = 0, (f"MemoryError under a {memory_limit_mb:,} MB address-space limit, "
-                           f"after loading {LOADED[0]:,} lines")
+        count, error = (
+            0,
+            (
+                f"MemoryError under a {memory_limit_mb:,} MB address-space limit, "
+                f"after loading {LOADED[0]:,} lines"
+            ),
+        )
     seconds = time.perf_counter() - start
-    print(json.dumps({"variant": variant, "seconds": seconds, "lines": count, "error": error,
-                      "out_bytes": out.stat().st_size if out.exists() else 0,
-                      "baseline_rss_mb": baseline,
-                      "peak_rss_mb": peak_rss_mb(),
-                      "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "seconds": seconds,
+                "lines": count,
+                "error": error,
+                "out_bytes": out.stat().st_size if out.exists() else 0,
+                "baseline_rss_mb": baseline,
+                "peak_rss_mb": peak_rss_mb(),
+                "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def measure(variant: str, workdir: Path, memory_limit_mb: int, repeat: int) -> dict:
     """The variant's figures from `repeat` fresh processes: the best time, the largest peak RSS."""
     best = None
     for _ in range(repeat):
-        command = [sys.executable, __file__, "--child", variant, "--workdir", str(workdir),
-                   "--memory-limit-mb", str(memory_limit_mb)]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--workdir",
+            str(workdir),
+            "--memory-limit-mb",
+            str(memory_limit_mb),
+        ]
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             return {"variant": variant, "error": f"exit {done.returncode}: {done.stderr.strip()[-400:]}"}
@@ -299,16 +401,30 @@ def measure(variant: str, workdir: Path, memory_limit_mb: int, repeat: int) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--lines", type=int, default=10_000)
-    parser.add_argument("--requests-per-job", type=int, default=10_000,
-                        help="max_requests_per_job of the synthetic submission (project default 10,000)")
+    parser.add_argument(
+        "--requests-per-job",
+        type=int,
+        default=10_000,
+        help="max_requests_per_job of the synthetic submission (project default 10,000)",
+    )
     parser.add_argument("--thought-bytes", type=int, default=3000, help="size of each thought summary")
     parser.add_argument("--variants", default="floor,naive,project,asset,reingest")
-    parser.add_argument("--naive-memory-limit-mb", type=int, default=8000,
-                        help="address-space limit for the naive variant, so it cannot take the machine down")
-    parser.add_argument("--repeat", type=int, help="runs per variant, best time kept "
-                        "(default 3 up to 100,000 lines, where one run is too short to trust, else 1)")
+    parser.add_argument(
+        "--naive-memory-limit-mb",
+        type=int,
+        default=8000,
+        help="address-space limit for the naive variant, so it cannot take the machine down",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help="runs per variant, best time kept "
+        "(default 3 up to 100,000 lines, where one run is too short to trust, else 1)",
+    )
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -326,8 +442,10 @@ def main() -> None:
         write_submission(args.lines, args.requests_per_job, args.thought_bytes)
         size = sum(p.stat().st_size for p in results_files(workdir / "data"))
         shards = len(results_files(workdir / "data"))
-        print(f"synthetic submission: {args.lines:,} results lines in {shards} shard(s), {size / MB:,.0f} MB "
-              f"({size / args.lines / 1024:.1f} KB a line), written in {time.perf_counter() - start:.0f} s")
+        print(
+            f"synthetic submission: {args.lines:,} results lines in {shards} shard(s), {size / MB:,.0f} MB "
+            f"({size / args.lines / 1024:.1f} KB a line), written in {time.perf_counter() - start:.0f} s"
+        )
         if "prepare" in args.variants.split(","):
             write_source_problems(args.lines, workdir / "prepare-data")
         repeat = args.repeat or (3 if args.lines <= 100_000 else 1)
@@ -340,10 +458,13 @@ def main() -> None:
                 print(f"{variant:9} FAILED: {figures['error']}")
             else:
                 seconds = figures["seconds"]
-                print(f"{variant:9} {seconds:8.2f} s {figures['lines'] / seconds:10,.0f} lines/s "
-                      f"{size / MB / seconds:8.1f} MB/s  peak RSS {figures['peak_rss_mb']:7.0f} MB "
-                      f"(after imports {figures['baseline_rss_mb']:.0f} MB)  output {figures['out_bytes'] / MB:,.0f} MB"
-                      + (f"  {figures['detail']}" if figures.get("detail") else ""))
+                print(
+                    f"{variant:9} {seconds:8.2f} s {figures['lines'] / seconds:10,.0f} lines/s "
+                    f"{size / MB / seconds:8.1f} MB/s  peak RSS {figures['peak_rss_mb']:7.0f} MB "
+                    f"(after imports {figures['baseline_rss_mb']:.0f} MB)  "
+                    f"output {figures['out_bytes'] / MB:,.0f} MB"
+                    + (f"  {figures['detail']}" if figures.get("detail") else "")
+                )
             if variant in ("floor", "naive"):
                 (workdir / "out" / f"{variant}.jsonl").unlink(missing_ok=True)  # mind the disk
         floor, project = rows.get("floor", {}), rows.get("project", {})

@@ -8,9 +8,20 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.pipeline import (InFlight, SubmissionRefused, check_budget, download_finished, latest_metadata,
-                                    latest_submission, overall_state, prepare_generation, prepare_summarization,
-                                    refuse_if_in_flight, submission_lock, submit)
+from cotgen_assets.pipeline import (
+    InFlight,
+    SubmissionRefused,
+    check_budget,
+    download_finished,
+    latest_metadata,
+    latest_submission,
+    overall_state,
+    prepare_generation,
+    prepare_summarization,
+    refuse_if_in_flight,
+    submission_lock,
+    submit,
+)
 from cotgen_assets.quality import COD_CHECK_NAMES, COT_CHECK_NAMES, SampleStats, cod_checks, cot_checks
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals, preview_rows
 from cotgen_assets.samples import ingest_submission, samples_path
@@ -26,6 +37,7 @@ DEFAULT_MODEL = "gemini-3.1-pro-preview"
 
 def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.MetadataValue:
     """A few rows as a table the UI renders, long texts cut to `width` characters."""
+
     def cell(value):
         text = "" if value is None else str(value)
         return text if len(text) <= width else text[: width - 1] + "…"
@@ -80,6 +92,7 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 # --------------------------------------------------------------------------- batch submissions
 
+
 class BatchConfig(dg.Config):
     """Knobs shared by both batch assets; every field has a default so a plain click works."""
 
@@ -92,16 +105,27 @@ class BatchConfig(dg.Config):
 
 
 class GenerationBatchConfig(BatchConfig):
-    limit: int | None = None  # good samples to aim for (fill) or new problems (extend); default: the scenario's
-    mode: Literal["fill", "extend"] = "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
+    limit: int | None = (
+        None  # good samples to aim for (fill) or new problems (extend); default: the scenario's
+    )
+    mode: Literal["fill", "extend"] = (
+        "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
+    )
 
 
 class SummarizationBatchConfig(BatchConfig):
     thinking_level: str = "low"
 
 
-def _submit_stage(context, gemini, stage: str, config: BatchConfig, prepare,
-                  wait_if_in_flight: bool = False, extra_metadata: dict | None = None) -> dg.MaterializeResult | None:
+def _submit_stage(
+    context,
+    gemini,
+    stage: str,
+    config: BatchConfig,
+    prepare,
+    wait_if_in_flight: bool = False,
+    extra_metadata: dict | None = None,
+) -> dg.MaterializeResult | None:
     """Shared body of the batch assets: lock, refuse if in flight, plan, guard the budget, submit.
 
     With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
@@ -132,28 +156,34 @@ def _submit_stage(context, gemini, stage: str, config: BatchConfig, prepare,
         raise dg.Failure(description=str(error)) from None
     plan, usage = prepared.plan, prepared.projected_usage
     if plan.given_up:
-        context.log.warning(f"{len(plan.given_up)} problems reached max_tries={config.max_tries} "
-                            f"without a good sample and are given up: {plan.given_up[:20]}")
-    return dg.MaterializeResult(metadata={
-        "batch_names": dg.MetadataValue.json(submission.batch_names),
-        "submission_id": submission.submission_id,
-        "num_requests": dg.MetadataValue.int(submission.num_requests),
-        "num_retries": dg.MetadataValue.int(plan.num_retries),
-        "num_new_problems": dg.MetadataValue.int(plan.num_new),
-        "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
-        "num_shards": dg.MetadataValue.int(len(submission.shards)),
-        "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
-        "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
-        "projected_thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
-        "projected_output_tokens": dg.MetadataValue.int(usage.output_tokens),
-        "model": submission.model,
-        "prompt_version": submission.prompt_version,
-        "dry_run": dg.MetadataValue.bool(config.dry_run),
-        "gemini_endpoint": gemini.describe(),
-        "offline": dg.MetadataValue.bool(gemini.offline),
-        "request_files": dg.MetadataValue.json([str(submission.requests_path(s)) for s in submission.shards]),
-        **(extra_metadata or {}),
-    })
+        context.log.warning(
+            f"{len(plan.given_up)} problems reached max_tries={config.max_tries} "
+            f"without a good sample and are given up: {plan.given_up[:20]}"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "batch_names": dg.MetadataValue.json(submission.batch_names),
+            "submission_id": submission.submission_id,
+            "num_requests": dg.MetadataValue.int(submission.num_requests),
+            "num_retries": dg.MetadataValue.int(plan.num_retries),
+            "num_new_problems": dg.MetadataValue.int(plan.num_new),
+            "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
+            "num_shards": dg.MetadataValue.int(len(submission.shards)),
+            "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
+            "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
+            "projected_thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
+            "projected_output_tokens": dg.MetadataValue.int(usage.output_tokens),
+            "model": submission.model,
+            "prompt_version": submission.prompt_version,
+            "dry_run": dg.MetadataValue.bool(config.dry_run),
+            "gemini_endpoint": gemini.describe(),
+            "offline": dg.MetadataValue.bool(gemini.offline),
+            "request_files": dg.MetadataValue.json(
+                [str(submission.requests_path(s)) for s in submission.shards]
+            ),
+            **(extra_metadata or {}),
+        }
+    )
 
 
 @dg.asset(
@@ -163,12 +193,21 @@ def _submit_stage(context, gemini, stage: str, config: BatchConfig, prepare,
     deps=[source_problems],
     description="Submits the CoT generation requests as a Gemini batch and returns at once.",
 )
-def generation_batch(context: dg.AssetExecutionContext, config: GenerationBatchConfig,
-                     gemini: GeminiBatchResource) -> dg.MaterializeResult:
+def generation_batch(
+    context: dg.AssetExecutionContext, config: GenerationBatchConfig, gemini: GeminiBatchResource
+) -> dg.MaterializeResult:
     def prepare(scenario):
         limit = scenario.limit if config.limit is None else config.limit
-        return prepare_generation(scenario, limit, config.mode, config.max_tries, config.model,
-                                  config.thinking_level, config.max_requests_per_job, gemini.offline)
+        return prepare_generation(
+            scenario,
+            limit,
+            config.mode,
+            config.max_tries,
+            config.model,
+            config.thinking_level,
+            config.max_requests_per_job,
+            gemini.offline,
+        )
 
     return _submit_stage(context, gemini, GENERATION, config, prepare)
 
@@ -181,22 +220,31 @@ def generation_batch(context: dg.AssetExecutionContext, config: GenerationBatchC
     output_required=False,  # not materialized while an earlier summarization is still in flight
     description="Submits a Gemini batch that cuts each CoT sample lacking a CoD down to a Chain of Draft.",
 )
-def summarization_batch(context: dg.AssetExecutionContext, config: SummarizationBatchConfig,
-                        gemini: GeminiBatchResource):
+def summarization_batch(
+    context: dg.AssetExecutionContext, config: SummarizationBatchConfig, gemini: GeminiBatchResource
+):
     def prepare(scenario):
-        return prepare_summarization(scenario, config.max_tries, config.model, config.thinking_level,
-                                     config.max_requests_per_job, gemini.offline)
+        return prepare_summarization(
+            scenario,
+            config.max_tries,
+            config.model,
+            config.thinking_level,
+            config.max_requests_per_job,
+            gemini.offline,
+        )
 
     # Which cot_samples this plan saw: the sensor submits again when a newer one exists.
     cot = latest_metadata(context.instance, "cot_samples", context.partition_key)
     based_on = {"cot_samples_storage_id": dg.MetadataValue.int(cot["_storage_id"] if cot else 0)}
-    result = _submit_stage(context, gemini, SUMMARIZATION, config, prepare, wait_if_in_flight=True,
-                           extra_metadata=based_on)
+    result = _submit_stage(
+        context, gemini, SUMMARIZATION, config, prepare, wait_if_in_flight=True, extra_metadata=based_on
+    )
     if result is not None:
         yield result
 
 
 # --------------------------------------------------------------------------- results
+
 
 def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
     """Shared body of the results assets: download what finished, record how each job ended."""
@@ -207,12 +255,16 @@ def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
     jobs = download_finished(submission, gemini)
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
     if running:
-        raise dg.Failure(description=f"batch jobs still running: {running}; batch_completion_sensor "
-                                     "materializes this asset when they end")
+        raise dg.Failure(
+            description=f"batch jobs still running: {running}; batch_completion_sensor "
+            "materializes this asset when they end"
+        )
     failed = [job for job in jobs if job.failed]
     for job in failed:
-        context.log.error(f"batch {job.name} ended {job.state}: {job.error or 'no error message'}. "
-                          "Nothing is lost: the next fill asks for its problems again.")
+        context.log.error(
+            f"batch {job.name} ended {job.state}: {job.error or 'no error message'}. "
+            "Nothing is lost: the next fill asks for its problems again."
+        )
     state = overall_state(jobs)
     results = [submission.results_path(s) for s in submission.shards if submission.results_path(s).exists()]
     return dg.MaterializeResult(
@@ -227,10 +279,14 @@ def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
             "job_errors": dg.MetadataValue.json({job.name: job.error for job in failed}),
             "result_files": dg.MetadataValue.json([str(p) for p in results]),
         },
-        check_results=[dg.AssetCheckResult(
-            check_name="batch_succeeded", passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
-            description=f"every batch job of the submission succeeded (state {state})",
-        )],
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="batch_succeeded",
+                passed=not failed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"every batch job of the submission succeeded (state {state})",
+            )
+        ],
     )
 
 
@@ -242,7 +298,9 @@ def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
     check_specs=[dg.AssetCheckSpec("batch_succeeded", asset="generation_results")],
     description="The generation batch's raw output file(s), downloaded unchanged.",
 )
-def generation_results(context: dg.AssetExecutionContext, gemini: GeminiBatchResource) -> dg.MaterializeResult:
+def generation_results(
+    context: dg.AssetExecutionContext, gemini: GeminiBatchResource
+) -> dg.MaterializeResult:
     return _fetch_results(context, gemini, GENERATION)
 
 
@@ -254,11 +312,14 @@ def generation_results(context: dg.AssetExecutionContext, gemini: GeminiBatchRes
     check_specs=[dg.AssetCheckSpec("batch_succeeded", asset="summarization_results")],
     description="The summarization batch's raw output file(s), downloaded unchanged.",
 )
-def summarization_results(context: dg.AssetExecutionContext, gemini: GeminiBatchResource) -> dg.MaterializeResult:
+def summarization_results(
+    context: dg.AssetExecutionContext, gemini: GeminiBatchResource
+) -> dg.MaterializeResult:
     return _fetch_results(context, gemini, SUMMARIZATION)
 
 
 # --------------------------------------------------------------------------- samples
+
 
 def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
     """Shared body of the samples assets: merge the newest results into the JSONL file."""
@@ -271,8 +332,10 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
     stats = SampleStats(stage)
     ingest = ingest_submission(submission, path, observe=stats)
     if ingest.num_failed:
-        context.log.warning(f"{ingest.num_failed} requests gave no sample: {dict(ingest.statuses)}; "
-                            f"see {submission.folder / 'outcomes.jsonl'}")
+        context.log.warning(
+            f"{ingest.num_failed} requests gave no sample: {dict(ingest.statuses)}; "
+            f"see {submission.folder / 'outcomes.jsonl'}"
+        )
     usage = ingest.usage
     metadata = {
         "num_samples": dg.MetadataValue.int(stats.num_samples),
@@ -296,8 +359,10 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         "dagster/column_lineage": column_lineage(stage, scenario.name),
     }
     if submission.offline:  # first row of the metadata table, where a person looks first
-        metadata = {"gemini_endpoint": "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)",
-                    **metadata}
+        metadata = {
+            "gemini_endpoint": "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)",
+            **metadata,
+        }
     if stage == GENERATION:
         return dg.MaterializeResult(metadata=metadata, check_results=cot_checks(stats))
     metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
@@ -323,32 +388,49 @@ _RECORD_HEAD = [
 ]
 _USAGE = "{model, model_version, batch, submission, prompt_version, finish_reason, usage, cost_usd, offline}"
 _RECORD_TAIL = [
-    dg.TableColumn("source", "struct", "the source row: {dataset, config, split, row} plus level/type for MATH"),
-    dg.TableColumn("generation", "struct", f"how the CoT was made: {_USAGE}; usage = input/cached/thinking/output tokens"),
+    dg.TableColumn(
+        "source", "struct", "the source row: {dataset, config, split, row} plus level/type for MATH"
+    ),
+    dg.TableColumn(
+        "generation", "struct", f"how the CoT was made: {_USAGE}; usage = input/cached/thinking/output tokens"
+    ),
 ]
-COT_COLUMNS = dg.TableSchema(columns=[
-    *_RECORD_HEAD,
-    _text("cot", "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
-    dg.TableColumn("messages", "list<struct>", "[user question, assistant cot]: ready for SFT"),
-    _text("predicted_answer", "the final answer read from the model's answer text"),
-    dg.TableColumn("correct", "bool", "predicted_answer matches answer (exact/numeric, then math-verify)"),
-    *_RECORD_TAIL,
-])
-COD_COLUMNS = dg.TableSchema(columns=[
-    *_RECORD_HEAD,
-    _text("cod", "`<draft>`a few words per step, one step a line`</draft>` + newline + `\\boxed{answer}`"),
-    dg.TableColumn("messages", "list<struct>", "[user question, assistant cod]: ready for SFT"),
-    _text("predicted_answer", "the draft's final answer"),
-    dg.TableColumn("correct", "bool", "predicted_answer matches answer"),
-    dg.TableColumn("agrees_with_cot", "bool", "predicted_answer matches the CoT sample's predicted_answer"),
-    dg.TableColumn("unsupported_draft_numbers", "list<string>", "numbers in the draft that are not in its thought"),
-    *_RECORD_TAIL,
-    dg.TableColumn("summarization", "struct", f"how the draft was made: {_USAGE}"),
-])
+COT_COLUMNS = dg.TableSchema(
+    columns=[
+        *_RECORD_HEAD,
+        _text("cot", "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
+        dg.TableColumn("messages", "list<struct>", "[user question, assistant cot]: ready for SFT"),
+        _text("predicted_answer", "the final answer read from the model's answer text"),
+        dg.TableColumn(
+            "correct", "bool", "predicted_answer matches answer (exact/numeric, then math-verify)"
+        ),
+        *_RECORD_TAIL,
+    ]
+)
+COD_COLUMNS = dg.TableSchema(
+    columns=[
+        *_RECORD_HEAD,
+        _text(
+            "cod", "`<draft>`a few words per step, one step a line`</draft>` + newline + `\\boxed{answer}`"
+        ),
+        dg.TableColumn("messages", "list<struct>", "[user question, assistant cod]: ready for SFT"),
+        _text("predicted_answer", "the draft's final answer"),
+        dg.TableColumn("correct", "bool", "predicted_answer matches answer"),
+        dg.TableColumn(
+            "agrees_with_cot", "bool", "predicted_answer matches the CoT sample's predicted_answer"
+        ),
+        dg.TableColumn(
+            "unsupported_draft_numbers", "list<string>", "numbers in the draft that are not in its thought"
+        ),
+        *_RECORD_TAIL,
+        dg.TableColumn("summarization", "struct", f"how the draft was made: {_USAGE}"),
+    ]
+)
 
 
 def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
     """Which record columns are copied or derived from an upstream asset's columns."""
+
     def dep(asset: str, *columns: str) -> list[dg.TableColumnDep]:
         return [dg.TableColumnDep(asset_key=asset, column_name=c) for c in columns]
 
@@ -357,22 +439,26 @@ def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
         path = source_problems_path(scenario)
         if path.exists():
             source_columns += [c for c in ("level", "type") if c in pq.read_schema(path).names]
-        return dg.TableColumnLineage({
-            "id": dep("source_problems", "problem_id"),
-            "scenario": dep("source_problems", "scenario"),
-            "question": dep("source_problems", "question"),
-            "answer": dep("source_problems", "answer"),
-            "messages": dep("source_problems", "question"),
-            "source": dep("source_problems", *source_columns),
-        })
+        return dg.TableColumnLineage(
+            {
+                "id": dep("source_problems", "problem_id"),
+                "scenario": dep("source_problems", "scenario"),
+                "question": dep("source_problems", "question"),
+                "answer": dep("source_problems", "answer"),
+                "messages": dep("source_problems", "question"),
+                "source": dep("source_problems", *source_columns),
+            }
+        )
     copied = ["id", "scenario", "question", "answer", "source", "generation"]
-    return dg.TableColumnLineage({
-        **{c: dep("cot_samples", c) for c in copied},
-        "cod": dep("cot_samples", "cot"),
-        "messages": dep("cot_samples", "question", "cot"),
-        "agrees_with_cot": dep("cot_samples", "predicted_answer"),
-        "unsupported_draft_numbers": dep("cot_samples", "cot"),
-    })
+    return dg.TableColumnLineage(
+        {
+            **{c: dep("cot_samples", c) for c in copied},
+            "cod": dep("cot_samples", "cot"),
+            "messages": dep("cot_samples", "question", "cot"),
+            "agrees_with_cot": dep("cot_samples", "predicted_answer"),
+            "unsupported_draft_numbers": dep("cot_samples", "cot"),
+        }
+    )
 
 
 @dg.asset(
@@ -403,26 +489,35 @@ def cod_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 # --------------------------------------------------------------------------- report
 
+
 @dg.asset(
     group_name=GROUP,
     kinds={"matplotlib", "markdown"},
-    deps=[dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
-          dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping())],
+    deps=[
+        dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping()),
+    ],
     description="Every scenario side by side: samples, accuracy, tokens, cost per 1,000 samples, "
-                "CoD/CoT token ratio, answer agreement, and a picture of thought vs draft length.",
+    "CoD/CoT token ratio, answer agreement, and a picture of thought vs draft length.",
 )
 def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     report = build_report()
     context.log.info(f"report picture written to {report.picture}")
-    numbers = {key: dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
-               for key, value in numeric_totals(report.figures).items()}
-    return dg.MaterializeResult(metadata={
-        "report": dg.MetadataValue.md(report.table),
-        "picture": dg.MetadataValue.md(markdown_image(report.png, "thought vs draft tokens per scenario")),
-        "picture_path": dg.MetadataValue.path(str(report.picture)),
-        **numbers,
-        "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
-    })
+    numbers = {
+        key: dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
+        for key, value in numeric_totals(report.figures).items()
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "report": dg.MetadataValue.md(report.table),
+            "picture": dg.MetadataValue.md(
+                markdown_image(report.png, "thought vs draft tokens per scenario")
+            ),
+            "picture_path": dg.MetadataValue.path(str(report.picture)),
+            **numbers,
+            "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- jobs the sensor launches
@@ -440,5 +535,5 @@ summarization_results_job = dg.define_asset_job(
 summarization_batch_job = dg.define_asset_job(
     "summarization_batch_job",
     selection=[summarization_batch],
-    description="Submit the CoT samples still lacking a CoD, once an earlier summarization has been ingested.",
+    description="Submit the CoT samples still lacking a CoD, once an earlier summarization is ingested.",
 )

@@ -1,7 +1,7 @@
 """`cotgen`: small commands beside the Dagster UI.
 
-    cotgen cancel SCENARIO STAGE   cancel the stage's batch still in flight (the sensor then records it)
-    cotgen trace ID                everything about one sample: source row, batches, models, prompts, cost
+cotgen cancel SCENARIO STAGE   cancel the stage's batch still in flight (the sensor then records it)
+cotgen trace ID                everything about one sample: source row, batches, models, prompts, cost
 """
 
 import argparse
@@ -26,17 +26,22 @@ def cancel(scenario: str, stage: str) -> str:
     jobs = [gemini.get_batch(name) for name in submission.batch_names]
     live = [job.name for job in jobs if not job.done]
     if not live:
-        return "nothing to cancel: " + ended_not_saved(submission, ", ".join(f"{j.name} ({j.state})" for j in jobs))
+        return "nothing to cancel: " + ended_not_saved(
+            submission, ", ".join(f"{j.name} ({j.state})" for j in jobs)
+        )
     for name in live:
         gemini.cancel_batch(name)
-    return (f"cancelled {live} (submission {submission.submission_id}); "
-            "batch_completion_sensor records the cancellation and keeps any finished results; "
-            "materialize the batch asset again to resubmit what is missing")
+    return (
+        f"cancelled {live} (submission {submission.submission_id}); "
+        "batch_completion_sensor records the cancellation and keeps any finished results; "
+        "materialize the batch asset again to resubmit what is missing"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cotgen", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="cotgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     cancel_parser = commands.add_parser("cancel", help="cancel a batch still in flight")
     cancel_parser.add_argument("scenario")

@@ -25,19 +25,30 @@ def mark_offline(assets_defs: list, offline: bool) -> list:
     if not offline:
         return assets_defs
     return dg.map_asset_specs(
-        lambda spec: spec.replace_attributes(description=(spec.description or "") + OFFLINE_NOTE)
-        .merge_attributes(tags=OFFLINE_TAG),
+        lambda spec: spec.replace_attributes(
+            description=(spec.description or "") + OFFLINE_NOTE
+        ).merge_attributes(tags=OFFLINE_TAG),
         assets_defs,
     )
 
 
 _gemini = gemini_resource()
 defs = dg.Definitions(
-    assets=[assets.source_problems,
-            *mark_offline([assets.generation_batch, assets.generation_results, assets.cot_samples,
-                           assets.summarization_batch, assets.summarization_results, assets.cod_samples],
-                          _gemini.offline),
-            assets.dataset_report],
+    assets=[
+        assets.source_problems,
+        *mark_offline(
+            [
+                assets.generation_batch,
+                assets.generation_results,
+                assets.cot_samples,
+                assets.summarization_batch,
+                assets.summarization_results,
+                assets.cod_samples,
+            ],
+            _gemini.offline,
+        ),
+        assets.dataset_report,
+    ],
     jobs=[assets.generation_results_job, assets.summarization_results_job, assets.summarization_batch_job],
     sensors=[batch_completion_sensor],
     resources={"gemini": _gemini},

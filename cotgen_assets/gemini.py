@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -55,7 +55,7 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = tuple(
 ) + (ConnectionError, TimeoutError)
 _MAX_DELAY_SECONDS = 60.0
 _announced_offline: set[str] = set()
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 T = TypeVar("T")
 
@@ -124,17 +124,17 @@ def _timestamp(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     text = str(value).replace("Z", "+00:00")
     if "." in text:  # Python 3.11 reads at most 6 fractional digits
         head, _, rest = text.partition(".")
         digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+        text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits) :]}"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _count(stats: dict | None, field: str) -> int | None:
@@ -266,7 +266,9 @@ class GeminiBatchResource(dg.ConfigurableResource):
 
     def _explain(self, exc: BaseException) -> str:
         if isinstance(exc, genai_errors.APIError):
-            return self._scrub(f"{exc.code} {exc.status or ''}: {exc.message or exc.details}".replace(" :", ":"))
+            return self._scrub(
+                f"{exc.code} {exc.status or ''}: {exc.message or exc.details}".replace(" :", ":")
+            )
         return self._scrub(f"{type(exc).__name__}: {exc}")
 
     def _final_error(self, what: str, exc: BaseException, attempts: int) -> BaseException:
@@ -317,7 +319,14 @@ class GeminiBatchResource(dg.ConfigurableResource):
                 if found is not None:
                     return found
             delay = self._retry_delay(attempt)
-            logger.info("%s failed: %s; retrying (%d of %d) in %.1f s", what, explanation, attempt, attempts - 1, delay)
+            logger.info(
+                "%s failed: %s; retrying (%d of %d) in %.1f s",
+                what,
+                explanation,
+                attempt,
+                attempts - 1,
+                delay,
+            )
             time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -395,7 +404,12 @@ class GeminiBatchResource(dg.ConfigurableResource):
         """
         existing = self.find_batch(display_name)
         if existing is not None:
-            logger.info("batch %r exists already as %s (%s); not submitting again", display_name, existing.name, existing.state)
+            logger.info(
+                "batch %r exists already as %s (%s); not submitting again",
+                display_name,
+                existing.name,
+                existing.state,
+            )
             return existing
         file_name = self.upload_jsonl(path, display_name)
         return self.create_batch(model, file_name, display_name)

@@ -75,7 +75,7 @@ _LATEX_FRACTION = re.compile(r"(-?)\\frac(?:\{(-?\d+)\}\{(\d+)\}|(\d)(\d))")
 
 
 def _normalise(answer: str) -> tuple[str, bool]:
-    """The answer without spacing, `$`, `\\text{}`, thousands separators and units; and whether a unit went."""
+    """The answer without spacing, `$`, `\\text{}`, separators and units; and whether a unit went."""
     s = answer.strip().replace("−", "-").replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     s = _TEXT.sub(r"\1", s)
     for noise in _NOISE:
@@ -175,7 +175,7 @@ def _parse(text: str) -> list:
 
 
 def _as_latex(answer: str) -> str:
-    """A bare answer as inline math, so math-verify parses all of it as LaTeX (a final full stop breaks it)."""
+    """A bare answer as inline math, so math-verify parses all of it as LaTeX (a final full stop breaks)."""
     answer = re.sub(r"(?<![.\\])\.\s*$", "", re.sub(r"(?<!\\)\$", "", answer.strip()))
     return "$" + answer + "$"
 
@@ -294,11 +294,13 @@ class _VerifierPool:
                     except (EOFError, OSError):  # it died (e.g. out of memory): not correct
                         idle.append(self._replace(worker))
                 now = time.monotonic()
-                for stdout, (worker, i, deadline) in list(busy.items()):
+                for stdout, (worker, _i, deadline) in list(busy.items()):
                     if now >= deadline:
                         del busy[stdout]
                         idle.append(self._replace(worker))
-        except BaseException:  # e.g. KeyboardInterrupt: a busy worker's late verdict must not answer a later job
+        except (
+            BaseException
+        ):  # e.g. KeyboardInterrupt: a busy worker's late verdict must not answer a later job
             for worker, _, _ in busy.values():
                 self._drop(worker)
             raise

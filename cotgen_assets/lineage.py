@@ -8,7 +8,7 @@ first, so a trace stays quick on large samples files.
 """
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -19,18 +19,32 @@ from cotgen_assets.scenarios import Scenario, load_scenarios
 from cotgen_assets.storage import data_dir, source_problems_path
 from cotgen_assets.submissions import GENERATION, STAGES, SUMMARIZATION
 
-RECORD_FIELDS = ("model", "model_version", "batch", "submission", "prompt_version", "finish_reason",
-                 "usage", "cost_usd", "offline")
+RECORD_FIELDS = (
+    "model",
+    "model_version",
+    "batch",
+    "submission",
+    "prompt_version",
+    "finish_reason",
+    "usage",
+    "cost_usd",
+    "offline",
+)
 
 
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
     """The scenario an id belongs to: ids are `<scenario>-<source row>` (scenario names may hold `-`)."""
     scenarios = load_scenarios() if scenarios is None else scenarios
-    matches = [s for name, s in scenarios.items()
-               if sample_id.startswith(f"{name}-") and sample_id[len(name) + 1:].isdigit()]
+    matches = [
+        s
+        for name, s in scenarios.items()
+        if sample_id.startswith(f"{name}-") and sample_id[len(name) + 1 :].isdigit()
+    ]
     if not matches:
-        raise LookupError(f"unknown id {sample_id!r}: ids look like <scenario>-<source row>, e.g. "
-                          f"{next(iter(scenarios), 'easy')}-17; scenarios: {list(scenarios)}")
+        raise LookupError(
+            f"unknown id {sample_id!r}: ids look like <scenario>-<source row>, e.g. "
+            f"{next(iter(scenarios), 'easy')}-17; scenarios: {list(scenarios)}"
+        )
     return max(matches, key=lambda s: len(s.name))
 
 
@@ -60,8 +74,12 @@ def source_row(scenario: Scenario, sample_id: str) -> dict | None:
     if table.num_rows == 0:
         return None
     row = table.slice(0, 1).to_pylist()[0]
-    source = {"dataset": row["source_dataset"], "config": row["source_config"],
-              "split": row["source_split"], "row": row["source_row"]}
+    source = {
+        "dataset": row["source_dataset"],
+        "config": row["source_config"],
+        "split": row["source_split"],
+        "row": row["source_row"],
+    }
     source |= {c: row[c] for c in ("level", "type") if c in row}
     return source | {"question": row["question"], "answer": row["answer"]}
 
@@ -74,15 +92,17 @@ def record_summary(path: Path, found: tuple[int, dict] | None, block: str) -> di
     summary = {k: record[block].get(k) for k in RECORD_FIELDS}
     summary |= {"predicted_answer": record.get("predicted_answer"), "correct": record.get("correct")}
     if block == "summarization":
-        summary |= {"agrees_with_cot": record.get("agrees_with_cot"),
-                    "unsupported_draft_numbers": record.get("unsupported_draft_numbers")}
+        summary |= {
+            "agrees_with_cot": record.get("agrees_with_cot"),
+            "unsupported_draft_numbers": record.get("unsupported_draft_numbers"),
+        }
     return summary | {"file": str(path), "line": line}
 
 
 def _mtime(path: Path) -> str | None:
     if not path.exists():
         return None
-    return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
 
 
 def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
@@ -94,9 +114,15 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
         if not meta_path.exists():
             continue
         meta = json.loads(meta_path.read_text())
-        base = {"stage": meta["stage"], "submission": meta["submission_id"], "model": meta["model"],
-                "prompt_version": meta["prompt_version"], "offline": meta.get("offline", False),
-                "submitted_at": _mtime(meta_path), "_order": meta_path.stat().st_mtime_ns}
+        base = {
+            "stage": meta["stage"],
+            "submission": meta["submission_id"],
+            "model": meta["model"],
+            "prompt_version": meta["prompt_version"],
+            "offline": meta.get("offline", False),
+            "submitted_at": _mtime(meta_path),
+            "_order": meta_path.stat().st_mtime_ns,
+        }
         shard_of_batch = dict(zip(meta.get("batch_names") or [], meta.get("shards") or []))
         outcomes = folder / "outcomes.jsonl"
         if outcomes.exists():
@@ -105,17 +131,33 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
                 continue
             outcome = hit[1]
             shard = shard_of_batch.get(outcome["batch"])
-            found.append(base | {"batch": outcome["batch"], "status": outcome["status"],
-                                 "reason": outcome["reason"], "cost_usd": outcome["cost_usd"],
-                                 "ingested_at": _mtime(folder / "summary.json"),
-                                 "files": _attempt_files(folder, shard)})
+            found.append(
+                base
+                | {
+                    "batch": outcome["batch"],
+                    "status": outcome["status"],
+                    "reason": outcome["reason"],
+                    "cost_usd": outcome["cost_usd"],
+                    "ingested_at": _mtime(folder / "summary.json"),
+                    "files": _attempt_files(folder, shard),
+                }
+            )
             continue
         for shard in meta.get("shards") or []:  # submitted (or only written) but not ingested yet
             if find_line(folder / f"{shard}.context.jsonl", sample_id):
                 batch = dict(zip(meta.get("shards") or [], meta.get("batch_names") or [])).get(shard)
                 status = "in_flight" if batch else "not_submitted"
-                found.append(base | {"batch": batch, "status": status, "reason": None, "cost_usd": 0.0,
-                                     "ingested_at": None, "files": _attempt_files(folder, shard)})
+                found.append(
+                    base
+                    | {
+                        "batch": batch,
+                        "status": status,
+                        "reason": None,
+                        "cost_usd": 0.0,
+                        "ingested_at": None,
+                        "files": _attempt_files(folder, shard),
+                    }
+                )
                 break
     found.sort(key=lambda a: (a.pop("_order"), STAGES.index(a["stage"])))
     for stage in STAGES:
@@ -127,8 +169,10 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
 def _attempt_files(folder: Path, shard: str | None) -> dict:
     files = {"submission": str(folder / "submission.json"), "outcomes": str(folder / "outcomes.jsonl")}
     if shard:
-        files |= {"requests": str(folder / f"{shard}.requests.jsonl"),
-                  "results": str(folder / f"{shard}.results.jsonl")}
+        files |= {
+            "requests": str(folder / f"{shard}.requests.jsonl"),
+            "results": str(folder / f"{shard}.results.jsonl"),
+        }
     return {k: v for k, v in files.items() if Path(v).exists()}
 
 

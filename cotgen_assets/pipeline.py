@@ -15,17 +15,36 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.planning import (DEFAULT_GENERATION_USAGE, DEFAULT_SUMMARIZATION_USAGE, Plan,
-                                    UsageAverage, check_max_tries, plan_generation, projected_cost_usd)
+from cotgen_assets.planning import (
+    DEFAULT_GENERATION_USAGE,
+    DEFAULT_SUMMARIZATION_USAGE,
+    Plan,
+    UsageAverage,
+    check_max_tries,
+    plan_generation,
+    projected_cost_usd,
+)
+from cotgen_assets.prompts import (
+    GENERATION_PROMPT_VERSION,
+    SUMMARIZATION_PROMPT_VERSION,
+    generation_request,
+    request_line,
+    summarization_request,
+)
 from cotgen_assets.quality import numbers_in
-from cotgen_assets.prompts import (GENERATION_PROMPT_VERSION, SUMMARIZATION_PROMPT_VERSION,
-                                   generation_request, request_line, summarization_request)
 from cotgen_assets.results import Usage
 from cotgen_assets.samples import iter_samples, samples_path
 from cotgen_assets.scenarios import Scenario
 from cotgen_assets.storage import scenario_dir, source_problems_path
-from cotgen_assets.submissions import (GENERATION, SUMMARIZATION, Submission, load_submission,
-                                       submission_id_for, tries_by_problem, write_shards)
+from cotgen_assets.submissions import (
+    GENERATION,
+    SUMMARIZATION,
+    Submission,
+    load_submission,
+    submission_id_for,
+    tries_by_problem,
+    write_shards,
+)
 
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
 RESULTS_ASSET = {GENERATION: "generation_results", SUMMARIZATION: "summarization_results"}
@@ -33,8 +52,17 @@ SAMPLES_ASSET = {GENERATION: "cot_samples", SUMMARIZATION: "cod_samples"}
 RESULTS_JOB = {GENERATION: "generation_results_job", SUMMARIZATION: "summarization_results_job"}
 MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
-CONTEXT_COLUMNS = {"problem_id", "question", "answer", "source_dataset", "source_config", "source_split",
-                   "source_row", "level", "type"}
+CONTEXT_COLUMNS = {
+    "problem_id",
+    "question",
+    "answer",
+    "source_dataset",
+    "source_config",
+    "source_split",
+    "source_row",
+    "level",
+    "type",
+}
 
 
 class SubmissionRefused(Exception):
@@ -96,8 +124,11 @@ def is_ingested(batch: dict, results: dict | None) -> bool:
     The id alone is not enough: after a failed job, `fill` asks for the same problems again,
     so the new submission has the failed one's id.
     """
-    return bool(results) and results.get("submission_id") == batch["submission_id"] \
+    return (
+        bool(results)
+        and results.get("submission_id") == batch["submission_id"]
         and results["_storage_id"] > batch["_storage_id"]
+    )
 
 
 def pending_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -> Submission | None:
@@ -137,8 +168,9 @@ def submission_lock(scenario: str, stage: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def refuse_if_in_flight(instance: dg.DagsterInstance, gemini: GeminiBatchResource,
-                        scenario: str, stage: str) -> None:
+def refuse_if_in_flight(
+    instance: dg.DagsterInstance, gemini: GeminiBatchResource, scenario: str, stage: str
+) -> None:
     pending = pending_submission(instance, scenario, stage)
     if pending is None:
         return
@@ -168,10 +200,12 @@ def ended_not_saved(submission: Submission, states: str) -> str:
     run stays failed until someone re-executes it.
     """
     stage, scenario = submission.stage, submission.scenario
-    return (f"{BATCH_ASSET[stage]} for scenario {scenario!r} (submission {submission.submission_id}, batch "
-            f"{states}) has ended, but its results are not saved yet. batch_completion_sensor launches "
-            f"{RESULTS_JOB[stage]} for it; if that run failed, re-execute it (Dagster UI: Runs), or "
-            f"materialize {RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {scenario!r}.")
+    return (
+        f"{BATCH_ASSET[stage]} for scenario {scenario!r} (submission {submission.submission_id}, batch "
+        f"{states}) has ended, but its results are not saved yet. batch_completion_sensor launches "
+        f"{RESULTS_JOB[stage]} for it; if that run failed, re-execute it (Dagster UI: Runs), or "
+        f"materialize {RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {scenario!r}."
+    )
 
 
 def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
@@ -184,8 +218,16 @@ def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
     return pq.read_table(path, columns=["problem_id"])["problem_id"], path
 
 
-def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int, model: str,
-                       thinking_level: str, max_requests_per_job: int, offline: bool) -> Prepared:
+def prepare_generation(
+    scenario: Scenario,
+    limit: int,
+    mode: str,
+    max_tries: int,
+    model: str,
+    thinking_level: str,
+    max_requests_per_job: int,
+    offline: bool,
+) -> Prepared:
     """Plan a generation submission and write its request shards."""
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
@@ -199,9 +241,15 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
     used |= tries.keys()
     plan = plan_generation(problem_ids, good, used, tries, limit, mode, max_tries)
     submission = Submission(
-        scenario=scenario.name, stage=GENERATION, model=model,
-        prompt_version=GENERATION_PROMPT_VERSION, num_requests=len(plan.items), offline=offline,
-        submission_id=submission_id_for(scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items),
+        scenario=scenario.name,
+        stage=GENERATION,
+        model=model,
+        prompt_version=GENERATION_PROMPT_VERSION,
+        num_requests=len(plan.items),
+        offline=offline,
+        submission_id=submission_id_for(
+            scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items
+        ),
     )
     # Which rows to ask for, decided once over the id column (not once per batch).
     asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
@@ -214,20 +262,38 @@ def prepare_generation(scenario: Scenario, limit: int, mode: str, max_tries: int
         for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
             mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
             for row in batch.filter(mask).to_pylist():
-                source = {"dataset": row["source_dataset"], "config": row["source_config"],
-                          "split": row["source_split"], "row": row["source_row"]}
+                source = {
+                    "dataset": row["source_dataset"],
+                    "config": row["source_config"],
+                    "split": row["source_split"],
+                    "row": row["source_row"],
+                }
                 # level/type always present ("" where the dataset has none, not null: datasets
                 # infers a null column from an all-null file and then cannot load MATH files with it)
                 source |= {c: row.get(c) or "" for c in ("level", "type")}
-                context = {"id": row["problem_id"], "scenario": scenario.name, "question": row["question"],
-                           "answer": row["answer"], "source": source}
-                yield request_line(row["problem_id"], generation_request(row["question"], thinking_level)), context
+                context = {
+                    "id": row["problem_id"],
+                    "scenario": scenario.name,
+                    "question": row["question"],
+                    "answer": row["answer"],
+                    "source": source,
+                }
+                yield (
+                    request_line(row["problem_id"], generation_request(row["question"], thinking_level)),
+                    context,
+                )
 
     return _finish(submission, plan, items(), max_requests_per_job, average.value())
 
 
-def prepare_summarization(scenario: Scenario, max_tries: int, model: str, thinking_level: str,
-                          max_requests_per_job: int, offline: bool) -> Prepared:
+def prepare_summarization(
+    scenario: Scenario,
+    max_tries: int,
+    model: str,
+    thinking_level: str,
+    max_requests_per_job: int,
+    offline: bool,
+) -> Prepared:
     """Plan requests turning every CoT sample that lacks a CoD (of that very CoT) into a draft."""
     check_max_tries(max_tries)
     drafted: dict[str, str] = {}
@@ -246,10 +312,15 @@ def prepare_summarization(scenario: Scenario, max_tries: int, model: str, thinki
             continue
         plan.items.append((record["id"], tries.get(record["id"], 0) + 1))
     submission = Submission(
-        scenario=scenario.name, stage=SUMMARIZATION, model=model,
-        prompt_version=SUMMARIZATION_PROMPT_VERSION, num_requests=len(plan.items), offline=offline,
-        submission_id=submission_id_for(scenario.name, SUMMARIZATION, model,
-                                        SUMMARIZATION_PROMPT_VERSION, plan.items),
+        scenario=scenario.name,
+        stage=SUMMARIZATION,
+        model=model,
+        prompt_version=SUMMARIZATION_PROMPT_VERSION,
+        num_requests=len(plan.items),
+        offline=offline,
+        submission_id=submission_id_for(
+            scenario.name, SUMMARIZATION, model, SUMMARIZATION_PROMPT_VERSION, plan.items
+        ),
     )
     wanted = {problem_id for problem_id, _ in plan.items}
 
@@ -278,7 +349,8 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
         write_shards(submission, items, max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     submission.projected_cost_usd, usage = projected_cost_usd(
-        submission.model, request_bytes, submission.num_requests, average)
+        submission.model, request_bytes, submission.num_requests, average
+    )
     if not already_sent:
         submission.save()
     return Prepared(submission, plan, usage)

@@ -32,8 +32,15 @@ def check_max_tries(max_tries: int) -> None:
         raise ValueError(f"max_tries must be at least 1, got {max_tries}")
 
 
-def plan_generation(problem_ids: list[str], good: set[str], used: set[str],
-                    tries: dict[str, int], limit: int, mode: str, max_tries: int) -> Plan:
+def plan_generation(
+    problem_ids: list[str],
+    good: set[str],
+    used: set[str],
+    tries: dict[str, int],
+    limit: int,
+    mode: str,
+    max_tries: int,
+) -> Plan:
     """`fill`: retry failed or wrong problems, then take new ones, until `limit` would be good.
     `extend`: `limit` problems never asked before.
 
@@ -66,14 +73,21 @@ def plan_generation(problem_ids: list[str], good: set[str], used: set[str],
     return plan
 
 
-def projected_cost_usd(model: str, request_bytes: int, num_requests: int, average: Usage) -> tuple[float, Usage]:
+def projected_cost_usd(
+    model: str, request_bytes: int, num_requests: int, average: Usage
+) -> tuple[float, Usage]:
     """The batch's projected cost from its request sizes and the average answer so far."""
     per_request_input = request_bytes // max(num_requests, 1) // CHARS_PER_TOKEN
-    per_request = Usage(input_tokens=per_request_input, thinking_tokens=average.thinking_tokens,
-                        output_tokens=average.output_tokens)
-    total = Usage(input_tokens=per_request.input_tokens * num_requests,
-                  thinking_tokens=per_request.thinking_tokens * num_requests,
-                  output_tokens=per_request.output_tokens * num_requests)
+    per_request = Usage(
+        input_tokens=per_request_input,
+        thinking_tokens=average.thinking_tokens,
+        output_tokens=average.output_tokens,
+    )
+    total = Usage(
+        input_tokens=per_request.input_tokens * num_requests,
+        thinking_tokens=per_request.thinking_tokens * num_requests,
+        output_tokens=per_request.output_tokens * num_requests,
+    )
     return cost_usd(model, per_request, batch=True) * num_requests, total
 
 

@@ -81,9 +81,7 @@ def _rates(row: dict, mode: str, where: str) -> tuple[Rates, Rates]:
     for kind in ("input", "output"):
         base[kind] = _number(row, f"{mode}_{kind}_usd_per_1m", where)
     base["cached_input"] = _number(row, f"{mode}_cached_input_usd_per_1m", where, base["input"])
-    over = {
-        kind: _number(row, f"{mode}_{kind}_over_200k_usd_per_1m", where, base[kind]) for kind in _KINDS
-    }
+    over = {kind: _number(row, f"{mode}_{kind}_over_200k_usd_per_1m", where, base[kind]) for kind in _KINDS}
     return Rates(**base), Rates(**over)
 
 

@@ -47,18 +47,12 @@ def generation_request(question: str, thinking_level: str = "high") -> dict:
     request file) can find it without parsing the instructions.
     """
     return {
-        "contents": [
-            {"role": "user", "parts": [{"text": GENERATION_INSTRUCTIONS}, {"text": question}]}
-        ],
-        "generationConfig": {
-            "thinkingConfig": {"includeThoughts": True, "thinkingLevel": thinking_level}
-        },
+        "contents": [{"role": "user", "parts": [{"text": GENERATION_INSTRUCTIONS}, {"text": question}]}],
+        "generationConfig": {"thinkingConfig": {"includeThoughts": True, "thinkingLevel": thinking_level}},
     }
 
 
-def summarization_request(
-    question: str, thought: str, answer: str, thinking_level: str = "low"
-) -> dict:
+def summarization_request(question: str, thought: str, answer: str, thinking_level: str = "low") -> dict:
     """A request that turns one CoT sample into a Chain of Draft, as structured JSON."""
     return {
         "contents": [

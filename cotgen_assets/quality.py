@@ -27,7 +27,7 @@ def tagged_block(text: str, tag: str) -> str | None:
     opening, closing = f"<{tag}>", f"</{tag}>"
     if not text.startswith(opening) or text.count(opening) != 1 or text.count(closing) != 1:
         return None
-    body, separator, answer = text[len(opening):].partition(closing + "\n")
+    body, separator, answer = text[len(opening) :].partition(closing + "\n")
     return body if separator and body and answer else None
 
 
@@ -92,11 +92,20 @@ class SampleStats:
 def common_checks(stats: SampleStats, tag: str) -> list[dg.AssetCheckResult]:
     """The gates both samples files share: their tag shape (an error) and their accuracy."""
     return [
-        _check("tags_well_formed", stats.num_malformed == 0, dg.AssetCheckSeverity.ERROR,
-               num_malformed=stats.num_malformed,
-               description=f"every sample is exactly one `<{tag}>…</{tag}>` block, then the answer"),
-        _check("accuracy", stats.accuracy >= MIN_ACCURACY, dg.AssetCheckSeverity.WARN,
-               accuracy=stats.accuracy, threshold=MIN_ACCURACY),
+        _check(
+            "tags_well_formed",
+            stats.num_malformed == 0,
+            dg.AssetCheckSeverity.ERROR,
+            num_malformed=stats.num_malformed,
+            description=f"every sample is exactly one `<{tag}>…</{tag}>` block, then the answer",
+        ),
+        _check(
+            "accuracy",
+            stats.accuracy >= MIN_ACCURACY,
+            dg.AssetCheckSeverity.WARN,
+            accuracy=stats.accuracy,
+            threshold=MIN_ACCURACY,
+        ),
     ]
 
 
@@ -108,27 +117,59 @@ def cod_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
     low, high = RATIO_BAND
     ratio = stats.draft_to_thought_token_ratio
     return common_checks(stats, "draft") + [
-        _check("answer_agrees_with_cot", stats.answer_agreement >= MIN_AGREEMENT, dg.AssetCheckSeverity.WARN,
-               answer_agreement=stats.answer_agreement, threshold=MIN_AGREEMENT),
-        _check("token_ratio_in_band", low <= ratio <= high, dg.AssetCheckSeverity.WARN,
-               draft_to_thought_token_ratio=ratio, low=low, high=high),
-        _check("draft_steps_short", stats.short_step_share >= MIN_SHORT_STEPS, dg.AssetCheckSeverity.WARN,
-               short_step_share=stats.short_step_share, max_words=MAX_DRAFT_WORDS, threshold=MIN_SHORT_STEPS),
-        _check("draft_numbers_from_thought", stats.share(stats.num_unsupported) <= MAX_UNSUPPORTED,
-               dg.AssetCheckSeverity.WARN, unsupported_share=stats.share(stats.num_unsupported),
-               num_unsupported=stats.num_unsupported, threshold=MAX_UNSUPPORTED,
-               description="numbers in a draft should come from its thought (a cheap hallucination check)"),
+        _check(
+            "answer_agrees_with_cot",
+            stats.answer_agreement >= MIN_AGREEMENT,
+            dg.AssetCheckSeverity.WARN,
+            answer_agreement=stats.answer_agreement,
+            threshold=MIN_AGREEMENT,
+        ),
+        _check(
+            "token_ratio_in_band",
+            low <= ratio <= high,
+            dg.AssetCheckSeverity.WARN,
+            draft_to_thought_token_ratio=ratio,
+            low=low,
+            high=high,
+        ),
+        _check(
+            "draft_steps_short",
+            stats.short_step_share >= MIN_SHORT_STEPS,
+            dg.AssetCheckSeverity.WARN,
+            short_step_share=stats.short_step_share,
+            max_words=MAX_DRAFT_WORDS,
+            threshold=MIN_SHORT_STEPS,
+        ),
+        _check(
+            "draft_numbers_from_thought",
+            stats.share(stats.num_unsupported) <= MAX_UNSUPPORTED,
+            dg.AssetCheckSeverity.WARN,
+            unsupported_share=stats.share(stats.num_unsupported),
+            num_unsupported=stats.num_unsupported,
+            threshold=MAX_UNSUPPORTED,
+            description="numbers in a draft should come from its thought (a cheap hallucination check)",
+        ),
     ]
 
 
 COT_CHECK_NAMES = ["tags_well_formed", "accuracy"]
-COD_CHECK_NAMES = ["tags_well_formed", "accuracy", "answer_agrees_with_cot", "token_ratio_in_band",
-                   "draft_steps_short", "draft_numbers_from_thought"]
+COD_CHECK_NAMES = [
+    "tags_well_formed",
+    "accuracy",
+    "answer_agrees_with_cot",
+    "token_ratio_in_band",
+    "draft_steps_short",
+    "draft_numbers_from_thought",
+]
 
 
-def _check(name: str, passed: bool, severity: dg.AssetCheckSeverity, description: str | None = None,
-           **numbers) -> dg.AssetCheckResult:
-    metadata = {k: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(v))
-                for k, v in numbers.items()}
-    return dg.AssetCheckResult(check_name=name, passed=bool(passed), severity=severity,
-                               metadata=metadata, description=description)
+def _check(
+    name: str, passed: bool, severity: dg.AssetCheckSeverity, description: str | None = None, **numbers
+) -> dg.AssetCheckResult:
+    metadata = {
+        k: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(v))
+        for k, v in numbers.items()
+    }
+    return dg.AssetCheckResult(
+        check_name=name, passed=bool(passed), severity=severity, metadata=metadata, description=description
+    )

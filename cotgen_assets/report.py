@@ -23,6 +23,7 @@ DRAFT_COLOR = "#DD8452"
 
 # --------------------------------------------------------------------------- previews
 
+
 def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
     """The start and the end of a long text on one line, cut at word boundaries.
 
@@ -32,10 +33,10 @@ def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
     if len(flat) <= head + tail + 3:
         return flat
     start, end = flat[:head], flat[-tail:]
-    if " " in start[head // 2:]:
+    if " " in start[head // 2 :]:
         start = start[: start.rindex(" ")]
     if " " in end[: tail // 2]:
-        end = end[end.index(" ") + 1:]
+        end = end[end.index(" ") + 1 :]
     return f"{start} … {end}"
 
 
@@ -65,18 +66,26 @@ def preview_rows(records: list[dict], stage: str) -> tuple[list[dict], list[str]
             row |= {"thought (excerpt)": thought_excerpt(record["cot"]), "thinking tokens": thinking}
         else:
             draft = record["summarization"]["usage"]["output_tokens"]
-            row |= {"draft (excerpt)": draft_excerpt(record["cod"]), "tokens thought → draft": f"{thinking} → {draft}"}
-        row |= {"predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
-                "correct": record["correct"]}
+            row |= {
+                "draft (excerpt)": draft_excerpt(record["cod"]),
+                "tokens thought → draft": f"{thinking} → {draft}",
+            }
+        row |= {
+            "predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
+            "correct": record["correct"],
+        }
         if stage != GENERATION:
             row["agrees with CoT"] = record.get("agrees_with_cot")
-        row["cost_usd"] = round(record["generation" if stage == GENERATION else "summarization"]["cost_usd"], 6)
+        row["cost_usd"] = round(
+            record["generation" if stage == GENERATION else "summarization"]["cost_usd"], 6
+        )
         rows.append(row)
     columns = list(rows[0]) if rows else ["id", "question", "predicted / reference", "correct"]
     return rows, columns
 
 
 # --------------------------------------------------------------------------- figures
+
 
 @dataclass
 class ScenarioFigures:
@@ -169,7 +178,9 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
         figures.add_cot(record)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
         figures.add_cod(record)
-    figures.spent_usd = total_cost_usd(scenario.name, GENERATION) + total_cost_usd(scenario.name, SUMMARIZATION)
+    figures.spent_usd = total_cost_usd(scenario.name, GENERATION) + total_cost_usd(
+        scenario.name, SUMMARIZATION
+    )
     return figures
 
 
@@ -194,16 +205,27 @@ ROWS = [
     ("CoT thinking tokens", lambda f: f.cot_thinking_tokens, "{:,}"),
     ("CoT output tokens", lambda f: f.cot_output_tokens, "{:,}"),
     ("CoT cost (USD)", lambda f: f.cot_cost_usd, "${:,.4f}"),
-    ("CoT cost per 1,000 samples (USD)", lambda f: f.cot_cost_per_1000_usd if f.cot_samples else None, "${:,.4f}"),
+    (
+        "CoT cost per 1,000 samples (USD)",
+        lambda f: f.cot_cost_per_1000_usd if f.cot_samples else None,
+        "${:,.4f}",
+    ),
     ("CoD samples", lambda f: f.cod_samples, "{:,}"),
     ("CoD accuracy", lambda f: f.cod_accuracy if f.cod_samples else None, "{:.1%}"),
     ("CoD input tokens", lambda f: f.cod_input_tokens, "{:,}"),
     ("CoD thinking tokens", lambda f: f.cod_thinking_tokens, "{:,}"),
     ("CoD output (draft) tokens", lambda f: f.cod_output_tokens, "{:,}"),
     ("CoD cost (USD)", lambda f: f.cod_cost_usd, "${:,.4f}"),
-    ("CoD cost per 1,000 samples (USD)", lambda f: f.cod_cost_per_1000_usd if f.cod_samples else None, "${:,.4f}"),
-    ("CoD-to-CoT token ratio (draft / thought)",
-     lambda f: f.draft_to_thought_token_ratio if sum(f.thought_tokens) else None, "{:.3f}"),
+    (
+        "CoD cost per 1,000 samples (USD)",
+        lambda f: f.cod_cost_per_1000_usd if f.cod_samples else None,
+        "${:,.4f}",
+    ),
+    (
+        "CoD-to-CoT token ratio (draft / thought)",
+        lambda f: f.draft_to_thought_token_ratio if sum(f.thought_tokens) else None,
+        "{:.3f}",
+    ),
     ("Answer agreement (CoD vs CoT)", lambda f: f.answer_agreement if f.cod_samples else None, "{:.1%}"),
     ("Spent, failed requests included (USD)", lambda f: f.spent_usd, "${:,.4f}"),
 ]
@@ -212,8 +234,10 @@ ROWS = [
 def markdown_table(figures: list[ScenarioFigures]) -> str:
     """One column per scenario plus `all`, one row per figure: reads well however many scenarios."""
     columns = [*figures, totals(figures)]
-    lines = ["| | " + " | ".join(f"**{f.scenario}**" for f in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    lines = [
+        "| | " + " | ".join(f"**{f.scenario}**" for f in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
     for label, value, fmt in ROWS:
         cells = (value(f) for f in columns)
         lines.append(f"| {label} | " + " | ".join("–" if v is None else fmt.format(v) for v in cells) + " |")
@@ -249,6 +273,7 @@ def by_scenario(figures: list[ScenarioFigures]) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- picture
 
+
 def render_picture(figures: list[ScenarioFigures]) -> bytes:
     """PNG: per scenario, thought tokens vs draft tokens per sample; beside it, cost per 1,000 samples."""
     import matplotlib
@@ -262,17 +287,29 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     tokens, costs = figure.subplots(1, 2, width_ratios=[1.7, 1])
     names = [f.scenario for f in figures]
     total = totals(figures)
-    figure.suptitle(f"{total.cot_samples:,} CoT and {total.cod_samples:,} CoD samples, "
-                    f"${total.cost_usd:,.4f} for the kept samples, ${total.spent_usd:,.4f} spent in all",
-                    fontsize=10, parse_math=False)
+    figure.suptitle(
+        f"{total.cot_samples:,} CoT and {total.cod_samples:,} CoD samples, "
+        f"${total.cost_usd:,.4f} for the kept samples, ${total.spent_usd:,.4f} spent in all",
+        fontsize=10,
+        parse_math=False,
+    )
 
     for index, item in enumerate(figures):
         if not item.draft_tokens:
-            tokens.text(index, 0.5, "no CoD\nsamples yet", ha="center", va="center", color="grey",
-                        transform=tokens.get_xaxis_transform())
+            tokens.text(
+                index,
+                0.5,
+                "no CoD\nsamples yet",
+                ha="center",
+                va="center",
+                color="grey",
+                transform=tokens.get_xaxis_transform(),
+            )
             continue
-        for offset, values, color in ((-0.18, item.thought_tokens, THOUGHT_COLOR),
-                                      (0.18, item.draft_tokens, DRAFT_COLOR)):
+        for offset, values, color in (
+            (-0.18, item.thought_tokens, THOUGHT_COLOR),
+            (0.18, item.draft_tokens, DRAFT_COLOR),
+        ):
             data = [max(v, 1) for v in values]
             parts = tokens.violinplot([data], positions=[index + offset], widths=0.32, showmedians=True)
             for body in parts["bodies"]:
@@ -283,8 +320,15 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
             if len(data) <= 300:  # few samples: show every one
                 spread = [index + offset + 0.06 * (((i * 7919) % 13) / 6 - 1) for i in range(len(data))]
                 tokens.scatter(spread, data, s=9, color=color, alpha=0.8, linewidths=0)
-        tokens.text(index, 1.01, f"n={item.cod_samples:,}, draft/thought {item.draft_to_thought_token_ratio:.2f}",
-                    ha="center", va="bottom", fontsize=8, transform=tokens.get_xaxis_transform())
+        tokens.text(
+            index,
+            1.01,
+            f"n={item.cod_samples:,}, draft/thought {item.draft_to_thought_token_ratio:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            transform=tokens.get_xaxis_transform(),
+        )
     tokens.set_yscale("log")
     tokens.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     tokens.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))
@@ -293,9 +337,15 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     tokens.set_xlim(-0.6, len(names) - 0.4)
     tokens.set_ylabel("tokens per sample (log scale)")
     tokens.set_title("Thought vs draft length, per sample", pad=18)
-    tokens.legend(handles=[Patch(color=THOUGHT_COLOR, alpha=0.6, label="CoT thought (thinking tokens)"),
-                           Patch(color=DRAFT_COLOR, alpha=0.6, label="CoD draft (output tokens)")],
-                  loc="best", fontsize=8, framealpha=0.85)
+    tokens.legend(
+        handles=[
+            Patch(color=THOUGHT_COLOR, alpha=0.6, label="CoT thought (thinking tokens)"),
+            Patch(color=DRAFT_COLOR, alpha=0.6, label="CoD draft (output tokens)"),
+        ],
+        loc="best",
+        fontsize=8,
+        framealpha=0.85,
+    )
     tokens.grid(axis="y", alpha=0.3)
 
     cot = [f.cot_cost_per_1000_usd for f in figures]
@@ -308,7 +358,9 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
         else:
             cod_accuracy = f"{item.cod_accuracy:.0%}" if item.cod_samples else "–"
             label = f"${cot[index] + cod[index]:,.2f}\naccuracy {item.cot_accuracy:.0%} / {cod_accuracy}"
-        costs.text(index, cot[index] + cod[index], label, ha="center", va="bottom", fontsize=8, parse_math=False)
+        costs.text(
+            index, cot[index] + cod[index], label, ha="center", va="bottom", fontsize=8, parse_math=False
+        )
     costs.set_ylabel("USD per 1,000 samples")
     costs.set_title("Cost per 1,000 samples (CoT + CoD)", pad=18)
     costs.margins(y=0.3)

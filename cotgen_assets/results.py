@@ -137,7 +137,11 @@ def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
         block = feedback.get("blockReason") if isinstance(feedback, dict) else None
         if block:
             return ResultLine(
-                key, BAD_FINISH, finish_reason=block, usage=usage, model_version=model_version,
+                key,
+                BAD_FINISH,
+                finish_reason=block,
+                usage=usage,
+                model_version=model_version,
                 reason=f"prompt blocked: {block}",
             )
         return ResultLine(key, EMPTY, usage=usage, model_version=model_version, reason="no candidates")
@@ -153,12 +157,18 @@ def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
         (thoughts if part.get("thought") else answers).append(text)
     thought, answer = "".join(thoughts), "".join(answers)
     result = dict(
-        key=key, thought=thought, answer=answer, finish_reason=finish,
-        usage=usage, model_version=model_version,
+        key=key,
+        thought=thought,
+        answer=answer,
+        finish_reason=finish,
+        usage=usage,
+        model_version=model_version,
     )
 
     if finish == "MAX_TOKENS":
-        return ResultLine(status=TRUNCATED, reason="output truncated at the token limit (MAX_TOKENS)", **result)
+        return ResultLine(
+            status=TRUNCATED, reason="output truncated at the token limit (MAX_TOKENS)", **result
+        )
     if finish not in (None, "STOP"):
         return ResultLine(status=BAD_FINISH, reason=f"finish reason {finish}", **result)
     if not answer.strip():

@@ -57,8 +57,12 @@ class IngestStats:
 
 
 def usage_dict(usage: Usage) -> dict:
-    return {"input_tokens": usage.input_tokens, "cached_tokens": usage.cached_tokens,
-            "thinking_tokens": usage.thinking_tokens, "output_tokens": usage.output_tokens}
+    return {
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "thinking_tokens": usage.thinking_tokens,
+        "output_tokens": usage.output_tokens,
+    }
 
 
 def lineage(submission: Submission, batch: str, line, cost: float) -> dict:
@@ -86,8 +90,7 @@ def cot_record(context: dict, line, block: dict) -> tuple[dict, list]:
         "question": context["question"],
         "answer": context["answer"],
         "cot": cot,
-        "messages": [{"role": "user", "content": context["question"]},
-                     {"role": "assistant", "content": cot}],
+        "messages": [{"role": "user", "content": context["question"]}, {"role": "assistant", "content": cot}],
         "predicted_answer": predicted,
         "correct": None,
         "source": context["source"],
@@ -106,8 +109,7 @@ def cod_record(context: dict, line, block: dict) -> tuple[dict, list]:
         "question": context["question"],
         "answer": context["answer"],
         "cod": cod,
-        "messages": [{"role": "user", "content": context["question"]},
-                     {"role": "assistant", "content": cod}],
+        "messages": [{"role": "user", "content": context["question"]}, {"role": "assistant", "content": cod}],
         "predicted_answer": final_answer,
         "correct": None,
         "agrees_with_cot": None,
@@ -116,8 +118,10 @@ def cod_record(context: dict, line, block: dict) -> tuple[dict, list]:
         "generation": context["generation"],
         "summarization": block,
     }
-    return record, [("correct", final_answer, context["answer"]),
-                    ("agrees_with_cot", final_answer, context["cot_predicted_answer"])]
+    return record, [
+        ("correct", final_answer, context["answer"]),
+        ("agrees_with_cot", final_answer, context["cot_predicted_answer"]),
+    ]
 
 
 class RequestIndex:
@@ -134,9 +138,11 @@ class RequestIndex:
         self.path = submission.folder / f".requests-{os.getpid()}.sqlite"
         self.path.unlink(missing_ok=True)
         self.db = sqlite3.connect(self.path)
-        self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
-                              "CREATE TABLE request (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
-                              " shard INTEGER, offset INTEGER, size INTEGER);")
+        self.db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
+            "CREATE TABLE request (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
+            " shard INTEGER, offset INTEGER, size INTEGER);"
+        )
         self.files, self.first, n = [], [], 0
         for number, shard in enumerate(shards):
             handle = open(submission.context_path(shard), "rb")
@@ -183,8 +189,9 @@ class RequestIndex:
         self.path.unlink(missing_ok=True)
 
 
-def ingest_submission(submission: Submission, samples_file: Path,
-                      observe: Callable[[dict], None] = lambda record: None) -> IngestStats:
+def ingest_submission(
+    submission: Submission, samples_file: Path, observe: Callable[[dict], None] = lambda record: None
+) -> IngestStats:
     """Turn a submission's downloaded results into records merged into `samples_file`.
 
     Shards without a results file (their job failed) are skipped: their problems get no
@@ -214,19 +221,28 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
     build = cot_record if generation else cod_record
     stats = IngestStats()
     prices = load_prices()  # once: resolving the price file per line cost more than the parse
-    answered = [(number, shard, batch) for number, (shard, batch)
-                in enumerate((s, b) for s, b in zip(submission.shards, submission.batch_names)
-                             if submission.results_path(s).exists())]
+    answered = [
+        (number, shard, batch)
+        for number, (shard, batch) in enumerate(
+            (s, b)
+            for s, b in zip(submission.shards, submission.batch_names)
+            if submission.results_path(s).exists()
+        )
+    ]
     samples_file.parent.mkdir(parents=True, exist_ok=True)
     # What a killed ingestion left (it held the lock we hold now): several GB at a million lines.
-    for stale in [*samples_file.parent.glob(f".{samples_file.name}.new-*"),
-                  *submission.folder.glob(".requests-*.sqlite")]:
+    for stale in [
+        *samples_file.parent.glob(f".{samples_file.name}.new-*"),
+        *submission.folder.glob(".requests-*.sqlite"),
+    ]:
         stale.unlink(missing_ok=True)
     index = RequestIndex(submission, [shard for _, shard, _ in answered])
     new_path = samples_file.with_name(f".{samples_file.name}.new-{os.getpid()}")
     try:
-        with atomic_write(submission.folder / "outcomes.jsonl") as outcomes, \
-                open(new_path, "wb", buffering=IO_BUFFER) as new:
+        with (
+            atomic_write(submission.folder / "outcomes.jsonl") as outcomes,
+            open(new_path, "wb", buffering=IO_BUFFER) as new,
+        ):
             for number, shard, batch in answered:
                 pending: list[tuple[dict, list]] = []
 
@@ -242,8 +258,12 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
 
                 def outcome(key: str, status: str, reason: str | None, cost: float):
                     stats.statuses[status] += 1
-                    outcomes.write(orjson.dumps({"id": key, "batch": batch, "status": status,
-                                                 "reason": reason, "cost_usd": cost}) + b"\n")
+                    outcomes.write(
+                        orjson.dumps(
+                            {"id": key, "batch": batch, "status": status, "reason": reason, "cost_usd": cost}
+                        )
+                        + b"\n"
+                    )
 
                 for line in iter_result_lines(submission.results_path(shard), require_thoughts=generation):
                     found = index.find(line.key) if line.key is not None else None
@@ -262,7 +282,9 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
                         outcome(line.key, line.status, line.reason, cost)
                         continue
                     try:
-                        pending.append(build(index.context(found), line, lineage(submission, batch, line, cost)))
+                        pending.append(
+                            build(index.context(found), line, lineage(submission, batch, line, cost))
+                        )
                     except ValueError as error:
                         outcome(line.key, BAD_DRAFT, str(error), cost)
                         continue
@@ -284,13 +306,21 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
         index.close()
         new_path.unlink(missing_ok=True)
     with atomic_write(submission.folder / "summary.json", "w") as handle:
-        json.dump({"cost_usd": stats.cost_usd, "statuses": dict(stats.statuses),
-                   "num_new": stats.num_new, **usage_dict(stats.usage)}, handle)
+        json.dump(
+            {
+                "cost_usd": stats.cost_usd,
+                "statuses": dict(stats.statuses),
+                "num_new": stats.num_new,
+                **usage_dict(stats.usage),
+            },
+            handle,
+        )
     return stats
 
 
-def merge_samples(samples_file: Path, new_path: Path, is_new: Callable[[str], bool],
-                  observe: Callable[[dict], None]) -> None:
+def merge_samples(
+    samples_file: Path, new_path: Path, is_new: Callable[[str], bool], observe: Callable[[dict], None]
+) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
     when written); atomically in place of `samples_file`. `new_path` must be beside it."""
     if not samples_file.exists():

@@ -76,13 +76,26 @@ def _scenario(name: str, fields: object, path: Path) -> Scenario:
     where = f"scenario {name!r} in {path}"
     if not isinstance(fields, dict):
         raise ScenarioError(f"{where} must be a mapping of fields")
-    known = {"dataset", "config", "split", "filters", "question_column", "solution_column",
-             "answer_format", "suffix", "limit", "path"}
+    known = {
+        "dataset",
+        "config",
+        "split",
+        "filters",
+        "question_column",
+        "solution_column",
+        "answer_format",
+        "suffix",
+        "limit",
+        "path",
+    }
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ScenarioError(f"{where} has unknown fields {unknown}; known fields: {sorted(known)}")
-    missing = [f for f in ("dataset", "split", "question_column", "solution_column", "answer_format")
-               if not fields.get(f)]
+    missing = [
+        f
+        for f in ("dataset", "split", "question_column", "solution_column", "answer_format")
+        if not fields.get(f)
+    ]
     if missing:
         raise ScenarioError(f"{where} lacks required fields {missing}")
     if fields["answer_format"] not in ANSWER_FORMATS:

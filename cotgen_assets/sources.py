@@ -9,8 +9,17 @@ import pyarrow.compute as pc
 from cotgen_assets.answers import extract_reference_answer
 from cotgen_assets.scenarios import Scenario, ScenarioError
 
-SOURCE_COLUMNS = ["problem_id", "scenario", "question", "solution", "answer",
-                  "source_dataset", "source_config", "source_split", "source_row"]
+SOURCE_COLUMNS = [
+    "problem_id",
+    "scenario",
+    "question",
+    "solution",
+    "answer",
+    "source_dataset",
+    "source_config",
+    "source_split",
+    "source_row",
+]
 
 
 def dataset_location(scenario: Scenario) -> tuple[str, str]:
@@ -79,8 +88,9 @@ def build_source_problems(scenario: Scenario, table: pa.Table) -> tuple[pa.Table
             f"scenario {scenario.name!r}: no row of {scenario.dataset!r} ({table.num_rows} rows) "
             f"matches the filters {[str(f) for f in scenario.filters]}"
         )
-    extra_columns = [c for c in filtered.column_names
-                     if c not in (scenario.question_column, scenario.solution_column)]
+    extra_columns = [
+        c for c in filtered.column_names if c not in (scenario.question_column, scenario.solution_column)
+    ]
     columns: dict[str, list] = {name: [] for name in SOURCE_COLUMNS + extra_columns}
     dropped = []
     records = filtered.to_pylist()
@@ -105,7 +115,9 @@ def build_source_problems(scenario: Scenario, table: pa.Table) -> tuple[pa.Table
         for name, value in values.items():
             columns[name].append(value)
     schema_types = {"source_row": pa.int64(), "source_config": pa.string()}
-    table = pa.table({name: pa.array(values, type=schema_types.get(name)) for name, values in columns.items()})
+    table = pa.table(
+        {name: pa.array(values, type=schema_types.get(name)) for name, values in columns.items()}
+    )
     return table, dropped
 
 

@@ -78,8 +78,9 @@ def load_submission(scenario: str, stage: str, submission_id: str) -> Submission
     return Submission(**json.loads(path.read_text()))
 
 
-def submission_id_for(scenario: str, stage: str, model: str, prompt_version: str,
-                      keys_and_tries: Iterable[tuple[str, int]]) -> str:
+def submission_id_for(
+    scenario: str, stage: str, model: str, prompt_version: str, keys_and_tries: Iterable[tuple[str, int]]
+) -> str:
     """A stable id for "these problems, at these try numbers, with this model and prompt"."""
     digest = hashlib.sha256(f"{scenario}|{stage}|{model}|{prompt_version}".encode())
     for key, tries in keys_and_tries:
@@ -87,8 +88,12 @@ def submission_id_for(scenario: str, stage: str, model: str, prompt_version: str
     return digest.hexdigest()[:12]
 
 
-def write_shards(submission: Submission, items: Iterable[tuple[bytes, dict]],
-                 max_requests_per_shard: int, max_bytes_per_shard: int) -> None:
+def write_shards(
+    submission: Submission,
+    items: Iterable[tuple[bytes, dict]],
+    max_requests_per_shard: int,
+    max_bytes_per_shard: int,
+) -> None:
     """Write request lines and their contexts into shards no larger than the limits.
 
     `items` yields (request line, context); each context has the request's `id` (its key).
@@ -154,5 +159,7 @@ def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
 
 def total_cost_usd(scenario: str, stage: str) -> float:
     """What every ingested submission of this stage cost, rejected lines included."""
-    return sum(json.loads((f / "summary.json").read_text())["cost_usd"]
-               for f in ingested_submissions(scenario, stage))
+    return sum(
+        json.loads((f / "summary.json").read_text())["cost_usd"]
+        for f in ingested_submissions(scenario, stage)
+    )

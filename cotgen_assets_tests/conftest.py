@@ -10,9 +10,7 @@ import pytest
 from cotgen_assets_tests.emulator_harness import start_emulator
 
 # Offline copies of GSM8K and MATH (see ../shared/data/README.md), unless the caller chose others.
-os.environ.setdefault(
-    "COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve())
-)
+os.environ.setdefault("COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve()))
 
 
 @pytest.fixture
@@ -26,6 +24,7 @@ def emulator(tmp_path):
 
 
 # --------------------------------------------------------------------------- pipeline fixtures
+
 
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch):
@@ -68,4 +67,5 @@ def sources(data_dir, source_cache):
             pq.write_table(load_source_problems(get_scenario(scenario))[0], cached)
         (data_dir / scenario).mkdir(parents=True, exist_ok=True)
         shutil.copy(cached, data_dir / scenario / "source_problems.parquet")
+
     return seed

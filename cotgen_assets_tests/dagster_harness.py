@@ -46,8 +46,9 @@ class DagsterDev:
 
     def graphql(self, query: str, variables: dict | None = None, timeout: float = 30) -> dict:
         body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.loads(response.read())
         if payload.get("errors"):
@@ -87,8 +88,7 @@ def start_dagster_dev(home: Path, env: dict | None = None, timeout: float = 120)
     port = free_port()
     log_path = home / "dagster-dev.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
-         "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
         cwd=ROOT,
         env={**os.environ, **(env or {}), "DAGSTER_HOME": str(home)},
         stdout=open(log_path, "w"),

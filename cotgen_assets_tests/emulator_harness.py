@@ -1,10 +1,10 @@
 """Start and stop `cotgen-emulator` as a real process, for tests and benchmarks.
 
-    emu = start_emulator(tmp_path / "emulator", latency=0.0)
-    client = emu.client()            # google-genai client pointed at it (v1beta)
-    emu.set_faults(line_error_rate=0.2)
-    emu.restart()                    # same port, same state dir
-    emu.stop()
+emu = start_emulator(tmp_path / "emulator", latency=0.0)
+client = emu.client()            # google-genai client pointed at it (v1beta)
+emu.set_faults(line_error_rate=0.2)
+emu.restart()                    # same port, same state dir
+emu.stop()
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 STARTUP_TIMEOUT = 20.0
 
@@ -33,8 +34,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmulatorProcess:
     """One emulator process; `restart()` brings it back on the same port and state dir."""
 
-    def __init__(self, state_dir: Path, port: int, latency: float, extra_args: Sequence[str],
-                 env: dict[str, str] | None, log_path: Path):
+    def __init__(
+        self,
+        state_dir: Path,
+        port: int,
+        latency: float,
+        extra_args: Sequence[str],
+        env: dict[str, str] | None,
+        log_path: Path,
+    ):
         self.state_dir = Path(state_dir)
         self.port = port
         self.latency = latency
@@ -48,20 +56,31 @@ class EmulatorProcess:
     # ---- process --------------------------------------------------------------------------
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "cotgen_assets.emulator.server",
-                "--host", self.host, "--port", str(self.port),
-                "--state-dir", str(self.state_dir), "--latency", str(self.latency),
-                *self.extra_args]
+        return [
+            sys.executable,
+            "-m",
+            "cotgen_assets.emulator.server",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(self.state_dir),
+            "--latency",
+            str(self.latency),
+            *self.extra_args,
+        ]
 
-    def start(self) -> "EmulatorProcess":
+    def start(self) -> EmulatorProcess:
         env = dict(os.environ)
         env.update(self.env or {})
         for name in ("GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_ENTERPRISE"):
             env.pop(name, None)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=env)
+            self.proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env
+            )
         self._wait_healthy()
         return self
 
@@ -91,11 +110,11 @@ class EmulatorProcess:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def restart(self) -> "EmulatorProcess":
+    def restart(self) -> EmulatorProcess:
         self.stop()
         return self.start()
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -111,9 +130,12 @@ class EmulatorProcess:
 
     def admin(self, method: str, endpoint: str, body: dict | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.base_url}/_emulator/{endpoint}", data=data,
-                                         method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.base_url}/_emulator/{endpoint}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
@@ -131,13 +153,20 @@ class EmulatorProcess:
         from google import genai
         from google.genai import types
 
-        return genai.Client(api_key=api_key, http_options=types.HttpOptions(
-            base_url=self.base_url, api_version=api_version, **http_options))
+        return genai.Client(
+            api_key=api_key,
+            http_options=types.HttpOptions(base_url=self.base_url, api_version=api_version, **http_options),
+        )
 
 
-def start_emulator(state_dir: str | os.PathLike, port: int | None = None, latency: float = 0.0,
-                   extra_args: Sequence[str] = (), env: dict[str, str] | None = None,
-                   log_path: str | os.PathLike | None = None) -> EmulatorProcess:
+def start_emulator(
+    state_dir: str | os.PathLike,
+    port: int | None = None,
+    latency: float = 0.0,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    log_path: str | os.PathLike | None = None,
+) -> EmulatorProcess:
     """Launch `python -m cotgen_assets.emulator.server` on a free loopback port; wait until healthy.
 
     `COTGEN_DATASETS_DIR` is passed through from the environment (or `env`). The log (stdout and

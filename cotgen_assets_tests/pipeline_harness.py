@@ -10,8 +10,15 @@ from cotgen_assets.definitions import defs
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.sensors import batch_completion_sensor
 
-ALL_ASSETS = [assets.source_problems, assets.generation_batch, assets.generation_results, assets.cot_samples,
-              assets.summarization_batch, assets.summarization_results, assets.cod_samples]
+ALL_ASSETS = [
+    assets.source_problems,
+    assets.generation_batch,
+    assets.generation_results,
+    assets.cot_samples,
+    assets.summarization_batch,
+    assets.summarization_results,
+    assets.cod_samples,
+]
 
 
 def read_jsonl(path) -> list[dict]:
@@ -28,17 +35,28 @@ class Pipeline:
         self.cursor = None
 
     def materialize(self, selection, partition: str, run_config: dict | None = None, raise_on_error=True):
-        return dg.materialize(ALL_ASSETS, selection=selection, partition_key=partition,
-                              resources=self.resources, instance=self.instance,
-                              run_config=run_config or {}, raise_on_error=raise_on_error)
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=selection,
+            partition_key=partition,
+            resources=self.resources,
+            instance=self.instance,
+            run_config=run_config or {},
+            raise_on_error=raise_on_error,
+        )
 
     def submit_generation(self, partition: str, raise_on_error=True, **config):
-        return self.materialize([assets.generation_batch], partition,
-                                {"ops": {"generation_batch": {"config": config}}}, raise_on_error)
+        return self.materialize(
+            [assets.generation_batch],
+            partition,
+            {"ops": {"generation_batch": {"config": config}}},
+            raise_on_error,
+        )
 
     def tick(self):
-        context = dg.build_sensor_context(instance=self.instance, resources=self.resources,
-                                          definitions=defs, cursor=self.cursor)
+        context = dg.build_sensor_context(
+            instance=self.instance, resources=self.resources, definitions=defs, cursor=self.cursor
+        )
         data = batch_completion_sensor.evaluate_tick(context)
         self.cursor = data.cursor
         return data
@@ -47,8 +65,14 @@ class Pipeline:
         """Execute what the sensor asked for, as the daemon would."""
         job = defs.resolve_job_def(run_request.job_name)
         selection = [key for key in job.asset_layer.executable_asset_keys]
-        return dg.materialize(ALL_ASSETS, selection=selection, partition_key=run_request.partition_key,
-                              tags=run_request.tags, resources=self.resources, instance=self.instance)
+        return dg.materialize(
+            ALL_ASSETS,
+            selection=selection,
+            partition_key=run_request.partition_key,
+            tags=run_request.tags,
+            resources=self.resources,
+            instance=self.instance,
+        )
 
     def drain(self, quiet_ticks: int = 8) -> None:
         """Tick the sensor and run what it asks for until it has nothing left to launch."""
@@ -71,5 +95,6 @@ class Pipeline:
 
     def metadata(self, asset: str, partition: str) -> dict:
         records = self.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        ).records
         return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}

@@ -63,14 +63,21 @@ def test_thousand_gsm8k_questions_round_trip(emulator, gsm8k_rows, tmp_path):
     for key, result in outcomes.items():
         assert result.status == "ok", (key, result.reason)
         assert result.thought.strip() and result.answer.strip()
-        assert result.usage.input_tokens > 0 and result.usage.thinking_tokens > 0 and result.usage.output_tokens > 0
+        assert (
+            result.usage.input_tokens > 0
+            and result.usage.thinking_tokens > 0
+            and result.usage.output_tokens > 0
+        )
 
     # cost: the sum of per-request costs is the price formula applied to the summed usage,
     # worked out here by hand from the batch rates ($1.00 in, $0.20 cached, $6.00 out per 1M)
     total = sum((r.usage for r in outcomes.values()), Usage())
     assert all(r.usage.input_tokens <= 200_000 for r in outcomes.values())
-    by_hand = ((total.input_tokens - total.cached_tokens) * 1.00 + total.cached_tokens * 0.20
-               + (total.thinking_tokens + total.output_tokens) * 6.00) / 1_000_000
+    by_hand = (
+        (total.input_tokens - total.cached_tokens) * 1.00
+        + total.cached_tokens * 0.20
+        + (total.thinking_tokens + total.output_tokens) * 6.00
+    ) / 1_000_000
     prices = load_prices()
     per_request = sum(cost_usd(MODEL, r.usage, prices=prices) for r in outcomes.values())
     assert per_request == pytest.approx(by_hand, rel=1e-9)
@@ -80,7 +87,10 @@ def test_thousand_gsm8k_questions_round_trip(emulator, gsm8k_rows, tmp_path):
     # the emulator recognised every question (so each request's last part is the question)
     # and answered with the GSM8K reference answer
     mismatches = [
-        key for key, result in outcomes.items()
-        if not answers_match(extract_boxed_answer(result.answer), extract_gsm8k_answer(gsm8k_rows[key]["answer"]))
+        key
+        for key, result in outcomes.items()
+        if not answers_match(
+            extract_boxed_answer(result.answer), extract_gsm8k_answer(gsm8k_rows[key]["answer"])
+        )
     ]
     assert mismatches == []

@@ -20,11 +20,25 @@ from cotgen_assets_tests.emulator_harness import start_emulator
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHAIN = ["source_problems", "generation_batch", "generation_results", "cot_samples",
-         "summarization_batch", "summarization_results", "cod_samples"]
+CHAIN = [
+    "source_problems",
+    "generation_batch",
+    "generation_results",
+    "cot_samples",
+    "summarization_batch",
+    "summarization_results",
+    "cod_samples",
+]
 LIMIT = 5
 
 MATERIALIZATIONS = """
@@ -44,8 +58,11 @@ def platform(tmp_path_factory):
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     emulator = start_emulator(base / "emulator", latency=2.0)
-    env = {"COTGEN_DATA_DIR": str(base / "data"), "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-           "COTGEN_SENSOR_INTERVAL_SECONDS": "5"}
+    env = {
+        "COTGEN_DATA_DIR": str(base / "data"),
+        "COTGEN_GEMINI_BASE_URL": emulator.base_url,
+        "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
+    }
     saved_key = os.environ.pop("GEMINI_API_KEY", None)  # offline, whatever the caller's shell has
     try:
         dev = start_dagster_dev(base / "home", env=env)
@@ -78,17 +95,21 @@ def shot(page, name: str) -> Path:
 
 def latest(dev, asset: str, partition: str | None) -> dict | None:
     """Numbers of the newest materialization (of a partition), read over GraphQL; None if none yet."""
-    data = dev.graphql(MATERIALIZATIONS, {"key": {"path": [asset]},
-                                          "partitions": [partition] if partition else None})
+    data = dev.graphql(
+        MATERIALIZATIONS, {"key": {"path": [asset]}, "partitions": [partition] if partition else None}
+    )
     found = data["assetOrError"].get("assetMaterializations") or []
     if not found:
         return None
     entries = found[0]["metadataEntries"]
     return {"runId": found[0]["runId"]} | {
-        e["label"]: e.get("intValue", e.get("floatValue")) for e in entries}
+        e["label"]: e.get("intValue", e.get("floatValue")) for e in entries
+    }
 
 
-def launch_from_asset_page(page, url: str, asset: str, partition: str | None = None, config: str | None = None):
+def launch_from_asset_page(
+    page, url: str, asset: str, partition: str | None = None, config: str | None = None
+):
     """What a person does: asset page → Materialize → pick the partition → add config → Launch."""
     page.goto(f"{url}/assets/{asset}")
     page.get_by_role("button", name="Materialize").first.click()
@@ -129,10 +150,15 @@ def test_asset_graph_shows_the_chain_in_lineage_order(platform):
     dev, page, _ = platform
     page.goto(f"{dev.url}/asset-groups/cotgen")
     page.locator("foreignObject").first.wait_for()
-    wait_for(lambda: page.locator("foreignObject").count() >= len(CHAIN) + 1, 20,
-             message="the asset graph to draw every node")
-    nodes = page.evaluate("() => [...document.querySelectorAll('foreignObject')]"
-                          ".map(f => [f.textContent.trim(), Number(f.getAttribute('x'))])")
+    wait_for(
+        lambda: page.locator("foreignObject").count() >= len(CHAIN) + 1,
+        20,
+        message="the asset graph to draw every node",
+    )
+    nodes = page.evaluate(
+        "() => [...document.querySelectorAll('foreignObject')]"
+        ".map(f => [f.textContent.trim(), Number(f.getAttribute('x'))])"
+    )
     shot(page, "01-asset-graph")
 
     def x_of(name: str) -> float:
@@ -145,7 +171,8 @@ def test_asset_graph_shows_the_chain_in_lineage_order(platform):
 
     positions = [x_of(name) for name in CHAIN]
     assert positions == sorted(positions) and len(set(positions)) == len(CHAIN), (
-        f"the graph does not draw {CHAIN} left to right, one after another: {nodes}")
+        f"the graph does not draw {CHAIN} left to right, one after another: {nodes}"
+    )
     assert x_of("dataset_report") > x_of("cod_samples"), "dataset_report is drawn downstream of cod_samples"
 
     page.locator("foreignObject", has_text="generation_batch").click()
@@ -162,13 +189,22 @@ def test_a_person_launches_easy_from_the_ui_and_the_sensor_carries_it_to_cod(pla
     launch_from_asset_page(page, url, "source_problems", "easy")
     wait_for(lambda: latest(dev, "source_problems", "easy"), 120, message="source_problems[easy]")
 
-    launch_from_asset_page(page, url, "generation_batch", "easy",
-                           config=f"ops: {{generation_batch: {{config: {{limit: {LIMIT}}}}}}}")
+    launch_from_asset_page(
+        page,
+        url,
+        "generation_batch",
+        "easy",
+        config=f"ops: {{generation_batch: {{config: {{limit: {LIMIT}}}}}}}",
+    )
     batch = wait_for(lambda: latest(dev, "generation_batch", "easy"), 120, message="generation_batch[easy]")
     assert batch["num_requests"] == LIMIT, "the limit typed into the config editor reached the asset"
 
-    cod = wait_for(lambda: latest(dev, "cod_samples", "easy"), 240, interval=2,
-                   message="batch_completion_sensor to carry easy through to cod_samples")
+    cod = wait_for(
+        lambda: latest(dev, "cod_samples", "easy"),
+        240,
+        interval=2,
+        message="batch_completion_sensor to carry easy through to cod_samples",
+    )
     records = [json.loads(line) for line in (data / "cod_easy.jsonl").read_text().splitlines()]
     assert cod["num_samples"] == len(records) == LIMIT
 
@@ -215,8 +251,11 @@ def test_a_person_launches_easy_from_the_ui_and_the_sensor_carries_it_to_cod(pla
     page.get_by_text("[Show Markdown]").first.click()
     picture = page.locator("img[src^='data:image/png;base64,']")
     picture.wait_for()
-    width = wait_for(lambda: picture.evaluate("img => img.complete && img.naturalWidth"), 10,
-                     message="the report picture to load")
+    width = wait_for(
+        lambda: picture.evaluate("img => img.complete && img.naturalWidth"),
+        10,
+        message="the report picture to load",
+    )
     assert width >= 800, "the PNG decoded in the browser"
     shot(page, "07-dataset-report-picture")
 

@@ -40,7 +40,9 @@ class Platform:
         """What a click on "Materialize" for generation_batch (and maybe source_problems) does."""
         selection = ["source_problems", "generation_batch"] if with_sources else ["generation_batch"]
         return self.client.submit_job_execution(
-            "__ASSET_JOB", repository_location_name="cotgen_assets", asset_selection=selection,
+            "__ASSET_JOB",
+            repository_location_name="cotgen_assets",
+            asset_selection=selection,
             tags={"dagster/partition": partition},
             run_config={"ops": {"generation_batch": {"config": {"limit": LIMIT, **config}}}},
         )
@@ -48,29 +50,42 @@ class Platform:
     def wait_run(self, run_id: str) -> None:
         def finished():
             status = self.client.get_run_status(run_id)
-            return status if status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE,
-                                        dg.DagsterRunStatus.CANCELED) else None
+            return (
+                status
+                if status
+                in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+                else None
+            )
 
         status = wait_for(finished, timeout=self.remaining(), interval=1, message=f"run {run_id}")
         assert status == dg.DagsterRunStatus.SUCCESS, f"run {run_id} ended {status}"
 
     def wait_samples(self, instance, asset: str, partition: str, count: int) -> dict:
         """Wait for a materialization of `asset` holding `count` samples; returns its metadata."""
+
         def materialized():
             records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+            ).records
             if not records:
                 return None
             metadata = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
             return metadata if metadata["num_samples"] >= count else None
 
-        return wait_for(materialized, timeout=self.remaining(), interval=1,
-                        message=f"{asset} of {partition} with {count} samples")
+        return wait_for(
+            materialized,
+            timeout=self.remaining(),
+            interval=1,
+            message=f"{asset} of {partition} with {count} samples",
+        )
 
     def wait_sensor_runs(self, instance, count: int) -> list:
         """Wait until the sensor has launched `count` runs and all of them have ended."""
+
         def ended():
-            runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "batch_completion_sensor"}))
+            runs = instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/sensor_name": "batch_completion_sensor"})
+            )
             return runs if len(runs) >= count and all(r.is_finished for r in runs) else None
 
         return wait_for(ended, timeout=self.remaining(), interval=1, message=f"{count} sensor runs to end")
@@ -78,7 +93,8 @@ class Platform:
 
 def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1).records
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
     assert records, f"{asset} has no materialization for {partition}"
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
 
@@ -100,12 +116,15 @@ def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
     emulator = start_emulator(tmp_path / "emulator", latency=2.0)
     dev = instance = None
     try:
-        dev = start_dagster_dev(home, env={
-            "COTGEN_DATA_DIR": str(data),
-            "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-            "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
-            "GEMINI_API_KEY": "",  # offline: the emulator, whatever the caller's shell holds
-        })
+        dev = start_dagster_dev(
+            home,
+            env={
+                "COTGEN_DATA_DIR": str(data),
+                "COTGEN_GEMINI_BASE_URL": emulator.base_url,
+                "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
+                "GEMINI_API_KEY": "",  # offline: the emulator, whatever the caller's shell holds
+            },
+        )
         platform = Platform(dev, data, time.monotonic() + DEADLINE_SECONDS)
         instance = dg.DagsterInstance.from_config(str(home))
 

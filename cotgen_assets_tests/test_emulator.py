@@ -69,8 +69,9 @@ def results(client, job) -> dict[str, dict | str]:
     return out
 
 
-def raw(emu, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-        key: str | None = KEY):
+def raw(
+    emu, method: str, path: str, body: bytes | None = None, headers: dict | None = None, key: str | None = KEY
+):
     """(status, headers, body) of a plain HTTP call."""
     headers = dict(headers or {})
     if key:
@@ -136,7 +137,9 @@ def test_upload_in_several_chunks_round_trips_through_a_batch(emulator, client, 
     assert len(chunk_posts) == 3
     got = client.files.get(name=file.name)
     assert got.size_bytes == size
-    assert got.sha256_hash == base64.b64encode(hashlib.sha256(path.read_bytes()).hexdigest().encode()).decode()
+    assert (
+        got.sha256_hash == base64.b64encode(hashlib.sha256(path.read_bytes()).hexdigest().encode()).decode()
+    )
     assert got.source == types.FileSource.UPLOADED and got.download_uri is None
 
     job = client.batches.create(model=MODEL, src=file.name, config={"display_name": "big"})
@@ -191,16 +194,29 @@ def test_upload_names_spellings_and_file_listing(emulator, client, tmp_path):
     assert taken.value.code == 409
 
     # camelCase start body, as a hand-written client would send it
-    status, headers, _ = raw(emulator, "POST", "/upload/v1/files",
-                             body=b'{"file": {"displayName": "camel", "mimeType": "application/jsonl"}}',
-                             headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"})
+    status, headers, _ = raw(
+        emulator,
+        "POST",
+        "/upload/v1/files",
+        body=b'{"file": {"displayName": "camel", "mimeType": "application/jsonl"}}',
+        headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"},
+    )
     assert status == 200 and headers["X-Goog-Upload-URL"].startswith(f"{emulator.base_url}/upload/v1/files?")
-    status, headers, body = raw(emulator, "POST", headers["X-Goog-Upload-URL"].removeprefix(emulator.base_url),
-                                body=path.read_bytes(), key=None,
-                                headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    status, headers, body = raw(
+        emulator,
+        "POST",
+        headers["X-Goog-Upload-URL"].removeprefix(emulator.base_url),
+        body=path.read_bytes(),
+        key=None,
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+    )
     assert status == 200 and headers["X-Goog-Upload-Status"] == "final"
     camel = client.files.get(name=json.loads(body)["file"]["name"])
-    assert (camel.display_name, camel.mime_type, camel.size_bytes) == ("camel", "application/jsonl", path.stat().st_size)
+    assert (camel.display_name, camel.mime_type, camel.size_bytes) == (
+        "camel",
+        "application/jsonl",
+        path.stat().st_size,
+    )
 
     assert {f.name for f in client.files.list()} == {named.name, camel.name}
     client.files.delete(name=named.name)
@@ -216,7 +232,12 @@ def test_list_pages_newest_first(emulator, client):
     for i in range(5):
         job = client.batches.create(
             model=MODEL,
-            src=[{"contents": [{"role": "user", "parts": [{"text": f"inline {i}"}]}], "metadata": {"key": f"k{i}"}}],
+            src=[
+                {
+                    "contents": [{"role": "user", "parts": [{"text": f"inline {i}"}]}],
+                    "metadata": {"key": f"k{i}"},
+                }
+            ],
             config={"display_name": f"inline-{i}"},
         )
         names.append(job.name)
@@ -231,7 +252,12 @@ def test_list_pages_newest_first(emulator, client):
 def test_inlined_requests_get_inlined_responses(client):
     job = client.batches.create(
         model=MODEL,
-        src=[{"contents": [{"role": "user", "parts": [{"text": UNKNOWN_QUESTION}]}], "metadata": {"key": "only"}}],
+        src=[
+            {
+                "contents": [{"role": "user", "parts": [{"text": UNKNOWN_QUESTION}]}],
+                "metadata": {"key": "only"},
+            }
+        ],
         config={"display_name": "inline"},
     )
     done = wait_done(client, job.name)
@@ -279,9 +305,12 @@ def test_errors_missing_things_and_the_api_key(emulator, client):
 
 
 def test_answers_known_problems_with_their_reference_and_others_synthetically(client, tmp_path):
-    (gsm_question, gsm_solution), = gsm8k_rows(1)
+    ((gsm_question, gsm_solution),) = gsm8k_rows(1)
     math_table = pq.read_table(DATA / "competition_math" / "train.parquet")
-    math_question, math_solution = math_table.column("problem")[5].as_py(), math_table.column("solution")[5].as_py()
+    math_question, math_solution = (
+        math_table.column("problem")[5].as_py(),
+        math_table.column("solution")[5].as_py(),
+    )
     no_thoughts = generation_request(gsm_question)
     no_thoughts["generationConfig"]["thinkingConfig"]["includeThoughts"] = False
     requests = {
@@ -298,23 +327,32 @@ def test_answers_known_problems_with_their_reference_and_others_synthetically(cl
     assert [bool(p.thought) for p in response.candidates[0].content.parts] == [True, False]
     assert response.candidates[0].content.parts[-1].thought_signature
     assert extract_boxed_answer(response.text) == extract_gsm8k_answer(gsm_solution) == "72"
-    assert "48/2 = 24" in thought_text(gsm) and "<<" not in thought_text(gsm) and "####" not in thought_text(gsm)
+    assert (
+        "48/2 = 24" in thought_text(gsm) and "<<" not in thought_text(gsm) and "####" not in thought_text(gsm)
+    )
     usage = gsm["response"]["usageMetadata"]
     assert usage["candidatesTokenCount"] == -(-len(answer_text(gsm)) // 4)
     thought_chars = sum(len(p["text"]) for p in parts(gsm) if p.get("thought"))
     assert usage["thoughtsTokenCount"] == -(-thought_chars // 4)
-    assert usage["totalTokenCount"] == usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]
+    assert (
+        usage["totalTokenCount"]
+        == usage["promptTokenCount"] + usage["candidatesTokenCount"] + usage["thoughtsTokenCount"]
+    )
     assert gsm["response"]["modelVersion"] == MODEL and gsm["response"]["responseId"]
 
     assert extract_boxed_answer(answer_text(out["math"])) == extract_boxed_answer(math_solution)
-    assert "[cotgen emulator]" in thought_text(out["unknown"]) and "[cotgen emulator]" in answer_text(out["unknown"])
+    assert "[cotgen emulator]" in thought_text(out["unknown"]) and "[cotgen emulator]" in answer_text(
+        out["unknown"]
+    )
     assert extract_boxed_answer(answer_text(out["unknown"])) == "42"
     assert not any(p.get("thought") for p in parts(out["quiet"]))
     assert out["quiet"]["response"]["usageMetadata"]["thoughtsTokenCount"] > 0  # thought, but not shown
 
     # the CoT just made, summarized into a Chain of Draft
     summary = summarization_request(gsm_question, thought_text(gsm), answer_text(gsm))
-    drafted = results(client, wait_done(client, submit(client, {"gsm": summary}, tmp_path, "cod").name))["gsm"]
+    drafted = results(client, wait_done(client, submit(client, {"gsm": summary}, tmp_path, "cod").name))[
+        "gsm"
+    ]
     draft = json.loads(answer_text(drafted))
     assert set(draft) == {"draft_steps", "final_answer"}
     assert draft["final_answer"] == "72"
@@ -324,7 +362,12 @@ def test_answers_known_problems_with_their_reference_and_others_synthetically(cl
 
 # ---- faults ------------------------------------------------------------------------------------
 
-LINE_FAULTS = {"line_error_rate": 0.2, "truncate_rate": 0.2, "no_thoughts_rate": 0.2, "garbage_line_rate": 0.1}
+LINE_FAULTS = {
+    "line_error_rate": 0.2,
+    "truncate_rate": 0.2,
+    "no_thoughts_rate": 0.2,
+    "garbage_line_rate": 0.1,
+}
 
 
 def test_per_line_faults(emulator, client, tmp_path):
@@ -335,8 +378,10 @@ def test_per_line_faults(emulator, client, tmp_path):
     out = results(client, job)
     assert set(out) == set(requests)
     kinds = {key: outcome(line) for key, line in out.items()}
-    counts = {kind: sum(1 for k in kinds.values() if k.startswith(kind)) for kind in
-              ("garbage", "error", "MAX_TOKENS", "STOP thoughts=False", "STOP thoughts=True")}
+    counts = {
+        kind: sum(1 for k in kinds.values() if k.startswith(kind))
+        for kind in ("garbage", "error", "MAX_TOKENS", "STOP thoughts=False", "STOP thoughts=True")
+    }
     assert all(10 <= n <= 120 for n in counts.values()), counts
 
     for key, line in out.items():
@@ -363,10 +408,21 @@ def test_per_line_faults(emulator, client, tmp_path):
 def test_same_seed_same_outcomes_and_fault_flags(emulator, client, tmp_path):
     emulator.set_faults(**LINE_FAULTS)
     requests = {f"q{i}": generation_request(question) for i, (question, _) in enumerate(gsm8k_rows(60))}
-    first = {k: outcome(v) for k, v in results(client, wait_done(client, submit(client, requests, tmp_path).name)).items()}
+    first = {
+        k: outcome(v)
+        for k, v in results(client, wait_done(client, submit(client, requests, tmp_path).name)).items()
+    }
 
-    flags = ["--fault-line-error-rate", "0.2", "--fault-truncate-rate", "0.2", "--fault-no-thoughts-rate", "0.2",
-             "--fault-garbage-line-rate", "0.1"]
+    flags = [
+        "--fault-line-error-rate",
+        "0.2",
+        "--fault-truncate-rate",
+        "0.2",
+        "--fault-no-thoughts-rate",
+        "0.2",
+        "--fault-garbage-line-rate",
+        "0.1",
+    ]
     for seed, same in ((0, True), (1, False)):
         with start_emulator(tmp_path / f"seed{seed}", extra_args=[*flags, "--seed", str(seed)]) as other:
             assert {k: other.get_faults()[k] for k in LINE_FAULTS} == LINE_FAULTS
@@ -377,8 +433,16 @@ def test_same_seed_same_outcomes_and_fault_flags(emulator, client, tmp_path):
 
 
 def test_job_state_and_slow_faults_from_flags(tmp_path):
-    args = ["--fault-job-state", "expired", "--fault-job-count", "1",
-            "--fault-slow-latency", "1.0", "--fault-slow-count", "1"]
+    args = [
+        "--fault-job-state",
+        "expired",
+        "--fault-job-count",
+        "1",
+        "--fault-slow-latency",
+        "1.0",
+        "--fault-slow-count",
+        "1",
+    ]
     with start_emulator(tmp_path / "emu", extra_args=args) as emu:
         client = emu.client(api_key=KEY)
         job = submit(client, {"a": generation_request(UNKNOWN_QUESTION)}, tmp_path)
@@ -418,16 +482,30 @@ def test_lost_create_response(emulator, client, tmp_path):
 
 def test_transient_http_errors(emulator, client, tmp_path):
     path = write_requests(tmp_path / "r.jsonl", {"a": generation_request(UNKNOWN_QUESTION)})
-    status, headers, _ = raw(emulator, "POST", "/upload/v1beta/files", body=b'{"file": {"display_name": "r"}}',
-                             headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
-                                      "X-Goog-Upload-Header-Content-Length": str(path.stat().st_size)})
+    status, headers, _ = raw(
+        emulator,
+        "POST",
+        "/upload/v1beta/files",
+        body=b'{"file": {"display_name": "r"}}',
+        headers={
+            "X-Goog-Upload-Protocol": "resumable",
+            "X-Goog-Upload-Command": "start",
+            "X-Goog-Upload-Header-Content-Length": str(path.stat().st_size),
+        },
+    )
     assert status == 200
     upload_path = headers["X-Goog-Upload-URL"].removeprefix(emulator.base_url)
 
     emulator.set_faults(http_error_rate=1.0)
     assert emulator.admin("GET", "health")["ok"]  # admin endpoints are exempt
-    status, headers, body = raw(emulator, "POST", upload_path, body=path.read_bytes(), key=None,
-                                headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    status, headers, body = raw(
+        emulator,
+        "POST",
+        upload_path,
+        body=path.read_bytes(),
+        key=None,
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+    )
     assert status in (429, 500) and headers["X-Goog-Upload-Status"]
     assert json.loads(body)["error"]["code"] == status
     codes = set()
@@ -442,8 +520,14 @@ def test_transient_http_errors(emulator, client, tmp_path):
     assert time.monotonic() - started < 2  # no SDK back-off sleeps: the status header is set
 
     emulator.set_faults(http_error_rate=0.0)  # the upload interrupted above resumes where it was
-    status, headers, body = raw(emulator, "POST", upload_path, body=path.read_bytes(), key=None,
-                                headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"})
+    status, headers, body = raw(
+        emulator,
+        "POST",
+        upload_path,
+        body=path.read_bytes(),
+        key=None,
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+    )
     assert status == 200 and headers["X-Goog-Upload-Status"] == "final"
     assert client.files.get(name=json.loads(body)["file"]["name"]).size_bytes == path.stat().st_size
 
@@ -473,4 +557,7 @@ def test_restart_in_the_middle_of_a_job_loses_nothing(emulator, client, tmp_path
     done = wait_done(client, job.name)
     assert done.state == types.JobState.JOB_STATE_SUCCEEDED
     assert set(results(client, done)) == set(requests)
-    assert client.files.get(name=raw_batch(emulator, job.name)["metadata"]["inputConfig"]["fileName"]).size_bytes > 0
+    assert (
+        client.files.get(name=raw_batch(emulator, job.name)["metadata"]["inputConfig"]["fileName"]).size_bytes
+        > 0
+    )

@@ -26,13 +26,24 @@ THOUGHT = "Let me add the two numbers carefully, one step at a time. " * 30
 
 
 def context(n: int) -> dict:
-    return {"id": f"easy-{n}", "scenario": "easy", "question": f"What is {n} + {n}?", "answer": str(2 * n),
-            "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": n}}
+    return {
+        "id": f"easy-{n}",
+        "scenario": "easy",
+        "question": f"What is {n} + {n}?",
+        "answer": str(2 * n),
+        "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": n},
+    }
 
 
 def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Submission:
-    submission = Submission(scenario="easy", stage=GENERATION, submission_id=name, model=MODEL,
-                            prompt_version="cot-gen-v1", num_requests=len(rows))
+    submission = Submission(
+        scenario="easy",
+        stage=GENERATION,
+        submission_id=name,
+        model=MODEL,
+        prompt_version="cot-gen-v1",
+        num_requests=len(rows),
+    )
     items = ((orjson.dumps({"key": f"easy-{n}", "request": {}}) + b"\n", context(n)) for n in rows)
     write_shards(submission, items, shard_size, 1 << 30)
     submission.batch_names = [f"batches/{name}-{i}" for i in range(len(submission.shards))]
@@ -42,11 +53,19 @@ def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Sub
 
 
 def response(key: str, answer: str, thought: str = THOUGHT, finish: str = "STOP") -> dict:
-    parts = ([{"text": thought, "thought": True}] if thought else []) + [{"text": f"So it is \\boxed{{{answer}}}."}]
-    return {"key": key, "response": {
-        "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
-        "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 12, "thoughtsTokenCount": 300},
-        "modelVersion": MODEL}}
+    parts = ([{"text": thought, "thought": True}] if thought else []) + [
+        {"text": f"So it is \\boxed{{{answer}}}."}
+    ]
+    return {
+        "key": key,
+        "response": {
+            "candidates": [
+                {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}
+            ],
+            "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 12, "thoughtsTokenCount": 300},
+            "modelVersion": MODEL,
+        },
+    }
 
 
 def line(obj) -> bytes:
@@ -68,6 +87,7 @@ def cot_file(data_dir):
 
 
 # --------------------------------------------------------------------------- a hand-written results file
+
 
 def test_every_kind_of_bad_line_is_counted_and_never_a_sample(data_dir, cot_file):
     submission = make_submission("handwritten", list(range(10)))
@@ -105,8 +125,13 @@ def test_every_kind_of_bad_line_is_counted_and_never_a_sample(data_dir, cot_file
     outcomes = {o["id"]: o for o in read_jsonl(submission.folder / "outcomes.jsonl")}
     assert sorted(outcomes) == sorted(f"easy-{n}" for n in range(10)), "one outcome per requested key"
     assert {k: o["status"] for k, o in outcomes.items() if o["status"] != "ok"} == {
-        "easy-1": "line_error", "easy-2": "truncated", "easy-3": "no_thoughts", "easy-4": "not_json",
-        "easy-5": "invalid_utf8", "easy-7": "missing"}
+        "easy-1": "line_error",
+        "easy-2": "truncated",
+        "easy-3": "no_thoughts",
+        "easy-4": "not_json",
+        "easy-5": "invalid_utf8",
+        "easy-7": "missing",
+    }
     assert all(o["reason"] for o in outcomes.values() if o["status"] != "ok")
     assert "MAX_TOKENS" in outcomes["easy-2"]["reason"] and "500" in outcomes["easy-1"]["reason"]
     assert outcomes["easy-2"]["cost_usd"] > 0, "a truncated answer was billed, and is counted"
@@ -114,8 +139,15 @@ def test_every_kind_of_bad_line_is_counted_and_never_a_sample(data_dir, cot_file
     assert stats.num_failed == 6 and stats.num_new == 4
     assert (stats.unknown_keys, stats.duplicate_keys) == (3, 1)
     summary = json.loads((submission.folder / "summary.json").read_text())
-    assert summary["statuses"] == {"ok": 4, "line_error": 1, "truncated": 1, "no_thoughts": 1,
-                                   "not_json": 1, "invalid_utf8": 1, "missing": 1}
+    assert summary["statuses"] == {
+        "ok": 4,
+        "line_error": 1,
+        "truncated": 1,
+        "no_thoughts": 1,
+        "not_json": 1,
+        "invalid_utf8": 1,
+        "missing": 1,
+    }
     assert tries_by_problem("easy", GENERATION) == {f"easy-{n}": 1 for n in range(10)}
 
 
@@ -123,7 +155,9 @@ def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
     submission = make_submission("cancelled", list(range(4)))
     submission.job_states = ["JOB_STATE_CANCELLED"]
     submission.save()
-    submission.results_path("shard-000").write_bytes(line(response("easy-0", "0")) + line(response("easy-1", "2")))
+    submission.results_path("shard-000").write_bytes(
+        line(response("easy-0", "0")) + line(response("easy-1", "2"))
+    )
     stats = ingest_submission(load_submission("easy", GENERATION, "cancelled"), cot_file)
     assert stats.statuses == {"ok": 2, "not_run": 2}
     assert tries_by_problem("easy", GENERATION) == {"easy-0": 1, "easy-1": 1}
@@ -201,15 +235,24 @@ def crash_scene(data_dir, cot_file, tmp_path):
         ingest_submission(load_submission("easy", GENERATION, "new"), samples_path(GENERATION, "easy"))
     finally:
         os.environ["COTGEN_DATA_DIR"] = env_before
-    expected = {name: (clean / "easy" / "submissions" / "generation-new" / name).read_bytes()
-                for name in ("outcomes.jsonl", "summary.json")}
+    expected = {
+        name: (clean / "easy" / "submissions" / "generation-new" / name).read_bytes()
+        for name in ("outcomes.jsonl", "summary.json")
+    }
     expected["samples"] = (clean / cot_file.name).read_bytes()
     return {"before": cot_file.read_bytes(), "expected": expected, "submission": new}
 
 
-def start_child(cot_file, point: str, at: int = 0, submission_id: str = "new", go: str = "") -> subprocess.Popen:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, submission_id, str(cot_file), point, str(at), go],
-                             cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE, text=True)
+def start_child(
+    cot_file, point: str, at: int = 0, submission_id: str = "new", go: str = ""
+) -> subprocess.Popen:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, submission_id, str(cot_file), point, str(at), go],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert child.stdout.readline().strip() == "ready"
     return child
 
@@ -228,16 +271,21 @@ def assert_recovers(scene, cot_file):
     assert all(r["correct"] for r in read_jsonl(cot_file) if int(r["id"].split("-")[1]) in NEW_ROWS)
 
 
-@pytest.mark.parametrize("point, at", [
-    ("grading", 2),      # killed while writing the new samples, one grading chunk in
-    ("observing", 2100),  # killed in the middle of the merge into the samples file
-    ("merged", 0),       # killed after the merge, before the submission's summary is written
-])
+@pytest.mark.parametrize(
+    "point, at",
+    [
+        ("grading", 2),  # killed while writing the new samples, one grading chunk in
+        ("observing", 2100),  # killed in the middle of the merge into the samples file
+        ("merged", 0),  # killed after the merge, before the submission's summary is written
+    ],
+)
 def test_a_process_killed_during_ingestion_recovers_on_rerun(crash_scene, cot_file, point, at):
     child = start_child(cot_file, point, at)
     assert child.wait(timeout=120) == -signal.SIGKILL
     if point != "merged":
-        assert cot_file.read_bytes() == crash_scene["before"], "the samples file is untouched until the rename"
+        assert cot_file.read_bytes() == crash_scene["before"], (
+            "the samples file is untouched until the rename"
+        )
     assert not (crash_scene["submission"].folder / "summary.json").exists()
     assert_recovers(crash_scene, cot_file)
 
@@ -276,5 +324,6 @@ def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot
         first.kill()
     ids = [r["id"] for r in read_jsonl(cot_file)]
     assert len(ids) == len(set(ids))
-    assert set(ids) == {f"easy-{n}" for n in set(OLD_ROWS) | set(NEW_ROWS) | set(other_rows)}, \
+    assert set(ids) == {f"easy-{n}" for n in set(OLD_ROWS) | set(NEW_ROWS) | set(other_rows)}, (
         "neither ingestion's records were dropped by the other's rename"
+    )

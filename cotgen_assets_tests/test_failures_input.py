@@ -31,8 +31,14 @@ def scenarios_file(tmp_path, monkeypatch, text: str):
 
 def test_a_malformed_scenarios_file_stops_the_code_location_with_its_reason(tmp_path, monkeypatch):
     path = scenarios_file(tmp_path, monkeypatch, "scenarios:\n  easy: [dataset: gsm8k\n")
-    loaded = subprocess.run([sys.executable, "-c", "import cotgen_assets.definitions"], cwd=ROOT,
-                            env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import cotgen_assets.definitions"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert loaded.returncode != 0
     assert f"ScenarioError: scenarios file {path} is not valid YAML" in loaded.stderr
 
@@ -58,15 +64,25 @@ def medium_with(**changes) -> str:
     return text[:start] + block + text[end:]
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"dataset": ("qwedsacf/competition_math", "acme/no-such-set")},
-     "could not load dataset 'acme/no-such-set'"),
-    ({"filter": ("level=Level 1,Level 2,Level 3", "difficulty=hard")}, "'difficulty'"),
-    ({"filter": ("level=Level 1,Level 2,Level 3", "level=Level 9")}, "no row of 'qwedsacf/competition_math'"),
-    ({"filter": ("level=Level 1,Level 2,Level 3", "level=")}, "'level' has no values"),
-    (None, "is not valid YAML"),
-])
-def test_bad_scenarios_fail_source_problems_with_their_reason(tmp_path, monkeypatch, data_dir, changes, message):
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"dataset": ("qwedsacf/competition_math", "acme/no-such-set")},
+            "could not load dataset 'acme/no-such-set'",
+        ),
+        ({"filter": ("level=Level 1,Level 2,Level 3", "difficulty=hard")}, "'difficulty'"),
+        (
+            {"filter": ("level=Level 1,Level 2,Level 3", "level=Level 9")},
+            "no row of 'qwedsacf/competition_math'",
+        ),
+        ({"filter": ("level=Level 1,Level 2,Level 3", "level=")}, "'level' has no values"),
+        (None, "is not valid YAML"),
+    ],
+)
+def test_bad_scenarios_fail_source_problems_with_their_reason(
+    tmp_path, monkeypatch, data_dir, changes, message
+):
     """The scenarios file is read again at every materialization, so an edit shows up here."""
     scenarios_file(tmp_path, monkeypatch, medium_with(**changes) if changes else "scenarios: {medium: [\n")
     result = dg.materialize([assets.source_problems], partition_key="medium", raise_on_error=False)
@@ -82,12 +98,17 @@ def easy_problems(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"limit": 0}, "limit must be a positive number of samples, got 0"),
-    ({"limit": -5}, "limit must be a positive number of samples, got -5"),
-    ({"max_tries": 0}, "max_tries must be at least 1, got 0"),
-])
-def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(data_dir, easy_problems, config, message):
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"limit": 0}, "limit must be a positive number of samples, got 0"),
+        ({"limit": -5}, "limit must be a positive number of samples, got -5"),
+        ({"max_tries": 0}, "max_tries must be at least 1, got 0"),
+    ],
+)
+def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(
+    data_dir, easy_problems, config, message
+):
     (data_dir / "easy").mkdir(parents=True)
     shutil.copy(easy_problems, data_dir / "easy" / "source_problems.parquet")
     pipeline = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE)
@@ -107,6 +128,8 @@ def test_an_unknown_mode_is_refused_before_the_run_starts(data_dir, easy_problem
 
 
 def test_batch_before_source_problems_says_what_to_materialize_first(data_dir):
-    result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).submit_generation("hard", raise_on_error=False)
+    result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).submit_generation(
+        "hard", raise_on_error=False
+    )
     message = result.failure_data_for_node("generation_batch").error.message
     assert "source_problems for scenario 'hard' is not materialized yet: materialize it first" in message

@@ -40,6 +40,7 @@ def check_passed(result, check_name: str) -> bool:
 
 # --------------------------------------------------------------------------- whole jobs
 
+
 def test_failed_expired_and_cancelled_jobs_lose_nothing(pipeline, emulator, sources, data_dir, instance):
     sources("easy")
     first_ids = None
@@ -103,14 +104,22 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     emulator.set_faults(job_state="failed", job_count=1)
-    first = submit(prepare_generation(get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high",
-                                      100, True).submission, gemini)
+    first = submit(
+        prepare_generation(
+            get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
+        ).submission,
+        gemini,
+    )
     download_finished(first, gemini)
     stale = first.results_path(first.shards[0])
     stale.write_bytes(b"")  # as if the failed job had handed back an empty results file
 
-    again = submit(prepare_generation(get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high",
-                                      100, True).submission, gemini)
+    again = submit(
+        prepare_generation(
+            get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
+        ).submission,
+        gemini,
+    )
     assert again.submission_id == first.submission_id and again.batch_names != first.batch_names
     assert [job.state for job in download_finished(again, gemini)] == ["JOB_STATE_SUCCEEDED"]
     assert len(stale.read_bytes().splitlines()) == 2, "the new job's answers were downloaded"
@@ -118,13 +127,20 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
 
 # --------------------------------------------------------------------------- bad result lines
 
+
 def outcomes_of(data_dir, scenario: str, meta: dict) -> list[dict]:
-    return read_jsonl(data_dir / scenario / "submissions" / f"generation-{meta['submission_id']}" / "outcomes.jsonl")
+    return read_jsonl(
+        data_dir / scenario / "submissions" / f"generation-{meta['submission_id']}" / "outcomes.jsonl"
+    )
 
 
-def test_bad_lines_are_recorded_retried_up_to_max_tries_then_given_up(pipeline, emulator, sources, data_dir, instance):
+def test_bad_lines_are_recorded_retried_up_to_max_tries_then_given_up(
+    pipeline, emulator, sources, data_dir, instance
+):
     sources("easy")
-    emulator.set_faults(line_error_rate=0.15, truncate_rate=0.15, no_thoughts_rate=0.2, garbage_line_rate=0.25)
+    emulator.set_faults(
+        line_error_rate=0.15, truncate_rate=0.15, no_thoughts_rate=0.2, garbage_line_rate=0.25
+    )
     good, failed_tries, reasons = set(), Counter(), Counter()
     for _ in range(2):
         pipeline.submit_generation("easy", limit=10, max_tries=2)
@@ -163,8 +179,13 @@ def test_bad_lines_are_recorded_retried_up_to_max_tries_then_given_up(pipeline, 
 
 # --------------------------------------------------------------------------- flaky HTTP
 
-CALL_KINDS = {"upload": "/upload/", "create": ":batchGenerateContent", "get": "GET /v1beta/batches/",
-              "list": "GET /v1beta/batches?", "download": ":download"}
+CALL_KINDS = {
+    "upload": "/upload/",
+    "create": ":batchGenerateContent",
+    "get": "GET /v1beta/batches/",
+    "list": "GET /v1beta/batches?",
+    "download": ":download",
+}
 
 
 def api_calls(emulator) -> list[tuple[str, str]]:
@@ -176,12 +197,14 @@ def api_calls(emulator) -> list[tuple[str, str]]:
             calls.append((kind, line.rsplit('" ', 1)[1].split()[0]))
     return calls
 
+
 def test_transient_http_errors_are_ridden_through_by_a_whole_run(pipeline, emulator, sources, data_dir):
     """Half the calls fail; with the resource's small backoff and enough attempts nothing is lost."""
     from cotgen_assets.gemini import GeminiBatchResource
 
-    pipeline.resources["gemini"] = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.01,
-                                                       max_attempts=12)
+    pipeline.resources["gemini"] = GeminiBatchResource(
+        base_url=emulator.base_url, backoff_seconds=0.01, max_attempts=12
+    )
     sources("easy")
     emulator.set_faults(http_error_rate=0.5)
     pipeline.submit_generation("easy", limit=5)

@@ -14,10 +14,8 @@ from cotgen_assets import assets, cli
 from cotgen_assets.pipeline import submission_lock
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline
-from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
-
 
 RESULTS_RUN = [assets.generation_results, assets.cot_samples, assets.summarization_batch]
 
@@ -26,8 +24,9 @@ def failure_message(result, node: str) -> str:
     return result.failure_data_for_node(node).error.message
 
 
-def test_a_stale_job_is_reported_once_then_cancelled_and_resubmitted(tmp_path, emulator, sources, data_dir,
-                                                                    monkeypatch, capsys):
+def test_a_stale_job_is_reported_once_then_cancelled_and_resubmitted(
+    tmp_path, emulator, sources, data_dir, monkeypatch, capsys
+):
     """`cotgen cancel` runs against a real on-disk instance, found through DAGSTER_HOME like a user's."""
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -61,7 +60,9 @@ def test_a_stale_job_is_reported_once_then_cancelled_and_resubmitted(tmp_path, e
 
         assert cli.main(["cancel", "easy", "generation"]) == 0
         printed = capsys.readouterr().out
-        assert "nothing to cancel" in printed and "JOB_STATE_CANCELLED" in printed and "not saved yet" in printed
+        assert (
+            "nothing to cancel" in printed and "JOB_STATE_CANCELLED" in printed and "not saved yet" in printed
+        )
 
         result = finish_generation(pipeline, "easy")
         assert pipeline.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_CANCELLED"
@@ -73,17 +74,24 @@ def test_a_stale_job_is_reported_once_then_cancelled_and_resubmitted(tmp_path, e
         resubmitted = pipeline.metadata("generation_batch", "easy")
         assert requested_ids(resubmitted) == requested_ids(batch) and resubmitted["batch_names"] != [name]
         finish_generation(pipeline, "easy")
-        assert sorted(r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl")) == sorted(requested_ids(batch))
+        assert sorted(r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl")) == sorted(
+            requested_ids(batch)
+        )
 
 
-def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(pipeline, emulator, sources, data_dir):
+def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(
+    pipeline, emulator, sources, data_dir
+):
     sources("hard")
     pipeline.submit_generation("hard", limit=2)
     emulator.stop()
     try:
         data = pipeline.tick()
         assert data.run_requests == []
-        assert "could not reach the Gemini API" in data.skip_message and "try again next tick" in data.skip_message
+        assert (
+            "could not reach the Gemini API" in data.skip_message
+            and "try again next tick" in data.skip_message
+        )
     finally:
         emulator.start()
     [request] = pipeline.tick_until_launch()
@@ -99,7 +107,9 @@ def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(pipelin
     assert pipeline.tick().run_requests == []
     refused = pipeline.submit_generation("hard", limit=2, raise_on_error=False)
     message = failure_message(refused, "generation_batch")
-    assert "JOB_STATE_SUCCEEDED" in message and "re-execute" in message and "generation_results_job" in message
+    assert (
+        "JOB_STATE_SUCCEEDED" in message and "re-execute" in message and "generation_results_job" in message
+    )
 
     assert pipeline.run(request).success  # the re-execution
     assert len(read_jsonl(data_dir / "cot_hard.jsonl")) == 2
@@ -142,8 +152,17 @@ def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, so
     # The instance's SQLite schema exists before the race, as it would on a running platform.
     dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))).dispose()
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    clicks = [subprocess.Popen([sys.executable, "-c", CLICK, emulator.base_url, str(go)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+    clicks = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLICK, emulator.base_url, str(go)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     try:
         for click in clicks:
             assert click.stdout.readline().strip() == "ready"
@@ -162,7 +181,9 @@ def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, so
             refusal = answer["refused"]
             # refused by the lock, or after the first click submitted (its job may have ended already)
             assert "submitting right now" in refusal or (
-                batches[0] in refusal and ("still in flight" in refusal or "results are not saved yet" in refusal))
+                batches[0] in refusal
+                and ("still in flight" in refusal or "results are not saved yet" in refusal)
+            )
 
 
 def run_until_ingested(pipeline: Pipeline, partition: str) -> None:
@@ -177,7 +198,9 @@ def run_until_ingested(pipeline: Pipeline, partition: str) -> None:
         time.sleep(0.05)
 
 
-def test_repeated_fill_through_a_quarter_of_bad_lines_reaches_the_limit(tmp_path, instance, sources, data_dir):
+def test_repeated_fill_through_a_quarter_of_bad_lines_reaches_the_limit(
+    tmp_path, instance, sources, data_dir
+):
     emulator = start_emulator(tmp_path / "emulator-25", extra_args=["--fault-line-error-rate", "0.25"])
     try:
         pipeline = Pipeline(instance, emulator.base_url)

@@ -24,7 +24,9 @@ QUESTIONS = ["What is 2 + 3?", "What is 7 * 6?", "What is 10 - 4?"]
 
 
 def make_resource(base_url: str, **overrides) -> GeminiBatchResource:
-    settings = dict(api_key=FAKE_KEY, base_url=base_url, timeout_seconds=10.0, max_attempts=12, backoff_seconds=0.01)
+    settings = dict(
+        api_key=FAKE_KEY, base_url=base_url, timeout_seconds=10.0, max_attempts=12, backoff_seconds=0.01
+    )
     settings.update(overrides)
     return GeminiBatchResource(**settings)
 
@@ -67,7 +69,10 @@ def test_where_it_talks_to_and_the_key_stays_hidden():
     assert offline.describe() == "offline: local Gemini emulator at http://127.0.0.1:8765"
     moved = GeminiBatchResource(base_url="http://127.0.0.1:9999")
     assert moved.offline and moved.describe() == "offline: local Gemini emulator at http://127.0.0.1:9999"
-    assert GeminiBatchResource(api_key=FAKE_KEY, base_url="http://proxy:1").describe() == "Gemini API at http://proxy:1"
+    assert (
+        GeminiBatchResource(api_key=FAKE_KEY, base_url="http://proxy:1").describe()
+        == "Gemini API at http://proxy:1"
+    )
     for text in (repr(real), str(real), real.describe()):
         assert FAKE_KEY not in text
     assert "api_key='***'" in repr(real)
@@ -159,7 +164,10 @@ def test_offline_mode_uses_the_emulator_and_says_so_once(emulator, requests_file
 
 
 def retried(caplog, operation: str, since: int) -> bool:
-    return any(r.getMessage().startswith(operation) and "; retrying (" in r.getMessage() for r in caplog.records[since:])
+    return any(
+        r.getMessage().startswith(operation) and "; retrying (" in r.getMessage()
+        for r in caplog.records[since:]
+    )
 
 
 def until_a_fault_hits(caplog, operation: str, call, tries: int = 40):
@@ -177,11 +185,17 @@ def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tm
     emulator.set_faults(http_error_rate=0.3)
     file_name = until_a_fault_hits(caplog, "upload of", lambda: gemini.upload_jsonl(requests_file, "flaky"))
     created = []
-    until_a_fault_hits(caplog, "create of", lambda: created.append(gemini.create_batch(MODEL, file_name, f"flaky-{len(created)}")))
+    until_a_fault_hits(
+        caplog,
+        "create of",
+        lambda: created.append(gemini.create_batch(MODEL, file_name, f"flaky-{len(created)}")),
+    )
     info = until_a_fault_hits(caplog, "get of", lambda: gemini.get_batch(created[0].name))
     info = wait_until_done(gemini, created[0].name)
     assert info.succeeded and info.request_count == 3
-    dest = until_a_fault_hits(caplog, "download of", lambda: gemini.download_results(info.result_file, tmp_path / "flaky.jsonl"))
+    dest = until_a_fault_hits(
+        caplog, "download of", lambda: gemini.download_results(info.result_file, tmp_path / "flaky.jsonl")
+    )
     assert sorted(r.key for r in iter_result_lines(dest)) == ["q-0", "q-1", "q-2"]
     until_a_fault_hits(caplog, "list of", lambda: list(gemini.list_batches(page_size=1)))
     emulator.set_faults(http_error_rate=0.0)
@@ -304,7 +318,10 @@ def test_a_key_in_an_api_message_is_scrubbed():
     gemini = GeminiBatchResource(api_key=FAKE_KEY)
     from google.genai import errors
 
-    echo = errors.ClientError(400, {"error": {"code": 400, "message": f"API key {FAKE_KEY} not valid.", "status": "INVALID_ARGUMENT"}})
+    echo = errors.ClientError(
+        400,
+        {"error": {"code": 400, "message": f"API key {FAKE_KEY} not valid.", "status": "INVALID_ARGUMENT"}},
+    )
     error = gemini._final_error("get of batches/x", echo, 1)
     assert isinstance(error, GeminiError) and error.status_code == 400
     assert FAKE_KEY not in str(error) and "API key *** not valid." in str(error)

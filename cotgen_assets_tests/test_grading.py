@@ -13,9 +13,7 @@ from cotgen_assets import grading
 from cotgen_assets.answers import extract_boxed_answer, extract_gsm8k_answer
 from cotgen_assets.grading import answers_match, extract_predicted_answer, grade_many
 
-DATASETS_DIR = Path(
-    os.environ.get("COTGEN_DATASETS_DIR") or Path(__file__).parents[2] / "shared" / "data"
-)
+DATASETS_DIR = Path(os.environ.get("COTGEN_DATASETS_DIR") or Path(__file__).parents[2] / "shared" / "data")
 
 
 def _read(relative_path: str) -> list[dict]:
@@ -147,7 +145,7 @@ def test_grading_works_outside_the_main_thread():
 
 @pytest.mark.timeout(60)
 def test_a_stuck_worker_is_killed_and_replaced():
-    """A worker that no signal can stop (here: SIGSTOPped, like one stuck in C) costs one answer, not the run."""
+    """A worker that no signal can stop (SIGSTOPped, like one stuck in C) costs one answer, not the run."""
     pool = grading._VerifierPool()
     try:
         pool.run([("1", "1")], 1, 1.0)

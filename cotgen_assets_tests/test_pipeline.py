@@ -24,8 +24,14 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     assert first["answer"] == "72" and first["correct"] is True and first["predicted_answer"] == "72"
     assert first["cot"].startswith("<thought>") and "</thought>\n" in first["cot"]
     assert first["messages"][1] == {"role": "assistant", "content": first["cot"]}
-    assert first["source"] == {"dataset": "gsm8k", "config": "main", "split": "train", "row": 0,
-                               "level": "", "type": ""}
+    assert first["source"] == {
+        "dataset": "gsm8k",
+        "config": "main",
+        "split": "train",
+        "row": 0,
+        "level": "",
+        "type": "",
+    }
     generation = first["generation"]
     assert generation["batch"] == submitted["batch_names"][0]
     assert generation["model"] == "gemini-3.1-pro-preview" and generation["prompt_version"] == "cot-gen-v1"

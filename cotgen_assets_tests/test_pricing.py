@@ -71,7 +71,9 @@ HEADER = (
 
 def test_override_file_by_env_and_by_path(tmp_path, monkeypatch):
     path = tmp_path / "my_prices.csv"
-    path.write_text(HEADER + "my-model,10,,20,,,,5,,10,,,,1000,https://example.com/prices,2026-01-01,blank tiers\n")
+    path.write_text(
+        HEADER + "my-model,10,,20,,,,5,,10,,,,1000,https://example.com/prices,2026-01-01,blank tiers\n"
+    )
     usage = Usage(input_tokens=5000, cached_tokens=1000, thinking_tokens=1, output_tokens=1)
     # blank tier cells mean no higher tier; blank cached price means no discount
     expected = (5000 * 5 + 2 * 10) / 1e6

@@ -35,7 +35,11 @@ def test_summarization_request_parts_and_schema():
     parts = [p["text"] for p in request["contents"][-1]["parts"]]
     assert len(parts) == 4
     assert "Chain of Draft" in parts[0] and "five words" in parts[0]
-    assert parts[1:] == ["Problem:\n" + QUESTION, "Reasoning:\nShe sold 48/2 = 24 in May.", "Answer:\n\\boxed{72}"]
+    assert parts[1:] == [
+        "Problem:\n" + QUESTION,
+        "Reasoning:\nShe sold 48/2 = 24 in May.",
+        "Answer:\n\\boxed{72}",
+    ]
     config = request["generationConfig"]
     assert config["responseMimeType"] == "application/json"
     schema = config["responseJsonSchema"]

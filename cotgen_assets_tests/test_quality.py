@@ -8,15 +8,24 @@ from cotgen_assets_tests.pipeline_harness import Pipeline
 
 
 def cot(text: str, correct: bool = True, thinking: int = 100) -> dict:
-    return {"id": "x", "cot": text, "correct": correct,
-            "generation": {"cost_usd": 0.01, "usage": {"thinking_tokens": thinking}}}
+    return {
+        "id": "x",
+        "cot": text,
+        "correct": correct,
+        "generation": {"cost_usd": 0.01, "usage": {"thinking_tokens": thinking}},
+    }
 
 
 def cod(text: str, correct=True, agrees=True, unsupported=(), thinking=100, draft=10) -> dict:
-    return {"id": "x", "cod": text, "correct": correct, "agrees_with_cot": agrees,
-            "unsupported_draft_numbers": list(unsupported),
-            "generation": {"cost_usd": 0.01, "usage": {"thinking_tokens": thinking}},
-            "summarization": {"cost_usd": 0.001, "usage": {"output_tokens": draft}}}
+    return {
+        "id": "x",
+        "cod": text,
+        "correct": correct,
+        "agrees_with_cot": agrees,
+        "unsupported_draft_numbers": list(unsupported),
+        "generation": {"cost_usd": 0.01, "usage": {"thinking_tokens": thinking}},
+        "summarization": {"cost_usd": 0.001, "usage": {"output_tokens": draft}},
+    }
 
 
 def results(checks) -> dict:
@@ -25,16 +34,25 @@ def results(checks) -> dict:
 
 def test_tagged_block_accepts_exactly_one_block_then_an_answer():
     assert tagged_block("<thought>think</thought>\n\\boxed{1}", "thought") == "think"
-    for bad in ["think</thought>\n1", "<thought>a</thought>1", "<thought>a</thought>\n",
-                "<thought></thought>\n1", "<thought>a<thought>b</thought>\n1",
-                "<thought>a</thought>\n1</thought>", " <thought>a</thought>\n1"]:
+    for bad in [
+        "think</thought>\n1",
+        "<thought>a</thought>1",
+        "<thought>a</thought>\n",
+        "<thought></thought>\n1",
+        "<thought>a<thought>b</thought>\n1",
+        "<thought>a</thought>\n1</thought>",
+        " <thought>a</thought>\n1",
+    ]:
         assert tagged_block(bad, "thought") is None, bad
 
 
 def test_cot_gates_fail_on_a_malformed_record_and_warn_on_low_accuracy():
     stats = SampleStats("generation")
-    for record in [cot("<thought>a</thought>\n1"), cot("no tags at all", correct=False),
-                   cot("<thought>b</thought>\n2", correct=False)]:
+    for record in [
+        cot("<thought>a</thought>\n1"),
+        cot("no tags at all", correct=False),
+        cot("<thought>b</thought>\n2", correct=False),
+    ]:
         stats(record)
     checks = results(cot_checks(stats))
     assert not checks["tags_well_formed"].passed
@@ -53,13 +71,26 @@ def test_cod_gates_each_catch_their_problem():
     bad = SampleStats("summarization")
     long_step = "this step is written out in far too many words to be a draft"
     for _ in range(10):
-        bad(cod(f"<draft>{long_step}</draft>\n\\boxed{{7}}", agrees=False, unsupported=["13"],
-                thinking=100, draft=90))
+        bad(
+            cod(
+                f"<draft>{long_step}</draft>\n\\boxed{{7}}",
+                agrees=False,
+                unsupported=["13"],
+                thinking=100,
+                draft=90,
+            )
+        )
     checks = results(cod_checks(bad))
     assert {name for name, check in checks.items() if not check.passed} == {
-        "answer_agrees_with_cot", "token_ratio_in_band", "draft_steps_short", "draft_numbers_from_thought"}
+        "answer_agrees_with_cot",
+        "token_ratio_in_band",
+        "draft_steps_short",
+        "draft_numbers_from_thought",
+    }
     assert checks["token_ratio_in_band"].metadata["draft_to_thought_token_ratio"].value == 0.9
-    assert all(checks[name].severity == dg.AssetCheckSeverity.WARN for name in checks if name != "tags_well_formed")
+    assert all(
+        checks[name].severity == dg.AssetCheckSeverity.WARN for name in checks if name != "tags_well_formed"
+    )
 
 
 def test_a_real_chain_passes_its_gates(instance, emulator, data_dir):
@@ -72,9 +103,13 @@ def test_a_real_chain_passes_its_gates(instance, emulator, data_dir):
     by_name = {(e.asset_key.to_user_string(), e.check_name): e.passed for e in evaluations}
     assert by_name == {
         ("generation_results", "batch_succeeded"): True,
-        ("cot_samples", "tags_well_formed"): True, ("cot_samples", "accuracy"): True,
+        ("cot_samples", "tags_well_formed"): True,
+        ("cot_samples", "accuracy"): True,
         ("summarization_results", "batch_succeeded"): True,
-        ("cod_samples", "tags_well_formed"): True, ("cod_samples", "accuracy"): True,
-        ("cod_samples", "answer_agrees_with_cot"): True, ("cod_samples", "token_ratio_in_band"): True,
-        ("cod_samples", "draft_steps_short"): True, ("cod_samples", "draft_numbers_from_thought"): True,
+        ("cod_samples", "tags_well_formed"): True,
+        ("cod_samples", "accuracy"): True,
+        ("cod_samples", "answer_agrees_with_cot"): True,
+        ("cod_samples", "token_ratio_in_band"): True,
+        ("cod_samples", "draft_steps_short"): True,
+        ("cod_samples", "draft_numbers_from_thought"): True,
     }

@@ -53,8 +53,9 @@ def data(tmp_path_factory):
 
 
 def load(paths, cache_dir) -> datasets.Dataset:
-    return datasets.load_dataset("json", data_files=[str(p) for p in paths], split="train",
-                                 cache_dir=str(cache_dir))
+    return datasets.load_dataset(
+        "json", data_files=[str(p) for p in paths], split="train", cache_dir=str(cache_dir)
+    )
 
 
 def raw(path) -> list[dict]:
@@ -117,8 +118,10 @@ def check_lineage(block: dict, prompt_version: str) -> None:
 
 def check_messages(record: dict, text_field: str) -> None:
     """Ready for SFT: one user turn with the question, one assistant turn with the target text."""
-    assert record["messages"] == [{"role": "user", "content": record["question"]},
-                                  {"role": "assistant", "content": record[text_field]}]
+    assert record["messages"] == [
+        {"role": "user", "content": record["question"]},
+        {"role": "assistant", "content": record[text_field]},
+    ]
 
 
 @pytest.mark.parametrize("partition", PARTITIONS)

@@ -40,8 +40,10 @@ def chain(tmp_path_factory):
             assert pipeline.run(request).success  # CoT saved; its summarization stays in flight
 
             result = dg.materialize([assets.dataset_report], instance=instance)
-            metadata = {k: v.value for k, v in result.asset_materializations_for_node("dataset_report")[0]
-                        .metadata.items()}
+            metadata = {
+                k: v.value
+                for k, v in result.asset_materializations_for_node("dataset_report")[0].metadata.items()
+            }
             yield base / "data", metadata
         finally:
             emulator.stop()
@@ -98,9 +100,15 @@ def test_scenario_figures_match_the_records(chain, scenario):
     got = {f.scenario: f for f in report.all_figures()}[scenario]
     assert (got.cot_samples, got.cod_samples) == (want["cot_samples"], want["cod_samples"])
     assert (got.cot_input_tokens, got.cot_thinking_tokens, got.cot_output_tokens) == (
-        want["cot_input"], want["cot_thinking"], want["cot_output"])
+        want["cot_input"],
+        want["cot_thinking"],
+        want["cot_output"],
+    )
     assert (got.cod_input_tokens, got.cod_thinking_tokens, got.cod_output_tokens) == (
-        want["cod_input"], want["cod_thinking"], want["cod_output"])
+        want["cod_input"],
+        want["cod_thinking"],
+        want["cod_output"],
+    )
     assert got.cot_cost_usd == pytest.approx(want["cot_cost"])
     assert got.cod_cost_usd == pytest.approx(want["cod_cost"])
     assert got.spent_usd == pytest.approx(want["spent"])
@@ -130,8 +138,12 @@ def test_asset_metadata_totals_match_the_records(chain):
     assert metadata["spent_usd"] == pytest.approx(total("spent"))
     assert metadata["cot_accuracy"] == pytest.approx(total("cot_correct") / total("cot_samples"))
     assert metadata["answer_agreement"] == pytest.approx(total("cod_agreeing") / total("cod_samples"))
-    assert metadata["draft_to_thought_token_ratio"] == pytest.approx(total("cod_output") / total("thought_of_cod"))
-    assert metadata["cot_cost_per_1000_samples_usd"] == pytest.approx(1000 * total("cot_cost") / total("cot_samples"))
+    assert metadata["draft_to_thought_token_ratio"] == pytest.approx(
+        total("cod_output") / total("thought_of_cod")
+    )
+    assert metadata["cot_cost_per_1000_samples_usd"] == pytest.approx(
+        1000 * total("cot_cost") / total("cot_samples")
+    )
     assert set(metadata["by_scenario"]) == {"easy", "medium", "hard"}
 
 
@@ -145,7 +157,10 @@ def test_markdown_table_reads_like_the_records(chain):
     assert rows["CoT thinking tokens"][0] == f"{easy['cot_thinking']:,}"
     assert rows["CoT cost (USD)"][1] == f"${medium['cot_cost']:,.4f}"
     assert rows["CoD accuracy"][1:3] == ["–", "–"], "no CoD samples: no accuracy, not 0%"
-    assert rows["CoD-to-CoT token ratio (draft / thought)"][0] == f"{easy['cod_output'] / easy['thought_of_cod']:.3f}"
+    assert (
+        rows["CoD-to-CoT token ratio (draft / thought)"][0]
+        == f"{easy['cod_output'] / easy['thought_of_cod']:.3f}"
+    )
     assert rows["Spent, failed requests included (USD)"][0] == f"${easy['spent']:,.4f}"
 
 
@@ -175,15 +190,29 @@ def test_report_of_an_empty_data_dir(tmp_path, monkeypatch):
 
 def test_previews_show_excerpts_not_whole_texts():
     thought = "First I read the problem. " + "Then I compute a long thing. " * 40 + "So the answer is 72."
-    record = {"id": "easy-0", "question": "How many clips? " * 20, "answer": "72", "predicted_answer": "72",
-              "correct": True, "cot": f"<thought>{thought}</thought>\nThe answer is 72.",
-              "generation": {"usage": {"thinking_tokens": 321}, "cost_usd": 0.001, "batch": "batches/x"}}
+    record = {
+        "id": "easy-0",
+        "question": "How many clips? " * 20,
+        "answer": "72",
+        "predicted_answer": "72",
+        "correct": True,
+        "cot": f"<thought>{thought}</thought>\nThe answer is 72.",
+        "generation": {"usage": {"thinking_tokens": 321}, "cost_usd": 0.001, "batch": "batches/x"},
+    }
     [row], columns = report.preview_rows([record], "generation")
-    assert columns == ["id", "question", "thought (excerpt)", "thinking tokens", "predicted / reference",
-                       "correct", "cost_usd"]
+    assert columns == [
+        "id",
+        "question",
+        "thought (excerpt)",
+        "thinking tokens",
+        "predicted / reference",
+        "correct",
+        "cost_usd",
+    ]
     text = row["thought (excerpt)"]
     assert text.startswith("First I read the problem.") and text.endswith("So the answer is 72.")
     assert " … " in text and len(text) < 160 and "<thought>" not in text
     draft = "<draft>" + "\n".join(f"step {i}: x = {i}" for i in range(9)) + "</draft>\n\\boxed{8}"
-    assert report.draft_excerpt(draft) == ("step 0: x = 0 | step 1: x = 1 | step 2: x = 2 | step 3: x = 3"
-                                           " | … (+5 steps)")
+    assert report.draft_excerpt(draft) == (
+        "step 0: x = 0 | step 1: x = 1 | step 2: x = 2 | step 3: x = 3 | … (+5 steps)"
+    )

@@ -5,16 +5,26 @@ from cotgen_assets.results import ResultLine, Usage, iter_result_lines, parse_re
 
 
 def line(key="easy-1", parts=None, finish="STOP", usage=None, **extra) -> bytes:
-    parts = parts if parts is not None else [
-        {"text": "**Adding**\n48 + 24 = 72.", "thought": True},
-        {"text": "48 + 24 = 72, so \\boxed{72}.", "thoughtSignature": "CiQB0e2K"},
-    ]
+    parts = (
+        parts
+        if parts is not None
+        else [
+            {"text": "**Adding**\n48 + 24 = 72.", "thought": True},
+            {"text": "48 + 24 = 72, so \\boxed{72}.", "thoughtSignature": "CiQB0e2K"},
+        ]
+    )
     candidate = {"content": {"role": "model", "parts": parts}, "index": 0}
     if finish:
         candidate["finishReason"] = finish
     response = {
         "candidates": [candidate],
-        "usageMetadata": usage or {"promptTokenCount": 40, "candidatesTokenCount": 12, "thoughtsTokenCount": 300, "totalTokenCount": 352},
+        "usageMetadata": usage
+        or {
+            "promptTokenCount": 40,
+            "candidatesTokenCount": 12,
+            "thoughtsTokenCount": 300,
+            "totalTokenCount": 352,
+        },
         "modelVersion": "gemini-3.1-pro-preview",
     }
     data = {"key": key, "response": response} if key is not None else {"response": response}
@@ -25,8 +35,14 @@ def line(key="easy-1", parts=None, finish="STOP", usage=None, **extra) -> bytes:
 def test_ok_line():
     result = parse_result_line(line())
     assert result == ResultLine(
-        key="easy-1", status="ok", thought="**Adding**\n48 + 24 = 72.", answer="48 + 24 = 72, so \\boxed{72}.",
-        finish_reason="STOP", usage=Usage(40, 0, 300, 12), model_version="gemini-3.1-pro-preview", reason=None,
+        key="easy-1",
+        status="ok",
+        thought="**Adding**\n48 + 24 = 72.",
+        answer="48 + 24 = 72, so \\boxed{72}.",
+        finish_reason="STOP",
+        usage=Usage(40, 0, 300, 12),
+        model_version="gemini-3.1-pro-preview",
+        reason=None,
     )
     assert result.ok
 
@@ -54,7 +70,16 @@ def test_usage_adds():
 
 
 def test_line_error():
-    raw = orjson.dumps({"key": "easy-7", "error": {"code": 400, "message": "Request contains an invalid argument.", "status": "INVALID_ARGUMENT"}})
+    raw = orjson.dumps(
+        {
+            "key": "easy-7",
+            "error": {
+                "code": 400,
+                "message": "Request contains an invalid argument.",
+                "status": "INVALID_ARGUMENT",
+            },
+        }
+    )
     result = parse_result_line(raw)
     assert (result.key, result.status, result.usage) == ("easy-7", "line_error", Usage())
     assert "400 INVALID_ARGUMENT" in result.reason and "invalid argument" in result.reason
@@ -74,7 +99,15 @@ def test_bad_finish(finish):
 
 
 def test_blocked_prompt_has_no_candidates():
-    raw = orjson.dumps({"key": "k", "response": {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 9}}})
+    raw = orjson.dumps(
+        {
+            "key": "k",
+            "response": {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {"promptTokenCount": 9},
+            },
+        }
+    )
     result = parse_result_line(raw)
     assert (result.status, result.usage.input_tokens) == ("bad_finish", 9)
     assert "SAFETY" in result.reason
@@ -87,7 +120,11 @@ def test_no_thoughts():
 
 
 def test_empty_answer():
-    for parts in ([{"text": "thinking", "thought": True}], [{"text": "thinking", "thought": True}, {"text": "  \n"}], []):
+    for parts in (
+        [{"text": "thinking", "thought": True}],
+        [{"text": "thinking", "thought": True}, {"text": "  \n"}],
+        [],
+    ):
         result = parse_result_line(line(parts=parts))
         assert result.status == "empty" and result.reason
     no_candidates = parse_result_line(orjson.dumps({"key": "k", "response": {"candidates": []}}))
@@ -118,16 +155,40 @@ def test_no_key():
 
 
 def test_every_non_ok_status_has_a_reason():
-    raws = [line(finish="MAX_TOKENS"), line(finish="SAFETY"), line(parts=[{"text": "a"}]), line(parts=[]),
-            b"nope", b"\xff\xfe", line(key=None), orjson.dumps({"key": "k", "error": {"message": "x"}})]
+    raws = [
+        line(finish="MAX_TOKENS"),
+        line(finish="SAFETY"),
+        line(parts=[{"text": "a"}]),
+        line(parts=[]),
+        b"nope",
+        b"\xff\xfe",
+        line(key=None),
+        orjson.dumps({"key": "k", "error": {"message": "x"}}),
+    ]
     results = [parse_result_line(r) for r in raws]
-    assert {r.status for r in results} == {"truncated", "bad_finish", "no_thoughts", "empty", "not_json", "invalid_utf8", "no_key", "line_error"}
+    assert {r.status for r in results} == {
+        "truncated",
+        "bad_finish",
+        "no_thoughts",
+        "empty",
+        "not_json",
+        "invalid_utf8",
+        "no_key",
+        "line_error",
+    }
     assert all(r.reason for r in results)
 
 
 def test_iter_result_lines_streams_a_file(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_bytes(line(key="b") + b"\n\n" + b"garbage\r\n" + line(key="a", finish="SAFETY") + b"\n   \n" + line(key="c"))
+    path.write_bytes(
+        line(key="b") + b"\n\n" + b"garbage\r\n" + line(key="a", finish="SAFETY") + b"\n   \n" + line(key="c")
+    )
     results = list(iter_result_lines(path))
-    assert [(r.key, r.status) for r in results] == [("b", "ok"), (None, "not_json"), ("a", "bad_finish"), ("c", "ok")]
+    assert [(r.key, r.status) for r in results] == [
+        ("b", "ok"),
+        (None, "not_json"),
+        ("a", "bad_finish"),
+        ("c", "ok"),
+    ]
     assert {r.key: r for r in results if r.key}["c"].answer.endswith("\\boxed{72}.")

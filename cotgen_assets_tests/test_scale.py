@@ -6,13 +6,12 @@ import random
 import time
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
-import pyarrow.parquet as pq
-
 from cotgen_assets import assets
-from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets import pipeline as pipeline_module
+from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.pipeline import prepare_generation
 from cotgen_assets.samples import ingest_submission
 from cotgen_assets.scenarios import get_scenario
@@ -24,6 +23,7 @@ MODEL = "gemini-3.1-pro-preview"
 
 
 # --------------------------------------------------------------------------- sharded batches, end to end
+
 
 def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(instance, emulator, data_dir):
     pipeline = Pipeline(instance, emulator.base_url)
@@ -66,41 +66,84 @@ def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(ins
 
 # --------------------------------------------------------------------------- ingestion, as plain functions
 
+
 def context(i: int) -> dict:
-    return {"id": f"easy-{i}", "scenario": "easy", "question": f"What is {i} + {i}?", "answer": str(2 * i),
-            "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": i}}
+    return {
+        "id": f"easy-{i}",
+        "scenario": "easy",
+        "question": f"What is {i} + {i}?",
+        "answer": str(2 * i),
+        "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": i},
+    }
 
 
 def result(i: int, answer: int | None = None, error: bool = False) -> bytes:
     if error:
-        return orjson.dumps({"key": f"easy-{i}", "error": {"code": 500, "message": "boom", "status": "INTERNAL"}})
+        return orjson.dumps(
+            {"key": f"easy-{i}", "error": {"code": 500, "message": "boom", "status": "INTERNAL"}}
+        )
     text = f"So the answer is \\boxed{{{2 * i if answer is None else answer}}}."
-    return orjson.dumps({"key": f"easy-{i}", "response": {
-        "candidates": [{"content": {"role": "model", "parts": [
-            {"text": f"**Adding**\n{i} + {i} = {2 * i}.", "thought": True}, {"text": text}]},
-            "finishReason": "STOP"}],
-        "usageMetadata": {"promptTokenCount": 20, "candidatesTokenCount": 10, "thoughtsTokenCount": 50},
-        "modelVersion": MODEL}})
+    return orjson.dumps(
+        {
+            "key": f"easy-{i}",
+            "response": {
+                "candidates": [
+                    {
+                        "content": {
+                            "role": "model",
+                            "parts": [
+                                {"text": f"**Adding**\n{i} + {i} = {2 * i}.", "thought": True},
+                                {"text": text},
+                            ],
+                        },
+                        "finishReason": "STOP",
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": 20,
+                    "candidatesTokenCount": 10,
+                    "thoughtsTokenCount": 50,
+                },
+                "modelVersion": MODEL,
+            },
+        }
+    )
 
 
 def submission_with_results(count: int, per_shard: int, lines_by_shard) -> Submission:
     """A written submission whose shard k's downloaded results are `lines_by_shard(k, keys)`."""
-    submission = Submission(scenario="easy", stage=GENERATION, submission_id="scale", model=MODEL,
-                            prompt_version="cot-gen-v1", num_requests=count)
-    write_shards(submission, ((orjson.dumps({"key": f"easy-{i}"}) + b"\n", context(i)) for i in range(count)),
-                 per_shard, 10**9)
+    submission = Submission(
+        scenario="easy",
+        stage=GENERATION,
+        submission_id="scale",
+        model=MODEL,
+        prompt_version="cot-gen-v1",
+        num_requests=count,
+    )
+    write_shards(
+        submission,
+        ((orjson.dumps({"key": f"easy-{i}"}) + b"\n", context(i)) for i in range(count)),
+        per_shard,
+        10**9,
+    )
     submission.batch_names = [f"batches/job-{k}" for k in range(len(submission.shards))]
     for k, shard in enumerate(submission.shards):
         keys = [orjson.loads(line)["id"] for line in submission.context_path(shard).read_bytes().splitlines()]
         numbers = [int(key.removeprefix("easy-")) for key in keys]
-        submission.results_path(shard).write_bytes(b"".join(line + b"\n" for line in lines_by_shard(k, numbers)))
+        submission.results_path(shard).write_bytes(
+            b"".join(line + b"\n" for line in lines_by_shard(k, numbers))
+        )
     return submission
 
 
 def leftovers(*folders) -> list[str]:
     """Temporary files an ingestion might leave behind."""
-    return [p.name for folder in folders for p in folder.iterdir()
-            if p.name.startswith(".") and not p.name.endswith(".lock")]
+    return [
+        p.name
+        for folder in folders
+        for p in folder.iterdir()
+        if p.name.startswith(".") and not p.name.endswith(".lock")
+    ]
 
 
 def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir):
@@ -113,9 +156,11 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
         rng = random.Random(shard)
         out = [result(i, error=(i == 3)) for i in numbers if i != 29]  # easy-29 never answered
         if shard == 1:
-            out += [result(numbers[0], answer=-1),  # a second answer for a key: the first counts
-                    result(999),  # a key nobody asked for
-                    b"{not json"]
+            out += [
+                result(numbers[0], answer=-1),  # a second answer for a key: the first counts
+                result(999),  # a key nobody asked for
+                b"{not json",
+            ]
         rng.shuffle(out)
         return out
 
@@ -127,7 +172,9 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
     records = read_jsonl(samples_file)
     ids = [r["id"] for r in records]
     assert len(ids) == len(set(ids))
-    assert ids[:2] == ["easy-100", "easy-3"], "old records stay first; easy-3's new answer failed, so it is kept"
+    assert ids[:2] == ["easy-100", "easy-3"], (
+        "old records stay first; easy-3's new answer failed, so it is kept"
+    )
     assert records[1]["generation"]["batch"] == "batches/old"
     assert sorted(ids[2:], key=lambda k: int(k[5:])) == [f"easy-{i}" for i in range(30) if i not in (3, 29)]
     by_id = {r["id"]: r for r in records}
@@ -136,7 +183,9 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
     assert sorted(r["id"] for r in seen) == sorted(ids), "every record of the merged file observed once"
 
     outcomes = read_jsonl(submission.folder / "outcomes.jsonl")
-    assert sorted(o["id"] for o in outcomes) == sorted(f"easy-{i}" for i in range(30)), "one outcome per request"
+    assert sorted(o["id"] for o in outcomes) == sorted(f"easy-{i}" for i in range(30)), (
+        "one outcome per request"
+    )
     status = {o["id"]: o["status"] for o in outcomes}
     assert status["easy-3"] == "line_error" and status["easy-29"] == "missing"
     assert stats.num_new == 28 and stats.statuses == {"ok": 28, "line_error": 1, "missing": 1}
@@ -145,7 +194,9 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
 
     again = ingest_submission(submission, samples_file)
     assert again.num_new == 28
-    assert sorted(r["id"] for r in read_jsonl(samples_file)) == sorted(ids), "a repeat replaces, never duplicates"
+    assert sorted(r["id"] for r in read_jsonl(samples_file)) == sorted(ids), (
+        "a repeat replaces, never duplicates"
+    )
 
 
 def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatch):
@@ -154,31 +205,48 @@ def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatc
     table, _, _ = load_source_problems(get_scenario("easy"))
     (data_dir / "easy").mkdir(parents=True)
     pq.write_table(table, data_dir / "easy" / "source_problems.parquet", row_group_size=777)
-    submission = prepare_generation(get_scenario("easy"), 3000, "extend", 3, MODEL, "high", 1000, True).submission
+    submission = prepare_generation(
+        get_scenario("easy"), 3000, "extend", 3, MODEL, "high", 1000, True
+    ).submission
     assert len(submission.shards) == 3
-    keys = [orjson.loads(line)["key"] for s in submission.shards
-            for line in submission.requests_path(s).read_bytes().splitlines()]
+    keys = [
+        orjson.loads(line)["key"]
+        for s in submission.shards
+        for line in submission.requests_path(s).read_bytes().splitlines()
+    ]
     assert keys == table["problem_id"].to_pylist()[:3000]
     rows = {row["problem_id"]: row for row in table.slice(0, 3000).to_pylist()}
     for shard in submission.shards:
         for line in submission.context_path(shard).read_bytes().splitlines():
             saved = orjson.loads(line)
-            assert (saved["question"], saved["answer"]) == (rows[saved["id"]]["question"], rows[saved["id"]]["answer"])
+            assert (saved["question"], saved["answer"]) == (
+                rows[saved["id"]]["question"],
+                rows[saved["id"]]["answer"],
+            )
             assert saved["source"]["row"] == rows[saved["id"]]["source_row"]
 
 
 def test_shards_stay_under_the_request_and_byte_limits(data_dir):
     """A job's input file must stay under the Batch API's 2 GB: shards split on bytes too."""
-    submission = Submission(scenario="easy", stage=GENERATION, submission_id="bytes", model=MODEL,
-                            prompt_version="cot-gen-v1", num_requests=10)
+    submission = Submission(
+        scenario="easy",
+        stage=GENERATION,
+        submission_id="bytes",
+        model=MODEL,
+        prompt_version="cot-gen-v1",
+        num_requests=10,
+    )
     lines = [orjson.dumps({"key": f"easy-{i}", "pad": "x" * 90}) + b"\n" for i in range(10)]
     write_shards(submission, ((line, context(i)) for i, line in enumerate(lines)), 4, 3 * len(lines[0]) + 5)
     sizes = [len(submission.requests_path(s).read_bytes().splitlines()) for s in submission.shards]
     assert sizes == [3, 3, 3, 1], "three lines fit the byte limit, the fourth does not"
     requested = b"".join(submission.requests_path(s).read_bytes() for s in submission.shards)
     assert requested == b"".join(lines), "every request once, in order"
-    contexts = [orjson.loads(line)["id"] for s in submission.shards
-                for line in submission.context_path(s).read_bytes().splitlines()]
+    contexts = [
+        orjson.loads(line)["id"]
+        for s in submission.shards
+        for line in submission.context_path(s).read_bytes().splitlines()
+    ]
     assert contexts == [f"easy-{i}" for i in range(10)], "each shard's contexts match its requests"
     assert len(set(submission.display_names)) == 4
 

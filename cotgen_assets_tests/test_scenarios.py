@@ -9,12 +9,15 @@ def test_filter_syntax_of_the_old_cli():
     assert parse_filter(" type = Algebra ") == Filter("type", ("Algebra",))
 
 
-@pytest.mark.parametrize("text, message", [
-    ("level", "not of the form column=value1,value2"),
-    ("=Level 1", "not of the form"),
-    ("level=", "has no values"),
-    ("level= , ", "has no values"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("level", "not of the form column=value1,value2"),
+        ("=Level 1", "not of the form"),
+        ("level=", "has no values"),
+        ("level= , ", "has no values"),
+    ],
+)
 def test_bad_filters_are_named(text, message):
     with pytest.raises(ScenarioError, match=message):
         parse_filter(text)
@@ -26,7 +29,9 @@ def test_default_scenarios_are_the_partitions():
     assert scenario_partitions.get_partition_keys() == ["easy", "medium", "hard"]
     assert scenarios["easy"].dataset == "gsm8k" and scenarios["easy"].config == "main"
     assert [str(f) for f in scenarios["hard"].filters] == [
-        "level=Level 4,Level 5", "type=Algebra,Intermediate Algebra,Precalculus,Number Theory"]
+        "level=Level 4,Level 5",
+        "type=Algebra,Intermediate Algebra,Precalculus,Number Theory",
+    ]
     assert all(s.limit == 1000 for s in scenarios.values())
 
 
@@ -49,15 +54,18 @@ def test_a_user_scenario_gets_defaults(tmp_path):
     assert (tiny.suffix, tiny.limit, tiny.filters) == ("tiny", 1000, ())
 
 
-@pytest.mark.parametrize("text, message", [
-    ("scenarios: [", "not valid YAML"),
-    ("other: 1", "needs a non-empty `scenarios:` mapping"),
-    (GOOD.replace("split: test", "split: test\n    colour: red"), "unknown fields \\['colour'\\]"),
-    (GOOD.replace("    dataset: gsm8k\n", ""), "lacks required fields \\['dataset'\\]"),
-    (GOOD + "    limit: 0\n", "limit must be a positive integer"),
-    (GOOD + "    filters: ['level=']\n", "'level' has no values"),
-    (GOOD.replace("answer_format: gsm8k", "answer_format: guess"), "answer_format must be one of"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("scenarios: [", "not valid YAML"),
+        ("other: 1", "needs a non-empty `scenarios:` mapping"),
+        (GOOD.replace("split: test", "split: test\n    colour: red"), "unknown fields \\['colour'\\]"),
+        (GOOD.replace("    dataset: gsm8k\n", ""), "lacks required fields \\['dataset'\\]"),
+        (GOOD + "    limit: 0\n", "limit must be a positive integer"),
+        (GOOD + "    filters: ['level=']\n", "'level' has no values"),
+        (GOOD.replace("answer_format: gsm8k", "answer_format: guess"), "answer_format must be one of"),
+    ],
+)
 def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):
     path = tmp_path / "scenarios.yaml"
     path.write_text(text)

@@ -22,8 +22,9 @@ CATCH_UP_JOB = "summarization_batch_job"
 
 def request_keys(batch_metadata: dict) -> list[str]:
     """The problem ids a generation_batch materialization asked for, from its request files."""
-    return [orjson.loads(line)["key"] for path in batch_metadata["request_files"]
-            for line in open(path, "rb")]
+    return [
+        orjson.loads(line)["key"] for path in batch_metadata["request_files"] for line in open(path, "rb")
+    ]
 
 
 class ApiCalls:
@@ -46,6 +47,7 @@ class ApiCalls:
         # A request the emulator answers after everything before it is a barrier: its log line
         # comes after the lines of the calls the sensor already got answers to.
         self.emulator.admin("GET", "health")
+
         def logged():
             text = self._text()
             return text if HEALTH in text else None
@@ -82,6 +84,7 @@ def only(requests: list, job_name: str):
 
 # --------------------------------------------------------------------------- nothing to do
 
+
 def test_nothing_submitted_skips_with_a_message(pipeline, calls):
     pipeline.materialize([assets.source_problems], "easy")
     calls.mark()
@@ -102,7 +105,10 @@ def test_a_dry_run_launches_nothing_and_calls_no_api(pipeline, calls):
 
 # --------------------------------------------------------------------------- pending, then done
 
-def test_pending_jobs_are_polled_once_each_then_launched_once(pipeline, emulator, calls, data_dir, monkeypatch):
+
+def test_pending_jobs_are_polled_once_each_then_launched_once(
+    pipeline, emulator, calls, data_dir, monkeypatch
+):
     pipeline.materialize([assets.source_problems], "easy")
     # Two jobs (two requests per job) that stay in flight for a while.
     emulator.set_faults(slow_latency=6.0, slow_count=2)
@@ -115,8 +121,9 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(pipeline, emulator
         calls.mark()
         data = pipeline.tick()
         assert data.run_requests == []
-        assert re.search(r"generation\|easy: JOB_STATE_(PENDING|RUNNING) for \d+ min", data.skip_message), \
+        assert re.search(r"generation\|easy: JOB_STATE_(PENDING|RUNNING) for \d+ min", data.skip_message), (
             data.skip_message
+        )
         assert calls.batch_gets() == 2
         stale = [e for e in data.asset_events if e.metadata.get("stale")]
         if tick == 0:  # reported once, with what to do
@@ -142,6 +149,7 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(pipeline, emulator
 
 
 # --------------------------------------------------------------------------- jobs that end badly
+
 
 @pytest.mark.parametrize("fault", ["failed", "expired", "cancelled"])
 def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline, emulator, data_dir, fault):
@@ -183,6 +191,7 @@ def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline
 
 # --------------------------------------------------------------------------- new submissions
 
+
 def test_a_new_submission_after_ingest_is_launched_with_a_new_run_key(pipeline, data_dir):
     pipeline.materialize([assets.source_problems], "medium")
     pipeline.submit_generation("medium", limit=2)
@@ -190,8 +199,9 @@ def test_a_new_submission_after_ingest_is_launched_with_a_new_run_key(pipeline, 
     assert pipeline.run(first).success
 
     pipeline.submit_generation("medium", limit=2, mode="extend", dry_run=True)
-    assert not [r for r in pipeline.tick().run_requests if r.job_name == GENERATION_JOB], \
+    assert not [r for r in pipeline.tick().run_requests if r.job_name == GENERATION_JOB], (
         "a dry run is not a submission"
+    )
 
     pipeline.submit_generation("medium", limit=2, mode="extend")
     batch = pipeline.metadata("generation_batch", "medium")
@@ -217,6 +227,7 @@ def test_a_dry_run_while_a_batch_is_in_flight_does_not_lose_it(pipeline, emulato
 
 # --------------------------------------------------------------------------- summarization catch-up
 
+
 def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeline, emulator, data_dir):
     pipeline.materialize([assets.source_problems], "easy")
     pipeline.submit_generation("easy", limit=3)
@@ -236,11 +247,13 @@ def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeli
     assert result.asset_materializations_for_node("summarization_batch") == []
     assert pipeline.metadata("summarization_batch", "easy")["submission_id"] == summarization["submission_id"]
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == 6
-    assert not [r for r in pipeline.tick().run_requests if r.job_name == CATCH_UP_JOB], \
+    assert not [r for r in pipeline.tick().run_requests if r.job_name == CATCH_UP_JOB], (
         "no catch-up before the summarization in flight is ingested"
+    )
     # Someone looks at the projected cost meanwhile: a dry run must not stand in for the catch-up.
-    pipeline.materialize([assets.summarization_batch], "easy",
-                         {"ops": {"summarization_batch": {"config": {"dry_run": True}}}})
+    pipeline.materialize(
+        [assets.summarization_batch], "easy", {"ops": {"summarization_batch": {"config": {"dry_run": True}}}}
+    )
     assert pipeline.metadata("summarization_batch", "easy")["dry_run"] is True
 
     ingest = only(tick_until(pipeline, SUMMARIZATION_JOB), SUMMARIZATION_JOB)
@@ -280,8 +293,11 @@ def test_no_catch_up_while_the_run_that_saves_cot_is_still_going(pipeline, data_
 
     run = pipeline.instance.create_run_for_job(
         job_def=dg.define_asset_job("generation_results_job", selection=[assets.cot_samples]).resolve(
-            asset_graph=dg.Definitions(assets=[assets.cot_samples]).get_repository_def().asset_graph),
-        tags={"dagster/partition": "easy"}, status=dg.DagsterRunStatus.STARTED)
+            asset_graph=dg.Definitions(assets=[assets.cot_samples]).get_repository_def().asset_graph
+        ),
+        tags={"dagster/partition": "easy"},
+        status=dg.DagsterRunStatus.STARTED,
+    )
     assert summarization_catch_up(pipeline.instance, "easy") is None
     pipeline.instance.report_run_failed(run)
     assert summarization_catch_up(pipeline.instance, "easy") is not None

@@ -16,8 +16,10 @@ def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):
     metadata = result.asset_materializations_for_node("source_problems")[0].metadata
     assert metadata["num_rows"].value == 3099
     assert metadata["dataset"].value == "qwedsacf/competition_math"
-    assert metadata["filters"].value == ["level=Level 1,Level 2,Level 3",
-                                         "type=Algebra,Intermediate Algebra,Precalculus"]
+    assert metadata["filters"].value == [
+        "level=Level 1,Level 2,Level 3",
+        "type=Algebra,Intermediate Algebra,Precalculus",
+    ]
     preview = metadata["preview"].value
     assert len(preview.records) == 5 and preview.records[0].data["answer"]
     table = pq.read_table(tmp_path / "medium" / "source_problems.parquet")
@@ -26,13 +28,17 @@ def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):
     again = dg.materialize([assets.source_problems], partition_key="medium")
     assert again.success
     assert pq.read_table(tmp_path / "medium" / "source_problems.parquet")["problem_id"].equals(
-        table["problem_id"])
+        table["problem_id"]
+    )
 
 
 def test_hard_reports_the_rows_it_drops(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
-    metadata = dg.materialize([assets.source_problems], partition_key="hard") \
-        .asset_materializations_for_node("source_problems")[0].metadata
+    metadata = (
+        dg.materialize([assets.source_problems], partition_key="hard")
+        .asset_materializations_for_node("source_problems")[0]
+        .metadata
+    )
     assert (metadata["num_matched"].value, metadata["num_rows"].value) == (4118, 4116)
     assert metadata["dropped_ids"].value == ["hard-5529", "hard-5531"]
 
@@ -42,9 +48,24 @@ def test_dagster_cli_materializes_a_partition(tmp_path):
     env = {**os.environ, "COTGEN_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
     completed = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cotgen_assets.definitions",
-         "--select", "source_problems", "--partition", "medium"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "cotgen_assets.definitions",
+            "--select",
+            "source_problems",
+            "--partition",
+            "medium",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert pq.read_table(tmp_path / "data" / "medium" / "source_problems.parquet").num_rows == 3099

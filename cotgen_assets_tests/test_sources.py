@@ -9,8 +9,9 @@ from cotgen_assets.scenarios import ScenarioError, get_scenario, parse_filter
 from cotgen_assets.sources import load_source_problems
 
 
-@pytest.mark.parametrize("name, rows, matched", [("easy", 7473, 7473), ("medium", 3099, 3099),
-                                                 ("hard", 4116, 4118)])
+@pytest.mark.parametrize(
+    "name, rows, matched", [("easy", 7473, 7473), ("medium", 3099, 3099), ("hard", 4116, 4118)]
+)
 def test_scenarios_have_the_expected_rows_and_answers(name, rows, matched):
     problems, dropped, _ = load_source_problems(get_scenario(name))
     assert problems.num_rows == rows
@@ -33,7 +34,11 @@ def test_reference_answers_and_source_columns():
     assert first["question"].startswith("Natalia sold clips to 48 of her friends in April")
     assert first["answer"] == "72"
     assert (first["source_dataset"], first["source_config"], first["source_split"], first["source_row"]) == (
-        "gsm8k", "main", "train", 0)
+        "gsm8k",
+        "main",
+        "train",
+        0,
+    )
 
     medium, _, _ = load_source_problems(get_scenario("medium"))
     assert set(medium["level"].to_pylist()) == {"Level 1", "Level 2", "Level 3"}
@@ -62,7 +67,9 @@ def _variant(name, **changes):
 
 def test_unknown_filter_column_names_the_columns_that_exist():
     scenario = _variant("medium", filters=(parse_filter("difficulty=hard"),))
-    with pytest.raises(ScenarioError, match=r"'difficulty'.*columns are \['problem', 'level', 'type', 'solution'\]"):
+    with pytest.raises(
+        ScenarioError, match=r"'difficulty'.*columns are \['problem', 'level', 'type', 'solution'\]"
+    ):
         load_source_problems(scenario)
 
 
@@ -91,6 +98,7 @@ def test_malformed_dataset_file(tmp_path):
 
 def test_explicit_path_comes_before_the_datasets_dir(tmp_path, monkeypatch):
     import os
+
     table = pq.read_table(os.path.join(os.environ["COTGEN_DATASETS_DIR"], "gsm8k/main/test.parquet"))
     local = tmp_path / "mine.parquet"
     pq.write_table(table.slice(0, 12), local)

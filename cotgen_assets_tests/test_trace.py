@@ -53,15 +53,22 @@ def outcomes_for(data: Path, scenario: str, sample_id: str) -> list[tuple[str, d
 
 def retried_id(data: Path) -> str:
     for record in read_jsonl(data / "cot_easy.jsonl"):
-        statuses = {o["status"] for stage, o in outcomes_for(data, "easy", record["id"]) if stage == "generation"}
+        statuses = {
+            o["status"] for stage, o in outcomes_for(data, "easy", record["id"]) if stage == "generation"
+        }
         if statuses == {"line_error", "ok"}:
             return record["id"]
     raise AssertionError("no easy sample needed a second try; the chain should have made one")
 
 
 def run_cli(*args: str, data: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(COTGEN), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "COTGEN_DATA_DIR": str(data)})
+    return subprocess.run(
+        [str(COTGEN), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COTGEN_DATA_DIR": str(data)},
+    )
 
 
 def test_trace_follows_a_retried_sample_from_source_row_to_cod(chain):
@@ -69,10 +76,17 @@ def test_trace_follows_a_retried_sample_from_source_row_to_cod(chain):
     sample_id = retried_id(data)
     found = trace(sample_id)
 
-    row = pq.read_table(data / "easy" / "source_problems.parquet",
-                        filters=[("problem_id", "=", sample_id)]).to_pylist()[0]
-    assert found["source"] == {"dataset": "gsm8k", "config": "main", "split": "train",
-                               "row": row["source_row"], "question": row["question"], "answer": row["answer"]}
+    row = pq.read_table(
+        data / "easy" / "source_problems.parquet", filters=[("problem_id", "=", sample_id)]
+    ).to_pylist()[0]
+    assert found["source"] == {
+        "dataset": "gsm8k",
+        "config": "main",
+        "split": "train",
+        "row": row["source_row"],
+        "question": row["question"],
+        "answer": row["answer"],
+    }
     assert row["source_row"] == int(sample_id.split("-")[1])
 
     cot = next(r for r in read_jsonl(data / "cot_easy.jsonl") if r["id"] == sample_id)
@@ -86,21 +100,33 @@ def test_trace_follows_a_retried_sample_from_source_row_to_cod(chain):
 
     attempts = found["attempts"]
     assert [(a["stage"], a["try"], a["status"]) for a in attempts] == [
-        ("generation", 1, "line_error"), ("generation", 2, "ok"), ("summarization", 1, "ok")]
-    by_file = {(stage, o["batch"], o["status"], o["cost_usd"]) for stage, o in outcomes_for(data, "easy", sample_id)}
+        ("generation", 1, "line_error"),
+        ("generation", 2, "ok"),
+        ("summarization", 1, "ok"),
+    ]
+    by_file = {
+        (stage, o["batch"], o["status"], o["cost_usd"]) for stage, o in outcomes_for(data, "easy", sample_id)
+    }
     assert {(a["stage"], a["batch"], a["status"], a["cost_usd"]) for a in attempts} == by_file
     assert attempts[1]["batch"] == cot["generation"]["batch"]
     assert attempts[0]["reason"], "a failed attempt says why"
-    assert found["total_cost_usd"] == pytest.approx(sum(o["cost_usd"] for _, o in outcomes_for(data, "easy", sample_id)))
+    assert found["total_cost_usd"] == pytest.approx(
+        sum(o["cost_usd"] for _, o in outcomes_for(data, "easy", sample_id))
+    )
     for attempt in attempts:
         assert {"submission", "outcomes", "requests", "results"} <= set(attempt["files"])
         assert all(Path(p).exists() for p in attempt["files"].values())
     assert sorted(found["in_the_ui"]["run_tags"]) == sorted(
-        f"cotgen/submission_id={a['submission']}" for a in attempts)
+        f"cotgen/submission_id={a['submission']}" for a in attempts
+    )
 
 
 def test_trace_of_a_math_problem_not_yet_answered(chain):
-    ids = pq.read_table(chain / "medium" / "source_problems.parquet", columns=["problem_id"]).column(0).to_pylist()
+    ids = (
+        pq.read_table(chain / "medium" / "source_problems.parquet", columns=["problem_id"])
+        .column(0)
+        .to_pylist()
+    )
     asked, never_asked = trace(ids[0]), trace(ids[1])
     assert asked["source"]["dataset"] == "qwedsacf/competition_math"
     assert asked["source"]["level"] in {"Level 1", "Level 2", "Level 3"} and asked["source"]["type"]
@@ -117,10 +143,13 @@ def test_cli_prints_the_same_trace_as_json(chain):
     assert json.loads(result.stdout) == trace(sample_id)
 
 
-@pytest.mark.parametrize("unknown, message", [
-    ("easy-999999", "unknown id 'easy-999999': no source problem, sample or request with this id in "),
-    ("nosuch-3", "unknown id 'nosuch-3': ids look like <scenario>-<source row>"),
-])
+@pytest.mark.parametrize(
+    "unknown, message",
+    [
+        ("easy-999999", "unknown id 'easy-999999': no source problem, sample or request with this id in "),
+        ("nosuch-3", "unknown id 'nosuch-3': ids look like <scenario>-<source row>"),
+    ],
+)
 def test_cli_unknown_id_exits_1_with_a_clear_message(chain, unknown, message):
     result = run_cli("trace", unknown, data=chain)
     assert result.returncode == 1 and result.stdout == ""

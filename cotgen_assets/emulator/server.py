@@ -54,17 +54,19 @@ def render_file(record: dict, host: str, ver: str) -> dict:
     out = {"name": record["name"]}
     if record.get("display_name"):
         out["displayName"] = record["display_name"]
-    out.update({
-        "mimeType": record["mime_type"],
-        "sizeBytes": str(record["size_bytes"]),
-        "createTime": created,
-        "updateTime": created,
-        "expirationTime": rfc3339(record["create_time"] + FILE_TTL_SECONDS),
-        "sha256Hash": record["sha256_hash"],
-        "uri": f"http://{host}/{ver}/files/{file_id}",
-        "state": "ACTIVE",
-        "source": record["source"],
-    })
+    out.update(
+        {
+            "mimeType": record["mime_type"],
+            "sizeBytes": str(record["size_bytes"]),
+            "createTime": created,
+            "updateTime": created,
+            "expirationTime": rfc3339(record["create_time"] + FILE_TTL_SECONDS),
+            "sha256Hash": record["sha256_hash"],
+            "uri": f"http://{host}/{ver}/files/{file_id}",
+            "state": "ACTIVE",
+            "source": record["source"],
+        }
+    )
     if record["source"] == "GENERATED":
         out["downloadUri"] = f"http://{host}/download/{ver}/files/{file_id}:download?alt=media"
     return out
@@ -73,7 +75,7 @@ def render_file(record: dict, host: str, ver: str) -> dict:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cotgen-emulator"
-    server: "EmulatorServer"
+    server: EmulatorServer
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -106,8 +108,13 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, body: bytes, headers: dict | None = None,
-              content_type: str = "application/json; charset=UTF-8") -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        headers: dict | None = None,
+        content_type: str = "application/json; charset=UTF-8",
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -158,14 +165,16 @@ class Handler(BaseHTTPRequestHandler):
                 upload_headers = {"X-Goog-Upload-Status": "final"}
             is_chunk = bool(upload and "upload_id" in query)
             if not is_chunk and not (self.headers.get("x-goog-api-key") or query.get("key")):
-                raise ApiError(403, "PERMISSION_DENIED",
-                               "Method doesn't allow unregistered callers (callers without "
-                               "established identity). Please use API Key or other form of API "
-                               "consumer identity to call this API.")
+                raise ApiError(
+                    403,
+                    "PERMISSION_DENIED",
+                    "Method doesn't allow unregistered callers (callers without "
+                    "established identity). Please use API Key or other form of API "
+                    "consumer identity to call this API.",
+                )
             code = self.server.faults.draw_http_error()
             if code == 429:
-                raise ApiError(429, "RESOURCE_EXHAUSTED",
-                               "Resource has been exhausted (e.g. check quota).")
+                raise ApiError(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
             if code == 500:
                 raise ApiError(500, "INTERNAL", "Internal error encountered.")
             if upload:
@@ -186,16 +195,24 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             path = _KEY_IN_QUERY.sub(r"\1***", self.path)
             elapsed = (time.perf_counter() - started) * 1000
-            _log(f'{self.client_address[0]} "{self.command} {path}" {self._status} '
-                 f"{self._sent}B {elapsed:.1f}ms")
+            _log(
+                f'{self.client_address[0]} "{self.command} {path}" {self._status} '
+                f"{self._sent}B {elapsed:.1f}ms"
+            )
 
     # ---- admin ------------------------------------------------------------------------------
 
     def _admin(self, path: str, body: bytes) -> None:
         faults = self.server.faults
         if path == "/_emulator/health" and self.command == "GET":
-            self._json({"ok": True, "pid": os.getpid(), "state_dir": str(self.server.store.root),
-                        "latency": self.server.store.latency})
+            self._json(
+                {
+                    "ok": True,
+                    "pid": os.getpid(),
+                    "state_dir": str(self.server.store.root),
+                    "latency": self.server.store.latency,
+                }
+            )
         elif path == "/_emulator/faults" and self.command == "GET":
             self._json(faults.snapshot())
         elif path == "/_emulator/faults" and self.command == "POST":
@@ -216,42 +233,60 @@ class Handler(BaseHTTPRequestHandler):
         protocol = self.headers.get("X-Goog-Upload-Protocol", "").lower()
         command = self.headers.get("X-Goog-Upload-Command", "").lower()
         if protocol != "resumable" or command != "start":
-            raise ApiError(400, "INVALID_ARGUMENT",
-                           "Only resumable uploads are supported (X-Goog-Upload-Protocol: "
-                           "resumable, X-Goog-Upload-Command: start).")
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                "Only resumable uploads are supported (X-Goog-Upload-Protocol: "
+                "resumable, X-Goog-Upload-Command: start).",
+            )
         payload = self._body_json(body)
         file = get(payload, "file") or {}
         size = self.headers.get("X-Goog-Upload-Header-Content-Length")
         upload_id = self.server.store.start_upload(
-            file, declared_size=int(size) if size and size.isdigit() else None,
-            mime_type=self.headers.get("X-Goog-Upload-Header-Content-Type"))
+            file,
+            declared_size=int(size) if size and size.isdigit() else None,
+            mime_type=self.headers.get("X-Goog-Upload-Header-Content-Type"),
+        )
         url = f"http://{self._host()}/upload/{ver}/files?upload_id={upload_id}&upload_protocol=resumable"
-        self._send(200, b"", {"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active",
-                              "X-Goog-Upload-Chunk-Granularity": "262144",
-                              "X-GUploader-UploadID": upload_id})
+        self._send(
+            200,
+            b"",
+            {
+                "X-Goog-Upload-URL": url,
+                "X-Goog-Upload-Status": "active",
+                "X-Goog-Upload-Chunk-Granularity": "262144",
+                "X-GUploader-UploadID": upload_id,
+            },
+        )
 
     def _upload_chunk(self, ver: str, upload_id: str, body: bytes) -> None:
         store = self.server.store
         commands = {c.strip() for c in self.headers.get("X-Goog-Upload-Command", "").lower().split(",")}
         if commands == {"query"}:
             received = store.upload_received(upload_id)
-            self._send(200, b"", {"X-Goog-Upload-Status": "active",
-                                  "X-Goog-Upload-Size-Received": str(received)})
+            self._send(
+                200, b"", {"X-Goog-Upload-Status": "active", "X-Goog-Upload-Size-Received": str(received)}
+            )
             return
         if "upload" not in commands and "finalize" not in commands:
-            raise ApiError(400, "INVALID_ARGUMENT",
-                           "X-Goog-Upload-Command must be 'upload', 'upload, finalize' or 'query'.")
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                "X-Goog-Upload-Command must be 'upload', 'upload, finalize' or 'query'.",
+            )
         offset = self.headers.get("X-Goog-Upload-Offset")
         if offset is not None and not offset.strip().isdigit():
             raise ApiError(400, "INVALID_ARGUMENT", f"Bad X-Goog-Upload-Offset {offset!r}.")
-        record = store.upload_chunk(upload_id, int(offset) if offset is not None else None,
-                                    body, "finalize" in commands)
+        record = store.upload_chunk(
+            upload_id, int(offset) if offset is not None else None, body, "finalize" in commands
+        )
         if record is None:
             self._send(200, b"", {"X-Goog-Upload-Status": "active"})
         else:
             _log(f"uploaded {record['name']} ({record['size_bytes']} bytes)")
-            self._json({"file": render_file(record, self._host(), ver)}, 200,
-                       {"X-Goog-Upload-Status": "final"})
+            self._json(
+                {"file": render_file(record, self._host(), ver)}, 200, {"X-Goog-Upload-Status": "final"}
+            )
 
     # ---- JSON API -------------------------------------------------------------------------------
 
@@ -306,8 +341,11 @@ class Handler(BaseHTTPRequestHandler):
         store = self.server.store
         record = store.get_file(file_id)
         if record["source"] != "GENERATED":
-            raise ApiError(400, "INVALID_ARGUMENT",
-                           f"Only generated files can be downloaded; {record['name']} was uploaded.")
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                f"Only generated files can be downloaded; {record['name']} was uploaded.",
+            )
         path = store.file_bytes_path(file_id)
         size = path.stat().st_size
         self.send_response(200)
@@ -333,32 +371,51 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen-emulator",
         description="Local stand-in for the Gemini Batch API (Files API + batches), for the "
-                    "google-genai SDK with HttpOptions(base_url=...).")
+        "google-genai SDK with HttpOptions(base_url=...).",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks one)"
+    )
     parser.add_argument("--state-dir", default=".emulator", help="where files and jobs are kept")
-    parser.add_argument("--latency", type=float, default=10.0,
-                        help="seconds from create to a finished job (default 10)")
+    parser.add_argument(
+        "--latency", type=float, default=10.0, help="seconds from create to a finished job (default 10)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every fault draw (default 0)")
-    parser.add_argument("--datasets-dir", default=None,
-                        help="reference problems (*.parquet); default $COTGEN_DATASETS_DIR")
+    parser.add_argument(
+        "--datasets-dir", default=None, help="reference problems (*.parquet); default $COTGEN_DATASETS_DIR"
+    )
     faults = parser.add_argument_group("faults")
     for name, help_text in (
-        ("line-error-rate", "share of output lines that are {\"error\": ...}"),
+        ("line-error-rate", 'share of output lines that are {"error": ...}'),
         ("truncate-rate", "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)"),
         ("no-thoughts-rate", "share of responses without thought parts"),
         ("garbage-line-rate", "share of output lines that are not JSON"),
         ("http-error-rate", "share of API calls answered 429 or 500 (admin endpoints exempt)"),
     ):
         faults.add_argument(f"--fault-{name}", type=float, default=0.0, metavar="R", help=help_text)
-    faults.add_argument("--fault-job-state", choices=JOB_FAULT_STATES, default=None,
-                        help="terminal state of the next --fault-job-count jobs")
+    faults.add_argument(
+        "--fault-job-state",
+        choices=JOB_FAULT_STATES,
+        default=None,
+        help="terminal state of the next --fault-job-count jobs",
+    )
     faults.add_argument("--fault-job-count", type=int, default=0, metavar="N")
-    faults.add_argument("--fault-slow-latency", type=float, default=0.0, metavar="S",
-                        help="latency of the next --fault-slow-count jobs")
+    faults.add_argument(
+        "--fault-slow-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="latency of the next --fault-slow-count jobs",
+    )
     faults.add_argument("--fault-slow-count", type=int, default=0, metavar="N")
-    faults.add_argument("--fault-lose-create-count", type=int, default=0, metavar="N",
-                        help="the next N creates make the job but answer HTTP 500")
+    faults.add_argument(
+        "--fault-lose-create-count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the next N creates make the job but answer HTTP 500",
+    )
     return parser
 
 
@@ -394,14 +451,18 @@ def main(argv: list[str] | None = None) -> None:
     def preload() -> None:
         started = time.perf_counter()
         count = len(responder.references)
-        _log(f"{count} reference problems loaded from {responder.references.datasets_dir} "
-             f"in {time.perf_counter() - started:.2f}s")
+        _log(
+            f"{count} reference problems loaded from {responder.references.datasets_dir} "
+            f"in {time.perf_counter() - started:.2f}s"
+        )
 
     threading.Thread(target=preload, name="preload-references", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     host, port = server.server_address[:2]
-    _log(f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
-         f"latency {args.latency}s, seed {args.seed}, faults {json.dumps(faults.snapshot())})")
+    _log(
+        f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
+        f"latency {args.latency}s, seed {args.seed}, faults {json.dumps(faults.snapshot())})"
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -24,8 +24,9 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -72,7 +73,7 @@ class ApiError(Exception):
 
 def rfc3339(timestamp: float) -> str:
     """Proto-JSON timestamp: UTC, microseconds, `Z`."""
-    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+    moment = dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -100,8 +101,9 @@ def _nonzero(counts: dict[str, int]) -> dict[str, str]:
 class Store:
     """Files, uploads and batch jobs under one state directory (thread-safe)."""
 
-    def __init__(self, state_dir: str | os.PathLike, *, latency: float, faults: Faults,
-                 responder: Responder, log=None):
+    def __init__(
+        self, state_dir: str | os.PathLike, *, latency: float, faults: Faults, responder: Responder, log=None
+    ):
         self.root = Path(state_dir)
         self.latency = latency
         self.faults = faults
@@ -146,8 +148,9 @@ class Store:
             meta.unlink(missing_ok=True)
             data.unlink(missing_ok=True)
 
-    def _save_file(self, file_id: str, data_path: Path, *, display_name: str | None,
-                   mime_type: str, source: str) -> dict:
+    def _save_file(
+        self, file_id: str, data_path: Path, *, display_name: str | None, mime_type: str, source: str
+    ) -> dict:
         digest = hashlib.sha256()
         size = 0
         with open(data_path, "rb") as handle:
@@ -179,9 +182,12 @@ class Store:
         if name:
             file_id = name.removeprefix("files/")
             if not _FILE_ID.match(file_id):
-                raise ApiError(400, "INVALID_ARGUMENT",
-                               f"Invalid file name {name!r}: up to 40 characters of [a-z0-9-], "
-                               "not starting or ending with '-'.")
+                raise ApiError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"Invalid file name {name!r}: up to 40 characters of [a-z0-9-], "
+                    "not starting or ending with '-'.",
+                )
             if self._file_paths(file_id)[0].exists():
                 raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
         size = get(file, "sizeBytes")
@@ -189,8 +195,12 @@ class Store:
             declared_size = int(size)
         mime = mime_type or get(file, "mimeType") or "application/octet-stream"
         upload_id = secrets.token_urlsafe(24)
-        session = {"file_id": file_id, "display_name": get(file, "displayName"),
-                   "mime_type": mime, "declared_size": declared_size}
+        session = {
+            "file_id": file_id,
+            "display_name": get(file, "displayName"),
+            "mime_type": mime,
+            "declared_size": declared_size,
+        }
         (self.root / "uploads" / f"{upload_id}.part").write_bytes(b"")
         _write_atomic(self.root / "uploads" / f"{upload_id}.json", orjson.dumps(session))
         return upload_id
@@ -201,15 +211,17 @@ class Store:
             raise ApiError(404, "NOT_FOUND", "Upload session not found or already finalized.")
         return part.stat().st_size
 
-    def upload_chunk(self, upload_id: str, offset: int | None, data: bytes,
-                     finalize: bool) -> dict | None:
+    def upload_chunk(self, upload_id: str, offset: int | None, data: bytes, finalize: bool) -> dict | None:
         """Appends one chunk; on finalize returns the new File record."""
         with self._lock:
             session = _read_json(self.root / "uploads" / f"{upload_id}.json")
             received = self.upload_received(upload_id)
             if offset is not None and offset != received:
-                raise ApiError(400, "INVALID_ARGUMENT",
-                               f"Upload offset {offset} does not match the {received} bytes received.")
+                raise ApiError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"Upload offset {offset} does not match the {received} bytes received.",
+                )
             part = self.root / "uploads" / f"{upload_id}.part"
             with open(part, "ab") as handle:
                 handle.write(data)
@@ -218,13 +230,19 @@ class Store:
             total = received + len(data)
             declared = session.get("declared_size")
             if declared is not None and declared != total:
-                raise ApiError(400, "INVALID_ARGUMENT",
-                               f"Upload finalized with {total} bytes, {declared} were declared.")
+                raise ApiError(
+                    400, "INVALID_ARGUMENT", f"Upload finalized with {total} bytes, {declared} were declared."
+                )
             file_id = session["file_id"] or "".join(secrets.choice(_ALNUM) for _ in range(12))
             if self._file_paths(file_id)[0].exists():
                 raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
-            record = self._save_file(file_id, part, display_name=session.get("display_name"),
-                                     mime_type=session["mime_type"], source="UPLOADED")
+            record = self._save_file(
+                file_id,
+                part,
+                display_name=session.get("display_name"),
+                mime_type=session["mime_type"],
+                source="UPLOADED",
+            )
             (self.root / "uploads" / f"{upload_id}.json").unlink(missing_ok=True)
             return record
 
@@ -250,8 +268,7 @@ class Store:
         file_name = get(input_config, "fileName")
         inlined = get(get(input_config, "requests") or {}, "requests")
         if not file_name and inlined is None:
-            raise ApiError(400, "INVALID_ARGUMENT",
-                           "batch.inputConfig needs fileName or requests.requests.")
+            raise ApiError(400, "INVALID_ARGUMENT", "batch.inputConfig needs fileName or requests.requests.")
         with self._lock:
             if file_name:
                 source = self.file_bytes_path(str(file_name).removeprefix("files/"))
@@ -269,8 +286,7 @@ class Store:
             self._counters["batch_seq"] += 1
             seq = self._counters["batch_seq"]
             _write_atomic(self.root / "counters.json", orjson.dumps(self._counters))
-            batch_id = hashlib.blake2b(f"{self._counters['salt']}:{seq}".encode(),
-                                       digest_size=16).hexdigest()
+            batch_id = hashlib.blake2b(f"{self._counters['salt']}:{seq}".encode(), digest_size=16).hexdigest()
             input_path = self._batch_path(batch_id, ".input.jsonl")
             if file_name:
                 try:
@@ -278,10 +294,16 @@ class Store:
                 except OSError:
                     shutil.copyfile(source, input_path)
             else:
-                lines = (orjson.dumps({"key": get(get(item, "metadata") or {}, "key"),
-                                       "request": get(item, "request"),
-                                       "metadata": get(item, "metadata")})
-                         for item in inlined)
+                lines = (
+                    orjson.dumps(
+                        {
+                            "key": get(get(item, "metadata") or {}, "key"),
+                            "request": get(item, "request"),
+                            "metadata": get(item, "metadata"),
+                        }
+                    )
+                    for item in inlined
+                )
                 _write_atomic(input_path, b"\n".join(lines) + b"\n")
             record = {
                 "id": batch_id,
@@ -305,8 +327,11 @@ class Store:
                 "inlined_responses": None,
             }
             self._save_batch(record)
-        self.log(f"created {record['name']} ({count} requests, latency {record['latency']}s"
-                 + (f", will end {job.end_state}" if job.end_state else "") + ")")
+        self.log(
+            f"created {record['name']} ({count} requests, latency {record['latency']}s"
+            + (f", will end {job.end_state}" if job.end_state else "")
+            + ")"
+        )
         if job.lose_create:
             self.log(f"fault lose_create: {record['name']} exists, answering 500")
             raise ApiError(500, "INTERNAL", "Internal error encountered.")
@@ -338,8 +363,9 @@ class Store:
                 return
             if state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
                 self._view(record, now)
-                raise ApiError(400, "FAILED_PRECONDITION",
-                               f"Batch batches/{batch_id} is already finished ({state}).")
+                raise ApiError(
+                    400, "FAILED_PRECONDITION", f"Batch batches/{batch_id} is already finished ({state})."
+                )
             processed = 0
             if state == "BATCH_STATE_RUNNING":
                 run_time = record["latency"] * (1 - PENDING_FRACTION)
@@ -374,8 +400,10 @@ class Store:
     def _view(self, record: dict, now: float) -> dict:
         state, _ = self._phase(record, now)
         if state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING") and not record["finalized"]:
-            count = {"BATCH_STATE_SUCCEEDED": record["request_count"],
-                     "BATCH_STATE_CANCELLED": record["request_count"] // 2}.get(state, 0)
+            count = {
+                "BATCH_STATE_SUCCEEDED": record["request_count"],
+                "BATCH_STATE_CANCELLED": record["request_count"] // 2,
+            }.get(state, 0)
             self._finalize(record, count)
         return self._operation(record, now)
 
@@ -413,17 +441,26 @@ class Store:
                         handle.write(data + b"\n")
                     handle.flush()
                     os.fsync(handle.fileno())
-                self._save_file(file_id, tmp, display_name=f"{record['name']} results",
-                                mime_type="application/jsonl", source="GENERATED")
+                self._save_file(
+                    file_id,
+                    tmp,
+                    display_name=f"{record['name']} results",
+                    mime_type="application/jsonl",
+                    source="GENERATED",
+                )
                 record["results_file"] = f"files/{file_id}"
-        elif TERMINAL[record["fault_state"]] in ("BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED") \
-                and record["cancel_time"] is None:
+        elif (
+            TERMINAL[record["fault_state"]] in ("BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED")
+            and record["cancel_time"] is None
+        ):
             stats["failed"] = record["request_count"]
         record["stats"] = stats
         record["finalized"] = True
         self._save_batch(record)
-        self.log(f"finished {record['name']}: {stats['successful']} ok, {stats['failed']} failed, "
-                 f"{count} answered in {time.perf_counter() - started:.3f}s")
+        self.log(
+            f"finished {record['name']}: {stats['successful']} ok, {stats['failed']} failed, "
+            f"{count} answered in {time.perf_counter() - started:.3f}s"
+        )
 
     def _requests(self, record: dict) -> Iterator[tuple[str | None, Any, Any, str | None]]:
         """(key, request, metadata, problem) per input line, in order."""
@@ -460,15 +497,21 @@ class Store:
             line["error"] = {"code": code, "message": message, "status": status}
             return line
         line["response"] = self.responder.response(
-            request, model=record["model"], batch_name=record["name"], key=fault_key,
-            truncated="truncate" in hits, no_thoughts="no_thoughts" in hits)
+            request,
+            model=record["model"],
+            batch_name=record["name"],
+            key=fault_key,
+            truncated="truncate" in hits,
+            no_thoughts="no_thoughts" in hits,
+        )
         if "garbage_line" in hits and not record["inlined"]:
             line["garbage"] = True
         return line
 
     def _operation(self, record: dict, now: float, created: bool = False) -> dict:
-        state, changed = ("BATCH_STATE_PENDING", record["create_time"]) if created \
-            else self._phase(record, now)
+        state, changed = (
+            ("BATCH_STATE_PENDING", record["create_time"]) if created else self._phase(record, now)
+        )
         n = record["request_count"]
         metadata: dict[str, Any] = {"@type": BATCH_TYPE, "model": record["model"]}
         if record["display_name"]:
@@ -483,9 +526,13 @@ class Store:
         else:
             stats = record["stats"] or {"successful": 0, "failed": 0}
             metadata["endTime"] = rfc3339(changed)
-            metadata["batchStats"] = _nonzero({"requestCount": n,
-                                               "successfulRequestCount": stats["successful"],
-                                               "failedRequestCount": stats["failed"]})
+            metadata["batchStats"] = _nonzero(
+                {
+                    "requestCount": n,
+                    "successfulRequestCount": stats["successful"],
+                    "failedRequestCount": stats["failed"],
+                }
+            )
             output = None
             if record["results_file"]:
                 output = {"responsesFile": record["results_file"]}
