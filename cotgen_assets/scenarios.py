@@ -1,6 +1,7 @@
 """Scenarios: the user-editable list of problem sets, one Dagster partition each (DESIGN §2)."""
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,10 +9,29 @@ import yaml
 
 DEFAULT_SCENARIOS_FILE = Path(__file__).with_name("scenarios.yaml")
 ANSWER_FORMATS = ("gsm8k", "boxed")
+# Names and suffixes become file and folder names under COTGEN_DATA_DIR: no separators, no `..`.
+IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ScenarioError(ValueError):
     """A scenario or filter that cannot work; the message says what to fix."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _DuplicateKey(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -61,7 +81,9 @@ def load_scenarios(path: str | Path | None = None) -> dict[str, Scenario]:
     """Read and validate every scenario of the file, in file order."""
     path = Path(path) if path else scenarios_file()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except _DuplicateKey as error:
+        raise ScenarioError(f"scenarios file {path}: {error}; each name and field may appear once") from None
     except FileNotFoundError:
         raise ScenarioError(f"scenarios file {path} does not exist") from None
     except yaml.YAMLError as error:
@@ -69,7 +91,32 @@ def load_scenarios(path: str | Path | None = None) -> dict[str, Scenario]:
     entries = document.get("scenarios") if isinstance(document, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise ScenarioError(f"scenarios file {path} needs a non-empty `scenarios:` mapping")
-    return {name: _scenario(str(name), fields, path) for name, fields in entries.items()}
+    scenarios = {}
+    for name, fields in entries.items():
+        _check_identifier(name, "name", f"scenario {name!r} in {path}")
+        scenarios[name] = _scenario(name, fields, path)
+    by_suffix: dict[str, str] = {}
+    for scenario in scenarios.values():
+        other = by_suffix.setdefault(scenario.suffix, scenario.name)
+        if other != scenario.name:
+            raise ScenarioError(
+                f"scenarios {other!r} and {scenario.name!r} in {path} have the same suffix "
+                f"{scenario.suffix!r}: their cot_/cod_ files would collide; give each its own `suffix:`"
+            )
+    return scenarios
+
+
+def _check_identifier(value: object, field: str, where: str) -> None:
+    """Refuse a name or suffix that is not a plain identifier (it becomes a file or folder name)."""
+    if not isinstance(value, str):
+        raise ScenarioError(
+            f"{where}: the {field} must be a string of [A-Za-z0-9_-]+; YAML read {value!r}, quote it"
+        )
+    if not IDENTIFIER.fullmatch(value):
+        raise ScenarioError(
+            f"{where}: the {field} {value!r} must match [A-Za-z0-9_-]+ (letters, digits, _ and -), "
+            f"since it names files and folders under COTGEN_DATA_DIR"
+        )
 
 
 def _scenario(name: str, fields: object, path: Path) -> Scenario:
@@ -103,6 +150,9 @@ def _scenario(name: str, fields: object, path: Path) -> Scenario:
     limit = fields.get("limit", 1000)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
         raise ScenarioError(f"{where}: limit must be a positive integer, got {limit!r}")
+    suffix = fields.get("suffix")
+    suffix = name if suffix is None or suffix == "" else suffix
+    _check_identifier(suffix, "suffix", where)
     filters = fields.get("filters") or []
     if not isinstance(filters, list):
         raise ScenarioError(f"{where}: filters must be a list of 'column=value1,value2' strings")
@@ -119,7 +169,7 @@ def _scenario(name: str, fields: object, path: Path) -> Scenario:
         question_column=str(fields["question_column"]),
         solution_column=str(fields["solution_column"]),
         answer_format=str(fields["answer_format"]),
-        suffix=str(fields.get("suffix") or name),
+        suffix=suffix,
         limit=limit,
         path=str(fields["path"]) if fields.get("path") else None,
     )

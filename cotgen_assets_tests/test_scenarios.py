@@ -1,3 +1,6 @@
+import os
+import re
+
 import pytest
 
 from cotgen_assets.partitions import scenario_partitions
@@ -76,3 +79,68 @@ def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):
 def test_missing_scenarios_file(tmp_path):
     with pytest.raises(ScenarioError, match="does not exist"):
         load_scenarios(tmp_path / "nope.yaml")
+
+
+# --------------------------------------------------------------------------- issue 12, items 5 and 6
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            GOOD + "    suffix: ../../../ESCAPED\n",
+            r"scenario 'tiny'.*suffix '\.\./\.\./\.\./ESCAPED'.*\[A-Za-z0-9_-\]\+",
+        ),
+        (GOOD + "    suffix: a/b\n", r"scenario 'tiny'.*suffix 'a/b'"),
+        (GOOD + "    suffix: ''\n", None),  # empty falls back to the name: accepted
+        (GOOD.replace("  tiny:", "  ../../X:"), r"scenario '\.\./\.\./X'.*name.*\[A-Za-z0-9_-\]\+"),
+        (GOOD.replace("  tiny:", "  'my set':"), r"scenario 'my set'.*name"),
+        (GOOD.replace("  tiny:", "  yes:"), r"scenario True.*name.*quote it"),
+    ],
+)
+def test_names_and_suffixes_are_plain_identifiers(tmp_path, text, message):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(text)
+    if message is None:
+        assert load_scenarios(path)["tiny"].suffix == "tiny"
+        return
+    with pytest.raises(ScenarioError, match=message):
+        load_scenarios(path)
+
+
+def test_two_scenarios_may_not_share_a_suffix(tmp_path):
+    other = GOOD.split("scenarios:\n", 1)[1].replace("  tiny:", "  other:") + "    suffix: tiny\n"
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD + other)
+    with pytest.raises(ScenarioError, match=r"scenarios 'tiny' and 'other'.*suffix 'tiny'.*collide"):
+        load_scenarios(path)
+
+
+def test_a_duplicate_scenario_name_is_refused(tmp_path):
+    twice = GOOD + GOOD.split("scenarios:\n", 1)[1].replace("split: test", "split: train")
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(twice)
+    with pytest.raises(ScenarioError, match=rf"{re.escape(str(path))}: duplicate key 'tiny' at line 10"):
+        load_scenarios(path)
+
+
+def test_a_duplicate_field_is_refused(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD + "    split: train\n")
+    with pytest.raises(ScenarioError, match="duplicate key 'split'"):
+        load_scenarios(path)
+
+
+def test_the_code_location_fails_to_load_with_the_reason(tmp_path):
+    """The partitions come from the scenarios file, so a bad file stops the definitions from loading."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD + "    suffix: ../../../ESCAPED\n")
+    env = {**os.environ, "COTGEN_SCENARIOS_FILE": str(path)}
+    done = subprocess.run(
+        [sys.executable, "-c", "import cotgen_assets.partitions"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "ScenarioError" in done.stderr and "suffix '../../../ESCAPED' must match" in done.stderr
