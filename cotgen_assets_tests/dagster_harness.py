@@ -81,10 +81,12 @@ class DagsterDev:
         self.process.wait(timeout=10)
 
 
-def start_dagster_dev(home: Path, env: dict | None = None, timeout: float = 120) -> DagsterDev:
-    """`dagster dev -w workspace.yaml` in the project root with its own DAGSTER_HOME."""
+def start_dagster_dev(
+    home: Path, env: dict | None = None, timeout: float = 120, dagster_yaml: Path | None = None
+) -> DagsterDev:
+    """`dagster dev -w workspace.yaml` in the project root with its own DAGSTER_HOME (and dagster.yaml)."""
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(dagster_yaml or ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
     log_path = home / "dagster-dev.log"
     process = subprocess.Popen(
