@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the project with its test extras and runs the whole test suite (arguments go to pytest).
-# The browser tests need Debian's chromium: installed here when missing and we are root.
+# The browser tests need Debian's chromium, the Postgres tests a PostgreSQL server (initdb, pg_ctl):
+# installed here when missing and we are root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh test
@@ -11,6 +12,15 @@ if ! command -v chromium >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
     echo "cotgen: the browser tests need chromium (sudo apt-get install chromium)" >&2
+  fi
+fi
+
+if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "cotgen: installing Debian postgresql for the Postgres tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "cotgen: the Postgres tests need a PostgreSQL server (sudo apt-get install postgresql)" >&2
   fi
 fi
 
