@@ -58,6 +58,21 @@ class Scenario:
     config: str | None = None
     filters: tuple[Filter, ...] = ()
     path: str | None = None
+    # Benchmarks whose problems source_problems leaves out. The loader fills in every benchmark when
+    # the file says nothing; `decontaminate: []` opts out. Built by hand, a Scenario checks none.
+    decontaminate: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """An evaluation set that training problems must not overlap (issue 13)."""
+
+    name: str
+    dataset: str
+    split: str
+    question_column: str
+    configs: tuple[str | None, ...] = (None,)  # several configs are concatenated (hendrycks_math)
+    path: str | None = None
 
 
 def parse_filter(text: str) -> Filter:
@@ -79,22 +94,34 @@ def scenarios_file() -> Path:
 
 def load_scenarios(path: str | Path | None = None) -> dict[str, Scenario]:
     """Read and validate every scenario of the file, in file order."""
+    return load_scenarios_and_benchmarks(path)[0]
+
+
+def load_benchmarks(path: str | Path | None = None) -> dict[str, Benchmark]:
+    """The benchmarks of the scenarios file (the packaged ones when it has no `benchmarks:` block)."""
+    return load_scenarios_and_benchmarks(path)[1]
+
+
+def load_scenarios_and_benchmarks(
+    path: str | Path | None = None,
+) -> tuple[dict[str, Scenario], dict[str, Benchmark]]:
+    """Read and validate the whole file: scenarios in file order and the benchmarks they name."""
     path = Path(path) if path else scenarios_file()
-    try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
-    except _DuplicateKey as error:
-        raise ScenarioError(f"scenarios file {path}: {error}; each name and field may appear once") from None
-    except FileNotFoundError:
-        raise ScenarioError(f"scenarios file {path} does not exist") from None
-    except yaml.YAMLError as error:
-        raise ScenarioError(f"scenarios file {path} is not valid YAML: {error}") from None
+    document = _read(path)
     entries = document.get("scenarios") if isinstance(document, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise ScenarioError(f"scenarios file {path} needs a non-empty `scenarios:` mapping")
+    if "benchmarks" in document:
+        benchmarks = _benchmarks(document["benchmarks"], path)
+    elif path.resolve() != DEFAULT_SCENARIOS_FILE.resolve():
+        # Decontamination is on by default: a file without the block checks against the packaged ones.
+        benchmarks = load_benchmarks(DEFAULT_SCENARIOS_FILE)
+    else:
+        benchmarks = {}
     scenarios = {}
     for name, fields in entries.items():
         _check_identifier(name, "name", f"scenario {name!r} in {path}")
-        scenarios[name] = _scenario(name, fields, path)
+        scenarios[name] = _scenario(name, fields, path, benchmarks)
     by_suffix: dict[str, str] = {}
     for scenario in scenarios.values():
         other = by_suffix.setdefault(scenario.suffix, scenario.name)
@@ -103,7 +130,56 @@ def load_scenarios(path: str | Path | None = None) -> dict[str, Scenario]:
                 f"scenarios {other!r} and {scenario.name!r} in {path} have the same suffix "
                 f"{scenario.suffix!r}: their cot_/cod_ files would collide; give each its own `suffix:`"
             )
-    return scenarios
+    return scenarios, benchmarks
+
+
+def _read(path: Path) -> object:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    except _DuplicateKey as error:
+        raise ScenarioError(f"scenarios file {path}: {error}; each name and field may appear once") from None
+    except FileNotFoundError:
+        raise ScenarioError(f"scenarios file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ScenarioError(f"scenarios file {path} is not valid YAML: {error}") from None
+
+
+def _benchmarks(entries: object, path: Path) -> dict[str, Benchmark]:
+    if entries is None:
+        return {}
+    if not isinstance(entries, dict):
+        raise ScenarioError(f"scenarios file {path}: `benchmarks:` must be a mapping of name -> fields")
+    benchmarks = {}
+    for name, fields in entries.items():
+        where = f"benchmark {name!r} in {path}"
+        _check_identifier(name, "name", where)
+        if not isinstance(fields, dict):
+            raise ScenarioError(f"{where} must be a mapping of fields")
+        known = {"dataset", "config", "configs", "split", "question_column", "path"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ScenarioError(f"{where} has unknown fields {unknown}; known fields: {sorted(known)}")
+        missing = [f for f in ("dataset", "split", "question_column") if not fields.get(f)]
+        if missing:
+            raise ScenarioError(f"{where} lacks required fields {missing}")
+        if "config" in fields and "configs" in fields:
+            raise ScenarioError(f"{where}: give either `config:` or `configs:`, not both")
+        configs = fields.get("configs", fields.get("config"))
+        if configs is None:
+            configs = [None]
+        elif isinstance(configs, str):
+            configs = [configs]
+        elif not isinstance(configs, list) or not configs or not all(isinstance(c, str) for c in configs):
+            raise ScenarioError(f"{where}: configs must be a non-empty list of config names")
+        benchmarks[name] = Benchmark(
+            name=name,
+            dataset=str(fields["dataset"]),
+            split=str(fields["split"]),
+            question_column=str(fields["question_column"]),
+            configs=tuple(configs),
+            path=str(fields["path"]) if fields.get("path") else None,
+        )
+    return benchmarks
 
 
 def _check_identifier(value: object, field: str, where: str) -> None:
@@ -119,7 +195,7 @@ def _check_identifier(value: object, field: str, where: str) -> None:
         )
 
 
-def _scenario(name: str, fields: object, path: Path) -> Scenario:
+def _scenario(name: str, fields: object, path: Path, benchmarks: dict[str, Benchmark]) -> Scenario:
     where = f"scenario {name!r} in {path}"
     if not isinstance(fields, dict):
         raise ScenarioError(f"{where} must be a mapping of fields")
@@ -134,6 +210,7 @@ def _scenario(name: str, fields: object, path: Path) -> Scenario:
         "suffix",
         "limit",
         "path",
+        "decontaminate",
     }
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -160,6 +237,15 @@ def _scenario(name: str, fields: object, path: Path) -> Scenario:
         parsed_filters = tuple(parse_filter(f) for f in filters)
     except ScenarioError as error:
         raise ScenarioError(f"{where}: {error}") from None
+    decontaminate = fields.get("decontaminate", list(benchmarks))
+    if not isinstance(decontaminate, list) or not all(isinstance(b, str) for b in decontaminate):
+        raise ScenarioError(f"{where}: decontaminate must be a list of benchmark names ([] opts out)")
+    unknown_benchmarks = [b for b in decontaminate if b not in benchmarks]
+    if unknown_benchmarks:
+        raise ScenarioError(
+            f"{where}: decontaminate names unknown benchmarks {unknown_benchmarks}; "
+            f"benchmarks: {sorted(benchmarks)}"
+        )
     return Scenario(
         name=name,
         dataset=str(fields["dataset"]),
@@ -172,6 +258,7 @@ def _scenario(name: str, fields: object, path: Path) -> Scenario:
         suffix=suffix,
         limit=limit,
         path=str(fields["path"]) if fields.get("path") else None,
+        decontaminate=tuple(dict.fromkeys(decontaminate)),
     )
 
 

@@ -4,7 +4,15 @@ import re
 import pytest
 
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.scenarios import Filter, ScenarioError, load_scenarios, parse_filter
+from cotgen_assets.scenarios import (
+    Benchmark,
+    Filter,
+    ScenarioError,
+    load_benchmarks,
+    load_scenarios,
+    load_scenarios_and_benchmarks,
+    parse_filter,
+)
 
 
 def test_filter_syntax_of_the_old_cli():
@@ -144,3 +152,69 @@ def test_the_code_location_fails_to_load_with_the_reason(tmp_path):
     )
     assert done.returncode != 0
     assert "ScenarioError" in done.stderr and "suffix '../../../ESCAPED' must match" in done.stderr
+
+
+# --------------------------------------------------------------------------- issue 13: benchmarks
+
+
+def test_default_benchmarks_and_every_scenario_checks_all_of_them():
+    scenarios, benchmarks = load_scenarios_and_benchmarks()
+    assert load_benchmarks() == benchmarks
+    assert list(benchmarks) == ["gsm8k_test", "math_test", "math500"]
+    assert benchmarks["gsm8k_test"] == Benchmark("gsm8k_test", "openai/gsm8k", "test", "question", ("main",))
+    assert len(benchmarks["math_test"].configs) == 7 and benchmarks["math500"].configs == (None,)
+    assert all(s.decontaminate == tuple(benchmarks) for s in scenarios.values())
+
+
+BENCH = """
+benchmarks:
+  mine:
+    dataset: acme/mine
+    split: test
+    question_column: q
+"""
+
+
+def test_a_file_without_benchmarks_uses_the_packaged_ones(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD)
+    assert load_scenarios(path)["tiny"].decontaminate == ("gsm8k_test", "math_test", "math500")
+    path.write_text(GOOD + BENCH)
+    assert load_scenarios(path)["tiny"].decontaminate == ("mine",)
+    assert load_benchmarks(path)["mine"].configs == (None,)
+
+
+@pytest.mark.parametrize(
+    "extra, decontaminate",
+    [("    decontaminate: []\n", ()), ("    decontaminate: [mine, mine]\n", ("mine",))],
+)
+def test_decontaminate_lists_benchmarks(tmp_path, extra, decontaminate):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD + extra + BENCH)
+    assert load_scenarios(path)["tiny"].decontaminate == decontaminate
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            GOOD + "    decontaminate: [mmlu]\n" + BENCH,
+            r"scenario 'tiny'.*unknown benchmarks \['mmlu'\].*\['mine'\]",
+        ),
+        (GOOD + "    decontaminate: mine\n" + BENCH, "decontaminate must be a list of benchmark names"),
+        (
+            GOOD + BENCH.replace("    split: test\n", ""),
+            r"benchmark 'mine'.*lacks required fields \['split'\]",
+        ),
+        (GOOD + BENCH + "    configs: []\n", "configs must be a non-empty list"),
+        (GOOD + BENCH + "    config: a\n    configs: [b]\n", "either `config:` or `configs:`"),
+        (GOOD + BENCH + "    colour: red\n", r"benchmark 'mine'.*unknown fields \['colour'\]"),
+        (GOOD + BENCH.replace("  mine:", "  ../m:"), r"benchmark '\.\./m'.*must match"),
+        (GOOD + BENCH + BENCH.split("benchmarks:\n")[1], "duplicate key 'mine'"),
+    ],
+)
+def test_malformed_benchmarks(tmp_path, text, message):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=message):
+        load_scenarios(path)
