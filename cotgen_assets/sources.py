@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cotgen_assets.answers import extract_reference_answer
-from cotgen_assets.scenarios import Scenario, ScenarioError
+from cotgen_assets.scenarios import Benchmark, Scenario, ScenarioError
 
 SOURCE_COLUMNS = [
     "problem_id",
@@ -22,37 +22,72 @@ SOURCE_COLUMNS = [
 ]
 
 
-def dataset_location(scenario: Scenario) -> tuple[str, str]:
-    """Where to load the dataset from, and how that was decided (DESIGN §2 order)."""
-    if scenario.path:
-        return scenario.path, "the scenario's path"
+def resolve_dataset(dataset: str, path: str | None, owner: str = "scenario") -> tuple[str, str]:
+    """Where to load a dataset from, and how that was decided (DESIGN §2 order)."""
+    if path:
+        return path, f"the {owner}'s path"
     local_root = os.environ.get("COTGEN_DATASETS_DIR")
     if local_root:
-        return str(Path(local_root) / scenario.dataset.split("/")[-1]), "$COTGEN_DATASETS_DIR"
-    return scenario.dataset, "the Hugging Face hub"
+        return str(Path(local_root) / dataset.split("/")[-1]), "$COTGEN_DATASETS_DIR"
+    return dataset, "the Hugging Face hub"
+
+
+def load_split(
+    dataset: str, config: str | None, split: str, path: str | None, owner: str, name: str
+) -> pa.Table:
+    """One split of a dataset (scenario or benchmark) as an Arrow table, or an error saying how to fix it."""
+    import datasets
+
+    location, origin = resolve_dataset(dataset, path, owner)
+    try:
+        if Path(location).is_file():
+            builder = "json" if location.endswith((".json", ".jsonl")) else "parquet"
+            loaded = datasets.load_dataset(builder, data_files=location, split="train")
+        else:
+            if origin != "the Hugging Face hub" and not Path(location).is_dir():
+                raise FileNotFoundError(f"{location} does not exist")
+            loaded = datasets.load_dataset(location, config, split=split)
+    except Exception as error:  # noqa: BLE001 - any loader failure becomes one actionable message
+        raise ScenarioError(
+            f"{owner} {name!r}: could not load dataset {dataset!r} "
+            f"(config {config!r}, split {split!r}) from {origin} ({location}): "
+            f"{type(error).__name__}: {error}. To use a local copy, set COTGEN_DATASETS_DIR to a "
+            f"folder holding '{dataset.split('/')[-1]}/', or give the {owner} a `path:`."
+        ) from None
+    return loaded.data.table
+
+
+def dataset_location(scenario: Scenario) -> tuple[str, str]:
+    """Where to load the scenario's dataset from, and how that was decided."""
+    return resolve_dataset(scenario.dataset, scenario.path)
 
 
 def load_dataset_table(scenario: Scenario) -> pa.Table:
     """The scenario's split as an Arrow table, with a clear error when it cannot be found."""
-    import datasets
+    return load_split(
+        scenario.dataset, scenario.config, scenario.split, scenario.path, "scenario", scenario.name
+    )
 
-    location, origin = dataset_location(scenario)
-    try:
-        if Path(location).is_file():
-            builder = "json" if location.endswith((".json", ".jsonl")) else "parquet"
-            dataset = datasets.load_dataset(builder, data_files=location, split="train")
-        else:
-            if origin != "the Hugging Face hub" and not Path(location).is_dir():
-                raise FileNotFoundError(f"{location} does not exist")
-            dataset = datasets.load_dataset(location, scenario.config, split=scenario.split)
-    except Exception as error:  # noqa: BLE001 - any loader failure becomes one actionable message
-        raise ScenarioError(
-            f"scenario {scenario.name!r}: could not load dataset {scenario.dataset!r} "
-            f"(config {scenario.config!r}, split {scenario.split!r}) from {origin} ({location}): "
-            f"{type(error).__name__}: {error}. To use a local copy, set COTGEN_DATASETS_DIR to a "
-            f"folder holding '{scenario.dataset.split('/')[-1]}/', or give the scenario a `path:`."
-        ) from None
-    return dataset.data.table
+
+def benchmark_location(benchmark: Benchmark) -> tuple[str, str]:
+    """Where to load the benchmark from, and how that was decided (the same order as scenarios)."""
+    return resolve_dataset(benchmark.dataset, benchmark.path, "benchmark")
+
+
+def load_benchmark_questions(benchmark: Benchmark) -> list[str]:
+    """The benchmark's questions, its configs concatenated in the order given."""
+    questions: list[str] = []
+    for config in benchmark.configs:
+        table = load_split(
+            benchmark.dataset, config, benchmark.split, benchmark.path, "benchmark", benchmark.name
+        )
+        if benchmark.question_column not in table.column_names:
+            raise ScenarioError(
+                f"benchmark {benchmark.name!r}: column {benchmark.question_column!r} is not in dataset "
+                f"{benchmark.dataset!r} (config {config!r}); its columns are {table.column_names}"
+            )
+        questions.extend(q or "" for q in table[benchmark.question_column].to_pylist())
+    return questions
 
 
 def filter_table(table: pa.Table, scenario: Scenario) -> tuple[pa.Table, pa.Array]:

@@ -1,6 +1,7 @@
 """source_problems on the real GSM8K and MATH copies in ../shared/data."""
 
 import dataclasses
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -104,3 +105,26 @@ def test_explicit_path_comes_before_the_datasets_dir(tmp_path, monkeypatch):
     pq.write_table(table.slice(0, 12), local)
     problems, _, dataset_rows = load_source_problems(_variant("easy", path=str(local)))
     assert problems.num_rows == dataset_rows == 12
+
+
+def test_benchmarks_resolve_like_scenarios(tmp_path):
+    import dataclasses as dc
+
+    from cotgen_assets.scenarios import load_benchmarks
+    from cotgen_assets.sources import benchmark_location, load_benchmark_questions
+
+    math_test = load_benchmarks()["math_test"]
+    assert benchmark_location(math_test) == (
+        os.path.join(os.environ["COTGEN_DATASETS_DIR"], "hendrycks_math"),
+        "$COTGEN_DATASETS_DIR",
+    )
+    algebra = dc.replace(math_test, configs=("algebra",))
+    assert len(load_benchmark_questions(algebra)) == 1187
+    math500 = dc.replace(
+        load_benchmarks()["math500"], path=os.path.join(os.environ["COTGEN_DATASETS_DIR"], "MATH-500")
+    )
+    assert len(load_benchmark_questions(math500)) == 500
+    with pytest.raises(ScenarioError, match=r"benchmark 'math500'.*from the benchmark's path.*`path:`"):
+        load_benchmark_questions(dc.replace(math500, path=str(tmp_path / "missing")))
+    with pytest.raises(ScenarioError, match=r"benchmark 'math_test': column 'question' is not in"):
+        load_benchmark_questions(dc.replace(algebra, question_column="question"))
