@@ -1,0 +1,281 @@
+"""Decontamination: keep benchmark problems (GSM8K test, MATH test, MATH-500) out of the training data.
+
+A problem is contaminated when, after `normalize`, it equals a benchmark problem, or when it shares
+a run of `NGRAM` = 13 consecutive words with one (`words`): the GPT-3 paper's 13-gram test, which
+open-r1 also uses for math. 13 words is long enough that shared phrases ("Express your answer as a
+common fraction." is 7 words) do not count, and short enough that a benchmark problem with a sentence
+added or a number reworded still matches. Words are letter/digit runs with LaTeX commands and
+Asymptote figure code left out, so formula spacing and figure boilerplate do not make matches.
+A benchmark problem shorter than 13 words has no 13-gram: it counts as one n-gram of its own length
+if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches), and below that
+only the exact test applies (such texts are mostly a bare formula, "Evaluate $\\lceil -\\sqrt{23}\\rceil$.").
+
+Plain logic (no dagster): the source_problems asset calls `decontaminate`, its check calls
+`verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
+"""
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import pyarrow as pa
+
+from cotgen_assets.scenarios import Benchmark, Scenario, ScenarioError
+from cotgen_assets.sources import benchmark_location, load_benchmark_questions
+
+NGRAM = 13
+SHORT_MIN = 8
+EXAMPLES = 5
+RULE = (
+    f"contaminated = same normalised text (case, whitespace, LaTeX spacing, punctuation folded) as a "
+    f"benchmark problem, or a shared run of {NGRAM} words (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
+    f"words: all of it; shorter: exact only)"
+)
+
+# LaTeX that changes spacing or size only (matched after lowercasing); \dfrac and \tfrac are \frac.
+_LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|(?:q?quad|left|right|displaystyle|bigg?[lr]?)(?![a-z]))")
+_FRAC = re.compile(r"\\[dt]frac(?![a-z])")
+# Words, numbers and the operators that change a formula's meaning (x+1 is not x-1).
+_TOKEN = re.compile(r"[^\W_]+|[+\-*/=<>^|!]")
+_ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
+_COMMAND = re.compile(r"\\[a-z]+")
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text or "").lower()
+    return _FRAC.sub(r"\\frac", _LATEX_SPACING.sub(" ", text))
+
+
+def normalize(text: str) -> str:
+    """The text compared for exact matches and duplicates: case, whitespace, LaTeX spacing and
+    punctuation folded; words, numbers and operators kept in order."""
+    return " ".join(_TOKEN.findall(_fold(text)))
+
+
+def words(text: str) -> list[str]:
+    """The words n-grams are made of: letter/digit runs, without LaTeX commands or [asy] figure code."""
+    return _WORD.findall(_COMMAND.sub(" ", _ASY.sub(" ", _fold(text))))
+
+
+def ngrams(tokens: Sequence[str], n: int = NGRAM) -> list[tuple[str, ...]]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+
+
+@dataclass(frozen=True)
+class Match:
+    """Why one problem is contaminated: the first benchmark that matches, and every one that does."""
+
+    benchmark: str
+    match: str  # "exact" or "ngram"
+    benchmark_question: str
+    benchmarks: tuple[str, ...]
+    shared: str  # the shared words (n-gram matches), else ""
+
+
+class BenchmarkIndex:
+    """Hash tables over the benchmarks' problems: exact keys, n-gram hashes and short problems."""
+
+    def __init__(self, questions: dict[str, list[str]], n: int = NGRAM, short_min: int = SHORT_MIN):
+        self.n, self.short_min = n, short_min
+        self.questions = questions
+        self.exact: dict[str, dict[str, int]] = {}
+        self.grams: dict[str, dict[int, int]] = {}
+        self.short: dict[str, dict[int, dict[int, int]]] = {}  # benchmark -> length -> hash -> row
+        for name, texts in questions.items():
+            exact, grams, short = {}, {}, {}
+            for row, text in enumerate(texts):
+                exact.setdefault(normalize(text), row)
+                tokens = words(text)
+                if len(tokens) >= n:
+                    for gram in ngrams(tokens, n):
+                        grams.setdefault(hash(gram), row)
+                elif len(tokens) >= short_min:
+                    short.setdefault(len(tokens), {}).setdefault(hash(tuple(tokens)), row)
+            self.exact[name], self.grams[name], self.short[name] = exact, grams, short
+        self.lengths = sorted({length for per in self.short.values() for length in per})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.questions)
+
+    def match(self, question: str) -> Match | None:
+        key = normalize(question)
+        tokens = words(question)
+        hashed = {self.n: [hash(g) for g in ngrams(tokens, self.n)]}
+        for length in self.lengths:
+            hashed[length] = [hash(g) for g in ngrams(tokens, length)]
+        found: list[tuple[str, str, int, str]] = []
+        for name in self.questions:
+            row = self.exact[name].get(key)
+            if row is not None:
+                found.append((name, "exact", row, ""))
+                continue
+            hit = _first_hit(hashed[self.n], self.grams[name], tokens, self.n)
+            if hit is None:
+                for length, table in self.short[name].items():
+                    hit = _first_hit(hashed[length], table, tokens, length)
+                    if hit is not None:
+                        break
+            if hit is not None:
+                found.append((name, "ngram", hit[0], hit[1]))
+        if not found:
+            return None
+        found.sort(key=lambda f: f[1] != "exact")  # an exact match explains best; else file order
+        name, kind, row, shared = found[0]
+        return Match(name, kind, self.questions[name][row], tuple(f[0] for f in found), shared)
+
+
+def _first_hit(hashes: list[int], table: dict[int, int], tokens: list[str], n: int):
+    if not table:
+        return None
+    for i, h in enumerate(hashes):
+        row = table.get(h)
+        if row is not None:
+            return row, " ".join(tokens[i : i + n])
+    return None
+
+
+@lru_cache(maxsize=8)
+def _cached_index(benchmarks: tuple[Benchmark, ...], locations: tuple, n: int) -> BenchmarkIndex:
+    del locations  # part of the cache key only: another COTGEN_DATASETS_DIR means other files
+    return BenchmarkIndex({b.name: load_benchmark_questions(b) for b in benchmarks}, n)
+
+
+def benchmark_index(benchmarks: Iterable[Benchmark], n: int = NGRAM) -> BenchmarkIndex:
+    """The index of these benchmarks, loaded once per process (every materialization needs it)."""
+    benchmarks = tuple(benchmarks)
+    return _cached_index(benchmarks, tuple(benchmark_location(b) for b in benchmarks), n)
+
+
+def find_contamination(questions: Iterable[str], index: BenchmarkIndex) -> list[Match | None]:
+    """For each question, its match with a benchmark, or None when it is clean."""
+    return [index.match(q) for q in questions]
+
+
+def deduplicate(questions: Sequence[str]) -> dict[int, int]:
+    """Rows whose normalised text repeats an earlier row: {later row: first row}."""
+    first: dict[str, int] = {}
+    repeats = {}
+    for row, question in enumerate(questions):
+        earlier = first.setdefault(normalize(question), row)
+        if earlier != row:
+            repeats[row] = earlier
+    return repeats
+
+
+@dataclass
+class DecontaminationReport:
+    """What `decontaminate` left out and why, for the asset's metadata."""
+
+    benchmarks: tuple[str, ...]  # () = the scenario opted out
+    num_input: int
+    num_kept: int
+    num_contaminated: int = 0
+    by_benchmark: dict[str, int] = field(default_factory=dict)  # a problem counts for each it matches
+    by_match: dict[str, int] = field(default_factory=dict)  # "exact" / "ngram" (first match only)
+    contaminated_ids: list[str] = field(default_factory=list)
+    num_duplicates: int = 0
+    duplicate_ids: dict[str, str] = field(default_factory=dict)  # left-out id -> id kept
+    examples: list[dict] = field(default_factory=list)
+    n: int = NGRAM
+    rule: str = RULE
+
+    @property
+    def decontaminated(self) -> bool:
+        return bool(self.benchmarks)
+
+    @property
+    def excluded_ids(self) -> list[str]:
+        return self.contaminated_ids + list(self.duplicate_ids)
+
+    def note(self) -> str:
+        """One sentence for the asset's description and logs."""
+        if not self.decontaminated:
+            return "NOT decontaminated: the scenario opts out (`decontaminate: []`)."
+        return (
+            f"Decontaminated against {', '.join(self.benchmarks)}: {self.num_contaminated} problems left "
+            f"out as benchmark matches, {self.num_duplicates} as repeats."
+        )
+
+    def metadata(self) -> dict:
+        """Plain values under the suggested metadata keys (the asset wraps them in MetadataValues)."""
+        return {
+            "decontaminated": self.decontaminated,
+            "decontamination": self.note(),
+            "benchmarks": list(self.benchmarks),
+            "num_contaminated": self.num_contaminated,
+            "num_contaminated_by_benchmark": dict(self.by_benchmark),
+            "num_contaminated_by_match": dict(self.by_match),
+            "contaminated_ids": list(self.contaminated_ids),
+            "num_duplicates": self.num_duplicates,
+            "duplicate_ids": dict(self.duplicate_ids),
+            "contamination_rule": self.rule,
+            "contamination_ngram": self.n,
+            "contamination_examples": list(self.examples),
+        }
+
+
+def _select(scenario: Scenario, benchmarks: dict[str, Benchmark]) -> tuple[Benchmark, ...]:
+    missing = [b for b in scenario.decontaminate if b not in benchmarks]
+    if missing:
+        raise ScenarioError(
+            f"scenario {scenario.name!r}: decontaminate names unknown benchmarks {missing}; "
+            f"benchmarks: {sorted(benchmarks)}"
+        )
+    return tuple(benchmarks[b] for b in scenario.decontaminate)
+
+
+def decontaminate(
+    problems: pa.Table, scenario: Scenario, benchmarks: dict[str, Benchmark]
+) -> tuple[pa.Table, DecontaminationReport]:
+    """Leave out the problems that match one of the scenario's benchmarks, then repeats (first id kept).
+
+    `problems` is sources.build_source_problems' table; rows are only dropped, so every other
+    problem keeps its id (`<scenario>-<source row>`) and a dropped id is never given to another.
+    """
+    chosen = _select(scenario, benchmarks)
+    ids = problems["problem_id"].to_pylist()
+    questions = problems["question"].to_pylist()
+    report = DecontaminationReport(tuple(b.name for b in chosen), problems.num_rows, 0)
+    keep = [True] * len(ids)
+    if chosen:
+        report.by_benchmark = {b.name: 0 for b in chosen}
+        report.by_match = {"exact": 0, "ngram": 0}
+        for row, match in enumerate(find_contamination(questions, benchmark_index(chosen))):
+            if match is None:
+                continue
+            keep[row] = False
+            report.contaminated_ids.append(ids[row])
+            report.by_match[match.match] += 1
+            for name in match.benchmarks:
+                report.by_benchmark[name] += 1
+            if len(report.examples) < EXAMPLES:
+                report.examples.append(
+                    {
+                        "problem_id": ids[row],
+                        "question": questions[row],
+                        "benchmark": match.benchmark,
+                        "benchmark_question": match.benchmark_question,
+                        "match": match.match,
+                        "shared": match.shared,
+                    }
+                )
+        report.num_contaminated = len(report.contaminated_ids)
+    clean_rows = [row for row in range(len(ids)) if keep[row]]
+    repeats = deduplicate([questions[row] for row in clean_rows])
+    for position, first in repeats.items():
+        keep[clean_rows[position]] = False
+        report.duplicate_ids[ids[clean_rows[position]]] = ids[clean_rows[first]]
+    report.num_duplicates = len(repeats)
+    clean = problems.filter(pa.array(keep, type=pa.bool_()))
+    report.num_kept = clean.num_rows
+    return clean, report
+
+
+def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[str]:
+    """Ids of the written table's problems that still match a benchmark (the asset check's test)."""
+    matches = find_contamination(table["question"].to_pylist(), benchmark_index(benchmarks))
+    return [pid for pid, match in zip(table["problem_id"].to_pylist(), matches) if match is not None]
