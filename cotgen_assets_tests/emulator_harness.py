@@ -3,6 +3,8 @@
 emu = start_emulator(tmp_path / "emulator", latency=0.0)
 client = emu.client()            # google-genai client pointed at it (v1beta)
 emu.set_faults(line_error_rate=0.2)
+emu.set_faults(hold_count=1)     # the next job stays PENDING ...
+emu.release()                    # ... until released
 emu.restart()                    # same port, same state dir
 emu.stop()
 """
@@ -145,6 +147,16 @@ class EmulatorProcess:
 
     def get_faults(self) -> dict[str, Any]:
         return self.admin("GET", "faults")
+
+    def hold(self, name: str | None = None) -> dict[str, Any]:
+        """Hold `name` (a batch name), or every unfinished and every new job, until released: a held
+        job stays as it is (a new one PENDING). To hold only the next N new jobs:
+        `set_faults(hold_count=N)`."""
+        return self.admin("POST", "hold", {"hold": True} if name is None else {"hold": True, "name": name})
+
+    def release(self, name: str | None = None) -> dict[str, Any]:
+        """Let `name`, or every held job, go on (and hold no new ones); returns the hold state."""
+        return self.admin("POST", "hold", {"hold": False} if name is None else {"hold": False, "name": name})
 
     # ---- clients ----------------------------------------------------------------------------
 

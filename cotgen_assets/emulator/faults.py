@@ -3,7 +3,8 @@
 Per-line faults are drawn from a hash of (seed, batch name, key, fault kind), so a run is
 reproducible for a given seed while the same key in a later batch gets a fresh draw. Job-level
 faults are counters ("the next N jobs") consumed when a job is created; HTTP faults come from a
-seeded random stream.
+seeded random stream. A held job (`hold`, `hold_count`) stays PENDING until released through
+`POST /_emulator/hold`, so a test can keep a job in flight without racing its latency.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _RATES = (
     "garbage_line_rate",
     "http_error_rate",
 )
-_COUNTS = ("job_count", "slow_count", "lose_create_count")
+_COUNTS = ("job_count", "slow_count", "lose_create_count", "hold_count")
 
 
 @dataclasses.dataclass
@@ -41,6 +42,8 @@ class FaultConfig:
     slow_latency: float = 0.0
     slow_count: int = 0
     lose_create_count: int = 0
+    hold: bool = False  # every new job is held until released
+    hold_count: int = 0  # the next N new jobs are held until released
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,6 +81,10 @@ def validate_update(update: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"slow_latency must be a number of seconds >= 0, got {value!r}")
             clean[key] = float(value)
+        elif key == "hold":
+            if not isinstance(value, bool):
+                raise ValueError(f"hold must be true or false, got {value!r}")
+            clean[key] = value
         elif key == "job_state":
             if value is not None and value not in JOB_FAULT_STATES:
                 raise ValueError(
@@ -111,6 +118,7 @@ class JobFaults:
     end_state: str | None  # None (succeeds) or one of JOB_FAULT_STATES
     latency: float | None  # None: the server's --latency
     lose_create: bool
+    held: bool = False
 
 
 class Faults:
@@ -170,4 +178,8 @@ class Faults:
             if c.lose_create_count > 0:
                 lose = True
                 c.lose_create_count -= 1
-            return JobFaults(end_state, latency, lose), c.line_rates(), self.seed
+            held = c.hold
+            if c.hold_count > 0:
+                held = True
+                c.hold_count -= 1
+            return JobFaults(end_state, latency, lose, held), c.line_rates(), self.seed

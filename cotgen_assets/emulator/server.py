@@ -3,7 +3,11 @@
 Speaks the wire protocol the `google-genai` SDK uses (see `reference/gemini-batch-api.md`):
 Files API resumable upload, get, list, delete and download; batch create (file or inlined
 input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. A small admin API under
-`/_emulator/` reports health and changes the injected faults at runtime.
+`/_emulator/` reports health, changes the injected faults and holds or releases jobs at runtime.
+
+It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
+(413) before it is read, a connection idle for `--idle-timeout` seconds is closed, and at most
+`--max-connections` are served at once (more are answered 503 and closed).
 
     cotgen-emulator --port 8765 --state-dir .emulator --latency 10
 """
@@ -27,10 +31,14 @@ import orjson
 
 from .faults import JOB_FAULT_STATES, FaultConfig, Faults
 from .responder import Responder, get
-from .store import FILE_TTL_SECONDS, ApiError, Store, rfc3339
+from .store import FILE_TTL_SECONDS, MAX_FILE_BYTES, ApiError, Store, rfc3339
+from .validation import MODELS_ENV, ModelCatalog, parse_models
 
 DEFAULT_PORT = 8765
 DEFAULT_PAGE_SIZE = 50
+MAX_BODY_BYTES = 64 * 1024**2  # one request; the SDK uploads in 8 MiB chunks
+IDLE_TIMEOUT = 10.0  # seconds a connection may sit without sending anything
+MAX_CONNECTIONS = 128
 _API = re.compile(r"^/(?P<download>download/)?(?P<ver>v1|v1beta)/(?P<rest>.+)$")
 _UPLOAD = re.compile(r"^/upload/(?P<ver>v1|v1beta)/files$")
 _FILE = re.compile(r"^files/(?P<id>[^/:]+)$")
@@ -79,8 +87,15 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing -------------------------------------------------------------------------
 
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # StreamRequestHandler sets it on the socket
+        super().setup()
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # one line per request is written by _handle instead
+
+    def log_error(self, format, *args):  # noqa: A002 - the base class's name
+        _log(f"{self.client_address[0]} " + (format % args))
 
     def do_GET(self):
         self._handle()
@@ -94,19 +109,47 @@ class Handler(BaseHTTPRequestHandler):
     def do_PATCH(self):
         self._handle()
 
+    def _too_large(self, size: int) -> ApiError:
+        self.close_connection = True  # the rest of the body is never read
+        return ApiError(
+            413,
+            "INVALID_ARGUMENT",
+            f"Request payload size {size} exceeds the limit of {self.server.max_body_bytes} bytes "
+            "(upload large files in chunks).",
+        )
+
     def _read_body(self) -> bytes:
+        limit = self.server.max_body_bytes
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
+            chunks, total = [], 0
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline(1024).split(b";")[0].strip() or b"0"
+                try:
+                    size = int(line, 16)
+                except ValueError:
+                    self.close_connection = True
+                    raise ApiError(400, "INVALID_ARGUMENT", "Malformed chunked body.") from None
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(chunks)
+                total += size
+                if total > limit:
+                    raise self._too_large(total)
                 chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+                self.rfile.readline(1024)
+        header = (self.headers.get("Content-Length") or "0").strip()
+        if not header.isdigit():
+            self.close_connection = True
+            raise ApiError(400, "INVALID_ARGUMENT", f"Bad Content-Length {header!r}.")
+        length = int(header)
+        if length > limit:
+            raise self._too_large(length)
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:  # the client hung up mid-body
+            self.close_connection = True
+            raise ApiError(400, "INVALID_ARGUMENT", "Request body cut short.")
+        return body
 
     def _send(
         self,
@@ -118,6 +161,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
@@ -154,15 +199,14 @@ class Handler(BaseHTTPRequestHandler):
         self._status, self._sent = 0, 0
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        upload_headers = None
+        upload = _UPLOAD.match(url.path)
+        # on errors too, or the SDK retries the chunk with back-off sleeps (reference §1.1)
+        upload_headers = {"X-Goog-Upload-Status": "final"} if upload else None
         try:
             body = self._read_body()
             if url.path.startswith("/_emulator/"):
                 self._admin(url.path, body)
                 return
-            upload = _UPLOAD.match(url.path)
-            if upload:
-                upload_headers = {"X-Goog-Upload-Status": "final"}
             is_chunk = bool(upload and "upload_id" in query)
             if not is_chunk and not (self.headers.get("x-goog-api-key") or query.get("key")):
                 raise ApiError(
@@ -189,6 +233,15 @@ class Handler(BaseHTTPRequestHandler):
             self._api(api["ver"], api["rest"], bool(api["download"]), query, body)
         except ApiError as error:
             self._error(error, upload_headers)
+        except TimeoutError:  # the client went quiet mid-request: say so and hang up
+            self.close_connection = True
+            try:
+                self._error(
+                    ApiError(408, "DEADLINE_EXCEEDED", "Request timed out while reading the body."),
+                    upload_headers,
+                )
+            except OSError:
+                pass
         except Exception:  # a bug: say so, keep serving
             _log("internal error:\n" + traceback.format_exc())
             self._error(ApiError(500, "INTERNAL", "Internal error encountered."), upload_headers)
@@ -222,8 +275,44 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
             _log(f"faults set: {json.dumps(snapshot)}")
             self._json(snapshot)
+        elif path == "/_emulator/hold" and self.command == "GET":
+            self._json(self._hold_view())
+        elif path == "/_emulator/hold" and self.command == "POST":
+            self._hold(self._body_json(body))
         else:
             raise ApiError(404, "NOT_FOUND", f"No admin endpoint {self.command} {path}")
+
+    def _hold_view(self) -> dict:
+        snapshot = self.server.faults.snapshot()
+        return {
+            "hold": snapshot["hold"],
+            "hold_count": snapshot["hold_count"],
+            "held": self.server.store.held(),
+        }
+
+    def _hold(self, payload: dict) -> None:
+        """`{"hold": true}` holds every unfinished job and each new one; `{"hold": false}` releases
+        them all and holds no more. With `"name": "batches/<id>"`, only that job (faults unchanged)."""
+        hold, name = payload.get("hold"), payload.get("name")
+        unknown = set(payload) - {"hold", "name"}
+        if not isinstance(hold, bool) or unknown:
+            raise ApiError(
+                400,
+                "INVALID_ARGUMENT",
+                'Expected {"hold": true|false} and optionally "name": "batches/<id>".',
+            )
+        store = self.server.store
+        if name is None:
+            self.server.faults.update({"hold": hold} if hold else {"hold": False, "hold_count": 0})
+            store.hold(hold)
+        else:
+            match = _BATCH.match(str(name))
+            if not match:
+                raise ApiError(400, "INVALID_ARGUMENT", f"Expected a batch name batches/<id>, got {name!r}.")
+            store.hold(hold, match["id"])
+        view = self._hold_view()
+        _log(f"hold set: {json.dumps(view)}")
+        self._json(view)
 
     # ---- Files API upload -------------------------------------------------------------------
 
@@ -312,7 +401,11 @@ class Handler(BaseHTTPRequestHandler):
         elif (match := _CREATE.match(rest)) and method == "POST":
             payload = self._body_json(body)
             batch = get(payload, "batch")
-            self._json(store.create_batch(match["model"], batch if isinstance(batch, dict) else payload))
+            self._json(
+                store.create_batch(
+                    match["model"], batch if isinstance(batch, dict) else payload, ver, body_size=len(body)
+                )
+            )
         elif (match := _BATCH.match(rest)) and method == "GET":
             self._json(store.get_batch(match["id"]))
         elif (match := _BATCH.match(rest)) and method == "DELETE":
@@ -359,12 +452,54 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class EmulatorServer(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` at once; the rest get a 503."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
-    def __init__(self, address, store: Store, faults: Faults):
+    def __init__(
+        self,
+        address,
+        store: Store,
+        faults: Faults,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+    ):
         super().__init__(address, Handler)
         self.store, self.faults = store, faults
+        self.max_body_bytes, self.idle_timeout = max_body_bytes, idle_timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            _log(f"{client_address[0]} refused: all connections busy")
+            body = orjson.dumps(
+                ApiError(503, "UNAVAILABLE", "Too many open connections; retry later.").to_json()
+            )
+            try:
+                request.settimeout(1.0)
+                request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,6 +519,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of every fault draw (default 0)")
     parser.add_argument(
         "--datasets-dir", default=None, help="reference problems (*.parquet); default $COTGEN_DATASETS_DIR"
+    )
+    parser.add_argument(
+        "--models",
+        default=None,
+        metavar="LIST",
+        help="comma-separated model ids accepted besides the built-in ones ('*': any); "
+        f"default ${MODELS_ENV}",
+    )
+    limits = parser.add_argument_group("limits")
+    limits.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        metavar="B",
+        help=f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
+    )
+    limits.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=MAX_FILE_BYTES,
+        metavar="B",
+        help=f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT,
+        metavar="S",
+        help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
     )
     faults = parser.add_argument_group("faults")
     for name, help_text in (
@@ -416,6 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the next N creates make the job but answer HTTP 500",
     )
+    faults.add_argument(
+        "--fault-hold",
+        action="store_true",
+        help="hold every new job PENDING until released (POST /_emulator/hold)",
+    )
+    faults.add_argument(
+        "--fault-hold-count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="hold the next N new jobs PENDING until released",
+    )
     return parser
 
 
@@ -432,15 +615,38 @@ def main(argv: list[str] | None = None) -> None:
         slow_latency=args.fault_slow_latency,
         slow_count=args.fault_slow_count,
         lose_create_count=args.fault_lose_create_count,
+        hold=args.fault_hold,
+        hold_count=args.fault_hold_count,
     )
     faults = Faults(seed=args.seed)
     try:
         faults.update(config.to_json())
     except ValueError as error:
         build_parser().error(str(error))
+    for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
+        if getattr(args, name) < 1:
+            build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.idle_timeout <= 0:
+        build_parser().error("--idle-timeout must be a number of seconds > 0")
+    models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)
-    store = Store(args.state_dir, latency=args.latency, faults=faults, responder=responder, log=_log)
-    server = EmulatorServer((args.host, args.port), store, faults)
+    store = Store(
+        args.state_dir,
+        latency=args.latency,
+        faults=faults,
+        responder=responder,
+        log=_log,
+        models=models,
+        max_file_bytes=args.max_file_bytes,
+    )
+    server = EmulatorServer(
+        (args.host, args.port),
+        store,
+        faults,
+        max_body_bytes=args.max_body_bytes,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+    )
     try:
         loopback = ipaddress.ip_address(args.host).is_loopback
     except ValueError:
@@ -461,7 +667,9 @@ def main(argv: list[str] | None = None) -> None:
     host, port = server.server_address[:2]
     _log(
         f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
-        f"latency {args.latency}s, seed {args.seed}, faults {json.dumps(faults.snapshot())})"
+        f"latency {args.latency}s, seed {args.seed}, "
+        f"models {'any' if models.any else ', '.join(sorted(models.names))}, "
+        f"faults {json.dumps(faults.snapshot())})"
     )
     try:
         server.serve_forever(poll_interval=0.2)

@@ -10,7 +10,12 @@ renamed, so a crash or restart never leaves half a file):
 
 A job's state is computed from timestamps when it is read: PENDING for the first 20% of its
 latency, RUNNING until the latency has passed, then its terminal state. The result file is
-produced once, when a finished job is first seen.
+produced once, when a finished job is first seen. A held job's clock stands still from
+`held_since` until it is released; its schedule then resumes where it stopped (a job held from
+creation starts at its release).
+
+Upload ids are the emulator's own random tokens: an id is only ever looked up when it has their
+shape and a session file exists for it, so no id names a path outside `uploads/`.
 """
 
 from __future__ import annotations
@@ -32,11 +37,15 @@ import orjson
 
 from .faults import Faults, line_faults, unit_draw
 from .responder import Responder, get
+from .validation import ModelCatalog, request_problem
 
 PENDING_FRACTION = 0.2
+MAX_FILE_BYTES = 2 * 1024**3  # the Files API's limit per file (reference §4)
+MAX_INLINE_BYTES = 20 * 1000**2  # inlined requests of one batch stay under 20 MB (reference §1.4)
 FILE_TTL_SECONDS = 48 * 3600
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
+IN_FLIGHT = ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING")
 TERMINAL = {
     None: "BATCH_STATE_SUCCEEDED",
     "failed": "BATCH_STATE_FAILED",
@@ -57,6 +66,8 @@ _LINE_ERRORS = (
     (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
 )
 _FILE_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_-]{32}$")  # secrets.token_urlsafe(24)
+_UPLOAD_GONE = "Upload session not found or already finalized."
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -93,6 +104,17 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _started(record: dict) -> float:
+    """When the job's schedule began: its creation, moved on by the time it was held."""
+    return record.get("start_time") or record["create_time"]
+
+
+def _clock(record: dict, now: float) -> float:
+    """The job's own time: `now`, or the moment it was held while it is held."""
+    held_since = record.get("held_since")
+    return now if held_since is None else held_since
+
+
 def _nonzero(counts: dict[str, int]) -> dict[str, str]:
     """int64 counts as proto-JSON strings; zeros omitted, as proto3 does."""
     return {k: str(v) for k, v in counts.items() if v}
@@ -102,12 +124,22 @@ class Store:
     """Files, uploads and batch jobs under one state directory (thread-safe)."""
 
     def __init__(
-        self, state_dir: str | os.PathLike, *, latency: float, faults: Faults, responder: Responder, log=None
+        self,
+        state_dir: str | os.PathLike,
+        *,
+        latency: float,
+        faults: Faults,
+        responder: Responder,
+        log=None,
+        models: ModelCatalog | None = None,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ):
         self.root = Path(state_dir)
         self.latency = latency
         self.faults = faults
         self.responder = responder
+        self.models = models or ModelCatalog()
+        self.max_file_bytes = max_file_bytes
         self.log = log or (lambda message: None)
         self._lock = threading.RLock()
         for sub in ("files", "uploads", "batches"):
@@ -191,8 +223,10 @@ class Store:
             if self._file_paths(file_id)[0].exists():
                 raise ApiError(409, "ALREADY_EXISTS", f"File files/{file_id} already exists.")
         size = get(file, "sizeBytes")
-        if declared_size is None and size is not None:
+        if declared_size is None and str(size).isdigit():
             declared_size = int(size)
+        if declared_size is not None and declared_size > self.max_file_bytes:
+            raise ApiError(400, "INVALID_ARGUMENT", self._too_big(declared_size))
         mime = mime_type or get(file, "mimeType") or "application/octet-stream"
         upload_id = secrets.token_urlsafe(24)
         session = {
@@ -205,24 +239,36 @@ class Store:
         _write_atomic(self.root / "uploads" / f"{upload_id}.json", orjson.dumps(session))
         return upload_id
 
+    def _too_big(self, size: int) -> str:
+        return f"File size {size} bytes exceeds the limit of {self.max_file_bytes} bytes per file."
+
+    def _upload_paths(self, upload_id: str) -> tuple[Path, Path]:
+        """(session, part) of an upload this emulator issued; 404 for any other id."""
+        if not isinstance(upload_id, str) or not _UPLOAD_ID.match(upload_id):
+            raise ApiError(404, "NOT_FOUND", _UPLOAD_GONE)
+        uploads = self.root / "uploads"
+        session, part = uploads / f"{upload_id}.json", uploads / f"{upload_id}.part"
+        if not session.is_file() or not part.is_file():
+            raise ApiError(404, "NOT_FOUND", _UPLOAD_GONE)
+        return session, part
+
     def upload_received(self, upload_id: str) -> int:
-        part = self.root / "uploads" / f"{upload_id}.part"
-        if not (self.root / "uploads" / f"{upload_id}.json").exists() or not part.exists():
-            raise ApiError(404, "NOT_FOUND", "Upload session not found or already finalized.")
-        return part.stat().st_size
+        return self._upload_paths(upload_id)[1].stat().st_size
 
     def upload_chunk(self, upload_id: str, offset: int | None, data: bytes, finalize: bool) -> dict | None:
         """Appends one chunk; on finalize returns the new File record."""
         with self._lock:
-            session = _read_json(self.root / "uploads" / f"{upload_id}.json")
-            received = self.upload_received(upload_id)
+            session_path, part = self._upload_paths(upload_id)
+            session = _read_json(session_path)
+            received = part.stat().st_size
             if offset is not None and offset != received:
                 raise ApiError(
                     400,
                     "INVALID_ARGUMENT",
                     f"Upload offset {offset} does not match the {received} bytes received.",
                 )
-            part = self.root / "uploads" / f"{upload_id}.part"
+            if received + len(data) > self.max_file_bytes:
+                raise ApiError(400, "INVALID_ARGUMENT", self._too_big(received + len(data)))
             with open(part, "ab") as handle:
                 handle.write(data)
             if not finalize:
@@ -243,7 +289,7 @@ class Store:
                 mime_type=session["mime_type"],
                 source="UPLOADED",
             )
-            (self.root / "uploads" / f"{upload_id}.json").unlink(missing_ok=True)
+            session_path.unlink(missing_ok=True)
             return record
 
     # ---- batches ---------------------------------------------------------------------------
@@ -262,13 +308,33 @@ class Store:
     def _save_batch(self, record: dict) -> None:
         _write_atomic(self._batch_path(record["id"]), orjson.dumps(record))
 
-    def create_batch(self, model: str, batch: dict) -> dict:
-        """Creates a job from `{"inputConfig": ..., "displayName": ...}`; returns its Operation."""
+    def create_batch(self, model: str, batch: dict, api_version: str = "v1beta", body_size: int = 0) -> dict:
+        """Creates a job from `{"inputConfig": ..., "displayName": ...}`; returns its Operation.
+
+        An unknown model is refused (404) and so are inlined requests the API could not parse
+        (400); the lines of an input file are checked when the job runs (see `validation`)."""
+        model = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+        refused = self.models.check(model, api_version)
+        if refused:
+            raise ApiError(*refused)
         input_config = get(batch, "inputConfig") or {}
         file_name = get(input_config, "fileName")
         inlined = get(get(input_config, "requests") or {}, "requests")
         if not file_name and inlined is None:
             raise ApiError(400, "INVALID_ARGUMENT", "batch.inputConfig needs fileName or requests.requests.")
+        if not file_name and isinstance(inlined, list):
+            if body_size >= MAX_INLINE_BYTES:
+                raise ApiError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"Inlined requests total {body_size} bytes; the limit is {MAX_INLINE_BYTES}. "
+                    "Use an input file instead.",
+                )
+            for i, item in enumerate(inlined):
+                prefix = f"batch.input_config.requests.requests[{i}].request."
+                problem = request_problem(get(item, "request"), prefix, api_version)
+                if problem:
+                    raise ApiError(400, "INVALID_ARGUMENT", problem)
         with self._lock:
             if file_name:
                 source = self.file_bytes_path(str(file_name).removeprefix("files/"))
@@ -305,16 +371,20 @@ class Store:
                     for item in inlined
                 )
                 _write_atomic(input_path, b"\n".join(lines) + b"\n")
+            now = time.time()
             record = {
                 "id": batch_id,
                 "name": f"batches/{batch_id}",
                 "seq": seq,
-                "model": model if model.startswith(("models/", "tunedModels/")) else f"models/{model}",
+                "model": model,
+                "api_version": api_version,
                 "display_name": get(batch, "displayName"),
                 "file_name": f"files/{str(file_name).removeprefix('files/')}" if file_name else None,
                 "inlined": not file_name,
                 "request_count": count,
-                "create_time": time.time(),
+                "create_time": now,
+                "start_time": now,
+                "held_since": now if job.held else None,
                 "latency": self.latency if job.latency is None else job.latency,
                 "fault_state": job.end_state,
                 "line_rates": rates,
@@ -330,6 +400,7 @@ class Store:
         self.log(
             f"created {record['name']} ({count} requests, latency {record['latency']}s"
             + (f", will end {job.end_state}" if job.end_state else "")
+            + (", held" if job.held else "")
             + ")"
         )
         if job.lose_create:
@@ -361,7 +432,7 @@ class Store:
             state, _ = self._phase(record, now)
             if state == "BATCH_STATE_CANCELLED":
                 return
-            if state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+            if state not in IN_FLIGHT:
                 self._view(record, now)
                 raise ApiError(
                     400, "FAILED_PRECONDITION", f"Batch batches/{batch_id} is already finished ({state})."
@@ -369,13 +440,42 @@ class Store:
             processed = 0
             if state == "BATCH_STATE_RUNNING":
                 run_time = record["latency"] * (1 - PENDING_FRACTION)
-                elapsed = now - record["create_time"] - record["latency"] * PENDING_FRACTION
+                elapsed = _clock(record, now) - _started(record) - record["latency"] * PENDING_FRACTION
                 fraction = min(1.0, max(0.0, elapsed / run_time)) if run_time > 0 else 0.0
                 processed = int(record["request_count"] * fraction)
             record["cancel_time"] = now
+            record["held_since"] = None
             record["processed_count"] = processed
             self._finalize(record, processed)
         self.log(f"cancelled {record['name']} ({processed} requests done)")
+
+    def hold(self, hold: bool, batch_id: str | None = None) -> list[str]:
+        """Holds (or releases) one job, or every unfinished one; returns the names held now."""
+        with self._lock:
+            now = time.time()
+            if batch_id is not None:
+                records = [self._load_batch(batch_id)]
+            else:
+                records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
+            for record in records:
+                held = record.get("held_since") is not None
+                if hold and not held and self._phase(record, now)[0] in IN_FLIGHT:
+                    record["held_since"] = now
+                elif not hold and held:
+                    # the clock resumes where it stopped: every second held is added to the schedule
+                    record["start_time"] = _started(record) + (now - record["held_since"])
+                    record["held_since"] = None
+                else:
+                    continue
+                self._save_batch(record)
+                self.log(f"{'held' if hold else 'released'} {record['name']}")
+            return self.held()
+
+    def held(self) -> list[str]:
+        """Names of the jobs held now, oldest first."""
+        with self._lock:
+            records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
+            return [r["name"] for r in sorted(records, key=lambda r: r["seq"]) if r.get("held_since")]
 
     def delete_batch(self, batch_id: str) -> None:
         with self._lock:
@@ -389,17 +489,20 @@ class Store:
         """(state, time of the last state change)."""
         if record["cancel_time"] is not None:
             return "BATCH_STATE_CANCELLED", record["cancel_time"]
-        latency, created = record["latency"], record["create_time"]
-        elapsed = now - created
-        if elapsed >= latency:
-            return TERMINAL[record["fault_state"]], created + latency
+        latency, started = record["latency"], _started(record)
+        elapsed = _clock(record, now) - started
+        held = record.get("held_since") is not None
+        if held and elapsed <= 0:  # held from its creation: still queued, whatever its latency
+            return "BATCH_STATE_PENDING", record["create_time"]
+        if elapsed >= latency and not held:
+            return TERMINAL[record["fault_state"]], started + latency
         if elapsed >= latency * PENDING_FRACTION:
-            return "BATCH_STATE_RUNNING", created + latency * PENDING_FRACTION
-        return "BATCH_STATE_PENDING", created
+            return "BATCH_STATE_RUNNING", started + latency * PENDING_FRACTION
+        return "BATCH_STATE_PENDING", record["create_time"]
 
     def _view(self, record: dict, now: float) -> dict:
         state, _ = self._phase(record, now)
-        if state not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING") and not record["finalized"]:
+        if state not in IN_FLIGHT and not record["finalized"]:
             count = {
                 "BATCH_STATE_SUCCEEDED": record["request_count"],
                 "BATCH_STATE_CANCELLED": record["request_count"] // 2,
@@ -480,6 +583,8 @@ class Store:
                     problem = None
                     if not isinstance(request, dict) or not get(request, "contents"):
                         problem = "The request has no contents."
+                    else:
+                        problem = request_problem(request, "", record.get("api_version", "v1beta"))
                     yield key, request, item.get("metadata"), problem
                 index += 1
 
@@ -521,7 +626,7 @@ class Store:
         metadata["createTime"] = rfc3339(record["create_time"])
         metadata["updateTime"] = rfc3339(changed)
         operation: dict[str, Any] = {"name": record["name"]}
-        if state in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+        if state in IN_FLIGHT:
             metadata["batchStats"] = _nonzero({"requestCount": n, "pendingRequestCount": n})
         else:
             stats = record["stats"] or {"successful": 0, "failed": 0}

@@ -1,0 +1,99 @@
+"""What the real API refuses and the emulator must refuse too: unknown models, bad enum values.
+
+Where each refusal happens follows the real API (`reference/gemini-batch-api.md`):
+
+* **Unknown model**: `batches.create` answers 404 NOT_FOUND, as the API does for a model it does
+  not serve ("models/xyz is not found for API version v1beta, or is not supported for
+  batchGenerateContent"); no job is made.
+* **Bad `thinkingLevel`** (or `thinkingBudget` sent with `thinkingLevel`, a 400 per §4): the API
+  parses a request as proto-JSON when it reads it. Inlined requests are part of the create call's
+  body, so the create answers 400 INVALID_ARGUMENT. The lines of an input file are only read when
+  the job runs, so each bad line gets its own `{"key", "error": {"code": 400, ...}}` output line
+  (§2, "Per-line error") and the other lines are answered.
+
+Enum values are matched case-insensitively: the SDK sends its `ThinkingLevel` members upper-case
+("HIGH", §1.4) and the API's own REST samples send "low" (§2), which the project does too.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .responder import get
+
+# The models the project's price table (cotgen_assets/prices.csv) knows, plus common current ones.
+# gemini-3-pro-preview was shut down on 2026-03-09; reports disagree on whether calls fail or are
+# rerouted (reference §headline 1), so it is accepted, as the price table still prices it.
+KNOWN_MODELS = frozenset(
+    {
+        "gemini-3.1-pro-preview",
+        "gemini-3-pro-preview",
+        "gemini-3-flash-preview",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-2.0-flash",
+        "gemini-2.0-flash-lite",
+        "gemini-pro-latest",
+        "gemini-flash-latest",
+        "gemini-flash-lite-latest",
+    }
+)
+MODELS_ENV = "COTGEN_EMULATOR_MODELS"
+ANY_MODEL = "*"
+# google.genai.types.ThinkingLevel (SDK 3.6.1), the API's published enum.
+THINKING_LEVELS = frozenset({"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"})
+_THINKING_LEVEL_TYPE = "type.googleapis.com/google.ai.generativelanguage.{ver}.GenerationConfig.ThinkingLevel"
+
+
+def parse_models(text: str | None) -> frozenset[str]:
+    """Model ids from a comma-separated list (`--models`, $COTGEN_EMULATOR_MODELS); `*` means any."""
+    names = (name.strip().removeprefix("models/") for name in (text or "").split(","))
+    return frozenset(name for name in names if name)
+
+
+class ModelCatalog:
+    """The models batches.create accepts: the built-in list plus `extra` (`*` accepts any)."""
+
+    def __init__(self, extra: frozenset[str] | None = None):
+        if extra is None:
+            extra = parse_models(os.environ.get(MODELS_ENV))
+        self.any = ANY_MODEL in extra
+        self.names = KNOWN_MODELS | (extra - {ANY_MODEL})
+
+    def check(self, model: str, api_version: str) -> tuple[int, str, str] | None:
+        """None if `model` (`models/<id>` or `tunedModels/<id>`) is served, else the API's 404."""
+        if self.any or (model.startswith("models/") and model.removeprefix("models/") in self.names):
+            return None
+        return (
+            404,
+            "NOT_FOUND",
+            f"{model} is not found for API version {api_version}, or is not supported for "
+            "batchGenerateContent. Call ListModels to see the list of available models and their "
+            "supported methods.",
+        )
+
+
+def request_problem(request: Any, field_prefix: str = "", api_version: str = "v1beta") -> str | None:
+    """The API's INVALID_ARGUMENT message for a request with a bad generation config, else None."""
+    if not isinstance(request, dict):
+        return None
+    thinking = get(get(request, "generationConfig") or {}, "thinkingConfig")
+    if not isinstance(thinking, dict):
+        return None
+    level = get(thinking, "thinkingLevel")
+    path = f"{field_prefix}generation_config.thinking_config"
+    if level is not None:
+        valid = (isinstance(level, str) and level.upper() in THINKING_LEVELS) or (
+            isinstance(level, int) and not isinstance(level, bool) and level >= 0
+        )
+        if not valid:
+            shown = level if isinstance(level, str) else repr(level)
+            return (
+                f"Invalid value at '{path}.thinking_level' "
+                f'({_THINKING_LEVEL_TYPE.format(ver=api_version)}), "{shown}"'
+            )
+        if get(thinking, "thinkingBudget") is not None:
+            return f"{path}: thinking_budget and thinking_level cannot be set together."
+    return None
