@@ -1,0 +1,27 @@
+# The cotgen_assets code location: a Dagster gRPC server on port 3030, and the image of the run pods
+# K8sRunLauncher starts (so it carries dagster-k8s and the postgres extra too). See deploy/README.md.
+# Not built here: this machine has no Docker engine.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Extras of the project to install; add the bucket's extra here once it has one (gs:// needs gcsfs).
+ARG COTGEN_EXTRAS=postgres
+WORKDIR /opt/cotgen
+
+# Only what the package needs: no tests, no data, no local instance (see .dockerignore).
+COPY pyproject.toml README.md workspace.yaml ./
+COPY cotgen_assets ./cotgen_assets
+RUN pip install ".[${COTGEN_EXTRAS}]" "dagster-k8s==0.29.27" \
+    && python -c "import cotgen_assets.definitions, dagster_postgres, dagster_k8s"
+
+# A code server has no reason to run as root.
+RUN useradd --create-home --uid 10001 cotgen && mkdir -p /opt/cotgen/data && chown cotgen /opt/cotgen/data
+USER 10001
+ENV DAGSTER_HOME=/opt/dagster/dagster_home
+
+EXPOSE 3030
+CMD ["dagster", "api", "grpc", "-m", "cotgen_assets.definitions", "-h", "0.0.0.0", "-p", "3030"]
