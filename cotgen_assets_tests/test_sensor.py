@@ -110,8 +110,8 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(
     pipeline, emulator, calls, data_dir, monkeypatch
 ):
     pipeline.materialize([assets.source_problems], "easy")
-    # Two jobs (two requests per job) that stay in flight for a while.
-    emulator.set_faults(slow_latency=6.0, slow_count=2)
+    # Two jobs (two requests per job) that stay in flight until released.
+    emulator.set_faults(hold_count=2)
     pipeline.submit_generation("easy", limit=4, max_requests_per_job=2)
     batch = pipeline.metadata("generation_batch", "easy")
     assert len(batch["batch_names"]) == 2
@@ -132,6 +132,7 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(
         else:
             assert "STALE" not in data.skip_message and stale == []
 
+    emulator.release()
     [request] = tick_until(pipeline, GENERATION_JOB)
     assert request.partition_key == "easy" and request.tags["dagster/partition"] == "easy"
     assert batch["submission_id"] in request.run_key
@@ -214,10 +215,11 @@ def test_a_new_submission_after_ingest_is_launched_with_a_new_run_key(pipeline, 
 
 def test_a_dry_run_while_a_batch_is_in_flight_does_not_lose_it(pipeline, emulator, data_dir):
     pipeline.materialize([assets.source_problems], "easy")
-    emulator.set_faults(slow_latency=3.0, slow_count=1)
+    emulator.set_faults(hold_count=1)
     pipeline.submit_generation("easy", limit=2)
     real = pipeline.metadata("generation_batch", "easy")
     pipeline.submit_generation("easy", limit=5, dry_run=True)
+    emulator.release()
 
     request = only(tick_until(pipeline, GENERATION_JOB), GENERATION_JOB)
     assert real["submission_id"] in request.run_key
@@ -232,8 +234,8 @@ def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeli
     pipeline.materialize([assets.source_problems], "easy")
     pipeline.submit_generation("easy", limit=3)
     first = only(tick_until(pipeline, GENERATION_JOB), GENERATION_JOB)
-    # The summarization this run submits stays in flight while the next generation is ingested.
-    emulator.set_faults(slow_latency=15.0, slow_count=1)
+    # The summarization this run submits stays in flight (held) while the next generation is ingested.
+    emulator.set_faults(hold_count=1)
     assert pipeline.run(first).success
     summarization = pipeline.metadata("summarization_batch", "easy")
     assert summarization["num_requests"] == 3
@@ -256,6 +258,7 @@ def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeli
     )
     assert pipeline.metadata("summarization_batch", "easy")["dry_run"] is True
 
+    emulator.release()
     ingest = only(tick_until(pipeline, SUMMARIZATION_JOB), SUMMARIZATION_JOB)
     assert pipeline.run(ingest).success
     assert len(read_jsonl(data_dir / "cod_easy.jsonl")) == 3
