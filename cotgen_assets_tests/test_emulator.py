@@ -546,7 +546,7 @@ def test_admin_faults_api(emulator):
 
 
 def test_restart_in_the_middle_of_a_job_loses_nothing(emulator, client, tmp_path):
-    emulator.set_faults(slow_latency=2.0, slow_count=1)
+    emulator.set_faults(hold_count=1)  # in flight until released, however long the restart takes
     requests = {f"q{i}": generation_request(question) for i, (question, _) in enumerate(gsm8k_rows(300))}
     job = submit(client, requests, tmp_path)
     assert not client.batches.get(name=job.name).done
@@ -554,6 +554,7 @@ def test_restart_in_the_middle_of_a_job_loses_nothing(emulator, client, tmp_path
     emulator.restart()
     assert emulator.proc.pid != pid  # the same client goes on working
     assert not client.batches.get(name=job.name).done
+    emulator.release()
     done = wait_done(client, job.name)
     assert done.state == types.JobState.JOB_STATE_SUCCEEDED
     assert set(results(client, done)) == set(requests)

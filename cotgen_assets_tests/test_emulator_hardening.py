@@ -143,11 +143,12 @@ def test_every_model_of_the_price_table_is_served(client, tmp_path):
 def test_models_flag_and_environment_add_models(tmp_path):
     inline = [{"contents": [{"role": "user", "parts": [{"text": QUESTION}]}]}]
     with start_emulator(
-        tmp_path / "flag", extra_args=["--models", "gemini-9-ultra, models/gemini-9-nano"]
+        tmp_path / "flag", extra_args=["--models", "gemini-9-ultra, models/gemini-9-nano,tunedModels/mine"]
     ) as emu:
         client = emu.client(api_key=KEY)
         for model in ("gemini-9-ultra", "gemini-9-nano", MODEL):
             assert client.batches.create(model=model, src=inline).model == f"models/{model}"
+        assert client.batches.create(model="tunedModels/mine", src=inline).model == "tunedModels/mine"
         with pytest.raises(errors.ClientError) as refused:
             client.batches.create(model="gemini-9-mega", src=inline)
         assert refused.value.code == 404

@@ -64,7 +64,7 @@ class ModelCatalog:
 
     def check(self, model: str, api_version: str) -> tuple[int, str, str] | None:
         """None if `model` (`models/<id>` or `tunedModels/<id>`) is served, else the API's 404."""
-        if self.any or (model.startswith("models/") and model.removeprefix("models/") in self.names):
+        if self.any or model.removeprefix("models/") in self.names:
             return None
         return (
             404,
