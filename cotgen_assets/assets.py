@@ -1,34 +1,37 @@
-"""The software-defined assets, one chain per scenario (DESIGN §3). Wiring only: logic lives in
-plain modules (sources, pipeline, samples, quality, report) that tests call directly."""
+"""The software-defined assets, one chain per scenario (DESIGN §3). Wiring only: the logic lives in
+plain modules (sources, submissions, ingest, quality, report) that tests call directly."""
 
 from typing import Literal
 
 import dagster as dg
 import pyarrow.parquet as pq
 
-from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets.checks import check_results, check_specs
+from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.pipeline import (
-    InFlight,
-    SubmissionRefused,
-    check_budget,
-    download_finished,
-    latest_metadata,
-    latest_submission,
-    overall_state,
-    prepare_generation,
-    prepare_summarization,
-    refuse_if_in_flight,
-    submission_lock,
-    submit,
-)
-from cotgen_assets.quality import COD_CHECK_NAMES, COT_CHECK_NAMES, SampleStats, cod_checks, cot_checks
-from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals, preview_rows
-from cotgen_assets.samples import ingest_submission, samples_path
+from cotgen_assets.previews import preview_rows
+from cotgen_assets.quality import SampleStats
+from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
+from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals
+from cotgen_assets.ingest import ingest_submission
+from cotgen_assets.results import overall_state
 from cotgen_assets.scenarios import ScenarioError, get_scenario
 from cotgen_assets.sources import load_source_problems
-from cotgen_assets.storage import atomic_write, source_problems_path
-from cotgen_assets.submissions import GENERATION, SUMMARIZATION, total_cost_usd
+from cotgen_assets.state import (
+    InFlight,
+    latest_metadata,
+    latest_submission,
+    refuse_if_in_flight,
+    submission_lock,
+)
+from cotgen_assets.storage import atomic_write, samples_path, source_problems_path
+from cotgen_assets.submissions import (
+    SubmissionRefused,
+    check_budget,
+    prepare_generation,
+    prepare_summarization,
+    total_cost_usd,
+)
 
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
@@ -265,7 +268,7 @@ def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
             f"batch {job.name} ended {job.state}: {job.error or 'no error message'}. "
             "Nothing is lost: the next fill asks for its problems again."
         )
-    state = overall_state(jobs)
+    state = overall_state([job.state for job in jobs])
     results = [submission.results_path(s) for s in submission.shards if submission.results_path(s).exists()]
     return dg.MaterializeResult(
         metadata={
@@ -364,10 +367,10 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
             **metadata,
         }
     if stage == GENERATION:
-        return dg.MaterializeResult(metadata=metadata, check_results=cot_checks(stats))
+        return dg.MaterializeResult(metadata=metadata, check_results=check_results(stats))
     metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
     metadata["answer_agreement"] = dg.MetadataValue.float(stats.answer_agreement)
-    return dg.MaterializeResult(metadata=metadata, check_results=cod_checks(stats))
+    return dg.MaterializeResult(metadata=metadata, check_results=check_results(stats))
 
 
 def sample_preview(records: list[dict], stage: str) -> dg.MetadataValue:
@@ -376,56 +379,9 @@ def sample_preview(records: list[dict], stage: str) -> dg.MetadataValue:
     return preview_table(rows, columns)
 
 
-def _text(name: str, description: str) -> dg.TableColumn:
-    return dg.TableColumn(name, "string", description)
-
-
-_RECORD_HEAD = [
-    _text("id", "stable problem id, `<scenario>-<source row>`: the same problem keeps its id forever"),
-    _text("scenario", "the scenario (partition) the problem belongs to"),
-    _text("question", "the problem text, from the source dataset"),
-    _text("answer", "the reference final answer (GSM8K: after `####`; MATH: the last `\\boxed{}`)"),
-]
-_USAGE = "{model, model_version, batch, submission, prompt_version, finish_reason, usage, cost_usd, offline}"
-_RECORD_TAIL = [
-    dg.TableColumn(
-        "source", "struct", "the source row: {dataset, config, split, row} plus level/type for MATH"
-    ),
-    dg.TableColumn(
-        "generation", "struct", f"how the CoT was made: {_USAGE}; usage = input/cached/thinking/output tokens"
-    ),
-]
-COT_COLUMNS = dg.TableSchema(
-    columns=[
-        *_RECORD_HEAD,
-        _text("cot", "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
-        dg.TableColumn("messages", "list<struct>", "[user question, assistant cot]: ready for SFT"),
-        _text("predicted_answer", "the final answer read from the model's answer text"),
-        dg.TableColumn(
-            "correct", "bool", "predicted_answer matches answer (exact/numeric, then math-verify)"
-        ),
-        *_RECORD_TAIL,
-    ]
-)
-COD_COLUMNS = dg.TableSchema(
-    columns=[
-        *_RECORD_HEAD,
-        _text(
-            "cod", "`<draft>`a few words per step, one step a line`</draft>` + newline + `\\boxed{answer}`"
-        ),
-        dg.TableColumn("messages", "list<struct>", "[user question, assistant cod]: ready for SFT"),
-        _text("predicted_answer", "the draft's final answer"),
-        dg.TableColumn("correct", "bool", "predicted_answer matches answer"),
-        dg.TableColumn(
-            "agrees_with_cot", "bool", "predicted_answer matches the CoT sample's predicted_answer"
-        ),
-        dg.TableColumn(
-            "unsupported_draft_numbers", "list<string>", "numbers in the draft that are not in its thought"
-        ),
-        *_RECORD_TAIL,
-        dg.TableColumn("summarization", "struct", f"how the draft was made: {_USAGE}"),
-    ]
-)
+def column_schema(stage: str) -> dg.TableSchema:
+    """The record's columns as the UI documents them, from the one description in `records`."""
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, f.type, f.description) for f in FIELDS[stage]])
 
 
 def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
@@ -466,9 +422,9 @@ def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
     group_name=GROUP,
     kinds={"jsonl"},
     deps=[generation_results],
-    check_specs=[dg.AssetCheckSpec(name, asset="cot_samples") for name in COT_CHECK_NAMES],
+    check_specs=check_specs(GENERATION, "cot_samples"),
     description="`cot_<suffix>.jsonl`: Chain-of-Thought samples (`<thought>…</thought>` + answer), graded.",
-    metadata={"dagster/column_schema": COT_COLUMNS},
+    metadata={"dagster/column_schema": column_schema(GENERATION)},
 )
 def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return _ingest_stage(context, GENERATION)
@@ -479,9 +435,9 @@ def cot_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     group_name=GROUP,
     kinds={"jsonl"},
     deps=[summarization_results],
-    check_specs=[dg.AssetCheckSpec(name, asset="cod_samples") for name in COD_CHECK_NAMES],
+    check_specs=check_specs(SUMMARIZATION, "cod_samples"),
     description="`cod_<suffix>.jsonl`: Chain-of-Draft samples (`<draft>…</draft>` + answer), graded.",
-    metadata={"dagster/column_schema": COD_COLUMNS},
+    metadata={"dagster/column_schema": column_schema(SUMMARIZATION)},
 )
 def cod_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return _ingest_stage(context, SUMMARIZATION)
@@ -518,22 +474,3 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
         }
     )
-
-
-# --------------------------------------------------------------------------- jobs the sensor launches
-
-generation_results_job = dg.define_asset_job(
-    "generation_results_job",
-    selection=[generation_results, cot_samples, summarization_batch],
-    description="Download a finished generation batch, save CoT samples, submit the summarization batch.",
-)
-summarization_results_job = dg.define_asset_job(
-    "summarization_results_job",
-    selection=[summarization_results, cod_samples],
-    description="Download a finished summarization batch and save CoD samples.",
-)
-summarization_batch_job = dg.define_asset_job(
-    "summarization_batch_job",
-    selection=[summarization_batch],
-    description="Submit the CoT samples still lacking a CoD, once an earlier summarization is ingested.",
-)

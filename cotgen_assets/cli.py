@@ -8,21 +8,21 @@ import argparse
 import json
 import sys
 
-from cotgen_assets.submissions import STAGES
+from cotgen_assets.records import STAGES
 
 
 def cancel(scenario: str, stage: str) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
-    from cotgen_assets.definitions import gemini_resource
-    from cotgen_assets.pipeline import ended_not_saved, pending_submission
+    from cotgen_assets.gemini import gemini_from_env
+    from cotgen_assets.state import ended_not_saved, pending_submission
 
     with dg.DagsterInstance.get() as instance:
         submission = pending_submission(instance, scenario, stage)
     if submission is None:
         return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
-    gemini = gemini_resource()
+    gemini = gemini_from_env()
     jobs = [gemini.get_batch(name) for name in submission.batch_names]
     live = [job.name for job in jobs if not job.done]
     if not live:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cancel":
             print(cancel(args.scenario, args.stage))
         else:
-            from cotgen_assets.lineage import trace
+            from cotgen_assets.trace import trace
 
             print(json.dumps(trace(args.id), indent=2, ensure_ascii=False))
     except (LookupError, ValueError) as error:

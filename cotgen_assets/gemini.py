@@ -11,6 +11,7 @@ scrubbed and without the SDK exception (whose request object carries the key) at
 """
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,9 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from pydantic import PrivateAttr
 
+from cotgen_assets.results import FAILED_STATES, SUCCEEDED_STATES, TERMINAL_STATES
 from cotgen_assets.storage import atomic_write
+from cotgen_assets.submissions import Submission
 
 try:
     import httpx2
@@ -45,9 +48,6 @@ REAL_API_HOST = "generativelanguage.googleapis.com"
 OFFLINE_KEY = "offline-emulator"  # any non-empty key works with the emulator
 OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}  # on assets and runs, so offline mode shows in the UI
 
-SUCCEEDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"})
-FAILED_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
-TERMINAL_STATES = SUCCEEDED_STATES | FAILED_STATES
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = tuple(
@@ -480,3 +480,53 @@ class GeminiBatchResource(dg.ConfigurableResource):
             if not (retried and exc.status_code == 404):
                 raise
         logger.info("deleted %s", name)
+
+
+def gemini_from_env() -> GeminiBatchResource:
+    """The real Gemini API when GEMINI_API_KEY is set, else the local emulator (offline mode)."""
+    return GeminiBatchResource(
+        api_key=dg.EnvVar("GEMINI_API_KEY") if os.environ.get("GEMINI_API_KEY") else None,
+        base_url=os.environ.get("COTGEN_GEMINI_BASE_URL") or None,
+    )
+
+
+# --------------------------------------------------------------------------- submissions
+
+
+def submit(submission: Submission, gemini: GeminiBatchResource) -> Submission:
+    """Send every shard once: a shard whose display name already has a live job reuses it.
+
+    A shard sent again to a new job loses the results file of its earlier job (already
+    ingested), so the new job's answers are downloaded.
+    """
+    sent = submission.saved()
+    before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    submission.batch_names = [
+        gemini.submit_jsonl(submission.requests_path(shard), submission.model, display_name).name
+        for shard, display_name in zip(submission.shards, submission.display_names)
+    ]
+    for shard, name in zip(submission.shards, submission.batch_names):
+        if before.get(shard, name) != name:
+            submission.results_path(shard).unlink(missing_ok=True)
+    submission.job_states = []
+    submission.save()
+    return submission
+
+
+def download_finished(submission: Submission, gemini: GeminiBatchResource) -> list:
+    """Fetch each shard's job; download the results file of every finished job (once).
+
+    Not only of those that succeeded: a cancelled job hands back the answers it finished, which
+    were paid for. Once every job has ended, their states are saved for the ingestion.
+    """
+    jobs = []
+    for shard, name in zip(submission.shards, submission.batch_names):
+        job = gemini.get_batch(name)
+        jobs.append(job)
+        results = submission.results_path(shard)
+        if job.done and job.result_file and not results.exists():
+            gemini.download_results(job.result_file, results)
+    if jobs and all(job.done for job in jobs):
+        submission.job_states = [job.state for job in jobs]
+        submission.save()
+    return jobs

@@ -1,12 +1,13 @@
-"""Statistics over a samples file and the quality gates built on them (asset checks).
+"""Statistics over a samples file and the quality gates built on them, as plain verdicts.
 
-Gates warn rather than fail where a person would want to look rather than stop the pipeline.
+One pass (`SampleStats`) feeds the samples assets' metadata and checks and the dataset report.
+Gates warn rather than fail where a person would want to look rather than stop the pipeline;
+`checks.py` turns the verdicts into Dagster asset check results.
 """
 
 import re
+from array import array
 from dataclasses import dataclass, field
-
-import dagster as dg
 
 PREVIEW_SAMPLES = 5
 MIN_ACCURACY = 0.5
@@ -15,6 +16,7 @@ RATIO_BAND = (0.005, 0.6)  # draft tokens per thought token
 MAX_DRAFT_WORDS = 5
 MIN_SHORT_STEPS = 0.8  # share of draft steps with at most MAX_DRAFT_WORDS words
 MAX_UNSUPPORTED = 0.1  # share of drafts with a number that is not in their thought
+ERROR, WARN = "ERROR", "WARN"
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -37,24 +39,42 @@ def numbers_in(text: str) -> set[str]:
 
 @dataclass
 class SampleStats:
-    """Accumulates file-wide figures, one record at a time (memory stays flat)."""
+    """File-wide figures of one samples file, accumulated one record at a time.
+
+    `stage` is "generation" (a CoT file) or "summarization" (a CoD file); tokens and cost are
+    those of the stage's own block. Memory: two integers per CoD sample (for the report's
+    picture) and a few preview records.
+    """
 
     stage: str
     num_samples: int = 0
     num_correct: int = 0
     num_malformed: int = 0
+    input_tokens: int = 0
+    thinking_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
     num_agreeing: int = 0
     num_unsupported: int = 0
     draft_steps: int = 0
     short_draft_steps: int = 0
-    thinking_tokens: int = 0
-    draft_tokens: int = 0
+    thought_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample, its CoT's
+    draft_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample
     preview: list[dict] = field(default_factory=list)
+
+    @property
+    def is_cot(self) -> bool:
+        return self.stage == "generation"
 
     def __call__(self, record: dict) -> None:
         self.num_samples += 1
         self.num_correct += bool(record.get("correct"))
-        if self.stage == "generation":
+        block = record[self.stage]
+        self.input_tokens += block["usage"]["input_tokens"]
+        self.thinking_tokens += block["usage"]["thinking_tokens"]
+        self.output_tokens += block["usage"]["output_tokens"]
+        self.cost_usd += block["cost_usd"]
+        if self.is_cot:
             self.num_malformed += tagged_block(record["cot"], "thought") is None
         else:
             draft = tagged_block(record["cod"], "draft")
@@ -64,10 +84,16 @@ class SampleStats:
             steps = draft.split("\n") if draft is not None else []
             self.draft_steps += len(steps)
             self.short_draft_steps += sum(len(s.split()) <= MAX_DRAFT_WORDS for s in steps)
-            self.thinking_tokens += record["generation"]["usage"]["thinking_tokens"]
-            self.draft_tokens += record["summarization"]["usage"]["output_tokens"]
+            self.thought_tokens.append(record["generation"]["usage"]["thinking_tokens"])
+            self.draft_tokens.append(block["usage"]["output_tokens"])
         if len(self.preview) < PREVIEW_SAMPLES:
             self.preview.append(record)
+
+    def merge(self, other: "SampleStats") -> None:
+        """Add another file's figures (the report's `all` column)."""
+        for name, value in vars(other).items():
+            if name not in ("stage", "preview"):
+                setattr(self, name, getattr(self, name) + value)
 
     def share(self, count: int) -> float:
         return count / self.num_samples if self.num_samples else 0.0
@@ -78,73 +104,91 @@ class SampleStats:
 
     @property
     def answer_agreement(self) -> float:
+        """Share of CoD samples whose answer matches their CoT sample's."""
         return self.share(self.num_agreeing)
 
     @property
     def draft_to_thought_token_ratio(self) -> float:
-        return self.draft_tokens / self.thinking_tokens if self.thinking_tokens else 0.0
+        thought = sum(self.thought_tokens)
+        return sum(self.draft_tokens) / thought if thought else 0.0
 
     @property
     def short_step_share(self) -> float:
         return self.short_draft_steps / self.draft_steps if self.draft_steps else 0.0
 
+    @property
+    def cost_per_1000_usd(self) -> float:
+        return 1000 * self.share(self.cost_usd)
 
-def common_checks(stats: SampleStats, tag: str) -> list[dg.AssetCheckResult]:
+
+@dataclass(frozen=True)
+class Verdict:
+    """One quality gate's outcome: `severity` ERROR stops trusting the file, WARN asks a look."""
+
+    name: str
+    passed: bool
+    severity: str
+    numbers: dict
+    description: str | None = None
+
+
+def _verdict(name: str, passed: bool, severity: str, description: str | None = None, **numbers) -> Verdict:
+    return Verdict(name, bool(passed), severity, numbers, description)
+
+
+def common_verdicts(stats: SampleStats, tag: str) -> list[Verdict]:
     """The gates both samples files share: their tag shape (an error) and their accuracy."""
     return [
-        _check(
+        _verdict(
             "tags_well_formed",
             stats.num_malformed == 0,
-            dg.AssetCheckSeverity.ERROR,
+            ERROR,
             num_malformed=stats.num_malformed,
             description=f"every sample is exactly one `<{tag}>…</{tag}>` block, then the answer",
         ),
-        _check(
-            "accuracy",
-            stats.accuracy >= MIN_ACCURACY,
-            dg.AssetCheckSeverity.WARN,
-            accuracy=stats.accuracy,
-            threshold=MIN_ACCURACY,
+        _verdict(
+            "accuracy", stats.accuracy >= MIN_ACCURACY, WARN, accuracy=stats.accuracy, threshold=MIN_ACCURACY
         ),
     ]
 
 
-def cot_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
-    return common_checks(stats, "thought")
+def cot_verdicts(stats: SampleStats) -> list[Verdict]:
+    return common_verdicts(stats, "thought")
 
 
-def cod_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
+def cod_verdicts(stats: SampleStats) -> list[Verdict]:
     low, high = RATIO_BAND
     ratio = stats.draft_to_thought_token_ratio
-    return common_checks(stats, "draft") + [
-        _check(
+    unsupported = stats.share(stats.num_unsupported)
+    return common_verdicts(stats, "draft") + [
+        _verdict(
             "answer_agrees_with_cot",
             stats.answer_agreement >= MIN_AGREEMENT,
-            dg.AssetCheckSeverity.WARN,
+            WARN,
             answer_agreement=stats.answer_agreement,
             threshold=MIN_AGREEMENT,
         ),
-        _check(
+        _verdict(
             "token_ratio_in_band",
             low <= ratio <= high,
-            dg.AssetCheckSeverity.WARN,
+            WARN,
             draft_to_thought_token_ratio=ratio,
             low=low,
             high=high,
         ),
-        _check(
+        _verdict(
             "draft_steps_short",
             stats.short_step_share >= MIN_SHORT_STEPS,
-            dg.AssetCheckSeverity.WARN,
+            WARN,
             short_step_share=stats.short_step_share,
             max_words=MAX_DRAFT_WORDS,
             threshold=MIN_SHORT_STEPS,
         ),
-        _check(
+        _verdict(
             "draft_numbers_from_thought",
-            stats.share(stats.num_unsupported) <= MAX_UNSUPPORTED,
-            dg.AssetCheckSeverity.WARN,
-            unsupported_share=stats.share(stats.num_unsupported),
+            unsupported <= MAX_UNSUPPORTED,
+            WARN,
+            unsupported_share=unsupported,
             num_unsupported=stats.num_unsupported,
             threshold=MAX_UNSUPPORTED,
             description="numbers in a draft should come from its thought (a cheap hallucination check)",
@@ -152,24 +196,9 @@ def cod_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
     ]
 
 
-COT_CHECK_NAMES = ["tags_well_formed", "accuracy"]
-COD_CHECK_NAMES = [
-    "tags_well_formed",
-    "accuracy",
-    "answer_agrees_with_cot",
-    "token_ratio_in_band",
-    "draft_steps_short",
-    "draft_numbers_from_thought",
-]
+VERDICTS = {"generation": cot_verdicts, "summarization": cod_verdicts}
 
 
-def _check(
-    name: str, passed: bool, severity: dg.AssetCheckSeverity, description: str | None = None, **numbers
-) -> dg.AssetCheckResult:
-    metadata = {
-        k: (dg.MetadataValue.float(float(v)) if isinstance(v, float) else dg.MetadataValue.int(v))
-        for k, v in numbers.items()
-    }
-    return dg.AssetCheckResult(
-        check_name=name, passed=bool(passed), severity=severity, metadata=metadata, description=description
-    )
+def gate_names(stage: str) -> list[str]:
+    """The names of a stage's gates, read off the gates themselves (for the check specs)."""
+    return [verdict.name for verdict in VERDICTS[stage](SampleStats(stage))]

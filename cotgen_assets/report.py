@@ -1,183 +1,52 @@
-"""How the datasets look to a person: sample excerpts for previews, and the dataset report.
+"""The dataset report: every scenario side by side, as a table and a picture.
 
-The report streams every scenario's `cot_<suffix>.jsonl` and `cod_<suffix>.jsonl` once and keeps
-only sums and two small integer arrays per scenario (thought and draft tokens per CoD sample,
-for the picture), so memory stays flat however large the files grow.
+The report streams every scenario's `cot_<suffix>.jsonl` and `cod_<suffix>.jsonl` once through
+`quality.SampleStats` (the same pass the samples assets use), keeping only sums and two small
+integer arrays per scenario, so memory stays flat however large the files grow.
 """
 
 import base64
 import io
-from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cotgen_assets.quality import tagged_block
-from cotgen_assets.samples import samples_path
+from cotgen_assets.quality import SampleStats
+from cotgen_assets.records import GENERATION, SUMMARIZATION
 from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import atomic_write, data_dir
-from cotgen_assets.submissions import GENERATION, SUMMARIZATION, read_jsonl, total_cost_usd
+from cotgen_assets.storage import atomic_write, data_dir, read_jsonl, samples_path
+from cotgen_assets.submissions import total_cost_usd
 
 THOUGHT_COLOR = "#4C72B0"
 DRAFT_COLOR = "#DD8452"
 
 
-# --------------------------------------------------------------------------- previews
-
-
-def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
-    """The start and the end of a long text on one line, cut at word boundaries.
-
-    Short enough (at most head + tail + 3 characters) for the UI's preview cells.
-    """
-    flat = " ".join((text or "").split())
-    if len(flat) <= head + tail + 3:
-        return flat
-    start, end = flat[:head], flat[-tail:]
-    if " " in start[head // 2 :]:
-        start = start[: start.rindex(" ")]
-    if " " in end[: tail // 2]:
-        end = end[end.index(" ") + 1 :]
-    return f"{start} … {end}"
-
-
-def thought_excerpt(cot: str) -> str:
-    return excerpt(tagged_block(cot or "", "thought") or cot)
-
-
-def draft_excerpt(cod: str, steps: int = 4) -> str:
-    """The first draft steps joined by ` | ` (a draft is a few words per line)."""
-    draft = tagged_block(cod or "", "draft") or cod or ""
-    lines = [line.strip() for line in draft.split("\n") if line.strip()]
-    shown = " | ".join(lines[:steps])
-    more = f" | … (+{len(lines) - steps} steps)" if len(lines) > steps else ""
-    return excerpt(shown, head=100, tail=25) + more
-
-
-def preview_rows(records: list[dict], stage: str) -> tuple[list[dict], list[str]]:
-    """Rows and columns of a samples preview: excerpts of the thought or draft, never the whole text.
-
-    Few, narrow columns so the UI's table stays readable; `cotgen trace ID` shows the rest.
-    """
-    rows = []
-    for record in records:
-        row = {"id": record["id"], "question": excerpt(record["question"], 60, 25)}
-        thinking = record["generation"]["usage"]["thinking_tokens"]
-        if stage == GENERATION:
-            row |= {"thought (excerpt)": thought_excerpt(record["cot"]), "thinking tokens": thinking}
-        else:
-            draft = record["summarization"]["usage"]["output_tokens"]
-            row |= {
-                "draft (excerpt)": draft_excerpt(record["cod"]),
-                "tokens thought → draft": f"{thinking} → {draft}",
-            }
-        row |= {
-            "predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
-            "correct": record["correct"],
-        }
-        if stage != GENERATION:
-            row["agrees with CoT"] = record.get("agrees_with_cot")
-        row["cost_usd"] = round(
-            record["generation" if stage == GENERATION else "summarization"]["cost_usd"], 6
-        )
-        rows.append(row)
-    columns = list(rows[0]) if rows else ["id", "question", "predicted / reference", "correct"]
-    return rows, columns
-
-
-# --------------------------------------------------------------------------- figures
-
-
 @dataclass
 class ScenarioFigures:
-    """One scenario's sums over its two samples files, and what follows from them."""
+    """One scenario's two samples files (CoT and CoD), each summed by `SampleStats`."""
 
     scenario: str
-    cot_samples: int = 0
-    cot_correct: int = 0
-    cot_input_tokens: int = 0
-    cot_thinking_tokens: int = 0
-    cot_output_tokens: int = 0
-    cot_cost_usd: float = 0.0
-    cod_samples: int = 0
-    cod_correct: int = 0
-    cod_agreeing: int = 0
-    cod_input_tokens: int = 0
-    cod_thinking_tokens: int = 0
-    cod_output_tokens: int = 0
-    cod_cost_usd: float = 0.0
+    cot: SampleStats = field(default_factory=lambda: SampleStats(GENERATION))
+    cod: SampleStats = field(default_factory=lambda: SampleStats(SUMMARIZATION))
     spent_usd: float = 0.0  # every ingested request of both stages, failed and retried ones included
-    thought_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample, its CoT's
-    draft_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample
-
-    def add_cot(self, record: dict) -> None:
-        generation = record["generation"]
-        self.cot_samples += 1
-        self.cot_correct += bool(record.get("correct"))
-        self.cot_input_tokens += generation["usage"]["input_tokens"]
-        self.cot_thinking_tokens += generation["usage"]["thinking_tokens"]
-        self.cot_output_tokens += generation["usage"]["output_tokens"]
-        self.cot_cost_usd += generation["cost_usd"]
-
-    def add_cod(self, record: dict) -> None:
-        summarization = record["summarization"]
-        self.cod_samples += 1
-        self.cod_correct += bool(record.get("correct"))
-        self.cod_agreeing += bool(record.get("agrees_with_cot"))
-        self.cod_input_tokens += summarization["usage"]["input_tokens"]
-        self.cod_thinking_tokens += summarization["usage"]["thinking_tokens"]
-        self.cod_output_tokens += summarization["usage"]["output_tokens"]
-        self.cod_cost_usd += summarization["cost_usd"]
-        self.thought_tokens.append(record["generation"]["usage"]["thinking_tokens"])
-        self.draft_tokens.append(summarization["usage"]["output_tokens"])
 
     def merge(self, other: "ScenarioFigures") -> None:
         """Add another scenario's sums (for the `all` column)."""
-        for name, value in vars(other).items():
-            if name != "scenario":
-                setattr(self, name, getattr(self, name) + value)
-
-    @staticmethod
-    def _share(part: float, whole: float) -> float:
-        return part / whole if whole else 0.0
-
-    @property
-    def cot_accuracy(self) -> float:
-        return self._share(self.cot_correct, self.cot_samples)
-
-    @property
-    def cod_accuracy(self) -> float:
-        return self._share(self.cod_correct, self.cod_samples)
-
-    @property
-    def answer_agreement(self) -> float:
-        """Share of CoD samples whose answer matches their CoT sample's."""
-        return self._share(self.cod_agreeing, self.cod_samples)
-
-    @property
-    def draft_to_thought_token_ratio(self) -> float:
-        """Draft tokens per thought token over the CoD samples (as the cod_samples asset reports it)."""
-        return self._share(sum(self.draft_tokens), sum(self.thought_tokens))
-
-    @property
-    def cot_cost_per_1000_usd(self) -> float:
-        return 1000 * self._share(self.cot_cost_usd, self.cot_samples)
-
-    @property
-    def cod_cost_per_1000_usd(self) -> float:
-        return 1000 * self._share(self.cod_cost_usd, self.cod_samples)
+        self.cot.merge(other.cot)
+        self.cod.merge(other.cod)
+        self.spent_usd += other.spent_usd
 
     @property
     def cost_usd(self) -> float:
-        return self.cot_cost_usd + self.cod_cost_usd
+        return self.cot.cost_usd + self.cod.cost_usd
 
 
 def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     """Stream the scenario's samples files once."""
     figures = ScenarioFigures(scenario.name)
     for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
-        figures.add_cot(record)
+        figures.cot(record)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
-        figures.add_cod(record)
+        figures.cod(record)
     figures.spent_usd = total_cost_usd(scenario.name, GENERATION) + total_cost_usd(
         scenario.name, SUMMARIZATION
     )
@@ -199,34 +68,38 @@ def totals(figures: list[ScenarioFigures]) -> ScenarioFigures:
 
 # (label, how to read it off the figures, format); shares of nothing read None, shown as "–"
 ROWS = [
-    ("CoT samples", lambda f: f.cot_samples, "{:,}"),
-    ("CoT accuracy", lambda f: f.cot_accuracy if f.cot_samples else None, "{:.1%}"),
-    ("CoT input tokens", lambda f: f.cot_input_tokens, "{:,}"),
-    ("CoT thinking tokens", lambda f: f.cot_thinking_tokens, "{:,}"),
-    ("CoT output tokens", lambda f: f.cot_output_tokens, "{:,}"),
-    ("CoT cost (USD)", lambda f: f.cot_cost_usd, "${:,.4f}"),
+    ("CoT samples", lambda f: f.cot.num_samples, "{:,}"),
+    ("CoT accuracy", lambda f: f.cot.accuracy if f.cot.num_samples else None, "{:.1%}"),
+    ("CoT input tokens", lambda f: f.cot.input_tokens, "{:,}"),
+    ("CoT thinking tokens", lambda f: f.cot.thinking_tokens, "{:,}"),
+    ("CoT output tokens", lambda f: f.cot.output_tokens, "{:,}"),
+    ("CoT cost (USD)", lambda f: f.cot.cost_usd, "${:,.4f}"),
     (
         "CoT cost per 1,000 samples (USD)",
-        lambda f: f.cot_cost_per_1000_usd if f.cot_samples else None,
+        lambda f: f.cot.cost_per_1000_usd if f.cot.num_samples else None,
         "${:,.4f}",
     ),
-    ("CoD samples", lambda f: f.cod_samples, "{:,}"),
-    ("CoD accuracy", lambda f: f.cod_accuracy if f.cod_samples else None, "{:.1%}"),
-    ("CoD input tokens", lambda f: f.cod_input_tokens, "{:,}"),
-    ("CoD thinking tokens", lambda f: f.cod_thinking_tokens, "{:,}"),
-    ("CoD output (draft) tokens", lambda f: f.cod_output_tokens, "{:,}"),
-    ("CoD cost (USD)", lambda f: f.cod_cost_usd, "${:,.4f}"),
+    ("CoD samples", lambda f: f.cod.num_samples, "{:,}"),
+    ("CoD accuracy", lambda f: f.cod.accuracy if f.cod.num_samples else None, "{:.1%}"),
+    ("CoD input tokens", lambda f: f.cod.input_tokens, "{:,}"),
+    ("CoD thinking tokens", lambda f: f.cod.thinking_tokens, "{:,}"),
+    ("CoD output (draft) tokens", lambda f: f.cod.output_tokens, "{:,}"),
+    ("CoD cost (USD)", lambda f: f.cod.cost_usd, "${:,.4f}"),
     (
         "CoD cost per 1,000 samples (USD)",
-        lambda f: f.cod_cost_per_1000_usd if f.cod_samples else None,
+        lambda f: f.cod.cost_per_1000_usd if f.cod.num_samples else None,
         "${:,.4f}",
     ),
     (
         "CoD-to-CoT token ratio (draft / thought)",
-        lambda f: f.draft_to_thought_token_ratio if sum(f.thought_tokens) else None,
+        lambda f: f.cod.draft_to_thought_token_ratio if sum(f.cod.thought_tokens) else None,
         "{:.3f}",
     ),
-    ("Answer agreement (CoD vs CoT)", lambda f: f.answer_agreement if f.cod_samples else None, "{:.1%}"),
+    (
+        "Answer agreement (CoD vs CoT)",
+        lambda f: f.cod.answer_agreement if f.cod.num_samples else None,
+        "{:.1%}",
+    ),
     ("Spent, failed requests included (USD)", lambda f: f.spent_usd, "${:,.4f}"),
 ]
 
@@ -248,21 +121,21 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
     """The `all` column under stable metadata keys (plotted over time by the UI)."""
     total = totals(figures)
     return {
-        "num_cot_samples": total.cot_samples,
-        "num_cod_samples": total.cod_samples,
-        "cot_accuracy": total.cot_accuracy,
-        "cod_accuracy": total.cod_accuracy,
-        "input_tokens": total.cot_input_tokens + total.cod_input_tokens,
-        "thinking_tokens": total.cot_thinking_tokens + total.cod_thinking_tokens,
-        "output_tokens": total.cot_output_tokens + total.cod_output_tokens,
-        "cot_cost_usd": total.cot_cost_usd,
-        "cod_cost_usd": total.cod_cost_usd,
+        "num_cot_samples": total.cot.num_samples,
+        "num_cod_samples": total.cod.num_samples,
+        "cot_accuracy": total.cot.accuracy,
+        "cod_accuracy": total.cod.accuracy,
+        "input_tokens": total.cot.input_tokens + total.cod.input_tokens,
+        "thinking_tokens": total.cot.thinking_tokens + total.cod.thinking_tokens,
+        "output_tokens": total.cot.output_tokens + total.cod.output_tokens,
+        "cot_cost_usd": total.cot.cost_usd,
+        "cod_cost_usd": total.cod.cost_usd,
         "cost_usd": total.cost_usd,
         "spent_usd": total.spent_usd,
-        "cot_cost_per_1000_samples_usd": total.cot_cost_per_1000_usd,
-        "cod_cost_per_1000_samples_usd": total.cod_cost_per_1000_usd,
-        "draft_to_thought_token_ratio": total.draft_to_thought_token_ratio,
-        "answer_agreement": total.answer_agreement,
+        "cot_cost_per_1000_samples_usd": total.cot.cost_per_1000_usd,
+        "cod_cost_per_1000_samples_usd": total.cod.cost_per_1000_usd,
+        "draft_to_thought_token_ratio": total.cod.draft_to_thought_token_ratio,
+        "answer_agreement": total.cod.answer_agreement,
     }
 
 
@@ -283,19 +156,19 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     from matplotlib.patches import Patch
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    figure = Figure(figsize=(11, 4.6), dpi=100, layout="constrained")
+    figure = Figure(figsize=(11, 4.6), dpi=100, layout="constrained", facecolor="white")
     tokens, costs = figure.subplots(1, 2, width_ratios=[1.7, 1])
     names = [f.scenario for f in figures]
     total = totals(figures)
     figure.suptitle(
-        f"{total.cot_samples:,} CoT and {total.cod_samples:,} CoD samples, "
+        f"{total.cot.num_samples:,} CoT and {total.cod.num_samples:,} CoD samples, "
         f"${total.cost_usd:,.4f} for the kept samples, ${total.spent_usd:,.4f} spent in all",
         fontsize=10,
         parse_math=False,
     )
 
     for index, item in enumerate(figures):
-        if not item.draft_tokens:
+        if not item.cod.draft_tokens:
             tokens.text(
                 index,
                 0.5,
@@ -307,8 +180,8 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
             )
             continue
         for offset, values, color in (
-            (-0.18, item.thought_tokens, THOUGHT_COLOR),
-            (0.18, item.draft_tokens, DRAFT_COLOR),
+            (-0.18, item.cod.thought_tokens, THOUGHT_COLOR),
+            (0.18, item.cod.draft_tokens, DRAFT_COLOR),
         ):
             data = [max(v, 1) for v in values]
             parts = tokens.violinplot([data], positions=[index + offset], widths=0.32, showmedians=True)
@@ -323,7 +196,7 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
         tokens.text(
             index,
             1.01,
-            f"n={item.cod_samples:,}, draft/thought {item.draft_to_thought_token_ratio:.2f}",
+            f"n={item.cod.num_samples:,}, draft/thought {item.cod.draft_to_thought_token_ratio:.2f}",
             ha="center",
             va="bottom",
             fontsize=8,
@@ -348,16 +221,16 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     )
     tokens.grid(axis="y", alpha=0.3)
 
-    cot = [f.cot_cost_per_1000_usd for f in figures]
-    cod = [f.cod_cost_per_1000_usd for f in figures]
+    cot = [f.cot.cost_per_1000_usd for f in figures]
+    cod = [f.cod.cost_per_1000_usd for f in figures]
     costs.bar(names, cot, color=THOUGHT_COLOR, alpha=0.8, label="CoT")
     costs.bar(names, cod, bottom=cot, color=DRAFT_COLOR, alpha=0.8, label="CoD")
     for index, item in enumerate(figures):
-        if not item.cot_samples:
+        if not item.cot.num_samples:
             label = "no samples"
         else:
-            cod_accuracy = f"{item.cod_accuracy:.0%}" if item.cod_samples else "–"
-            label = f"${cot[index] + cod[index]:,.2f}\naccuracy {item.cot_accuracy:.0%} / {cod_accuracy}"
+            cod_accuracy = f"{item.cod.accuracy:.0%}" if item.cod.num_samples else "–"
+            label = f"${cot[index] + cod[index]:,.2f}\naccuracy {item.cot.accuracy:.0%} / {cod_accuracy}"
         costs.text(
             index, cot[index] + cod[index], label, ha="center", va="bottom", fontsize=8, parse_math=False
         )
@@ -368,7 +241,8 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     costs.grid(axis="y", alpha=0.3)
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    # opaque: in the UI's picture dialog and on the Hub's dark theme a transparent PNG shows what is behind it
+    figure.savefig(buffer, format="png", facecolor="white", transparent=False)
     return buffer.getvalue()
 
 

@@ -21,6 +21,17 @@ NOT_JSON = "not_json"
 INVALID_UTF8 = "invalid_utf8"
 NO_KEY = "no_key"
 
+# How a batch job ends, in the SDK's JOB_STATE_* spelling (the API says BATCH_STATE_*).
+SUCCEEDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"})
+FAILED_STATES = frozenset({"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"})
+TERMINAL_STATES = SUCCEEDED_STATES | FAILED_STATES
+
+
+def overall_state(states: list[str]) -> str:
+    """One state for a submission: the shared state, or MIXED(a, b) when its jobs differ."""
+    distinct = sorted(set(states))
+    return distinct[0] if len(distinct) == 1 else f"MIXED({', '.join(distinct)})"
+
 # Recovers the key of a line that does not parse, so its request still counts as failed.
 _LEADING_KEY = re.compile(rb'^\s*\{\s*"key"\s*:\s*"((?:[^"\\]|\\.)*)"')
 

@@ -12,21 +12,21 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from cotgen_assets.assets import generation_results_job, summarization_batch_job, summarization_results_job
 from cotgen_assets.gemini import OFFLINE_TAG, GeminiBatchResource
+from cotgen_assets.jobs import generation_results_job, summarization_batch_job, summarization_results_job
 from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.pipeline import (
+from cotgen_assets.records import STAGES, SUMMARIZATION
+from cotgen_assets.results import overall_state
+from cotgen_assets.state import (
     BATCH_ASSET,
     RESULTS_ASSET,
     RESULTS_JOB,
     is_ingested,
     latest_metadata,
     newest_metadata_where,
-    overall_state,
     pending_submission,
     submitted_metadata,
 )
-from cotgen_assets.submissions import STAGES, SUMMARIZATION
 
 POLL_TIMEOUT_SECONDS = 10
 
@@ -80,7 +80,7 @@ def check_submissions(
                     f"{slot}: could not reach the Gemini API ({error}); will try again next tick"
                 )
                 continue
-            state = overall_state(jobs)
+            state = overall_state([job.state for job in jobs])
             if all(job.done for job in jobs):
                 outcome.run_requests.append(
                     dg.RunRequest(

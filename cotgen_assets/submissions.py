@@ -1,4 +1,4 @@
-"""Batch submissions on disk: the request shards sent to Gemini and what came back.
+"""Batch submissions on disk: planning and writing the request shards, and what came back.
 
 One submission is one click on a batch asset: a folder
 `<data>/<scenario>/submissions/<stage>-<id>/` holding, per shard, the uploaded request file
@@ -16,13 +16,50 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from cotgen_assets.storage import atomic_write, scenario_dir
+from cotgen_assets.planning import (
+    DEFAULT_GENERATION_USAGE,
+    DEFAULT_SUMMARIZATION_USAGE,
+    Plan,
+    UsageAverage,
+    check_max_tries,
+    plan_generation,
+    projected_cost_usd,
+)
+from cotgen_assets.prompts import (
+    GENERATION_PROMPT_VERSION,
+    SUMMARIZATION_PROMPT_VERSION,
+    generation_request,
+    request_line,
+    summarization_request,
+)
+from cotgen_assets.quality import numbers_in
+from cotgen_assets.records import GENERATION, SUMMARIZATION
+from cotgen_assets.results import Usage
+from cotgen_assets.scenarios import Scenario
+from cotgen_assets.storage import atomic_write, read_jsonl, samples_path, scenario_dir, source_problems_path
 
-GENERATION = "generation"
-SUMMARIZATION = "summarization"
-STAGES = (GENERATION, SUMMARIZATION)
+MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
+PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
+CONTEXT_COLUMNS = {
+    "problem_id",
+    "question",
+    "answer",
+    "source_dataset",
+    "source_config",
+    "source_split",
+    "source_row",
+    "level",
+    "type",
+}
 NOT_RUN = "not_run"  # the outcome of a request its job (failed, cancelled, expired) never answered: not a try
+
+
+class SubmissionRefused(Exception):
+    """A batch asset declined to submit; the message says why and what to do."""
 
 
 @dataclass
@@ -126,20 +163,6 @@ def write_shards(
     ]
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Objects of a JSONL file, streamed. Our files are written atomically, so a line that does not
-    parse can only come from a hand edit; it is skipped rather than stopping a plan or a trace."""
-    if not path.exists():
-        return
-    with open(path, "rb") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
-
-
 def ingested_submissions(scenario: str, stage: str) -> Iterator[Path]:
     """Folders of this stage's submissions whose results were ingested (they hold outcomes)."""
     root = submissions_root(scenario)
@@ -163,3 +186,170 @@ def total_cost_usd(scenario: str, stage: str) -> float:
         json.loads((f / "summary.json").read_text())["cost_usd"]
         for f in ingested_submissions(scenario, stage)
     )
+
+
+@dataclass
+class Prepared:
+    """A submission written to disk but not yet sent, with the plan that made it."""
+
+    submission: Submission
+    plan: Plan
+    projected_usage: Usage
+
+
+def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
+    """The scenario's problem ids in table order, and the Parquet file they come from."""
+    path = source_problems_path(scenario.name)
+    if not path.exists():
+        raise SubmissionRefused(
+            f"source_problems for scenario {scenario.name!r} is not materialized yet: materialize it first"
+        )
+    return pq.read_table(path, columns=["problem_id"])["problem_id"], path
+
+
+def prepare_generation(
+    scenario: Scenario,
+    limit: int,
+    mode: str,
+    max_tries: int,
+    model: str,
+    thinking_level: str,
+    max_requests_per_job: int,
+    offline: bool,
+) -> Prepared:
+    """Plan a generation submission and write its request shards."""
+    id_column, problems_path = source_problem_ids(scenario)
+    problem_ids = id_column.to_pylist()
+    good, used, average = set(), set(), UsageAverage(DEFAULT_GENERATION_USAGE)
+    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+        used.add(record["id"])
+        average.add(record["generation"]["usage"])
+        if record["correct"]:
+            good.add(record["id"])
+    tries = tries_by_problem(scenario.name, GENERATION)
+    used |= tries.keys()
+    plan = plan_generation(problem_ids, good, used, tries, limit, mode, max_tries)
+    submission = Submission(
+        scenario=scenario.name,
+        stage=GENERATION,
+        model=model,
+        prompt_version=GENERATION_PROMPT_VERSION,
+        num_requests=len(plan.items),
+        offline=offline,
+        submission_id=submission_id_for(
+            scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items
+        ),
+    )
+    # Which rows to ask for, decided once over the id column (not once per batch).
+    asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
+
+    def items():
+        """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
+        problems = pq.ParquetFile(problems_path)
+        columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
+        offset = 0
+        for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
+            mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
+            for row in batch.filter(mask).to_pylist():
+                source = {
+                    "dataset": row["source_dataset"],
+                    "config": row["source_config"],
+                    "split": row["source_split"],
+                    "row": row["source_row"],
+                }
+                # level/type always present ("" where the dataset has none, not null: datasets
+                # infers a null column from an all-null file and then cannot load MATH files with it)
+                source |= {c: row.get(c) or "" for c in ("level", "type")}
+                context = {
+                    "id": row["problem_id"],
+                    "scenario": scenario.name,
+                    "question": row["question"],
+                    "answer": row["answer"],
+                    "source": source,
+                }
+                yield (
+                    request_line(row["problem_id"], generation_request(row["question"], thinking_level)),
+                    context,
+                )
+
+    return _finish(submission, plan, items(), max_requests_per_job, average.value())
+
+
+def prepare_summarization(
+    scenario: Scenario,
+    max_tries: int,
+    model: str,
+    thinking_level: str,
+    max_requests_per_job: int,
+    offline: bool,
+) -> Prepared:
+    """Plan requests turning every CoT sample that lacks a CoD (of that very CoT) into a draft."""
+    check_max_tries(max_tries)
+    drafted: dict[str, str] = {}
+    average = UsageAverage(DEFAULT_SUMMARIZATION_USAGE)
+    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+        drafted[record["id"]] = record["generation"]["batch"]
+        average.add(record["summarization"]["usage"])
+    tries = tries_by_problem(scenario.name, SUMMARIZATION)
+    plan = Plan()
+    cot_file = samples_path(GENERATION, scenario.suffix)
+    for record in read_jsonl(cot_file):
+        if drafted.get(record["id"]) == record["generation"]["batch"]:
+            continue
+        if tries.get(record["id"], 0) >= max_tries:
+            plan.given_up.append(record["id"])
+            continue
+        plan.items.append((record["id"], tries.get(record["id"], 0) + 1))
+    submission = Submission(
+        scenario=scenario.name,
+        stage=SUMMARIZATION,
+        model=model,
+        prompt_version=SUMMARIZATION_PROMPT_VERSION,
+        num_requests=len(plan.items),
+        offline=offline,
+        submission_id=submission_id_for(
+            scenario.name, SUMMARIZATION, model, SUMMARIZATION_PROMPT_VERSION, plan.items
+        ),
+    )
+    wanted = {problem_id for problem_id, _ in plan.items}
+
+    def items():
+        for record in read_jsonl(cot_file):
+            if record["id"] not in wanted:
+                continue
+            thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
+            context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
+            context["cot_predicted_answer"] = record["predicted_answer"]
+            context["thought_numbers"] = sorted(numbers_in(thought))
+            request = summarization_request(record["question"], thought, answer, thinking_level)
+            yield request_line(record["id"], request), context
+
+    return _finish(submission, plan, items(), max_requests_per_job, average.value())
+
+
+def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:
+    """Write the shards, unless this very plan was sent before (its job failed, or this is a dry
+    run while it is in flight): then its folder stays as sent, batch names included."""
+    sent = submission.saved()
+    already_sent = sent is not None and bool(sent.batch_names)
+    if already_sent:
+        submission.shards, submission.display_names = sent.shards, sent.display_names
+    else:
+        write_shards(submission, items, max_requests_per_job, MAX_SHARD_BYTES)
+    request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
+    submission.projected_cost_usd, usage = projected_cost_usd(
+        submission.model, request_bytes, submission.num_requests, average
+    )
+    if not already_sent:
+        submission.save()
+    return Prepared(submission, plan, usage)
+
+
+def check_budget(submission: Submission, max_cost_usd: float) -> None:
+    if submission.projected_cost_usd > max_cost_usd:
+        raise SubmissionRefused(
+            f"projected cost ${submission.projected_cost_usd:.2f} of {submission.num_requests} "
+            f"{submission.stage} requests for scenario {submission.scenario!r} is above max_cost_usd "
+            f"${max_cost_usd:.2f} by ${submission.projected_cost_usd - max_cost_usd:.2f}: "
+            "raise max_cost_usd or lower limit. Nothing was submitted."
+        )

@@ -1,4 +1,4 @@
-"""Sample-level lineage: everything the project knows about one record id, read from its files.
+"""`cotgen trace ID`: everything the project knows about one record id, read from its files.
 
 `trace("easy-17")` answers "where did this sample come from and what did it cost?": the source
 row, the CoT and CoD records' batch, model, prompt version, submission, usage and cost, every
@@ -14,23 +14,9 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from cotgen_assets.samples import samples_path
+from cotgen_assets.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATION
 from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import data_dir, source_problems_path
-from cotgen_assets.submissions import GENERATION, STAGES, SUMMARIZATION
-
-RECORD_FIELDS = (
-    "model",
-    "model_version",
-    "batch",
-    "submission",
-    "prompt_version",
-    "finish_reason",
-    "usage",
-    "cost_usd",
-    "offline",
-)
-
+from cotgen_assets.storage import data_dir, samples_path, source_problems_path
 
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
     """The scenario an id belongs to: ids are `<scenario>-<source row>` (scenario names may hold `-`)."""
@@ -89,7 +75,7 @@ def record_summary(path: Path, found: tuple[int, dict] | None, block: str) -> di
     if found is None:
         return None
     line, record = found
-    summary = {k: record[block].get(k) for k in RECORD_FIELDS}
+    summary = {k: record[block].get(k) for k in MADE_BY_KEYS}
     summary |= {"predicted_answer": record.get("predicted_answer"), "correct": record.get("correct")}
     if block == "summarization":
         summary |= {

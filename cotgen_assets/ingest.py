@@ -1,4 +1,4 @@
-"""CoT and CoD records: built from batch results, graded, merged into the JSONL files (DESIGN §4).
+"""Ingestion: batch results turned into graded records, merged into the samples JSONL files.
 
 Ingestion streams: results are read line by line, joined by key with their context through an
 on-disk index (`RequestIndex`), graded in chunks, and written to a temporary file beside the
@@ -20,24 +20,17 @@ from pathlib import Path
 
 import orjson
 
-from cotgen_assets.gemini import SUCCEEDED_STATES
-from cotgen_assets.grading import extract_predicted_answer, grade_many
+from cotgen_assets.grading import grade_many
 from cotgen_assets.pricing import cost_usd, load_prices
-from cotgen_assets.prompts import parse_draft
-from cotgen_assets.quality import numbers_in
-from cotgen_assets.results import Usage, iter_result_lines
-from cotgen_assets.storage import atomic_write, data_dir
-from cotgen_assets.submissions import GENERATION, NOT_RUN, Submission, read_jsonl
+from cotgen_assets.records import BUILDERS, GENERATION, made_by, usage_dict
+from cotgen_assets.results import SUCCEEDED_STATES, Usage, iter_result_lines
+from cotgen_assets.storage import atomic_write
+from cotgen_assets.submissions import NOT_RUN, Submission
 
 GRADE_CHUNK = 1000
 IO_BUFFER = 1 << 20  # records are a few KB: an 8 KB buffer meant about one system call per record
 MISSING = "missing"  # a request with no line in the results file
 BAD_DRAFT = "bad_draft"  # a summarization answer that is not the draft JSON asked for
-
-
-def samples_path(stage: str, suffix: str) -> Path:
-    """`cot_<suffix>.jsonl` for generation, `cod_<suffix>.jsonl` for summarization."""
-    return data_dir() / f"{'cot' if stage == GENERATION else 'cod'}_{suffix}.jsonl"
 
 
 @dataclass
@@ -54,74 +47,6 @@ class IngestStats:
     @property
     def num_failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if status != "ok")
-
-
-def usage_dict(usage: Usage) -> dict:
-    return {
-        "input_tokens": usage.input_tokens,
-        "cached_tokens": usage.cached_tokens,
-        "thinking_tokens": usage.thinking_tokens,
-        "output_tokens": usage.output_tokens,
-    }
-
-
-def lineage(submission: Submission, batch: str, line, cost: float) -> dict:
-    """The `generation` / `summarization` block of a record: who made it, how, for how much."""
-    return {
-        "model": submission.model,
-        "model_version": line.model_version,
-        "batch": batch,
-        "submission": submission.submission_id,
-        "prompt_version": submission.prompt_version,
-        "finish_reason": line.finish_reason,
-        "usage": usage_dict(line.usage),
-        "cost_usd": cost,
-        "offline": submission.offline,
-    }
-
-
-def cot_record(context: dict, line, block: dict) -> tuple[dict, list]:
-    """A CoT record and the (field, predicted, reference) gradings it still needs."""
-    cot = f"<thought>{line.thought.strip()}</thought>\n{line.answer.strip()}"
-    predicted = extract_predicted_answer(line.answer)
-    record = {
-        "id": context["id"],
-        "scenario": context["scenario"],
-        "question": context["question"],
-        "answer": context["answer"],
-        "cot": cot,
-        "messages": [{"role": "user", "content": context["question"]}, {"role": "assistant", "content": cot}],
-        "predicted_answer": predicted,
-        "correct": None,
-        "source": context["source"],
-        "generation": block,
-    }
-    return record, [("correct", predicted, context["answer"])]
-
-
-def cod_record(context: dict, line, block: dict) -> tuple[dict, list]:
-    """A CoD record from a summarization answer; raises ValueError if it is not a draft."""
-    steps, final_answer = parse_draft(line.answer)
-    cod = "<draft>" + "\n".join(steps) + "</draft>\n" + f"\\boxed{{{final_answer}}}"
-    record = {
-        "id": context["id"],
-        "scenario": context["scenario"],
-        "question": context["question"],
-        "answer": context["answer"],
-        "cod": cod,
-        "messages": [{"role": "user", "content": context["question"]}, {"role": "assistant", "content": cod}],
-        "predicted_answer": final_answer,
-        "correct": None,
-        "agrees_with_cot": None,
-        "unsupported_draft_numbers": sorted(numbers_in("\n".join(steps)) - set(context["thought_numbers"])),
-        "source": context["source"],
-        "generation": context["generation"],
-        "summarization": block,
-    }
-    return record, [
-        ("correct", final_answer, context["answer"]),
-        ("agrees_with_cot", final_answer, context["cot_predicted_answer"]),
-    ]
 
 
 class RequestIndex:
@@ -218,7 +143,7 @@ def samples_lock(samples_file: Path):
 
 def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict], None]) -> IngestStats:
     generation = submission.stage == GENERATION
-    build = cot_record if generation else cod_record
+    build = BUILDERS[submission.stage]
     stats = IngestStats()
     prices = load_prices()  # once: resolving the price file per line cost more than the parse
     answered = [
@@ -243,28 +168,30 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             atomic_write(submission.folder / "outcomes.jsonl") as outcomes,
             open(new_path, "wb", buffering=IO_BUFFER) as new,
         ):
+            pending: list[tuple[dict, list]] = []  # records awaiting their grades
+
+            def flush():
+                pairs = [(pred, ref) for _, gradings in pending for _, pred, ref in gradings]
+                verdicts = iter(grade_many(pairs))
+                for record, gradings in pending:
+                    for name, _, _ in gradings:
+                        record[name] = next(verdicts)
+                    new.write(orjson.dumps(record) + b"\n")
+                    observe(record)
+                pending.clear()
+
+            def outcome(key: str, batch: str, status: str, reason: str | None, cost: float):
+                stats.statuses[status] += 1
+                outcome_line = {
+                    "id": key,
+                    "batch": batch,
+                    "status": status,
+                    "reason": reason,
+                    "cost_usd": cost,
+                }
+                outcomes.write(orjson.dumps(outcome_line) + b"\n")
+
             for number, shard, batch in answered:
-                pending: list[tuple[dict, list]] = []
-
-                def flush():
-                    pairs = [(pred, ref) for _, gradings in pending for _, pred, ref in gradings]
-                    verdicts = iter(grade_many(pairs))
-                    for record, gradings in pending:
-                        for name, _, _ in gradings:
-                            record[name] = next(verdicts)
-                        new.write(orjson.dumps(record) + b"\n")
-                        observe(record)
-                    pending.clear()
-
-                def outcome(key: str, status: str, reason: str | None, cost: float):
-                    stats.statuses[status] += 1
-                    outcomes.write(
-                        orjson.dumps(
-                            {"id": key, "batch": batch, "status": status, "reason": reason, "cost_usd": cost}
-                        )
-                        + b"\n"
-                    )
-
                 for line in iter_result_lines(submission.results_path(shard), require_thoughts=generation):
                     found = index.find(line.key) if line.key is not None else None
                     if found is None or found[1] != number:
@@ -279,16 +206,16 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
                     stats.usage += line.usage
                     stats.cost_usd += cost
                     if not line.ok:
-                        outcome(line.key, line.status, line.reason, cost)
+                        outcome(line.key, batch, line.status, line.reason, cost)
                         continue
                     try:
                         pending.append(
-                            build(index.context(found), line, lineage(submission, batch, line, cost))
+                            build(index.context(found), line, made_by(submission, batch, line, cost))
                         )
                     except ValueError as error:
-                        outcome(line.key, BAD_DRAFT, str(error), cost)
+                        outcome(line.key, batch, BAD_DRAFT, str(error), cost)
                         continue
-                    outcome(line.key, "ok", None, cost)
+                    outcome(line.key, batch, "ok", None, cost)
                     index.status[n] = index.NEW
                     stats.num_new += 1
                     if len(pending) >= GRADE_CHUNK:
@@ -300,7 +227,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
                 else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
                     status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
                 for key in index.unseen(number):
-                    outcome(key, status, reason, 0.0)
+                    outcome(key, batch, status, reason, 0.0)
         merge_samples(samples_file, new_path, index.is_new, observe)
     finally:
         index.close()
@@ -340,8 +267,3 @@ def merge_samples(
                 observe(record)
         with open(new_path, "rb") as new:
             shutil.copyfileobj(new, out, IO_BUFFER)
-
-
-def iter_samples(path: Path):
-    """The records of a samples file, streamed."""
-    return read_jsonl(path)

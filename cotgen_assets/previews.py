@@ -1,0 +1,62 @@
+"""What a person sees of samples in the UI: excerpts of thoughts and drafts, preview rows."""
+
+from cotgen_assets.quality import tagged_block
+from cotgen_assets.records import GENERATION, MADE_BY, draft_tokens, thinking_tokens
+
+
+def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
+    """The start and the end of a long text on one line, cut at word boundaries.
+
+    Short enough (at most head + tail + 3 characters) for the UI's preview cells.
+    """
+    flat = " ".join((text or "").split())
+    if len(flat) <= head + tail + 3:
+        return flat
+    start, end = flat[:head], flat[-tail:]
+    if " " in start[head // 2 :]:
+        start = start[: start.rindex(" ")]
+    if " " in end[: tail // 2]:
+        end = end[end.index(" ") + 1 :]
+    return f"{start} … {end}"
+
+
+def thought_excerpt(cot: str) -> str:
+    return excerpt(tagged_block(cot or "", "thought") or cot)
+
+
+def draft_excerpt(cod: str, steps: int = 4) -> str:
+    """The first draft steps joined by ` | ` (a draft is a few words per line)."""
+    draft = tagged_block(cod or "", "draft") or cod or ""
+    lines = [line.strip() for line in draft.split("\n") if line.strip()]
+    shown = " | ".join(lines[:steps])
+    more = f" | … (+{len(lines) - steps} steps)" if len(lines) > steps else ""
+    return excerpt(shown, head=100, tail=25) + more
+
+
+def preview_rows(records: list[dict], stage: str) -> tuple[list[dict], list[str]]:
+    """Rows and columns of a samples preview: excerpts of the thought or draft, never the whole text.
+
+    Few, narrow columns so the UI's table stays readable; `cotgen trace ID` shows the rest.
+    """
+    rows = []
+    for record in records:
+        row = {"id": record["id"], "question": excerpt(record["question"], 60, 25)}
+        thinking = thinking_tokens(record)
+        if stage == GENERATION:
+            row |= {"thought (excerpt)": thought_excerpt(record["cot"]), "thinking tokens": thinking}
+        else:
+            draft = draft_tokens(record)
+            row |= {
+                "draft (excerpt)": draft_excerpt(record["cod"]),
+                "tokens thought → draft": f"{thinking} → {draft}",
+            }
+        row |= {
+            "predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
+            "correct": record["correct"],
+        }
+        if stage != GENERATION:
+            row["agrees with CoT"] = record.get("agrees_with_cot")
+        row["cost_usd"] = round(record[MADE_BY[stage]]["cost_usd"], 6)
+        rows.append(row)
+    columns = list(rows[0]) if rows else ["id", "question", "predicted / reference", "correct"]
+    return rows, columns
