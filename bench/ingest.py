@@ -8,7 +8,7 @@ a CoT JSONL several ways, each in its own process so that its peak RSS is its ow
 * floor     a bare `orjson` parse and write of every results line (no join, no records);
 * naive     the old way: `json` loads every line into one list, joins, builds, writes
             (run under an address-space limit so that it cannot take the machine down);
-* project   `cotgen_assets.samples.ingest_submission` into a new samples file;
+* project   `cotgen_assets.ingest.ingest_submission` into a new samples file;
 * asset     the same with the `SampleStats` observer that the `cot_samples` asset passes;
 * reingest  the asset's path again into the now-full file: every record replaced (the merge's
             worst case).
@@ -123,7 +123,8 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
     """A submission folder as `generation_batch` leaves it, plus downloaded results; returns its id."""
     from cotgen_assets.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
-    from cotgen_assets.submissions import GENERATION, Submission, write_shards
+    from cotgen_assets.records import GENERATION
+    from cotgen_assets.submissions import Submission, write_shards
 
     pool = problem_pool()
     submission = Submission(
@@ -210,8 +211,8 @@ def run_prepare(data: Path, out: Path) -> int:
     """`prepare_generation` for every problem: plan, then write request shards and contexts."""
     import pyarrow.parquet as pq
 
-    from cotgen_assets.pipeline import prepare_generation
     from cotgen_assets.scenarios import get_scenario
+    from cotgen_assets.submissions import prepare_generation
 
     rows = pq.read_metadata(data / SCENARIO / "source_problems.parquet").num_rows
     submission = prepare_generation(
@@ -277,9 +278,10 @@ def run_naive(data: Path, out: Path) -> int:
 
 def run_project(data: Path, out: Path, observer: bool = False) -> int:
     """The project's own path: `ingest_submission`, with the asset's observer or without."""
+    from cotgen_assets.ingest import ingest_submission
     from cotgen_assets.quality import SampleStats
-    from cotgen_assets.samples import ingest_submission
-    from cotgen_assets.submissions import GENERATION, load_submission
+    from cotgen_assets.records import GENERATION
+    from cotgen_assets.submissions import load_submission
 
     [folder] = (data / SCENARIO / "submissions").glob("generation-*")
     submission = load_submission(SCENARIO, GENERATION, folder.name.removeprefix("generation-"))
@@ -331,10 +333,10 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
         limit = memory_limit_mb * MB
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if variant == "prepare":
-        import cotgen_assets.pipeline  # noqa: F401
+        import cotgen_assets.submissions  # noqa: F401
     if variant in PROJECT_VARIANTS:
+        import cotgen_assets.ingest  # noqa: F401  (imports are not ingestion time)
         import cotgen_assets.quality  # noqa: F401
-        import cotgen_assets.samples  # noqa: F401  (imports are not ingestion time)
     import orjson  # noqa: F401
 
     baseline = peak_rss_mb()

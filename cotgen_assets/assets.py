@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.checks import check_results, check_specs
 from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
+from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.partitions import scenario_partitions
 from cotgen_assets.previews import preview_rows
 from cotgen_assets.quality import SampleStats
 from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals
-from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.results import overall_state
 from cotgen_assets.scenarios import ScenarioError, get_scenario
 from cotgen_assets.sources import load_source_problems

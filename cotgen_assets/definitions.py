@@ -23,9 +23,9 @@ def mark_offline(assets_defs: list, offline: bool) -> list:
     if not offline:
         return assets_defs
     return dg.map_asset_specs(
-        lambda spec: spec.replace_attributes(description=(spec.description or "") + OFFLINE_NOTE).merge_attributes(
-            tags=OFFLINE_TAG
-        ),
+        lambda spec: spec.replace_attributes(
+            description=(spec.description or "") + OFFLINE_NOTE
+        ).merge_attributes(tags=OFFLINE_TAG),
         assets_defs,
     )
 

@@ -32,6 +32,7 @@ def overall_state(states: list[str]) -> str:
     distinct = sorted(set(states))
     return distinct[0] if len(distinct) == 1 else f"MIXED({', '.join(distinct)})"
 
+
 # Recovers the key of a line that does not parse, so its request still counts as failed.
 _LEADING_KEY = re.compile(rb'^\s*\{\s*"key"\s*:\s*"((?:[^"\\]|\\.)*)"')
 

@@ -18,6 +18,7 @@ from cotgen_assets.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATIO
 from cotgen_assets.scenarios import Scenario, load_scenarios
 from cotgen_assets.storage import data_dir, samples_path, source_problems_path
 
+
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
     """The scenario an id belongs to: ids are `<scenario>-<source row>` (scenario names may hold `-`)."""
     scenarios = load_scenarios() if scenarios is None else scenarios

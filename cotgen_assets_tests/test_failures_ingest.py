@@ -16,8 +16,10 @@ import time
 import orjson
 import pytest
 
-from cotgen_assets.samples import ingest_submission, samples_path
-from cotgen_assets.submissions import GENERATION, Submission, load_submission, tries_by_problem, write_shards
+from cotgen_assets.ingest import ingest_submission
+from cotgen_assets.records import GENERATION
+from cotgen_assets.storage import samples_path
+from cotgen_assets.submissions import Submission, load_submission, tries_by_problem, write_shards
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
@@ -171,7 +173,7 @@ CHILD = r"""
 import os, signal, sys, time
 from pathlib import Path
 
-import cotgen_assets.samples as samples
+import cotgen_assets.ingest as samples
 from cotgen_assets.submissions import load_submission
 
 submission_id, samples_file, point, at = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])

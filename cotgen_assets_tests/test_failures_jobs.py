@@ -98,8 +98,8 @@ def test_a_dry_run_while_a_batch_is_in_flight_loses_nothing(pipeline, sources, d
 
 def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, sources, data_dir):
     """Else the new job's answers would never be downloaded, and the next fill would pay again."""
-    from cotgen_assets.gemini import GeminiBatchResource
-    from cotgen_assets.pipeline import download_finished, prepare_generation, submit
+    from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
+    from cotgen_assets.submissions import prepare_generation
 
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)

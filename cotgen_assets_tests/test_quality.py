@@ -3,8 +3,13 @@
 import dagster as dg
 
 from cotgen_assets import assets
-from cotgen_assets.quality import SampleStats, cod_checks, cot_checks, tagged_block
+from cotgen_assets.checks import check_results
+from cotgen_assets.quality import SampleStats, tagged_block
 from cotgen_assets_tests.pipeline_harness import Pipeline
+
+
+def usage(thinking: int = 0, output: int = 0) -> dict:
+    return {"input_tokens": 50, "cached_tokens": 0, "thinking_tokens": thinking, "output_tokens": output}
 
 
 def cot(text: str, correct: bool = True, thinking: int = 100) -> dict:
@@ -12,7 +17,7 @@ def cot(text: str, correct: bool = True, thinking: int = 100) -> dict:
         "id": "x",
         "cot": text,
         "correct": correct,
-        "generation": {"cost_usd": 0.01, "usage": {"thinking_tokens": thinking}},
+        "generation": {"cost_usd": 0.01, "usage": usage(thinking=thinking, output=5)},
     }
 
 
@@ -23,8 +28,8 @@ def cod(text: str, correct=True, agrees=True, unsupported=(), thinking=100, draf
         "correct": correct,
         "agrees_with_cot": agrees,
         "unsupported_draft_numbers": list(unsupported),
-        "generation": {"cost_usd": 0.01, "usage": {"thinking_tokens": thinking}},
-        "summarization": {"cost_usd": 0.001, "usage": {"output_tokens": draft}},
+        "generation": {"cost_usd": 0.01, "usage": usage(thinking=thinking, output=5)},
+        "summarization": {"cost_usd": 0.001, "usage": usage(output=draft)},
     }
 
 
@@ -54,7 +59,7 @@ def test_cot_gates_fail_on_a_malformed_record_and_warn_on_low_accuracy():
         cot("<thought>b</thought>\n2", correct=False),
     ]:
         stats(record)
-    checks = results(cot_checks(stats))
+    checks = results(check_results(stats))
     assert not checks["tags_well_formed"].passed
     assert checks["tags_well_formed"].severity == dg.AssetCheckSeverity.ERROR
     assert checks["tags_well_formed"].metadata["num_malformed"].value == 1
@@ -66,7 +71,7 @@ def test_cod_gates_each_catch_their_problem():
     good = SampleStats("summarization")
     for _ in range(10):
         good(cod("<draft>48/2 = 24\n48+24 = 72</draft>\n\\boxed{72}"))
-    assert all(check.passed for check in cod_checks(good))
+    assert all(check.passed for check in check_results(good))
 
     bad = SampleStats("summarization")
     long_step = "this step is written out in far too many words to be a draft"
@@ -80,7 +85,7 @@ def test_cod_gates_each_catch_their_problem():
                 draft=90,
             )
         )
-    checks = results(cod_checks(bad))
+    checks = results(check_results(bad))
     assert {name for name, check in checks.items() if not check.passed} == {
         "answer_agrees_with_cot",
         "token_ratio_in_band",

@@ -11,7 +11,7 @@ import re
 import dagster as dg
 import pytest
 
-from cotgen_assets import assets, report
+from cotgen_assets import assets, previews, report
 from cotgen_assets.storage import data_dir
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -98,28 +98,28 @@ def test_scenario_figures_match_the_records(chain, scenario):
     data, _ = chain
     want = expected(data, scenario)
     got = {f.scenario: f for f in report.all_figures()}[scenario]
-    assert (got.cot_samples, got.cod_samples) == (want["cot_samples"], want["cod_samples"])
-    assert (got.cot_input_tokens, got.cot_thinking_tokens, got.cot_output_tokens) == (
+    assert (got.cot.num_samples, got.cod.num_samples) == (want["cot_samples"], want["cod_samples"])
+    assert (got.cot.input_tokens, got.cot.thinking_tokens, got.cot.output_tokens) == (
         want["cot_input"],
         want["cot_thinking"],
         want["cot_output"],
     )
-    assert (got.cod_input_tokens, got.cod_thinking_tokens, got.cod_output_tokens) == (
+    assert (got.cod.input_tokens, got.cod.thinking_tokens, got.cod.output_tokens) == (
         want["cod_input"],
         want["cod_thinking"],
         want["cod_output"],
     )
-    assert got.cot_cost_usd == pytest.approx(want["cot_cost"])
-    assert got.cod_cost_usd == pytest.approx(want["cod_cost"])
+    assert got.cot.cost_usd == pytest.approx(want["cot_cost"])
+    assert got.cod.cost_usd == pytest.approx(want["cod_cost"])
     assert got.spent_usd == pytest.approx(want["spent"])
     if want["cot_samples"]:
-        assert got.cot_accuracy == pytest.approx(want["cot_correct"] / want["cot_samples"])
-        assert got.cot_cost_per_1000_usd == pytest.approx(1000 * want["cot_cost"] / want["cot_samples"])
+        assert got.cot.accuracy == pytest.approx(want["cot_correct"] / want["cot_samples"])
+        assert got.cot.cost_per_1000_usd == pytest.approx(1000 * want["cot_cost"] / want["cot_samples"])
     if want["cod_samples"]:
-        assert got.cod_accuracy == pytest.approx(want["cod_correct"] / want["cod_samples"])
-        assert got.answer_agreement == pytest.approx(want["cod_agreeing"] / want["cod_samples"])
-        assert got.draft_to_thought_token_ratio == pytest.approx(want["cod_output"] / want["thought_of_cod"])
-        assert got.cod_cost_per_1000_usd == pytest.approx(1000 * want["cod_cost"] / want["cod_samples"])
+        assert got.cod.accuracy == pytest.approx(want["cod_correct"] / want["cod_samples"])
+        assert got.cod.answer_agreement == pytest.approx(want["cod_agreeing"] / want["cod_samples"])
+        assert got.cod.draft_to_thought_token_ratio == pytest.approx(want["cod_output"] / want["thought_of_cod"])
+        assert got.cod.cost_per_1000_usd == pytest.approx(1000 * want["cod_cost"] / want["cod_samples"])
 
 
 def test_asset_metadata_totals_match_the_records(chain):
@@ -183,7 +183,7 @@ def test_picture_is_a_png_on_disk_and_embedded_in_the_metadata(chain):
 def test_report_of_an_empty_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "empty"))
     built = report.build_report()
-    assert [f.cot_samples for f in built.figures] == [0, 0, 0]
+    assert [f.cot.num_samples for f in built.figures] == [0, 0, 0]
     assert table_rows(built.table)["CoT accuracy"] == ["–"] * 4
     assert built.picture == data_dir() / "report" / "dataset_report.png" and built.picture.exists()
 
@@ -199,7 +199,7 @@ def test_previews_show_excerpts_not_whole_texts():
         "cot": f"<thought>{thought}</thought>\nThe answer is 72.",
         "generation": {"usage": {"thinking_tokens": 321}, "cost_usd": 0.001, "batch": "batches/x"},
     }
-    [row], columns = report.preview_rows([record], "generation")
+    [row], columns = previews.preview_rows([record], "generation")
     assert columns == [
         "id",
         "question",
@@ -213,6 +213,6 @@ def test_previews_show_excerpts_not_whole_texts():
     assert text.startswith("First I read the problem.") and text.endswith("So the answer is 72.")
     assert " … " in text and len(text) < 160 and "<thought>" not in text
     draft = "<draft>" + "\n".join(f"step {i}: x = {i}" for i in range(9)) + "</draft>\n\\boxed{8}"
-    assert report.draft_excerpt(draft) == (
+    assert previews.draft_excerpt(draft) == (
         "step 0: x = 0 | step 1: x = 1 | step 2: x = 2 | step 3: x = 3 | … (+5 steps)"
     )

@@ -10,13 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets import assets
-from cotgen_assets import pipeline as pipeline_module
+from cotgen_assets import submissions as submissions_module
 from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.pipeline import prepare_generation
-from cotgen_assets.samples import ingest_submission
+from cotgen_assets.ingest import ingest_submission
+from cotgen_assets.records import GENERATION
 from cotgen_assets.scenarios import get_scenario
 from cotgen_assets.sources import load_source_problems
-from cotgen_assets.submissions import GENERATION, Submission, write_shards
+from cotgen_assets.submissions import Submission, prepare_generation, write_shards
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 MODEL = "gemini-3.1-pro-preview"
@@ -202,7 +202,7 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
 
 def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatch):
     """prepare_generation streams the problems table; batches cut at row-group edges lose nothing."""
-    monkeypatch.setattr(pipeline_module, "PROBLEM_BATCH_ROWS", 500)  # many batches, as with a large table
+    monkeypatch.setattr(submissions_module, "PROBLEM_BATCH_ROWS", 500)  # many batches, as with a large table
     table, _, _ = load_source_problems(get_scenario("easy"))
     (data_dir / "easy").mkdir(parents=True)
     pq.write_table(table, data_dir / "easy" / "source_problems.parquet", row_group_size=777)

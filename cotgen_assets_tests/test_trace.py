@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets import assets
-from cotgen_assets.lineage import trace
+from cotgen_assets.trace import trace
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
