@@ -27,4 +27,9 @@ fi
 if [ -z "${COTGEN_DATASETS_DIR:-}" ] && [ -d ../shared/data ]; then
   export COTGEN_DATASETS_DIR="$(cd ../shared/data && pwd)"
 fi
+# The architecture and the style first: a broken layer or an unformatted file fails the run.
+echo "cotgen: ruff check, ruff format --check, lint-imports"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"
