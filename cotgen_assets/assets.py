@@ -7,6 +7,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from cotgen_assets.checks import check_results, check_specs
+from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
 from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
 from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.partitions import scenario_partitions
@@ -15,7 +16,7 @@ from cotgen_assets.quality import SampleStats
 from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals
 from cotgen_assets.results import overall_state
-from cotgen_assets.scenarios import ScenarioError, get_scenario
+from cotgen_assets.scenarios import ScenarioError, get_scenario, load_benchmarks, load_scenarios
 from cotgen_assets.sources import load_source_problems
 from cotgen_assets.state import (
     InFlight,
@@ -51,45 +52,86 @@ def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.
     )
 
 
+def _opted_out_note() -> str:
+    """The asset's description names the scenarios whose problems are not decontaminated."""
+    opted_out = [name for name, scenario in load_scenarios().items() if not scenario.decontaminate]
+    return f" NOT decontaminated: {', '.join(opted_out)} (`decontaminate: []`)." if opted_out else ""
+
+
 @dg.asset(
     partitions_def=scenario_partitions,
     group_name=GROUP,
     kinds={"huggingface", "parquet"},
-    description="The scenario's filtered math problems with stable ids and reference answers (Parquet).",
+    check_specs=[dg.AssetCheckSpec("no_benchmark_overlap", asset="source_problems")],
+    description="The scenario's filtered math problems with stable ids and reference answers (Parquet), "
+    "without benchmark problems (GSM8K test, MATH test, MATH-500) or repeats." + _opted_out_note(),
 )
 def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     try:
         scenario = get_scenario(context.partition_key)
+        benchmarks = load_benchmarks()
         problems, dropped, dataset_rows = load_source_problems(scenario)
+        clean, contamination = decontaminate(problems, scenario, benchmarks)
     except ScenarioError as error:
         raise dg.Failure(description=str(error)) from None  # the reason as the run's headline
     path = source_problems_path(scenario.name)
     with atomic_write(path) as handle:
-        pq.write_table(problems, handle)
+        pq.write_table(clean, handle)
+    save_report(scenario.name, contamination)
     if dropped:
         context.log.warning(
             f"{len(dropped)} matching rows have no reference answer in their solution and were "
             f"left out, since they could never be graded: {dropped}"
         )
-    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in problems.schema])
+    (context.log.info if contamination.decontaminated else context.log.warning)(contamination.note())
+    checked = [benchmarks[name] for name in scenario.decontaminate]
+    overlap = verify_no_overlap(pq.read_table(path, columns=["problem_id", "question"]), checked)
+    found = contamination.metadata()
+    examples = found.pop("contamination_examples")
+    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in clean.schema])
     return dg.MaterializeResult(
         metadata={
-            "num_rows": dg.MetadataValue.int(problems.num_rows),
+            "num_rows": dg.MetadataValue.int(clean.num_rows),
             "num_matched": dg.MetadataValue.int(problems.num_rows + len(dropped)),
             "num_dropped_no_answer": dg.MetadataValue.int(len(dropped)),
             "dropped_ids": dg.MetadataValue.json(dropped),
+            "num_contaminated": dg.MetadataValue.int(found.pop("num_contaminated")),
+            "num_duplicates": dg.MetadataValue.int(found.pop("num_duplicates")),
+            "decontamination": found.pop("decontamination"),
+            "contamination_examples": preview_table(
+                examples, ["problem_id", "question", "benchmark", "benchmark_question", "match"]
+            ),
+            "decontaminated": dg.MetadataValue.bool(found.pop("decontaminated")),
+            "contamination_rule": found.pop("contamination_rule"),
+            "contamination_ngram": dg.MetadataValue.int(found.pop("contamination_ngram")),
+            **{key: dg.MetadataValue.json(value) for key, value in found.items()},  # ids, counts by kind
             "dataset_rows": dg.MetadataValue.int(dataset_rows),
             "dataset": scenario.dataset,
             "config": scenario.config or "",
             "split": scenario.split,
             "filters": dg.MetadataValue.json([str(f) for f in scenario.filters]),
             "path": dg.MetadataValue.path(str(path)),
-            "dagster/row_count": dg.MetadataValue.int(problems.num_rows),
+            "dagster/row_count": dg.MetadataValue.int(clean.num_rows),
             "dagster/column_schema": schema,
             "preview": preview_table(
-                problems.slice(0, PREVIEW_ROWS).to_pylist(), ["problem_id", "question", "answer"]
+                clean.slice(0, PREVIEW_ROWS).to_pylist(), ["problem_id", "question", "answer"]
             ),
-        }
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_benchmark_overlap",
+                passed=not overlap,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={
+                    "benchmarks_checked": dg.MetadataValue.json(list(scenario.decontaminate)),
+                    "num_overlapping": dg.MetadataValue.int(len(overlap)),
+                    "overlapping_ids": dg.MetadataValue.json(overlap[:50]),
+                },
+                description="the written problem table, checked again against the scenario's benchmarks"
+                if scenario.decontaminate
+                else "NOT checked: the scenario opts out of decontamination (`decontaminate: []`)",
+            )
+        ],
     )
 
 
@@ -118,6 +160,8 @@ class GenerationBatchConfig(BatchConfig):
 
 class SummarizationBatchConfig(BatchConfig):
     thinking_level: str = "low"
+    # correct: draft only CoT samples graded correct (no paying to train on wrong reasoning); all: every one
+    summarize: Literal["correct", "all"] = "correct"
 
 
 def _submit_stage(
@@ -171,6 +215,9 @@ def _submit_stage(
             "num_retries": dg.MetadataValue.int(plan.num_retries),
             "num_new_problems": dg.MetadataValue.int(plan.num_new),
             "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
+            "num_skipped_incorrect": dg.MetadataValue.int(plan.skipped.get("incorrect", 0)),
+            "num_skipped_contaminated": dg.MetadataValue.int(plan.skipped.get("contaminated_or_repeat", 0)),
+            "skipped_projected_cost_usd": dg.MetadataValue.float(prepared.saved_cost_usd),
             "num_shards": dg.MetadataValue.int(len(submission.shards)),
             "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
             "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
@@ -234,6 +281,7 @@ def summarization_batch(
             config.thinking_level,
             config.max_requests_per_job,
             gemini.offline,
+            config.summarize,
         )
 
     # Which cot_samples this plan saw: the sensor submits again when a newer one exists.
@@ -332,8 +380,13 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
     except SubmissionRefused as error:
         raise dg.Failure(description=str(error)) from None
     path = samples_path(stage, scenario.suffix)
-    stats = SampleStats(stage)
+    stats = SampleStats(stage, excluded=excluded_problems(scenario.name))
     ingest = ingest_submission(submission, path, observe=stats)
+    if stats.num_contaminated or stats.num_repeats:
+        context.log.warning(
+            f"{stats.num_contaminated} samples are of benchmark problems and {stats.num_repeats} of repeated "
+            "problems that source_problems now leaves out: kept in the file, never summarized or exported"
+        )
     if ingest.num_failed:
         context.log.warning(
             f"{ingest.num_failed} requests gave no sample: {dict(ingest.statuses)}; "
@@ -354,6 +407,8 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         "cost_usd": dg.MetadataValue.float(ingest.cost_usd),
         "total_cost_usd": dg.MetadataValue.float(total_cost_usd(scenario.name, stage)),
         "accuracy": dg.MetadataValue.float(stats.accuracy),
+        "num_contaminated": dg.MetadataValue.int(stats.num_contaminated),
+        "num_repeats": dg.MetadataValue.int(stats.num_repeats),
         "submission_id": submission.submission_id,
         "offline": dg.MetadataValue.bool(submission.offline),
         "path": dg.MetadataValue.path(str(path)),

@@ -14,6 +14,7 @@ Plain logic (no dagster): the source_problems asset calls `decontaminate`, its c
 `verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
 """
 
+import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,7 @@ import pyarrow as pa
 
 from cotgen_assets.scenarios import Benchmark, Scenario, ScenarioError
 from cotgen_assets.sources import benchmark_location, load_benchmark_questions
+from cotgen_assets.storage import atomic_write, scenario_dir
 
 NGRAM = 13
 SHORT_MIN = 8
@@ -279,3 +281,28 @@ def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[
     """Ids of the written table's problems that still match a benchmark (the asset check's test)."""
     matches = find_contamination(table["question"].to_pylist(), benchmark_index(benchmarks))
     return [pid for pid, match in zip(table["problem_id"].to_pylist(), matches) if match is not None]
+
+
+def report_path(scenario: str):
+    """Where source_problems keeps what it left out, for the samples assets, the export and trace."""
+    return scenario_dir(scenario) / "decontamination.json"
+
+
+def save_report(scenario: str, report: DecontaminationReport) -> None:
+    with atomic_write(report_path(scenario), "w") as handle:
+        json.dump(report.metadata(), handle)
+
+
+def excluded_problems(scenario: str) -> dict[str, str]:
+    """Problem ids source_problems left out -> why ("contaminated" or "repeat of <id>").
+
+    Samples made for them before (e.g. from an older, undecontaminated problem table) stay in
+    their files, paid for, but are never summarized or exported.
+    """
+    path = report_path(scenario)
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    excluded = dict.fromkeys(saved.get("contaminated_ids", []), "contaminated")
+    excluded |= {problem: f"repeat of {first}" for problem, first in saved.get("duplicate_ids", {}).items()}
+    return excluded

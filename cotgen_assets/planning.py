@@ -24,6 +24,8 @@ class Plan:
     num_new: int = 0
     num_good: int = 0
     given_up: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # why samples were not asked: "incorrect", ...
+    skipped_chars: int = 0  # the text the skipped ones would have sent (for the cost they saved)
 
 
 def check_max_tries(max_tries: int) -> None:

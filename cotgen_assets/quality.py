@@ -47,9 +47,12 @@ class SampleStats:
     """
 
     stage: str
+    excluded: dict[str, str] = field(default_factory=dict)  # problem id -> why source_problems left it out
     num_samples: int = 0
     num_correct: int = 0
     num_malformed: int = 0
+    num_contaminated: int = 0  # samples of problems now known to be benchmark problems
+    num_repeats: int = 0  # samples of problems that repeat an earlier one
     input_tokens: int = 0
     thinking_tokens: int = 0
     output_tokens: int = 0
@@ -69,6 +72,10 @@ class SampleStats:
     def __call__(self, record: dict) -> None:
         self.num_samples += 1
         self.num_correct += bool(record.get("correct"))
+        why = self.excluded.get(record["id"])
+        if why is not None:
+            self.num_contaminated += why == "contaminated"
+            self.num_repeats += why != "contaminated"
         block = record[self.stage]
         self.input_tokens += block["usage"]["input_tokens"]
         self.thinking_tokens += block["usage"]["thinking_tokens"]
@@ -92,7 +99,7 @@ class SampleStats:
     def merge(self, other: "SampleStats") -> None:
         """Add another file's figures (the report's `all` column)."""
         for name, value in vars(other).items():
-            if name not in ("stage", "preview"):
+            if name not in ("stage", "excluded", "preview"):
                 setattr(self, name, getattr(self, name) + value)
 
     def share(self, count: int) -> float:
@@ -137,7 +144,7 @@ def _verdict(name: str, passed: bool, severity: str, description: str | None = N
 
 
 def common_verdicts(stats: SampleStats, tag: str) -> list[Verdict]:
-    """The gates both samples files share: their tag shape (an error) and their accuracy."""
+    """The gates both samples files share: tag shape (an error), accuracy, no excluded problems."""
     return [
         _verdict(
             "tags_well_formed",
@@ -148,6 +155,15 @@ def common_verdicts(stats: SampleStats, tag: str) -> list[Verdict]:
         ),
         _verdict(
             "accuracy", stats.accuracy >= MIN_ACCURACY, WARN, accuracy=stats.accuracy, threshold=MIN_ACCURACY
+        ),
+        _verdict(
+            "no_contaminated_samples",
+            stats.num_contaminated + stats.num_repeats == 0,
+            WARN,
+            num_contaminated=stats.num_contaminated,
+            num_repeats=stats.num_repeats,
+            description="samples of problems source_problems now leaves out (benchmark matches, repeats): "
+            "kept in the file, never summarized or exported",
         ),
     ]
 

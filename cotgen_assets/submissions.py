@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cotgen_assets.decontamination import excluded_problems
 from cotgen_assets.planning import (
     DEFAULT_GENERATION_USAGE,
     DEFAULT_SUMMARIZATION_USAGE,
@@ -195,6 +196,7 @@ class Prepared:
     submission: Submission
     plan: Plan
     projected_usage: Usage
+    saved_cost_usd: float = 0.0  # projected cost of the samples the plan skipped
 
 
 def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
@@ -275,6 +277,9 @@ def prepare_generation(
     return _finish(submission, plan, items(), max_requests_per_job, average.value())
 
 
+SUMMARIZE = ("correct", "all")  # which CoT samples get a draft
+
+
 def prepare_summarization(
     scenario: Scenario,
     max_tries: int,
@@ -282,9 +287,17 @@ def prepare_summarization(
     thinking_level: str,
     max_requests_per_job: int,
     offline: bool,
+    summarize: str = "correct",
 ) -> Prepared:
-    """Plan requests turning every CoT sample that lacks a CoD (of that very CoT) into a draft."""
+    """Plan requests turning each CoT sample that lacks a CoD (of that very CoT) into a draft.
+
+    Only correct samples by default (a draft of wrong reasoning is paid for and never trained on),
+    and never one of a problem source_problems now leaves out (a benchmark match or a repeat).
+    """
     check_max_tries(max_tries)
+    if summarize not in SUMMARIZE:
+        raise ValueError(f"summarize must be one of {SUMMARIZE}, got {summarize!r}")
+    excluded = excluded_problems(scenario.name)
     drafted: dict[str, str] = {}
     average = UsageAverage(DEFAULT_SUMMARIZATION_USAGE)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
@@ -295,6 +308,17 @@ def prepare_summarization(
     cot_file = samples_path(GENERATION, scenario.suffix)
     for record in read_jsonl(cot_file):
         if drafted.get(record["id"]) == record["generation"]["batch"]:
+            continue
+        why_not = (
+            "contaminated_or_repeat"
+            if record["id"] in excluded
+            else "incorrect"
+            if summarize == "correct" and not record["correct"]
+            else None
+        )
+        if why_not:
+            plan.skipped[why_not] = plan.skipped.get(why_not, 0) + 1
+            plan.skipped_chars += len(record["question"]) + len(record["cot"])
             continue
         if tries.get(record["id"], 0) >= max_tries:
             plan.given_up.append(record["id"])
@@ -342,7 +366,11 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
     )
     if not already_sent:
         submission.save()
-    return Prepared(submission, plan, usage)
+    # what the samples left out would have cost (their text stands in for their requests)
+    saved_usd, _ = projected_cost_usd(
+        submission.model, plan.skipped_chars, sum(plan.skipped.values()), average
+    )
+    return Prepared(submission, plan, usage, saved_usd)
 
 
 def check_budget(submission: Submission, max_cost_usd: float) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
+from cotgen_assets.decontamination import excluded_problems
 from cotgen_assets.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATION
 from cotgen_assets.scenarios import Scenario, load_scenarios
 from cotgen_assets.storage import data_dir, samples_path, source_problems_path
@@ -163,6 +164,23 @@ def _attempt_files(folder: Path, shard: str | None) -> dict:
     return {k: v for k, v in files.items() if Path(v).exists()}
 
 
+def why_no_cod(scenario: Scenario, sample_id: str, cot_found, tried: list[dict]) -> str:
+    """Why a sample has no Chain of Draft yet, in words a person can act on."""
+    excluded = excluded_problems(scenario.name).get(sample_id)
+    if excluded:
+        return f"source_problems leaves this problem out ({excluded}): it is never summarized"
+    if cot_found is None:
+        return "no CoT sample yet"
+    if not cot_found[1].get("correct"):
+        return "its CoT answer is wrong: only correct samples are summarized (summarize: correct)"
+    last = next((a for a in reversed(tried) if a["stage"] == SUMMARIZATION), None)
+    if last is None:
+        return "not summarized yet: summarization_batch has not asked for it"
+    return f"its last summarization request is {last['status']}" + (
+        f": {last['reason']}" if last["reason"] else ""
+    )
+
+
 def trace(sample_id: str) -> dict:
     """Everything about one record id; LookupError when the project has never seen it."""
     sample_id = sample_id.strip()
@@ -187,6 +205,7 @@ def trace(sample_id: str) -> dict:
         "source": source,
         "cot": record_summary(cot_path, cot_found, "generation"),
         "cod": record_summary(cod_path, cod_found, "summarization"),
+        "no_cod_because": None if cod_found else why_no_cod(scenario, sample_id, cot_found, tried),
         "attempts": tried,
         "total_cost_usd": sum(a["cost_usd"] or 0.0 for a in tried),
         "files": {
