@@ -529,3 +529,75 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
         }
     )
+
+
+# --------------------------------------------------------------------------- Hugging Face export
+
+
+class HubResource(dg.ConfigurableResource):
+    """The Hugging Face Hub write token (`HF_TOKEN`, through `dg.EnvVar`); None: export only."""
+
+    token: str | None = None
+
+
+class HfDatasetConfig(dg.Config):
+    include_incorrect: bool = False  # also export incorrect / disagreeing samples, with their flags
+    hub_repo: str | None = None  # push to this dataset repo ("user/name"); default $COTGEN_HF_REPO
+    public: bool = False  # a repo created by the push is private unless this is true
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"huggingface", "parquet"},
+    deps=[
+        dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping()),
+    ],
+    description="The samples as a Hugging Face dataset folder (`export/`: configs `cot` and `cod`, one "
+    "split per scenario, the dataset card), pushed to the Hub when `hub_repo` or COTGEN_HF_REPO is set.",
+)
+def hf_dataset(
+    context: dg.AssetExecutionContext, config: HfDatasetConfig, hub: HubResource
+) -> dg.MaterializeResult:
+    import os
+
+    from cotgen_assets.export import PICTURE_ALT, ExportError, card_body, write_export
+    from cotgen_assets.hub import PushRefused, push_export
+
+    repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
+    try:
+        export = write_export(config.include_incorrect, repo_id=repo)
+    except ExportError as error:
+        raise dg.Failure(description=str(error)) from None
+    context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
+    if export.offline:
+        context.log.warning("OFFLINE: the export holds emulator data, not Gemini's; it can never be pushed.")
+    rows = {
+        f"num_rows_{c}_{s}": dg.MetadataValue.int(n)
+        for c, by_split in export.rows.items()
+        for s, n in by_split.items()
+    }
+    card = card_body(export, repo, image=markdown_image(export.png, PICTURE_ALT))
+    metadata = {
+        "offline": dg.MetadataValue.bool(export.offline),
+        "num_rows": dg.MetadataValue.int(export.num_rows),
+        "rows": dg.MetadataValue.json(export.rows),
+        **rows,
+        "left_out": dg.MetadataValue.json({s.name: s.left_out for s in export.splits}),
+        "cost_usd": dg.MetadataValue.float(export.cost_usd),
+        "spent_usd": dg.MetadataValue.float(sum(f.spent_usd for f in export.report_figures.values())),
+        "include_incorrect": dg.MetadataValue.bool(config.include_incorrect),
+        "fingerprint": export.fingerprint,
+        "path": dg.MetadataValue.path(str(export.folder)),
+        "card": dg.MetadataValue.md(card),
+        "dagster/row_count": dg.MetadataValue.int(export.num_rows),
+    }
+    if repo:
+        try:
+            url = push_export(export.folder, repo, hub.token, config.public, context.run_id)
+        except PushRefused as error:
+            raise dg.Failure(description=str(error)) from None
+        context.log.info(f"pushed to {repo}: {url}")
+        metadata["hub_repo"] = repo
+        metadata["hub_commit_url"] = dg.MetadataValue.url(url)
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,5 +1,7 @@
 """The one code location: every asset, job, sensor and resource of cotgen_assets."""
 
+import os
+
 import dagster as dg
 
 from cotgen_assets import assets
@@ -31,10 +33,17 @@ def mark_offline(assets_defs: list, offline: bool) -> list:
 
 
 _gemini = gemini_from_env()
+# HF_TOKEN through dg.EnvVar: the UI shows the variable's name, never its value; unset, pushes are refused.
+_hub = assets.HubResource(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else assets.HubResource()
 defs = dg.Definitions(
-    assets=[assets.source_problems, *mark_offline(GEMINI_ASSETS, _gemini.offline), assets.dataset_report],
+    assets=[
+        assets.source_problems,
+        *mark_offline(GEMINI_ASSETS, _gemini.offline),
+        assets.dataset_report,
+        assets.hf_dataset,
+    ],
     jobs=JOBS,
     sensors=[batch_completion_sensor],
-    resources={"gemini": _gemini},
+    resources={"gemini": _gemini, "hub": _hub},
     executor=dg.in_process_executor,
 )
