@@ -594,7 +594,7 @@ def hf_dataset(
     }
     if repo:
         try:
-            url = push_export(export.folder, repo, hub.token, config.public, context.run_id)
+            url = push_export(export.folder, repo, hub.token, config.public, context.run.run_id)
         except PushRefused as error:
             raise dg.Failure(description=str(error)) from None
         context.log.info(f"pushed to {repo}: {url}")
