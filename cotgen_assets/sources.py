@@ -39,14 +39,17 @@ def load_split(
     import datasets
 
     location, origin = resolve_dataset(dataset, path, owner)
+    # datasets caches a local folder under its name, whatever its files hold now: an edited copy
+    # would load as it was. Rebuilding a local copy takes a fraction of a second; hub ones stay cached.
+    mode = None if origin == "the Hugging Face hub" else "force_redownload"
     try:
         if Path(location).is_file():
             builder = "json" if location.endswith((".json", ".jsonl")) else "parquet"
-            loaded = datasets.load_dataset(builder, data_files=location, split="train")
+            loaded = datasets.load_dataset(builder, data_files=location, split="train", download_mode=mode)
         else:
             if origin != "the Hugging Face hub" and not Path(location).is_dir():
                 raise FileNotFoundError(f"{location} does not exist")
-            loaded = datasets.load_dataset(location, config, split=split)
+            loaded = datasets.load_dataset(location, config, split=split, download_mode=mode)
     except Exception as error:  # noqa: BLE001 - any loader failure becomes one actionable message
         raise ScenarioError(
             f"{owner} {name!r}: could not load dataset {dataset!r} "

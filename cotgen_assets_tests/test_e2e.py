@@ -5,9 +5,14 @@ must carry every scenario through CoT to CoD. Then a second `fill` asks for noth
 `extend` adds new problems that the sensor carries through as well.
 """
 
+import os
+import shutil
 import time
+from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
@@ -184,6 +189,81 @@ def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
         print(tail(dev.log()) if dev else "(not started)")
         print("---- emulator log (tail) ----")
         print(emulator.log_tail(60))
+        raise
+    finally:
+        if instance:
+            instance.dispose()
+        if dev:
+            dev.stop()
+        emulator.stop()
+
+
+def plant_wrong_reference(datasets: Path, source: Path) -> str:
+    """A copy of the datasets whose first clean `hard` problem has a wrong reference answer.
+
+    The emulator, which reads the real copy, answers that problem with its true answer, so its
+    CoT sample grades as wrong, as if the model had erred. Returns the planted problem's id.
+    """
+    from cotgen_assets.decontamination import decontaminate
+    from cotgen_assets.scenarios import get_scenario, load_benchmarks
+    from cotgen_assets.sources import load_source_problems
+
+    hard = get_scenario("hard")
+    clean, _ = decontaminate(load_source_problems(hard)[0], hard, load_benchmarks())
+    first = clean.slice(0, 1).to_pylist()[0]
+    datasets.mkdir()
+    for name in ("gsm8k", "hendrycks_math", "MATH-500"):
+        (datasets / name).symlink_to(source / name)
+    math = datasets / "competition_math"
+    math.mkdir()
+    for name in ("README.md", "LICENSE"):
+        shutil.copy(source / "competition_math" / name, math / name)
+    table = pq.read_table(source / "competition_math" / "train.parquet")
+    solutions = table["solution"].to_pylist()
+    row = first["source_row"]
+    wrong = f"{first['answer']}1"  # "12" becomes "121": never equal to the true answer
+    solutions[row] = solutions[row][: solutions[row].rindex("\\boxed{")] + f"\\boxed{{{wrong}}}"
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("solution"), "solution", pa.array(solutions)),
+        math / "train.parquet",
+    )
+    return first["problem_id"]
+
+
+def test_a_wrong_cot_is_not_summarized(tmp_path):
+    """hard, with one planted wrong answer: the sensor saves 5 CoT samples, drafts only the 4 correct."""
+    source = Path(os.environ["COTGEN_DATASETS_DIR"])
+    planted = plant_wrong_reference(tmp_path / "datasets", source)
+    data, home = tmp_path / "data", tmp_path / "dagster_home"
+    emulator = start_emulator(tmp_path / "emulator", latency=1.0)  # reads the real datasets
+    dev = instance = None
+    try:
+        dev = start_dagster_dev(
+            home,
+            env={
+                "COTGEN_DATA_DIR": str(data),
+                "COTGEN_DATASETS_DIR": str(tmp_path / "datasets"),
+                "COTGEN_GEMINI_BASE_URL": emulator.base_url,
+                "COTGEN_SENSOR_INTERVAL_SECONDS": "3",
+                "GEMINI_API_KEY": "",
+            },
+        )
+        platform = Platform(dev, data, time.monotonic() + DEADLINE_SECONDS)
+        instance = dg.DagsterInstance.from_config(str(home))
+        platform.wait_run(platform.submit_generation("hard", with_sources=True, limit=5))
+        cod_meta = platform.wait_samples(instance, "cod_samples", "hard", 4)
+
+        cot = read_jsonl(data / "cot_hard.jsonl")
+        cod = read_jsonl(data / "cod_hard.jsonl")
+        assert len(cot) == 5 and [r["id"] for r in cot if not r["correct"]] == [planted]
+        assert sorted(r["id"] for r in cod) == sorted(r["id"] for r in cot if r["correct"])
+        assert all(r["correct"] for r in cod) and cod_meta["num_samples"] == 4
+        batch = latest_metadata(instance, "summarization_batch", "hard")
+        assert batch["num_requests"] == 4 and batch["num_skipped_incorrect"] == 1
+        assert batch["skipped_projected_cost_usd"] > 0
+    except BaseException:
+        print("---- dagster dev log (tail) ----")
+        print(tail(dev.log()) if dev else "(not started)")
         raise
     finally:
         if instance:

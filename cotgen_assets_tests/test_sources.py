@@ -3,6 +3,7 @@
 import dataclasses
 import os
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -128,3 +129,20 @@ def test_benchmarks_resolve_like_scenarios(tmp_path):
         load_benchmark_questions(dc.replace(math500, path=str(tmp_path / "missing")))
     with pytest.raises(ScenarioError, match=r"benchmark 'math_test': column 'question' is not in"):
         load_benchmark_questions(dc.replace(algebra, question_column="question"))
+
+
+def test_an_edited_local_copy_loads_as_it_is_now(tmp_path, monkeypatch):
+    """datasets caches a local folder by its name: an edited copy once loaded as it was before."""
+    import shutil
+
+    source = os.path.join(os.environ["COTGEN_DATASETS_DIR"], "gsm8k")
+    copy = tmp_path / "gsm8k"
+    shutil.copytree(source, copy)
+    monkeypatch.setenv("COTGEN_DATASETS_DIR", str(tmp_path))
+    assert load_source_problems(get_scenario("easy"))[0]["question"][0].as_py().startswith("Natalia")
+    table = pq.read_table(copy / "main" / "train.parquet")
+    questions = table["question"].to_pylist()
+    questions[0] = "Edited: " + questions[0]
+    (copy / "main" / "train.parquet").chmod(0o644)
+    pq.write_table(table.set_column(0, "question", pa.array(questions)), copy / "main" / "train.parquet")
+    assert load_source_problems(get_scenario("easy"))[0]["question"][0].as_py().startswith("Edited: Natalia")
