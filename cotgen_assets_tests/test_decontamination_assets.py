@@ -1,0 +1,81 @@
+"""Decontamination as a user meets it: source_problems, samples made before it existed, summarization."""
+
+import os
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+
+from cotgen_assets import assets
+from cotgen_assets.scenarios import DEFAULT_SCENARIOS_FILE
+from cotgen_assets.trace import trace
+from cotgen_assets_tests.pipeline_harness import read_jsonl
+
+
+def small_medium_dataset(folder: Path) -> Path:
+    """Six MATH training and six MATH test problems (Algebra, Level 1), in that order."""
+    math = pq.read_table(Path(os.environ["COTGEN_DATASETS_DIR"]) / "competition_math" / "train.parquet")
+    rows = pc.and_(pc.equal(math["type"], "Algebra"), pc.equal(math["level"], "Level 1"))
+    algebra = pc.indices_nonzero(rows).to_pylist()
+    train = [row for row in algebra if row < 7500][:6]
+    test = [row for row in algebra if row >= 7500][:6]  # rows 7500-12499 are MATH's test split
+    path = folder / "medium.parquet"
+    pq.write_table(math.take(train + test), path)
+    return path
+
+
+def scenarios_file(folder: Path, dataset: Path, opt_out: bool) -> Path:
+    document = yaml.safe_load(DEFAULT_SCENARIOS_FILE.read_text())
+    document["scenarios"]["medium"]["path"] = str(dataset)
+    if opt_out:
+        document["scenarios"]["medium"]["decontaminate"] = []
+    path = folder / ("opted_out.yaml" if opt_out else "decontaminated.yaml")
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def metadata_of(result, asset: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def test_samples_made_before_decontamination_are_kept_counted_and_never_summarized(
+    pipeline, tmp_path, monkeypatch
+):
+    dataset = small_medium_dataset(tmp_path)
+    monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=True)))
+    assert "NOT decontaminated: medium" in assets._opted_out_note()
+    before = metadata_of(pipeline.materialize([assets.source_problems], "medium"), "source_problems")
+    assert before["decontaminated"] is False and "NOT decontaminated" in before["decontamination"]
+    assert before["num_rows"] == 12
+    pipeline.submit_generation("medium", limit=12)
+
+    # The user upgrades: decontamination on (the default), the problem table materialized again.
+    monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=False)))
+    result = pipeline.materialize([assets.source_problems], "medium")
+    after = metadata_of(result, "source_problems")
+    assert (after["num_rows"], after["num_contaminated"]) == (6, 6)
+    assert after["num_contaminated_by_benchmark"]["math_test"] == 6
+    [overlap] = result.get_asset_check_evaluations()
+    assert overlap.check_name == "no_benchmark_overlap" and overlap.passed
+    excluded = set(after["contaminated_ids"])
+
+    cot_run = pipeline.run(pipeline.tick_until_launch()[0])
+    cot = metadata_of(cot_run, "cot_samples")
+    assert (cot["num_samples"], cot["num_contaminated"]) == (12, 6)  # paid for, so kept
+    checks = {c.check_name: c.passed for c in cot_run.get_asset_check_evaluations()}
+    assert checks["no_contaminated_samples"] is False
+    summarization = metadata_of(cot_run, "summarization_batch")
+    assert (summarization["num_requests"], summarization["num_skipped_contaminated"]) == (6, 6)
+
+    pipeline.run(pipeline.tick_until_launch()[0])
+    data = Path(os.environ["COTGEN_DATA_DIR"])
+    assert len(read_jsonl(data / "cot_medium.jsonl")) == 12
+    drafted = {record["id"] for record in read_jsonl(data / "cod_medium.jsonl")}
+    assert len(drafted) == 6 and not drafted & excluded
+    contaminated = sorted(excluded)[0]
+    assert "source_problems leaves this problem out (contaminated)" in trace(contaminated)["no_cod_because"]
+
+    # Fill counts only clean, correct samples: the six clean problems all have one, so nothing is asked.
+    fill = metadata_of(pipeline.submit_generation("medium", limit=6), "generation_batch")
+    assert fill["num_requests"] == 0
