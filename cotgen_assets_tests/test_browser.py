@@ -262,3 +262,22 @@ def test_a_person_launches_easy_from_the_ui_and_the_sensor_carries_it_to_cod(pla
     page.goto(f"{url}/runs")
     page.get_by_text("cotgen/submission_id").first.wait_for()
     shot(page, "08-runs-with-submission-tags")
+
+
+def test_hf_dataset_shows_its_card(platform):
+    """After easy reached CoD (above): one click exports it, and the events page shows the card."""
+    from playwright.sync_api import expect
+
+    dev, page, data = platform
+    launch_from_asset_page(page, dev.url, "hf_dataset")
+    wait_for(lambda: latest(dev, "hf_dataset", None), 120, message="hf_dataset")
+    page.goto(f"{dev.url}/assets/hf_dataset?view=events")
+    assert int(metadata_value(page, "num_rows_cot_easy")) == LIMIT
+    card = page.locator("tr", has=page.locator("td", has_text=re.compile("^card$"))).first
+    card.get_by_text("[Show Markdown]").click()  # a long markdown value opens in a dialog
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_role("heading", name=re.compile("^OFFLINE"))).to_be_visible(timeout=30_000)
+    expect(dialog.get_by_role("heading", name="How to load")).to_be_visible()
+    expect(dialog.locator("img[src^='data:image/png;base64,']")).to_be_visible()
+    shot(page, "09-hf-dataset-card")
+    assert (data / "export" / "data" / "cod" / "easy.parquet").exists()
