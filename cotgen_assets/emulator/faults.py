@@ -25,7 +25,7 @@ _RATES = (
     "garbage_line_rate",
     "http_error_rate",
 )
-_COUNTS = ("job_count", "slow_count", "lose_create_count", "hold_count")
+_COUNTS = ("job_count", "slow_count", "lose_create_count", "hold_count", "download_error_count")
 
 
 @dataclasses.dataclass
@@ -44,6 +44,7 @@ class FaultConfig:
     lose_create_count: int = 0
     hold: bool = False  # every new job is held until released
     hold_count: int = 0  # the next N new jobs are held until released
+    download_error_count: int = 0  # the next N result downloads answer 503
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -161,6 +162,14 @@ class Faults:
             hit = self._http_random.random() < rate
             code = 429 if self._http_random.random() < 0.5 else 500
         return code if hit else None
+
+    def take_download_error(self) -> bool:
+        """Whether this download should answer 503 (consumes one of `download_error_count`)."""
+        with self._lock:
+            if self.config.download_error_count <= 0:
+                return False
+            self.config.download_error_count -= 1
+            return True
 
     def take_job_faults(self) -> tuple[JobFaults, dict[str, float], int]:
         """Consume the job-level counters for one new job; also returns its line rates and seed."""

@@ -431,6 +431,8 @@ class Handler(BaseHTTPRequestHandler):
     def _download(self, file_id: str, query: dict) -> None:
         if query.get("alt") != "media":
             raise ApiError(400, "INVALID_ARGUMENT", "Downloads need the query parameter alt=media.")
+        if self.server.faults.take_download_error():
+            raise ApiError(503, "UNAVAILABLE", "The service is currently unavailable.")
         store = self.server.store
         record = store.get_file(file_id)
         if record["source"] != "GENERATED":
@@ -599,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="hold the next N new jobs PENDING until released",
     )
+    faults.add_argument(
+        "--fault-download-error-count",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the next N result downloads answer HTTP 503",
+    )
     return parser
 
 
@@ -617,6 +626,7 @@ def main(argv: list[str] | None = None) -> None:
         lose_create_count=args.fault_lose_create_count,
         hold=args.fault_hold,
         hold_count=args.fault_hold_count,
+        download_error_count=args.fault_download_error_count,
     )
     faults = Faults(seed=args.seed)
     try:
