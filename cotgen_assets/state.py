@@ -139,13 +139,14 @@ def refuse_if_in_flight(
 def ended_not_saved(submission: Submission, states: str) -> str:
     """What to do when a submission's jobs ended but its results run failed or has not run yet.
 
-    The sensor launches that run once per submission (run keys are never reused), so a failed
-    run stays failed until someone re-executes it.
+    The sensor launches that run, and again after a failure (with a growing delay), until it
+    gives up and says so; then the run stays failed until someone re-executes it.
     """
     stage, scenario = submission.stage, submission.scenario
     return (
         f"{BATCH_ASSET[stage]} for scenario {scenario!r} (submission {submission.submission_id}, batch "
         f"{states}) has ended, but its results are not saved yet. batch_completion_sensor launches "
-        f"{RESULTS_JOB[stage]} for it; if that run failed, re-execute it (Dagster UI: Runs), or "
+        f"{RESULTS_JOB[stage]} for it, and again if it fails; once the sensor log says GAVE UP or NOT "
+        f"RETRIED, re-execute the last run (Dagster UI: Runs), or "
         f"materialize {RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {scenario!r}."
     )
