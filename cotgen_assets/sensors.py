@@ -3,6 +3,13 @@
 One API call per pending job per tick, with a short timeout; no downloads here (the results
 assets do that). The cursor maps "<stage>|<scenario>" to the storage id of the batch
 materialization already handled, so a finished submission is never polled again.
+
+A launched run that fails is launched again by this sensor after a growing delay, up to
+`max_attempts()` runs, unless a step refused (raised `dg.Failure`: budget, config, nothing
+submitted), which no retry can fix. Either way the end is reported once: an error in the tick
+log and an observation on the asset, naming the submission and what to do. The sensor, not
+the daemon's run retries, does this because Dagster's run retries start again at once, and
+cannot tell a refusal from an outage.
 """
 
 import json
@@ -21,6 +28,7 @@ from cotgen_assets.state import (
     BATCH_ASSET,
     RESULTS_ASSET,
     RESULTS_JOB,
+    SAMPLES_ASSET,
     is_ingested,
     latest_metadata,
     newest_metadata_where,
@@ -29,6 +37,10 @@ from cotgen_assets.state import (
 )
 
 POLL_TIMEOUT_SECONDS = 10
+RETRY_KEY_TAG = "cotgen/retry_key"  # the first attempt's run key, on every attempt
+ATTEMPT_TAG = "cotgen/attempt"
+# Retrying is this sensor's job: should the instance enable run_retries, the daemon leaves these runs alone.
+NO_RUN_RETRIES = {"dagster/max_retries": "0"}
 
 
 def sensor_interval_seconds() -> int:
@@ -40,11 +52,22 @@ def stale_after_seconds() -> float:
     return float(os.environ.get("COTGEN_STALE_AFTER_SECONDS", str(24 * 3600)))
 
 
+def max_attempts() -> int:
+    """Runs per launch (the first one and its retries) before the sensor gives up and says so."""
+    return int(os.environ.get("COTGEN_RUN_ATTEMPTS", "4"))
+
+
+def retry_delay_seconds(failed_attempts: int) -> float:
+    """The wait after the n-th failed run before the next: 60 s, 120 s, 240 s, ... by default."""
+    return float(os.environ.get("COTGEN_RETRY_DELAY_SECONDS", "60")) * 2 ** (failed_attempts - 1)
+
+
 @dataclass
 class TickOutcome:
     run_requests: list = field(default_factory=list)
     messages: list = field(default_factory=list)
     observations: list = field(default_factory=list)
+    alerts: list = field(default_factory=list)  # given up: logged as errors
 
 
 def check_submissions(
@@ -61,13 +84,36 @@ def check_submissions(
     now = now or datetime.now(UTC)
     outcome = TickOutcome()
     handled, stale_reported = cursor.setdefault("handled", {}), cursor.setdefault("stale_reported", {})
+    attempts = cursor.setdefault("attempts", {})
     for stage in STAGES:
         for partition in partitions:
             slot = f"{stage}|{partition}"
             batch = submitted_metadata(instance, partition, stage)
             if not batch or handled.get(slot) == batch["_storage_id"]:
                 continue
-            if is_ingested(batch, latest_metadata(instance, RESULTS_ASSET[stage], partition)):
+            launch = Launch(
+                job_name=RESULTS_JOB[stage],
+                partition=partition,
+                key=f"{slot}|{batch['submission_id']}|{batch['_storage_id']}",
+                tags={
+                    "cotgen/submission_id": batch["submission_id"],
+                    **(OFFLINE_TAG if gemini.offline else {}),
+                },
+                asset=RESULTS_ASSET[stage],
+                subject=f"submission {batch['submission_id']}",
+                advice=(
+                    f"fix the cause, then re-execute the last run (Dagster UI: Runs), or materialize "
+                    f"{RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {partition!r}; "
+                    "nothing is paid twice"
+                ),
+            )
+            saved = is_ingested(batch, latest_metadata(instance, SAMPLES_ASSET[stage], partition))
+            if attempts.get(slot, {}).get("key") == launch.key:  # launched: follow its runs
+                # Once the samples are saved, a later step's failure is the catch-up's business.
+                if saved or carry(instance, outcome, slot, launch, attempts[slot], now):
+                    handled[slot] = batch["_storage_id"]
+                continue
+            if saved:
                 handled[slot] = batch["_storage_id"]  # ingested already (e.g. by hand)
                 continue
             try:
@@ -82,19 +128,9 @@ def check_submissions(
                 continue
             state = overall_state([job.state for job in jobs])
             if all(job.done for job in jobs):
-                outcome.run_requests.append(
-                    dg.RunRequest(
-                        job_name=RESULTS_JOB[stage],
-                        partition_key=partition,
-                        run_key=f"{slot}|{batch['submission_id']}|{batch['_storage_id']}",
-                        tags={
-                            "cotgen/submission_id": batch["submission_id"],
-                            "cotgen/job_state": state,
-                            **(OFFLINE_TAG if gemini.offline else {}),
-                        },
-                    )
-                )
-                handled[slot] = batch["_storage_id"]
+                launch.tags["cotgen/job_state"] = state
+                attempts[slot] = {"key": launch.key, "requested": 0}
+                carry(instance, outcome, slot, launch, attempts[slot], now)
                 outcome.messages.append(
                     f"{slot}: submission {batch['submission_id']} ended {state}; "
                     f"launching {RESULTS_JOB[stage]}"
@@ -125,13 +161,146 @@ def check_submissions(
                 )
     for partition in partitions:
         catch_up = summarization_catch_up(instance, partition)
-        if catch_up:
-            outcome.run_requests.append(catch_up)
+        if not catch_up:
+            continue
+        slot = f"summarization-catch-up|{partition}"
+        launch = Launch(
+            job_name=catch_up.job_name,
+            partition=partition,
+            key=catch_up.run_key,
+            tags=dict(catch_up.tags),
+            asset=BATCH_ASSET[SUMMARIZATION],
+            subject=f"the summarization of scenario {partition!r}'s newest CoT samples",
+            advice=(
+                f"fix the cause, then materialize {BATCH_ASSET[SUMMARIZATION]} for partition {partition!r}: "
+                "it submits the CoT samples that lack a CoD"
+            ),
+        )
+        if attempts.get(slot, {}).get("key") != launch.key:
+            attempts[slot] = {"key": launch.key, "requested": 0}
             outcome.messages.append(
                 f"summarization|{partition}: CoT samples newer than the last "
                 f"summarization; launching {summarization_batch_job.name}"
             )
+        elif attempts[slot].get("done"):
+            continue  # given up, and said so once
+        if carry(instance, outcome, slot, launch, attempts[slot], now):
+            attempts[slot]["done"] = True
     return outcome
+
+
+@dataclass
+class Launch:
+    """A run the sensor launches, and carries through failures: what, for what, and what to do."""
+
+    job_name: str
+    partition: str
+    key: str  # the first attempt's run key
+    tags: dict
+    asset: str  # where a failure it gives up on is recorded
+    subject: str  # what the run is for, as the report names it
+    advice: str  # what a person does once the sensor has given up
+
+
+def carry(
+    instance: dg.DagsterInstance,
+    outcome: TickOutcome,
+    slot: str,
+    launch: Launch,
+    progress: dict,
+    now: datetime,
+) -> bool:
+    """Launch `launch`; after a failed run, launch it again after a growing delay, up to max_attempts().
+
+    `progress` (in the cursor) counts the runs requested, so that none is asked for twice before
+    the daemon creates it. Returns True when nothing more will happen: a run succeeded or was
+    cancelled, a step refused, or the attempts ran out (the last two reported here, once).
+    """
+    requested = progress["requested"]
+    records = instance.get_run_records(dg.RunsFilter(tags={RETRY_KEY_TAG: launch.key})) if requested else []
+    if len(records) < requested:
+        outcome.messages.append(f"{slot}: waiting for the daemon to start run {requested} of {launch.key}")
+        return False
+    tags = launch.tags
+    if records:
+        newest, tried = records[0], len(records)
+        run = newest.dagster_run
+        if not run.is_finished:
+            outcome.messages.append(f"{slot}: run {run.run_id} (attempt {tried}) is {run.status.value}")
+            return False
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            return True
+        if run.status == dg.DagsterRunStatus.CANCELED:
+            outcome.messages.append(f"{slot}: run {run.run_id} was cancelled; not retried: {launch.advice}")
+            return True
+        refused, reason = why_failed(instance, run.run_id)
+        if refused or tried >= max_attempts():
+            report_end(outcome, slot, launch, run.run_id, tried, refused, reason)
+            return True
+        wait = retry_delay_seconds(tried) - (now.timestamp() - (newest.end_time or now.timestamp()))
+        then = f"attempt {tried + 1} of {max_attempts()}"
+        if wait > 0:
+            outcome.messages.append(f"{slot}: run {run.run_id} failed ({reason}); {then} in {wait:.0f} s")
+            return False
+        outcome.messages.append(f"{slot}: run {run.run_id} failed ({reason}); launching {then}")
+        tags = {**{k: v for k, v in run.tags.items() if k.startswith("cotgen/")}, **tags}
+    attempt = len(records) + 1
+    progress["requested"] = attempt
+    outcome.run_requests.append(
+        dg.RunRequest(
+            job_name=launch.job_name,
+            partition_key=launch.partition,
+            run_key=launch.key if attempt == 1 else f"{launch.key}|attempt-{attempt}",
+            tags={**tags, **NO_RUN_RETRIES, RETRY_KEY_TAG: launch.key, ATTEMPT_TAG: str(attempt)},
+        )
+    )
+    return False
+
+
+def report_end(
+    outcome: TickOutcome, slot: str, launch: Launch, run_id: str, tried: int, refused: bool, reason: str
+) -> None:
+    """Say loudly, once, that the sensor stops: an error in the tick log and an observation."""
+    headline = "NOT RETRIED (a refusal no retry can fix)" if refused else f"GAVE UP after {tried} runs"
+    outcome.alerts.append(
+        f"{slot}: {headline}: {launch.job_name} for {launch.subject} failed in run {run_id}: "
+        f"{reason}. To go on: {launch.advice}"
+    )
+    outcome.observations.append(
+        dg.AssetObservation(
+            asset_key=dg.AssetKey(launch.asset),
+            partition=launch.partition,
+            metadata={
+                "run_failed": True,
+                "retried": dg.MetadataValue.bool(not refused),
+                "attempts": dg.MetadataValue.int(tried),
+                "last_run": dg.MetadataValue.dagster_run(run_id),
+                "job": launch.job_name,
+                "about": launch.subject,
+                "reason": reason,
+                "advice": launch.advice,
+            },
+        )
+    )
+
+
+def why_failed(instance: dg.DagsterInstance, run_id: str) -> tuple[bool, str]:
+    """(refused, reason) of a failed run.
+
+    A step that raised `dg.Failure` refused on purpose and says why (over budget, bad config,
+    nothing submitted): the same run would refuse again. Any other error (the API down for
+    longer than the client retries, a killed process) may pass on a later attempt.
+    """
+    reasons = []
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        data = entry.dagster_event.step_failure_data
+        if data.user_failure_data is not None:
+            return True, f"{entry.step_key}: {data.user_failure_data.description}"[:600]
+        error = data.error.cause or data.error if data.error else None
+        reasons.append(f"{entry.step_key}: {error.message.strip() if error else 'failed'}")
+    if reasons:
+        return False, reasons[0][:600]
+    return False, "the run failed outside its steps (its process died or could not start)"
 
 
 def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.RunRequest | None:
@@ -191,11 +360,13 @@ def batch_completion_sensor(
     outcome = check_submissions(context.instance, gemini, scenario_partitions.get_partition_keys(), cursor)
     for message in outcome.messages:
         context.log.info(message)
+    for alert in outcome.alerts:
+        context.log.error(alert)
     return dg.SensorResult(
         run_requests=outcome.run_requests,
         cursor=json.dumps(cursor),
         asset_events=outcome.observations,
         skip_reason=None
         if outcome.run_requests
-        else dg.SkipReason("; ".join(outcome.messages) or "no batch in flight"),
+        else dg.SkipReason("; ".join(outcome.alerts + outcome.messages) or "no batch in flight"),
     )
