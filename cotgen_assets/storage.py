@@ -1,6 +1,7 @@
 """Where the project's files live, and writes that never leave a torn file behind."""
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,15 +48,61 @@ def atomic_write(path: Path, mode: str = "wb"):
         tmp.unlink(missing_ok=True)
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
-    """Objects of a JSONL file, streamed. Our files are written atomically, so a line that does not
-    parse can only come from a hand edit; it is skipped rather than stopping a plan or a trace."""
+class DamagedFile(ValueError):
+    """A JSONL file of the project has lines that are not the records it should hold."""
+
+
+MAX_LINES_NAMED = 20
+_ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _record(line: bytes, required: tuple[str, ...]) -> dict | None:
+    """The line's object, or None when it is not a JSON object with the `required` keys."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or any(key not in record for key in required):
+        return None
+    return record
+
+
+def damaged_file(path: Path, first: int, required: tuple[str, ...] = ()) -> DamagedFile:
+    """The error for a damaged file, naming every bad line from `first` on and how to repair it."""
+    bad, ids = [], []
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if number >= first and line.strip() and _record(line, required) is None:
+                bad.append(number)
+                found = _ID.search(line)
+                if found:
+                    ids.append(found.group(1).decode(errors="replace"))
+    what = f"JSON objects with {', '.join(map(repr, required))}" if required else "JSON objects"
+    named = ", ".join(map(str, bad[:MAX_LINES_NAMED])) + (
+        f" and {len(bad) - MAX_LINES_NAMED} more" if len(bad) > MAX_LINES_NAMED else ""
+    )
+    return DamagedFile(
+        f"{path} is damaged: line(s) {named} are not {what}"
+        + (f" (ids on them: {', '.join(ids[:MAX_LINES_NAMED])})" if ids else "")
+        + ". The file was left as it is. Repair those lines, or move them out of the file "
+        "(e.g. into a file beside it) if they cannot be repaired: a sample moved out is asked, and paid, "
+        "again by the next fill; an outcome moved out no longer counts as a try. Then run again."
+    )
+
+
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
+    """Objects of a JSONL file, streamed; a missing file has none.
+
+    Our files are written atomically, so a damaged line comes from a hand edit or a broken disk.
+    It is never skipped (a sample skipped would be asked, and paid, again; an outcome skipped
+    loses a try): DamagedFile names every bad line, and lines lacking a `required` key are bad too.
+    """
     if not path.exists():
         return
     with open(path, "rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, 1):
             if line.strip():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue
+                record = _record(line, required)
+                if record is None:
+                    raise damaged_file(path, number, required)
+                yield record

@@ -17,7 +17,9 @@ import pyarrow.parquet as pq
 from cotgen_assets.decontamination import excluded_problems
 from cotgen_assets.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATION
 from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import data_dir, samples_path, source_problems_path
+from cotgen_assets.storage import damaged_file, data_dir, samples_path, source_problems_path
+
+OUTCOME_KEYS = ("id", "batch", "status", "reason", "cost_usd")  # what ingestion writes per request
 
 
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
@@ -36,8 +38,12 @@ def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) ->
     return max(matches, key=lambda s: len(s.name))
 
 
-def find_line(path: Path, sample_id: str) -> tuple[int, dict] | None:
-    """(1-based line number, record) of the id in a JSONL file, streamed; None if absent."""
+def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tuple[int, dict] | None:
+    """(1-based line number, record) of the id in a JSONL file, streamed; None if absent.
+
+    A damaged line that may be the id's (it holds the id, but is not JSON, or lacks a `required`
+    key) is a DamagedFile naming the file and line, not a silent miss nor a bare KeyError.
+    """
     if not path.exists():
         return None
     needle = orjson.dumps(sample_id)
@@ -47,8 +53,12 @@ def find_line(path: Path, sample_id: str) -> tuple[int, dict] | None:
                 try:
                     record = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    continue
+                    raise damaged_file(path, number, required) from None
+                if not isinstance(record, dict):
+                    raise damaged_file(path, number, required)
                 if record.get("id") == sample_id:
+                    if any(key not in record for key in required):
+                        raise damaged_file(path, number, required)
                     return number, record
     return None
 
@@ -114,7 +124,7 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
         shard_of_batch = dict(zip(meta.get("batch_names") or [], meta.get("shards") or []))
         outcomes = folder / "outcomes.jsonl"
         if outcomes.exists():
-            hit = find_line(outcomes, sample_id)
+            hit = find_line(outcomes, sample_id, OUTCOME_KEYS)
             if hit is None:
                 continue
             outcome = hit[1]
