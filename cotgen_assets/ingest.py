@@ -24,7 +24,7 @@ from cotgen_assets.grading import grade_many
 from cotgen_assets.pricing import cost_usd, load_prices
 from cotgen_assets.records import BUILDERS, GENERATION, made_by, usage_dict
 from cotgen_assets.results import SUCCEEDED_STATES, Usage, iter_result_lines
-from cotgen_assets.storage import atomic_write
+from cotgen_assets.storage import atomic_write, damaged_file, read_jsonl
 from cotgen_assets.submissions import NOT_RUN, Submission
 
 GRADE_CHUNK = 1000
@@ -47,6 +47,32 @@ class IngestStats:
     @property
     def num_failed(self) -> int:
         return sum(n for status, n in self.statuses.items() if status != "ok")
+
+
+class MissingResults(ValueError):
+    """A results file that was downloaded (or must have been) is gone: ingesting without it
+    would wipe its outcomes, costs and tries."""
+
+
+def check_results_present(submission: Submission) -> None:
+    """Refuse to ingest when a shard's results file is missing although its job succeeded, or an
+    earlier ingestion of this submission read answers from it."""
+    answered_before = {
+        outcome["batch"]
+        for outcome in read_jsonl(submission.folder / "outcomes.jsonl", ("batch", "status"))
+        if outcome["status"] != NOT_RUN
+    }
+    states = dict(zip(submission.shards, submission.job_states))
+    for shard, batch in zip(submission.shards, submission.batch_names):
+        path = submission.results_path(shard)
+        if not path.exists() and (states.get(shard) in SUCCEEDED_STATES or batch in answered_before):
+            raise MissingResults(
+                f"the results file {path} of batch {batch} ({states.get(shard) or 'state unknown'}) is "
+                "missing, so this submission was not ingested again (its outcomes, costs and tries are "
+                f"untouched). Download it again: materialize {submission.stage}_results (the API keeps "
+                "result files for 48 hours after the job ends); if the API no longer has it, its answers "
+                "are lost."
+            )
 
 
 class RequestIndex:
@@ -120,13 +146,15 @@ def ingest_submission(
     """Turn a submission's downloaded results into records merged into `samples_file`.
 
     Shards without a results file (their job failed) are skipped: their problems get no
-    outcome, so the next `fill` asks for them again without counting a try. Writes the
+    outcome, so the next `fill` asks for them again without counting a try. A results file
+    that should be there and is not is refused (MissingResults), so history is never wiped. Writes the
     submission's `outcomes.jsonl` and `summary.json`. Safe to repeat: the same records
     replace themselves and the outcomes are rewritten, not appended.
     `observe` sees every record of the merged file once (for file-wide statistics): the new
     ones as they are written, then the old ones that stay. One ingestion per samples file at
     a time: a second one waits, then merges onto the first's result.
     """
+    check_results_present(submission)
     with samples_lock(samples_file):
         return _ingest(submission, samples_file, observe)
 
@@ -257,11 +285,15 @@ def merge_samples(
         return
     with atomic_write(samples_file) as out:
         with open(samples_file, "rb", buffering=IO_BUFFER) as old:
-            for raw in old:
+            for number, raw in enumerate(old, 1):
                 if not raw.strip():
                     continue
-                record = orjson.loads(raw)
-                if is_new(record["id"]):
+                try:
+                    record = orjson.loads(raw)
+                    key = record["id"]
+                except (orjson.JSONDecodeError, TypeError, KeyError):
+                    raise damaged_file(samples_file, number, ("id",)) from None
+                if is_new(key):
                     continue
                 out.write(raw if raw.endswith(b"\n") else raw + b"\n")
                 observe(record)

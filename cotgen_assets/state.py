@@ -61,23 +61,27 @@ def submitted_metadata(instance: dg.DagsterInstance, scenario: str, stage: str) 
     return newest_metadata_where(instance, BATCH_ASSET[stage], scenario, lambda m: bool(m.get("batch_names")))
 
 
-def is_ingested(batch: dict, results: dict | None) -> bool:
-    """Whether `results` was materialized after `batch`, for its submission.
+def is_ingested(batch: dict, later: dict | None) -> bool:
+    """Whether `later` (a results or samples materialization) came after `batch`, for its submission.
 
     The id alone is not enough: after a failed job, `fill` asks for the same problems again,
     so the new submission has the failed one's id.
     """
     return (
-        bool(results)
-        and results.get("submission_id") == batch["submission_id"]
-        and results["_storage_id"] > batch["_storage_id"]
+        bool(later)
+        and later.get("submission_id") == batch["submission_id"]
+        and later["_storage_id"] > batch["_storage_id"]
     )
 
 
 def pending_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -> Submission | None:
-    """The stage's newest real submission if its results were not ingested yet."""
+    """The stage's newest real submission if its samples were not saved yet.
+
+    Downloaded results are not enough: if the samples asset then failed, the submission's
+    answers, tries and cost are nowhere yet, and a new fill would ask (and pay) for them again.
+    """
     batch = submitted_metadata(instance, scenario, stage)
-    if not batch or is_ingested(batch, latest_metadata(instance, RESULTS_ASSET[stage], scenario)):
+    if not batch or is_ingested(batch, latest_metadata(instance, SAMPLES_ASSET[stage], scenario)):
         return None
     return load_submission(scenario, stage, batch["submission_id"])
 
