@@ -8,10 +8,12 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.checks import check_results, check_specs
 from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
-from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
+from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit_shards
 from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.partitions import scenario_partitions
+from cotgen_assets.planning import check_max_cost
 from cotgen_assets.previews import preview_rows
+from cotgen_assets.pricing import UnknownModelError
 from cotgen_assets.quality import SampleStats
 from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals
@@ -19,6 +21,7 @@ from cotgen_assets.results import overall_state
 from cotgen_assets.scenarios import ScenarioError, get_scenario, load_benchmarks, load_scenarios
 from cotgen_assets.sources import load_source_problems
 from cotgen_assets.state import (
+    RESULTS_ASSET,
     InFlight,
     latest_metadata,
     latest_submission,
@@ -179,7 +182,9 @@ def _submit_stage(
     and batch_completion_sensor submits what is left once that batch is ingested.
     """
     scenario = get_scenario(context.partition_key)
+    reused = []
     try:
+        check_max_cost(config.max_cost_usd)
         with submission_lock(scenario.name, stage):
             if not config.dry_run:
                 try:
@@ -197,11 +202,16 @@ def _submit_stage(
             )
             if submission.num_requests and not config.dry_run:
                 check_budget(submission, config.max_cost_usd)
-                submit(submission, gemini)
+                reused = [job.name for job in submit_shards(submission, gemini) if job.reused]
                 context.log.info(f"submitted {submission.batch_names}")
     except (SubmissionRefused, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
     plan, usage = prepared.plan, prepared.projected_usage
+    if reused:
+        context.log.warning(
+            f"REUSED {len(reused)} existing batch job(s) of submission {submission.submission_id} instead of "
+            f"submitting again (a retried run, or one whose materialization was lost): {reused}"
+        )
     if plan.given_up:
         context.log.warning(
             f"{len(plan.given_up)} problems reached max_tries={config.max_tries} "
@@ -210,6 +220,7 @@ def _submit_stage(
     return dg.MaterializeResult(
         metadata={
             "batch_names": dg.MetadataValue.json(submission.batch_names),
+            "reused_batches": dg.MetadataValue.json(reused),
             "submission_id": submission.submission_id,
             "num_requests": dg.MetadataValue.int(submission.num_requests),
             "num_retries": dg.MetadataValue.int(plan.num_retries),
@@ -373,15 +384,25 @@ def summarization_results(
 
 
 def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
-    """Shared body of the samples assets: merge the newest results into the JSONL file."""
+    """Shared body of the samples assets: merge the newest results into the JSONL file.
+
+    A results file gone from disk is refused (ingest.MissingResults), so that the ingestion never
+    wipes the submission's outcomes and costs; the results asset downloads it again.
+    """
     scenario = get_scenario(context.partition_key)
-    try:
-        submission = latest_submission(context.instance, scenario.name, stage)
-    except SubmissionRefused as error:
-        raise dg.Failure(description=str(error)) from None
     path = samples_path(stage, scenario.suffix)
     stats = SampleStats(stage, excluded=excluded_problems(scenario.name))
-    ingest = ingest_submission(submission, path, observe=stats)
+    try:
+        submission = latest_submission(context.instance, scenario.name, stage)
+        if not submission.job_states:  # else this would count it as saved while it still runs
+            raise SubmissionRefused(
+                f"submission {submission.submission_id} has not ended yet (or its results were never "
+                f"fetched): materialize {RESULTS_ASSET[stage]} first; batch_completion_sensor does "
+                "both when its jobs end"
+            )
+        ingest = ingest_submission(submission, path, observe=stats)
+    except (SubmissionRefused, ValueError, UnknownModelError) as error:
+        raise dg.Failure(description=str(error)) from None
     if stats.num_contaminated or stats.num_repeats:
         context.log.warning(
             f"{stats.num_contaminated} samples are of benchmark problems and {stats.num_repeats} of repeated "

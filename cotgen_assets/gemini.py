@@ -10,7 +10,7 @@ The key must never leave the client: errors are re-raised as `GeminiError` with 
 scrubbed and without the SDK exception (whose request object carries the key) attached.
 """
 
-import logging
+import dataclasses
 import os
 import random
 import time
@@ -41,7 +41,9 @@ try:
 except ImportError:
     httpx = None
 
-logger = logging.getLogger(__name__)
+# Dagster's logger: inside a run its messages (retries, reused batches, lost creates) go to the
+# run's event log, where a person looks; outside one they reach Python logging as before.
+logger = dg.get_dagster_logger(__name__)
 
 API_VERSION = "v1beta"
 REAL_API_HOST = "generativelanguage.googleapis.com"
@@ -96,6 +98,7 @@ class BatchInfo:
     succeeded_count: int | None
     failed_count: int | None
     error: str | None
+    reused: bool = False  # an existing job returned by submit_jsonl instead of a new one
 
     @property
     def done(self) -> bool:
@@ -319,7 +322,7 @@ class GeminiBatchResource(dg.ConfigurableResource):
                 if found is not None:
                     return found
             delay = self._retry_delay(attempt)
-            logger.info(
+            logger.warning(
                 "%s failed: %s; retrying (%d of %d) in %.1f s",
                 what,
                 explanation,
@@ -404,13 +407,14 @@ class GeminiBatchResource(dg.ConfigurableResource):
         """
         existing = self.find_batch(display_name)
         if existing is not None:
-            logger.info(
-                "batch %r exists already as %s (%s); not submitting again",
+            logger.warning(
+                "REUSED: batch %r exists already as %s (%s), so it is not submitted again; its "
+                "answers are used (same problems, tries, model, prompt, settings and shard layout)",
                 display_name,
                 existing.name,
                 existing.state,
             )
-            return existing
+            return dataclasses.replace(existing, reused=True)
         file_name = self.upload_jsonl(path, display_name)
         return self.create_batch(model, file_name, display_name)
 
@@ -499,18 +503,25 @@ def submit(submission: Submission, gemini: GeminiBatchResource) -> Submission:
     A shard sent again to a new job loses the results file of its earlier job (already
     ingested), so the new job's answers are downloaded.
     """
+    submit_shards(submission, gemini)
+    return submission
+
+
+def submit_shards(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInfo]:
+    """`submit`, returning each shard's job (`reused` when it existed already)."""
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
-    submission.batch_names = [
-        gemini.submit_jsonl(submission.requests_path(shard), submission.model, display_name).name
+    jobs = [
+        gemini.submit_jsonl(submission.requests_path(shard), submission.model, display_name)
         for shard, display_name in zip(submission.shards, submission.display_names)
     ]
+    submission.batch_names = [job.name for job in jobs]
     for shard, name in zip(submission.shards, submission.batch_names):
         if before.get(shard, name) != name:
             submission.results_path(shard).unlink(missing_ok=True)
     submission.job_states = []
     submission.save()
-    return submission
+    return jobs
 
 
 def download_finished(submission: Submission, gemini: GeminiBatchResource) -> list:

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from cotgen_assets.pricing import cost_usd
+from cotgen_assets.pricing import UnknownModelError, cost_usd, model_price
 from cotgen_assets.results import Usage
 
 FILL = "fill"
@@ -32,6 +32,23 @@ def check_max_tries(max_tries: int) -> None:
     """Below 1 every problem would count as given up before it was ever asked."""
     if max_tries < 1:
         raise ValueError(f"max_tries must be at least 1, got {max_tries}")
+
+
+def check_job_settings(model: str, max_requests_per_job: int) -> None:
+    """Before anything is written: a job of no requests, or a model the price table lacks (whose
+    cost could be neither projected nor recorded), is a config error."""
+    if max_requests_per_job < 1:
+        raise ValueError(f"max_requests_per_job must be at least 1, got {max_requests_per_job}")
+    try:
+        model_price(model)
+    except UnknownModelError as error:
+        raise ValueError(str(error)) from None
+
+
+def check_max_cost(max_cost_usd: float) -> None:
+    """A negative budget refuses every batch with a confusing "above max_cost_usd $-1.00"."""
+    if max_cost_usd < 0:
+        raise ValueError(f"max_cost_usd must be 0 or more, got {max_cost_usd}")
 
 
 def plan_generation(

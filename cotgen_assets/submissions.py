@@ -4,9 +4,10 @@ One submission is one click on a batch asset: a folder
 `<data>/<scenario>/submissions/<stage>-<id>/` holding, per shard, the uploaded request file
 (`shard-000.requests.jsonl`), what is needed to turn each answer into a record
 (`shard-000.context.jsonl`), the downloaded results (`shard-000.results.jsonl`), and after
-ingestion `outcomes.jsonl` + `summary.json`. The id is a hash of what is asked (problem ids,
-their try numbers, model, prompt version), so re-running a crashed submission finds the same
-folder and the same batch display names: nothing is paid twice.
+ingestion `outcomes.jsonl` + `summary.json`. The id is a hash of what is asked and how (problem
+ids, their try numbers, model, prompt version, every request setting, the shard layout), so
+re-running a crashed submission finds the same folder and the same batch display names: nothing
+is paid twice, and a changed setting is never answered by a batch of the old one.
 """
 
 import hashlib
@@ -26,6 +27,7 @@ from cotgen_assets.planning import (
     DEFAULT_SUMMARIZATION_USAGE,
     Plan,
     UsageAverage,
+    check_job_settings,
     check_max_tries,
     plan_generation,
     projected_cost_usd,
@@ -117,13 +119,29 @@ def load_submission(scenario: str, stage: str, submission_id: str) -> Submission
 
 
 def submission_id_for(
-    scenario: str, stage: str, model: str, prompt_version: str, keys_and_tries: Iterable[tuple[str, int]]
+    scenario: str,
+    stage: str,
+    model: str,
+    prompt_version: str,
+    settings: dict,
+    keys_and_tries: Iterable[tuple[str, int]],
 ) -> str:
-    """A stable id for "these problems, at these try numbers, with this model and prompt"."""
-    digest = hashlib.sha256(f"{scenario}|{stage}|{model}|{prompt_version}".encode())
+    """A stable id for "these problems, at these try numbers, asked this way" (`request_settings`)."""
+    asked = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS).decode()
+    digest = hashlib.sha256(f"{scenario}|{stage}|{model}|{prompt_version}|{asked}".encode())
     for key, tries in keys_and_tries:
         digest.update(f"\n{key}#{tries}".encode())
     return digest.hexdigest()[:12]
+
+
+def request_settings(empty_request: dict, max_requests_per_job: int) -> dict:
+    """What changes how problems are asked: the request with empty problem texts (so its
+    instructions, thinking level and every generation setting) and how requests become jobs."""
+    return {
+        "request": empty_request,
+        "max_requests_per_job": max_requests_per_job,
+        "max_shard_bytes": MAX_SHARD_BYTES,
+    }
 
 
 def write_shards(
@@ -175,7 +193,7 @@ def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
     """How many ingested submissions asked for each problem id (requests no job ran don't count)."""
     tries: dict[str, int] = {}
     for folder in ingested_submissions(scenario, stage):
-        for outcome in read_jsonl(folder / "outcomes.jsonl"):
+        for outcome in read_jsonl(folder / "outcomes.jsonl", ("id", "status")):
             if outcome["status"] != NOT_RUN:
                 tries[outcome["id"]] = tries.get(outcome["id"], 0) + 1
     return tries
@@ -220,6 +238,7 @@ def prepare_generation(
     offline: bool,
 ) -> Prepared:
     """Plan a generation submission and write its request shards."""
+    check_job_settings(model, max_requests_per_job)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
     good, used, average = set(), set(), UsageAverage(DEFAULT_GENERATION_USAGE)
@@ -239,7 +258,12 @@ def prepare_generation(
         num_requests=len(plan.items),
         offline=offline,
         submission_id=submission_id_for(
-            scenario.name, GENERATION, model, GENERATION_PROMPT_VERSION, plan.items
+            scenario.name,
+            GENERATION,
+            model,
+            GENERATION_PROMPT_VERSION,
+            request_settings(generation_request("", thinking_level), max_requests_per_job),
+            plan.items,
         ),
     )
     # Which rows to ask for, decided once over the id column (not once per batch).
@@ -295,6 +319,7 @@ def prepare_summarization(
     and never one of a problem source_problems now leaves out (a benchmark match or a repeat).
     """
     check_max_tries(max_tries)
+    check_job_settings(model, max_requests_per_job)
     if summarize not in SUMMARIZE:
         raise ValueError(f"summarize must be one of {SUMMARIZE}, got {summarize!r}")
     excluded = excluded_problems(scenario.name)
@@ -332,7 +357,12 @@ def prepare_summarization(
         num_requests=len(plan.items),
         offline=offline,
         submission_id=submission_id_for(
-            scenario.name, SUMMARIZATION, model, SUMMARIZATION_PROMPT_VERSION, plan.items
+            scenario.name,
+            SUMMARIZATION,
+            model,
+            SUMMARIZATION_PROMPT_VERSION,
+            request_settings(summarization_request("", "", "", thinking_level), max_requests_per_job),
+            plan.items,
         ),
     )
     wanted = {problem_id for problem_id, _ in plan.items}
