@@ -10,20 +10,24 @@ import sys
 
 from cotgen_assets.records import STAGES
 
+CANCEL_ATTEMPTS = 3  # a person waits at the prompt: a few seconds of retries, not a minute
+
 
 def cancel(scenario: str, stage: str) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
     from cotgen_assets.gemini import gemini_from_env
+    from cotgen_assets.scenarios import get_scenario
     from cotgen_assets.state import ended_not_saved, pending_submission
 
+    get_scenario(scenario)  # an unknown name is an error, not "nothing in flight"
     with dg.DagsterInstance.get() as instance:
         submission = pending_submission(instance, scenario, stage)
     if submission is None:
         return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
     gemini = gemini_from_env()
-    jobs = [gemini.get_batch(name) for name in submission.batch_names]
+    jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in submission.batch_names]
     live = [job.name for job in jobs if not job.done]
     if not live:
         return "nothing to cancel: " + ended_not_saved(
@@ -49,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
     trace_parser.add_argument("id", help="a record id, e.g. easy-17")
     args = parser.parse_args(argv)
+    from cotgen_assets.gemini import GeminiError
+
     try:
         if args.command == "cancel":
             print(cancel(args.scenario, args.stage))
@@ -56,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             from cotgen_assets.trace import trace
 
             print(json.dumps(trace(args.id), indent=2, ensure_ascii=False))
-    except (LookupError, ValueError) as error:
-        print(f"cotgen: {error}", file=sys.stderr)
+    except (GeminiError, LookupError, ValueError) as error:  # e.g. the API down, an unknown scenario
+        print(f"cotgen: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     return 0
