@@ -13,11 +13,15 @@ from cotgen_assets.records import STAGES
 CANCEL_ATTEMPTS = 3  # a person waits at the prompt: a few seconds of retries, not a minute
 
 
+class ApiUnavailable(Exception):
+    """The Gemini API failed for good (its message, the key scrubbed)."""
+
+
 def cancel(scenario: str, stage: str) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
-    from cotgen_assets.gemini import gemini_from_env
+    from cotgen_assets.gemini import GeminiError, gemini_from_env
     from cotgen_assets.scenarios import get_scenario
     from cotgen_assets.state import ended_not_saved, pending_submission
 
@@ -27,14 +31,17 @@ def cancel(scenario: str, stage: str) -> str:
     if submission is None:
         return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
     gemini = gemini_from_env()
-    jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in submission.batch_names]
-    live = [job.name for job in jobs if not job.done]
-    if not live:
-        return "nothing to cancel: " + ended_not_saved(
-            submission, ", ".join(f"{j.name} ({j.state})" for j in jobs)
-        )
-    for name in live:
-        gemini.cancel_batch(name)
+    try:
+        jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in submission.batch_names]
+        live = [job.name for job in jobs if not job.done]
+        if not live:
+            return "nothing to cancel: " + ended_not_saved(
+                submission, ", ".join(f"{j.name} ({j.state})" for j in jobs)
+            )
+        for name in live:
+            gemini.cancel_batch(name)
+    except GeminiError as error:
+        raise ApiUnavailable(str(error)) from None
     return (
         f"cancelled {live} (submission {submission.submission_id}); "
         "batch_completion_sensor records the cancellation and keeps any finished results; "
@@ -53,16 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
     trace_parser.add_argument("id", help="a record id, e.g. easy-17")
     args = parser.parse_args(argv)
-    from cotgen_assets.gemini import GeminiError
-
     try:
         if args.command == "cancel":
             print(cancel(args.scenario, args.stage))
         else:
-            from cotgen_assets.trace import trace
+            from cotgen_assets.trace import trace  # reads files only: no Dagster, no Gemini SDK
 
             print(json.dumps(trace(args.id), indent=2, ensure_ascii=False))
-    except (GeminiError, LookupError, ValueError) as error:  # e.g. the API down, an unknown scenario
+    except (LookupError, ValueError, ApiUnavailable) as error:  # unknown id or scenario, damaged file
         print(f"cotgen: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     return 0
