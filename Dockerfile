@@ -8,8 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Extras of the project to install; add the bucket's extra here once it has one (gs:// needs gcsfs).
-ARG COTGEN_EXTRAS=postgres
+# Extras of the project to install: postgres for the Dagster storage, gcs for COTGEN_DATA_DIR=gs://…
+ARG COTGEN_EXTRAS=postgres,gcs
 WORKDIR /opt/cotgen
 
 # Only what the package needs: no tests, no data, no local instance (see .dockerignore).

@@ -1,41 +1,98 @@
-"""Where the project's files live, and writes that never leave a torn file behind."""
+"""Where the project's files live, and writes that never leave a torn file behind.
+
+`COTGEN_DATA_DIR` is a local folder (default `./data`) or an object-store URL (`gs://bucket/prefix`,
+`s3://…`) read and written through fsspec; `data_dir()` is then a `UPath`, with the same `/`,
+`open`, `exists`, `glob`, `read_text` as a `Path`. Code that must see a local file (SQLite,
+`os.pread`) asks `local_copy` for one.
+"""
 
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+from upath import UPath
 
 from cotgen_assets.records import GENERATION
 
-
-def data_dir() -> Path:
-    """`$COTGEN_DATA_DIR`, default `./data` (relative to where Dagster runs: the project root)."""
-    return Path(os.environ.get("COTGEN_DATA_DIR") or "data").absolute()
+OBJECT_STORES = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}  # protocol -> the extra that installs it
 
 
-def scenario_dir(scenario: str) -> Path:
+class StorageError(ValueError):
+    """`COTGEN_DATA_DIR` names a place this installation cannot read or write."""
+
+
+def data_dir() -> Path | UPath:
+    """`$COTGEN_DATA_DIR`, default `./data` (relative to where Dagster runs: the project root).
+
+    A URL is an object-store prefix; one we cannot open is an error, never a local folder named `gs:`.
+    """
+    value = os.environ.get("COTGEN_DATA_DIR") or "data"
+    if "://" not in value:
+        if re.match(r"^[a-z][a-z0-9+.-]*:/", value):
+            raise StorageError(f"COTGEN_DATA_DIR={value!r} looks like a URL missing a '/': write 'gs://…'")
+        return Path(value).absolute()
+    protocol = value.split("://", 1)[0].lower()
+    if protocol == "file":
+        return Path(value.split("://", 1)[1]).absolute()
+    if protocol not in OBJECT_STORES:
+        raise StorageError(
+            f"COTGEN_DATA_DIR={value!r}: {protocol}:// is not supported; use a local folder, gs:// or s3://"
+        )
+    try:
+        path = UPath(value)
+        path.fs  # noqa: B018 - loads the filesystem class: a missing gcsfs is said here
+    except ImportError as error:
+        raise StorageError(
+            f"COTGEN_DATA_DIR={value!r} needs the {OBJECT_STORES[protocol]!r} extra: "
+            f"pip install 'cotgen_assets[{OBJECT_STORES[protocol]}]' ({error})"
+        ) from None
+    return path
+
+
+def is_local(path: Path | UPath) -> bool:
+    return isinstance(path, Path)
+
+
+def scenario_dir(scenario: str) -> Path | UPath:
     """Per-scenario working files (source Parquet, batch requests and results); writers create it."""
     return data_dir() / scenario
 
 
-def source_problems_path(scenario: str) -> Path:
+def source_problems_path(scenario: str) -> Path | UPath:
     return scenario_dir(scenario) / "source_problems.parquet"
 
 
-def samples_path(stage: str, suffix: str) -> Path:
+def samples_path(stage: str, suffix: str) -> Path | UPath:
     """`cot_<suffix>.jsonl` for generation, `cod_<suffix>.jsonl` for summarization."""
     return data_dir() / f"{'cot' if stage == GENERATION else 'cod'}_{suffix}.jsonl"
 
 
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb"):
-    """Write to a temporary file beside `path`, fsync, then rename over it.
+def make_parents(path: Path | UPath) -> None:
+    """A local file's folder; an object store has no folders to make."""
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
 
-    A crash at any point leaves either the old file or the new one, never half of one.
+
+@contextmanager
+def atomic_write(path: Path | UPath, mode: str = "wb"):
+    """Write `path` so that readers see the old content or the new, never part of it.
+
+    Local: a temporary file beside `path`, fsync, then rename over it. Object store: a local
+    temporary file, uploaded once complete (one simple or resumable upload: the object is
+    created or replaced only when the upload finishes; a failed or aborted one changes nothing).
     """
+    if not is_local(path):
+        with tempfile.TemporaryDirectory(prefix="cotgen-upload-") as folder:
+            tmp = Path(folder) / path.name
+            with open(tmp, mode) as handle:
+                yield handle
+            path.fs.put_file(str(tmp), path.path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -46,6 +103,32 @@ def atomic_write(path: Path, mode: str = "wb"):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new local folder for state that must be on a local disk (SQLite, `os.pread`); the caller
+    removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder."""
+    root = os.environ.get("COTGEN_SCRATCH_DIR") or None
+    if root:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+
+
+def local_copy(path: Path | UPath, folder: Path) -> Path:
+    """`path` itself when it is local, else a copy of it downloaded into the local `folder`."""
+    if is_local(path):
+        return path
+    local = folder / path.name
+    path.fs.get_file(path.path, str(local))
+    return local
+
+
+def remove_tree(path: Path | UPath) -> None:
+    """Remove a folder (local) or every object under a prefix (object store), if there."""
+    if is_local(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.fs.rm(path.path, recursive=True)
 
 
 class DamagedFile(ValueError):
@@ -67,10 +150,10 @@ def _record(line: bytes, required: tuple[str, ...]) -> dict | None:
     return record
 
 
-def damaged_file(path: Path, first: int, required: tuple[str, ...] = ()) -> DamagedFile:
+def damaged_file(path: Path | UPath, first: int, required: tuple[str, ...] = ()) -> DamagedFile:
     """The error for a damaged file, naming every bad line from `first` on and how to repair it."""
     bad, ids = [], []
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if number >= first and line.strip() and _record(line, required) is None:
                 bad.append(number)
@@ -90,7 +173,7 @@ def damaged_file(path: Path, first: int, required: tuple[str, ...] = ()) -> Dama
     )
 
 
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
+def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[dict]:
     """Objects of a JSONL file, streamed; a missing file has none.
 
     Our files are written atomically, so a damaged line comes from a hand edit or a broken disk.
@@ -99,7 +182,7 @@ def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> Iterator[dict]:
     """
     if not path.exists():
         return
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 record = _record(line, required)
