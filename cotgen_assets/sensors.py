@@ -79,7 +79,8 @@ def check_submissions(
 ) -> TickOutcome:
     """Decide, for every stage and scenario, whether its newest submission has ended.
 
-    Updates `cursor` in place: handled submissions by storage id, and stale ones reported once.
+    Updates `cursor` in place: handled submissions by storage id, stale ones reported once, and
+    under "attempts" the runs requested per launch (results per stage and scenario, catch-ups).
     """
     now = now or datetime.now(UTC)
     outcome = TickOutcome()
