@@ -22,10 +22,12 @@ from cotgen_assets.scenarios import ScenarioError, get_scenario, load_benchmarks
 from cotgen_assets.sources import load_source_problems
 from cotgen_assets.state import (
     RESULTS_ASSET,
+    SAMPLES_ASSET,
     InFlight,
     latest_metadata,
     latest_submission,
     refuse_if_in_flight,
+    samples_lock,
     submission_lock,
 )
 from cotgen_assets.storage import atomic_write, samples_path, source_problems_path
@@ -88,7 +90,8 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         )
     (context.log.info if contamination.decontaminated else context.log.warning)(contamination.note())
     checked = [benchmarks[name] for name in scenario.decontaminate]
-    overlap = verify_no_overlap(pq.read_table(path, columns=["problem_id", "question"]), checked)
+    with path.open("rb") as handle:
+        overlap = verify_no_overlap(pq.read_table(handle, columns=["problem_id", "question"]), checked)
     found = contamination.metadata()
     examples = found.pop("contamination_examples")
     schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in clean.schema])
@@ -185,7 +188,7 @@ def _submit_stage(
     reused = []
     try:
         check_max_cost(config.max_cost_usd)
-        with submission_lock(scenario.name, stage):
+        with submission_lock(context.instance, scenario.name, stage, context.run.run_id):
             if not config.dry_run:
                 try:
                     refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
@@ -400,7 +403,10 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
                 f"fetched): materialize {RESULTS_ASSET[stage]} first; batch_completion_sensor does "
                 "both when its jobs end"
             )
-        ingest = ingest_submission(submission, path, observe=stats)
+        lock = samples_lock(
+            context.instance, path, context.run.run_id, SAMPLES_ASSET[stage], context.log.info
+        )
+        ingest = ingest_submission(submission, path, observe=stats, lock=lock)
     except (SubmissionRefused, ValueError, UnknownModelError) as error:
         raise dg.Failure(description=str(error)) from None
     if stats.num_contaminated or stats.num_repeats:
@@ -470,7 +476,8 @@ def column_lineage(stage: str, scenario: str) -> dg.TableColumnLineage:
         source_columns = ["source_dataset", "source_config", "source_split", "source_row"]
         path = source_problems_path(scenario)
         if path.exists():
-            source_columns += [c for c in ("level", "type") if c in pq.read_schema(path).names]
+            with path.open("rb") as handle:
+                source_columns += [c for c in ("level", "type") if c in pq.read_schema(handle).names]
         return dg.TableColumnLineage(
             {
                 "id": dep("source_problems", "problem_id"),

@@ -1,20 +1,25 @@
 """Ingestion: batch results turned into graded records, merged into the samples JSONL files.
 
 Ingestion streams: results are read line by line, joined by key with their context through an
-on-disk index (`RequestIndex`), graded in chunks, and written to a temporary file beside the
-samples file; the merge then streams the old samples file once and renames the result over
-it. Memory holds one grading chunk and one status byte per request, whatever the size of a
-shard or of the samples file (see bench/ingest.py).
+on-disk index (`RequestIndex`), graded in chunks, and written to a temporary file; the merge
+then streams the old samples file once and puts the result in its place atomically (a rename
+beside it locally, one upload on an object store). The index, and on an object store local
+copies of the contexts and results, live in a local scratch folder made for each ingestion.
+Memory holds one grading chunk and one status byte per request, whatever the size of a shard or
+of the samples file (see bench/ingest.py).
 """
 
 import fcntl
+import hashlib
+import io
 import json
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections import Counter
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +29,16 @@ from cotgen_assets.grading import grade_many
 from cotgen_assets.pricing import cost_usd, load_prices
 from cotgen_assets.records import BUILDERS, GENERATION, made_by, usage_dict
 from cotgen_assets.results import SUCCEEDED_STATES, Usage, iter_result_lines
-from cotgen_assets.storage import atomic_write, damaged_file, read_jsonl
+from cotgen_assets.storage import (
+    atomic_write,
+    damaged_file,
+    is_local,
+    local_copy,
+    make_parents,
+    read_jsonl,
+    remove_tree,
+    scratch_dir,
+)
 from cotgen_assets.submissions import NOT_RUN, Submission
 
 GRADE_CHUNK = 1000
@@ -78,15 +92,17 @@ def check_results_present(submission: Submission) -> None:
 class RequestIndex:
     """Every requested key of a submission's ingested shards -> where its context line is.
 
-    Kept in a SQLite file beside the shards, so that joining results to contexts by key takes
-    the same memory for ten requests or ten million, in any order of the results file. In
-    memory: one status byte per request (`UNSEEN`, `FAILED`, `NEW`).
+    Kept in a SQLite file in a local `scratch` folder (with the context files, copied there when
+    the data is in a bucket: `os.pread` needs a local file), so that joining results to contexts
+    by key takes the same memory for ten requests or ten million, in any order of the results
+    file. Built anew by each ingestion. In memory: one status byte per request (`UNSEEN`,
+    `FAILED`, `NEW`).
     """
 
     UNSEEN, FAILED, NEW = 0, 1, 2
 
-    def __init__(self, submission: Submission, shards: list[str]):
-        self.path = submission.folder / f".requests-{os.getpid()}.sqlite"
+    def __init__(self, submission: Submission, shards: list[str], scratch: Path):
+        self.path = scratch / "requests.sqlite"
         self.path.unlink(missing_ok=True)
         self.db = sqlite3.connect(self.path)
         self.db.executescript(
@@ -96,7 +112,7 @@ class RequestIndex:
         )
         self.files, self.first, n = [], [], 0
         for number, shard in enumerate(shards):
-            handle = open(submission.context_path(shard), "rb")
+            handle = open(local_copy(submission.context_path(shard), scratch), "rb")
             self.files.append(handle)
             self.first.append(n)
             rows, offset = [], 0
@@ -141,7 +157,10 @@ class RequestIndex:
 
 
 def ingest_submission(
-    submission: Submission, samples_file: Path, observe: Callable[[dict], None] = lambda record: None
+    submission: Submission,
+    samples_file: Path,
+    observe: Callable[[dict], None] = lambda record: None,
+    lock: AbstractContextManager | None = None,
 ) -> IngestStats:
     """Turn a submission's downloaded results into records merged into `samples_file`.
 
@@ -152,19 +171,27 @@ def ingest_submission(
     replace themselves and the outcomes are rewritten, not appended.
     `observe` sees every record of the merged file once (for file-wide statistics): the new
     ones as they are written, then the old ones that stay. One ingestion per samples file at
-    a time: a second one waits, then merges onto the first's result.
+    a time: a second one waits for `lock`, then merges onto the first's result.
+
+    `lock` must exclude every other ingestion into `samples_file`: the Dagster assets pass one
+    held in the Dagster storage (`state.samples_lock`), shared by every process of a deployment.
+    Without one, `machine_lock(samples_file)`: enough for plain callers on one machine (bench,
+    unit tests), not for two machines sharing a bucket.
     """
     check_results_present(submission)
-    with samples_lock(samples_file):
+    with lock if lock is not None else machine_lock(samples_file):
         return _ingest(submission, samples_file, observe)
 
 
 @contextmanager
-def samples_lock(samples_file: Path):
-    """Two merges at once would each start from the old file, and the last rename would drop
-    the other's new records (e.g. cot_samples run by hand while the sensor's run ingests)."""
-    samples_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(samples_file.with_name(f".{samples_file.name}.lock"), "w") as handle:
+def machine_lock(samples_file: Path):
+    """Two merges at once would each start from the old file, and the last write would drop the
+    other's new records. This one holds between processes of one machine only: an `fcntl` lock
+    on a file in the local temporary folder named after `samples_file` (local or a URL)."""
+    name = hashlib.sha256(str(samples_file).encode()).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "cotgen-locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{samples_file.name}-{name}.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes, or the process dies
         yield
 
@@ -182,15 +209,22 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             if submission.results_path(s).exists()
         )
     ]
-    samples_file.parent.mkdir(parents=True, exist_ok=True)
-    # What a killed ingestion left (it held the lock we hold now): several GB at a million lines.
-    for stale in [
-        *samples_file.parent.glob(f".{samples_file.name}.new-*"),
-        *submission.folder.glob(".requests-*.sqlite"),
-    ]:
-        stale.unlink(missing_ok=True)
-    index = RequestIndex(submission, [shard for _, shard, _ in answered])
-    new_path = samples_file.with_name(f".{samples_file.name}.new-{os.getpid()}")
+    make_parents(samples_file)
+    if is_local(samples_file):
+        # What a killed ingestion left (it held the lock we hold now): several GB at a million lines.
+        for stale in [
+            *samples_file.parent.glob(f".{samples_file.name}.new-*"),
+            *submission.folder.glob(".requests-*.sqlite"),  # where the index was kept before
+        ]:
+            stale.unlink(missing_ok=True)
+    scratch = scratch_dir("cotgen-ingest-")
+    index = RequestIndex(submission, [shard for _, shard, _ in answered], scratch)
+    # Beside the samples file when local (the merge may rename it in place), else in the scratch.
+    new_path = (
+        samples_file.with_name(f".{samples_file.name}.new-{os.getpid()}")
+        if is_local(samples_file)
+        else scratch / f"{samples_file.name}.new"
+    )
     try:
         with (
             atomic_write(submission.folder / "outcomes.jsonl") as outcomes,
@@ -220,7 +254,8 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
                 outcomes.write(orjson.dumps(outcome_line) + b"\n")
 
             for number, shard, batch in answered:
-                for line in iter_result_lines(submission.results_path(shard), require_thoughts=generation):
+                results = local_copy(submission.results_path(shard), scratch)
+                for line in iter_result_lines(results, require_thoughts=generation):
                     found = index.find(line.key) if line.key is not None else None
                     if found is None or found[1] != number:
                         stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
@@ -260,6 +295,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
+        remove_tree(scratch)
     with atomic_write(submission.folder / "summary.json", "w") as handle:
         json.dump(
             {
@@ -277,14 +313,15 @@ def merge_samples(
     samples_file: Path, new_path: Path, is_new: Callable[[str], bool], observe: Callable[[dict], None]
 ) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
-    when written); atomically in place of `samples_file`. `new_path` must be beside it."""
-    if not samples_file.exists():
+    when written); atomically in place of `samples_file`. `new_path` is a local file, beside
+    `samples_file` when that is local."""
+    if is_local(samples_file) and not samples_file.exists():
         with open(new_path, "rb+") as new:
             os.fsync(new.fileno())
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        with open(samples_file, "rb", buffering=IO_BUFFER) as old:
+        with samples_file.open("rb", buffering=IO_BUFFER) if samples_file.exists() else io.BytesIO() as old:
             for number, raw in enumerate(old, 1):
                 if not raw.strip():
                     continue

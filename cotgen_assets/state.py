@@ -2,17 +2,22 @@
 
 The batch assets' materializations are the record of what was submitted (their metadata holds
 the submission id and batch names); the results assets' say what was ingested. The in-flight
-refusal and the one-submission-at-a-time lock live here too.
+refusal and the locks (one submission, one ingestion per samples file at a time) live here too:
+rows in the Dagster storage, so they hold across every process and machine of a deployment.
 """
 
-import fcntl
+import json
+import os
+import socket
+import time
 from contextlib import contextmanager
 
 import dagster as dg
+from dagster._core.storage.runs.schema import KeyValueStoreTable
+from sqlalchemy import exc as db_exc
 
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.records import GENERATION, SUMMARIZATION
-from cotgen_assets.storage import scenario_dir
 from cotgen_assets.submissions import Submission, SubmissionRefused, load_submission
 
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
@@ -97,22 +102,153 @@ def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -
     return load_submission(scenario, stage, batch["submission_id"])
 
 
+# --------------------------------------------------------------------------- locks
+#
+# A lock is one row of the run storage's key-value table (`kvs`, unique on its key), taken by a
+# plain INSERT: the database lets exactly one of two racing inserts through, on SQLite (`dagster
+# dev`, no set-up) and on Postgres (every process and machine of a deployment) alike. Released
+# by deleting the row only if it still holds our value. A holder that died without releasing
+# (SIGKILL, a lost pod) is recognised by its run having finished (or being gone), or, for a
+# holder outside any run, by its process being gone from this machine; its row is then deleted
+# only if unchanged, so of two processes breaking it at once only one takes it.
+
+LOCK_KEY = "cotgen/lock/"
+LOCK_WAIT_SECONDS = 1800.0  # an ingestion of a million lines takes minutes, not half an hour
+
+
+class LockTimeout(RuntimeError):
+    """The lock stayed held longer than the caller was willing to wait."""
+
+
+def _holder(run_id: str | None, step: str) -> str:
+    return json.dumps(
+        {
+            "run_id": run_id,
+            "step": step,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": time.time(),
+        }
+    )
+
+
+def _insert(instance: dg.DagsterInstance, key: str, value: str) -> bool:
+    try:
+        with instance.run_storage.connect() as conn:
+            conn.execute(KeyValueStoreTable.insert().values(key=key, value=value))
+    except db_exc.IntegrityError:
+        return False
+    return True
+
+
+def _delete_if(instance: dg.DagsterInstance, key: str, value: str) -> None:
+    """Delete the lock row only if it still holds `value` (ours, or the dead holder's we read)."""
+    with instance.run_storage.connect() as conn:
+        conn.execute(
+            KeyValueStoreTable.delete().where(
+                KeyValueStoreTable.c.key == key, KeyValueStoreTable.c.value == value
+            )
+        )
+
+
+def lock_holder(instance: dg.DagsterInstance, name: str) -> dict | None:
+    """Who holds lock `name` now (run_id, step, host, pid, since), or None."""
+    value = instance.run_storage.get_cursor_values({LOCK_KEY + name}).get(LOCK_KEY + name)
+    return json.loads(value) if value else None
+
+
+def _is_dead(instance: dg.DagsterInstance, holder: dict) -> bool:
+    if holder.get("run_id"):
+        run = instance.get_run_by_id(holder["run_id"])
+        return run is None or run.is_finished
+    if holder.get("host") != socket.gethostname():
+        return False  # a plain caller on another machine: we cannot tell, so it holds
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _try_lock(instance: dg.DagsterInstance, name: str, value: str) -> dict | None:
+    """None when we took lock `name`; else its live holder."""
+    key = LOCK_KEY + name
+    while not _insert(instance, key, value):
+        raw = instance.run_storage.get_cursor_values({key}).get(key)
+        if raw is None:
+            continue  # released between our insert and our read: try again
+        holder = json.loads(raw)
+        if not _is_dead(instance, holder):
+            return holder
+        _delete_if(instance, key, raw)
+    return None
+
+
 @contextmanager
-def submission_lock(scenario: str, stage: str):
-    """Only one submission per stage and scenario at a time (two clicks, one batch)."""
-    scenario_dir(scenario).mkdir(parents=True, exist_ok=True)
-    with open(scenario_dir(scenario) / f".{stage}.lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SubmissionRefused(
-                f"another {BATCH_ASSET[stage]} run for scenario {scenario!r} is submitting right now; "
-                "this one submits nothing"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def storage_lock(
+    instance: dg.DagsterInstance,
+    name: str,
+    run_id: str | None = None,
+    step: str = "",
+    wait_seconds: float = 0.0,
+    refuse=None,
+    say=None,
+):
+    """Hold lock `name` in the Dagster storage for the block.
+
+    Held already: `refuse(holder)` is raised at once if given; else it waits, polling with a
+    growing delay and saying so once through `say(message)`, for `wait_seconds` at most, then
+    raises LockTimeout naming the holder.
+    """
+    value, deadline, delay, said = _holder(run_id, step), time.monotonic() + wait_seconds, 0.05, False
+    while (holder := _try_lock(instance, name, value)) is not None:
+        if refuse is not None:
+            raise refuse(holder)
+        if time.monotonic() >= deadline:
+            raise LockTimeout(
+                f"waited {wait_seconds:.0f} s for lock {name!r}, still held by {describe(holder)}; if that "
+                f"run is stuck, terminate it (Dagster UI: Runs) and run this again"
+            )
+        if not said and say is not None:
+            say(f"waiting for lock {name!r}, held by {describe(holder)}")
+            said = True
+        time.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
+        delay = min(delay * 1.5, 2.0)
+    try:
+        yield
+    finally:
+        _delete_if(instance, LOCK_KEY + name, value)
+
+
+def describe(holder: dict) -> str:
+    where = f"process {holder.get('pid')} on {holder.get('host')}"
+    return (
+        f"run {holder['run_id']} ({holder.get('step') or 'a step'}, {where})"
+        if holder.get("run_id")
+        else where
+    )
+
+
+def submission_lock(instance: dg.DagsterInstance, scenario: str, stage: str, run_id: str | None = None):
+    """Only one submission per stage and scenario at a time (two clicks, one batch); refuses at once."""
+
+    def refuse(holder: dict) -> SubmissionRefused:
+        return SubmissionRefused(
+            f"another {BATCH_ASSET[stage]} run for scenario {scenario!r} is submitting right now; "
+            f"this one submits nothing (the lock is held by {describe(holder)})"
+        )
+
+    return storage_lock(instance, f"submit/{stage}/{scenario}", run_id, BATCH_ASSET[stage], refuse=refuse)
+
+
+def samples_lock(
+    instance: dg.DagsterInstance, samples_file, run_id: str | None = None, step: str = "", say=None
+):
+    """One ingestion per samples file at a time (ingest.ingest_submission's `lock`); a second waits."""
+    wait = float(os.environ.get("COTGEN_LOCK_WAIT_SECONDS") or LOCK_WAIT_SECONDS)
+    return storage_lock(instance, f"samples/{samples_file.name}", run_id, step, wait_seconds=wait, say=say)
 
 
 def refuse_if_in_flight(

@@ -13,11 +13,13 @@ import subprocess
 import sys
 import time
 
+import dagster as dg
 import orjson
 import pytest
 
 from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.records import GENERATION
+from cotgen_assets.state import lock_holder
 from cotgen_assets.storage import samples_path
 from cotgen_assets.submissions import Submission, load_submission, tries_by_problem, write_shards
 from cotgen_assets_tests.dagster_harness import ROOT
@@ -210,9 +212,17 @@ if point == "grading":
     samples.grade_many = counting(samples.grade_many)
 if point == "merged":
     samples.merge_samples = counting(samples.merge_samples)
+lock = None
+if len(sys.argv) > 6:  # the lock the Dagster assets use, in the Dagster storage of this DAGSTER_HOME
+    import dagster as dg
+    from cotgen_assets.state import samples_lock
+
+    instance = dg.DagsterInstance.from_config(sys.argv[6])
+    lock = samples_lock(instance, samples_file, say=lambda message: print(message, flush=True))
 print("ready", flush=True)
 samples.ingest_submission(load_submission("easy", "generation", submission_id), samples_file,
-                          observe=observe if point in ("observing", "pausing") else (lambda record: None))
+                          observe=observe if point in ("observing", "pausing") else (lambda record: None),
+                          lock=lock)
 print("done", flush=True)
 """
 
@@ -246,10 +256,11 @@ def crash_scene(data_dir, cot_file, tmp_path):
 
 
 def start_child(
-    cot_file, point: str, at: int = 0, submission_id: str = "new", go: str = ""
+    cot_file, point: str, at: int = 0, submission_id: str = "new", go: str = "", home: str = ""
 ) -> subprocess.Popen:
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, submission_id, str(cot_file), point, str(at), go],
+        [sys.executable, "-c", CHILD, submission_id, str(cot_file), point, str(at), go]
+        + ([home] if home else []),
         cwd=ROOT,
         env=dict(os.environ),
         stdout=subprocess.PIPE,
@@ -308,22 +319,31 @@ def test_a_process_killed_from_outside_mid_write_recovers_on_rerun(crash_scene, 
 
 
 def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot_file, tmp_path):
-    """E.g. a cot_samples run by hand while the sensor's run ingests a newer submission."""
+    """E.g. a cot_samples run by hand while the sensor's run ingests a newer submission; with the
+    lock the assets use (a row in the Dagster storage, here a SQLite DAGSTER_HOME both share)."""
     other_rows = list(range(5000, 5100))
     write_results(make_submission("other", other_rows))
-    resume = tmp_path / "resume"
-    first = start_child(cot_file, "pausing", 2100, go=str(resume))  # holds its merge half-way
+    resume, home = tmp_path / "resume", tmp_path / "dagster_home"
+    home.mkdir()
+    dg.DagsterInstance.from_config(str(home)).dispose()  # the schema exists before the two start
+    first = start_child(cot_file, "pausing", 2100, go=str(resume), home=str(home))  # holds its merge half-way
+    second = None
     try:
         assert first.stdout.readline().strip() == "paused"
-        second = start_child(cot_file, "none", submission_id="other")
-        try:
-            second.wait(timeout=2)  # with a lock it waits for the first; without, it is done by now
-        except subprocess.TimeoutExpired:
-            pass
+        holder = lock_holder(dg.DagsterInstance.from_config(str(home)), f"samples/{cot_file.name}")
+        assert holder and holder["pid"] == first.pid
+        second = start_child(cot_file, "none", submission_id="other", home=str(home))
+        said = second.stdout.readline().strip()  # the condition: the second is waiting for the first
+        assert said.startswith(f"waiting for lock 'samples/{cot_file.name}', held by process {first.pid}"), (
+            said
+        )
+        assert second.poll() is None
         resume.touch()
         assert first.wait(timeout=60) == 0 and second.wait(timeout=60) == 0
     finally:
         first.kill()
+        if second:
+            second.kill()
     ids = [r["id"] for r in read_jsonl(cot_file)]
     assert len(ids) == len(set(ids))
     assert set(ids) == {f"easy-{n}" for n in set(OLD_ROWS) | set(NEW_ROWS) | set(other_rows)}, (

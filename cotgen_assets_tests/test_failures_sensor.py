@@ -140,7 +140,7 @@ else:
 
 def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, sources, data_dir):
     sources("medium")
-    with submission_lock("medium", "generation"):  # another run is submitting right now
+    with submission_lock(pipeline.instance, "medium", "generation"):  # another run is submitting right now
         refused = pipeline.submit_generation("medium", limit=3, raise_on_error=False)
     assert not refused.success
     assert "is submitting right now; this one submits nothing" in failure_message(refused, "generation_batch")
