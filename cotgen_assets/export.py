@@ -35,7 +35,7 @@ from cotgen_assets.decontamination import RULE
 from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
 from cotgen_assets.report import ROWS, ScenarioFigures, all_figures, render_picture
 from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import atomic_write, data_dir, read_jsonl, samples_path, scenario_dir
+from cotgen_assets.storage import atomic_write, data_dir, is_local, read_jsonl, samples_path, scenario_dir
 from cotgen_assets.storage import source_problems_path as problems_path
 from cotgen_assets.submissions import load_submission, submission_folder
 
@@ -175,7 +175,8 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
             f"nobody can tell its clean problems from contaminated ones. Materialize source_problems for "
             f"{scenario.name!r}, then export again. Nothing was exported."
         )
-    clean = set(pq.read_table(path, columns=["problem_id"])["problem_id"].to_pylist())
+    with path.open("rb") as handle:
+        clean = set(pq.read_table(handle, columns=["problem_id"])["problem_id"].to_pylist())
     split.decontamination = decontamination_report(scenario.name)
     saved = split.decontamination or {}
     contaminated = set(saved.get("contaminated_ids", []))
@@ -305,8 +306,22 @@ def write_export(
 
 
 def _write_folder(export: Export) -> None:
-    """Build the folder beside the old one, then swap: readers see the old export or the new one."""
+    """Build the folder beside the old one, then swap: readers see the old export or the new one.
+
+    In a bucket, which has no folders to swap, each file is replaced atomically and files of the
+    old export that the new one lacks are removed after: a reader during the write may see old
+    and new files side by side, never a torn file.
+    """
     folder = export.folder
+    if not is_local(folder):
+        new = {**export.files, PICTURE: export.png, CARD: export.card.encode()}
+        for path, data in new.items():
+            with atomic_write(folder / path) as handle:
+                handle.write(data)
+        for old_file in [p for p in folder.rglob("*") if p.is_file()]:
+            if old_file.relative_to(folder).as_posix() not in new:
+                old_file.unlink()
+        return
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.new-{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")

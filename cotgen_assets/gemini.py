@@ -29,7 +29,7 @@ from google.genai import types as genai_types
 from pydantic import PrivateAttr
 
 from cotgen_assets.results import FAILED_STATES, SUCCEEDED_STATES, TERMINAL_STATES
-from cotgen_assets.storage import atomic_write
+from cotgen_assets.storage import atomic_write, is_local
 from cotgen_assets.submissions import Submission
 
 try:
@@ -347,22 +347,27 @@ class GeminiBatchResource(dg.ConfigurableResource):
     # -- files ----------------------------------------------------------------------------
 
     def upload_jsonl(self, path: str | Path, display_name: str) -> str:
-        """Upload a request file through the Files API; returns its name, `files/...`."""
-        path = Path(path)
+        """Upload a request file (local, or an object in a bucket) through the Files API;
+        returns its name, `files/...`. The SDK reads a bucket's object as a binary file object."""
+        path = Path(path) if isinstance(path, str) else path
         if not path.is_file():
             raise FileNotFoundError(f"request file {path} does not exist")
         config = {"mime_type": "jsonl", "display_name": display_name[:512]}
 
         def upload() -> str:
-            return self._get_client().files.upload(file=str(path), config=config).name
+            if is_local(path):
+                return self._get_client().files.upload(file=str(path), config=config).name
+            with path.open("rb") as handle:
+                return self._get_client().files.upload(file=handle, config=config).name
 
         name = self._with_retries(f"upload of {path.name}", upload)
         logger.info("uploaded %s (%d bytes) as %s", path.name, path.stat().st_size, name)
         return name
 
     def download_results(self, file_name: str, dest: Path) -> Path:
-        """Download a result file to `dest`; a crash or a failed attempt leaves no half-written `dest`."""
-        dest = Path(dest)
+        """Download a result file to `dest` (local, or an object in a bucket); a crash or a failed
+        attempt leaves no half-written `dest`."""
+        dest = Path(dest) if isinstance(dest, str) else dest
 
         def download() -> Path:
             with atomic_write(dest) as handle:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cotgen_assets.storage import is_local
+
 DATA_GLOB = "data/*/*.parquet"
 
 
@@ -24,22 +26,27 @@ def scrub(text: str, token: str | None) -> str:
 def check_pushable(folder: Path) -> int:
     """The number of rows of the export; raises PushRefused when it is empty or made offline."""
     files = sorted(folder.glob(DATA_GLOB))
-    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    rows = 0
+    for path in files:
+        with path.open("rb") as handle:
+            rows += pq.read_metadata(handle).num_rows
     if not (folder / "README.md").exists() or not rows:
         raise PushRefused(
             f"the export in {folder} is empty (no data rows): nothing to publish. Make samples, then "
             "materialize hf_dataset again. Nothing was uploaded."
         )
     for path in files:
-        schema = pq.read_schema(path)
-        for block in ("generation", "summarization"):
-            if block in schema.names:
-                column = pq.read_table(path, columns=[block])[block]
-                if pc.any(pc.struct_field(column, "offline")).as_py():
-                    raise PushRefused(
-                        f"{path.relative_to(folder)} holds OFFLINE samples made by the local Gemini "
-                        "emulator, not by Gemini: such data is never pushed to the Hub. Nothing was uploaded."
-                    )
+        with path.open("rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            blocks = [b for b in ("generation", "summarization") if b in parquet.schema_arrow.names]
+            offline = any(
+                pc.any(pc.struct_field(parquet.read(columns=[b])[b], "offline")).as_py() for b in blocks
+            )
+        if offline:
+            raise PushRefused(
+                f"{path.relative_to(folder)} holds OFFLINE samples made by the local Gemini "
+                "emulator, not by Gemini: such data is never pushed to the Hub. Nothing was uploaded."
+            )
     return rows
 
 
@@ -66,7 +73,7 @@ def push_export(
         raise PushRefused(
             f"hub_repo {repo_id!r} is not a Hub dataset id like 'user/name'. Nothing was uploaded."
         )
-    folder = Path(folder)
+    folder = Path(folder) if isinstance(folder, str) else folder  # a UPath when the data is in a bucket
     rows = check_pushable(folder)
 
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
@@ -84,7 +91,10 @@ def push_export(
         commit = api.create_commit(
             repo_id,
             operations=[CommitOperationDelete(f) for f in stale]
-            + [CommitOperationAdd(f, str(folder / f)) for f in files],
+            + [
+                CommitOperationAdd(f, str(folder / f) if is_local(folder) else (folder / f).read_bytes())
+                for f in files
+            ],
             repo_type="dataset",
             commit_message=f"cotgen export from Dagster run {run} ({rows:,} rows per config)",
             commit_description=f"Uploaded by cotgen's hf_dataset asset, Dagster run {run}.",

@@ -12,7 +12,9 @@ is paid twice, and a changed setting is never answered by a batch of the old one
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -154,28 +156,26 @@ def write_shards(
 
     `items` yields (request line, context); each context has the request's `id` (its key).
     """
-    submission.folder.mkdir(parents=True, exist_ok=True)
     submission.shards, requests, contexts = [], None, None
     count = size = 0
+    shard_files = ExitStack()  # each shard's two files, written atomically (whole, or not at all)
     try:
         for line, context in items:
             if requests is None or count >= max_requests_per_shard or size + len(line) > max_bytes_per_shard:
-                for handle in (requests, contexts):
-                    if handle:
-                        handle.close()
+                shard_files.close()
                 shard = f"shard-{len(submission.shards):03d}"
                 submission.shards.append(shard)
-                requests = open(submission.requests_path(shard), "wb")
-                contexts = open(submission.context_path(shard), "wb")
+                requests = shard_files.enter_context(atomic_write(submission.requests_path(shard)))
+                contexts = shard_files.enter_context(atomic_write(submission.context_path(shard)))
                 count = size = 0
             requests.write(line)
             contexts.write(orjson.dumps(context) + b"\n")
             count += 1
             size += len(line)
-    finally:
-        for handle in (requests, contexts):
-            if handle:
-                handle.close()
+    except BaseException:
+        shard_files.__exit__(*sys.exc_info())  # the shard being written is thrown away
+        raise
+    shard_files.close()
     submission.display_names = [
         f"cotgen-{submission.scenario}-{submission.stage}-{submission.submission_id}-{shard}"
         for shard in submission.shards
@@ -224,7 +224,8 @@ def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
         raise SubmissionRefused(
             f"source_problems for scenario {scenario.name!r} is not materialized yet: materialize it first"
         )
-    return pq.read_table(path, columns=["problem_id"])["problem_id"], path
+    with path.open("rb") as handle:
+        return pq.read_table(handle, columns=["problem_id"])["problem_id"], path
 
 
 def prepare_generation(
@@ -271,7 +272,10 @@ def prepare_generation(
 
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
-        problems = pq.ParquetFile(problems_path)
+        with problems_path.open("rb") as handle:
+            yield from rows_asked(pq.ParquetFile(handle))
+
+    def rows_asked(problems: pq.ParquetFile):
         columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
         offset = 0
         for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):

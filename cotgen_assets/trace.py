@@ -47,7 +47,7 @@ def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tup
     if not path.exists():
         return None
     needle = orjson.dumps(sample_id)
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
             if needle in raw:
                 try:
@@ -68,7 +68,8 @@ def source_row(scenario: Scenario, sample_id: str) -> dict | None:
     path = source_problems_path(scenario.name)
     if not path.exists():
         return None
-    table = pq.read_table(path, filters=[("problem_id", "=", sample_id)])
+    with path.open("rb") as handle:
+        table = pq.read_table(handle, filters=[("problem_id", "=", sample_id)])
     if table.num_rows == 0:
         return None
     row = table.slice(0, 1).to_pylist()[0]
@@ -165,13 +166,13 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
 
 
 def _attempt_files(folder: Path, shard: str | None) -> dict:
-    files = {"submission": str(folder / "submission.json"), "outcomes": str(folder / "outcomes.jsonl")}
+    files = {"submission": folder / "submission.json", "outcomes": folder / "outcomes.jsonl"}
     if shard:
         files |= {
-            "requests": str(folder / f"{shard}.requests.jsonl"),
-            "results": str(folder / f"{shard}.results.jsonl"),
+            "requests": folder / f"{shard}.requests.jsonl",
+            "results": folder / f"{shard}.results.jsonl",
         }
-    return {k: v for k, v in files.items() if Path(v).exists()}
+    return {k: str(v) for k, v in files.items() if v.exists()}
 
 
 def why_no_cod(scenario: Scenario, sample_id: str, cot_found, tried: list[dict]) -> str:
@@ -222,7 +223,7 @@ def trace(sample_id: str) -> dict:
             "source_problems": str(source_problems_path(scenario.name)),
             "cot_samples": str(cot_path),
             "cod_samples": str(cod_path),
-            "submissions": sorted({str(Path(a["files"]["submission"]).parent) for a in tried}),
+            "submissions": sorted({a["files"]["submission"].rpartition("/")[0] for a in tried}),
         },
         "in_the_ui": {
             "partition": scenario.name,
