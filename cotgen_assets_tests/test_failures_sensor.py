@@ -97,8 +97,8 @@ def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(
     [request] = pipeline.tick_until_launch()
     assert request.job_name == "generation_results_job"
 
-    # The API goes down again while the launched run downloads: the run fails, and the sensor (whose
-    # run keys are used once) will not launch it again. The user is told to re-execute it.
+    # The API goes down again while the launched run downloads: the run fails. Until the sensor's
+    # retries (test_recovery.py) succeed or give up, a new fill is refused: re-execute, it says.
     emulator.stop()
     try:
         assert not pipeline.materialize(RESULTS_RUN, "hard", raise_on_error=False).success

@@ -118,7 +118,9 @@ def test_scenario_figures_match_the_records(chain, scenario):
     if want["cod_samples"]:
         assert got.cod.accuracy == pytest.approx(want["cod_correct"] / want["cod_samples"])
         assert got.cod.answer_agreement == pytest.approx(want["cod_agreeing"] / want["cod_samples"])
-        assert got.cod.draft_to_thought_token_ratio == pytest.approx(want["cod_output"] / want["thought_of_cod"])
+        assert got.cod.draft_to_thought_token_ratio == pytest.approx(
+            want["cod_output"] / want["thought_of_cod"]
+        )
         assert got.cod.cost_per_1000_usd == pytest.approx(1000 * want["cod_cost"] / want["cod_samples"])
 
 
