@@ -79,8 +79,11 @@ def line(obj) -> bytes:
 def write_results(submission: Submission, answer_offset: int = 0) -> None:
     """A results file per shard answering every request (each answer wrong by `answer_offset`)."""
     for shard in submission.shards:
-        with open(submission.results_path(shard), "wb") as out:
-            for raw in open(submission.context_path(shard), "rb"):
+        with (
+            submission.results_path(shard).open("wb") as out,
+            submission.context_path(shard).open("rb") as asked,
+        ):
+            for raw in asked:
                 key = orjson.loads(raw)["id"]
                 out.write(line(response(key, str(2 * int(key.split("-")[1]) + answer_offset))))
 
