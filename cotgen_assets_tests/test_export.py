@@ -403,25 +403,15 @@ def test_an_export_without_source_problems_is_refused(tmp_path, monkeypatch):
 @pytest.mark.e2e
 def test_dagster_dev_carries_two_scenarios_to_cod_then_exports_them(tmp_path):
     """The real daemon: two generation batches, the sensor carries them to CoD, then one hf_dataset run."""
-    import time
+    from cotgen_assets_tests.platform_harness import offline_platform
 
-    from cotgen_assets_tests.dagster_harness import start_dagster_dev
-    from cotgen_assets_tests.test_e2e import Platform
-
-    data, home = tmp_path / "data", tmp_path / "home"
-    emulator = start_emulator(tmp_path / "emulator", latency=1.0)
-    dev = instance = None
-    try:
-        env = {
-            "COTGEN_DATA_DIR": str(data),
-            "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-            "COTGEN_SENSOR_INTERVAL_SECONDS": "3",
-            "GEMINI_API_KEY": "",
-            "HF_TOKEN": FAKE_TOKEN,  # no hub_repo: nothing is pushed, and the token shows nowhere
-        }
-        dev = start_dagster_dev(home, env=env)
-        platform = Platform(dev, data, time.monotonic() + 150)
-        instance = dg.DagsterInstance.from_config(str(home))
+    data = tmp_path / "data"
+    env = {
+        "COTGEN_SENSOR_INTERVAL_SECONDS": "3",
+        "HF_TOKEN": FAKE_TOKEN,  # no hub_repo: nothing is pushed, and the token shows nowhere
+    }
+    with offline_platform(tmp_path, env, deadline_seconds=150) as platform:
+        instance, dev = platform.instance, platform.dev
         for scenario in ("easy", "hard"):
             platform.wait_run(platform.submit_generation(scenario, with_sources=True, limit=3))
         for scenario in ("easy", "hard"):
@@ -437,9 +427,3 @@ def test_dagster_dev_carries_two_scenarios_to_cod_then_exports_them(tmp_path):
         assert logs and not any(FAKE_TOKEN in str(record) for record in logs)
         assert FAKE_TOKEN not in dev.log()
         assert not any(FAKE_TOKEN.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file())
-    finally:
-        if instance:
-            instance.dispose()
-        if dev:
-            dev.stop()
-        emulator.stop()

@@ -4,16 +4,12 @@ The e2e test runs the flow of test_e2e.py (submission -> sensor -> CoT -> CoD) w
 on that instance and checks that runs, events and sensor ticks went to Postgres and nothing to SQLite.
 """
 
-import time
-
 import dagster as dg
 import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from cotgen_assets_tests.dagster_harness import start_dagster_dev
-from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.platform_harness import check_partition, latest_metadata, offline_platform
 from cotgen_assets_tests.postgres_harness import POSTGRES_DAGSTER_YAML, start_postgres
-from cotgen_assets_tests.test_e2e import Platform, check_partition, latest_metadata, tail
 
 LIMIT = 5
 DEADLINE_SECONDS = 150  # after startup; the whole test takes ~60 s on an idle 2-core box
@@ -70,24 +66,15 @@ def test_the_documented_dagster_yaml_gives_postgres_run_event_and_schedule_stora
 
 @pytest.mark.e2e
 def test_the_sensor_carries_a_submission_to_cod_on_postgres(tmp_path, postgres_server, postgres_env):
-    data = tmp_path / "data"
-    home = tmp_path / "dagster_home"
-    emulator = start_emulator(tmp_path / "emulator", latency=1.0)
-    dev = instance = None
-    try:
-        dev = start_dagster_dev(
-            home,
-            env={
-                "COTGEN_DATA_DIR": str(data),
-                "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-                "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
-                "GEMINI_API_KEY": "",  # offline: the emulator, whatever the caller's shell holds
-                **postgres_env,
-            },
-            dagster_yaml=POSTGRES_DAGSTER_YAML,
-        )
-        platform = Platform(dev, data, time.monotonic() + DEADLINE_SECONDS)
-        instance = dg.DagsterInstance.from_config(str(home))
+    data, home = tmp_path / "data", tmp_path / "dagster_home"
+    with offline_platform(
+        tmp_path,
+        postgres_env,
+        deadline_seconds=DEADLINE_SECONDS,
+        dagster_yaml=POSTGRES_DAGSTER_YAML,
+        more_logs={"postgres": postgres_server.log},
+    ) as platform:
+        instance = platform.instance
         assert isinstance(instance.run_storage, PostgresRunStorage)
 
         submission = platform.submit_generation("easy", with_sources=True, limit=LIMIT)
@@ -130,17 +117,3 @@ def test_the_sensor_carries_a_submission_to_cod_on_postgres(tmp_path, postgres_s
         ticks = query(postgres_server, "SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'")
         assert ticks[0][0] >= 1
         assert not list(home.rglob("*.db")), f"SQLite files in DAGSTER_HOME: {list(home.rglob('*.db'))}"
-    except BaseException:
-        print("---- dagster dev log (tail) ----")
-        print(tail(dev.log()) if dev else "(not started)")
-        print("---- emulator log (tail) ----")
-        print(emulator.log_tail(60))
-        print("---- postgres log (tail) ----")
-        print(tail(postgres_server.log()))
-        raise
-    finally:
-        if instance:
-            instance.dispose()
-        if dev:
-            dev.stop()
-        emulator.stop()

@@ -7,7 +7,6 @@ fails more times than the client retries through to the samples.
 """
 
 import csv
-import time
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -21,10 +20,9 @@ from cotgen_assets.sensors import (
     retry_delay_seconds,
     why_failed,
 )
-from cotgen_assets_tests.dagster_harness import start_dagster_dev, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.pipeline_harness import read_jsonl
-from cotgen_assets_tests.test_e2e import Platform, latest_metadata, tail
+from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
 from cotgen_assets_tests.test_failures_sensor import failure_message
 
 CLIENT_ATTEMPTS = 6  # GeminiBatchResource.max_attempts: one failed run uses this many downloads
@@ -207,23 +205,15 @@ def ticks(dev) -> list[dict]:
 def test_under_dagster_dev_a_download_outage_heals_itself_and_one_that_never_ends_is_reported_once(
     tmp_path,
 ):
-    data, home = tmp_path / "data", tmp_path / "dagster_home"
-    emulator = start_emulator(tmp_path / "emulator", latency=1.0)
-    dev = instance = None
-    try:
-        dev = start_dagster_dev(  # with scripts/dagster.yaml, the instance config start.sh installs
-            home,
-            env={
-                "COTGEN_DATA_DIR": str(data),
-                "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-                "COTGEN_SENSOR_INTERVAL_SECONDS": "2",
-                "COTGEN_RUN_ATTEMPTS": "2",  # one retry: enough to heal, and a short way to the give-up
-                "COTGEN_RETRY_DELAY_SECONDS": "3",
-                "GEMINI_API_KEY": "",
-            },
-        )
-        platform = Platform(dev, data, time.monotonic() + 360)
-        instance = dg.DagsterInstance.from_config(str(home))
+    data = tmp_path / "data"
+    env = {
+        "COTGEN_SENSOR_INTERVAL_SECONDS": "2",
+        "COTGEN_RUN_ATTEMPTS": "2",  # one retry: enough to heal, and a short way to the give-up
+        "COTGEN_RETRY_DELAY_SECONDS": "3",
+    }
+    # with scripts/dagster.yaml, the instance config start.sh installs
+    with offline_platform(tmp_path, env, deadline_seconds=360) as platform:
+        instance, emulator, dev = platform.instance, platform.emulator, platform.dev
 
         # 1. Downloads fail once more than one run's client tries: the retry run saves the samples.
         emulator.set_faults(download_error_count=CLIENT_ATTEMPTS + 1)
@@ -270,15 +260,3 @@ def test_under_dagster_dev_a_download_outage_heals_itself_and_one_that_never_end
         metadata = {k: v.value for k, v in observations[0].asset_observation.metadata.items()}
         assert metadata["attempts"] == 2 and metadata["retried"] is True and "503" in metadata["reason"]
         assert sensor_runs(dev, "medium", "generation") == [("1", "FAILURE"), ("2", "FAILURE")]
-    except BaseException:
-        print("---- dagster dev log (tail) ----")
-        print(tail(dev.log()) if dev else "(not started)")
-        print("---- emulator log (tail) ----")
-        print(emulator.log_tail(60))
-        raise
-    finally:
-        if instance:
-            instance.dispose()
-        if dev:
-            dev.stop()
-        emulator.stop()

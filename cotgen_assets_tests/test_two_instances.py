@@ -25,8 +25,8 @@ from cotgen_assets_tests.dagster_harness import ROOT, start_dagster_dev, wait_fo
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.platform_harness import Platform, latest_metadata, tail
 from cotgen_assets_tests.postgres_harness import POSTGRES_DAGSTER_YAML, start_postgres
-from cotgen_assets_tests.test_e2e import Platform, latest_metadata, tail
 from cotgen_assets_tests.test_failures_ingest import make_submission, write_results
 
 LIMIT = 5
