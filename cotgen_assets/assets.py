@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.checks import check_results, check_specs
 from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
-from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit_shards
+from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
 from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.partitions import scenario_partitions
 from cotgen_assets.planning import check_max_cost
@@ -205,7 +205,7 @@ def _submit_stage(
             )
             if submission.num_requests and not config.dry_run:
                 check_budget(submission, config.max_cost_usd)
-                reused = [job.name for job in submit_shards(submission, gemini) if job.reused]
+                reused = [job.name for job in submit(submission, gemini) if job.reused]
                 context.log.info(f"submitted {submission.batch_names}")
     except (SubmissionRefused, ValueError) as error:
         raise dg.Failure(description=str(error)) from None

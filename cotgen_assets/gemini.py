@@ -502,18 +502,12 @@ def gemini_from_env() -> GeminiBatchResource:
 # --------------------------------------------------------------------------- submissions
 
 
-def submit(submission: Submission, gemini: GeminiBatchResource) -> Submission:
-    """Send every shard once: a shard whose display name already has a live job reuses it.
+def submit(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInfo]:
+    """Send every shard once; returns each shard's job, `reused` when its display name had one already.
 
     A shard sent again to a new job loses the results file of its earlier job (already
     ingested), so the new job's answers are downloaded.
     """
-    submit_shards(submission, gemini)
-    return submission
-
-
-def submit_shards(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInfo]:
-    """`submit`, returning each shard's job (`reused` when it existed already)."""
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
     jobs = [

@@ -104,22 +104,18 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     emulator.set_faults(job_state="failed", job_count=1)
-    first = submit(
-        prepare_generation(
-            get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
-        ).submission,
-        gemini,
-    )
+    first = prepare_generation(
+        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
+    ).submission
+    submit(first, gemini)
     download_finished(first, gemini)
     stale = first.results_path(first.shards[0])
     stale.write_bytes(b"")  # as if the failed job had handed back an empty results file
 
-    again = submit(
-        prepare_generation(
-            get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
-        ).submission,
-        gemini,
-    )
+    again = prepare_generation(
+        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
+    ).submission
+    submit(again, gemini)
     assert again.submission_id == first.submission_id and again.batch_names != first.batch_names
     assert [job.state for job in download_finished(again, gemini)] == ["JOB_STATE_SUCCEEDED"]
     assert len(stale.read_bytes().splitlines()) == 2, "the new job's answers were downloaded"

@@ -119,9 +119,8 @@ def test_a_reused_batch_is_a_warning_in_the_run_log_and_in_the_metadata(pipeline
     """A run that created its job and then died before materializing: the re-execution finds it."""
     sources("easy")
     gemini = pipeline.resources["gemini"]
-    crashed = submit(
-        prepare_generation(get_scenario("easy"), 2, "fill", 3, MODEL, "high", 10_000, True).submission, gemini
-    )
+    crashed = prepare_generation(get_scenario("easy"), 2, "fill", 3, MODEL, "high", 10_000, True).submission
+    submit(crashed, gemini)
     result = pipeline.submit_generation("easy", limit=2)
     meta = pipeline.metadata("generation_batch", "easy")
     assert meta["batch_names"] == crashed.batch_names == meta["reused_batches"]
