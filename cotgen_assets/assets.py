@@ -528,14 +528,17 @@ def cod_samples(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 # --------------------------------------------------------------------------- report
 
+# The report and the export read every scenario's samples files.
+EVERY_SCENARIOS_SAMPLES = [
+    dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
+    dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping()),
+]
+
 
 @dg.asset(
     group_name=GROUP,
     kinds={"matplotlib", "markdown"},
-    deps=[
-        dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
-        dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping()),
-    ],
+    deps=EVERY_SCENARIOS_SAMPLES,
     description="Every scenario side by side: samples, accuracy, tokens, cost per 1,000 samples, "
     "CoD/CoT token ratio, answer agreement, and a picture of thought vs draft length.",
 )
@@ -577,10 +580,7 @@ class HfDatasetConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     kinds={"huggingface", "parquet"},
-    deps=[
-        dg.AssetDep(cot_samples, partition_mapping=dg.AllPartitionMapping()),
-        dg.AssetDep(cod_samples, partition_mapping=dg.AllPartitionMapping()),
-    ],
+    deps=EVERY_SCENARIOS_SAMPLES,
     description="The samples as a Hugging Face dataset folder (`export/`: configs `cot` and `cod`, one "
     "split per scenario, the dataset card), pushed to the Hub when `hub_repo` or COTGEN_HF_REPO is set.",
 )
