@@ -128,3 +128,12 @@ def test_logic_modules_import_no_dagster():
     logic = [p.stem for p in Path(ROOT / "cotgen_assets").glob("*.py")]
     listed = set(re.findall(r'"cotgen_assets\.(\w+)"', config))
     assert set(logic) - {"__init__"} <= listed, "every module must be named in an import contract"
+
+
+def test_the_readme_module_map_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Architecture")
+    section = readme[start : readme.index("\n## ", start + 5)]
+    named = set(re.findall(r"`(\w+)/?`", section))
+    modules = {p.stem for p in (ROOT / "cotgen_assets").glob("*.py")} - {"__init__"}
+    assert modules <= named, f"README's Architecture section misses {sorted(modules - named)}"
