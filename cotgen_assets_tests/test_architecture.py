@@ -22,6 +22,7 @@ ASSETS = [
     "summarization_results",
     "cod_samples",
     "dataset_report",
+    "hf_dataset",
 ]
 
 
@@ -38,6 +39,8 @@ def test_definitions_load_and_validate():
         ("summarization_batch", "summarization_results"),
         ("summarization_results", "cod_samples"),
         ("cod_samples", "dataset_report"),
+        ("cod_samples", "hf_dataset"),
+        ("cot_samples", "hf_dataset"),
     ]
     for upstream, downstream in lineage:
         parents = {p.to_user_string() for p in graph.get(dg.AssetKey(downstream)).parent_keys}
