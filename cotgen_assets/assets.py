@@ -1,6 +1,7 @@
 """The software-defined assets, one chain per scenario (DESIGN §3). Wiring only: the logic lives in
 plain modules (sources, submissions, ingest, quality, report) that tests call directly."""
 
+import os
 from typing import Literal
 
 import dagster as dg
@@ -8,7 +9,9 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.checks import check_results, check_specs
 from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
+from cotgen_assets.export import PICTURE_ALT, ExportError, card_body, write_export
 from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
+from cotgen_assets.hub import PushRefused, push_export
 from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.partitions import scenario_partitions
 from cotgen_assets.planning import check_max_cost
@@ -587,11 +590,6 @@ class HfDatasetConfig(dg.Config):
 def hf_dataset(
     context: dg.AssetExecutionContext, config: HfDatasetConfig, hub: HubResource
 ) -> dg.MaterializeResult:
-    import os
-
-    from cotgen_assets.export import PICTURE_ALT, ExportError, card_body, write_export
-    from cotgen_assets.hub import PushRefused, push_export
-
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
         export = write_export(config.include_incorrect, repo_id=repo)
