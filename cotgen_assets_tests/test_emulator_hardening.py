@@ -158,7 +158,8 @@ def test_models_flag_and_environment_add_models(tmp_path):
 
 
 def test_a_bad_thinking_level_in_an_input_file_fails_that_line_only(client, tmp_path):
-    requests = {level.value: generation_request(QUESTION, level.value) for level in types.ThinkingLevel}
+    requests = {level: generation_request(QUESTION, level) for level in ("LOW", "MEDIUM", "HIGH")}
+    requests["unset"] = generation_request(QUESTION, "THINKING_LEVEL_UNSPECIFIED")  # the model's default
     requests["lower"] = generation_request(QUESTION, "low")  # what the project and the docs send
     requests["banana"] = generation_request(QUESTION, "banana")
     both = generation_request(QUESTION, "high")
@@ -178,6 +179,29 @@ def test_a_bad_thinking_level_in_an_input_file_fails_that_line_only(client, tmp_
     assert all("response" in lines[key] for key in set(requests) - set(failed))
     stats = json.loads(client._api_client.request("get", job.name, {}).body)["metadata"]["batchStats"]
     assert stats["failedRequestCount"] == "2" and stats["successfulRequestCount"] == str(len(requests) - 2)
+
+
+@pytest.mark.parametrize(
+    "model, takes",
+    [
+        ("gemini-3.1-pro-preview", {"LOW", "MEDIUM", "HIGH"}),
+        ("gemini-3-pro-preview", {"LOW", "HIGH"}),
+        ("gemini-3-flash-preview", {"MINIMAL", "LOW", "MEDIUM", "HIGH"}),
+    ],
+)
+def test_each_model_takes_only_its_own_thinking_levels(client, tmp_path, model, takes):
+    """Every value of the SDK's enum is well formed; a model still refuses those it has no use for."""
+    levels = {level.value for level in types.ThinkingLevel} - {"THINKING_LEVEL_UNSPECIFIED"}
+    requests = {level: generation_request(QUESTION, level.lower()) for level in levels}
+    job = wait_done(client, submit_file(client, tmp_path, requests, model=model).name)
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED
+
+    lines = output_lines(client, job)
+    assert {key for key, line in lines.items() if "response" in line} == takes
+    for level in levels - takes:
+        error = lines[level]["error"]
+        assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+        assert f"thinking_level {level} is not supported by models/{model}" in error["message"]
 
 
 def test_a_bad_thinking_level_in_inlined_requests_refuses_the_create(client):
