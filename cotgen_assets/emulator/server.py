@@ -39,6 +39,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_BODY_BYTES = 64 * 1024**2  # one request; the SDK uploads in 8 MiB chunks
 IDLE_TIMEOUT = 10.0  # seconds a connection may sit without sending anything
 MAX_CONNECTIONS = 128
+EMULATOR_HEADER = "X-Cotgen-Emulator"  # on every answer: what it makes is offline data, never Gemini's
 _API = re.compile(r"^/(?P<download>download/)?(?P<ver>v1|v1beta)/(?P<rest>.+)$")
 _UPLOAD = re.compile(r"^/upload/(?P<ver>v1|v1beta)/files$")
 _FILE = re.compile(r"^files/(?P<id>[^/:]+)$")
@@ -90,6 +91,11 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler sets it on the socket
         super().setup()
+
+    def send_response(self, code, message=None):
+        """Every answer says who made it, so a client with a real key can tell it is not Gemini."""
+        super().send_response(code, message)
+        self.send_header(EMULATOR_HEADER, "1")
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # one line per request is written by _handle instead
@@ -485,7 +491,8 @@ class EmulatorServer(ThreadingHTTPServer):
                 request.settimeout(1.0)
                 request.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    b"%s: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                    % (EMULATOR_HEADER.encode(), len(body), body)
                 )
             except OSError:
                 pass
