@@ -33,13 +33,8 @@ MODEL_THINKING_LEVELS = {
     "gemini-3-pro-preview": ("low", "high"),
     "gemini-3-flash-preview": ("minimal", "low", "medium", "high"),
 }
-API_THINKING_LEVELS = (
-    "minimal",
-    "low",
-    "medium",
-    "high",
-    "xhigh",
-)  # the SDK's ThinkingLevel, bar "unspecified"
+# The SDK's ThinkingLevel values, all but "unspecified" (the model's default).
+API_THINKING_LEVELS = ("minimal", "low", "medium", "high", "xhigh")
 
 DRAFT_SCHEMA = {
     "type": "object",
