@@ -38,7 +38,9 @@ _hub = assets.HubResource(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOK
 defs = dg.Definitions(
     assets=[
         assets.source_problems,
-        *mark_offline(GEMINI_ASSETS, _gemini.offline),
+        # Without a key it is surely the emulator; with one, whether the endpoint is the emulator is
+        # asked when a run first talks to it (not here: loading makes no network call).
+        *mark_offline(GEMINI_ASSETS, not _gemini.api_key),
         assets.dataset_report,
         assets.hf_dataset,
     ],

@@ -49,6 +49,7 @@ API_VERSION = "v1beta"
 REAL_API_HOST = "generativelanguage.googleapis.com"
 OFFLINE_KEY = "offline-emulator"  # any non-empty key works with the emulator
 OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}  # on assets and runs, so offline mode shows in the UI
+EMULATOR_HEADER = "x-cotgen-emulator"  # the emulator sends it on every answer; Gemini never does
 
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
@@ -198,7 +199,8 @@ def is_transient(exc: BaseException) -> bool:
 class GeminiBatchResource(dg.ConfigurableResource):
     """Upload request files, run batch jobs and download their results.
 
-    With no `api_key` it is offline and uses the emulator at `base_url`, else `emulator_url`.
+    With no `api_key` it is offline and uses the emulator at `base_url`, else `emulator_url`; with
+    a key it is offline too when the endpoint at `base_url` turns out to be the emulator.
     """
 
     api_key: str | None = None
@@ -209,6 +211,7 @@ class GeminiBatchResource(dg.ConfigurableResource):
     backoff_seconds: float = 1.0
 
     _client: Any = PrivateAttr(default=None)
+    _emulator_answers: bool | None = PrivateAttr(default=None)
 
     def __repr_args__(self):
         """Never show the key, even in a pytest failure or a debug print."""
@@ -219,14 +222,37 @@ class GeminiBatchResource(dg.ConfigurableResource):
 
     @property
     def offline(self) -> bool:
-        return not self.api_key
+        """Whether the local emulator answers, not Gemini. Who answers decides, not the key: with a
+        key and `base_url`, the endpoint is asked once, so that emulator data never passes as Gemini's."""
+        if not self.api_key:
+            return True
+        if not self.base_url:
+            return False  # Google's own endpoint
+        if self._emulator_answers is None:
+            self._emulator_answers = self._ask_who_answers()
+        return self._emulator_answers
+
+    def _ask_who_answers(self) -> bool:
+        client = self._get_client()
+        response = self._with_retries(
+            f"list of batches at {self.base_url}",
+            lambda: client._api_client.request("get", "batches?pageSize=1", {}, None),
+        )
+        emulator = EMULATOR_HEADER in {name.lower() for name in response.headers}
+        if emulator:
+            logger.warning(
+                "OFFLINE: %s is the local Gemini emulator, although GEMINI_API_KEY is set: what it "
+                "makes is recorded as offline and is never pushed (no real API calls, no cost)",
+                self.base_url,
+            )
+        return emulator
 
     @property
     def endpoint(self) -> str | None:
         """The base URL in use; None means Google's own endpoint."""
         if self.base_url:
             return self.base_url
-        return self.emulator_url if self.offline else None
+        return None if self.api_key else self.emulator_url
 
     def describe(self) -> str:
         """For logs and metadata: where calls go, never with the key."""
@@ -238,7 +264,7 @@ class GeminiBatchResource(dg.ConfigurableResource):
 
     def _get_client(self) -> genai.Client:
         if self._client is None:
-            if self.offline and self.endpoint not in _announced_offline:
+            if not self.api_key and self.endpoint not in _announced_offline:
                 _announced_offline.add(self.endpoint)
                 logger.warning(
                     "GEMINI_API_KEY is not set: offline mode, using the local Gemini emulator at %s "

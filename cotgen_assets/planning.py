@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from cotgen_assets.pricing import UnknownModelError, cost_usd, model_price
+from cotgen_assets.prompts import check_thinking_level
 from cotgen_assets.results import Usage
 
 FILL = "fill"
@@ -34,15 +35,17 @@ def check_max_tries(max_tries: int) -> None:
         raise ValueError(f"max_tries must be at least 1, got {max_tries}")
 
 
-def check_job_settings(model: str, max_requests_per_job: int) -> None:
-    """Before anything is written: a job of no requests, or a model the price table lacks (whose
-    cost could be neither projected nor recorded), is a config error."""
+def check_job_settings(model: str, thinking_level: str, max_requests_per_job: int) -> None:
+    """Before anything is written: a job of no requests, a model the price table lacks (whose
+    cost could be neither projected nor recorded), or a thinking level the model does not take
+    is a config error."""
     if max_requests_per_job < 1:
         raise ValueError(f"max_requests_per_job must be at least 1, got {max_requests_per_job}")
     try:
         model_price(model)
     except UnknownModelError as error:
         raise ValueError(str(error)) from None
+    check_thinking_level(model, thinking_level)
 
 
 def check_max_cost(max_cost_usd: float) -> None:

@@ -26,6 +26,16 @@ SUMMARIZATION_INSTRUCTIONS = (
     'Reply with JSON: {"draft_steps": [one string per step], "final_answer": string}.'
 )
 
+# The thinkingLevel values each model takes (Google's thinking guide: Gemini 3 Pro low and high,
+# 3.1 Pro adds medium, only Flash has minimal). Other models: any value of the API's enum.
+MODEL_THINKING_LEVELS = {
+    "gemini-3.1-pro-preview": ("low", "medium", "high"),
+    "gemini-3-pro-preview": ("low", "high"),
+    "gemini-3-flash-preview": ("minimal", "low", "medium", "high"),
+}
+# The SDK's ThinkingLevel values, all but "unspecified" (the model's default).
+API_THINKING_LEVELS = ("minimal", "low", "medium", "high", "xhigh")
+
 DRAFT_SCHEMA = {
     "type": "object",
     "properties": {
@@ -38,6 +48,22 @@ DRAFT_SCHEMA = {
     },
     "required": ["draft_steps", "final_answer"],
 }
+
+
+def thinking_levels(model: str) -> tuple[str, ...]:
+    """The thinkingLevel values `model` (with or without `models/`) takes, lower case."""
+    return MODEL_THINKING_LEVELS.get(model.removeprefix("models/"), API_THINKING_LEVELS)
+
+
+def check_thinking_level(model: str, thinking_level: str) -> None:
+    """Refuse a level the model does not take: the API would fail every request of the batch with
+    it, and each failure would count as a try of its problem. Any case, as the API reads it."""
+    levels = thinking_levels(model)
+    if thinking_level.lower() not in levels:
+        raise ValueError(
+            f"thinking_level {thinking_level!r} is not one that model {model!r} takes; "
+            f"it takes: {', '.join(levels)}"
+        )
 
 
 def generation_request(question: str, thinking_level: str = "high") -> dict:

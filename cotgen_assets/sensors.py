@@ -98,7 +98,7 @@ def check_submissions(
                 key=f"{slot}|{batch['submission_id']}|{batch['_storage_id']}",
                 tags={
                     "cotgen/submission_id": batch["submission_id"],
-                    **(OFFLINE_TAG if gemini.offline else {}),
+                    **(OFFLINE_TAG if batch.get("offline") else {}),  # as the submission recorded it
                 },
                 asset=RESULTS_ASSET[stage],
                 subject=f"submission {batch['submission_id']}",

@@ -239,7 +239,7 @@ def prepare_generation(
     offline: bool,
 ) -> Prepared:
     """Plan a generation submission and write its request shards."""
-    check_job_settings(model, max_requests_per_job)
+    check_job_settings(model, thinking_level, max_requests_per_job)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
     good, used, average = set(), set(), UsageAverage(DEFAULT_GENERATION_USAGE)
@@ -323,7 +323,7 @@ def prepare_summarization(
     and never one of a problem source_problems now leaves out (a benchmark match or a repeat).
     """
     check_max_tries(max_tries)
-    check_job_settings(model, max_requests_per_job)
+    check_job_settings(model, thinking_level, max_requests_per_job)
     if summarize not in SUMMARIZE:
         raise ValueError(f"summarize must be one of {SUMMARIZE}, got {summarize!r}")
     excluded = excluded_problems(scenario.name)

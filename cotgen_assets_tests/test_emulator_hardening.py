@@ -3,7 +3,9 @@ jobs in flight on request. Real processes, real sockets, the real google-genai c
 
 import csv
 import json
+import select
 import socket
+import threading
 import time
 import urllib.parse
 from importlib import resources
@@ -158,7 +160,8 @@ def test_models_flag_and_environment_add_models(tmp_path):
 
 
 def test_a_bad_thinking_level_in_an_input_file_fails_that_line_only(client, tmp_path):
-    requests = {level.value: generation_request(QUESTION, level.value) for level in types.ThinkingLevel}
+    requests = {level: generation_request(QUESTION, level) for level in ("LOW", "MEDIUM", "HIGH")}
+    requests["unset"] = generation_request(QUESTION, "THINKING_LEVEL_UNSPECIFIED")  # the model's default
     requests["lower"] = generation_request(QUESTION, "low")  # what the project and the docs send
     requests["banana"] = generation_request(QUESTION, "banana")
     both = generation_request(QUESTION, "high")
@@ -178,6 +181,29 @@ def test_a_bad_thinking_level_in_an_input_file_fails_that_line_only(client, tmp_
     assert all("response" in lines[key] for key in set(requests) - set(failed))
     stats = json.loads(client._api_client.request("get", job.name, {}).body)["metadata"]["batchStats"]
     assert stats["failedRequestCount"] == "2" and stats["successfulRequestCount"] == str(len(requests) - 2)
+
+
+@pytest.mark.parametrize(
+    "model, takes",
+    [
+        ("gemini-3.1-pro-preview", {"LOW", "MEDIUM", "HIGH"}),
+        ("gemini-3-pro-preview", {"LOW", "HIGH"}),
+        ("gemini-3-flash-preview", {"MINIMAL", "LOW", "MEDIUM", "HIGH"}),
+    ],
+)
+def test_each_model_takes_only_its_own_thinking_levels(client, tmp_path, model, takes):
+    """Every value of the SDK's enum is well formed; a model still refuses those it has no use for."""
+    levels = {level.value for level in types.ThinkingLevel} - {"THINKING_LEVEL_UNSPECIFIED"}
+    requests = {level: generation_request(QUESTION, level.lower()) for level in levels}
+    job = wait_done(client, submit_file(client, tmp_path, requests, model=model).name)
+    assert job.state == types.JobState.JOB_STATE_SUCCEEDED
+
+    lines = output_lines(client, job)
+    assert {key for key, line in lines.items() if "response" in line} == takes
+    for level in levels - takes:
+        error = lines[level]["error"]
+        assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+        assert f"thinking_level {level} is not supported by models/{model}" in error["message"]
 
 
 def test_a_bad_thinking_level_in_inlined_requests_refuses_the_create(client):
@@ -333,6 +359,49 @@ def test_idle_connections_are_closed_and_extra_ones_refused(tmp_path):
             model=MODEL, src=[{"contents": [{"role": "user", "parts": [{"text": QUESTION}]}]}]
         )
         assert wait_done(client, job.name).state == types.JobState.JOB_STATE_SUCCEEDED
+
+
+def test_clients_trickling_headers_are_cut_off_and_others_keep_being_answered(tmp_path):
+    """Each read is bounded by the idle timeout, and the whole request by --request-timeout: clients
+    that send a header line now and then, more of them than there are slots, cannot lock others out."""
+    args = ["--idle-timeout", "5", "--request-timeout", "1", "--max-connections", "4"]
+    script_seconds = 20.0  # how long each trickler would go on if nobody cut it off
+    with start_emulator(tmp_path / "emu", extra_args=args) as emu:
+        endings: list[bytes | str] = []
+
+        def trickle() -> None:
+            with connect(emu, timeout=script_seconds + 5) as sock:
+                sock.sendall(b"GET /_emulator/health HTTP/1.1\r\nHost: x\r\n")
+                deadline = time.monotonic() + script_seconds
+                while time.monotonic() < deadline:
+                    if select.select([sock], [], [], 0.2)[0]:  # a header line every 0.2 s ...
+                        try:
+                            endings.append(read_to_eof(sock))  # ... until the server hangs up
+                        except ConnectionResetError:
+                            endings.append(b"")
+                        return
+                    try:
+                        sock.sendall(b"X-Slow: 1\r\n")
+                    except OSError:
+                        endings.append(b"")
+                        return
+                endings.append("never cut off")
+
+        scripts_end = time.monotonic() + script_seconds  # before any trickler's own end
+        tricklers = [threading.Thread(target=trickle) for _ in range(6)]
+        for thread in tricklers:
+            thread.start()
+        statuses = []
+        while 200 not in statuses and time.monotonic() < scripts_end:
+            statuses.append(http(emu, "GET", "/_emulator/health", key=None)[0])
+            time.sleep(0.05)  # a 503 while every slot is taken: ask again shortly
+        for thread in tricklers:
+            thread.join()
+        assert 200 in statuses, f"while the tricklers went on, others were only answered {set(statuses)}"
+        assert "never cut off" not in endings and len(endings) == 6
+        assert all(e == b"" or e.startswith((b"HTTP/1.1 408", b"HTTP/1.1 503")) for e in endings), endings
+        client = emu.client(api_key=KEY)
+        assert list(client.batches.list()) == []
 
 
 # ---- holding jobs in flight (issue 11) -------------------------------------------------------

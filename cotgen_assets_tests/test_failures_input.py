@@ -104,6 +104,15 @@ def easy_problems(tmp_path_factory):
         ({"limit": 0}, "limit must be a positive number of samples, got 0"),
         ({"limit": -5}, "limit must be a positive number of samples, got -5"),
         ({"max_tries": 0}, "max_tries must be at least 1, got 0"),
+        (
+            {"thinking_level": "bogus"},
+            "thinking_level 'bogus' is not one that model 'gemini-3.1-pro-preview' takes; "
+            "it takes: low, medium, high",
+        ),
+        (
+            {"model": "gemini-3-pro-preview", "thinking_level": "medium"},
+            "thinking_level 'medium' is not one that model 'gemini-3-pro-preview' takes; it takes: low, high",
+        ),
     ],
 )
 def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(
@@ -116,6 +125,26 @@ def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(
     assert not result.success
     error = result.failure_data_for_node("generation_batch").error
     assert error.cls_name == "Failure" and message in error.message
+    assert not (data_dir / "easy" / "submissions").exists()
+
+
+def test_a_thinking_level_the_model_does_not_take_is_refused_for_summaries_too(data_dir, easy_problems):
+    """Refused before anything is written: no request file, no batch, no try counted."""
+    (data_dir / "easy").mkdir(parents=True)
+    shutil.copy(easy_problems, data_dir / "easy" / "source_problems.parquet")
+    result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).materialize(
+        [assets.summarization_batch],
+        "easy",
+        {"ops": {"summarization_batch": {"config": {"thinking_level": "minimal"}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = result.failure_data_for_node("summarization_batch").error
+    assert error.cls_name == "Failure"
+    assert (
+        "thinking_level 'minimal' is not one that model 'gemini-3.1-pro-preview' takes; "
+        "it takes: low, medium, high" in error.message
+    )
     assert not (data_dir / "easy" / "submissions").exists()
 
 

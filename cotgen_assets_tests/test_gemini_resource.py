@@ -2,7 +2,9 @@
 
 import logging
 import socket
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -69,13 +71,49 @@ def test_where_it_talks_to_and_the_key_stays_hidden():
     assert offline.describe() == "offline: local Gemini emulator at http://127.0.0.1:8765"
     moved = GeminiBatchResource(base_url="http://127.0.0.1:9999")
     assert moved.offline and moved.describe() == "offline: local Gemini emulator at http://127.0.0.1:9999"
-    assert (
-        GeminiBatchResource(api_key=FAKE_KEY, base_url="http://proxy:1").describe()
-        == "Gemini API at http://proxy:1"
-    )
     for text in (repr(real), str(real), real.describe()):
         assert FAKE_KEY not in text
     assert "api_key='***'" in repr(real)
+
+
+class NotTheEmulator:
+    """An endpoint that answers like the API (an empty batch list) but is not the emulator."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_who_answers_decides_offline_not_whether_a_key_is_set(emulator, caplog):
+    """A key with the base URL left at the emulator is offline; a key with another endpoint is not."""
+    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini")
+    keyed = make_resource(emulator.base_url)
+    assert keyed.offline
+    assert keyed.describe() == f"offline: local Gemini emulator at {emulator.base_url}"
+    [notice] = [r.getMessage() for r in caplog.records if "OFFLINE" in r.getMessage()]
+    assert emulator.base_url in notice and "GEMINI_API_KEY" in notice and FAKE_KEY not in notice
+    other = NotTheEmulator()
+    try:
+        proxied = make_resource(other.url)
+        assert not proxied.offline and proxied.describe() == f"Gemini API at {other.url}"
+    finally:
+        other.stop()
 
 
 def test_state_sets():

@@ -6,8 +6,10 @@ input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. A small 
 `/_emulator/` reports health, changes the injected faults and holds or releases jobs at runtime.
 
 It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
-(413) before it is read, a connection idle for `--idle-timeout` seconds is closed, and at most
-`--max-connections` are served at once (more are answered 503 and closed).
+(413) before it is read, a connection idle for `--idle-timeout` seconds is closed, so is one whose
+request is not in within `--request-timeout` seconds of its first byte (a client trickling a header
+line now and then would otherwise hold its slot forever), and at most `--max-connections` are
+served at once (more are answered 503 and closed).
 
     cotgen-emulator --port 8765 --state-dir .emulator --latency 10
 """
@@ -15,6 +17,7 @@ It defends itself like a public endpoint would: a request body over `--max-body-
 from __future__ import annotations
 
 import argparse
+import io
 import ipaddress
 import json
 import os
@@ -38,7 +41,9 @@ DEFAULT_PORT = 8765
 DEFAULT_PAGE_SIZE = 50
 MAX_BODY_BYTES = 64 * 1024**2  # one request; the SDK uploads in 8 MiB chunks
 IDLE_TIMEOUT = 10.0  # seconds a connection may sit without sending anything
+REQUEST_TIMEOUT = 30.0  # from a request's first byte to its last; under the resource's ~31 s of retries
 MAX_CONNECTIONS = 128
+EMULATOR_HEADER = "X-Cotgen-Emulator"  # on every answer: what it makes is offline data, never Gemini's
 _API = re.compile(r"^/(?P<download>download/)?(?P<ver>v1|v1beta)/(?P<rest>.+)$")
 _UPLOAD = re.compile(r"^/upload/(?P<ver>v1|v1beta)/files$")
 _FILE = re.compile(r"^files/(?P<id>[^/:]+)$")
@@ -80,6 +85,34 @@ def render_file(record: dict, host: str, ver: str) -> dict:
     return out
 
 
+class RequestClock(io.RawIOBase):
+    """The connection's bytes, each read bounded by the idle timeout and by what is left of the
+    request's time, which starts at its first byte."""
+
+    def __init__(self, sock, idle_timeout: float, request_timeout: float):
+        self.sock, self.idle_timeout, self.request_timeout = sock, idle_timeout, request_timeout
+        self.deadline: float | None = None  # None: between requests
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        timeout = self.idle_timeout
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"request not in within {self.request_timeout:g}s")
+            timeout = min(timeout, left)
+        self.sock.settimeout(timeout)
+        try:
+            count = self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(self.idle_timeout)  # writes keep the idle timeout
+        if count and self.deadline is None:
+            self.deadline = time.monotonic() + self.request_timeout
+        return count
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "cotgen-emulator"
@@ -90,6 +123,20 @@ class Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = self.server.idle_timeout  # StreamRequestHandler sets it on the socket
         super().setup()
+        self.rfile.close()  # the socket's plain reader: replaced by one that keeps the request's time
+        self.clock = RequestClock(self.connection, self.server.idle_timeout, self.server.request_timeout)
+        self.rfile = io.BufferedReader(self.clock)
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self.clock.deadline = None  # the next request on this connection gets its own time
+
+    def send_response(self, code, message=None):
+        """Every answer says who made it, so a client with a real key can tell it is not Gemini."""
+        super().send_response(code, message)
+        self.send_header(EMULATOR_HEADER, "1")
 
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass  # one line per request is written by _handle instead
@@ -233,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
             self._api(api["ver"], api["rest"], bool(api["download"]), query, body)
         except ApiError as error:
             self._error(error, upload_headers)
-        except TimeoutError:  # the client went quiet mid-request: say so and hang up
+        except TimeoutError:  # the client went quiet, or was too slow, mid-request: say so and hang up
             self.close_connection = True
             try:
                 self._error(
@@ -468,11 +515,13 @@ class EmulatorServer(ThreadingHTTPServer):
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
         idle_timeout: float = IDLE_TIMEOUT,
+        request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
     ):
         super().__init__(address, Handler)
         self.store, self.faults = store, faults
         self.max_body_bytes, self.idle_timeout = max_body_bytes, idle_timeout
+        self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
 
     def process_request(self, request, client_address):
@@ -485,7 +534,8 @@ class EmulatorServer(ThreadingHTTPServer):
                 request.settimeout(1.0)
                 request.sendall(
                     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+                    b"%s: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                    % (EMULATOR_HEADER.encode(), len(body), body)
                 )
             except OSError:
                 pass
@@ -550,6 +600,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=IDLE_TIMEOUT,
         metavar="S",
         help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="S",
+        help="close a connection whose request (line, headers, body) is not in within S seconds of "
+        f"its first byte (default {REQUEST_TIMEOUT:g})",
     )
     limits.add_argument(
         "--max-connections",
@@ -636,8 +694,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
         if getattr(args, name) < 1:
             build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.idle_timeout <= 0:
-        build_parser().error("--idle-timeout must be a number of seconds > 0")
+    for name in ("idle_timeout", "request_timeout"):
+        if getattr(args, name) <= 0:
+            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
     models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)
     store = Store(
@@ -655,6 +714,7 @@ def main(argv: list[str] | None = None) -> None:
         faults,
         max_body_bytes=args.max_body_bytes,
         idle_timeout=args.idle_timeout,
+        request_timeout=args.request_timeout,
         max_connections=args.max_connections,
     )
     try:

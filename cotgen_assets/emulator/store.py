@@ -332,7 +332,7 @@ class Store:
                 )
             for i, item in enumerate(inlined):
                 prefix = f"batch.input_config.requests.requests[{i}].request."
-                problem = request_problem(get(item, "request"), prefix, api_version)
+                problem = request_problem(get(item, "request"), model, prefix, api_version)
                 if problem:
                     raise ApiError(400, "INVALID_ARGUMENT", problem)
         with self._lock:
@@ -584,7 +584,9 @@ class Store:
                     if not isinstance(request, dict) or not get(request, "contents"):
                         problem = "The request has no contents."
                     else:
-                        problem = request_problem(request, "", record.get("api_version", "v1beta"))
+                        problem = request_problem(
+                            request, record["model"], "", record.get("api_version", "v1beta")
+                        )
                     yield key, request, item.get("metadata"), problem
                 index += 1
 

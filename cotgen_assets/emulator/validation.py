@@ -5,7 +5,8 @@ Where each refusal happens follows the real API (`reference/gemini-batch-api.md`
 * **Unknown model**: `batches.create` answers 404 NOT_FOUND, as the API does for a model it does
   not serve ("models/xyz is not found for API version v1beta, or is not supported for
   batchGenerateContent"); no job is made.
-* **Bad `thinkingLevel`** (or `thinkingBudget` sent with `thinkingLevel`, a 400 per §4): the API
+* **Bad `thinkingLevel`** (not a value of the enum, one the model does not take, or `thinkingBudget`
+  sent with it, a 400 per §4): the API
   parses a request as proto-JSON when it reads it. Inlined requests are part of the create call's
   body, so the create answers 400 INVALID_ARGUMENT. The lines of an input file are only read when
   the job runs, so each bad line gets its own `{"key", "error": {"code": 400, ...}}` output line
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import os
 from typing import Any
+
+from cotgen_assets.prompts import thinking_levels
 
 from .responder import get
 
@@ -75,10 +78,16 @@ class ModelCatalog:
         )
 
 
-def request_problem(request: Any, field_prefix: str = "", api_version: str = "v1beta") -> str | None:
-    """The API's INVALID_ARGUMENT message for a request with a bad generation config, else None."""
+def request_problem(
+    request: Any, model: str, field_prefix: str = "", api_version: str = "v1beta"
+) -> str | None:
+    """The API's INVALID_ARGUMENT message for a request with a bad generation config, else None.
+
+    `model` is the batch's; a request naming its own model is checked against that one."""
     if not isinstance(request, dict):
         return None
+    model = str(get(request, "model") or model)
+    model = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
     thinking = get(get(request, "generationConfig") or {}, "thinkingConfig")
     if not isinstance(thinking, dict):
         return None
@@ -93,6 +102,12 @@ def request_problem(request: Any, field_prefix: str = "", api_version: str = "v1
             return (
                 f"Invalid value at '{path}.thinking_level' "
                 f'({_THINKING_LEVEL_TYPE.format(ver=api_version)}), "{shown}"'
+            )
+        takes = [value.upper() for value in thinking_levels(model)]
+        if isinstance(level, str) and level.upper() not in (*takes, "THINKING_LEVEL_UNSPECIFIED"):
+            return (
+                f"{path}.thinking_level {level.upper()} is not supported by {model}; "
+                f"it supports {', '.join(takes)}."
             )
         if get(thinking, "thinkingBudget") is not None:
             return f"{path}: thinking_budget and thinking_level cannot be set together."
