@@ -2,6 +2,7 @@
 
 emu = start_emulator(tmp_path / "emulator", latency=0.0)
 client = emu.client()            # google-genai client pointed at it (v1beta)
+vertex = emu.vertex_client()     # the same in Vertex AI mode (v1beta1, gs:// in and out)
 emu.set_faults(line_error_rate=0.2)
 emu.set_faults(hold_count=1)     # the next job stays PENDING ...
 emu.release()                    # ... until released
@@ -168,6 +169,30 @@ class EmulatorProcess:
         return genai.Client(
             api_key=api_key,
             http_options=types.HttpOptions(base_url=self.base_url, api_version=api_version, **http_options),
+        )
+
+    def vertex_client(
+        self,
+        project: str = "test-proj",
+        location: str = "us-central1",
+        api_version: str = "v1beta1",
+        token: str = "emulator-token",
+    ):
+        """A real `google-genai` client in Vertex AI mode talking to this emulator.
+
+        Project and location are passed explicitly (with a custom base URL the SDK drops the ones
+        from the environment), and a fixed bearer token stands in for credentials (anonymous ones
+        cannot be refreshed)."""
+        import google.oauth2.credentials
+        from google import genai
+        from google.genai import types
+
+        return genai.Client(
+            vertexai=True,
+            project=project,
+            location=location,
+            credentials=google.oauth2.credentials.Credentials(token=token),
+            http_options=types.HttpOptions(base_url=self.base_url, api_version=api_version),
         )
 
 

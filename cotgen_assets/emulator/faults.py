@@ -15,7 +15,9 @@ import random
 import threading
 from typing import Any
 
-JOB_FAULT_STATES = ("failed", "expired", "cancelled")
+JOB_FAULT_STATES = ("failed", "expired", "cancelled", "partially_succeeded")
+# The Developer API has no partial success: such a fault waits for the next Vertex AI job.
+DEVELOPER_FAULT_STATES = ("failed", "expired", "cancelled")
 LINE_FAULT_KINDS = ("garbage_line", "line_error", "truncate", "no_thoughts")
 
 _RATES = (
@@ -171,12 +173,15 @@ class Faults:
             self.config.download_error_count -= 1
             return True
 
-    def take_job_faults(self) -> tuple[JobFaults, dict[str, float], int]:
-        """Consume the job-level counters for one new job; also returns its line rates and seed."""
+    def take_job_faults(
+        self, end_states: tuple[str, ...] = DEVELOPER_FAULT_STATES
+    ) -> tuple[JobFaults, dict[str, float], int]:
+        """Consume the job-level counters for one new job whose protocol can end in `end_states`;
+        also returns its line rates and seed."""
         with self._lock:
             c = self.config
             end_state = None
-            if c.job_count > 0 and c.job_state:
+            if c.job_count > 0 and c.job_state in end_states:
                 end_state = c.job_state
                 c.job_count -= 1
             latency = None

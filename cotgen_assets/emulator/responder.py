@@ -281,7 +281,7 @@ class Responder:
                 "totalTokenCount": prompt + candidates + thoughts,
                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
             },
-            "modelVersion": model_version.removeprefix("models/"),
+            "modelVersion": model_version.removeprefix("models/").removeprefix("publishers/google/models/"),
             "responseId": base64.urlsafe_b64encode(_digest(batch_name, key, "id", size=12)).decode(),
         }
 

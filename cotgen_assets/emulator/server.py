@@ -2,7 +2,9 @@
 
 Speaks the wire protocol the `google-genai` SDK uses (see `reference/gemini-batch-api.md`):
 Files API resumable upload, get, list, delete and download; batch create (file or inlined
-input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. A small admin API under
+input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. The same process serves
+Vertex AI batch prediction (`batchPredictionJobs` under `/{v1,v1beta1}/projects/{p}/locations/{l}/`,
+see `vertex`), so one emulator and one store serve both backends. A small admin API under
 `/_emulator/` reports health, changes the injected faults and holds or releases jobs at runtime.
 
 It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
@@ -36,6 +38,11 @@ from .faults import JOB_FAULT_STATES, FaultConfig, Faults
 from .responder import Responder, get
 from .store import FILE_TTL_SECONDS, MAX_FILE_BYTES, ApiError, Store, rfc3339
 from .validation import MODELS_ENV, ModelCatalog, parse_models
+from .vertex import CANCEL as VERTEX_CANCEL
+from .vertex import JOB as VERTEX_JOB
+from .vertex import JOB_NAME as VERTEX_JOB_NAME
+from .vertex import PATH as VERTEX_PATH
+from .vertex import VertexJobs
 
 DEFAULT_PORT = 8765
 DEFAULT_PAGE_SIZE = 50
@@ -255,7 +262,10 @@ class Handler(BaseHTTPRequestHandler):
                 self._admin(url.path, body)
                 return
             is_chunk = bool(upload and "upload_id" in query)
-            if not is_chunk and not (self.headers.get("x-goog-api-key") or query.get("key")):
+            vertex = VERTEX_PATH.match(url.path)
+            if vertex:
+                self._check_bearer()
+            elif not is_chunk and not (self.headers.get("x-goog-api-key") or query.get("key")):
                 raise ApiError(
                     403,
                     "PERMISSION_DENIED",
@@ -268,6 +278,9 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
             if code == 500:
                 raise ApiError(500, "INTERNAL", "Internal error encountered.")
+            if vertex:
+                self._vertex(vertex, query, body)
+                return
             if upload:
                 if is_chunk:
                     self._upload_chunk(upload["ver"], query["upload_id"], body)
@@ -298,6 +311,17 @@ class Handler(BaseHTTPRequestHandler):
             _log(
                 f'{self.client_address[0]} "{self.command} {path}" {self._status} '
                 f"{self._sent}B {elapsed:.1f}ms"
+            )
+
+    def _check_bearer(self) -> None:
+        """Vertex AI takes an OAuth token; any non-empty bearer token will do here."""
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(
+                401,
+                "UNAUTHENTICATED",
+                "Request is missing required authentication credential. Expected OAuth 2 access token, "
+                "login cookie or other valid authentication credential.",
             )
 
     # ---- admin ------------------------------------------------------------------------------
@@ -339,23 +363,30 @@ class Handler(BaseHTTPRequestHandler):
 
     def _hold(self, payload: dict) -> None:
         """`{"hold": true}` holds every unfinished job and each new one; `{"hold": false}` releases
-        them all and holds no more. With `"name": "batches/<id>"`, only that job (faults unchanged)."""
+        them all and holds no more. With `"name": "batches/<id>"` (or a Vertex AI job's name), only that
+        job (faults unchanged)."""
         hold, name = payload.get("hold"), payload.get("name")
         unknown = set(payload) - {"hold", "name"}
         if not isinstance(hold, bool) or unknown:
             raise ApiError(
                 400,
                 "INVALID_ARGUMENT",
-                'Expected {"hold": true|false} and optionally "name": "batches/<id>".',
+                'Expected {"hold": true|false} and optionally "name": "batches/<id>" or '
+                '"projects/<p>/locations/<l>/batchPredictionJobs/<id>".',
             )
         store = self.server.store
         if name is None:
             self.server.faults.update({"hold": hold} if hold else {"hold": False, "hold_count": 0})
             store.hold(hold)
         else:
-            match = _BATCH.match(str(name))
+            match = _BATCH.match(str(name)) or VERTEX_JOB_NAME.match(str(name))
             if not match:
-                raise ApiError(400, "INVALID_ARGUMENT", f"Expected a batch name batches/<id>, got {name!r}.")
+                raise ApiError(
+                    400,
+                    "INVALID_ARGUMENT",
+                    "Expected a job name batches/<id> or "
+                    f"projects/<p>/locations/<l>/batchPredictionJobs/<id>, got {name!r}.",
+                )
             store.hold(hold, match["id"])
         view = self._hold_view()
         _log(f"hold set: {json.dumps(view)}")
@@ -470,6 +501,24 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(404, "NOT_FOUND", f"Method not found: {method} /{ver}/{rest}")
 
+    def _vertex(self, path: re.Match, query: dict, body: bytes) -> None:
+        jobs, method, rest = self.server.vertex, self.command, path["rest"]
+        where = (path["project"], path["location"])
+        if rest == "batchPredictionJobs" and method == "POST":
+            self._json(jobs.create(path["ver"], *where, self._body_json(body)))
+        elif rest == "batchPredictionJobs" and method == "GET":
+            page_size = self._page_size(query)
+            self._json(jobs.list(*where, page_size, query.get("pageToken"), query.get("filter")))
+        elif (match := VERTEX_JOB.match(rest)) and method == "GET":
+            self._json(jobs.get(*where, match["id"]))
+        elif (match := VERTEX_JOB.match(rest)) and method == "DELETE":
+            self._json(jobs.delete(*where, match["id"]))
+        elif (match := VERTEX_CANCEL.match(rest)) and method == "POST":
+            jobs.cancel(*where, match["id"])
+            self._json({})
+        else:
+            raise ApiError(404, "NOT_FOUND", f"Method not found: {method} {urlsplit(self.path).path}")
+
     def _page_size(self, query: dict) -> int:
         value = query.get("pageSize", "")
         size = int(value) if value.isdigit() else 0
@@ -520,6 +569,7 @@ class EmulatorServer(ThreadingHTTPServer):
     ):
         super().__init__(address, Handler)
         self.store, self.faults = store, faults
+        self.vertex = VertexJobs(store)
         self.max_body_bytes, self.idle_timeout = max_body_bytes, idle_timeout
         self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
@@ -557,8 +607,9 @@ class EmulatorServer(ThreadingHTTPServer):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen-emulator",
-        description="Local stand-in for the Gemini Batch API (Files API + batches), for the "
-        "google-genai SDK with HttpOptions(base_url=...).",
+        description="Local stand-in for the Gemini Batch API (Files API + batches) and Vertex AI batch "
+        "prediction (gs:// through a GCS stand-in at $STORAGE_EMULATOR_HOST), for the google-genai "
+        "SDK with HttpOptions(base_url=...).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
     parser.add_argument(
@@ -629,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-job-state",
         choices=JOB_FAULT_STATES,
         default=None,
-        help="terminal state of the next --fault-job-count jobs",
+        help="terminal state of the next --fault-job-count jobs (partially_succeeded: Vertex AI jobs only)",
     )
     faults.add_argument("--fault-job-count", type=int, default=0, metavar="N")
     faults.add_argument(
@@ -739,7 +790,8 @@ def main(argv: list[str] | None = None) -> None:
         f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
         f"latency {args.latency}s, seed {args.seed}, "
         f"models {'any' if models.any else ', '.join(sorted(models.names))}, "
-        f"faults {json.dumps(faults.snapshot())})"
+        f"faults {json.dumps(faults.snapshot())}, Vertex AI gs:// at "
+        f"{os.environ.get('STORAGE_EMULATOR_HOST') or 'nowhere: STORAGE_EMULATOR_HOST unset'})"
     )
     try:
         server.serve_forever(poll_interval=0.2)

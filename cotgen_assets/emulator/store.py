@@ -7,6 +7,7 @@ renamed, so a crash or restart never leaves half a file):
     files/<id>.json, <id>.bin      File resources and their bytes (uploads and results)
     uploads/<upload id>.json/.part resumable uploads in progress
     batches/<id>.json              batch jobs; <id>.input.jsonl is a link to (or copy of) the input
+                                   (Vertex AI jobs too: `"protocol": "vertex"`, numeric ids)
 
 A job's state is computed from timestamps when it is read: PENDING for the first 20% of its
 latency, RUNNING until the latency has passed, then its terminal state. The result file is
@@ -45,22 +46,23 @@ MAX_INLINE_BYTES = 20 * 1000**2  # inlined requests of one batch stay under 20 M
 FILE_TTL_SECONDS = 48 * 3600
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"
-IN_FLIGHT = ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING")
-TERMINAL = {
-    None: "BATCH_STATE_SUCCEEDED",
+# A job's phase, whatever its protocol calls it (see `phase`); these four have not ended.
+IN_FLIGHT = frozenset({"queued", "pending", "running", "cancelling"})
+BATCH_STATES = {
+    "queued": "BATCH_STATE_PENDING",  # the Developer API has no queued state
+    "pending": "BATCH_STATE_PENDING",
+    "running": "BATCH_STATE_RUNNING",
+    "succeeded": "BATCH_STATE_SUCCEEDED",
     "failed": "BATCH_STATE_FAILED",
     "expired": "BATCH_STATE_EXPIRED",
     "cancelled": "BATCH_STATE_CANCELLED",
 }
-_OPERATION_ERRORS = {
-    "BATCH_STATE_FAILED": {"code": 13, "message": "The batch failed: internal error."},
-    "BATCH_STATE_EXPIRED": {
-        "code": 4,
-        "message": "The batch expired: it was not completed before the deadline.",
-    },
-    "BATCH_STATE_CANCELLED": {"code": 1, "message": "The batch was cancelled."},
+JOB_ERRORS = {
+    "failed": {"code": 13, "message": "The batch failed: internal error."},
+    "expired": {"code": 4, "message": "The batch expired: it was not completed before the deadline."},
+    "cancelled": {"code": 1, "message": "The batch was cancelled."},
 }
-_LINE_ERRORS = (
+LINE_ERRORS = (
     (500, "INTERNAL", "Internal error encountered."),
     (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
     (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
@@ -115,7 +117,43 @@ def _clock(record: dict, now: float) -> float:
     return now if held_since is None else held_since
 
 
-def _nonzero(counts: dict[str, int]) -> dict[str, str]:
+def phase(record: dict, now: float) -> tuple[str, float]:
+    """(phase, when it began): queued (held since its creation), pending, running, cancelling (a
+    held job cancelled), cancelled, or how it ended: succeeded or its fault state."""
+    if record["cancel_time"] is not None:
+        held = record.get("held_since") is not None
+        return ("cancelling" if held else "cancelled"), record["cancel_time"]
+    latency, started = record["latency"], _started(record)
+    elapsed = _clock(record, now) - started
+    held = record.get("held_since") is not None
+    if held and elapsed <= 0:  # held from its creation: still queued, whatever its latency
+        return "queued", record["create_time"]
+    if elapsed >= latency and not held:
+        return record["fault_state"] or "succeeded", started + latency
+    if elapsed >= latency * PENDING_FRACTION:
+        return "running", started + latency * PENDING_FRACTION
+    return "pending", record["create_time"]
+
+
+def processed_by(record: dict, now: float) -> int:
+    """How many requests a job running at `now` has answered: its share of the running time."""
+    run_time = record["latency"] * (1 - PENDING_FRACTION)
+    elapsed = _clock(record, now) - _started(record) - record["latency"] * PENDING_FRACTION
+    fraction = min(1.0, max(0.0, elapsed / run_time)) if run_time > 0 else 0.0
+    return int(record["request_count"] * fraction)
+
+
+def paged(records: list[dict], page_size: int, page_token: str | None) -> tuple[list[dict], str | None]:
+    """One page of `records` (newest first) and the token of the next, if any: the last `seq` shown."""
+    if page_token:
+        if not page_token.isdigit():
+            raise ApiError(400, "INVALID_ARGUMENT", f"Invalid page token {page_token!r}.")
+        records = [r for r in records if r["seq"] < int(page_token)]
+    page, rest = records[:page_size], records[page_size:]
+    return page, str(page[-1]["seq"]) if rest else None
+
+
+def nonzero(counts: dict[str, int]) -> dict[str, str]:
     """int64 counts as proto-JSON strings; zeros omitted, as proto3 does."""
     return {k: str(v) for k, v in counts.items() if v}
 
@@ -141,7 +179,7 @@ class Store:
         self.models = models or ModelCatalog()
         self.max_file_bytes = max_file_bytes
         self.log = log or (lambda message: None)
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         for sub in ("files", "uploads", "batches"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         counters = _read_json(self.root / "counters.json")
@@ -174,7 +212,7 @@ class Store:
         return page, str(start + page_size) if more else None
 
     def delete_file(self, file_id: str) -> None:
-        with self._lock:
+        with self.lock:
             self.get_file(file_id)
             meta, data = self._file_paths(file_id)
             meta.unlink(missing_ok=True)
@@ -257,7 +295,7 @@ class Store:
 
     def upload_chunk(self, upload_id: str, offset: int | None, data: bytes, finalize: bool) -> dict | None:
         """Appends one chunk; on finalize returns the new File record."""
-        with self._lock:
+        with self.lock:
             session_path, part = self._upload_paths(upload_id)
             session = _read_json(session_path)
             received = part.stat().st_size
@@ -297,16 +335,40 @@ class Store:
     def _batch_path(self, batch_id: str, suffix: str = ".json") -> Path:
         return self.root / "batches" / f"{batch_id}{suffix}"
 
+    def load_job(self, job_id: str) -> dict | None:
+        """The record of job `job_id` of either protocol, or None."""
+        if not re.fullmatch(r"[a-z0-9-]{1,64}", job_id):
+            return None
+        return _read_json(self._batch_path(job_id))
+
+    def jobs(self, protocol: str | None = None) -> list[dict]:
+        """Every job record (of one protocol if given), newest first."""
+        records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
+        if protocol is not None:
+            records = [r for r in records if r.get("protocol", "developer") == protocol]
+        return sorted(records, key=lambda r: r["seq"], reverse=True)
+
     def _load_batch(self, batch_id: str) -> dict:
-        record = None
-        if re.fullmatch(r"[a-z0-9-]{1,64}", batch_id):
-            record = _read_json(self._batch_path(batch_id))
-        if record is None:
+        record = self.load_job(batch_id)
+        if record is None or record.get("protocol", "developer") != "developer":
             raise ApiError(404, "NOT_FOUND", f"Batch batches/{batch_id} not found.")
         return record
 
-    def _save_batch(self, record: dict) -> None:
+    def save_job(self, record: dict) -> None:
         _write_atomic(self._batch_path(record["id"]), orjson.dumps(record))
+
+    def new_job(self) -> tuple[int, bytes]:
+        """The next job's ordinal and 16 bytes unique to it in this state dir (call under the lock)."""
+        self._counters["batch_seq"] += 1
+        seq = self._counters["batch_seq"]
+        _write_atomic(self.root / "counters.json", orjson.dumps(self._counters))
+        return seq, hashlib.blake2b(f"{self._counters['salt']}:{seq}".encode(), digest_size=16).digest()
+
+    def input_path(self, job_id: str) -> Path:
+        return self._batch_path(job_id, ".input.jsonl")
+
+    def save_input(self, job_id: str, data: bytes) -> None:
+        _write_atomic(self.input_path(job_id), data)
 
     def create_batch(self, model: str, batch: dict, api_version: str = "v1beta", body_size: int = 0) -> dict:
         """Creates a job from `{"inputConfig": ..., "displayName": ...}`; returns its Operation.
@@ -335,7 +397,7 @@ class Store:
                 problem = request_problem(get(item, "request"), model, prefix, api_version)
                 if problem:
                     raise ApiError(400, "INVALID_ARGUMENT", problem)
-        with self._lock:
+        with self.lock:
             if file_name:
                 source = self.file_bytes_path(str(file_name).removeprefix("files/"))
                 if self.get_file(str(file_name).removeprefix("files/"))["source"] != "UPLOADED":
@@ -349,11 +411,9 @@ class Store:
             if count == 0:
                 raise ApiError(400, "INVALID_ARGUMENT", "The batch has no requests.")
             job, rates, seed = self.faults.take_job_faults()
-            self._counters["batch_seq"] += 1
-            seq = self._counters["batch_seq"]
-            _write_atomic(self.root / "counters.json", orjson.dumps(self._counters))
-            batch_id = hashlib.blake2b(f"{self._counters['salt']}:{seq}".encode(), digest_size=16).hexdigest()
-            input_path = self._batch_path(batch_id, ".input.jsonl")
+            seq, unique = self.new_job()
+            batch_id = unique.hex()
+            input_path = self.input_path(batch_id)
             if file_name:
                 try:
                     os.link(source, input_path)
@@ -396,7 +456,7 @@ class Store:
                 "results_file": None,
                 "inlined_responses": None,
             }
-            self._save_batch(record)
+            self.save_job(record)
         self.log(
             f"created {record['name']} ({count} requests, latency {record['latency']}s"
             + (f", will end {job.end_state}" if job.end_state else "")
@@ -409,40 +469,30 @@ class Store:
         return self._operation(record, time.time(), created=True)
 
     def get_batch(self, batch_id: str) -> dict:
-        with self._lock:
+        with self.lock:
             return self._view(self._load_batch(batch_id), time.time())
 
     def list_batches(self, page_size: int, page_token: str | None) -> tuple[list[dict], str | None]:
-        with self._lock:
-            records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
-            records.sort(key=lambda r: r["seq"], reverse=True)
-            if page_token:
-                if not page_token.isdigit():
-                    raise ApiError(400, "INVALID_ARGUMENT", f"Invalid page token {page_token!r}.")
-                records = [r for r in records if r["seq"] < int(page_token)]
-            page, rest = records[:page_size], records[page_size:]
+        with self.lock:
+            page, token = paged(self.jobs("developer"), page_size, page_token)
             now = time.time()
-            operations = [self._view(r, now) for r in page]
-            return operations, str(page[-1]["seq"]) if rest else None
+            return [self._view(r, now) for r in page], token
 
     def cancel_batch(self, batch_id: str) -> None:
-        with self._lock:
+        with self.lock:
             record = self._load_batch(batch_id)
             now = time.time()
-            state, _ = self._phase(record, now)
-            if state == "BATCH_STATE_CANCELLED":
+            state, _ = phase(record, now)
+            if state == "cancelled":
                 return
             if state not in IN_FLIGHT:
                 self._view(record, now)
                 raise ApiError(
-                    400, "FAILED_PRECONDITION", f"Batch batches/{batch_id} is already finished ({state})."
+                    400,
+                    "FAILED_PRECONDITION",
+                    f"Batch batches/{batch_id} is already finished ({BATCH_STATES[state]}).",
                 )
-            processed = 0
-            if state == "BATCH_STATE_RUNNING":
-                run_time = record["latency"] * (1 - PENDING_FRACTION)
-                elapsed = _clock(record, now) - _started(record) - record["latency"] * PENDING_FRACTION
-                fraction = min(1.0, max(0.0, elapsed / run_time)) if run_time > 0 else 0.0
-                processed = int(record["request_count"] * fraction)
+            processed = processed_by(record, now) if state == "running" else 0
             record["cancel_time"] = now
             record["held_since"] = None
             record["processed_count"] = processed
@@ -451,62 +501,54 @@ class Store:
 
     def hold(self, hold: bool, batch_id: str | None = None) -> list[str]:
         """Holds (or releases) one job, or every unfinished one; returns the names held now."""
-        with self._lock:
+        with self.lock:
             now = time.time()
             if batch_id is not None:
-                records = [self._load_batch(batch_id)]
+                record = self.load_job(batch_id)
+                if record is None:
+                    raise ApiError(404, "NOT_FOUND", f"No job {batch_id} to hold or release.")
+                records = [record]
             else:
-                records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
+                records = self.jobs()
             for record in records:
                 held = record.get("held_since") is not None
-                if hold and not held and self._phase(record, now)[0] in IN_FLIGHT:
+                if hold and not held and phase(record, now)[0] in IN_FLIGHT:
                     record["held_since"] = now
                 elif not hold and held:
                     # the clock resumes where it stopped: every second held is added to the schedule
                     record["start_time"] = _started(record) + (now - record["held_since"])
                     record["held_since"] = None
+                    if record["cancel_time"] is not None:  # cancelled while held: it ends now
+                        record["cancel_time"] = now
                 else:
                     continue
-                self._save_batch(record)
+                self.save_job(record)
                 self.log(f"{'held' if hold else 'released'} {record['name']}")
             return self.held()
 
     def held(self) -> list[str]:
         """Names of the jobs held now, oldest first."""
-        with self._lock:
-            records = [r for p in (self.root / "batches").glob("*.json") if (r := _read_json(p))]
-            return [r["name"] for r in sorted(records, key=lambda r: r["seq"]) if r.get("held_since")]
+        with self.lock:
+            return [r["name"] for r in reversed(self.jobs()) if r.get("held_since")]
 
     def delete_batch(self, batch_id: str) -> None:
-        with self._lock:
+        with self.lock:
             self._load_batch(batch_id)
-            self._batch_path(batch_id).unlink()
-            self._batch_path(batch_id, ".input.jsonl").unlink(missing_ok=True)
+            self.delete_job(batch_id)
+
+    def delete_job(self, job_id: str) -> None:
+        """Forgets a job of either protocol (its results stay where they were written)."""
+        self._batch_path(job_id).unlink()
+        self.input_path(job_id).unlink(missing_ok=True)
 
     # ---- job state and results ------------------------------------------------------------
 
-    def _phase(self, record: dict, now: float) -> tuple[str, float]:
-        """(state, time of the last state change)."""
-        if record["cancel_time"] is not None:
-            return "BATCH_STATE_CANCELLED", record["cancel_time"]
-        latency, started = record["latency"], _started(record)
-        elapsed = _clock(record, now) - started
-        held = record.get("held_since") is not None
-        if held and elapsed <= 0:  # held from its creation: still queued, whatever its latency
-            return "BATCH_STATE_PENDING", record["create_time"]
-        if elapsed >= latency and not held:
-            return TERMINAL[record["fault_state"]], started + latency
-        if elapsed >= latency * PENDING_FRACTION:
-            return "BATCH_STATE_RUNNING", started + latency * PENDING_FRACTION
-        return "BATCH_STATE_PENDING", record["create_time"]
-
     def _view(self, record: dict, now: float) -> dict:
-        state, _ = self._phase(record, now)
+        state, _ = phase(record, now)
         if state not in IN_FLIGHT and not record["finalized"]:
-            count = {
-                "BATCH_STATE_SUCCEEDED": record["request_count"],
-                "BATCH_STATE_CANCELLED": record["request_count"] // 2,
-            }.get(state, 0)
+            count = {"succeeded": record["request_count"], "cancelled": record["request_count"] // 2}.get(
+                state, 0
+            )
             self._finalize(record, count)
         return self._operation(record, now)
 
@@ -519,7 +561,7 @@ class Store:
             for i, (key, request, metadata, problem) in enumerate(self._requests(record)):
                 if i >= count:
                     break
-                line = self._answer(record, key, request, problem)
+                line = self.answer(record, key, request, problem)
                 if "error" in line:
                     stats["failed"] += 1
                 else:
@@ -552,45 +594,45 @@ class Store:
                     source="GENERATED",
                 )
                 record["results_file"] = f"files/{file_id}"
-        elif (
-            TERMINAL[record["fault_state"]] in ("BATCH_STATE_FAILED", "BATCH_STATE_EXPIRED")
-            and record["cancel_time"] is None
-        ):
+        elif record["fault_state"] in ("failed", "expired") and record["cancel_time"] is None:
             stats["failed"] = record["request_count"]
         record["stats"] = stats
         record["finalized"] = True
-        self._save_batch(record)
+        self.save_job(record)
         self.log(
             f"finished {record['name']}: {stats['successful']} ok, {stats['failed']} failed, "
             f"{count} answered in {time.perf_counter() - started:.3f}s"
         )
 
-    def _requests(self, record: dict) -> Iterator[tuple[str | None, Any, Any, str | None]]:
-        """(key, request, metadata, problem) per input line, in order."""
-        with open(self._batch_path(record["id"], ".input.jsonl"), "rb") as handle:
+    def input_lines(self, record: dict) -> Iterator[tuple[dict | None, str | None]]:
+        """(line, problem) per non-blank input line, in order: the line's object (None when it is
+        not one) and what the API would refuse in it (None if nothing)."""
+        with open(self.input_path(record["id"]), "rb") as handle:
             index = 0
             for raw in handle:
                 if not raw.strip():
                     continue
+                index += 1
                 try:
                     item = orjson.loads(raw)
                 except orjson.JSONDecodeError:
                     item = None
                 if not isinstance(item, dict):
-                    yield None, None, None, f"Line {index + 1} of the input file is not a JSON object."
+                    yield None, f"Line {index} of the input file is not a JSON object."
+                    continue
+                request = item.get("request")
+                if not isinstance(request, dict) or not get(request, "contents"):
+                    yield item, "The request has no contents."
                 else:
-                    key, request = item.get("key"), item.get("request")
-                    problem = None
-                    if not isinstance(request, dict) or not get(request, "contents"):
-                        problem = "The request has no contents."
-                    else:
-                        problem = request_problem(
-                            request, record["model"], "", record.get("api_version", "v1beta")
-                        )
-                    yield key, request, item.get("metadata"), problem
-                index += 1
+                    yield item, request_problem(request, record["model"], "", record.get("api_version", "v1beta"))
 
-    def _answer(self, record: dict, key: Any, request: Any, problem: str | None) -> dict:
+    def _requests(self, record: dict) -> Iterator[tuple[str | None, Any, Any, str | None]]:
+        """(key, request, metadata, problem) per input line, in order."""
+        for item, problem in self.input_lines(record):
+            item = item or {}
+            yield item.get("key"), item.get("request"), item.get("metadata"), problem
+
+    def answer(self, record: dict, key: Any, request: Any, problem: str | None) -> dict:
         """One output line (a dict; `garbage: True` asks for it to be written cut short)."""
         line: dict[str, Any] = {} if key is None else {"key": key}
         if problem:
@@ -600,7 +642,7 @@ class Store:
         hits = line_faults(record["seed"], f"batch#{record['seq']}", fault_key, record["line_rates"])
         if "line_error" in hits:
             draw = unit_draw(record["seed"], f"batch#{record['seq']}", fault_key, "error_kind")
-            code, status, message = _LINE_ERRORS[int(draw * len(_LINE_ERRORS))]
+            code, status, message = LINE_ERRORS[int(draw * len(LINE_ERRORS))]
             line["error"] = {"code": code, "message": message, "status": status}
             return line
         line["response"] = self.responder.response(
@@ -616,9 +658,7 @@ class Store:
         return line
 
     def _operation(self, record: dict, now: float, created: bool = False) -> dict:
-        state, changed = (
-            ("BATCH_STATE_PENDING", record["create_time"]) if created else self._phase(record, now)
-        )
+        state, changed = ("pending", record["create_time"]) if created else phase(record, now)
         n = record["request_count"]
         metadata: dict[str, Any] = {"@type": BATCH_TYPE, "model": record["model"]}
         if record["display_name"]:
@@ -629,11 +669,11 @@ class Store:
         metadata["updateTime"] = rfc3339(changed)
         operation: dict[str, Any] = {"name": record["name"]}
         if state in IN_FLIGHT:
-            metadata["batchStats"] = _nonzero({"requestCount": n, "pendingRequestCount": n})
+            metadata["batchStats"] = nonzero({"requestCount": n, "pendingRequestCount": n})
         else:
             stats = record["stats"] or {"successful": 0, "failed": 0}
             metadata["endTime"] = rfc3339(changed)
-            metadata["batchStats"] = _nonzero(
+            metadata["batchStats"] = nonzero(
                 {
                     "requestCount": n,
                     "successfulRequestCount": stats["successful"],
@@ -648,11 +688,11 @@ class Store:
             if output:
                 metadata["output"] = output
             operation["done"] = True
-            if state == "BATCH_STATE_SUCCEEDED":
+            if state == "succeeded":
                 operation["response"] = {"@type": OUTPUT_TYPE, **(output or {})}
             else:
-                operation["error"] = dict(_OPERATION_ERRORS[state])
-        metadata["state"] = state
+                operation["error"] = dict(JOB_ERRORS[state])
+        metadata["state"] = BATCH_STATES[state]
         metadata["name"] = record["name"]
         operation["metadata"] = metadata
         return operation

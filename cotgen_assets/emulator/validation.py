@@ -65,9 +65,12 @@ class ModelCatalog:
         self.any = ANY_MODEL in extra
         self.names = KNOWN_MODELS | (extra - {ANY_MODEL})
 
+    def serves(self, model_id: str) -> bool:
+        return self.any or model_id in self.names
+
     def check(self, model: str, api_version: str) -> tuple[int, str, str] | None:
         """None if `model` (`models/<id>` or `tunedModels/<id>`) is served, else the API's 404."""
-        if self.any or model.removeprefix("models/") in self.names:
+        if self.serves(model.removeprefix("models/")):
             return None
         return (
             404,
