@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass, field
 
-from cotgen_assets.pricing import UnknownModelError, cost_usd, model_price
-from cotgen_assets.results import Usage
+from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.pricing import UnknownModelError, cost_usd, model_price
 
 FILL = "fill"
 EXTEND = "extend"
