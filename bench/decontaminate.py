@@ -25,9 +25,9 @@ def main() -> None:
     import datasets
 
     datasets.disable_progress_bars()
-    from cotgen_assets import decontamination as dc
-    from cotgen_assets.scenarios import load_scenarios_and_benchmarks
-    from cotgen_assets.sources import load_benchmark_questions, load_source_problems
+    from cotgen_assets.core import decontamination as dc
+    from cotgen_assets.core.scenarios import load_scenarios_and_benchmarks
+    from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
 
     scenarios, benchmarks = load_scenarios_and_benchmarks()
     everything = dataclasses.replace(scenarios["hard"], name="all", filters=())

@@ -46,7 +46,7 @@ def lines_in(path: Path) -> int:
 def run_inprocess(base_url: str, limit: int, deadline: float) -> dict:
     import dagster as dg
 
-    from cotgen_assets import assets
+    from cotgen_assets.defs import assets
     from cotgen_assets_tests.pipeline_harness import Pipeline
 
     phases = {}

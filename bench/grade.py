@@ -4,7 +4,7 @@ For GSM8K (7,473) and MATH (12,498) reference answers, half the pairs grade the 
 itself and half against a wrong answer (GSM8K: the number plus one; MATH: another problem's
 answer), the way a run sees right and wrong samples. Two ways, in the same run:
 
-* project   `cotgen_assets.grading.grade_many` (cheap comparison, math-verify in worker processes);
+* project   `cotgen_assets.core.grading.grade_many` (cheap comparison, math-verify in worker processes);
 * baseline  `math_verify.verify(parse(gold), parse(pred))` on every pair, serially, in this
             process's main thread with math-verify's own timeouts; on a subset, extrapolated.
 
@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from cotgen_assets import grading
-from cotgen_assets.answers import extract_boxed_answer, extract_gsm8k_answer
+from cotgen_assets.core import grading
+from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ a CoT JSONL several ways, each in its own process so that its peak RSS is its ow
 * floor     a bare `orjson` parse and write of every results line (no join, no records);
 * naive     the old way: `json` loads every line into one list, joins, builds, writes
             (run under an address-space limit so that it cannot take the machine down);
-* project   `cotgen_assets.ingest.ingest_submission` into a new samples file;
+* project   `cotgen_assets.core.ingest.ingest_submission` into a new samples file;
 * asset     the same with the `SampleStats` observer that the `cot_samples` asset passes;
 * reingest  the asset's path again into the now-full file: every record replaced (the merge's
             worst case).
@@ -41,8 +41,8 @@ MB = 1024 * 1024
 
 def problem_pool() -> list[dict]:
     """Real GSM8K problems through the project's own source code (ids, questions, answers)."""
-    from cotgen_assets.scenarios import get_scenario
-    from cotgen_assets.sources import load_source_problems
+    from cotgen_assets.core.scenarios import get_scenario
+    from cotgen_assets.core.sources import load_source_problems
 
     table, _, _ = load_source_problems(get_scenario(SCENARIO))
     return table.select(
@@ -122,9 +122,9 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
     """A submission folder as `generation_batch` leaves it, plus downloaded results; returns its id."""
-    from cotgen_assets.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
-    from cotgen_assets.records import GENERATION
-    from cotgen_assets.submissions import Submission, write_shards
+    from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
+    from cotgen_assets.core.records import GENERATION
+    from cotgen_assets.core.submissions import Submission, write_shards
 
     pool = problem_pool()
     submission = Submission(
@@ -197,8 +197,8 @@ def write_source_problems(lines: int, data: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cotgen_assets.scenarios import get_scenario
-    from cotgen_assets.sources import load_source_problems
+    from cotgen_assets.core.scenarios import get_scenario
+    from cotgen_assets.core.sources import load_source_problems
 
     table, _, _ = load_source_problems(get_scenario(SCENARIO))
     table = pa.concat_tables([table] * -(-lines // table.num_rows)).slice(0, lines)
@@ -211,8 +211,8 @@ def run_prepare(data: Path, out: Path) -> int:
     """`prepare_generation` for every problem: plan, then write request shards and contexts."""
     import pyarrow.parquet as pq
 
-    from cotgen_assets.scenarios import get_scenario
-    from cotgen_assets.submissions import prepare_generation
+    from cotgen_assets.core.scenarios import get_scenario
+    from cotgen_assets.core.submissions import prepare_generation
 
     rows = pq.read_metadata(data / SCENARIO / "source_problems.parquet").num_rows
     submission = prepare_generation(
@@ -278,10 +278,10 @@ def run_naive(data: Path, out: Path) -> int:
 
 def run_project(data: Path, out: Path, observer: bool = False) -> int:
     """The project's own path: `ingest_submission`, with the asset's observer or without."""
-    from cotgen_assets.ingest import ingest_submission
-    from cotgen_assets.quality import SampleStats
-    from cotgen_assets.records import GENERATION
-    from cotgen_assets.submissions import load_submission
+    from cotgen_assets.core.ingest import ingest_submission
+    from cotgen_assets.core.quality import SampleStats
+    from cotgen_assets.core.records import GENERATION
+    from cotgen_assets.core.submissions import load_submission
 
     [folder] = (data / SCENARIO / "submissions").glob("generation-*")
     submission = load_submission(SCENARIO, GENERATION, folder.name.removeprefix("generation-"))
@@ -300,7 +300,7 @@ def run_project(data: Path, out: Path, observer: bool = False) -> int:
 
 def _math_verify_workers() -> int:
     """How many math-verify processes grading started (0 when the cheap comparison settled all)."""
-    from cotgen_assets import grading
+    from cotgen_assets.core import grading
 
     return len(grading._POOL.workers) if grading._POOL else 0
 
@@ -333,10 +333,10 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
         limit = memory_limit_mb * MB
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if variant == "prepare":
-        import cotgen_assets.submissions  # noqa: F401
+        import cotgen_assets.core.submissions  # noqa: F401
     if variant in PROJECT_VARIANTS:
-        import cotgen_assets.ingest  # noqa: F401  (imports are not ingestion time)
-        import cotgen_assets.quality  # noqa: F401
+        import cotgen_assets.core.ingest  # noqa: F401  (imports are not ingestion time)
+        import cotgen_assets.core.quality  # noqa: F401
     import orjson  # noqa: F401
 
     baseline = peak_rss_mb()

@@ -8,7 +8,7 @@ import argparse
 import json
 import sys
 
-from cotgen_assets.records import STAGES
+from cotgen_assets.core.records import STAGES
 
 CANCEL_ATTEMPTS = 3  # a person waits at the prompt: a few seconds of retries, not a minute
 
@@ -21,9 +21,9 @@ def cancel(scenario: str, stage: str) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
-    from cotgen_assets.gemini import GeminiError, gemini_from_env
-    from cotgen_assets.scenarios import get_scenario
-    from cotgen_assets.state import ended_not_saved, pending_submission
+    from cotgen_assets.core.scenarios import get_scenario
+    from cotgen_assets.defs.instance import ended_not_saved, pending_submission
+    from cotgen_assets.gemini.resource import GeminiError, gemini_from_env
 
     get_scenario(scenario)  # an unknown name is an error, not "nothing in flight"
     with dg.DagsterInstance.get() as instance:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cancel":
             print(cancel(args.scenario, args.stage))
         else:
-            from cotgen_assets.trace import trace  # reads files only: no Dagster, no Gemini SDK
+            from cotgen_assets.publish.trace import trace  # reads files only: no Dagster, no Gemini SDK
 
             print(json.dumps(trace(args.id), indent=2, ensure_ascii=False))
     except (LookupError, ValueError, ApiUnavailable) as error:  # unknown id or scenario, damaged file

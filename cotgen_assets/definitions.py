@@ -4,10 +4,10 @@ import os
 
 import dagster as dg
 
-from cotgen_assets import assets
-from cotgen_assets.gemini import OFFLINE_TAG, gemini_from_env
-from cotgen_assets.jobs import JOBS
-from cotgen_assets.sensors import batch_completion_sensor
+from cotgen_assets.defs import assets
+from cotgen_assets.defs.jobs import JOBS
+from cotgen_assets.defs.sensors import batch_completion_sensor
+from cotgen_assets.gemini.resource import OFFLINE_TAG, gemini_from_env
 
 OFFLINE_NOTE = " OFFLINE: GEMINI_API_KEY is not set, so Gemini calls go to the local emulator (no real cost)."
 GEMINI_ASSETS = [

@@ -58,8 +58,8 @@ def pipeline(instance, emulator, data_dir):
 @pytest.fixture
 def sources(data_dir, source_cache):
     """Put a scenario's source_problems.parquet in place, as a materialization would."""
-    from cotgen_assets.scenarios import get_scenario
-    from cotgen_assets.sources import load_source_problems
+    from cotgen_assets.core.scenarios import get_scenario
+    from cotgen_assets.core.sources import load_source_problems
 
     def seed(scenario: str):
         cached = source_cache / f"{scenario}.parquet"

@@ -5,10 +5,10 @@ import time
 import dagster as dg
 import orjson
 
-from cotgen_assets import assets
 from cotgen_assets.definitions import defs
-from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.sensors import batch_completion_sensor
+from cotgen_assets.defs import assets
+from cotgen_assets.defs.sensors import batch_completion_sensor
+from cotgen_assets.gemini.resource import GeminiBatchResource
 
 ALL_ASSETS = [
     assets.source_problems,

@@ -3,14 +3,16 @@
 import inspect
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
+from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, GENERATION, MADE_BY_KEYS, SUMMARIZATION
 from cotgen_assets.definitions import defs
-from cotgen_assets.records import COD_FIELDS, COT_FIELDS, GENERATION, MADE_BY_KEYS, SUMMARIZATION
 from cotgen_assets_tests.dagster_harness import ROOT
 
 ASSETS = [
@@ -76,9 +78,9 @@ def test_the_readme_record_section_names_every_field():
 
 def test_builders_make_exactly_the_described_fields(tmp_path):
     """A record as ingestion builds it has the described fields, in order."""
-    from cotgen_assets.records import BUILDERS, made_by
-    from cotgen_assets.results import ResultLine, Usage
-    from cotgen_assets.submissions import Submission
+    from cotgen_assets.core.batch_output import ResultLine, Usage
+    from cotgen_assets.core.records import BUILDERS, made_by
+    from cotgen_assets.core.submissions import Submission
 
     submission = Submission("easy", GENERATION, "abc", "gemini-3.1-pro-preview", "v1", 1)
     line = ResultLine("easy-1", "ok", thought="2+2=4", answer="\\boxed{4}", usage=Usage(10, 0, 5, 3))
@@ -124,19 +126,21 @@ def test_the_raw_batch_read_still_has_its_sdk_path():
     assert "batch_stats" not in genai_types.BatchJob.model_fields  # still no public field for the counts
 
 
-def test_logic_modules_import_no_dagster():
-    """The contract lint-imports enforces in the test command, stated here as well."""
-    config = (ROOT / "pyproject.toml").read_text()
-    assert '"cotgen_assets.trace"' in config and '"dagster"' in config
-    logic = [p.stem for p in Path(ROOT / "cotgen_assets").glob("*.py")]
-    listed = set(re.findall(r'"cotgen_assets\.(\w+)"', config))
-    assert set(logic) - {"__init__"} <= listed, "every module must be named in an import contract"
-
-
-def test_the_readme_module_map_names_every_module():
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("## Architecture")
-    section = readme[start : readme.index("\n## ", start + 5)]
-    named = set(re.findall(r"`(\w+)/?`", section))
-    modules = {p.stem for p in (ROOT / "cotgen_assets").glob("*.py")} - {"__init__"}
-    assert modules <= named, f"README's Architecture section misses {sorted(modules - named)}"
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("core/answers.py", "import dagster", "import no dagster"),
+        ("publish/report.py", "import cotgen_assets.defs.assets", "Layers"),
+        ("gemini/resource.py", "import cotgen_assets.publish.report", "Layers"),
+    ],
+)
+def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):
+    """A module takes its folder's rule: planting a forbidden import anywhere in a layer breaks a contract."""
+    shutil.copytree(ROOT / "cotgen_assets", tmp_path / "cotgen_assets")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with open(tmp_path / "cotgen_assets" / module, "a") as handle:
+        handle.write(f"\n{line}  # noqa\n")
+    lint = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 1, done.stdout
+    assert re.search(rf"{broken}.* BROKEN", done.stdout), done.stdout

@@ -8,14 +8,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets.answers import extract_boxed_answer, extract_gsm8k_answer
-from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.pricing import cost_usd, load_prices
-from cotgen_assets.prompts import generation_request, request_line
-from cotgen_assets.results import Usage, iter_result_lines
+from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
+from cotgen_assets.core.batch_output import Usage, iter_result_lines
+from cotgen_assets.core.pricing import cost_usd, load_prices
+from cotgen_assets.core.prompts import generation_request, request_line
+from cotgen_assets.gemini.resource import GeminiBatchResource
 
 try:
-    from cotgen_assets.grading import answers_match
+    from cotgen_assets.core.grading import answers_match
 except ImportError:  # grading not there yet: GSM8K answers are numbers
 
     def answers_match(predicted, reference):

@@ -7,15 +7,15 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets import storage
-from cotgen_assets.export import write_export
-from cotgen_assets.report import build_report
-from cotgen_assets.scenarios import get_scenario
-from cotgen_assets.sources import load_source_problems
-from cotgen_assets.state import LOCK_KEY, lock_holder, storage_lock, submission_lock
-from cotgen_assets.storage import StorageError, atomic_write, data_dir, read_jsonl
-from cotgen_assets.submissions import SubmissionRefused
-from cotgen_assets.trace import trace
+from cotgen_assets.core import storage
+from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.core.storage import StorageError, atomic_write, data_dir, read_jsonl
+from cotgen_assets.core.submissions import SubmissionRefused
+from cotgen_assets.defs.instance import LOCK_KEY, lock_holder, storage_lock, submission_lock
+from cotgen_assets.publish.export import write_export
+from cotgen_assets.publish.report import build_report
+from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline
 

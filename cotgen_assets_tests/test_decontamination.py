@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from cotgen_assets.decontamination import (
+from cotgen_assets.core.decontamination import (
     NGRAM,
     benchmark_index,
     decontaminate,
@@ -18,8 +18,8 @@ from cotgen_assets.decontamination import (
     verify_no_overlap,
     words,
 )
-from cotgen_assets.scenarios import ScenarioError, load_scenarios_and_benchmarks
-from cotgen_assets.sources import load_benchmark_questions, load_source_problems
+from cotgen_assets.core.scenarios import ScenarioError, load_scenarios_and_benchmarks
+from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
 
 DATA = Path(os.environ["COTGEN_DATASETS_DIR"])
 

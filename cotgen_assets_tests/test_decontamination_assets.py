@@ -7,9 +7,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from cotgen_assets import assets
-from cotgen_assets.scenarios import DEFAULT_SCENARIOS_FILE
-from cotgen_assets.trace import trace
+from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
+from cotgen_assets.defs import assets
+from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets import assets, export, hub, report
-from cotgen_assets.scenarios import DEFAULT_SCENARIOS_FILE
-from cotgen_assets.storage import atomic_write
+from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
+from cotgen_assets.core.storage import atomic_write
+from cotgen_assets.defs import assets
+from cotgen_assets.publish import export, hub, report
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_report import table_rows

@@ -17,11 +17,11 @@ import dagster as dg
 import orjson
 import pytest
 
-from cotgen_assets.ingest import ingest_submission
-from cotgen_assets.records import GENERATION
-from cotgen_assets.state import lock_holder
-from cotgen_assets.storage import samples_path
-from cotgen_assets.submissions import Submission, load_submission, tries_by_problem, write_shards
+from cotgen_assets.core.ingest import ingest_submission
+from cotgen_assets.core.records import GENERATION
+from cotgen_assets.core.storage import samples_path
+from cotgen_assets.core.submissions import Submission, load_submission, tries_by_problem, write_shards
+from cotgen_assets.defs.instance import lock_holder
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
@@ -178,8 +178,8 @@ CHILD = r"""
 import os, signal, sys, time
 from pathlib import Path
 
-import cotgen_assets.ingest as samples
-from cotgen_assets.submissions import load_submission
+import cotgen_assets.core.ingest as samples
+from cotgen_assets.core.submissions import load_submission
 
 submission_id, samples_file, point, at = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 calls = []
@@ -218,7 +218,7 @@ if point == "merged":
 lock = None
 if len(sys.argv) > 6:  # the lock the Dagster assets use, in the Dagster storage of this DAGSTER_HOME
     import dagster as dg
-    from cotgen_assets.state import samples_lock
+    from cotgen_assets.defs.instance import samples_lock
 
     instance = dg.DagsterInstance.from_config(sys.argv[6])
     lock = samples_lock(instance, samples_file, say=lambda message: print(message, flush=True))

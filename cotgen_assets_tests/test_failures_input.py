@@ -13,9 +13,9 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets import assets
-from cotgen_assets.scenarios import DEFAULT_SCENARIOS_FILE, get_scenario
-from cotgen_assets.sources import load_source_problems
+from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE, get_scenario
+from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.defs import assets
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import Pipeline
 

@@ -10,7 +10,7 @@ from collections import Counter
 
 import orjson
 
-from cotgen_assets.scenarios import get_scenario
+from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 
@@ -98,8 +98,8 @@ def test_a_dry_run_while_a_batch_is_in_flight_loses_nothing(pipeline, sources, d
 
 def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, sources, data_dir):
     """Else the new job's answers would never be downloaded, and the next fill would pay again."""
-    from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
-    from cotgen_assets.submissions import prepare_generation
+    from cotgen_assets.core.submissions import prepare_generation
+    from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
@@ -196,7 +196,7 @@ def api_calls(emulator) -> list[tuple[str, str]]:
 
 def test_transient_http_errors_are_ridden_through_by_a_whole_run(pipeline, emulator, sources, data_dir):
     """Half the calls fail; with the resource's small backoff and enough attempts nothing is lost."""
-    from cotgen_assets.gemini import GeminiBatchResource
+    from cotgen_assets.gemini.resource import GeminiBatchResource
 
     pipeline.resources["gemini"] = GeminiBatchResource(
         base_url=emulator.base_url, backoff_seconds=0.01, max_attempts=12

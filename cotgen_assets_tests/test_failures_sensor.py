@@ -10,8 +10,9 @@ import time
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
-from cotgen_assets import assets, cli
-from cotgen_assets.state import submission_lock
+from cotgen_assets import cli
+from cotgen_assets.defs import assets
+from cotgen_assets.defs.instance import submission_lock
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -118,8 +119,8 @@ def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(
 CLICK = """
 import json, os, sys, time
 import dagster as dg
-from cotgen_assets import assets
-from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets.defs import assets
+from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
 
 print("ready", flush=True)
@@ -188,7 +189,7 @@ def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, so
 
 def run_until_ingested(pipeline: Pipeline, partition: str) -> None:
     """Tick and run everything the sensor launches until the newest generation batch is saved."""
-    from cotgen_assets.state import pending_submission
+    from cotgen_assets.defs.instance import pending_submission
 
     deadline = time.monotonic() + 60
     while pending_submission(pipeline.instance, partition, "generation") is not None:

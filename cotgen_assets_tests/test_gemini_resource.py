@@ -8,16 +8,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cotgen_assets import gemini as gemini_module
-from cotgen_assets.gemini import (
+from cotgen_assets.core.batch_output import iter_result_lines
+from cotgen_assets.core.prompts import generation_request, request_line
+from cotgen_assets.gemini import resource as gemini_module
+from cotgen_assets.gemini.resource import (
     FAILED_STATES,
     SUCCEEDED_STATES,
     BatchInfo,
     GeminiBatchResource,
     GeminiError,
 )
-from cotgen_assets.prompts import generation_request, request_line
-from cotgen_assets.results import iter_result_lines
 
 # Distinctive, so that any leak is found by a plain substring search.
 FAKE_KEY = "AIzaSyFAKE-cotgen-Leak-Canary-9f3b7c2e1d"
@@ -102,7 +102,7 @@ class NotTheEmulator:
 
 def test_who_answers_decides_offline_not_whether_a_key_is_set(emulator, caplog):
     """A key with the base URL left at the emulator is offline; a key with another endpoint is not."""
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
     keyed = make_resource(emulator.base_url)
     assert keyed.offline
     assert keyed.describe() == f"offline: local Gemini emulator at {emulator.base_url}"
@@ -188,7 +188,7 @@ def test_failed_jobs_are_reported_and_resubmitted(gemini, emulator, requests_fil
 
 def test_offline_mode_uses_the_emulator_and_says_so_once(emulator, requests_file, caplog, monkeypatch):
     monkeypatch.setattr(gemini_module, "_announced_offline", set())
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
     offline = GeminiBatchResource(emulator_url=emulator.base_url, backoff_seconds=0.01)
     info = offline.submit_jsonl(requests_file, MODEL, "cotgen-test-offline")
     assert wait_until_done(offline, info.name).succeeded
@@ -219,7 +219,7 @@ def until_a_fault_hits(caplog, operation: str, call, tries: int = 40):
 
 
 def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
     emulator.set_faults(http_error_rate=0.3)
     file_name = until_a_fault_hits(caplog, "upload of", lambda: gemini.upload_jsonl(requests_file, "flaky"))
     created = []
@@ -255,7 +255,7 @@ def test_gives_up_on_transient_errors_after_max_attempts(emulator):
 
 
 def test_lost_create_response_does_not_pay_twice(gemini, emulator, requests_file, caplog):
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
     emulator.set_faults(lose_create_count=1)
     info = gemini.submit_jsonl(requests_file, MODEL, "cotgen-test-lost-create")
     assert any("the job exists" in r.getMessage() for r in caplog.records)  # the fault did happen
@@ -266,7 +266,7 @@ def test_lost_create_response_does_not_pay_twice(gemini, emulator, requests_file
 
 
 def test_permanent_errors_carry_the_api_message(gemini, requests_file, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
     with pytest.raises(GeminiError) as missing:
         gemini.get_batch("batches/doesnotexist")
     assert missing.value.status_code == 404 and missing.value.status == "NOT_FOUND"

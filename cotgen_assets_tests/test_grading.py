@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets import grading
-from cotgen_assets.answers import extract_boxed_answer, extract_gsm8k_answer
-from cotgen_assets.grading import answers_match, extract_predicted_answer, grade_many
+from cotgen_assets.core import grading
+from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
+from cotgen_assets.core.grading import answers_match, extract_predicted_answer, grade_many
 
 DATASETS_DIR = Path(os.environ.get("COTGEN_DATASETS_DIR") or Path(__file__).parents[2] / "shared" / "data")
 

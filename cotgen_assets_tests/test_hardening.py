@@ -14,10 +14,10 @@ import dagster as dg
 import orjson
 import pytest
 
-from cotgen_assets import assets
-from cotgen_assets.gemini import GeminiBatchResource, submit
-from cotgen_assets.scenarios import get_scenario
-from cotgen_assets.submissions import prepare_generation
+from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.core.submissions import prepare_generation
+from cotgen_assets.defs import assets
+from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
@@ -63,7 +63,7 @@ def test_a_failed_ingestion_refuses_a_new_fill_until_its_samples_are_saved(
 
     # cot_samples fails after generation_results succeeded: here a price file lacking the model
     prices = tmp_path / "prices.csv"
-    rows = list(csv.reader(open(Path(assets.__file__).with_name("prices.csv"))))
+    rows = list(csv.reader(open(Path(assets.__file__).parents[1] / "prices.csv")))
     with open(prices, "w", newline="") as out:
         csv.writer(out).writerows([row for row in rows if row[0] != MODEL])
     monkeypatch.setenv("COTGEN_PRICES_FILE", str(prices))

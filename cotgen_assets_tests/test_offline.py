@@ -8,8 +8,8 @@ and hf_dataset refuses to push them. The key itself appears nowhere.
 import dagster as dg
 import pytest
 
-from cotgen_assets import assets
-from cotgen_assets.gemini import gemini_from_env
+from cotgen_assets.defs import assets
+from cotgen_assets.gemini.resource import gemini_from_env
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 FAKE_KEY = "AIzaSyFAKE-cotgen-Offline-Canary-4d2a9e"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cotgen_assets import assets
+from cotgen_assets.defs import assets
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from cotgen_assets.pricing import UnknownModelError, cost_usd, load_prices
-from cotgen_assets.results import Usage
+from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.pricing import UnknownModelError, cost_usd, load_prices
 
 PRO = "gemini-3.1-pro-preview"
 

@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from cotgen_assets.prompts import (
+from cotgen_assets.core.prompts import (
     GENERATION_PROMPT_VERSION,
     SUMMARIZATION_PROMPT_VERSION,
     generation_request,

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from cotgen_assets import assets
-from cotgen_assets.checks import check_results
-from cotgen_assets.quality import SampleStats, tagged_block
+from cotgen_assets.core.quality import SampleStats, tagged_block
+from cotgen_assets.defs import assets
+from cotgen_assets.defs.checks import check_results
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
 

@@ -8,7 +8,7 @@ import datasets
 import orjson
 import pytest
 
-from cotgen_assets import assets
+from cotgen_assets.defs import assets
 from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline

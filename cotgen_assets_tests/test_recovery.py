@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from cotgen_assets import assets
-from cotgen_assets.sensors import (
+from cotgen_assets.defs import assets
+from cotgen_assets.defs.sensors import (
     ATTEMPT_TAG,
     RETRY_KEY_TAG,
     check_submissions,
@@ -116,7 +116,7 @@ def test_a_results_run_that_keeps_failing_is_retried_with_growing_delays_then_re
 
 def expensive_prices(tmp_path) -> str:
     """The shipped price table with every price a million times higher."""
-    from cotgen_assets.pricing import default_prices_path
+    from cotgen_assets.core.pricing import default_prices_path
 
     with open(default_prices_path(), newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)

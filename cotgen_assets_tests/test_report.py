@@ -11,8 +11,9 @@ import re
 import dagster as dg
 import pytest
 
-from cotgen_assets import assets, previews, report
-from cotgen_assets.storage import data_dir
+from cotgen_assets.core.storage import data_dir
+from cotgen_assets.defs import assets
+from cotgen_assets.publish import previews, report
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 

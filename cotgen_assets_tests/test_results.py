@@ -1,7 +1,7 @@
 import orjson
 import pytest
 
-from cotgen_assets.results import ResultLine, Usage, iter_result_lines, parse_result_line
+from cotgen_assets.core.batch_output import ResultLine, Usage, iter_result_lines, parse_result_line
 
 
 def line(key="easy-1", parts=None, finish="STOP", usage=None, **extra) -> bytes:

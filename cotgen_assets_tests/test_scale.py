@@ -9,14 +9,14 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets import assets
-from cotgen_assets import submissions as submissions_module
-from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.ingest import ingest_submission
-from cotgen_assets.records import GENERATION
-from cotgen_assets.scenarios import get_scenario
-from cotgen_assets.sources import load_source_problems
-from cotgen_assets.submissions import Submission, prepare_generation, write_shards
+from cotgen_assets.core import submissions as submissions_module
+from cotgen_assets.core.ingest import ingest_submission
+from cotgen_assets.core.records import GENERATION
+from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.core.submissions import Submission, prepare_generation, write_shards
+from cotgen_assets.defs import assets
+from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 MODEL = "gemini-3.1-pro-preview"

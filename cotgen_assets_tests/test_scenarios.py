@@ -3,8 +3,7 @@ import re
 
 import pytest
 
-from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.scenarios import (
+from cotgen_assets.core.scenarios import (
     Benchmark,
     Filter,
     ScenarioError,
@@ -13,6 +12,7 @@ from cotgen_assets.scenarios import (
     load_scenarios_and_benchmarks,
     parse_filter,
 )
+from cotgen_assets.defs.partitions import scenario_partitions
 
 
 def test_filter_syntax_of_the_old_cli():
@@ -148,7 +148,10 @@ def test_the_code_location_fails_to_load_with_the_reason(tmp_path):
     path.write_text(GOOD + "    suffix: ../../../ESCAPED\n")
     env = {**os.environ, "COTGEN_SCENARIOS_FILE": str(path)}
     done = subprocess.run(
-        [sys.executable, "-c", "import cotgen_assets.partitions"], env=env, capture_output=True, text=True
+        [sys.executable, "-c", "import cotgen_assets.defs.partitions"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode != 0
     assert "ScenarioError" in done.stderr and "suffix '../../../ESCAPED' must match" in done.stderr

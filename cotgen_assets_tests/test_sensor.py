@@ -9,7 +9,7 @@ import re
 import orjson
 import pytest
 
-from cotgen_assets import assets
+from cotgen_assets.defs import assets
 from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
@@ -284,7 +284,7 @@ def test_no_catch_up_while_the_run_that_saves_cot_is_still_going(pipeline, data_
     """The daemon may tick between a run's cot_samples and summarization_batch steps."""
     import dagster as dg
 
-    from cotgen_assets.sensors import summarization_catch_up
+    from cotgen_assets.defs.sensors import summarization_catch_up
 
     pipeline.materialize([assets.source_problems], "easy")
     pipeline.submit_generation("easy", limit=2)

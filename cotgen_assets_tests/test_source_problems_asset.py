@@ -5,7 +5,7 @@ import sys
 import dagster as dg
 import pyarrow.parquet as pq
 
-from cotgen_assets import assets
+from cotgen_assets.defs import assets
 from cotgen_assets_tests.dagster_harness import ROOT
 
 

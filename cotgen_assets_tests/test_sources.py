@@ -7,8 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets.scenarios import ScenarioError, get_scenario, parse_filter
-from cotgen_assets.sources import load_source_problems
+from cotgen_assets.core.scenarios import ScenarioError, get_scenario, parse_filter
+from cotgen_assets.core.sources import load_source_problems
 
 
 @pytest.mark.parametrize(
@@ -111,8 +111,8 @@ def test_explicit_path_comes_before_the_datasets_dir(tmp_path, monkeypatch):
 def test_benchmarks_resolve_like_scenarios(tmp_path):
     import dataclasses as dc
 
-    from cotgen_assets.scenarios import load_benchmarks
-    from cotgen_assets.sources import benchmark_location, load_benchmark_questions
+    from cotgen_assets.core.scenarios import load_benchmarks
+    from cotgen_assets.core.sources import benchmark_location, load_benchmark_questions
 
     math_test = load_benchmarks()["math_test"]
     assert benchmark_location(math_test) == (

@@ -10,8 +10,8 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets import assets
-from cotgen_assets.trace import trace
+from cotgen_assets.defs import assets
+from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 

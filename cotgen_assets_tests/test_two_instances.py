@@ -18,9 +18,9 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.scenarios import get_scenario
-from cotgen_assets.sources import load_source_problems
+from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.dagster_harness import ROOT, start_dagster_dev, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.gcs_harness import start_gcs
@@ -36,8 +36,8 @@ DEADLINE_SECONDS = 150
 CLICK = r"""
 import json, os, sys, time
 import dagster as dg
-from cotgen_assets import assets
-from cotgen_assets.gemini import GeminiBatchResource
+from cotgen_assets.defs import assets
+from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
 
 instance = dg.DagsterInstance.get()
@@ -60,10 +60,10 @@ else:
 INGEST = r"""
 import os, sys, time
 import dagster as dg
-from cotgen_assets.ingest import ingest_submission
-from cotgen_assets.state import samples_lock
-from cotgen_assets.storage import samples_path
-from cotgen_assets.submissions import load_submission
+from cotgen_assets.core.ingest import ingest_submission
+from cotgen_assets.defs.instance import samples_lock
+from cotgen_assets.core.storage import samples_path
+from cotgen_assets.core.submissions import load_submission
 
 submission_id, pause_at, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 seen = []

@@ -1,6 +1,6 @@
 """What the emulated model answers: a thinking model that knows GSM8K and MATH by heart.
 
-Two request kinds, as built by `cotgen_assets.prompts`:
+Two request kinds, as built by `cotgen_assets.core.prompts`:
 
 * **generation** (no response schema): the question is the text of the last part of the last
   user content. A question found in the reference datasets (`$COTGEN_DATASETS_DIR/**/*.parquet`)
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotgen_assets.answers import extract_boxed_answer, extract_gsm8k_answer
+from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
 
 SYNTHETIC_LABEL = "[cotgen emulator]"
 SYNTHETIC_ANSWER = "42"

@@ -624,7 +624,10 @@ class Store:
                 if not isinstance(request, dict) or not get(request, "contents"):
                     yield item, "The request has no contents."
                 else:
-                    yield item, request_problem(request, record["model"], "", record.get("api_version", "v1beta"))
+                    yield (
+                        item,
+                        request_problem(request, record["model"], "", record.get("api_version", "v1beta")),
+                    )
 
     def _requests(self, record: dict) -> Iterator[tuple[str | None, Any, Any, str | None]]:
         """(key, request, metadata, problem) per input line, in order."""

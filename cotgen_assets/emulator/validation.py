@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cotgen_assets.prompts import thinking_levels
+from cotgen_assets.core.prompts import thinking_levels
 
 from .responder import get
 

@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cotgen_assets.decontamination import excluded_problems
-from cotgen_assets.planning import (
+from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.decontamination import excluded_problems
+from cotgen_assets.core.planning import (
     DEFAULT_GENERATION_USAGE,
     DEFAULT_SUMMARIZATION_USAGE,
     Plan,
@@ -34,18 +35,23 @@ from cotgen_assets.planning import (
     plan_generation,
     projected_cost_usd,
 )
-from cotgen_assets.prompts import (
+from cotgen_assets.core.prompts import (
     GENERATION_PROMPT_VERSION,
     SUMMARIZATION_PROMPT_VERSION,
     generation_request,
     request_line,
     summarization_request,
 )
-from cotgen_assets.quality import numbers_in
-from cotgen_assets.records import GENERATION, SUMMARIZATION
-from cotgen_assets.results import Usage
-from cotgen_assets.scenarios import Scenario
-from cotgen_assets.storage import atomic_write, read_jsonl, samples_path, scenario_dir, source_problems_path
+from cotgen_assets.core.quality import numbers_in
+from cotgen_assets.core.records import GENERATION, SUMMARIZATION
+from cotgen_assets.core.scenarios import Scenario
+from cotgen_assets.core.storage import (
+    atomic_write,
+    read_jsonl,
+    samples_path,
+    scenario_dir,
+    source_problems_path,
+)
 
 MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time

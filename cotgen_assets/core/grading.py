@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
-from cotgen_assets.answers import extract_boxed_answer
+from cotgen_assets.core.answers import extract_boxed_answer
 
 # A worker gets this long past its own soft deadline to report before it is killed.
 _KILL_GRACE_SECONDS = 0.5
@@ -219,7 +219,7 @@ class _Worker:
 
     def __init__(self):
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from cotgen_assets.grading import _serve; _serve()"],
+            [sys.executable, "-c", "from cotgen_assets.core.grading import _serve; _serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

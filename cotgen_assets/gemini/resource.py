@@ -28,9 +28,9 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from pydantic import PrivateAttr
 
-from cotgen_assets.results import FAILED_STATES, SUCCEEDED_STATES, TERMINAL_STATES
-from cotgen_assets.storage import atomic_write, is_local
-from cotgen_assets.submissions import Submission
+from cotgen_assets.core.batch_output import FAILED_STATES, SUCCEEDED_STATES, TERMINAL_STATES
+from cotgen_assets.core.storage import atomic_write, is_local
+from cotgen_assets.core.submissions import Submission
 
 try:
     import httpx2

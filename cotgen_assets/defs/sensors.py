@@ -19,12 +19,9 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from cotgen_assets.gemini import OFFLINE_TAG, GeminiBatchResource
-from cotgen_assets.jobs import generation_results_job, summarization_batch_job, summarization_results_job
-from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.records import STAGES, SUMMARIZATION
-from cotgen_assets.results import overall_state
-from cotgen_assets.state import (
+from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.records import STAGES, SUMMARIZATION
+from cotgen_assets.defs.instance import (
     BATCH_ASSET,
     RESULTS_ASSET,
     RESULTS_JOB,
@@ -35,6 +32,9 @@ from cotgen_assets.state import (
     pending_submission,
     submitted_metadata,
 )
+from cotgen_assets.defs.jobs import generation_results_job, summarization_batch_job, summarization_results_job
+from cotgen_assets.defs.partitions import scenario_partitions
+from cotgen_assets.gemini.resource import OFFLINE_TAG, GeminiBatchResource
 
 POLL_TIMEOUT_SECONDS = 10
 RETRY_KEY_TAG = "cotgen/retry_key"  # the first attempt's run key, on every attempt

@@ -7,23 +7,30 @@ from typing import Literal
 import dagster as dg
 import pyarrow.parquet as pq
 
-from cotgen_assets.checks import check_results, check_specs
-from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
-from cotgen_assets.export import PICTURE_ALT, ExportError, card_body, write_export
-from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
-from cotgen_assets.hub import PushRefused, push_export
-from cotgen_assets.ingest import ingest_submission
-from cotgen_assets.partitions import scenario_partitions
-from cotgen_assets.planning import check_max_cost
-from cotgen_assets.previews import preview_rows
-from cotgen_assets.pricing import UnknownModelError
-from cotgen_assets.quality import SampleStats
-from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
-from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals
-from cotgen_assets.results import overall_state
-from cotgen_assets.scenarios import ScenarioError, get_scenario, load_benchmarks, load_scenarios
-from cotgen_assets.sources import load_source_problems
-from cotgen_assets.state import (
+from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.decontamination import (
+    decontaminate,
+    excluded_problems,
+    save_report,
+    verify_no_overlap,
+)
+from cotgen_assets.core.ingest import ingest_submission
+from cotgen_assets.core.planning import check_max_cost
+from cotgen_assets.core.pricing import UnknownModelError
+from cotgen_assets.core.quality import SampleStats
+from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
+from cotgen_assets.core.scenarios import ScenarioError, get_scenario, load_benchmarks, load_scenarios
+from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.core.storage import atomic_write, samples_path, source_problems_path
+from cotgen_assets.core.submissions import (
+    SubmissionRefused,
+    check_budget,
+    prepare_generation,
+    prepare_summarization,
+    total_cost_usd,
+)
+from cotgen_assets.defs.checks import check_results, check_specs
+from cotgen_assets.defs.instance import (
     RESULTS_ASSET,
     SAMPLES_ASSET,
     InFlight,
@@ -33,14 +40,12 @@ from cotgen_assets.state import (
     samples_lock,
     submission_lock,
 )
-from cotgen_assets.storage import atomic_write, samples_path, source_problems_path
-from cotgen_assets.submissions import (
-    SubmissionRefused,
-    check_budget,
-    prepare_generation,
-    prepare_summarization,
-    total_cost_usd,
-)
+from cotgen_assets.defs.partitions import scenario_partitions
+from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
+from cotgen_assets.publish.export import PICTURE_ALT, ExportError, card_body, write_export
+from cotgen_assets.publish.hub import PushRefused, push_export
+from cotgen_assets.publish.previews import preview_rows
+from cotgen_assets.publish.report import build_report, by_scenario, markdown_image, numeric_totals
 
 GROUP = "cotgen"
 PREVIEW_ROWS = 5

@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from cotgen_assets.results import Usage
+from cotgen_assets.core.batch_output import Usage
 
 PRICES_ENV = "COTGEN_PRICES_FILE"
 _KINDS = ("input", "output", "cached_input")

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import orjson
 
-from cotgen_assets.grading import grade_many
-from cotgen_assets.pricing import cost_usd, load_prices
-from cotgen_assets.records import BUILDERS, GENERATION, made_by, usage_dict
-from cotgen_assets.results import SUCCEEDED_STATES, Usage, iter_result_lines
-from cotgen_assets.storage import (
+from cotgen_assets.core.batch_output import SUCCEEDED_STATES, Usage, iter_result_lines
+from cotgen_assets.core.grading import grade_many
+from cotgen_assets.core.pricing import cost_usd, load_prices
+from cotgen_assets.core.records import BUILDERS, GENERATION, made_by, usage_dict
+from cotgen_assets.core.storage import (
     atomic_write,
     damaged_file,
     is_local,
@@ -39,7 +39,7 @@ from cotgen_assets.storage import (
     remove_tree,
     scratch_dir,
 )
-from cotgen_assets.submissions import NOT_RUN, Submission
+from cotgen_assets.core.submissions import NOT_RUN, Submission
 
 GRADE_CHUNK = 1000
 IO_BUFFER = 1 << 20  # records are a few KB: an 8 KB buffer meant about one system call per record

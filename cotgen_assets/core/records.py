@@ -7,10 +7,10 @@ the README's record section against them.
 
 from dataclasses import dataclass
 
-from cotgen_assets.grading import extract_predicted_answer
-from cotgen_assets.prompts import parse_draft
-from cotgen_assets.quality import numbers_in
-from cotgen_assets.results import ResultLine, Usage
+from cotgen_assets.core.batch_output import ResultLine, Usage
+from cotgen_assets.core.grading import extract_predicted_answer
+from cotgen_assets.core.prompts import parse_draft
+from cotgen_assets.core.quality import numbers_in
 
 GENERATION = "generation"  # the stage that makes CoT records
 SUMMARIZATION = "summarization"  # the stage that makes CoD records

@@ -1,7 +1,7 @@
 """What a person sees of samples in the UI: excerpts of thoughts and drafts, preview rows."""
 
-from cotgen_assets.quality import tagged_block
-from cotgen_assets.records import GENERATION, MADE_BY, draft_tokens, thinking_tokens
+from cotgen_assets.core.quality import tagged_block
+from cotgen_assets.core.records import GENERATION, MADE_BY, draft_tokens, thinking_tokens
 
 
 def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:

@@ -10,11 +10,11 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cotgen_assets.quality import SampleStats
-from cotgen_assets.records import GENERATION, SUMMARIZATION
-from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import atomic_write, data_dir, read_jsonl, samples_path
-from cotgen_assets.submissions import total_cost_usd
+from cotgen_assets.core.quality import SampleStats
+from cotgen_assets.core.records import GENERATION, SUMMARIZATION
+from cotgen_assets.core.scenarios import Scenario, load_scenarios
+from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
+from cotgen_assets.core.submissions import total_cost_usd
 
 THOUGHT_COLOR = "#4C72B0"
 DRAFT_COLOR = "#DD8452"

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cotgen_assets.quality import ERROR, VERDICTS, SampleStats, Verdict, gate_names
+from cotgen_assets.core.quality import ERROR, VERDICTS, SampleStats, Verdict, gate_names
 
 SEVERITY = {ERROR: dg.AssetCheckSeverity.ERROR}
 

@@ -23,9 +23,9 @@ from functools import lru_cache
 
 import pyarrow as pa
 
-from cotgen_assets.scenarios import Benchmark, Scenario, ScenarioError
-from cotgen_assets.sources import benchmark_location, load_benchmark_questions
-from cotgen_assets.storage import atomic_write, scenario_dir
+from cotgen_assets.core.scenarios import Benchmark, Scenario, ScenarioError
+from cotgen_assets.core.sources import benchmark_location, load_benchmark_questions
+from cotgen_assets.core.storage import atomic_write, scenario_dir
 
 NGRAM = 13
 SHORT_MIN = 8

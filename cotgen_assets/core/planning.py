@@ -2,9 +2,9 @@
 
 from dataclasses import dataclass, field
 
-from cotgen_assets.pricing import UnknownModelError, cost_usd, model_price
-from cotgen_assets.prompts import check_thinking_level
-from cotgen_assets.results import Usage
+from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.pricing import UnknownModelError, cost_usd, model_price
+from cotgen_assets.core.prompts import check_thinking_level
 
 FILL = "fill"
 EXTEND = "extend"

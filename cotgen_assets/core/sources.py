@@ -6,8 +6,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cotgen_assets.answers import extract_reference_answer
-from cotgen_assets.scenarios import Benchmark, Scenario, ScenarioError
+from cotgen_assets.core.answers import extract_reference_answer
+from cotgen_assets.core.scenarios import Benchmark, Scenario, ScenarioError
 
 SOURCE_COLUMNS = [
     "problem_id",

@@ -16,9 +16,9 @@ import dagster as dg
 from dagster._core.storage.runs.schema import KeyValueStoreTable
 from sqlalchemy import exc as db_exc
 
-from cotgen_assets.gemini import GeminiBatchResource
-from cotgen_assets.records import GENERATION, SUMMARIZATION
-from cotgen_assets.submissions import Submission, SubmissionRefused, load_submission
+from cotgen_assets.core.records import GENERATION, SUMMARIZATION
+from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission
+from cotgen_assets.gemini.resource import GeminiBatchResource
 
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
 RESULTS_ASSET = {GENERATION: "generation_results", SUMMARIZATION: "summarization_results"}

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from upath import UPath
 
-from cotgen_assets.records import GENERATION
+from cotgen_assets.core.records import GENERATION
 
 OBJECT_STORES = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}  # protocol -> the extra that installs it
 

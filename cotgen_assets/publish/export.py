@@ -30,14 +30,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from cotgen_assets import prompts
-from cotgen_assets.decontamination import RULE
-from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
-from cotgen_assets.report import ROWS, ScenarioFigures, all_figures, render_picture
-from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import atomic_write, data_dir, is_local, read_jsonl, samples_path, scenario_dir
-from cotgen_assets.storage import source_problems_path as problems_path
-from cotgen_assets.submissions import load_submission, submission_folder
+from cotgen_assets.core import prompts
+from cotgen_assets.core.decontamination import RULE
+from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
+from cotgen_assets.core.scenarios import Scenario, load_scenarios
+from cotgen_assets.core.storage import (
+    atomic_write,
+    data_dir,
+    is_local,
+    read_jsonl,
+    samples_path,
+    scenario_dir,
+)
+from cotgen_assets.core.storage import source_problems_path as problems_path
+from cotgen_assets.core.submissions import load_submission, submission_folder
+from cotgen_assets.publish.report import ROWS, ScenarioFigures, all_figures, render_picture
 
 CONFIGS = {"cot": GENERATION, "cod": SUMMARIZATION}  # config name -> the stage that made its records
 PICTURE = "dataset_report.png"

@@ -2,6 +2,6 @@
 
 import dagster as dg
 
-from cotgen_assets.scenarios import load_scenarios
+from cotgen_assets.core.scenarios import load_scenarios
 
 scenario_partitions = dg.StaticPartitionsDefinition(list(load_scenarios()))

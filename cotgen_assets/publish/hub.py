@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cotgen_assets.storage import is_local
+from cotgen_assets.core.storage import is_local
 
 DATA_GLOB = "data/*/*.parquet"
 

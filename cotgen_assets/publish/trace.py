@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from cotgen_assets.decontamination import excluded_problems
-from cotgen_assets.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATION
-from cotgen_assets.scenarios import Scenario, load_scenarios
-from cotgen_assets.storage import damaged_file, data_dir, samples_path, source_problems_path
+from cotgen_assets.core.decontamination import excluded_problems
+from cotgen_assets.core.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATION
+from cotgen_assets.core.scenarios import Scenario, load_scenarios
+from cotgen_assets.core.storage import damaged_file, data_dir, samples_path, source_problems_path
 
 OUTCOME_KEYS = ("id", "batch", "status", "reason", "cost_usd")  # what ingestion writes per request
 

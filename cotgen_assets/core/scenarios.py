@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_SCENARIOS_FILE = Path(__file__).with_name("scenarios.yaml")
+DEFAULT_SCENARIOS_FILE = Path(__file__).parents[1] / "scenarios.yaml"
 ANSWER_FORMATS = ("gsm8k", "boxed")
 # Names and suffixes become file and folder names under COTGEN_DATA_DIR: no separators, no `..`.
 IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")

@@ -1,0 +1,1 @@
+"""Plain logic: imports neither dagster nor google.genai."""

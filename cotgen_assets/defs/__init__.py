@@ -1,0 +1,1 @@
+"""Everything Dagster: assets, checks, jobs, partitions, sensors, instance queries and locks."""

@@ -1,0 +1,1 @@
+"""The Gemini batch backends behind one resource."""
