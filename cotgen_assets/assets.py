@@ -191,7 +191,9 @@ def _submit_stage(
     reused = []
     try:
         check_max_cost(config.max_cost_usd)
-        with submission_lock(context.instance, scenario.name, stage, context.run.run_id):
+        with submission_lock(
+            context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
+        ):
             if not config.dry_run:
                 try:
                     refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
@@ -407,7 +409,12 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
                 "both when its jobs end"
             )
         lock = samples_lock(
-            context.instance, path, context.run.run_id, SAMPLES_ASSET[stage], context.log.info
+            context.instance,
+            path,
+            context.run.run_id,
+            SAMPLES_ASSET[stage],
+            say=context.log.info,
+            warn=context.log.warning,
         )
         ingest = ingest_submission(submission, path, observe=stats, lock=lock)
     except (SubmissionRefused, ValueError, UnknownModelError) as error:

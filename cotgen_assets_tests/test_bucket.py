@@ -1,6 +1,11 @@
 """COTGEN_DATA_DIR in a bucket (the local GCS stand-in), and the locks in the Dagster storage."""
 
+import json
+import logging
 import os
+import socket
+import subprocess
+import sys
 
 import dagster as dg
 import orjson
@@ -154,6 +159,28 @@ def test_the_submission_lock_refuses_while_held_and_a_dead_holder_is_taken_over(
     instance.report_run_failed(run)
     with submission_lock(instance, "easy", "generation", run_id="new-run"):
         assert lock_holder(instance, "submit/generation/easy")["run_id"] == "new-run"
+
+
+def test_a_lock_left_by_a_dead_process_on_this_host_is_broken_with_a_warning(pipeline, sources, instance):
+    """The submitting process died while the database was out of reach: its run could not be marked
+    failed, so Dagster still shows it as running, but its process is gone from this host."""
+    sources("easy")
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), status=dg.DagsterRunStatus.STARTED)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = {"run_id": run.run_id, "step": "generation_batch", "host": socket.gethostname(), "pid": dead.pid}
+    instance.run_storage.set_cursor_values({LOCK_KEY + "submit/generation/easy": json.dumps(holder)})
+
+    result = pipeline.submit_generation("easy", limit=2, raise_on_error=False)
+    assert result.success, result.failure_data_for_node("generation_batch").error.message
+    assert len(list(pipeline.resources["gemini"].list_batches())) == 1
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level >= logging.WARNING]
+    assert any(
+        f"run {run.run_id} (generation_batch, process {dead.pid} on {socket.gethostname()})" in w
+        and "is gone" in w
+        for w in warnings
+    ), warnings
+    assert lock_holder(instance, "submit/generation/easy") is None, "released after the submission"
 
 
 def test_a_waiting_lock_gives_up_after_its_bound_naming_the_holder(instance):
