@@ -8,6 +8,7 @@ from cotgen_assets import assets
 from cotgen_assets.gemini import OFFLINE_TAG, gemini_from_env
 from cotgen_assets.jobs import JOBS
 from cotgen_assets.sensors import batch_completion_sensor
+from cotgen_assets.settings import check_numbers
 
 OFFLINE_NOTE = " OFFLINE: GEMINI_API_KEY is not set, so Gemini calls go to the local emulator (no real cost)."
 GEMINI_ASSETS = [
@@ -32,6 +33,7 @@ def mark_offline(assets_defs: list, offline: bool) -> list:
     )
 
 
+check_numbers()  # a bad COTGEN_*_SECONDS or COTGEN_RUN_ATTEMPTS stops the location here, named
 _gemini = gemini_from_env()
 # HF_TOKEN through dg.EnvVar: the UI shows the variable's name, never its value; unset, pushes are refused.
 _hub = assets.HubResource(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else assets.HubResource()

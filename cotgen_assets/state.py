@@ -18,6 +18,7 @@ from sqlalchemy import exc as db_exc
 
 from cotgen_assets.gemini import GeminiBatchResource
 from cotgen_assets.records import GENERATION, SUMMARIZATION
+from cotgen_assets.settings import number
 from cotgen_assets.submissions import Submission, SubmissionRefused, load_submission
 
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
@@ -113,7 +114,6 @@ def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -
 # processes breaking it at once only one takes it, and that one says so.
 
 LOCK_KEY = "cotgen/lock/"
-LOCK_WAIT_SECONDS = 1800.0  # an ingestion of a million lines takes minutes, not half an hour
 
 
 class LockTimeout(RuntimeError):
@@ -275,10 +275,20 @@ def samples_lock(
     warn=None,
 ):
     """One ingestion per samples file at a time (ingest.ingest_submission's `lock`); a second waits."""
-    wait = float(os.environ.get("COTGEN_LOCK_WAIT_SECONDS") or LOCK_WAIT_SECONDS)
     return storage_lock(
-        instance, f"samples/{samples_file.name}", run_id, step, wait_seconds=wait, say=say, warn=warn
+        instance,
+        f"samples/{samples_file.name}",
+        run_id,
+        step,
+        wait_seconds=lock_wait_seconds(),
+        say=say,
+        warn=warn,
     )
+
+
+def lock_wait_seconds() -> float:
+    """How long an ingestion waits for another one of the same samples file."""
+    return number("COTGEN_LOCK_WAIT_SECONDS")
 
 
 def refuse_if_in_flight(
