@@ -11,7 +11,7 @@ from cotgen_assets.checks import check_results, check_specs
 from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
 from cotgen_assets.export import PICTURE_ALT, ExportError, card_body, write_export
 from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
-from cotgen_assets.hub import PushRefused, push_export
+from cotgen_assets.hub import PushFailed, PushRefused, push_export
 from cotgen_assets.ingest import ingest_submission
 from cotgen_assets.partitions import scenario_partitions
 from cotgen_assets.planning import check_max_cost
@@ -600,7 +600,7 @@ def hf_dataset(
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
         export = write_export(config.include_incorrect, repo_id=repo)
-    except ExportError as error:
+    except (ExportError, ValueError) as error:  # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR
         raise dg.Failure(description=str(error)) from None
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
     if export.offline:
@@ -628,7 +628,7 @@ def hf_dataset(
     if repo:
         try:
             url = push_export(export.folder, repo, hub.token, config.public, context.run.run_id)
-        except PushRefused as error:
+        except (PushRefused, PushFailed) as error:
             raise dg.Failure(description=str(error)) from None
         context.log.info(f"pushed to {repo}: {url}")
         metadata["hub_repo"] = repo
