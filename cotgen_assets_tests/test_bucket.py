@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tomllib
 
 import dagster as dg
 import orjson
@@ -21,6 +22,7 @@ from cotgen_assets.state import LOCK_KEY, lock_holder, storage_lock, submission_
 from cotgen_assets.storage import StorageError, atomic_write, data_dir, read_jsonl
 from cotgen_assets.submissions import SubmissionRefused
 from cotgen_assets.trace import trace
+from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
@@ -50,6 +52,10 @@ def bucket(gcs, monkeypatch, request):
         ("ftp://host/data", "ftp:// is not supported"),
         ("gs:/bucket/data", "looks like a URL missing a '/'"),
         ("hdfs://cluster/data", "hdfs:// is not supported"),
+        ("GS://bucket/data", "write the scheme in lower case: 'gs://bucket/data'"),
+        ("gs://", "names no bucket: write 'gs://BUCKET/prefix'"),
+        ("gs:///data", "names no bucket: write 'gs://BUCKET/prefix'"),
+        ("s3://", "names no bucket: write 's3://BUCKET/prefix'"),
     ],
 )
 def test_a_url_that_cannot_be_opened_is_an_error_not_a_local_folder(value, said, monkeypatch, tmp_path):
@@ -58,6 +64,15 @@ def test_a_url_that_cannot_be_opened_is_an_error_not_a_local_folder(value, said,
     with pytest.raises(StorageError, match=said):
         data_dir()
     assert list(tmp_path.iterdir()) == [], "no folder named after the URL"
+
+
+def test_the_extra_a_url_asks_for_exists_and_installs_its_filesystem():
+    """`needs the 's3' extra: pip install 'cotgen_assets[s3]'` must be an install that works."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for protocol, extra in storage.OBJECT_STORES.items():
+        package = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs"}[protocol]
+        assert extra in extras, f"{protocol}:// asks for the {extra!r} extra, which pyproject.toml lacks"
+        assert any(requirement.startswith(package) for requirement in extras[extra]), extras[extra]
 
 
 def test_a_local_folder_and_a_file_url_stay_plain_paths(monkeypatch, tmp_path):
