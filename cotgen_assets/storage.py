@@ -116,9 +116,16 @@ def scratch_dir(prefix: str) -> Path:
     """A new local folder for state that must be on a local disk (SQLite, `os.pread`); the caller
     removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder."""
     root = os.environ.get("COTGEN_SCRATCH_DIR") or None
-    if root:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        if root:
+            Path(root).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError as error:
+        where = f"COTGEN_SCRATCH_DIR={root!r}" if root else f"the temporary folder {tempfile.gettempdir()}"
+        raise StorageError(
+            f"{where} cannot hold ingestion's scratch folder: {error.strerror or error}. Point "
+            "COTGEN_SCRATCH_DIR at a writable local folder (or unset it); nothing was ingested"
+        ) from None
 
 
 def local_copy(path: Path | UPath, folder: Path) -> Path:
