@@ -122,8 +122,9 @@ def scratch_dir(prefix: str) -> Path:
         return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     except OSError as error:
         where = f"COTGEN_SCRATCH_DIR={root!r}" if root else f"the temporary folder {tempfile.gettempdir()}"
+        reason = "it is a file" if isinstance(error, FileExistsError) else error.strerror or error
         raise StorageError(
-            f"{where} cannot hold ingestion's scratch folder: {error.strerror or error}. Point "
+            f"{where} cannot hold ingestion's scratch folder: {reason}. Point "
             "COTGEN_SCRATCH_DIR at a writable local folder (or unset it); nothing was ingested"
         ) from None
 

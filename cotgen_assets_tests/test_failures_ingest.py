@@ -372,7 +372,10 @@ def test_an_unusable_scratch_dir_fails_the_ingestion_naming_it_and_loses_nothing
     )
     error = result.failure_data_for_node("cot_samples").error
     assert error.cls_name == "Failure"
-    assert f"COTGEN_SCRATCH_DIR={str(scratch)!r} cannot hold ingestion's scratch folder" in error.message
+    reason = "it is a file" if kind == "a file" else "Not a directory"
+    assert f"COTGEN_SCRATCH_DIR={str(scratch)!r} cannot hold ingestion's scratch folder: {reason}." in (
+        error.message
+    )
     assert read_jsonl(data_dir / "cot_easy.jsonl") == []
 
     monkeypatch.delenv("COTGEN_SCRATCH_DIR")
