@@ -9,11 +9,13 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 
 import json
 import re
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
+import huggingface_hub
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -264,7 +266,7 @@ def test_push_refuses_without_token_offline_or_empty(chain, tmp_path, monkeypatc
 class HubStandIn:
     """Answers the few Hub API calls a commit makes, and records them (nothing leaves the machine)."""
 
-    def __init__(self):
+    def __init__(self, refuse_create: bool = False):
         self.calls = []
         stand_in = self
 
@@ -272,9 +274,9 @@ class HubStandIn:
             def log_message(self, *args):
                 pass
 
-            def answer(self, body):
+            def answer(self, body, status: int = 200):
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -282,12 +284,20 @@ class HubStandIn:
 
             def do_GET(self):
                 stand_in.calls.append(("GET", self.path, dict(self.headers), b""))
-                self.answer([])  # the repo's files: none yet
+                if refuse_create:  # asked whether the repo exists after all
+                    self.answer({"error": "Repository not found"}, 404)
+                else:
+                    self.answer([])  # the repo's files: none yet
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stand_in.calls.append(("POST", self.path, dict(self.headers), body))
-                if self.path == "/api/repos/create":
+                if self.path == "/api/repos/create" and refuse_create:
+                    self.answer(
+                        {"error": "You don't have the rights to create a dataset under the namespace"},
+                        403,
+                    )
+                elif self.path == "/api/repos/create":
                     self.answer({"url": f"{stand_in.url}/datasets/someone/cotgen"})
                 elif "/preupload/" in self.path:
                     files = json.loads(body)["files"]
@@ -363,6 +373,59 @@ def test_push_uploads_the_folder_in_one_commit_naming_the_run(chain, tmp_path, m
     for _, _, headers, body in stand_in.calls:
         assert FAKE_TOKEN.encode() not in body
         assert all(FAKE_TOKEN not in v for k, v in headers.items() if k.lower() != "authorization")
+
+
+def online_data(data: Path, target: Path) -> Path:
+    """A copy of the data folder as if Gemini had made its samples (offline flags cleared)."""
+    shutil.copytree(data, target, ignore=shutil.ignore_patterns("export", ".export*"))
+    for path in target.glob("co[td]_*.jsonl"):
+        records = read_jsonl(path)
+        for record in records:
+            for block in ("generation", "summarization"):
+                if block in record:
+                    record[block]["offline"] = False
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return target
+
+
+def step_failure(result) -> dg.DagsterEvent:
+    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+
+
+def test_a_damaged_samples_file_or_a_failed_push_is_a_failure_with_the_reason(chain, tmp_path, monkeypatch):
+    data, instance, _, _ = chain
+    online = online_data(data, tmp_path / "data")
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(online))
+    assert materialize_export(instance).success
+
+    # A push the Hub turns down (here: a token without write access to the namespace).
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    stand_in = HubStandIn(refuse_create=True)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", stand_in.url)
+    try:
+        result = materialize_export(instance, token=FAKE_TOKEN, hub_repo="someone/cotgen")
+    finally:
+        stand_in.stop()
+    assert not result.success
+    error = step_failure(result).event_specific_data.error
+    assert error.cls_name == "Failure", error.message
+    message = error.message.removeprefix("dagster._core.definitions.events.Failure: ").rstrip("\n")
+    assert message.startswith("push to someone/cotgen failed: ") and "403" in message
+    assert "\n" not in message and FAKE_TOKEN not in message
+    assert str(online / "export") in message, "says where the export is"
+    assert not any(FAKE_TOKEN in str(record) for record in instance.all_logs(result.run_id))
+
+    # A damaged samples file: a Failure naming the file and the line; the last export is kept.
+    exported = {p: p.read_bytes() for p in (online / "export").rglob("*") if p.is_file()}
+    cot = online / "cot_easy.jsonl"
+    cot.write_bytes(cot.read_bytes() + b'{"id": "easy-99", "cot": "torn\n')
+    result = materialize_export(instance)
+    assert not result.success
+    error = step_failure(result).event_specific_data.error
+    assert error.cls_name == "Failure", error.message
+    assert f"{cot} is damaged: line(s) {len(read_jsonl(data / 'cot_easy.jsonl')) + 1} " in error.message
+    assert {p: p.read_bytes() for p in (online / "export").rglob("*") if p.is_file()} == exported
 
 
 def test_fingerprint_is_stable_and_follows_the_samples(chain, tmp_path):

@@ -43,7 +43,7 @@ from cotgen_assets.defs.instance import (
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 from cotgen_assets.publish.export import PICTURE_ALT, ExportError, card_body, write_export
-from cotgen_assets.publish.hub import PushRefused, push_export
+from cotgen_assets.publish.hub import PushFailed, PushRefused, push_export
 from cotgen_assets.publish.previews import preview_rows
 from cotgen_assets.publish.report import build_report, by_scenario, markdown_image, numeric_totals
 
@@ -196,7 +196,9 @@ def _submit_stage(
     reused = []
     try:
         check_max_cost(config.max_cost_usd)
-        with submission_lock(context.instance, scenario.name, stage, context.run.run_id):
+        with submission_lock(
+            context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
+        ):
             if not config.dry_run:
                 try:
                     refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
@@ -412,7 +414,12 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
                 "both when its jobs end"
             )
         lock = samples_lock(
-            context.instance, path, context.run.run_id, SAMPLES_ASSET[stage], context.log.info
+            context.instance,
+            path,
+            context.run.run_id,
+            SAMPLES_ASSET[stage],
+            say=context.log.info,
+            warn=context.log.warning,
         )
         ingest = ingest_submission(submission, path, observe=stats, lock=lock)
     except (SubmissionRefused, ValueError, UnknownModelError) as error:
@@ -598,7 +605,7 @@ def hf_dataset(
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
         export = write_export(config.include_incorrect, repo_id=repo)
-    except ExportError as error:
+    except (ExportError, ValueError) as error:  # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR
         raise dg.Failure(description=str(error)) from None
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
     if export.offline:
@@ -626,7 +633,7 @@ def hf_dataset(
     if repo:
         try:
             url = push_export(export.folder, repo, hub.token, config.public, context.run.run_id)
-        except PushRefused as error:
+        except (PushRefused, PushFailed) as error:
             raise dg.Failure(description=str(error)) from None
         context.log.info(f"pushed to {repo}: {url}")
         metadata["hub_repo"] = repo
