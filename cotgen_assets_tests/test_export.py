@@ -9,6 +9,7 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 
 import json
 import re
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.core.records import arrow_schema
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.defs import assets
@@ -331,7 +333,8 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        pq.write_table(pa.Table.from_pylist(rows, schema=export.SCHEMAS[path.parent.name]), path)
+        schema = arrow_schema(export.CONFIGS[path.parent.name])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return target
 
 
@@ -399,6 +402,25 @@ def test_an_export_without_source_problems_is_refused(tmp_path, monkeypatch):
     with pytest.raises(export.ExportError, match="materialize source_problems|Materialize source_problems"):
         export.write_export()
     assert not (tmp_path / "export").exists()
+
+
+def test_a_record_field_records_does_not_describe_is_refused(chain, tmp_path, monkeypatch):
+    """A field the export would drop silently is an error naming it; the old export stays."""
+    data, *_ = chain
+    shutil.copytree(data, tmp_path / "data")
+    path = tmp_path / "data" / "cot_hard.jsonl"
+    records = read_jsonl(path)
+    records[1]["thought_numbers"] = ["2", "4"]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    before = {p: p.read_bytes() for p in (tmp_path / "data" / "export").rglob("*") if p.is_file()}
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(export.ExportError) as refused:
+        export.write_export()
+    message = str(refused.value)
+    assert "'thought_numbers'" in message and records[1]["id"] in message and "cot_hard.jsonl" in message
+    assert "Nothing was exported" in message
+    after = {p: p.read_bytes() for p in (tmp_path / "data" / "export").rglob("*") if p.is_file()}
+    assert after == before
 
 
 @pytest.mark.e2e

@@ -32,7 +32,7 @@ import yaml
 
 from cotgen_assets.core import prompts
 from cotgen_assets.core.decontamination import RULE
-from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
+from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION, arrow_schema
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.storage import (
     atomic_write,
@@ -60,62 +60,6 @@ NO_COT = "no CoT sample"
 COT_INCORRECT = "CoT incorrect"
 COD_INCORRECT = "CoD incorrect"
 DISAGREES = "CoD answer disagrees with CoT"
-
-_USAGE = pa.struct(
-    [(k, pa.int64()) for k in ("input_tokens", "cached_tokens", "thinking_tokens", "output_tokens")]
-)
-_MADE_BY = pa.struct(
-    [
-        ("model", pa.string()),
-        ("model_version", pa.string()),
-        ("batch", pa.string()),
-        ("submission", pa.string()),
-        ("prompt_version", pa.string()),
-        ("finish_reason", pa.string()),
-        ("usage", _USAGE),
-        ("cost_usd", pa.float64()),
-        ("offline", pa.bool_()),
-    ]
-)
-_SOURCE = pa.struct(
-    [
-        ("dataset", pa.string()),
-        ("config", pa.string()),
-        ("split", pa.string()),
-        ("row", pa.int64()),
-        ("level", pa.string()),
-        ("type", pa.string()),
-    ]
-)
-_MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-_HEAD = [("id", pa.string()), ("scenario", pa.string()), ("question", pa.string()), ("answer", pa.string())]
-SCHEMAS = {
-    "cot": pa.schema(
-        [
-            *_HEAD,
-            ("cot", pa.string()),
-            ("messages", _MESSAGES),
-            ("predicted_answer", pa.string()),
-            ("correct", pa.bool_()),
-            ("source", _SOURCE),
-            ("generation", _MADE_BY),
-        ]
-    ),
-    "cod": pa.schema(
-        [
-            *_HEAD,
-            ("cod", pa.string()),
-            ("messages", _MESSAGES),
-            ("predicted_answer", pa.string()),
-            ("correct", pa.bool_()),
-            ("agrees_with_cot", pa.bool_()),
-            ("unsupported_draft_numbers", pa.list_(pa.string())),
-            ("source", _SOURCE),
-            ("generation", _MADE_BY),
-            ("summarization", _MADE_BY),
-        ]
-    ),
-}
 
 
 class ExportError(Exception):
@@ -213,7 +157,22 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
             split.cod.append(draft)
         else:
             split.left_out[reason] = split.left_out.get(reason, 0) + 1
+    for config, stage in CONFIGS.items():
+        check_described(split.rows[config], stage, samples_path(stage, scenario.suffix))
     return split
+
+
+def check_described(rows: list[dict], stage: str, path) -> None:
+    """A field `records` does not describe would be dropped from the Parquet file: refuse instead."""
+    described = {f.name for f in FIELDS[stage]}
+    for row in rows:
+        extra = sorted(set(row) - described)
+        if extra:
+            raise ExportError(
+                f"{path.name}: record {row.get('id')!r} has {', '.join(map(repr, extra))}, which "
+                "cotgen_assets/core/records.py does not describe, so the export would drop it. Describe it "
+                "there (or remove it from the file), then export again. Nothing was exported."
+            )
 
 
 def exported_figures(split: Split, spent_usd: float) -> ScenarioFigures:
@@ -228,7 +187,7 @@ def exported_figures(split: Split, spent_usd: float) -> ScenarioFigures:
 
 def parquet_bytes(rows: list[dict], config: str) -> tuple[bytes, pa.Table]:
     """The same rows give the same bytes: explicit schema, given order, no timestamps."""
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS[config])
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(CONFIGS[config]))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes(), table
@@ -381,7 +340,7 @@ def front_matter(export: Export) -> dict:
         infos.append(
             {
                 "config_name": config,
-                "features": Features.from_arrow_schema(SCHEMAS[config])._to_yaml_list(),
+                "features": Features.from_arrow_schema(arrow_schema(CONFIGS[config]))._to_yaml_list(),
                 "splits": [
                     {
                         "name": s.name,
