@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from huggingface_hub import DatasetCard, DatasetCardData
-
 from cotgen_assets.core import prompts
 from cotgen_assets.core.decontamination import RULE
 from cotgen_assets.core.records import GENERATION, SUMMARIZATION, arrow_schema, field_table
@@ -25,6 +23,8 @@ from cotgen_assets.publish.report import ROWS, ScenarioFigures
 from cotgen_assets.publish.selection import CONFIGS, NOT_CLEAN_REASONS, Split
 
 if TYPE_CHECKING:
+    from huggingface_hub import DatasetCard
+
     from cotgen_assets.publish.export import Export
 
 TEMPLATE = Path(__file__).with_name("card.md.j2")
@@ -128,8 +128,10 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
     )
 
 
-def dataset_card(facts: CardFacts, image: str | None = None) -> DatasetCard:
+def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
     """The card: YAML the Hub reads, then the sections; `image` replaces the picture's markdown."""
+    from huggingface_hub import DatasetCard, DatasetCardData  # here: the code location loads without it
+
     return DatasetCard.from_template(
         DatasetCardData(**facts.card_data),
         template_path=str(TEMPLATE),
