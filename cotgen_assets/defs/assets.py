@@ -42,10 +42,12 @@ from cotgen_assets.defs.instance import (
 )
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
-from cotgen_assets.publish.export import PICTURE_ALT, ExportError, card_body, write_export
+from cotgen_assets.publish.card import PICTURE_ALT, card_body
+from cotgen_assets.publish.export import write_export
 from cotgen_assets.publish.hub import PushFailed, PushRefused, push_export
 from cotgen_assets.publish.previews import preview_rows
 from cotgen_assets.publish.report import build_report, by_scenario, markdown_image, numeric_totals
+from cotgen_assets.publish.selection import ExportError
 
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
@@ -615,7 +617,7 @@ def hf_dataset(
         for c, by_split in export.rows.items()
         for s, n in by_split.items()
     }
-    card = card_body(export, repo, image=markdown_image(export.png, PICTURE_ALT))
+    card = card_body(export.facts, image=markdown_image(export.png, PICTURE_ALT))
     metadata = {
         "offline": dg.MetadataValue.bool(export.offline),
         "num_rows": dg.MetadataValue.int(export.num_rows),
