@@ -6,6 +6,8 @@ open-r1 also uses for math. 13 words is long enough that shared phrases ("Expres
 common fraction." is 7 words) do not count, and short enough that a benchmark problem with a sentence
 added or a number reworded still matches. Words are letter/digit runs with LaTeX commands and
 Asymptote figure code left out, so formula spacing and figure boilerplate do not make matches.
+Both are taken after `_fold`, so that a benchmark problem retyped with other characters (a soft
+hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`) is still itself.
 A benchmark problem shorter than 13 words has no 13-gram: it counts as one n-gram of its own length
 if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches), and below that
 only the exact test applies (such texts are mostly a bare formula, "Evaluate $\\lceil -\\sqrt{23}\\rceil$.").
@@ -31,14 +33,60 @@ NGRAM = 13
 SHORT_MIN = 8
 EXAMPLES = 5
 RULE = (
-    f"contaminated = same normalised text (case, whitespace, LaTeX spacing, punctuation folded) as a "
+    f"contaminated = same normalised text (formatting, case, whitespace, punctuation folded) as a "
     f"benchmark problem, or a shared run of {NGRAM} words (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
     f"words: all of it; shorter: exact only)"
 )
 
-# LaTeX that changes spacing or size only (matched after lowercasing); \dfrac and \tfrac are \frac.
+# Characters that show nothing (soft hyphen, zero-width space and joiners, direction marks, word
+# joiner, invisible operators, byte-order mark): inside a word they would split it in two.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SUPERSCRIPTS = str.maketrans({chr(c): f"^{d}" for d, c in enumerate((0x2070, 0xB9, 0xB2, 0xB3))})
+_SUPERSCRIPTS |= str.maketrans({chr(0x2070 + d): f"^{d}" for d in range(4, 10)})
+_GREEK = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
+    "sigma tau upsilon phi chi psi omega"
+).split()  # α (U+03B1) to ω (U+03C9), final sigma included
+# Symbols typed as characters (looked up after NFKC and lowercasing): dashes and the minus sign
+# are "-", × and the dots are "*", and ÷ ≤ ≥ ≠ ∞ ° and Greek letters are their LaTeX commands.
+_SYMBOLS = str.maketrans(
+    {
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2796\ufe58", "-"),
+        **dict.fromkeys("\u00d7\u00b7\u22c5\u2217", " * "),
+        "\u00f7": r" \div ",
+        "\u2264": r" \le ",
+        "\u2265": r" \ge ",
+        "\u2260": r" \ne ",
+        "\u221e": r" \infty ",
+        "\u00b0": r"^\circ ",
+        **{chr(0x3B1 + i): f" \\{name} " for i, name in enumerate(_GREEK)},
+    }
+)
+_ROOT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?)?")  # √23 is \sqrt{23}; √x is \sqrt x
+_VULGAR = re.compile(r"(\d+)\u2044(\d+)")  # NFKC turns ½ into 1⁄2
+# A comma (or `{,}`, `,\!`, `\,`) between a digit and exactly three digits separates thousands:
+# 6,432 is 6432. A list such as (1,2) or 1,2345 keeps its comma.
+_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!|\{,\}|,|\\,)(?=\d{3}(?!\d))")
+# Commands that mean the same as another, or only choose a font (matched after lowercasing).
+_SAME_AS = {
+    **dict.fromkeys(("dfrac", "tfrac"), r"\frac"),
+    **dict.fromkeys(("leq", "leqslant"), r"\le"),
+    **dict.fromkeys(("geq", "geqslant"), r"\ge"),
+    "neq": r"\ne",
+    **dict.fromkeys(("cdot", "times", "ast"), " * "),
+    **{f"var{name}": f"\\{name}" for name in ("epsilon", "theta", "phi", "pi", "rho", "sigma")},
+    **dict.fromkeys(("text", "textrm", "mathrm", "mbox"), " "),
+}
+_ANY_COMMAND = re.compile(r"\\([a-z]+)")
+# Arguments LaTeX takes without braces: \frac12, \frac ab, \frac1{2}, \frac{1}2, \sqrt2.
+_BARE_ARGUMENTS = (
+    (re.compile(r"\\frac\s*(\w)\s*(\w)"), r"\\frac{\1}{\2}"),
+    (re.compile(r"\\frac\s*(\w)"), r"\\frac{\1}"),
+    (re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\w)"), r"\\frac\1{\2}"),
+    (re.compile(r"\\sqrt\s*(\w)"), r"\\sqrt{\1}"),
+)
+# LaTeX that changes spacing or size only.
 _LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|(?:q?quad|left|right|displaystyle|bigg?[lr]?)(?![a-z]))")
-_FRAC = re.compile(r"\\[dt]frac(?![a-z])")
 # Words, numbers and the operators that change a formula's meaning (x+1 is not x-1).
 _TOKEN = re.compile(r"[^\W_]+|[+\-*/=<>^|!]")
 _ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
@@ -47,19 +95,35 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text or "").lower()
-    return _FRAC.sub(r"\\frac", _LATEX_SPACING.sub(" ", text))
+    """One spelling for text that reads the same: invisible characters dropped, Unicode forms,
+    symbols, thousands separators, synonymous commands, unbraced arguments and spacing folded."""
+    text = _INVISIBLE.sub("", text or "").translate(_SUPERSCRIPTS)
+    text = unicodedata.normalize("NFKC", text).lower().translate(_SYMBOLS)
+    text = _ROOT.sub(lambda m: rf"\sqrt{{{m[1]}}}" if m[1] else r"\sqrt ", text)
+    text = _THOUSANDS.sub("", _VULGAR.sub(r"\\frac{\1}{\2}", text))
+    text = _ANY_COMMAND.sub(lambda m: _SAME_AS.get(m[1], m[0]), text)
+    for pattern, braced in _BARE_ARGUMENTS:
+        text = pattern.sub(braced, text)
+    return _LATEX_SPACING.sub(" ", text)
 
 
 def normalize(text: str) -> str:
-    """The text compared for exact matches and duplicates: case, whitespace, LaTeX spacing and
+    """The text compared for exact matches and duplicates: formatting (`_fold`), case, whitespace and
     punctuation folded; words, numbers and operators kept in order."""
-    return " ".join(_TOKEN.findall(_fold(text)))
+    return _key(_fold(text))
 
 
 def words(text: str) -> list[str]:
     """The words n-grams are made of: letter/digit runs, without LaTeX commands or [asy] figure code."""
-    return _WORD.findall(_COMMAND.sub(" ", _ASY.sub(" ", _fold(text))))
+    return _words(_fold(text))
+
+
+def _key(folded: str) -> str:
+    return " ".join(_TOKEN.findall(folded))
+
+
+def _words(folded: str) -> list[str]:
+    return _WORD.findall(_COMMAND.sub(" ", _ASY.sub(" ", folded)))
 
 
 def ngrams(tokens: Sequence[str], n: int = NGRAM) -> list[tuple[str, ...]]:
@@ -89,8 +153,9 @@ class BenchmarkIndex:
         for name, texts in questions.items():
             exact, grams, short = {}, {}, {}
             for row, text in enumerate(texts):
-                exact.setdefault(normalize(text), row)
-                tokens = words(text)
+                folded = _fold(text)
+                exact.setdefault(_key(folded), row)
+                tokens = _words(folded)
                 if len(tokens) >= n:
                     for gram in ngrams(tokens, n):
                         grams.setdefault(hash(gram), row)
@@ -104,8 +169,8 @@ class BenchmarkIndex:
         return tuple(self.questions)
 
     def match(self, question: str) -> Match | None:
-        key = normalize(question)
-        tokens = words(question)
+        folded = _fold(question)
+        key, tokens = _key(folded), _words(folded)
         hashed = {self.n: [hash(g) for g in ngrams(tokens, self.n)]}
         for length in self.lengths:
             hashed[length] = [hash(g) for g in ngrams(tokens, length)]

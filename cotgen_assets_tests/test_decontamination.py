@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -145,6 +146,99 @@ def test_planted_near_duplicates_are_caught(defaults):
     assert matches["probe-1"] == ("math_test", "exact")  # the first benchmark in file order that matches
     assert matches["probe-2"] == ("gsm8k_test", "ngram")
     assert report.by_benchmark == {"gsm8k_test": 1, "math_test": 1, "math500": 1}  # MATH-500 ⊂ MATH test
+
+
+def _in_long_words(mark: str):
+    """Put an invisible character inside every word of 6+ letters, as hyphenation or a copy-paste does."""
+    return lambda text: re.sub(r"[A-Za-z]{6,}", lambda m: m[0][:3] + mark + m[0][3:], text)
+
+
+def _frac_unbraced(text: str) -> str:
+    """`\frac{1}{2}` written `\frac12` (and `\frac{a}{b}` as `\frac ab`): what LaTeX accepts."""
+
+    def short(m: re.Match) -> str:
+        return "\\" + m[1] + (" " if m[2].isalpha() else "") + m[2] + m[3]
+
+    return re.sub(r"\\([dt]?frac)\{(\w)\}\{(\w)\}", short, text)
+
+
+def _dollars_to_parens(text: str) -> str:
+    text = re.sub(r"\$\$(.+?)\$\$", r"\\[\1\\]", text, flags=re.DOTALL)
+    return re.sub(r"\$(.+?)\$", r"\\(\1\\)", text, flags=re.DOTALL)
+
+
+# One trivial change each, as a careless copy or a hostile tester makes them (issue 18): none may
+# turn a benchmark problem into a clean one.
+VARIANTS = {
+    "soft hyphen": _in_long_words("\u00ad"),
+    "zero-width space": _in_long_words("\u200b"),
+    "zero-width joiner": _in_long_words("\u200d"),
+    "byte-order mark": lambda text: "\ufeff" + _in_long_words("\ufeff")(text),
+    "non-breaking space": lambda text: text.replace(" ", "\u00a0"),
+    "thin space": lambda text: text.replace(" ", "\u2009"),
+    "Unicode minus": lambda text: text.replace("-", "\u2212"),
+    "en dash": lambda text: text.replace("-", "\u2013"),
+    "full-width digits": lambda text: text.translate({ord("0") + i: 0xFF10 + i for i in range(10)}),
+    "\\frac12": _frac_unbraced,
+    "thousands separators": lambda text: re.sub(
+        r"(?<![\d.,{])[1-9]\d{3,}(?![\d.])", lambda m: f"{int(m[0]):,}", text
+    ),
+    "no thousands separators": lambda text: re.sub(r"(?<=\d)(?:,\\!|\{,\}|,)(?=\d{3}(?!\d))", "", text),
+    "√ for \\sqrt": lambda text: text.replace("\\sqrt", "√"),
+    "* for \\cdot": lambda text: re.sub(r"\\cdot(?![a-z])", "*", text),
+    "\\cdot for \\times": lambda text: text.replace("\\times", "\\cdot"),
+    "\\( \\) for $": _dollars_to_parens,
+    "\\leq for \\le": lambda text: re.sub(r"\\([lg]e|ne)(?![a-z])", r"\\\1q", text),
+    "π for \\pi": lambda text: re.sub(r"\\pi(?![a-z])\s*", "π", text),
+    "° for ^\\circ": lambda text: re.sub(r"\^\s*\{?\\circ\}?", "°", text),
+}
+
+
+def _escaped(index, questions: list[str], change) -> tuple[int, list[str]]:
+    """How many of the questions the change alters, and the altered ones no benchmark matches."""
+    changed = [variant for q in questions if (variant := change(q)) != q]
+    return len(changed), [variant for variant in changed if index.match(variant) is None]
+
+
+def test_formatting_variants_of_math500_problems_are_caught(defaults):
+    """The probe: for each kind of change, the first MATH-500 problem it alters is still left out."""
+    _, benchmarks = defaults
+    index = benchmark_index(benchmarks.values())
+    math500 = load_benchmark_questions(benchmarks["math500"])
+    escaped = {}
+    for kind, change in VARIANTS.items():
+        original = next(q for q in math500 if change(q) != q)
+        if index.match(change(original)) is None:
+            escaped[kind] = change(original)
+    assert escaped == {}
+
+
+def test_formatting_variants_of_every_benchmark_problem_are_caught(defaults):
+    """Each kind of change applied to every benchmark problem it alters: none escapes."""
+    _, benchmarks = defaults
+    index = benchmark_index(benchmarks.values())
+    everything = [q for b in benchmarks.values() for q in load_benchmark_questions(b)]
+    counts = {kind: _escaped(index, everything, change) for kind, change in VARIANTS.items()}
+    assert all(changed > 0 for changed, _ in counts.values()), counts
+    assert {kind: len(escaped) for kind, (_, escaped) in counts.items() if escaped} == {}
+
+
+def test_normalize_folds_formatting_but_not_meaning():
+    same = [
+        ("$\\frac12 + \\frac ab$", "$\\frac{1}{2} + \\frac{a}{b}$"),
+        ("6,432 and 1{,}000 and 24,\\!000", "6432 and 1000 and 24000"),
+        ("\u221a2 \u00b7 x \u2212 1 \u2264 \u03c0", "\\sqrt{2} \\cdot x - 1 \\le \\pi"),
+        ("2 * 3 \\times 4", "2 \\cdot 3 \\cdot 4"),
+        ("\\(x\\) and \\[y\\]", "$x$ and $$y$$"),
+        ("x \\leq y \\geq z \\neq w", "x \\le y \\ge z \\ne w"),
+        ("90\u00b0", "90^\\circ"),
+        ("pro\u00adblem\u200b \ufeffsolve\u2060d", "problem solved"),
+    ]
+    for variant, original in same:
+        assert normalize(variant) == normalize(original), variant
+    different = [("(1,2)", "(12)"), ("1,2345", "12345"), ("x+1", "x-1"), ("\\frac{12}{5}", "\\frac{1}{25}")]
+    for one, other in different:
+        assert normalize(one) != normalize(other), one
 
 
 def test_a_clean_problem_sharing_common_phrases_is_kept(defaults):
