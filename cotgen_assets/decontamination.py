@@ -8,6 +8,10 @@ added or a number reworded still matches. Words are letter/digit runs with LaTeX
 Asymptote figure code left out, so formula spacing and figure boilerplate do not make matches.
 Both are taken after `_fold`, so that a benchmark problem retyped with other characters (a soft
 hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`) is still itself.
+A shared 13-gram counts only when it is telling: boilerplate, a run made only of phrasing that
+several benchmark problems share (an instruction such as "Enter your answer in the form
+$(r,\\theta),$ where …"), does not show that two problems are the same, unless they also have the
+same words apart from their numbers (the benchmark problem with other numbers); see `BenchmarkIndex`.
 A benchmark problem shorter than 13 words has no 13-gram: it counts as one n-gram of its own length
 if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches), and below that
 only the exact test applies (such texts are mostly a bare formula, "Evaluate $\\lceil -\\sqrt{23}\\rceil$.").
@@ -19,6 +23,7 @@ Plain logic (no dagster): the source_problems asset calls `decontaminate`, its c
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,10 +36,14 @@ from cotgen_assets.storage import atomic_write, scenario_dir
 
 NGRAM = 13
 SHORT_MIN = 8
+STOCK = 8  # words in a stock phrase
+STOCK_PROBLEMS = 2  # different benchmark problems that contain it, at least
 EXAMPLES = 5
 RULE = (
     f"contaminated = same normalised text (formatting, case, whitespace, punctuation folded) as a "
-    f"benchmark problem, or a shared run of {NGRAM} words (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
+    f"benchmark problem, or a shared run of {NGRAM} words, unless every word of the run lies in a "
+    f"{STOCK}-word phrase that {STOCK_PROBLEMS} or more benchmark problems contain (boilerplate) and the "
+    f"two problems differ in more than their numbers (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
     f"words: all of it; shorter: exact only)"
 )
 
@@ -92,6 +101,7 @@ _TOKEN = re.compile(r"[^\W_]+|[+\-*/=<>^|!]")
 _ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
 _COMMAND = re.compile(r"\\[a-z]+")
 _WORD = re.compile(r"[^\W_]+")
+_DIGITS = re.compile(r"\d+")
 
 
 def _fold(text: str) -> str:
@@ -142,27 +152,51 @@ class Match:
 
 
 class BenchmarkIndex:
-    """Hash tables over the benchmarks' problems: exact keys, n-gram hashes and short problems."""
+    """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, and the
+    problems' words with numbers masked.
 
-    def __init__(self, questions: dict[str, list[str]], n: int = NGRAM, short_min: int = SHORT_MIN):
-        self.n, self.short_min = n, short_min
+    A 13-gram made only of stock phrasing is boilerplate and proves nothing: every word of it lies in
+    some `STOCK`-word run that at least `STOCK_PROBLEMS` different benchmark problems contain (an
+    instruction such as "Enter your answer in the form $(r,\\theta),$ where …", or an opening such as
+    "Let $a$ and $b$ be positive real numbers. Find the minimum value of"). GPT-3 likewise ignored
+    frequent 13-grams. A problem sharing only boilerplate with a benchmark problem still matches it
+    when both have the same words apart from their numbers: that is the benchmark problem with other
+    numbers. `ignore_boilerplate=False` gives the plain 13-word rule, to measure what this gives back.
+    """
+
+    def __init__(
+        self,
+        questions: dict[str, list[str]],
+        n: int = NGRAM,
+        short_min: int = SHORT_MIN,
+        ignore_boilerplate: bool = True,
+    ):
+        self.n = n
         self.questions = questions
-        self.exact: dict[str, dict[str, int]] = {}
-        self.grams: dict[str, dict[int, int]] = {}
-        self.short: dict[str, dict[int, dict[int, int]]] = {}  # benchmark -> length -> hash -> row
+        self.exact: dict[str, dict[str, int]] = {name: {} for name in questions}
+        tokens: dict[str, list[list[str]]] = {name: [] for name in questions}
+        distinct: dict[str, list[str]] = {}  # MATH-500 repeats MATH test: count each problem once
         for name, texts in questions.items():
-            exact, grams, short = {}, {}, {}
             for row, text in enumerate(texts):
                 folded = _fold(text)
-                exact.setdefault(_key(folded), row)
-                tokens = _words(folded)
-                if len(tokens) >= n:
-                    for gram in ngrams(tokens, n):
-                        grams.setdefault(hash(gram), row)
-                elif len(tokens) >= short_min:
-                    short.setdefault(len(tokens), {}).setdefault(hash(tuple(tokens)), row)
-            self.exact[name], self.grams[name], self.short[name] = exact, grams, short
-        self.lengths = sorted({length for per in self.short.values() for length in per})
+                key = _key(folded)
+                self.exact[name].setdefault(key, row)
+                tokens[name].append(distinct.setdefault(key, _words(folded)))
+        stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
+        self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
+        self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> ...
+        lengths = set()
+        for name, problems in tokens.items():
+            for row, problem in enumerate(problems):
+                if len(problem) >= n:
+                    for gram, telling in zip(ngrams(problem, n), _telling(problem, stock, n)):
+                        if telling:
+                            self.grams.setdefault(hash(gram), {}).setdefault(name, row)
+                    self.templates.setdefault(_masked(problem), {}).setdefault(name, row)
+                elif len(problem) >= short_min:
+                    self.grams.setdefault(hash(tuple(problem)), {}).setdefault(name, row)
+                    lengths.add(len(problem))
+        self.lengths = (n, *sorted(lengths))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -171,38 +205,59 @@ class BenchmarkIndex:
     def match(self, question: str) -> Match | None:
         folded = _fold(question)
         key, tokens = _key(folded), _words(folded)
-        hashed = {self.n: [hash(g) for g in ngrams(tokens, self.n)]}
-        for length in self.lengths:
-            hashed[length] = [hash(g) for g in ngrams(tokens, length)]
-        found: list[tuple[str, str, int, str]] = []
-        for name in self.questions:
-            row = self.exact[name].get(key)
+        found: dict[str, tuple[str, int, str]] = {}  # benchmark -> (kind, row, shared words)
+        for name, exact in self.exact.items():
+            row = exact.get(key)
             if row is not None:
-                found.append((name, "exact", row, ""))
-                continue
-            hit = _first_hit(hashed[self.n], self.grams[name], tokens, self.n)
-            if hit is None:
-                for length, table in self.short[name].items():
-                    hit = _first_hit(hashed[length], table, tokens, length)
-                    if hit is not None:
-                        break
-            if hit is not None:
-                found.append((name, "ngram", hit[0], hit[1]))
+                found[name] = ("exact", row, "")
+        if len(found) < len(self.names):
+            self._match_ngrams(tokens, found)
         if not found:
             return None
-        found.sort(key=lambda f: f[1] != "exact")  # an exact match explains best; else file order
-        name, kind, row, shared = found[0]
-        return Match(name, kind, self.questions[name][row], tuple(f[0] for f in found), shared)
+        names = [name for name in self.names if name in found]
+        first = min(names, key=lambda name: found[name][0] != "exact")  # exact explains best; else file order
+        kind, row, shared = found[first]
+        return Match(first, kind, self.questions[first][row], tuple(names), shared)
+
+    def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
+        table = self.grams
+        for length in self.lengths:  # 13-grams first, then whole short problems
+            for gram in ngrams(tokens, length):
+                hits = table.get(hash(gram))
+                if hits:
+                    for name, row in hits.items():
+                        found.setdefault(name, ("ngram", row, " ".join(gram)))
+        if len(found) == len(self.names):
+            return
+        for name, row in self.templates.get(_masked(tokens), {}).items():
+            if name not in found:
+                shared = _first_shared(tokens, words(self.questions[name][row]), self.n)
+                if shared:
+                    found[name] = ("ngram", row, shared)
 
 
-def _first_hit(hashes: list[int], table: dict[int, int], tokens: list[str], n: int):
-    if not table:
-        return None
-    for i, h in enumerate(hashes):
-        row = table.get(h)
-        if row is not None:
-            return row, " ".join(tokens[i : i + n])
-    return None
+def _stock_phrases(problems: Iterable[list[str]]) -> set[int]:
+    """Hashes of the `STOCK`-word runs that at least `STOCK_PROBLEMS` of the problems contain."""
+    counts = Counter(h for problem in problems for h in {hash(g) for g in ngrams(problem, STOCK)})
+    return {h for h, count in counts.items() if count >= STOCK_PROBLEMS}
+
+
+def _telling(problem: list[str], stock: set[int], n: int) -> list[bool]:
+    """For each n-gram of the problem: does it hold a word outside every stock phrase?"""
+    in_stock = [False] * len(problem)
+    for i, gram in enumerate(ngrams(problem, STOCK)):
+        if hash(gram) in stock:
+            in_stock[i : i + STOCK] = [True] * STOCK
+    return [not all(in_stock[i : i + n]) for i in range(len(problem) - n + 1)]
+
+
+def _masked(tokens: list[str]) -> str:
+    return _DIGITS.sub("0", " ".join(tokens))
+
+
+def _first_shared(tokens: list[str], other: list[str], n: int) -> str:
+    theirs = set(ngrams(other, n))
+    return next((" ".join(gram) for gram in ngrams(tokens, n) if gram in theirs), "")
 
 
 @lru_cache(maxsize=8)

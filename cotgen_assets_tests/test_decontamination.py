@@ -12,6 +12,7 @@ import pytest
 
 from cotgen_assets.decontamination import (
     NGRAM,
+    BenchmarkIndex,
     benchmark_index,
     decontaminate,
     deduplicate,
@@ -251,6 +252,80 @@ def test_a_clean_problem_sharing_common_phrases_is_kept(defaults):
     )
     assert index.match(text) is None
     assert len(words(text)) > NGRAM
+
+
+STOCK_OPENING = "Let $a$ and $b$ be positive real numbers.  Find the minimum value of"
+POLAR = (
+    "in rectangular coordinates to polar coordinates.  Enter your answer in the form $(r,\\theta),$ "
+    "where $r > 0$ and $0 \\le \\theta < 2 \\pi.$"
+)
+ANDREW = (
+    "Andrew's grandfather's age is {} times Andrew's age. If Andrew's grandfather was {} years old "
+    "when Andrew was born, how many years old is Andrew now?"
+)
+
+
+def test_boilerplate_is_no_evidence_but_other_numbers_are_no_disguise():
+    """Phrasing several benchmark problems share proves nothing; a benchmark problem with other
+    numbers, or with a sentence added, is still that problem."""
+    index = BenchmarkIndex(
+        {
+            "bench": [
+                STOCK_OPENING + " \\[a^2 + \\frac{1}{b}.\\]",
+                STOCK_OPENING + " \\[\\frac{a}{b} + \\frac{5b}{a}.\\]",
+                "Convert the point $(0,3)$ " + POLAR,
+                "Convert the point $(1,-1)$ " + POLAR,
+                ANDREW.format("eight", 56),
+            ]
+        }
+    )
+    different = [
+        STOCK_OPENING + " \\[\\frac{1}{a} + \\frac{1}{b} + (a + b)^2.\\]",
+        "In polar coordinates, the point $\\left( -2, \\frac{3 \\pi}{8} \\right)$ is equivalent to what "
+        "other point, in the standard polar coordinate representation?  Enter your answer in the form "
+        "$(r,\\theta),$ where $r > 0$ and $0 \\le \\theta < 2 \\pi.$",
+    ]
+    assert [index.match(q) for q in different] == [None, None]
+    same = {
+        "other numbers": "Convert the point $(2,-2)$ " + POLAR,
+        "other numbers, a word changed": ANDREW.format("twelve", 55),
+        "a sentence added": "A warm-up first. " + ANDREW.format("eight", 56),
+    }
+    assert {kind: index.match(q) is not None for kind, q in same.items()} == dict.fromkeys(same, True)
+
+
+# Training problems the plain 13-word rule leaves out, by what they share with a benchmark problem.
+SHARED_BOILERPLATE_ONLY = {
+    "hard-3811": "Let $a$ and $b$ be positive real numbers.  Find the minimum value of …",
+    "medium-7263": "Enter your answer in the form $(r,\\theta),$ where $r > 0$ and …",
+    "hard-7198": "Enter your answer in the form \\[Ax + By + Cz + D = 0,\\]where $A,$ $B,$ …",
+    "medium-6883": "(A) Line (B) Circle (C) Parabola (D) Ellipse (E) Hyperbola  Enter the letter …",
+}
+SAME_PROBLEM_OTHER_NUMBERS = {
+    "medium-568": "Andrew's grandfather's age is twelve (eight) times … 55 (56) years old …",
+    "medium-604": "The points (9,-5) and (-3,-1) (or (7,-6) and (-3,-4)) are the endpoints …",
+    "medium-6825": "Convert the point $(1,-\\sqrt{3})$ (or $(0,3)$) in rectangular coordinates …",
+    "hard-151": "Find the domain of … $\\sqrt{-10x^2-11x+6}$ (or $\\sqrt{-6x^2+11x-4}$) …",
+    "hard-355": "If the sum of the squares of nonnegative real numbers … is $39$ (or $13$) …",
+}
+
+
+def test_boilerplate_only_matches_are_kept_and_templated_ones_left_out(results):
+    kept = set().union(*(set(clean["problem_id"].to_pylist()) for _, clean, _ in results.values()))
+    assert set(SHARED_BOILERPLATE_ONLY) <= kept
+    assert not set(SAME_PROBLEM_OTHER_NUMBERS) & kept
+
+
+def test_how_many_problems_the_boilerplate_rule_gives_back(defaults, results):
+    """The README's figures: problems the plain 13-word rule would leave out that are kept now."""
+    _, benchmarks = defaults
+    plain = BenchmarkIndex(
+        {b.name: load_benchmark_questions(b) for b in benchmarks.values()}, ignore_boilerplate=False
+    )
+    back = {}
+    for name, (_, clean, _) in results.items():
+        back[name] = sum(plain.match(q) is not None for q in clean["question"].to_pylist())
+    assert back == {"easy": 0, "medium": 31, "hard": 35}
 
 
 def test_short_benchmark_problems(defaults):
