@@ -292,7 +292,7 @@ def deduplicate(questions: Sequence[str]) -> dict[int, int]:
 class DecontaminationReport:
     """What `decontaminate` left out and why, for the asset's metadata."""
 
-    benchmarks: tuple[str, ...]  # () = the scenario opted out
+    benchmarks: tuple[str, ...]  # those checked; () = the scenario opted out
     num_input: int
     num_kept: int
     num_contaminated: int = 0
@@ -304,23 +304,38 @@ class DecontaminationReport:
     examples: list[dict] = field(default_factory=list)
     n: int = NGRAM
     rule: str = RULE
+    skipped: tuple[str, ...] = ()  # benchmarks of the scenarios file this scenario does not check
+    skipped_overlap: dict[str, int] = field(default_factory=dict)  # skipped one -> kept problems matching
+    skipped_overlap_ids: list[str] = field(default_factory=list)  # kept problems matching a skipped one
+    skipped_error: str = ""  # why the kept problems could not be compared with the skipped benchmarks
 
     @property
     def decontaminated(self) -> bool:
-        return bool(self.benchmarks)
+        """Checked against every benchmark of the scenarios file, not only some."""
+        return bool(self.benchmarks) and not self.skipped
 
     @property
     def excluded_ids(self) -> list[str]:
         return self.contaminated_ids + list(self.duplicate_ids)
 
     def note(self) -> str:
-        """One sentence for the asset's description and logs."""
-        if not self.decontaminated:
-            return "NOT decontaminated: the scenario opts out (`decontaminate: []`)."
-        return (
-            f"Decontaminated against {', '.join(self.benchmarks)}: {self.num_contaminated} problems left "
-            f"out as benchmark matches, {self.num_duplicates} as repeats."
-        )
+        """A few sentences for the asset's metadata and logs."""
+        left_out = f"{self.num_contaminated} problems left out as benchmark matches"
+        left_out += f", {self.num_duplicates} as repeats"
+        if not self.benchmarks:
+            return "NOT decontaminated: the scenario opts out (`decontaminate: []`)." + self._skipped_note()
+        if self.skipped:
+            return (
+                f"PARTLY decontaminated: checked against {', '.join(self.benchmarks)} only; NOT checked "
+                f"against {', '.join(self.skipped)} (`decontaminate:` names only some benchmarks). "
+                f"{left_out}.{self._skipped_note()}"
+            )
+        return f"Decontaminated against {', '.join(self.benchmarks)}: {left_out}."
+
+    def _skipped_note(self) -> str:
+        if self.skipped_error:
+            return f" The kept problems could not be compared with them: {self.skipped_error}"
+        return f" {len(self.skipped_overlap_ids)} kept problems match them." if self.skipped else ""
 
     def metadata(self) -> dict:
         """Plain values under the suggested metadata keys (the asset wraps them in MetadataValues)."""
@@ -337,6 +352,10 @@ class DecontaminationReport:
             "contamination_rule": self.rule,
             "contamination_ngram": self.n,
             "contamination_examples": list(self.examples),
+            "benchmarks_skipped": list(self.skipped),
+            "num_overlapping_skipped": dict(self.skipped_overlap),
+            "overlapping_skipped_ids": list(self.skipped_overlap_ids),
+            "skipped_not_compared": self.skipped_error,
         }
 
 
@@ -359,9 +378,10 @@ def decontaminate(
     problem keeps its id (`<scenario>-<source row>`) and a dropped id is never given to another.
     """
     chosen = _select(scenario, benchmarks)
+    skipped = tuple(name for name in benchmarks if name not in scenario.decontaminate)
     ids = problems["problem_id"].to_pylist()
     questions = problems["question"].to_pylist()
-    report = DecontaminationReport(tuple(b.name for b in chosen), problems.num_rows, 0)
+    report = DecontaminationReport(tuple(b.name for b in chosen), problems.num_rows, 0, skipped=skipped)
     keep = [True] * len(ids)
     if chosen:
         report.by_benchmark = {b.name: 0 for b in chosen}
@@ -394,7 +414,26 @@ def decontaminate(
     report.num_duplicates = len(repeats)
     clean = problems.filter(pa.array(keep, type=pa.bool_()))
     report.num_kept = clean.num_rows
+    if skipped:
+        _compare_with_skipped(clean, tuple(benchmarks[name] for name in skipped), report)
     return clean, report
+
+
+def _compare_with_skipped(clean: pa.Table, skipped: tuple[Benchmark, ...], report: DecontaminationReport):
+    """Count the kept problems that the benchmarks the scenario skips would have left out: skipping a
+    benchmark that shares problems with the scenario's dataset (its own family) leaves them in."""
+    try:
+        index = benchmark_index(skipped)
+    except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
+        report.skipped_error = str(error)
+        return
+    report.skipped_overlap = {b.name: 0 for b in skipped}
+    matches = find_contamination(clean["question"].to_pylist(), index)
+    for problem_id, match in zip(clean["problem_id"].to_pylist(), matches):
+        if match is not None:
+            report.skipped_overlap_ids.append(problem_id)
+            for name in match.benchmarks:
+                report.skipped_overlap[name] += 1
 
 
 def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[str]:

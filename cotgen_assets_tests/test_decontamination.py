@@ -353,6 +353,23 @@ def test_an_opted_out_scenario_says_so(defaults):
     assert report.duplicate_ids == {"probe-2": "probe-0"}
 
 
+def test_a_partial_list_says_what_it_did_not_check(defaults):
+    """`decontaminate: [gsm8k_test]` on MATH problems is no decontamination: it says what it skipped."""
+    _, benchmarks = defaults
+    math500 = load_benchmark_questions(benchmarks["math500"])
+    table = _table([math500[0], math500[1], "What is $1 + 1$? Answer with a prime."])
+    kept, report = decontaminate(table, _probe(defaults, decontaminate=("gsm8k_test",)), benchmarks)
+    assert kept.num_rows == 3  # nothing of MATH was looked for
+    assert not report.decontaminated and report.skipped == ("math_test", "math500")
+    assert report.skipped_overlap == {"math_test": 2, "math500": 2}
+    assert report.note().startswith("PARTLY decontaminated: checked against gsm8k_test only; NOT checked")
+    assert "math_test, math500" in report.note() and "2 kept problems match them" in report.note()
+    metadata = report.metadata()
+    assert metadata["decontaminated"] is False and metadata["benchmarks"] == ["gsm8k_test"]
+    assert metadata["benchmarks_skipped"] == ["math_test", "math500"]
+    assert metadata["num_overlapping_skipped"] == {"math_test": 2, "math500": 2}
+
+
 def test_repeats_keep_the_first_id():
     assert deduplicate(["A  b?", "c", "a B", "c.", "d"]) == {2: 0, 3: 1}
 
