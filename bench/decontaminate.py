@@ -44,7 +44,7 @@ def main() -> None:
     clean, report = dc.decontaminate(problems, everything, benchmarks)
     run = time.perf_counter() - start
 
-    # The same pass under the plain 13-word rule (boilerplate counting as evidence), as before issue 18.
+    # The same pass under the plain 13-word rule, where boilerplate counts as evidence.
     plain = dc.BenchmarkIndex(index.questions, ignore_boilerplate=False)
     kept = clean["question"].to_pylist()
     boilerplate_only = sum(plain.match(q) is not None for q in kept)

@@ -8,7 +8,13 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from cotgen_assets.checks import check_results, check_specs
-from cotgen_assets.decontamination import decontaminate, excluded_problems, save_report, verify_no_overlap
+from cotgen_assets.decontamination import (
+    DecontaminationReport,
+    decontaminate,
+    excluded_problems,
+    save_report,
+    verify_no_overlap,
+)
 from cotgen_assets.export import PICTURE_ALT, ExportError, card_body, write_export
 from cotgen_assets.gemini import GeminiBatchResource, download_finished, submit
 from cotgen_assets.hub import PushRefused, push_export
@@ -22,6 +28,7 @@ from cotgen_assets.records import FIELDS, GENERATION, SUMMARIZATION
 from cotgen_assets.report import build_report, by_scenario, markdown_image, numeric_totals
 from cotgen_assets.results import overall_state
 from cotgen_assets.scenarios import (
+    Scenario,
     ScenarioError,
     get_scenario,
     load_benchmarks,
@@ -77,7 +84,9 @@ def _decontamination_note() -> str:
     return note
 
 
-def _overlap_checks(scenario, overlap: list[str], contamination) -> list[dg.AssetCheckResult]:
+def _overlap_checks(
+    scenario: Scenario, overlap: list[str], contamination: DecontaminationReport
+) -> list[dg.AssetCheckResult]:
     """The written table checked again (error), and what the benchmarks it skips would find (warning)."""
     checked = ", ".join(scenario.decontaminate)
     skipped, found = contamination.skipped, contamination.skipped_overlap_ids

@@ -50,8 +50,9 @@ RULE = (
 # Characters that show nothing (soft hyphen, zero-width space and joiners, direction marks, word
 # joiner, invisible operators, byte-order mark): inside a word they would split it in two.
 _INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
-_SUPERSCRIPTS = str.maketrans({chr(c): f"^{d}" for d, c in enumerate((0x2070, 0xB9, 0xB2, 0xB3))})
-_SUPERSCRIPTS |= str.maketrans({chr(0x2070 + d): f"^{d}" for d in range(4, 10)})
+_SUPERSCRIPTS = str.maketrans(  # x² is x^2 (NFKC would make it x2)
+    {c: f"^{d}" for d, c in enumerate("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")}
+)
 _GREEK = (
     "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
     "sigma tau upsilon phi chi psi omega"
@@ -184,7 +185,7 @@ class BenchmarkIndex:
                 tokens[name].append(distinct.setdefault(key, _words(folded)))
         stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
         self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
-        self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> ...
+        self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
         lengths = set()
         for name, problems in tokens.items():
             for row, problem in enumerate(problems):
@@ -220,6 +221,8 @@ class BenchmarkIndex:
         return Match(first, kind, self.questions[first][row], tuple(names), shared)
 
     def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
+        """Add the benchmarks not found yet that share a telling n-gram, or boilerplate and the same
+        words apart from numbers."""
         table = self.grams
         for length in self.lengths:  # 13-grams first, then whole short problems
             for gram in ngrams(tokens, length):

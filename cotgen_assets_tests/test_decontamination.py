@@ -168,7 +168,7 @@ def _dollars_to_parens(text: str) -> str:
     return re.sub(r"\$(.+?)\$", r"\\(\1\\)", text, flags=re.DOTALL)
 
 
-# One trivial change each, as a careless copy or a hostile tester makes them (issue 18): none may
+# One trivial change each, as a careless copy or a hostile tester makes them: none may
 # turn a benchmark problem into a clean one.
 VARIANTS = {
     "soft hyphen": _in_long_words("\u00ad"),
@@ -233,6 +233,7 @@ def test_normalize_folds_formatting_but_not_meaning():
         ("\\(x\\) and \\[y\\]", "$x$ and $$y$$"),
         ("x \\leq y \\geq z \\neq w", "x \\le y \\ge z \\ne w"),
         ("90\u00b0", "90^\\circ"),
+        ("x\u00b2 + \u00bd + \u03b8", "x^2 + \\frac{1}{2} + \\theta"),
         ("pro\u00adblem\u200b \ufeffsolve\u2060d", "problem solved"),
     ]
     for variant, original in same:
