@@ -525,14 +525,20 @@ def gemini_from_env() -> GeminiBatchResource:
 # --------------------------------------------------------------------------- submissions
 
 
-def submit(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInfo]:
+def submit(
+    submission: Submission, gemini: GeminiBatchResource, sent_by: str = "outside a run"
+) -> list[BatchInfo]:
     """Send every shard once; returns each shard's job, `reused` when its display name had one already.
 
+    Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
+    between a create and its record, the next fill finds the submission and adopts it (`adopt`).
     A shard sent again to a new job loses the results file of its earlier job (already
     ingested), so the new job's answers are downloaded.
     """
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    submission.sent_by, submission.batch_names = sent_by, []
+    submission.save()
     jobs = [
         gemini.submit_jsonl(
             submission.requests_path(shard),
@@ -549,6 +555,47 @@ def submit(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInf
     submission.job_states = []
     submission.save()
     return jobs
+
+
+def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> list[BatchInfo] | None:
+    """Take over a submission whose run died after creating its jobs, before recording them.
+
+    Each shard's job is the one saved for it, else the one with its display name (whose content
+    hash proves it is for these very requests). None when no job of it exists: it was never
+    sent, and is marked so (its run is over: none can appear). Shards the dead run did not get to
+    create are sent now, once.
+    """
+    saved = dict(zip(submission.display_names, submission.batch_names))  # none if it died creating
+    found = [
+        (_saved_job(gemini, saved[name], name) if name in saved else None) or gemini.find_batch(name)
+        for name in submission.display_names
+    ]
+    if not any(found):
+        submission.sent_by = ""
+        submission.save()
+        return None
+    jobs = [
+        dataclasses.replace(job, reused=True)
+        if job
+        else gemini.submit_jsonl(
+            submission.requests_path(shard), submission.model, name, submission.job_name_prefix(shard)
+        )
+        for job, shard, name in zip(found, submission.shards, submission.display_names)
+    ]
+    submission.batch_names, submission.sent_by, submission.job_states = [j.name for j in jobs], sent_by, []
+    submission.save()
+    return jobs
+
+
+def _saved_job(gemini: GeminiBatchResource, name: str, display_name: str) -> BatchInfo | None:
+    """The job saved under `name`, if it still exists and is the one named `display_name`."""
+    try:
+        job = gemini.get_batch(name)
+    except GeminiError as error:
+        if error.status_code == 404:
+            return None
+        raise
+    return job if job.display_name == display_name else None
 
 
 def download_finished(submission: Submission, gemini: GeminiBatchResource) -> list:

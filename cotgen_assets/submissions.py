@@ -214,6 +214,24 @@ def ingested_submissions(scenario: str, stage: str) -> Iterator[Path]:
         yield from sorted(p for p in root.glob(f"{stage}-*") if (p / "summary.json").exists())
 
 
+def unfinished_sends(scenario: str, stage: str) -> Iterator[Submission]:
+    """Submissions a run began to send whose jobs' answers were never ingested: in flight, or
+    orphans of a run that died before recording them (the Dagster side tells which)."""
+    root = submissions_root(scenario)
+    if not root.exists():
+        return
+    for folder in sorted(root.glob(f"{stage}-*")):
+        if not (folder / "submission.json").exists():
+            continue
+        submission = load_submission(scenario, stage, folder.name.removeprefix(f"{stage}-"))
+        if not submission.sent_by:
+            continue
+        summary = folder / "summary.json"
+        if summary.exists() and json.loads(summary.read_text()).get("batch_names") == submission.batch_names:
+            continue
+        yield submission
+
+
 def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
     """How many ingested submissions asked for each problem id (requests no job ran don't count)."""
     tries: dict[str, int] = {}
@@ -414,17 +432,16 @@ def prepare_summarization(
 
 def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:
     """Name the submission by what it sends, then write the shards, unless these very requests
-    were sent before (their job failed, or this is a dry run while they are in flight): then the
-    folder stays as sent, batch names included.
+    were sent before, or a run began to send them (their job failed, this is a dry run while they
+    are in flight, or their run died sending them): then the folder stays as it is.
 
     `items()` makes the (request line, context) pairs afresh: once to hash, once to write, so the
     folder is named before anything is written into it (no rename, which a bucket lacks)."""
     submission.submission_id = submission_id_for(submission.ask_id, (line for line, _ in items()))
     sent = submission.saved()
-    already_sent = sent is not None and bool(sent.batch_names)
+    already_sent = sent is not None and bool(sent.batch_names or sent.sent_by)
     if already_sent:
         submission.shards, submission.display_names = sent.shards, sent.display_names
-        submission.sent_by = sent.sent_by
     else:
         write_shards(submission, items(), max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
