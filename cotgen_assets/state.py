@@ -114,10 +114,10 @@ def orphan_submissions(instance: dg.DagsterInstance, scenario: str, stage: str) 
         run = instance.get_run_by_id(submission.sent_by)
         if run is not None and not run.is_finished:
             raise InFlight(
-                f"{BATCH_ASSET[stage]} for scenario {scenario!r}: submission {submission.submission_id} is "
-                f"being sent by run {run.run_id} ({run.status.value}), which has not recorded it yet; this "
-                "one submits nothing. If that run's process died, terminate it (Dagster UI: Runs) and "
-                "materialize again: its batch is then adopted, not paid again."
+                f"{BATCH_ASSET[stage]} for scenario {scenario!r} is still in flight: submission "
+                f"{submission.submission_id} is being sent by run {run.run_id} ({run.status.value}), which "
+                "has not recorded it yet; this one submits nothing. If that run's process died, terminate "
+                "it (Dagster UI: Runs) and materialize again: its batch is then adopted, not paid again."
             )
         orphans.append(submission)
     return orphans

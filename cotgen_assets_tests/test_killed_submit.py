@@ -189,5 +189,5 @@ def test_a_submission_whose_run_still_shows_running_is_not_taken_over(pipeline, 
     refused = pipeline.submit_generation("easy", limit=5, raise_on_error=False)
     message = refused.failure_data_for_node("generation_batch").error.message
     assert f"submission {sending.submission_id} is being sent by run {running.run_id}" in message
-    assert "terminate it" in message
+    assert "is still in flight" in message and "terminate it" in message
     assert [job.name for job in pipeline.resources["gemini"].list_batches()] == sending.batch_names
