@@ -121,7 +121,7 @@ def test_a_changed_thinking_level_or_job_split_is_a_new_submission(pipeline, emu
 def test_a_second_deployment_with_other_questions_submits_its_own_batch(
     pipeline, emulator, sources, tmp_path, monkeypatch
 ):
-    """Issue 18 item 1: same API key, same scenario name, ids and settings, other questions. The
+    """Two deployments on one API key, same scenario name, ids and settings, other questions. The
     first deployment's job has the same problems in its name, but not these requests: never reused."""
     sources("easy")
     pipeline.submit_generation("easy", limit=3)

@@ -1,4 +1,4 @@
-"""Issue 18 item 2: a run killed after it created its batch, before it recorded it.
+"""A run killed after it created its batch, before it recorded it.
 
 Its submission is on disk (`submission.json`) and its job exists at the API, but no materialization
 names it, so the sensor never looks at it and a fill would ask (and pay) for its problems again.
