@@ -41,7 +41,8 @@ class KillOnSubmitted:
     def write(self, text):
         written = self._stream.write(text)
         if "submitted [" in text:
-            self._stream.flush()
+            with open(os.environ["KILLED_AT"], "w") as note:  # the captured output may die with us
+                note.write(text)
             os.killpg(os.getpgid(0), signal.SIGKILL)
         return written
 
@@ -99,9 +100,10 @@ def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(
     kill_switch.mkdir()
     (kill_switch / "sitecustomize.py").write_text(KILL_SWITCH)
 
-    killed = materialize_cli(home, emulator, limit=7, PYTHONPATH=str(kill_switch))
+    killed_at = tmp_path / "killed_at.txt"
+    killed = materialize_cli(home, emulator, limit=7, PYTHONPATH=str(kill_switch), KILLED_AT=str(killed_at))
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:] + killed.stderr[-3000:]
-    assert "submitted [" in killed.stdout + killed.stderr
+    assert "submitted [" in killed_at.read_text()
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     [orphan] = generation_jobs(gemini)
 
