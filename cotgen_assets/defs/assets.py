@@ -6,6 +6,7 @@ from typing import Literal
 
 import dagster as dg
 import pyarrow.parquet as pq
+from pydantic import Field, ValidationError, model_validator
 
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.decontamination import (
@@ -16,7 +17,6 @@ from cotgen_assets.core.decontamination import (
     verify_no_overlap,
 )
 from cotgen_assets.core.ingest import ingest_submission
-from cotgen_assets.core.planning import check_max_cost
 from cotgen_assets.core.pricing import UnknownModelError
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
@@ -59,6 +59,9 @@ from cotgen_assets.publish.selection import ExportError
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
+THINKING_LEVELS = (
+    "a level the model takes: 3.1 Pro low, medium, high; 3 Pro low, high; 3 Flash minimal, low, medium, high"
+)
 
 
 def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.MetadataValue:
@@ -204,29 +207,61 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 class BatchConfig(dg.Config):
-    """Knobs shared by both batch assets; every field has a default so a plain click works."""
+    """Knobs shared by both batch assets; every field has a default so a plain click works.
 
-    dry_run: bool = False  # write the request file and show the projected cost; submit nothing
-    max_cost_usd: float = 100.0  # refuse to submit a batch projected to cost more
-    max_tries: int = 3  # asks per problem before it is reported as given up
-    max_requests_per_job: int = 10_000  # larger submissions are split into several batch jobs
-    model: str = DEFAULT_MODEL
-    thinking_level: str = "high"
+    The launchpad shows the descriptions and checks types and enums, but not bounds: those are
+    checked as the run starts, before the asset looks at anything, and refused as a `dg.Failure`
+    naming every field out of bounds (a refusal, so the sensor does not retry it).
+    """
+
+    dry_run: bool = Field(
+        False, description="write the request file and show the projected cost; submit nothing"
+    )
+    max_cost_usd: float = Field(
+        100.0, ge=0, description="refuse to submit a batch projected to cost more than this (USD, 0 or more)"
+    )
+    max_tries: int = Field(
+        3, ge=1, description="asks per problem before it is reported as given up (at least 1)"
+    )
+    max_requests_per_job: int = Field(
+        10_000, ge=1, description="larger submissions are split into several batch jobs (at least 1)"
+    )
+    model: str = Field(DEFAULT_MODEL, description="the Gemini model; it must have a row in the price table")
+    thinking_level: str = Field("high", description=THINKING_LEVELS)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_out_of_bounds(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as error:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
+            ]
+            raise dg.Failure(description="; ".join(problems)) from None
 
 
 class GenerationBatchConfig(BatchConfig):
-    limit: int | None = (
-        None  # good samples to aim for (fill) or new problems (extend); default: the scenario's
+    limit: int | None = Field(
+        None,
+        gt=0,
+        description="fill: good samples to reach; extend: new problems to add (more than 0); "
+        "default: the scenario's limit",
     )
-    mode: Literal["fill", "extend"] = (
-        "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
+    mode: Literal["fill", "extend"] = Field(
+        "fill",
+        description="fill: retry failed or wrong problems and top up to `limit` good samples; "
+        "extend: `limit` problems never asked before",
     )
 
 
 class SummarizationBatchConfig(BatchConfig):
-    thinking_level: str = "low"
-    # correct: draft only CoT samples graded correct (no paying to train on wrong reasoning); all: every one
-    summarize: Literal["correct", "all"] = "correct"
+    thinking_level: str = Field("low", description=THINKING_LEVELS)
+    summarize: Literal["correct", "all"] = Field(
+        "correct",
+        description="correct: draft only CoT samples graded correct (no paying to train on wrong "
+        "reasoning); all: every one",
+    )
 
 
 def _submit_stage(
@@ -246,7 +281,6 @@ def _submit_stage(
     scenario = get_scenario(context.partition_key)
     reused = []
     try:
-        check_max_cost(config.max_cost_usd)
         with submission_lock(
             context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
         ):
@@ -633,9 +667,13 @@ class HubResource(dg.ConfigurableResource):
 
 
 class HfDatasetConfig(dg.Config):
-    include_incorrect: bool = False  # also export incorrect / disagreeing samples, with their flags
-    hub_repo: str | None = None  # push to this dataset repo ("user/name"); default $COTGEN_HF_REPO
-    public: bool = False  # a repo created by the push is private unless this is true
+    include_incorrect: bool = Field(
+        False, description="also export incorrect and disagreeing samples, with their flags"
+    )
+    hub_repo: str | None = Field(
+        None, description='push to this dataset repo ("user/name"); default: $COTGEN_HF_REPO, else no push'
+    )
+    public: bool = Field(False, description="a repo the push creates is private unless this is true")
 
 
 @dg.asset(
