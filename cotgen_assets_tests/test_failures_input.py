@@ -101,9 +101,9 @@ def easy_problems(tmp_path_factory):
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"limit": 0}, "limit must be a positive number of samples, got 0"),
-        ({"limit": -5}, "limit must be a positive number of samples, got -5"),
-        ({"max_tries": 0}, "max_tries must be at least 1, got 0"),
+        ({"limit": 0}, "limit: Input should be greater than 0, got 0"),
+        ({"limit": -5}, "limit: Input should be greater than 0, got -5"),
+        ({"max_tries": 0}, "max_tries: Input should be greater than or equal to 1, got 0"),
         (
             {"thinking_level": "bogus"},
             "thinking_level 'bogus' is not one that model 'gemini-3.1-pro-preview' takes; "
@@ -126,6 +126,30 @@ def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(
     error = result.failure_data_for_node("generation_batch").error
     assert error.cls_name == "Failure" and message in error.message
     assert not (data_dir / "easy" / "submissions").exists()
+
+
+def test_config_out_of_bounds_is_refused_first_naming_every_field(data_dir):
+    """Refused as the run starts, before the asset looks at anything (here source_problems is missing,
+    which would be the error otherwise), as a `Failure`: a refusal the sensor never retries."""
+    pipeline = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE)
+    config = {"limit": 0, "max_tries": 0, "max_cost_usd": -1}
+    result = pipeline.submit_generation("hard", raise_on_error=False, **config)
+    error = result.failure_data_for_node("generation_batch").error
+    assert error.cls_name == "Failure"
+    assert (
+        "max_cost_usd: Input should be greater than or equal to 0, got -1.0; "
+        "max_tries: Input should be greater than or equal to 1, got 0; "
+        "limit: Input should be greater than 0, got 0" in error.message
+    )
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize("asset", [assets.generation_batch, assets.summarization_batch, assets.hf_dataset])
+def test_the_launchpad_describes_every_config_field(asset):
+    """Dagster's launchpad shows these descriptions beside the fields (and checks types and enums;
+    bounds are checked as the run starts, above)."""
+    fields = asset.op.config_schema.as_field().config_type.fields
+    assert [name for name, field in fields.items() if not field.description] == []
 
 
 def test_a_thinking_level_the_model_does_not_take_is_refused_for_summaries_too(data_dir, easy_problems):

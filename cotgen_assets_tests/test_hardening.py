@@ -238,9 +238,15 @@ def test_a_damaged_samples_file_stops_planning_and_ingestion_naming_its_lines(pi
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"max_requests_per_job": 0}, "max_requests_per_job must be at least 1, got 0"),
-        ({"max_requests_per_job": -3}, "max_requests_per_job must be at least 1, got -3"),
-        ({"max_cost_usd": -1.0}, "max_cost_usd must be 0 or more, got -1.0"),
+        (
+            {"max_requests_per_job": 0},
+            "max_requests_per_job: Input should be greater than or equal to 1, got 0",
+        ),
+        (
+            {"max_requests_per_job": -3},
+            "max_requests_per_job: Input should be greater than or equal to 1, got -3",
+        ),
+        ({"max_cost_usd": -1.0}, "max_cost_usd: Input should be greater than or equal to 0, got -1.0"),
         ({"model": "gemini-9-ultra"}, "no price for model 'gemini-9-ultra'; known models:"),
         ({"model": "gemini-9-ultra", "dry_run": True}, "no price for model 'gemini-9-ultra'"),
     ],

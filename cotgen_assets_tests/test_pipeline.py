@@ -1,9 +1,10 @@
 """The whole chain in-process against the emulator: batch -> sensor -> CoT -> sensor -> CoD."""
 
+import dagster as dg
 import pytest
 
 from cotgen_assets.defs import assets
-from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.pipeline_harness import ALL_ASSETS, read_jsonl
 
 
 def test_easy_chain_from_click_to_cod(pipeline, data_dir):
@@ -99,3 +100,76 @@ def test_dry_run_writes_requests_and_submits_nothing(pipeline):
     assert meta["dry_run"] is True and meta["batch_names"] == [] and meta["num_requests"] == 5
     assert len(open(meta["request_files"][0]).readlines()) == 5
     assert pipeline.tick().run_requests == []
+
+
+# The type of every metadata key the assets and their checks write. The UI plots a key across
+# materializations: an int where a float was (a cost of 0, a batch of no requests) or a null breaks it.
+METADATA_TYPES = {
+    "Int": """num_rows num_matched num_dropped_no_answer num_contaminated num_duplicates dataset_rows
+        contamination_ngram dagster/row_count num_requests num_retries num_new_problems num_given_up
+        num_skipped_incorrect num_skipped_contaminated num_shards projected_input_tokens
+        projected_thinking_tokens projected_output_tokens cot_samples_storage_id num_succeeded num_failed
+        num_failed_jobs num_samples num_new num_unknown_keys num_duplicate_keys input_tokens cached_tokens
+        thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples num_rows_cot_easy
+        num_rows_cod_easy""",
+    "Float": """projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd accuracy
+        draft_to_thought_token_ratio answer_agreement cot_accuracy cod_accuracy cot_cost_usd cod_cost_usd
+        spent_usd cot_cost_per_1000_samples_usd cod_cost_per_1000_samples_usd""",
+    "Bool": "decontaminated offline dry_run include_incorrect",
+    "Json": """dropped_ids contaminated_ids duplicate_ids num_contaminated_by_benchmark
+        num_contaminated_by_match num_overlapping_skipped overlapping_skipped_ids benchmarks
+        benchmarks_skipped skipped_not_compared filters batch_names reused_batches request_files
+        result_files job_errors failed_by_reason by_scenario rows left_out""",
+    "Text": """decontamination contamination_rule dataset config split submission_id model prompt_version
+        gemini_endpoint job_state fingerprint""",
+    "Path": "path picture_path",
+    "Markdown": "report picture card",
+    "Table": "preview contamination_examples",
+    "TableSchema": "dagster/column_schema",
+    "TableColumnLineage": "dagster/column_lineage",
+}
+CHECK_TYPES = {  # <check>.<key>
+    "Int": """no_benchmark_overlap.num_overlapping tags_well_formed.num_malformed
+        no_contaminated_samples.num_contaminated no_contaminated_samples.num_repeats
+        draft_steps_short.max_words draft_numbers_from_thought.num_unsupported""",
+    "Float": """accuracy.accuracy accuracy.threshold answer_agrees_with_cot.answer_agreement
+        answer_agrees_with_cot.threshold token_ratio_in_band.draft_to_thought_token_ratio
+        token_ratio_in_band.low token_ratio_in_band.high draft_steps_short.short_step_share
+        draft_steps_short.threshold draft_numbers_from_thought.unsupported_share
+        draft_numbers_from_thought.threshold""",
+    "Json": """no_benchmark_overlap.benchmarks_checked no_benchmark_overlap.overlapping_ids
+        no_overlap_with_skipped_benchmarks.benchmarks_skipped
+        no_overlap_with_skipped_benchmarks.num_overlapping
+        no_overlap_with_skipped_benchmarks.overlapping_ids""",
+}
+
+
+def types_of(table: dict[str, str]) -> dict[str, set[str]]:
+    return {key: {f"{kind}MetadataValue"} for kind, keys in table.items() for key in keys.split()}
+
+
+def test_metadata_keeps_its_types_whatever_the_values(pipeline, instance, monkeypatch):
+    """Every asset of a scenario, twice (the second fill asks nothing), then the report and export."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sources = pipeline.materialize([assets.source_problems], "easy")
+    pipeline.submit_generation("easy", limit=2)
+    pipeline.drain()
+    pipeline.submit_generation("easy", limit=2)  # nothing left to ask: zeros
+    samples = pipeline.materialize([assets.cot_samples, assets.cod_samples], "easy")
+    for asset in (assets.dataset_report, assets.hf_dataset):
+        assert dg.materialize([asset], instance=instance, resources={"hub": assets.HubResource()}).success
+
+    found = {}
+    for asset in [*ALL_ASSETS, assets.dataset_report, assets.hf_dataset]:
+        records = instance.fetch_materializations(asset.key, limit=100).records
+        assert records, asset.key
+        for record in records:
+            for key, value in record.asset_materialization.metadata.items():
+                found.setdefault(key, set()).add(type(value).__name__)
+    assert found == types_of(METADATA_TYPES)
+    checks = {}
+    for evaluation in sources.get_asset_check_evaluations() + samples.get_asset_check_evaluations():
+        for key, value in evaluation.metadata.items():
+            checks.setdefault(f"{evaluation.check_name}.{key}", set()).add(type(value).__name__)
+    assert checks == types_of(CHECK_TYPES)

@@ -72,9 +72,13 @@ def test_a_user_scenario_gets_defaults(tmp_path):
         ("other: 1", "needs a non-empty `scenarios:` mapping"),
         (GOOD.replace("split: test", "split: test\n    colour: red"), "unknown fields \\['colour'\\]"),
         (GOOD.replace("    dataset: gsm8k\n", ""), "lacks required fields \\['dataset'\\]"),
-        (GOOD + "    limit: 0\n", "limit must be a positive integer"),
+        (GOOD + "    limit: 0\n", "limit: Input should be greater than 0, got 0"),
+        (GOOD + "    limit: true\n", "limit: Input should be a valid integer, got True"),
         (GOOD + "    filters: ['level=']\n", "'level' has no values"),
-        (GOOD.replace("answer_format: gsm8k", "answer_format: guess"), "answer_format must be one of"),
+        (
+            GOOD.replace("answer_format: gsm8k", "answer_format: guess"),
+            "answer_format: Input should be 'gsm8k' or 'boxed', got 'guess'",
+        ),
     ],
 )
 def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):
@@ -82,6 +86,20 @@ def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ScenarioError, match=message):
         load_scenarios(path)
+
+
+def test_every_problem_of_a_scenario_is_named_at_once(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    bad = GOOD.replace("answer_format: gsm8k", "answer_format: guess") + "    colour: red\n    limit: 0\n"
+    path.write_text(bad)
+    with pytest.raises(ScenarioError) as raised:
+        load_scenarios(path)
+    assert str(raised.value) == (
+        f"scenario 'tiny' in {path}: has unknown fields ['colour']; known fields: ['answer_format', "
+        "'config', 'dataset', 'decontaminate', 'filters', 'limit', 'path', 'question_column', "
+        "'solution_column', 'split', 'suffix']; answer_format: Input should be 'gsm8k' or 'boxed', "
+        "got 'guess'; limit: Input should be greater than 0, got 0"
+    )
 
 
 def test_missing_scenarios_file(tmp_path):
@@ -216,12 +234,19 @@ def test_decontaminate_lists_benchmarks(tmp_path, extra, decontaminate):
             GOOD + "    decontaminate: [mmlu]\n" + BENCH,
             r"scenario 'tiny'.*unknown benchmarks \['mmlu'\].*\['mine'\]",
         ),
-        (GOOD + "    decontaminate: mine\n" + BENCH, "decontaminate must be a list of benchmark names"),
+        (
+            GOOD + "    decontaminate: mine\n" + BENCH,
+            "decontaminate: Input should be a valid list, got 'mine'",
+        ),
+        (
+            GOOD + "    decontaminate:\n" + BENCH,
+            r"decontaminate must be a list of benchmark names \(\[\] opts out",
+        ),
         (
             GOOD + BENCH.replace("    split: test\n", ""),
             r"benchmark 'mine'.*lacks required fields \['split'\]",
         ),
-        (GOOD + BENCH + "    configs: []\n", "configs must be a non-empty list"),
+        (GOOD + BENCH + "    configs: []\n", r"benchmark 'mine'.*configs: List should have at least 1 item"),
         (GOOD + BENCH + "    config: a\n    configs: [b]\n", "either `config:` or `configs:`"),
         (GOOD + BENCH + "    colour: red\n", r"benchmark 'mine'.*unknown fields \['colour'\]"),
         (GOOD + BENCH.replace("  mine:", "  ../m:"), r"benchmark '\.\./m'.*must match"),
@@ -232,4 +257,20 @@ def test_malformed_benchmarks(tmp_path, text, message):
     path = tmp_path / "scenarios.yaml"
     path.write_text(text)
     with pytest.raises(ScenarioError, match=message):
+        load_scenarios(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("split: test", "split: [train, test]"), "split: Input should be a valid string"),
+        (GOOD.replace("dataset: gsm8k", "dataset: {id: gsm8k}"), "dataset: Input should be a valid string"),
+        (GOOD + BENCH.replace("question_column: q", "question_column: [q]"), "question_column: Input should"),
+    ],
+)
+def test_a_list_or_mapping_where_text_belongs_is_refused(tmp_path, text, message):
+    """Not read as the text "['train', 'test']", which would fail later as an unknown split."""
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError, match=rf"in {re.escape(str(path))}: .*{re.escape(message)}"):
         load_scenarios(path)

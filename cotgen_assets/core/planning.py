@@ -48,12 +48,6 @@ def check_job_settings(model: str, thinking_level: str, max_requests_per_job: in
     check_thinking_level(model, thinking_level)
 
 
-def check_max_cost(max_cost_usd: float) -> None:
-    """A negative budget refuses every batch with a confusing "above max_cost_usd $-1.00"."""
-    if max_cost_usd < 0:
-        raise ValueError(f"max_cost_usd must be 0 or more, got {max_cost_usd}")
-
-
 def plan_generation(
     problem_ids: list[str],
     good: set[str],

@@ -4,11 +4,22 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_SCENARIOS_FILE = Path(__file__).parents[1] / "scenarios.yaml"
-ANSWER_FORMATS = ("gsm8k", "boxed")
 # Names and suffixes become file and folder names under COTGEN_DATA_DIR: no separators, no `..`.
 IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -118,10 +129,7 @@ def load_scenarios_and_benchmarks(
         benchmarks = load_benchmarks(DEFAULT_SCENARIOS_FILE)
     else:
         benchmarks = {}
-    scenarios = {}
-    for name, fields in entries.items():
-        _check_identifier(name, "name", f"scenario {name!r} in {path}")
-        scenarios[name] = _scenario(name, fields, path, benchmarks)
+    scenarios = {name: _scenario(name, fields, path, benchmarks) for name, fields in entries.items()}
     by_suffix: dict[str, str] = {}
     for scenario in scenarios.values():
         other = by_suffix.setdefault(scenario.suffix, scenario.name)
@@ -151,6 +159,111 @@ def _read(path: Path) -> object:
         raise ScenarioError(f"scenarios file {path} is not valid YAML: {error}") from None
 
 
+def _check_identifier(value: object, field: str) -> str:
+    """Refuse a name or suffix that is not a plain identifier (it becomes a file or folder name)."""
+    if not isinstance(value, str):
+        raise ScenarioError(f"the {field} must be a string of [A-Za-z0-9_-]+; YAML read {value!r}, quote it")
+    if not IDENTIFIER.fullmatch(value):
+        raise ScenarioError(
+            f"the {field} {value!r} must match [A-Za-z0-9_-]+ (letters, digits, _ and -), "
+            f"since it names files and folders under COTGEN_DATA_DIR"
+        )
+    return value
+
+
+def _suffix(value: object) -> str | None:
+    return None if value in (None, "") else _check_identifier(value, "suffix")  # None: the scenario's name
+
+
+def _filters(value: object) -> tuple[Filter, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ScenarioError("filters must be a list of 'column=value1,value2' strings")
+    return tuple(parse_filter(text) for text in value)
+
+
+Text = Annotated[str, Field(min_length=1)]
+
+
+class _Fields(BaseModel):
+    """One block of the file: unknown fields refused; text is text (a YAML number is read as text)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class _ScenarioFields(_Fields):
+    dataset: Text
+    split: Text
+    question_column: Text
+    solution_column: Text
+    answer_format: Literal["gsm8k", "boxed"]
+    config: str | None = None
+    filters: Annotated[tuple[Filter, ...], BeforeValidator(_filters)] = ()
+    suffix: Annotated[str | None, BeforeValidator(_suffix)] = None
+    limit: StrictInt = Field(1000, gt=0)
+    path: str | None = None
+    decontaminate: list[str] | None = None  # None: every benchmark of the file; [] opts out
+
+    @field_validator("decontaminate")
+    @classmethod
+    def _known_benchmarks(cls, names: list[str] | None, info: ValidationInfo) -> list[str]:
+        if names is None:  # written with no value (left out, the field is not validated)
+            raise ScenarioError("decontaminate must be a list of benchmark names ([] opts out)")
+        benchmarks = info.context["benchmarks"]
+        unknown = [name for name in names if name not in benchmarks]
+        if unknown:
+            raise ScenarioError(
+                f"decontaminate names unknown benchmarks {unknown}; benchmarks: {sorted(benchmarks)}"
+            )
+        return names
+
+
+class _BenchmarkFields(_Fields):
+    dataset: Text
+    split: Text
+    question_column: Text
+    config: str | None = None
+    configs: list[str] | None = Field(None, min_length=1)  # several are concatenated
+    path: str | None = None
+
+    @field_validator("configs", mode="before")
+    @classmethod
+    def _one_config(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _config_or_configs(self) -> "_BenchmarkFields":
+        if {"config", "configs"} <= self.model_fields_set:
+            raise ScenarioError("give either `config:` or `configs:`, not both")
+        return self
+
+
+def _validate(model: type[_Fields], name: object, fields: object, where: str, **context) -> _Fields:
+    """The block validated, or one error naming every problem of it, each with its field."""
+    try:
+        _check_identifier(name, "name")
+        if not isinstance(fields, dict):
+            raise ScenarioError("must be a mapping of fields")
+        return model.model_validate(fields, context=context)
+    except ScenarioError as error:
+        raise ScenarioError(f"{where}: {error}") from None
+    except ValidationError as error:
+        errors = error.errors()
+        unknown = [e["loc"][0] for e in errors if e["type"] == "extra_forbidden"]
+        missing = [e["loc"][0] for e in errors if e["type"] == "missing"]
+        problems = (
+            [f"has unknown fields {unknown}; known fields: {sorted(model.model_fields)}"] if unknown else []
+        )
+        problems += [f"lacks required fields {missing}"] if missing else []
+        for e in errors:
+            if e["type"] == "value_error":  # ours: the sentence names its field
+                problems.append(str(e["ctx"]["error"]))
+            elif e["type"] not in ("extra_forbidden", "missing"):
+                problems.append(f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}")
+        raise ScenarioError(f"{where}: {'; '.join(problems)}") from None
+
+
 def _benchmarks(entries: object, path: Path) -> dict[str, Benchmark]:
     if entries is None:
         return {}
@@ -158,113 +271,33 @@ def _benchmarks(entries: object, path: Path) -> dict[str, Benchmark]:
         raise ScenarioError(f"scenarios file {path}: `benchmarks:` must be a mapping of name -> fields")
     benchmarks = {}
     for name, fields in entries.items():
-        where = f"benchmark {name!r} in {path}"
-        _check_identifier(name, "name", where)
-        if not isinstance(fields, dict):
-            raise ScenarioError(f"{where} must be a mapping of fields")
-        known = {"dataset", "config", "configs", "split", "question_column", "path"}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise ScenarioError(f"{where} has unknown fields {unknown}; known fields: {sorted(known)}")
-        missing = [f for f in ("dataset", "split", "question_column") if not fields.get(f)]
-        if missing:
-            raise ScenarioError(f"{where} lacks required fields {missing}")
-        if "config" in fields and "configs" in fields:
-            raise ScenarioError(f"{where}: give either `config:` or `configs:`, not both")
-        configs = fields.get("configs", fields.get("config"))
-        if configs is None:
-            configs = [None]
-        elif isinstance(configs, str):
-            configs = [configs]
-        elif not isinstance(configs, list) or not configs or not all(isinstance(c, str) for c in configs):
-            raise ScenarioError(f"{where}: configs must be a non-empty list of config names")
+        block = _validate(_BenchmarkFields, name, fields, f"benchmark {name!r} in {path}")
         benchmarks[name] = Benchmark(
             name=name,
-            dataset=str(fields["dataset"]),
-            split=str(fields["split"]),
-            question_column=str(fields["question_column"]),
-            configs=tuple(configs),
-            path=str(fields["path"]) if fields.get("path") else None,
+            dataset=block.dataset,
+            split=block.split,
+            question_column=block.question_column,
+            configs=tuple(block.configs or [block.config]),
+            path=block.path or None,
         )
     return benchmarks
 
 
-def _check_identifier(value: object, field: str, where: str) -> None:
-    """Refuse a name or suffix that is not a plain identifier (it becomes a file or folder name)."""
-    if not isinstance(value, str):
-        raise ScenarioError(
-            f"{where}: the {field} must be a string of [A-Za-z0-9_-]+; YAML read {value!r}, quote it"
-        )
-    if not IDENTIFIER.fullmatch(value):
-        raise ScenarioError(
-            f"{where}: the {field} {value!r} must match [A-Za-z0-9_-]+ (letters, digits, _ and -), "
-            f"since it names files and folders under COTGEN_DATA_DIR"
-        )
-
-
-def _scenario(name: str, fields: object, path: Path, benchmarks: dict[str, Benchmark]) -> Scenario:
-    where = f"scenario {name!r} in {path}"
-    if not isinstance(fields, dict):
-        raise ScenarioError(f"{where} must be a mapping of fields")
-    known = {
-        "dataset",
-        "config",
-        "split",
-        "filters",
-        "question_column",
-        "solution_column",
-        "answer_format",
-        "suffix",
-        "limit",
-        "path",
-        "decontaminate",
-    }
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ScenarioError(f"{where} has unknown fields {unknown}; known fields: {sorted(known)}")
-    missing = [
-        f
-        for f in ("dataset", "split", "question_column", "solution_column", "answer_format")
-        if not fields.get(f)
-    ]
-    if missing:
-        raise ScenarioError(f"{where} lacks required fields {missing}")
-    if fields["answer_format"] not in ANSWER_FORMATS:
-        raise ScenarioError(f"{where}: answer_format must be one of {ANSWER_FORMATS}")
-    limit = fields.get("limit", 1000)
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
-        raise ScenarioError(f"{where}: limit must be a positive integer, got {limit!r}")
-    suffix = fields.get("suffix")
-    suffix = name if suffix is None or suffix == "" else suffix
-    _check_identifier(suffix, "suffix", where)
-    filters = fields.get("filters") or []
-    if not isinstance(filters, list):
-        raise ScenarioError(f"{where}: filters must be a list of 'column=value1,value2' strings")
-    try:
-        parsed_filters = tuple(parse_filter(f) for f in filters)
-    except ScenarioError as error:
-        raise ScenarioError(f"{where}: {error}") from None
-    decontaminate = fields.get("decontaminate", list(benchmarks))
-    if not isinstance(decontaminate, list) or not all(isinstance(b, str) for b in decontaminate):
-        raise ScenarioError(f"{where}: decontaminate must be a list of benchmark names ([] opts out)")
-    unknown_benchmarks = [b for b in decontaminate if b not in benchmarks]
-    if unknown_benchmarks:
-        raise ScenarioError(
-            f"{where}: decontaminate names unknown benchmarks {unknown_benchmarks}; "
-            f"benchmarks: {sorted(benchmarks)}"
-        )
+def _scenario(name: object, fields: object, path: Path, benchmarks: dict[str, Benchmark]) -> Scenario:
+    block = _validate(_ScenarioFields, name, fields, f"scenario {name!r} in {path}", benchmarks=benchmarks)
+    decontaminate = list(benchmarks) if block.decontaminate is None else block.decontaminate
     return Scenario(
         name=name,
-        dataset=str(fields["dataset"]),
-        config=str(fields["config"]) if fields.get("config") else None,
-        split=str(fields["split"]),
-        filters=parsed_filters,
-        question_column=str(fields["question_column"]),
-        solution_column=str(fields["solution_column"]),
-        answer_format=str(fields["answer_format"]),
-        suffix=suffix,
-        limit=limit,
-        path=str(fields["path"]) if fields.get("path") else None,
+        dataset=block.dataset,
+        config=block.config or None,
+        split=block.split,
+        filters=block.filters,
+        question_column=block.question_column,
+        solution_column=block.solution_column,
+        answer_format=block.answer_format,
+        suffix=block.suffix or name,
+        limit=block.limit,
+        path=block.path or None,
         decontaminate=tuple(dict.fromkeys(decontaminate)),
     )
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 import dagster as dg
 import pyarrow.parquet as pq
+from pydantic import Field, ValidationError, model_validator
 
 from cotgen_assets.core.batch_output import Usage, overall_state
 from cotgen_assets.core.decontamination import (
@@ -16,7 +17,7 @@ from cotgen_assets.core.decontamination import (
     verify_no_overlap,
 )
 from cotgen_assets.core.ingest import ingest_submission
-from cotgen_assets.core.planning import Plan, check_max_cost
+from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.pricing import UnknownModelError
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
@@ -61,6 +62,9 @@ from cotgen_assets.publish.selection import ExportError
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
+THINKING_LEVELS = (
+    "a level the model takes: 3.1 Pro low, medium, high; 3 Pro low, high; 3 Flash minimal, low, medium, high"
+)
 
 
 def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.MetadataValue:
@@ -111,9 +115,9 @@ def _overlap_checks(
             passed=not overlap,
             severity=dg.AssetCheckSeverity.ERROR,
             metadata={
-                "benchmarks_checked": dg.MetadataValue.json(list(scenario.decontaminate)),
-                "num_overlapping": dg.MetadataValue.int(len(overlap)),
-                "overlapping_ids": dg.MetadataValue.json(overlap[:50]),
+                "benchmarks_checked": list(scenario.decontaminate),
+                "num_overlapping": len(overlap),
+                "overlapping_ids": overlap[:50],
             },
             description=f"the written problem table, checked again against {checked}"
             if checked
@@ -124,9 +128,9 @@ def _overlap_checks(
             passed=not found and not contamination.skipped_error,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
-                "benchmarks_skipped": dg.MetadataValue.json(list(skipped)),
-                "num_overlapping": dg.MetadataValue.json(dict(contamination.skipped_overlap)),
-                "overlapping_ids": dg.MetadataValue.json(found[:50]),
+                "benchmarks_skipped": list(skipped),
+                "num_overlapping": dict(contamination.skipped_overlap),
+                "overlapping_ids": found[:50],
             },
             description=why if skipped else "every benchmark of the scenarios file is checked",
         ),
@@ -170,27 +174,29 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in clean.schema])
     return dg.MaterializeResult(
         metadata={
-            "num_rows": dg.MetadataValue.int(clean.num_rows),
-            "num_matched": dg.MetadataValue.int(problems.num_rows + len(dropped)),
-            "num_dropped_no_answer": dg.MetadataValue.int(len(dropped)),
-            "dropped_ids": dg.MetadataValue.json(dropped),
-            "num_contaminated": dg.MetadataValue.int(found.pop("num_contaminated")),
-            "num_duplicates": dg.MetadataValue.int(found.pop("num_duplicates")),
+            "num_rows": clean.num_rows,
+            "num_matched": problems.num_rows + len(dropped),
+            "num_dropped_no_answer": len(dropped),
+            "dropped_ids": dropped,
+            "num_contaminated": found.pop("num_contaminated"),
+            "num_duplicates": found.pop("num_duplicates"),
             "decontamination": found.pop("decontamination"),
             "contamination_examples": preview_table(
                 examples, ["problem_id", "question", "benchmark", "benchmark_question", "match"]
             ),
-            "decontaminated": dg.MetadataValue.bool(found.pop("decontaminated")),
+            "decontaminated": found.pop("decontaminated"),
             "contamination_rule": found.pop("contamination_rule"),
-            "contamination_ngram": dg.MetadataValue.int(found.pop("contamination_ngram")),
-            **{key: dg.MetadataValue.json(value) for key, value in found.items()},  # ids, counts by kind
-            "dataset_rows": dg.MetadataValue.int(dataset_rows),
+            "contamination_ngram": found.pop("contamination_ngram"),
+            # a sentence, but JSON since it was first written so: a key keeps its type
+            "skipped_not_compared": dg.MetadataValue.json(found.pop("skipped_not_compared")),
+            **found,  # ids, counts by benchmark and kind
+            "dataset_rows": dataset_rows,
             "dataset": scenario.dataset,
             "config": scenario.config or "",
             "split": scenario.split,
-            "filters": dg.MetadataValue.json([str(f) for f in scenario.filters]),
+            "filters": [str(f) for f in scenario.filters],
             "path": dg.MetadataValue.path(str(path)),
-            "dagster/row_count": dg.MetadataValue.int(clean.num_rows),
+            "dagster/row_count": clean.num_rows,
             "dagster/column_schema": schema,
             "preview": preview_table(
                 clean.slice(0, PREVIEW_ROWS).to_pylist(), ["problem_id", "question", "answer"]
@@ -204,29 +210,61 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 
 class BatchConfig(dg.Config):
-    """Knobs shared by both batch assets; every field has a default so a plain click works."""
+    """Knobs shared by both batch assets; every field has a default so a plain click works.
 
-    dry_run: bool = False  # write the request file and show the projected cost; submit nothing
-    max_cost_usd: float = 100.0  # refuse to submit a batch projected to cost more
-    max_tries: int = 3  # asks per problem before it is reported as given up
-    max_requests_per_job: int = 10_000  # larger submissions are split into several batch jobs
-    model: str = DEFAULT_MODEL
-    thinking_level: str = "high"
+    The launchpad shows the descriptions and checks types and enums, but not bounds: those are
+    checked as the run starts, before the asset looks at anything, and refused as a `dg.Failure`
+    naming every field out of bounds (a refusal, so the sensor does not retry it).
+    """
+
+    dry_run: bool = Field(
+        False, description="write the request file and show the projected cost; submit nothing"
+    )
+    max_cost_usd: float = Field(
+        100.0, ge=0, description="refuse to submit a batch projected to cost more than this (USD, 0 or more)"
+    )
+    max_tries: int = Field(
+        3, ge=1, description="asks per problem before it is reported as given up (at least 1)"
+    )
+    max_requests_per_job: int = Field(
+        10_000, ge=1, description="larger submissions are split into several batch jobs (at least 1)"
+    )
+    model: str = Field(DEFAULT_MODEL, description="the Gemini model; it must have a row in the price table")
+    thinking_level: str = Field("high", description=THINKING_LEVELS)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_out_of_bounds(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as error:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
+            ]
+            raise dg.Failure(description="; ".join(problems)) from None
 
 
 class GenerationBatchConfig(BatchConfig):
-    limit: int | None = (
-        None  # good samples to aim for (fill) or new problems (extend); default: the scenario's
+    limit: int | None = Field(
+        None,
+        gt=0,
+        description="fill: good samples to reach; extend: new problems to add (more than 0); "
+        "default: the scenario's limit",
     )
-    mode: Literal["fill", "extend"] = (
-        "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
+    mode: Literal["fill", "extend"] = Field(
+        "fill",
+        description="fill: retry failed or wrong problems and top up to `limit` good samples; "
+        "extend: `limit` problems never asked before",
     )
 
 
 class SummarizationBatchConfig(BatchConfig):
-    thinking_level: str = "low"
-    # correct: draft only CoT samples graded correct (no paying to train on wrong reasoning); all: every one
-    summarize: Literal["correct", "all"] = "correct"
+    thinking_level: str = Field("low", description=THINKING_LEVELS)
+    summarize: Literal["correct", "all"] = Field(
+        "correct",
+        description="correct: draft only CoT samples graded correct (no paying to train on wrong "
+        "reasoning); all: every one",
+    )
 
 
 def _submit_stage(
@@ -246,7 +284,6 @@ def _submit_stage(
     scenario = get_scenario(context.partition_key)
     adopted = None
     try:
-        check_max_cost(config.max_cost_usd)
         with submission_lock(
             context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
         ):
@@ -286,30 +323,28 @@ def _submit_stage(
         )
     return dg.MaterializeResult(
         metadata={
-            "batch_names": dg.MetadataValue.json(submission.batch_names),
-            "reused_batches": dg.MetadataValue.json(reused),
-            "adopted": dg.MetadataValue.bool(bool(adopted)),
+            "batch_names": submission.batch_names,
+            "reused_batches": reused,
+            "adopted": bool(adopted),
             "submission_id": submission.submission_id,
-            "num_requests": dg.MetadataValue.int(submission.num_requests),
-            "num_retries": dg.MetadataValue.int(plan.num_retries),
-            "num_new_problems": dg.MetadataValue.int(plan.num_new),
-            "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
-            "num_skipped_incorrect": dg.MetadataValue.int(plan.skipped.get("incorrect", 0)),
-            "num_skipped_contaminated": dg.MetadataValue.int(plan.skipped.get("contaminated_or_repeat", 0)),
-            "skipped_projected_cost_usd": dg.MetadataValue.float(prepared.saved_cost_usd),
-            "num_shards": dg.MetadataValue.int(len(submission.shards)),
-            "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
-            "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
-            "projected_thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
-            "projected_output_tokens": dg.MetadataValue.int(usage.output_tokens),
+            "num_requests": submission.num_requests,
+            "num_retries": plan.num_retries,
+            "num_new_problems": plan.num_new,
+            "num_given_up": len(plan.given_up),
+            "num_skipped_incorrect": plan.skipped.get("incorrect", 0),
+            "num_skipped_contaminated": plan.skipped.get("contaminated_or_repeat", 0),
+            "skipped_projected_cost_usd": prepared.saved_cost_usd,
+            "num_shards": len(submission.shards),
+            "projected_cost_usd": submission.projected_cost_usd,
+            "projected_input_tokens": usage.input_tokens,
+            "projected_thinking_tokens": usage.thinking_tokens,
+            "projected_output_tokens": usage.output_tokens,
             "model": submission.model,
             "prompt_version": submission.prompt_version,
-            "dry_run": dg.MetadataValue.bool(config.dry_run),
+            "dry_run": config.dry_run,
             "gemini_endpoint": gemini.describe(),
-            "offline": dg.MetadataValue.bool(gemini.offline),
-            "request_files": dg.MetadataValue.json(
-                [str(submission.requests_path(s)) for s in submission.shards]
-            ),
+            "offline": gemini.offline,
+            "request_files": [str(submission.requests_path(s)) for s in submission.shards],
             **(extra_metadata or {}),
         }
     )
@@ -391,7 +426,7 @@ def summarization_batch(
 
     # Which cot_samples this plan saw: the sensor submits again when a newer one exists.
     cot = latest_metadata(context.instance, "cot_samples", context.partition_key)
-    based_on = {"cot_samples_storage_id": dg.MetadataValue.int(cot["_storage_id"] if cot else 0)}
+    based_on = {"cot_samples_storage_id": cot["_storage_id"] if cot else 0}
     result = _submit_stage(
         context, gemini, SUMMARIZATION, config, prepare, wait_if_in_flight=True, extra_metadata=based_on
     )
@@ -427,13 +462,13 @@ def _fetch_results(context, gemini, stage: str) -> dg.MaterializeResult:
         metadata={
             "job_state": state,
             "submission_id": submission.submission_id,
-            "batch_names": dg.MetadataValue.json(submission.batch_names),
-            "num_requests": dg.MetadataValue.int(submission.num_requests),
-            "num_succeeded": dg.MetadataValue.int(sum(job.succeeded_count or 0 for job in jobs)),
-            "num_failed": dg.MetadataValue.int(sum(job.failed_count or 0 for job in jobs)),
-            "num_failed_jobs": dg.MetadataValue.int(len(failed)),
-            "job_errors": dg.MetadataValue.json({job.name: job.error for job in failed}),
-            "result_files": dg.MetadataValue.json([str(p) for p in results]),
+            "batch_names": submission.batch_names,
+            "num_requests": submission.num_requests,
+            "num_succeeded": sum(job.succeeded_count or 0 for job in jobs),
+            "num_failed": sum(job.failed_count or 0 for job in jobs),
+            "num_failed_jobs": len(failed),
+            "job_errors": {job.name: job.error for job in failed},
+            "result_files": [str(p) for p in results],
         },
         check_results=[
             dg.AssetCheckResult(
@@ -517,25 +552,26 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         )
     usage = ingest.usage
     metadata = {
-        "num_samples": dg.MetadataValue.int(stats.num_samples),
-        "num_new": dg.MetadataValue.int(ingest.num_new),
-        "num_failed": dg.MetadataValue.int(ingest.num_failed),
-        "failed_by_reason": dg.MetadataValue.json({k: v for k, v in ingest.statuses.items() if k != "ok"}),
-        "num_unknown_keys": dg.MetadataValue.int(ingest.unknown_keys),
-        "num_duplicate_keys": dg.MetadataValue.int(ingest.duplicate_keys),
-        "input_tokens": dg.MetadataValue.int(usage.input_tokens),
-        "cached_tokens": dg.MetadataValue.int(usage.cached_tokens),
-        "thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
-        "output_tokens": dg.MetadataValue.int(usage.output_tokens),
-        "cost_usd": dg.MetadataValue.float(ingest.cost_usd),
+        "num_samples": stats.num_samples,
+        "num_new": ingest.num_new,
+        "num_failed": ingest.num_failed,
+        "failed_by_reason": {k: v for k, v in ingest.statuses.items() if k != "ok"},
+        "num_unknown_keys": ingest.unknown_keys,
+        "num_duplicate_keys": ingest.duplicate_keys,
+        "input_tokens": usage.input_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "thinking_tokens": usage.thinking_tokens,
+        "output_tokens": usage.output_tokens,
+        "cost_usd": ingest.cost_usd,
+        # a float even when it is a sum of nothing (the int 0): the UI plots it across materializations
         "total_cost_usd": dg.MetadataValue.float(total_cost_usd(scenario.name, stage)),
-        "accuracy": dg.MetadataValue.float(stats.accuracy),
-        "num_contaminated": dg.MetadataValue.int(stats.num_contaminated),
-        "num_repeats": dg.MetadataValue.int(stats.num_repeats),
+        "accuracy": stats.accuracy,
+        "num_contaminated": stats.num_contaminated,
+        "num_repeats": stats.num_repeats,
         "submission_id": submission.submission_id,
-        "offline": dg.MetadataValue.bool(submission.offline),
+        "offline": submission.offline,
         "path": dg.MetadataValue.path(str(path)),
-        "dagster/row_count": dg.MetadataValue.int(stats.num_samples),
+        "dagster/row_count": stats.num_samples,
         "preview": sample_preview(stats.preview, stage),
         "dagster/column_lineage": column_lineage(stage, scenario.name),
     }
@@ -546,8 +582,8 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         }
     if stage == GENERATION:
         return dg.MaterializeResult(metadata=metadata, check_results=check_results(stats))
-    metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
-    metadata["answer_agreement"] = dg.MetadataValue.float(stats.answer_agreement)
+    metadata["draft_to_thought_token_ratio"] = stats.draft_to_thought_token_ratio
+    metadata["answer_agreement"] = stats.answer_agreement
     return dg.MaterializeResult(metadata=metadata, check_results=check_results(stats))
 
 
@@ -641,10 +677,6 @@ EVERY_SCENARIOS_SAMPLES = [
 def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     report = build_report()
     context.log.info(f"report picture written to {report.picture}")
-    numbers = {
-        key: dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
-        for key, value in numeric_totals(report.figures).items()
-    }
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(report.table),
@@ -652,8 +684,8 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                 markdown_image(report.png, "thought vs draft tokens per scenario")
             ),
             "picture_path": dg.MetadataValue.path(str(report.picture)),
-            **numbers,
-            "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
+            **numeric_totals(report.figures),
+            "by_scenario": by_scenario(report.figures),
         }
     )
 
@@ -668,9 +700,13 @@ class HubResource(dg.ConfigurableResource):
 
 
 class HfDatasetConfig(dg.Config):
-    include_incorrect: bool = False  # also export incorrect / disagreeing samples, with their flags
-    hub_repo: str | None = None  # push to this dataset repo ("user/name"); default $COTGEN_HF_REPO
-    public: bool = False  # a repo created by the push is private unless this is true
+    include_incorrect: bool = Field(
+        False, description="also export incorrect and disagreeing samples, with their flags"
+    )
+    hub_repo: str | None = Field(
+        None, description='push to this dataset repo ("user/name"); default: $COTGEN_HF_REPO, else no push'
+    )
+    public: bool = Field(False, description="a repo the push creates is private unless this is true")
 
 
 @dg.asset(
@@ -691,25 +727,21 @@ def hf_dataset(
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
     if export.offline:
         context.log.warning("OFFLINE: the export holds emulator data, not Gemini's; it can never be pushed.")
-    rows = {
-        f"num_rows_{c}_{s}": dg.MetadataValue.int(n)
-        for c, by_split in export.rows.items()
-        for s, n in by_split.items()
-    }
+    rows = {f"num_rows_{c}_{s}": n for c, by_split in export.rows.items() for s, n in by_split.items()}
     card = card_body(export.facts, image=markdown_image(export.png, PICTURE_ALT))
     metadata = {
-        "offline": dg.MetadataValue.bool(export.offline),
-        "num_rows": dg.MetadataValue.int(export.num_rows),
-        "rows": dg.MetadataValue.json(export.rows),
+        "offline": export.offline,
+        "num_rows": export.num_rows,
+        "rows": export.rows,
         **rows,
-        "left_out": dg.MetadataValue.json({s.name: s.left_out for s in export.splits}),
-        "cost_usd": dg.MetadataValue.float(export.cost_usd),
+        "left_out": {s.name: s.left_out for s in export.splits},
+        "cost_usd": dg.MetadataValue.float(export.cost_usd),  # sums, so floats even when 0
         "spent_usd": dg.MetadataValue.float(sum(f.spent_usd for f in export.report_figures.values())),
-        "include_incorrect": dg.MetadataValue.bool(config.include_incorrect),
+        "include_incorrect": config.include_incorrect,
         "fingerprint": export.fingerprint,
         "path": dg.MetadataValue.path(str(export.folder)),
         "card": dg.MetadataValue.md(card),
-        "dagster/row_count": dg.MetadataValue.int(export.num_rows),
+        "dagster/row_count": export.num_rows,
     }
     if repo:
         try:

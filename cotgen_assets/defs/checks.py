@@ -13,15 +13,11 @@ def check_specs(stage: str, asset: str) -> list[dg.AssetCheckSpec]:
 
 
 def check_result(verdict: Verdict) -> dg.AssetCheckResult:
-    metadata = {
-        key: dg.MetadataValue.float(float(value)) if isinstance(value, float) else dg.MetadataValue.int(value)
-        for key, value in verdict.numbers.items()
-    }
     return dg.AssetCheckResult(
         check_name=verdict.name,
         passed=verdict.passed,
         severity=SEVERITY.get(verdict.severity, dg.AssetCheckSeverity.WARN),
-        metadata=metadata,
+        metadata=verdict.numbers,
         description=verdict.description,
     )
 
