@@ -115,7 +115,7 @@ METADATA_TYPES = {
     "Float": """projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd accuracy
         draft_to_thought_token_ratio answer_agreement cot_accuracy cod_accuracy cot_cost_usd cod_cost_usd
         spent_usd cot_cost_per_1000_samples_usd cod_cost_per_1000_samples_usd""",
-    "Bool": "decontaminated offline dry_run include_incorrect",
+    "Bool": "decontaminated offline dry_run include_incorrect adopted",
     "Json": """dropped_ids contaminated_ids duplicate_ids num_contaminated_by_benchmark
         num_contaminated_by_match num_overlapping_skipped overlapping_skipped_ids benchmarks
         benchmarks_skipped skipped_not_compared filters batch_names reused_batches request_files
