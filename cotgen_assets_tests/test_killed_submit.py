@@ -115,7 +115,10 @@ def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(
 
         refused = pipeline.submit_generation("easy", limit=9, raise_on_error=False)
         message = refused.failure_data_for_node("generation_batch").error.message
-        assert "is submitting right now" in message and dead.run_id in message, "the dead run holds the lock"
+        # its lock is broken (its process is gone from this host), but its batch is not taken over
+        # while Dagster still shows its run running: the message names the run and what to do
+        assert "still in flight" in message and dead.run_id in message and "terminate it" in message
+        assert [job.name for job in generation_jobs(gemini)] == [orphan.name], "the refused fill sent nothing"
 
         instance.report_run_canceled(dead)  # what the UI's Terminate does for a run whose process is gone
         adopting = pipeline.submit_generation("easy", limit=9)
