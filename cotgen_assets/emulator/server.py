@@ -19,6 +19,7 @@ served at once (more are answered 503 and closed).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import ipaddress
 import json
@@ -604,6 +605,39 @@ class EmulatorServer(ThreadingHTTPServer):
             self._slots.release()
 
 
+# The help of each `--fault-*` flag; the flags themselves are FaultConfig's fields.
+FAULT_HELP = {
+    "line_error_rate": 'share of output lines that are {"error": ...}',
+    "truncate_rate": "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)",
+    "no_thoughts_rate": "share of responses without thought parts",
+    "garbage_line_rate": "share of output lines that are not JSON",
+    "wrong_rate": "share of generation answers with a wrong final answer (drawn per problem and batch)",
+    "http_error_rate": "share of API calls answered 429 or 500 (admin endpoints exempt)",
+    "job_state": "terminal state of the next --fault-job-count jobs (partially_succeeded: Vertex AI only)",
+    "job_count": "how many new jobs end in --fault-job-state",
+    "slow_latency": "latency of the next --fault-slow-count jobs",
+    "slow_count": "how many new jobs take --fault-slow-latency",
+    "lose_create_count": "the next N creates make the job but answer HTTP 500",
+    "hold": "hold every new job PENDING until released (POST /_emulator/hold)",
+    "hold_count": "hold the next N new jobs PENDING until released",
+    "download_error_count": "the next N result downloads answer HTTP 503",
+}
+
+
+def _add_fault_flags(group: argparse._ArgumentGroup) -> None:
+    """One `--fault-<name>` flag per FaultConfig field, typed by its default."""
+    for field in dataclasses.fields(FaultConfig):
+        flag, help_text = f"--fault-{field.name.replace('_', '-')}", FAULT_HELP.get(field.name)
+        if field.default is False:
+            group.add_argument(flag, action="store_true", help=help_text)
+        elif field.name == "job_state":
+            group.add_argument(flag, choices=JOB_FAULT_STATES, default=None, help=help_text)
+        else:
+            kind = type(field.default)
+            metavar = "N" if kind is int else ("R" if field.name.endswith("_rate") else "S")
+            group.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen-emulator",
@@ -667,75 +701,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
     )
-    faults = parser.add_argument_group("faults")
-    for name, help_text in (
-        ("line-error-rate", 'share of output lines that are {"error": ...}'),
-        ("truncate-rate", "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)"),
-        ("no-thoughts-rate", "share of responses without thought parts"),
-        ("garbage-line-rate", "share of output lines that are not JSON"),
-        ("http-error-rate", "share of API calls answered 429 or 500 (admin endpoints exempt)"),
-    ):
-        faults.add_argument(f"--fault-{name}", type=float, default=0.0, metavar="R", help=help_text)
-    faults.add_argument(
-        "--fault-job-state",
-        choices=JOB_FAULT_STATES,
-        default=None,
-        help="terminal state of the next --fault-job-count jobs (partially_succeeded: Vertex AI jobs only)",
-    )
-    faults.add_argument("--fault-job-count", type=int, default=0, metavar="N")
-    faults.add_argument(
-        "--fault-slow-latency",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="latency of the next --fault-slow-count jobs",
-    )
-    faults.add_argument("--fault-slow-count", type=int, default=0, metavar="N")
-    faults.add_argument(
-        "--fault-lose-create-count",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the next N creates make the job but answer HTTP 500",
-    )
-    faults.add_argument(
-        "--fault-hold",
-        action="store_true",
-        help="hold every new job PENDING until released (POST /_emulator/hold)",
-    )
-    faults.add_argument(
-        "--fault-hold-count",
-        type=int,
-        default=0,
-        metavar="N",
-        help="hold the next N new jobs PENDING until released",
-    )
-    faults.add_argument(
-        "--fault-download-error-count",
-        type=int,
-        default=0,
-        metavar="N",
-        help="the next N result downloads answer HTTP 503",
-    )
+    _add_fault_flags(parser.add_argument_group("faults"))
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     config = FaultConfig(
-        line_error_rate=args.fault_line_error_rate,
-        truncate_rate=args.fault_truncate_rate,
-        no_thoughts_rate=args.fault_no_thoughts_rate,
-        garbage_line_rate=args.fault_garbage_line_rate,
-        http_error_rate=args.fault_http_error_rate,
-        job_state=args.fault_job_state,
-        job_count=args.fault_job_count,
-        slow_latency=args.fault_slow_latency,
-        slow_count=args.fault_slow_count,
-        lose_create_count=args.fault_lose_create_count,
-        hold=args.fault_hold,
-        hold_count=args.fault_hold_count,
-        download_error_count=args.fault_download_error_count,
+        **{f.name: getattr(args, f"fault_{f.name}") for f in dataclasses.fields(FaultConfig)}
     )
     faults = Faults(seed=args.seed)
     try:

@@ -158,6 +158,43 @@ def nonzero(counts: dict[str, int]) -> dict[str, str]:
     return {k: str(v) for k, v in counts.items() if v}
 
 
+def _check_inlined(inlined: list, model: str, api_version: str, body_size: int) -> None:
+    """Inlined requests are checked at create, as the API does: their size, then each request."""
+    if body_size >= MAX_INLINE_BYTES:
+        raise ApiError(
+            400,
+            "INVALID_ARGUMENT",
+            f"Inlined requests total {body_size} bytes; the limit is {MAX_INLINE_BYTES}. "
+            "Use an input file instead.",
+        )
+    for i, item in enumerate(inlined):
+        prefix = f"batch.input_config.requests.requests[{i}].request."
+        problem = request_problem(get(item, "request"), model, prefix, api_version)
+        if problem:
+            raise ApiError(400, "INVALID_ARGUMENT", problem)
+
+
+def _write_input(input_path: Path, source: Path | None, inlined: list | None) -> None:
+    """A job's input lines: the uploaded file (linked, else copied) or its inlined requests."""
+    if source is not None:
+        try:
+            os.link(source, input_path)
+        except OSError:
+            shutil.copyfile(source, input_path)
+        return
+    lines = (
+        orjson.dumps(
+            {
+                "key": get(get(item, "metadata") or {}, "key"),
+                "request": get(item, "request"),
+                "metadata": get(item, "metadata"),
+            }
+        )
+        for item in inlined or []
+    )
+    _write_atomic(input_path, b"\n".join(lines) + b"\n")
+
+
 class Store:
     """Files, uploads and batch jobs under one state directory (thread-safe)."""
 
@@ -385,18 +422,7 @@ class Store:
         if not file_name and inlined is None:
             raise ApiError(400, "INVALID_ARGUMENT", "batch.inputConfig needs fileName or requests.requests.")
         if not file_name and isinstance(inlined, list):
-            if body_size >= MAX_INLINE_BYTES:
-                raise ApiError(
-                    400,
-                    "INVALID_ARGUMENT",
-                    f"Inlined requests total {body_size} bytes; the limit is {MAX_INLINE_BYTES}. "
-                    "Use an input file instead.",
-                )
-            for i, item in enumerate(inlined):
-                prefix = f"batch.input_config.requests.requests[{i}].request."
-                problem = request_problem(get(item, "request"), model, prefix, api_version)
-                if problem:
-                    raise ApiError(400, "INVALID_ARGUMENT", problem)
+            _check_inlined(inlined, model, api_version, body_size)
         with self.lock:
             if file_name:
                 source = self.file_bytes_path(str(file_name).removeprefix("files/"))
@@ -414,23 +440,7 @@ class Store:
             seq, unique = self.new_job()
             batch_id = unique.hex()
             input_path = self.input_path(batch_id)
-            if file_name:
-                try:
-                    os.link(source, input_path)
-                except OSError:
-                    shutil.copyfile(source, input_path)
-            else:
-                lines = (
-                    orjson.dumps(
-                        {
-                            "key": get(get(item, "metadata") or {}, "key"),
-                            "request": get(item, "request"),
-                            "metadata": get(item, "metadata"),
-                        }
-                    )
-                    for item in inlined
-                )
-                _write_atomic(input_path, b"\n".join(lines) + b"\n")
+            _write_input(input_path, source if file_name else None, inlined)
             now = time.time()
             record = {
                 "id": batch_id,
