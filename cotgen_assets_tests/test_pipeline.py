@@ -2,12 +2,12 @@
 
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 
 def test_easy_chain_from_click_to_cod(pipeline, data_dir):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=6)
     submitted = pipeline.metadata("generation_batch", "easy")
     assert submitted["num_requests"] == 6 and len(submitted["batch_names"]) == 1
@@ -59,7 +59,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
 
 
 def test_second_fill_submits_nothing_and_extend_adds_new_problems(pipeline, data_dir):
-    pipeline.materialize([assets.source_problems], "medium")
+    pipeline.materialize([source_problems], "medium")
     pipeline.submit_generation("medium", limit=4)
     pipeline.run(pipeline.tick_until_launch()[0])
 
@@ -73,7 +73,7 @@ def test_second_fill_submits_nothing_and_extend_adds_new_problems(pipeline, data
 
 
 def test_a_second_submission_while_one_is_in_flight_is_refused(pipeline):
-    pipeline.materialize([assets.source_problems], "hard")
+    pipeline.materialize([source_problems], "hard")
     pipeline.submit_generation("hard", limit=2)
     name = pipeline.metadata("generation_batch", "hard")["batch_names"][0]
     result = pipeline.submit_generation("hard", limit=2, raise_on_error=False)
@@ -85,7 +85,7 @@ def test_a_second_submission_while_one_is_in_flight_is_refused(pipeline):
 
 
 def test_budget_guard_refuses_above_max_cost(pipeline):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     result = pipeline.submit_generation("easy", limit=50, max_cost_usd=0.01, raise_on_error=False)
     assert not result.success
     message = result.failure_data_for_node("generation_batch").error.message
@@ -93,7 +93,7 @@ def test_budget_guard_refuses_above_max_cost(pipeline):
 
 
 def test_dry_run_writes_requests_and_submits_nothing(pipeline):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=5, dry_run=True)
     meta = pipeline.metadata("generation_batch", "easy")
     assert meta["dry_run"] is True and meta["batch_names"] == [] and meta["num_requests"] == 5
