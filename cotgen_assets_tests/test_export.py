@@ -1,8 +1,8 @@
-"""The Hugging Face export and push (issue 14), against a real run of two scenarios.
+"""The Hugging Face export and push, against a real run of two scenarios.
 
 One in-process chain (emulator, sensor ticks): `easy` first made with decontamination switched
 off, so it holds a sample of `easy-20`, a GSM8K-test look-alike; then source_problems is made again
-with decontamination on, which leaves easy-20 out, as a lead would after issue 13. One CoT answer is
+with decontamination on, which leaves easy-20 out, as a lead would once it exists. One CoT answer is
 planted wrong. Every expected row is counted here from the JSONL files and the rules, not by the
 export's code. The Hub is a tiny local HTTP stand-in that records what the client sends.
 """

@@ -1,5 +1,5 @@
 """Ingestion under crashes and bad results files: every requested key gets one outcome, samples are
-exactly the good answers, and a killed process leaves nothing torn (DESIGN §4, §5).
+exactly the good answers, and a killed process leaves nothing torn.
 
 Submissions are written by hand here (no Dagster, no emulator): a results file is what Gemini
 handed back, and `ingest_submission` is what the cot_samples asset runs on it.

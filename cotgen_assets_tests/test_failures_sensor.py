@@ -1,5 +1,5 @@
 """Failures around the sensor: stale jobs and `cotgen cancel`, the API down, two clicks at once, and
-an end-to-end fill through a quarter of bad lines (DESIGN §3)."""
+an end-to-end fill through a quarter of bad lines."""
 
 import json
 import os

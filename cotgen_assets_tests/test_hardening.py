@@ -1,4 +1,4 @@
-"""Issue 12, items 1-4 and 7-11: nothing paid twice, no history lost, bad input refused, and the
+"""Nothing paid twice, no history lost, bad input refused, and the
 resource's messages where a person looks. Each at the layer a user meets it: a materialization on
 a test instance against the real emulator, or the `cotgen` command."""
 

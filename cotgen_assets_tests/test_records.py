@@ -1,4 +1,4 @@
-"""The CoT and CoD files as a trainer gets them (DESIGN §4): loaded with `datasets`, field by field.
+"""The CoT and CoD files as a trainer gets them: loaded with `datasets`, field by field.
 
 One small in-process chain (5 GSM8K + 5 MATH problems, emulator, sensor ticks) feeds the tests of
 the files; the last ones check that `records` is the only description of a record.

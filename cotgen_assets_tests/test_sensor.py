@@ -1,4 +1,4 @@
-"""batch_completion_sensor, one decision at a time (DESIGN §3, tests layer 4).
+"""batch_completion_sensor, one decision at a time (the sensor-tick test layer).
 
 Each test drives the real emulator through the in-process `Pipeline` harness and evaluates
 sensor ticks as the daemon would. API calls are counted in the emulator's own request log.
