@@ -4,7 +4,7 @@ Prints the project's `decontaminate` (index build with the benchmark loads, then
 problems it keeps that share only boilerplate with a benchmark problem (the plain 13-word rule would
 leave them out), and two baselines: an exact-only pass (one normalised-text lookup per problem: the
 floor) and a naive O(n*m) pass (each problem's 13-grams against each benchmark problem's), timed on a
-sample and extrapolated. Target (issue 13): under 10 s for the 12,500 rows. Not a timed test.
+sample and extrapolated. Target: under 10 s for the 12,500 rows. Not a timed test.
 
     COTGEN_DATASETS_DIR=../shared/data .venv/bin/python bench/decontaminate.py [--sample 100]
 """

@@ -46,7 +46,8 @@ def lines_in(path: Path) -> int:
 def run_inprocess(base_url: str, limit: int, deadline: float) -> dict:
     import dagster as dg
 
-    from cotgen_assets.defs import assets
+    from cotgen_assets.defs.assets.batches import generation_batch
+    from cotgen_assets.defs.assets.sources import source_problems
     from cotgen_assets_tests.pipeline_harness import Pipeline
 
     phases = {}
@@ -55,7 +56,7 @@ def run_inprocess(base_url: str, limit: int, deadline: float) -> dict:
         start = time.perf_counter()
         for scenario in SCENARIOS:
             pipeline.materialize(
-                [assets.source_problems, assets.generation_batch],
+                [source_problems, generation_batch],
                 scenario,
                 {"ops": {"generation_batch": {"config": {"limit": limit}}}},
             )

@@ -123,7 +123,7 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
     """A submission folder as `generation_batch` leaves it, plus downloaded results; returns its id."""
     from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
-    from cotgen_assets.core.records import GENERATION
+    from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.submissions import Submission, write_shards
 
     pool = problem_pool()
@@ -280,11 +280,11 @@ def run_project(data: Path, out: Path, observer: bool = False) -> int:
     """The project's own path: `ingest_submission`, with the asset's observer or without."""
     from cotgen_assets.core.ingest import ingest_submission
     from cotgen_assets.core.quality import SampleStats
-    from cotgen_assets.core.records import GENERATION
+    from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.submissions import load_submission
 
     [folder] = (data / SCENARIO / "submissions").glob("generation-*")
-    submission = load_submission(SCENARIO, GENERATION, folder.name.removeprefix("generation-"))
+    submission = load_submission(SCENARIO, GENERATION, folder.name.removeprefix(f"{GENERATION.name}-"))
     stats = SampleStats(GENERATION)
     ingest = ingest_submission(submission, out, **({"observe": stats} if observer else {}))
     detail = {

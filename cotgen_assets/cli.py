@@ -9,7 +9,7 @@ import json
 import os
 import sys
 
-from cotgen_assets.core.records import STAGES
+from cotgen_assets.core.stages import STAGES, Stage, stage_named
 
 CANCEL_ATTEMPTS = 3  # a person waits at the prompt: a few seconds of retries, not a minute
 
@@ -22,13 +22,13 @@ class Misconfigured(Exception):
     """This shell does not see the platform's Dagster home or data folder."""
 
 
-def cancel(scenario: str, stage: str) -> str:
+def cancel(scenario: str, stage: Stage) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.storage import data_dir
-    from cotgen_assets.defs.instance import ended_not_saved, pending_submission, submitted_metadata
+    from cotgen_assets.defs.history import pending_submission, submitted_metadata, unsaved_results_message
     from cotgen_assets.gemini.resource import GeminiError, gemini_from_env
 
     get_scenario(scenario)  # an unknown name is an error, not "nothing in flight"
@@ -43,18 +43,18 @@ def cancel(scenario: str, stage: str) -> str:
         except FileNotFoundError:  # Dagster knows the batch; this folder's ./data does not hold it
             recorded = submitted_metadata(instance, scenario, stage)["submission_id"]
             raise Misconfigured(
-                f"the {stage} batch of scenario {scenario!r} in flight (submission {recorded}) has no "
+                f"the {stage.name} batch of scenario {scenario!r} in flight (submission {recorded}) has no "
                 f"files in COTGEN_DATA_DIR ({data_dir()}): run cotgen from the folder Dagster runs in, "
                 "or set COTGEN_DATA_DIR to the data folder it uses. Nothing was cancelled."
             ) from None
     if submission is None:
-        return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
+        return f"no {stage.name} batch of scenario {scenario!r} is in flight: nothing to cancel"
     gemini = gemini_from_env()
     try:
         jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in submission.batch_names]
         live = [job.name for job in jobs if not job.done]
         if not live:
-            return "nothing to cancel: " + ended_not_saved(
+            return "nothing to cancel: " + unsaved_results_message(
                 submission, ", ".join(f"{j.name} ({j.state})" for j in jobs)
             )
         for name in live:
@@ -75,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     cancel_parser = commands.add_parser("cancel", help="cancel a batch still in flight")
     cancel_parser.add_argument("scenario")
-    cancel_parser.add_argument("stage", choices=STAGES)
+    cancel_parser.add_argument("stage", choices=[stage.name for stage in STAGES])
     trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
     trace_parser.add_argument("id", help="a record id, e.g. easy-17")
     args = parser.parse_args(argv)
     try:
         if args.command == "cancel":
-            print(cancel(args.scenario, args.stage))
+            print(cancel(args.scenario, stage_named(args.stage)))
         else:
             from cotgen_assets.publish.trace import trace  # reads files only: no Dagster, no Gemini SDK
 

@@ -1,23 +1,22 @@
 """The one code location: every asset, job, sensor and resource of cotgen_assets."""
 
-import os
-
 import dagster as dg
 
-from cotgen_assets.core.settings import check_numbers
-from cotgen_assets.defs import assets
+from cotgen_assets.core.settings import validate_settings
+from cotgen_assets.defs.assets import batches, publishing, results, samples, sources
 from cotgen_assets.defs.jobs import JOBS
+from cotgen_assets.defs.resources import hub_from_env
 from cotgen_assets.defs.sensors import batch_completion_sensor
 from cotgen_assets.gemini.resource import OFFLINE_TAG, gemini_from_env
 
 OFFLINE_NOTE = " OFFLINE: GEMINI_API_KEY is not set, so Gemini calls go to the local emulator (no real cost)."
 GEMINI_ASSETS = [
-    assets.generation_batch,
-    assets.generation_results,
-    assets.cot_samples,
-    assets.summarization_batch,
-    assets.summarization_results,
-    assets.cod_samples,
+    batches.generation_batch,
+    results.generation_results,
+    samples.cot_samples,
+    batches.summarization_batch,
+    results.summarization_results,
+    samples.cod_samples,
 ]
 
 
@@ -33,21 +32,19 @@ def mark_offline(assets_defs: list, offline: bool) -> list:
     )
 
 
-check_numbers()  # a bad COTGEN_*_SECONDS or COTGEN_RUN_ATTEMPTS stops the location here, named
+validate_settings()  # a bad COTGEN_*_SECONDS or COTGEN_RUN_ATTEMPTS stops the location here, named
 _gemini = gemini_from_env()
-# HF_TOKEN through dg.EnvVar: the UI shows the variable's name, never its value; unset, pushes are refused.
-_hub = assets.HubResource(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else assets.HubResource()
 defs = dg.Definitions(
     assets=[
-        assets.source_problems,
+        sources.source_problems,
         # Without a key it is surely the emulator; with one, whether the endpoint is the emulator is
         # asked when a run first talks to it (not here: loading makes no network call).
         *mark_offline(GEMINI_ASSETS, not _gemini.api_key),
-        assets.dataset_report,
-        assets.hf_dataset,
+        publishing.dataset_report,
+        publishing.hf_dataset,
     ],
     jobs=JOBS,
     sensors=[batch_completion_sensor],
-    resources={"gemini": _gemini, "hub": _hub},
+    resources={"gemini": _gemini, "hub": hub_from_env()},
     executor=dg.in_process_executor,
 )

@@ -6,18 +6,21 @@ import dagster as dg
 import orjson
 
 from cotgen_assets.definitions import defs
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.batches import generation_batch, summarization_batch
+from cotgen_assets.defs.assets.results import generation_results, summarization_results
+from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.sensors import batch_completion_sensor
 from cotgen_assets.gemini.resource import GeminiBatchResource
 
 ALL_ASSETS = [
-    assets.source_problems,
-    assets.generation_batch,
-    assets.generation_results,
-    assets.cot_samples,
-    assets.summarization_batch,
-    assets.summarization_results,
-    assets.cod_samples,
+    source_problems,
+    generation_batch,
+    generation_results,
+    cot_samples,
+    summarization_batch,
+    summarization_results,
+    cod_samples,
 ]
 
 
@@ -47,7 +50,7 @@ class Pipeline:
 
     def submit_generation(self, partition: str, raise_on_error=True, **config):
         return self.materialize(
-            [assets.generation_batch],
+            [generation_batch],
             partition,
             {"ops": {"generation_batch": {"config": config}}},
             raise_on_error,

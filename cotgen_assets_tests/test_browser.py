@@ -1,4 +1,4 @@
-"""The Dagster UI in a real browser (DESIGN §9, layer 6): what a person sees and clicks.
+"""The Dagster UI in a real browser (the last test layer): what a person sees and clicks.
 
 Debian's chromium, driven headless by Playwright, against `dagster dev` and the emulator started
 here. The run is launched through the UI (Materialize → partition → config editor → Launch), the

@@ -16,9 +16,10 @@ import pytest
 from cotgen_assets.core import storage
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import StorageError, atomic_write, data_dir, read_jsonl
 from cotgen_assets.core.submissions import SubmissionRefused
-from cotgen_assets.defs.instance import LOCK_KEY, lock_holder, storage_lock, submission_lock
+from cotgen_assets.defs.locks import LOCK_KEY, lock_holder, storage_lock, submission_lock
 from cotgen_assets.publish.export import write_export
 from cotgen_assets.publish.report import build_report
 from cotgen_assets.publish.trace import trace
@@ -155,11 +156,11 @@ def test_the_pipeline_runs_on_the_bucket_and_writes_nothing_local(
 
 
 def test_the_submission_lock_refuses_while_held_and_a_dead_holder_is_taken_over(instance):
-    with submission_lock(instance, "easy", "generation"):
+    with submission_lock(instance, "easy", GENERATION):
         holder = lock_holder(instance, "submit/generation/easy")
         assert holder["pid"] == os.getpid() and holder["run_id"] is None
         with pytest.raises(SubmissionRefused, match="is submitting right now; this one submits nothing"):
-            with submission_lock(instance, "easy", "generation"):
+            with submission_lock(instance, "easy", GENERATION):
                 pass
     assert lock_holder(instance, "submit/generation/easy") is None, "released"
 
@@ -169,10 +170,10 @@ def test_the_submission_lock_refuses_while_held_and_a_dead_holder_is_taken_over(
         {LOCK_KEY + "submit/generation/easy": orjson.dumps({"run_id": run.run_id, "pid": 1}).decode()}
     )
     with pytest.raises(SubmissionRefused, match=f"held by run {run.run_id}"):
-        with submission_lock(instance, "easy", "generation"):
+        with submission_lock(instance, "easy", GENERATION):
             pass
     instance.report_run_failed(run)
-    with submission_lock(instance, "easy", "generation", run_id="new-run"):
+    with submission_lock(instance, "easy", GENERATION, run_id="new-run"):
         assert lock_holder(instance, "submit/generation/easy")["run_id"] == "new-run"
 
 

@@ -1,4 +1,4 @@
-"""Decontamination on the real data in ../shared/data (issue 13)."""
+"""Decontamination on the real data in $COTGEN_DATASETS_DIR: benchmark matches and repeats left out."""
 
 import csv
 import dataclasses

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.sources import _decontamination_note, source_problems
 from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
@@ -49,15 +49,15 @@ def test_samples_made_before_decontamination_are_kept_counted_and_never_summariz
 ):
     dataset = small_medium_dataset(tmp_path)
     monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=True)))
-    assert "NOT decontaminated: medium" in assets._decontamination_note()
-    before = metadata_of(pipeline.materialize([assets.source_problems], "medium"), "source_problems")
+    assert "NOT decontaminated: medium" in _decontamination_note()
+    before = metadata_of(pipeline.materialize([source_problems], "medium"), "source_problems")
     assert before["decontaminated"] is False and "NOT decontaminated" in before["decontamination"]
     assert before["num_rows"] == 12
     pipeline.submit_generation("medium", limit=12)
 
     # The user upgrades: decontamination on (the default), the problem table materialized again.
     monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=False)))
-    result = pipeline.materialize([assets.source_problems], "medium")
+    result = pipeline.materialize([source_problems], "medium")
     after = metadata_of(result, "source_problems")
     assert (after["num_rows"], after["num_contaminated"]) == (6, 6)
     assert after["num_contaminated_by_benchmark"]["math_test"] == 6
@@ -93,9 +93,9 @@ def test_a_medium_scenario_checked_against_gsm8k_only_is_not_called_decontaminat
     scenarios = scenarios_file(tmp_path, dataset, opt_out=False, checks=["gsm8k_test"])
     monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios))
     assert "PARTLY decontaminated: medium (not checked against math_test, math500)" in (
-        assets._decontamination_note()
+        _decontamination_note()
     )
-    result = dg.materialize([assets.source_problems], partition_key="medium", instance=instance)
+    result = dg.materialize([source_problems], partition_key="medium", instance=instance)
     metadata = metadata_of(result, "source_problems")
     assert metadata["decontaminated"] is False and metadata["num_rows"] == 12  # the 6 test problems kept
     assert metadata["benchmarks_skipped"] == ["math_test", "math500"]

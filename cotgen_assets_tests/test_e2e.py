@@ -1,4 +1,4 @@
-"""End to end (DESIGN §9.5): `dagster dev` and the emulator as real processes, driven over GraphQL.
+"""End to end: `dagster dev` and the emulator as real processes, driven over GraphQL.
 
 The test only submits generation batches; the running daemon's batch_completion_sensor alone
 must carry every scenario through CoT to CoD. Then a second `fill` asks for nothing and an

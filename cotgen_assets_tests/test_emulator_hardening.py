@@ -109,7 +109,7 @@ def start_upload(emu, size: int, display_name: str = "r") -> str:
     return headers["x-goog-upload-url"].removeprefix(emu.base_url)
 
 
-# ---- unknown models and enum values (issue 12 item 8) ----------------------------------------
+# ---- unknown models and enum values -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("api_version", ["v1beta", "v1"])
@@ -230,7 +230,7 @@ def test_a_bad_thinking_level_in_inlined_requests_refuses_the_create(client):
     assert [r.metadata["key"] for r in job.dest.inlined_responses] == ["good", "maybe"]
 
 
-# ---- upload ids, body and file limits, idle connections (issue 12 item 12) --------------------
+# ---- upload ids, body and file limits, idle connections ---------------------------------------
 
 
 def test_an_upload_id_it_did_not_issue_names_no_file(emulator, client, tmp_path):
@@ -404,7 +404,7 @@ def test_clients_trickling_headers_are_cut_off_and_others_keep_being_answered(tm
         assert list(client.batches.list()) == []
 
 
-# ---- holding jobs in flight (issue 11) -------------------------------------------------------
+# ---- holding jobs in flight ------------------------------------------------------------------
 
 
 def test_hold_count_keeps_the_next_job_pending_until_released(emulator, client, tmp_path):

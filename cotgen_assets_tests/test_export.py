@@ -1,8 +1,8 @@
-"""The Hugging Face export and push (issue 14), against a real run of two scenarios.
+"""The Hugging Face export and push, against a real run of two scenarios.
 
 One in-process chain (emulator, sensor ticks): `easy` first made with decontamination switched
 off, so it holds a sample of `easy-20`, a GSM8K-test look-alike; then source_problems is made again
-with decontamination on, which leaves easy-20 out, as a lead would after issue 13. One CoT answer is
+with decontamination on, which leaves easy-20 out, as a lead would once it exists. One CoT answer is
 planted wrong. Every expected row is counted here from the JSONL files and the rules, not by the
 export's code. The Hub is a tiny local HTTP stand-in that records what the client sends.
 """
@@ -22,10 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import prompts
-from cotgen_assets.core.records import FIELDS, arrow_schema
+from cotgen_assets.core.records import arrow_schema
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
+from cotgen_assets.core.stages import STAGES, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.publishing import hf_dataset
+from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.publish import export, hub, parquet, report, selection
 from cotgen_assets.publish.card import (
     LABEL_EXPORTED,
@@ -46,9 +49,9 @@ FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
 
 
 def materialize_export(instance, token: str | None = None, **config) -> dg.ExecuteInProcessResult:
-    hub_resource = assets.HubResource(token=dg.EnvVar("HF_TOKEN")) if token else assets.HubResource()
+    hub_resource = HubResource(token=dg.EnvVar("HF_TOKEN")) if token else HubResource()
     return dg.materialize(
-        [assets.hf_dataset],
+        [hf_dataset],
         instance=instance,
         resources={"hub": hub_resource},
         run_config={"ops": {"hf_dataset": {"config": config}}},
@@ -85,11 +88,11 @@ def chain(tmp_path_factory):
         pipeline = Pipeline(instance, emulator.base_url)
         try:
             for scenario, limit in (("easy", 24), ("hard", 4)):
-                pipeline.materialize([assets.source_problems], scenario)
+                pipeline.materialize([source_problems], scenario)
                 pipeline.submit_generation(scenario, limit=limit)
             pipeline.drain()
             env.setenv("COTGEN_SCENARIOS_FILE", str(DEFAULT_SCENARIOS_FILE))
-            pipeline.materialize([assets.source_problems], "easy")  # decontaminated now: easy-20 out
+            pipeline.materialize([source_problems], "easy")  # decontaminated now: easy-20 out
             plant_wrong_answer(base / "data" / "cot_easy.jsonl", PLANTED)
             result = materialize_export(instance)
             assert result.success
@@ -186,7 +189,7 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
     }
     assert sizes == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
     features = {i["config_name"]: [f["name"] for f in i["features"]] for i in info["dataset_info"]}
-    assert features["cod"] == [f.name for f in FIELDS["summarization"]]
+    assert features["cod"] == [f.name for f in SUMMARIZATION.fields]
     assert info["size_categories"] == ["n<1K"]
     assert info["source_datasets"] == ["gsm8k", "qwedsacf/competition_math"]
     # OFFLINE in the title and the first paragraph
@@ -427,7 +430,8 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        schema = arrow_schema(selection.CONFIGS[path.parent.name])
+        [stage] = [s for s in STAGES if s.prefix == path.parent.name]  # data/<config>/: a stage's prefix
+        schema = arrow_schema(stage.fields)
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return target
 

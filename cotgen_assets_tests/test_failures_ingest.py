@@ -1,5 +1,5 @@
 """Ingestion under crashes and bad results files: every requested key gets one outcome, samples are
-exactly the good answers, and a killed process leaves nothing torn (DESIGN §4, §5).
+exactly the good answers, and a killed process leaves nothing torn.
 
 Submissions are written by hand here (no Dagster, no emulator): a results file is what Gemini
 handed back, and `ingest_submission` is what the cot_samples asset runs on it.
@@ -18,10 +18,10 @@ import orjson
 import pytest
 
 from cotgen_assets.core.ingest import ingest_submission
-from cotgen_assets.core.records import GENERATION
+from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import samples_path
 from cotgen_assets.core.submissions import Submission, load_submission, tries_by_problem, write_shards
-from cotgen_assets.defs.instance import lock_holder
+from cotgen_assets.defs.locks import lock_holder
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
@@ -179,6 +179,7 @@ import os, signal, sys, time
 from pathlib import Path
 
 import cotgen_assets.core.ingest as samples
+from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import load_submission
 
 submission_id, samples_file, point, at = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -218,12 +219,12 @@ if point == "merged":
 lock = None
 if len(sys.argv) > 6:  # the lock the Dagster assets use, in the Dagster storage of this DAGSTER_HOME
     import dagster as dg
-    from cotgen_assets.defs.instance import samples_lock
+    from cotgen_assets.defs.locks import samples_lock
 
     instance = dg.DagsterInstance.from_config(sys.argv[6])
     lock = samples_lock(instance, samples_file, say=lambda message: print(message, flush=True))
 print("ready", flush=True)
-samples.ingest_submission(load_submission("easy", "generation", submission_id), samples_file,
+samples.ingest_submission(load_submission("easy", GENERATION, submission_id), samples_file,
                           observe=observe if point in ("observing", "pausing") else (lambda record: None),
                           lock=lock)
 print("done", flush=True)
@@ -358,7 +359,8 @@ def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot
 def test_an_unusable_scratch_dir_fails_the_ingestion_naming_it_and_loses_nothing(
     kind, pipeline, sources, data_dir, tmp_path, monkeypatch
 ):
-    from cotgen_assets.defs import assets
+    from cotgen_assets.defs.assets.results import generation_results
+    from cotgen_assets.defs.assets.samples import cot_samples
 
     sources("easy")
     pipeline.submit_generation("easy", limit=2)
@@ -367,9 +369,7 @@ def test_an_unusable_scratch_dir_fails_the_ingestion_naming_it_and_loses_nothing
     blocker.write_text("not a folder")
     scratch = blocker if kind == "a file" else blocker / "sub"
     monkeypatch.setenv("COTGEN_SCRATCH_DIR", str(scratch))
-    result = pipeline.materialize(
-        [assets.generation_results, assets.cot_samples], "easy", raise_on_error=False
-    )
+    result = pipeline.materialize([generation_results, cot_samples], "easy", raise_on_error=False)
     error = result.failure_data_for_node("cot_samples").error
     assert error.cls_name == "Failure"
     reason = "it is a file" if kind == "a file" else "Not a directory"

@@ -15,7 +15,9 @@ import pytest
 
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE, get_scenario
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.batches import generation_batch, summarization_batch
+from cotgen_assets.defs.assets.publishing import hf_dataset
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
@@ -85,7 +87,7 @@ def test_bad_scenarios_fail_source_problems_with_their_reason(
 ):
     """The scenarios file is read again at every materialization, so an edit shows up here."""
     scenarios_file(tmp_path, monkeypatch, medium_with(**changes) if changes else "scenarios: {medium: [\n")
-    result = dg.materialize([assets.source_problems], partition_key="medium", raise_on_error=False)
+    result = dg.materialize([source_problems], partition_key="medium", raise_on_error=False)
     assert not result.success
     assert message in error_chain(result.failure_data_for_node("source_problems").error)
     assert not (data_dir / "medium" / "source_problems.parquet").exists()
@@ -144,7 +146,7 @@ def test_config_out_of_bounds_is_refused_first_naming_every_field(data_dir):
     assert not data_dir.exists()
 
 
-@pytest.mark.parametrize("asset", [assets.generation_batch, assets.summarization_batch, assets.hf_dataset])
+@pytest.mark.parametrize("asset", [generation_batch, summarization_batch, hf_dataset])
 def test_the_launchpad_describes_every_config_field(asset):
     """Dagster's launchpad shows these descriptions beside the fields (and checks types and enums;
     bounds are checked as the run starts, above)."""
@@ -157,7 +159,7 @@ def test_a_thinking_level_the_model_does_not_take_is_refused_for_summaries_too(d
     (data_dir / "easy").mkdir(parents=True)
     shutil.copy(easy_problems, data_dir / "easy" / "source_problems.parquet")
     result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).materialize(
-        [assets.summarization_batch],
+        [summarization_batch],
         "easy",
         {"ops": {"summarization_batch": {"config": {"thinking_level": "minimal"}}}},
         raise_on_error=False,

@@ -1,4 +1,4 @@
-"""Nothing lost, nothing paid twice: whole jobs that fail, bad result lines, flaky HTTP (DESIGN §3, §5).
+"""Nothing lost, nothing paid twice: whole jobs that fail, bad result lines, flaky HTTP.
 
 In-process against the emulator with the `Pipeline` harness. Source problems are copied from a
 per-session cache instead of materialized per test: the batch asset only reads the Parquet file.

@@ -1,5 +1,5 @@
 """Failures around the sensor: stale jobs and `cotgen cancel`, the API down, two clicks at once, and
-an end-to-end fill through a quarter of bad lines (DESIGN §3)."""
+an end-to-end fill through a quarter of bad lines."""
 
 import json
 import os
@@ -11,14 +11,17 @@ import dagster as dg
 from dagster._core.instance.ref import InstanceRef
 
 from cotgen_assets import cli
-from cotgen_assets.defs import assets
-from cotgen_assets.defs.instance import submission_lock
+from cotgen_assets.core.stages import GENERATION
+from cotgen_assets.defs.assets.batches import summarization_batch
+from cotgen_assets.defs.assets.results import generation_results
+from cotgen_assets.defs.assets.samples import cot_samples
+from cotgen_assets.defs.locks import submission_lock
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
-RESULTS_RUN = [assets.generation_results, assets.cot_samples, assets.summarization_batch]
+RESULTS_RUN = [generation_results, cot_samples, summarization_batch]
 
 
 def failure_message(result, node: str) -> str:
@@ -119,7 +122,7 @@ def test_the_api_down_during_a_tick_launches_nothing_and_forgets_nothing(
 CLICK = """
 import json, os, sys, time
 import dagster as dg
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.batches import generation_batch
 from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
 
@@ -128,7 +131,7 @@ while not os.path.exists(sys.argv[2]):
     time.sleep(0.01)
 with dg.DagsterInstance.get() as instance:
     result = dg.materialize(
-        ALL_ASSETS, selection=[assets.generation_batch], partition_key="medium", instance=instance,
+        ALL_ASSETS, selection=[generation_batch], partition_key="medium", instance=instance,
         resources={"gemini": GeminiBatchResource(base_url=sys.argv[1], backoff_seconds=0.05)},
         run_config={"ops": {"generation_batch": {"config": {"limit": 3}}}}, raise_on_error=False)
 if result.success:
@@ -141,7 +144,7 @@ else:
 
 def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, sources, data_dir):
     sources("medium")
-    with submission_lock(pipeline.instance, "medium", "generation"):  # another run is submitting right now
+    with submission_lock(pipeline.instance, "medium", GENERATION):  # another run is submitting right now
         refused = pipeline.submit_generation("medium", limit=3, raise_on_error=False)
     assert not refused.success
     assert "is submitting right now; this one submits nothing" in failure_message(refused, "generation_batch")
@@ -189,10 +192,10 @@ def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, so
 
 def run_until_ingested(pipeline: Pipeline, partition: str) -> None:
     """Tick and run everything the sensor launches until the newest generation batch is saved."""
-    from cotgen_assets.defs.instance import pending_submission
+    from cotgen_assets.defs.history import pending_submission
 
     deadline = time.monotonic() + 60
-    while pending_submission(pipeline.instance, partition, "generation") is not None:
+    while pending_submission(pipeline.instance, partition, GENERATION) is not None:
         assert time.monotonic() < deadline, "the generation batch was never ingested"
         for request in pipeline.tick().run_requests:
             assert pipeline.run(request).success

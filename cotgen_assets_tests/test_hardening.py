@@ -1,4 +1,4 @@
-"""Issue 12, items 1-4 and 7-11: nothing paid twice, no history lost, bad input refused, and the
+"""Nothing paid twice, no history lost, bad input refused, and the
 resource's messages where a person looks. Each at the layer a user meets it: a materialization on
 a test instance against the real emulator, or the `cotgen` command."""
 
@@ -16,10 +16,12 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+import cotgen_assets
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.submissions import prepare_generation
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.results import generation_results
+from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
@@ -27,7 +29,7 @@ from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_
 MODEL = "gemini-3.1-pro-preview"
 COTGEN = Path(sys.executable).with_name("cotgen")
 UNREACHABLE = "http://127.0.0.1:9"
-RESULTS_RUN = [assets.generation_results, assets.cot_samples]
+RESULTS_RUN = [generation_results, cot_samples]
 
 
 def failure(result, node: str):
@@ -66,7 +68,7 @@ def test_a_failed_ingestion_refuses_a_new_fill_until_its_samples_are_saved(
 
     # cot_samples fails after generation_results succeeded: here a price file lacking the model
     prices = tmp_path / "prices.csv"
-    rows = list(csv.reader(open(Path(assets.__file__).parents[1] / "prices.csv")))
+    rows = list(csv.reader(open(Path(cotgen_assets.__file__).with_name("prices.csv"))))
     with open(prices, "w", newline="") as out:
         csv.writer(out).writerows([row for row in rows if row[0] != MODEL])
     monkeypatch.setenv("COTGEN_PRICES_FILE", str(prices))
@@ -83,7 +85,7 @@ def test_a_failed_ingestion_refuses_a_new_fill_until_its_samples_are_saved(
     assert batch["submission_id"] in message and "results are not saved yet" in message
     assert len(list(pipeline.resources["gemini"].list_batches())) == 1
 
-    pipeline.materialize([assets.cot_samples], "easy")  # the repair the message names
+    pipeline.materialize([cot_samples], "easy")  # the repair the message names
     cot = pipeline.metadata("cot_samples", "easy")
     assert cot["num_samples"] == 3 and cot["total_cost_usd"] > 0
     pipeline.submit_generation("easy", limit=3)
@@ -187,7 +189,7 @@ def test_a_missing_results_file_is_refused_then_downloaded_again_keeping_history
     assert json.loads(history["summary.json"])["cost_usd"] > 0
 
     results.unlink()
-    refused = pipeline.materialize([assets.cot_samples], "easy", raise_on_error=False)
+    refused = pipeline.materialize([cot_samples], "easy", raise_on_error=False)
     error = failure(refused, "cot_samples")
     assert error.cls_name == "Failure" and f"the results file {results}" in error.message
     assert "is missing" in error.message and "materialize generation_results" in error.message
@@ -226,7 +228,7 @@ def test_a_damaged_samples_file_stops_planning_and_ingestion_naming_its_lines(pi
     assert torn_id in error.message and "Repair those lines" in error.message
     assert list(pipeline.resources["gemini"].list_batches()) == batches_before, "nothing asked again"
 
-    result = pipeline.materialize([assets.cot_samples], "easy", raise_on_error=False)
+    result = pipeline.materialize([cot_samples], "easy", raise_on_error=False)
     error = failure(result, "cot_samples")
     assert error.cls_name == "Failure" and f"{cot_file} is damaged: line(s) 2, 4" in error.message
     assert cot_file.read_bytes() == b"".join(damaged), "left as it is"

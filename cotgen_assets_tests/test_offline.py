@@ -8,7 +8,8 @@ and hf_dataset refuses to push them. The key itself appears nowhere.
 import dagster as dg
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.publishing import hf_dataset
+from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.gemini.resource import gemini_from_env
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
@@ -52,9 +53,9 @@ def test_a_key_set_with_the_emulators_url_still_makes_offline_data_that_is_never
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     pushed = dg.materialize(
-        [assets.hf_dataset],
+        [hf_dataset],
         instance=instance,
-        resources={"hub": assets.HubResource(token=dg.EnvVar("HF_TOKEN"))},
+        resources={"hub": HubResource(token=dg.EnvVar("HF_TOKEN"))},
         run_config={"ops": {"hf_dataset": {"config": {"hub_repo": "someone/cotgen"}}}},
         raise_on_error=False,
     )

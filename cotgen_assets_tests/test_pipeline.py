@@ -3,12 +3,15 @@
 import dagster as dg
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.publishing import dataset_report, hf_dataset
+from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
+from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets.defs.resources import HubResource
 from cotgen_assets_tests.pipeline_harness import ALL_ASSETS, read_jsonl
 
 
 def test_easy_chain_from_click_to_cod(pipeline, data_dir):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=6)
     submitted = pipeline.metadata("generation_batch", "easy")
     assert submitted["num_requests"] == 6 and len(submitted["batch_names"]) == 1
@@ -60,7 +63,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
 
 
 def test_second_fill_submits_nothing_and_extend_adds_new_problems(pipeline, data_dir):
-    pipeline.materialize([assets.source_problems], "medium")
+    pipeline.materialize([source_problems], "medium")
     pipeline.submit_generation("medium", limit=4)
     pipeline.run(pipeline.tick_until_launch()[0])
 
@@ -74,7 +77,7 @@ def test_second_fill_submits_nothing_and_extend_adds_new_problems(pipeline, data
 
 
 def test_a_second_submission_while_one_is_in_flight_is_refused(pipeline):
-    pipeline.materialize([assets.source_problems], "hard")
+    pipeline.materialize([source_problems], "hard")
     pipeline.submit_generation("hard", limit=2)
     name = pipeline.metadata("generation_batch", "hard")["batch_names"][0]
     result = pipeline.submit_generation("hard", limit=2, raise_on_error=False)
@@ -86,7 +89,7 @@ def test_a_second_submission_while_one_is_in_flight_is_refused(pipeline):
 
 
 def test_budget_guard_refuses_above_max_cost(pipeline):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     result = pipeline.submit_generation("easy", limit=50, max_cost_usd=0.01, raise_on_error=False)
     assert not result.success
     message = result.failure_data_for_node("generation_batch").error.message
@@ -94,7 +97,7 @@ def test_budget_guard_refuses_above_max_cost(pipeline):
 
 
 def test_dry_run_writes_requests_and_submits_nothing(pipeline):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=5, dry_run=True)
     meta = pipeline.metadata("generation_batch", "easy")
     assert meta["dry_run"] is True and meta["batch_names"] == [] and meta["num_requests"] == 5
@@ -152,16 +155,16 @@ def test_metadata_keeps_its_types_whatever_the_values(pipeline, instance, monkey
     """Every asset of a scenario, twice (the second fill asks nothing), then the report and export."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    sources = pipeline.materialize([assets.source_problems], "easy")
+    sources = pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=2)
     pipeline.drain()
     pipeline.submit_generation("easy", limit=2)  # nothing left to ask: zeros
-    samples = pipeline.materialize([assets.cot_samples, assets.cod_samples], "easy")
-    for asset in (assets.dataset_report, assets.hf_dataset):
-        assert dg.materialize([asset], instance=instance, resources={"hub": assets.HubResource()}).success
+    samples = pipeline.materialize([cot_samples, cod_samples], "easy")
+    for asset in (dataset_report, hf_dataset):
+        assert dg.materialize([asset], instance=instance, resources={"hub": HubResource()}).success
 
     found = {}
-    for asset in [*ALL_ASSETS, assets.dataset_report, assets.hf_dataset]:
+    for asset in [*ALL_ASSETS, dataset_report, hf_dataset]:
         records = instance.fetch_materializations(asset.key, limit=100).records
         assert records, asset.key
         for record in records:

@@ -3,8 +3,9 @@
 import dagster as dg
 
 from cotgen_assets.core.quality import SampleStats, tagged_block
-from cotgen_assets.defs import assets
-from cotgen_assets.defs.checks import check_results
+from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
+from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets.defs.checks import gate_checks
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
 
@@ -52,14 +53,14 @@ def test_tagged_block_accepts_exactly_one_block_then_an_answer():
 
 
 def test_cot_gates_fail_on_a_malformed_record_and_warn_on_low_accuracy():
-    stats = SampleStats("generation")
+    stats = SampleStats(GENERATION)
     for record in [
         cot("<thought>a</thought>\n1"),
         cot("no tags at all", correct=False),
         cot("<thought>b</thought>\n2", correct=False),
     ]:
         stats(record)
-    checks = results(check_results(stats))
+    checks = results(gate_checks(stats))
     assert not checks["tags_well_formed"].passed
     assert checks["tags_well_formed"].severity == dg.AssetCheckSeverity.ERROR
     assert checks["tags_well_formed"].metadata["num_malformed"].value == 1
@@ -68,12 +69,12 @@ def test_cot_gates_fail_on_a_malformed_record_and_warn_on_low_accuracy():
 
 
 def test_cod_gates_each_catch_their_problem():
-    good = SampleStats("summarization")
+    good = SampleStats(SUMMARIZATION)
     for _ in range(10):
         good(cod("<draft>48/2 = 24\n48+24 = 72</draft>\n\\boxed{72}"))
-    assert all(check.passed for check in check_results(good))
+    assert all(check.passed for check in gate_checks(good))
 
-    bad = SampleStats("summarization")
+    bad = SampleStats(SUMMARIZATION)
     long_step = "this step is written out in far too many words to be a draft"
     for _ in range(10):
         bad(
@@ -85,7 +86,7 @@ def test_cod_gates_each_catch_their_problem():
                 draft=90,
             )
         )
-    checks = results(check_results(bad))
+    checks = results(gate_checks(bad))
     assert {name for name, check in checks.items() if not check.passed} == {
         "answer_agrees_with_cot",
         "token_ratio_in_band",
@@ -100,7 +101,7 @@ def test_cod_gates_each_catch_their_problem():
 
 def test_a_real_chain_passes_its_gates(instance, emulator, data_dir):
     pipeline = Pipeline(instance, emulator.base_url)
-    pipeline.materialize([assets.source_problems], "medium")
+    pipeline.materialize([source_problems], "medium")
     pipeline.submit_generation("medium", limit=8)
     cot_run = pipeline.run(pipeline.tick_until_launch()[0])
     cod_run = pipeline.run(pipeline.tick_until_launch()[0])

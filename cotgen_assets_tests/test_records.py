@@ -1,4 +1,4 @@
-"""The CoT and CoD files as a trainer gets them (DESIGN §4): loaded with `datasets`, field by field.
+"""The CoT and CoD files as a trainer gets them: loaded with `datasets`, field by field.
 
 One small in-process chain (5 GSM8K + 5 MATH problems, emulator, sensor ticks) feeds the tests of
 the files; the last ones check that `records` is the only description of a record.
@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets.core import records
-from cotgen_assets.core.records import GENERATION, SUMMARIZATION
-from cotgen_assets.defs import assets
+from cotgen_assets.core import records, stages
+from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
+from cotgen_assets.defs.assets.samples import column_schema
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import export
 from cotgen_assets_tests.dagster_harness import ROOT, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
@@ -51,7 +52,7 @@ def data(tmp_path_factory):
         try:
             pipeline = Pipeline(instance, emulator.base_url)
             for partition in PARTITIONS:
-                pipeline.materialize([assets.source_problems], partition)
+                pipeline.materialize([source_problems], partition)
                 pipeline.submit_generation(partition, limit=LIMIT)
             run_next(pipeline, "generation_results_job", PARTITIONS)
             run_next(pipeline, "summarization_results_job", PARTITIONS)
@@ -170,25 +171,30 @@ DIFFICULTY = records.Field("difficulty", pa.string(), "how hard the problem is, 
 
 
 @pytest.fixture
-def with_difficulty(monkeypatch):
-    """A CoT field described in `records` only, as a developer adding one would."""
-    monkeypatch.setitem(records.FIELDS, GENERATION, (*records.COT_FIELDS, DIFFICULTY))
+def with_difficulty():
+    """A CoT field described in `records` only, as a developer adding one to `COT_FIELDS` would.
+
+    The stage holds the fields (a frozen description), so the field is set on it for the test.
+    """
+    object.__setattr__(GENERATION, "fields", (*records.COT_FIELDS, DIFFICULTY))
+    yield
+    object.__setattr__(GENERATION, "fields", records.COT_FIELDS)
 
 
 def test_the_readme_records_section_is_written_from_records():
     readme = (ROOT / "README.md").read_text()
-    assert records.markdown() in readme, (
+    assert stages.records_markdown() in readme, (
         "README's Records section is stale: paste in the output of "
-        "`python -c 'from cotgen_assets.core import records; print(records.markdown())'`"
+        "`python -c 'from cotgen_assets.core import stages; print(stages.records_markdown())'`"
     )
 
 
 def test_a_field_added_to_records_shows_in_the_arrow_schema_the_ui_and_the_readme(with_difficulty):
-    assert records.arrow_schema(GENERATION).field("difficulty").type == pa.string()
-    [column] = [c for c in assets.column_schema(GENERATION).columns if c.name == "difficulty"]
+    assert records.arrow_schema(GENERATION.fields).field("difficulty").type == pa.string()
+    [column] = [c for c in column_schema(GENERATION).columns if c.name == "difficulty"]
     assert (column.type, column.description) == ("string", DIFFICULTY.description)
-    assert f"| `difficulty` | string | {DIFFICULTY.description} |" in records.markdown()
-    assert "difficulty" not in records.arrow_schema(SUMMARIZATION).names
+    assert f"| `difficulty` | string | {DIFFICULTY.description} |" in stages.records_markdown()
+    assert "difficulty" not in records.arrow_schema(SUMMARIZATION.fields).names
 
 
 def test_a_field_added_to_records_reaches_the_exported_parquet_and_card(with_difficulty, data, tmp_path):

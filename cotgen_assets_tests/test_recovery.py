@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.results import generation_results
+from cotgen_assets.defs.assets.samples import cot_samples
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.sensors import (
     ATTEMPT_TAG,
     RETRY_KEY_TAG,
@@ -62,7 +64,7 @@ def fail(pipeline, request: dg.RunRequest):
 def test_a_results_run_that_keeps_failing_is_retried_with_growing_delays_then_reported_once(
     pipeline, emulator, data_dir
 ):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=2)
     submission_id = pipeline.metadata("generation_batch", "easy")["submission_id"]
     emulator.set_faults(download_error_count=NEVER)
@@ -110,7 +112,7 @@ def test_a_results_run_that_keeps_failing_is_retried_with_growing_delays_then_re
     )
     assert "not saved yet" in refused and "GAVE UP" in refused and "re-execute the last run" in refused
     emulator.set_faults(download_error_count=0)
-    pipeline.materialize([assets.generation_results, assets.cot_samples], "easy")
+    pipeline.materialize([generation_results, cot_samples], "easy")
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == 2
 
 
@@ -133,7 +135,7 @@ def expensive_prices(tmp_path) -> str:
 
 
 def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_path, monkeypatch):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=2)
     monkeypatch.setenv("COTGEN_PRICES_FILE", expensive_prices(tmp_path))  # summarization over budget
     cursor = {}

@@ -11,8 +11,10 @@ import re
 import dagster as dg
 import pytest
 
+from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import data_dir
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.publishing import dataset_report
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import previews, report
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -26,7 +28,7 @@ def chain(tmp_path_factory):
         env.setenv("COTGEN_DATA_DIR", str(base / "data"))
         pipeline = Pipeline(instance, emulator.base_url)
         try:
-            pipeline.materialize([assets.source_problems], "easy")
+            pipeline.materialize([source_problems], "easy")
             emulator.set_faults(truncate_rate=1.0)  # every first try is cut short, and paid for
             pipeline.submit_generation("easy", limit=8)
             pipeline.drain()
@@ -34,13 +36,13 @@ def chain(tmp_path_factory):
             pipeline.submit_generation("easy", limit=8)  # fill: retries what failed
             pipeline.drain()
 
-            pipeline.materialize([assets.source_problems], "medium")
+            pipeline.materialize([source_problems], "medium")
             pipeline.submit_generation("medium", limit=3)
             [request] = pipeline.tick_until_launch()
             assert request.job_name == "generation_results_job"
             assert pipeline.run(request).success  # CoT saved; its summarization stays in flight
 
-            result = dg.materialize([assets.dataset_report], instance=instance)
+            result = dg.materialize([dataset_report], instance=instance)
             metadata = {
                 k: v.value
                 for k, v in result.asset_materializations_for_node("dataset_report")[0].metadata.items()
@@ -202,7 +204,7 @@ def test_previews_show_excerpts_not_whole_texts():
         "cot": f"<thought>{thought}</thought>\nThe answer is 72.",
         "generation": {"usage": {"thinking_tokens": 321}, "cost_usd": 0.001, "batch": "batches/x"},
     }
-    [row], columns = previews.preview_rows([record], "generation")
+    [row], columns = previews.preview_rows([record], GENERATION)
     assert columns == [
         "id",
         "question",

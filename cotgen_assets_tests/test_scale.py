@@ -11,11 +11,11 @@ import pytest
 
 from cotgen_assets.core import submissions as submissions_module
 from cotgen_assets.core.ingest import ingest_submission
-from cotgen_assets.core.records import GENERATION
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission, prepare_generation, write_shards
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
@@ -27,7 +27,7 @@ MODEL = "gemini-3.1-pro-preview"
 
 def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(instance, emulator, data_dir):
     pipeline = Pipeline(instance, emulator.base_url)
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     emulator.set_faults(hold_count=1)  # the first shard's job stays in flight until released
     pipeline.submit_generation("easy", limit=25, max_requests_per_job=10)
 

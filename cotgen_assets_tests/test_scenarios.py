@@ -119,7 +119,7 @@ def test_a_scenarios_file_that_is_not_utf8_or_not_a_file_is_named(tmp_path):
         load_scenarios(tmp_path)
 
 
-# --------------------------------------------------------------------------- issue 12, items 5 and 6
+# --------------------------------------------------------------------------- names, suffixes, duplicates
 
 
 @pytest.mark.parametrize(
@@ -187,7 +187,7 @@ def test_the_code_location_fails_to_load_with_the_reason(tmp_path):
     assert "ScenarioError" in done.stderr and "suffix '../../../ESCAPED' must match" in done.stderr
 
 
-# --------------------------------------------------------------------------- issue 13: benchmarks
+# --------------------------------------------------------------------------- benchmarks
 
 
 def test_default_benchmarks_and_every_scenario_checks_all_of_them():

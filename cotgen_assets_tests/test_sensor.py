@@ -1,4 +1,4 @@
-"""batch_completion_sensor, one decision at a time (DESIGN §3, tests layer 4).
+"""batch_completion_sensor, one decision at a time (the sensor-tick test layer).
 
 Each test drives the real emulator through the in-process `Pipeline` harness and evaluates
 sensor ticks as the daemon would. API calls are counted in the emulator's own request log.
@@ -9,7 +9,9 @@ import re
 import orjson
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.batches import summarization_batch
+from cotgen_assets.defs.assets.samples import cot_samples
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
@@ -86,7 +88,7 @@ def only(requests: list, job_name: str):
 
 
 def test_nothing_submitted_skips_with_a_message(pipeline, calls):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     calls.mark()
     data = pipeline.tick()
     assert data.run_requests == []
@@ -95,7 +97,7 @@ def test_nothing_submitted_skips_with_a_message(pipeline, calls):
 
 
 def test_a_dry_run_launches_nothing_and_calls_no_api(pipeline, calls):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=3, dry_run=True)
     calls.mark()
     data = pipeline.tick()
@@ -109,7 +111,7 @@ def test_a_dry_run_launches_nothing_and_calls_no_api(pipeline, calls):
 def test_pending_jobs_are_polled_once_each_then_launched_once(
     pipeline, emulator, calls, data_dir, monkeypatch
 ):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     # Two jobs (two requests per job) that stay in flight until released.
     emulator.set_faults(hold_count=2)
     pipeline.submit_generation("easy", limit=4, max_requests_per_job=2)
@@ -155,7 +157,7 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(
 @pytest.mark.parametrize("fault", ["failed", "expired", "cancelled"])
 def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline, emulator, data_dir, fault):
     state = f"JOB_STATE_{fault.upper()}"
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     emulator.set_faults(job_state=fault, job_count=1)
     pipeline.submit_generation("easy", limit=3)
     first = pipeline.metadata("generation_batch", "easy")
@@ -194,7 +196,7 @@ def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline
 
 
 def test_a_new_submission_after_ingest_is_launched_with_a_new_run_key(pipeline, data_dir):
-    pipeline.materialize([assets.source_problems], "medium")
+    pipeline.materialize([source_problems], "medium")
     pipeline.submit_generation("medium", limit=2)
     first = only(tick_until(pipeline, GENERATION_JOB), GENERATION_JOB)
     assert pipeline.run(first).success
@@ -214,7 +216,7 @@ def test_a_new_submission_after_ingest_is_launched_with_a_new_run_key(pipeline, 
 
 
 def test_a_dry_run_while_a_batch_is_in_flight_does_not_lose_it(pipeline, emulator, data_dir):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     emulator.set_faults(hold_count=1)
     pipeline.submit_generation("easy", limit=2)
     real = pipeline.metadata("generation_batch", "easy")
@@ -231,7 +233,7 @@ def test_a_dry_run_while_a_batch_is_in_flight_does_not_lose_it(pipeline, emulato
 
 
 def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeline, emulator, data_dir):
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=3)
     first = only(tick_until(pipeline, GENERATION_JOB), GENERATION_JOB)
     # The summarization this run submits stays in flight (held) while the next generation is ingested.
@@ -254,7 +256,7 @@ def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeli
     )
     # Someone looks at the projected cost meanwhile: a dry run must not stand in for the catch-up.
     pipeline.materialize(
-        [assets.summarization_batch], "easy", {"ops": {"summarization_batch": {"config": {"dry_run": True}}}}
+        [summarization_batch], "easy", {"ops": {"summarization_batch": {"config": {"dry_run": True}}}}
     )
     assert pipeline.metadata("summarization_batch", "easy")["dry_run"] is True
 
@@ -286,17 +288,17 @@ def test_no_catch_up_while_the_run_that_saves_cot_is_still_going(pipeline, data_
 
     from cotgen_assets.defs.sensors import summarization_catch_up
 
-    pipeline.materialize([assets.source_problems], "easy")
+    pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=2)
     pipeline.run(pipeline.tick_until_launch()[0])
-    pipeline.materialize([assets.cot_samples], "easy")  # CoT newer than the last summarization plan
+    pipeline.materialize([cot_samples], "easy")  # CoT newer than the last summarization plan
     assert summarization_catch_up(pipeline.instance, "easy") is None, "a summarization is in flight"
     pipeline.run(pipeline.tick_until_launch()[0])  # ingest it: now CoT is ahead
     assert summarization_catch_up(pipeline.instance, "easy") is not None
 
     run = pipeline.instance.create_run_for_job(
-        job_def=dg.define_asset_job("generation_results_job", selection=[assets.cot_samples]).resolve(
-            asset_graph=dg.Definitions(assets=[assets.cot_samples]).get_repository_def().asset_graph
+        job_def=dg.define_asset_job("generation_results_job", selection=[cot_samples]).resolve(
+            asset_graph=dg.Definitions(assets=[cot_samples]).get_repository_def().asset_graph
         ),
         tags={"dagster/partition": "easy"},
         status=dg.DagsterRunStatus.STARTED,

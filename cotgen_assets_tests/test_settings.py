@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from cotgen_assets.defs import assets
-from cotgen_assets.defs.instance import lock_wait_seconds
+from cotgen_assets.defs.assets.results import generation_results
+from cotgen_assets.defs.assets.samples import cot_samples
+from cotgen_assets.defs.locks import lock_wait_seconds
 from cotgen_assets.defs.sensors import (
     max_attempts,
     retry_delay_seconds,
@@ -80,9 +81,7 @@ def test_an_ingestion_with_a_bad_lock_wait_fails_naming_it_and_loses_nothing(
     pipeline.submit_generation("easy", limit=2)
     [request] = pipeline.tick_until_launch()
     monkeypatch.setenv("COTGEN_LOCK_WAIT_SECONDS", "abc")
-    result = pipeline.materialize(
-        [assets.generation_results, assets.cot_samples], "easy", raise_on_error=False
-    )
+    result = pipeline.materialize([generation_results, cot_samples], "easy", raise_on_error=False)
     error = result.failure_data_for_node("cot_samples").error
     assert error.cls_name == "Failure"
     assert "COTGEN_LOCK_WAIT_SECONDS='abc' is not valid: it takes a number of at least 0" in error.message

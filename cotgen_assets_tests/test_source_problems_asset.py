@@ -5,13 +5,13 @@ import sys
 import dagster as dg
 import pyarrow.parquet as pq
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.dagster_harness import ROOT
 
 
 def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
-    result = dg.materialize([assets.source_problems], partition_key="medium")
+    result = dg.materialize([source_problems], partition_key="medium")
     assert result.success
     metadata = result.asset_materializations_for_node("source_problems")[0].metadata
     # 3,099 match the filters; 1,387 of them are MATH test problems (or share 13 telling words with one)
@@ -27,7 +27,7 @@ def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):
     table = pq.read_table(tmp_path / "medium" / "source_problems.parquet")
     assert table.num_rows == 1712
 
-    again = dg.materialize([assets.source_problems], partition_key="medium")
+    again = dg.materialize([source_problems], partition_key="medium")
     assert again.success
     assert pq.read_table(tmp_path / "medium" / "source_problems.parquet")["problem_id"].equals(
         table["problem_id"]
@@ -37,7 +37,7 @@ def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):
 def test_hard_reports_the_rows_it_drops(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
     metadata = (
-        dg.materialize([assets.source_problems], partition_key="hard")
+        dg.materialize([source_problems], partition_key="hard")
         .asset_materializations_for_node("source_problems")[0]
         .metadata
     )

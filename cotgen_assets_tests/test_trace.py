@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -28,14 +28,14 @@ def chain(tmp_path_factory):
         env.setenv("COTGEN_DATA_DIR", str(base / "data"))
         pipeline = Pipeline(instance, emulator.base_url)
         try:
-            pipeline.materialize([assets.source_problems], "easy")
+            pipeline.materialize([source_problems], "easy")
             emulator.set_faults(line_error_rate=1.0)  # every first try fails (deterministic)
             pipeline.submit_generation("easy", limit=4)
             pipeline.drain()
             emulator.set_faults(line_error_rate=0.0)
             pipeline.submit_generation("easy", limit=4)
             pipeline.drain()
-            pipeline.materialize([assets.source_problems], "medium")
+            pipeline.materialize([source_problems], "medium")
             pipeline.submit_generation("medium", limit=1)  # never ticked: stays in flight
             yield base / "data"
         finally:

@@ -36,7 +36,7 @@ DEADLINE_SECONDS = 150
 CLICK = r"""
 import json, os, sys, time
 import dagster as dg
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.batches import generation_batch
 from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
 
@@ -45,7 +45,7 @@ print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):
     time.sleep(0.005)
 result = dg.materialize(
-    ALL_ASSETS, selection=[assets.generation_batch], partition_key="easy", instance=instance,
+    ALL_ASSETS, selection=[generation_batch], partition_key="easy", instance=instance,
     resources={"gemini": GeminiBatchResource(base_url=sys.argv[1], backoff_seconds=0.05)},
     run_config={"ops": {"generation_batch": {"config": {"limit": int(sys.argv[3])}}}}, raise_on_error=False)
 if result.success:
@@ -61,7 +61,8 @@ INGEST = r"""
 import os, sys, time
 import dagster as dg
 from cotgen_assets.core.ingest import ingest_submission
-from cotgen_assets.defs.instance import samples_lock
+from cotgen_assets.defs.locks import samples_lock
+from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import samples_path
 from cotgen_assets.core.submissions import load_submission
 
@@ -75,10 +76,10 @@ def observe(record):
         while not os.path.exists(go):
             time.sleep(0.01)
 
-path = samples_path("generation", "easy")
+path = samples_path(GENERATION, "easy")
 lock = samples_lock(dg.DagsterInstance.get(), path, say=lambda message: print(message, flush=True))
 print("ready", flush=True)
-ingest_submission(load_submission("easy", "generation", submission_id), path, observe=observe, lock=lock)
+ingest_submission(load_submission("easy", GENERATION, submission_id), path, observe=observe, lock=lock)
 print("done", flush=True)
 """
 

@@ -292,7 +292,7 @@ def deduplicate(questions: Sequence[str]) -> dict[int, int]:
 
 
 @dataclass
-class DecontaminationReport:
+class Decontamination:
     """What `decontaminate` left out and why, for the asset's metadata."""
 
     benchmarks: tuple[str, ...]  # those checked; () = the scenario opted out
@@ -374,7 +374,7 @@ def _select(scenario: Scenario, benchmarks: dict[str, Benchmark]) -> tuple[Bench
 
 def decontaminate(
     problems: pa.Table, scenario: Scenario, benchmarks: dict[str, Benchmark]
-) -> tuple[pa.Table, DecontaminationReport]:
+) -> tuple[pa.Table, Decontamination]:
     """Leave out the problems that match one of the scenario's benchmarks, then repeats (first id kept).
 
     `problems` is sources.build_source_problems' table; rows are only dropped, so every other
@@ -384,21 +384,21 @@ def decontaminate(
     skipped = tuple(name for name in benchmarks if name not in scenario.decontaminate)
     ids = problems["problem_id"].to_pylist()
     questions = problems["question"].to_pylist()
-    report = DecontaminationReport(tuple(b.name for b in chosen), problems.num_rows, 0, skipped=skipped)
+    outcome = Decontamination(tuple(b.name for b in chosen), problems.num_rows, 0, skipped=skipped)
     keep = [True] * len(ids)
     if chosen:
-        report.by_benchmark = {b.name: 0 for b in chosen}
-        report.by_match = {"exact": 0, "ngram": 0}
+        outcome.by_benchmark = {b.name: 0 for b in chosen}
+        outcome.by_match = {"exact": 0, "ngram": 0}
         for row, match in enumerate(find_contamination(questions, benchmark_index(chosen))):
             if match is None:
                 continue
             keep[row] = False
-            report.contaminated_ids.append(ids[row])
-            report.by_match[match.match] += 1
+            outcome.contaminated_ids.append(ids[row])
+            outcome.by_match[match.match] += 1
             for name in match.benchmarks:
-                report.by_benchmark[name] += 1
-            if len(report.examples) < EXAMPLES:
-                report.examples.append(
+                outcome.by_benchmark[name] += 1
+            if len(outcome.examples) < EXAMPLES:
+                outcome.examples.append(
                     {
                         "problem_id": ids[row],
                         "question": questions[row],
@@ -408,35 +408,35 @@ def decontaminate(
                         "shared": match.shared,
                     }
                 )
-        report.num_contaminated = len(report.contaminated_ids)
+        outcome.num_contaminated = len(outcome.contaminated_ids)
     clean_rows = [row for row in range(len(ids)) if keep[row]]
     repeats = deduplicate([questions[row] for row in clean_rows])
     for position, first in repeats.items():
         keep[clean_rows[position]] = False
-        report.duplicate_ids[ids[clean_rows[position]]] = ids[clean_rows[first]]
-    report.num_duplicates = len(repeats)
+        outcome.duplicate_ids[ids[clean_rows[position]]] = ids[clean_rows[first]]
+    outcome.num_duplicates = len(repeats)
     clean = problems.filter(pa.array(keep, type=pa.bool_()))
-    report.num_kept = clean.num_rows
+    outcome.num_kept = clean.num_rows
     if skipped:
-        _compare_with_skipped(clean, tuple(benchmarks[name] for name in skipped), report)
-    return clean, report
+        _compare_with_skipped(clean, tuple(benchmarks[name] for name in skipped), outcome)
+    return clean, outcome
 
 
-def _compare_with_skipped(clean: pa.Table, skipped: tuple[Benchmark, ...], report: DecontaminationReport):
+def _compare_with_skipped(clean: pa.Table, skipped: tuple[Benchmark, ...], outcome: Decontamination):
     """Count the kept problems that the benchmarks the scenario skips would have left out: skipping a
     benchmark that shares problems with the scenario's dataset (its own family) leaves them in."""
     try:
         index = benchmark_index(skipped)
     except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
-        report.skipped_error = str(error)
+        outcome.skipped_error = str(error)
         return
-    report.skipped_overlap = {b.name: 0 for b in skipped}
+    outcome.skipped_overlap = {b.name: 0 for b in skipped}
     matches = find_contamination(clean["question"].to_pylist(), index)
     for problem_id, match in zip(clean["problem_id"].to_pylist(), matches):
         if match is not None:
-            report.skipped_overlap_ids.append(problem_id)
+            outcome.skipped_overlap_ids.append(problem_id)
             for name in match.benchmarks:
-                report.skipped_overlap[name] += 1
+                outcome.skipped_overlap[name] += 1
 
 
 def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[str]:
@@ -445,14 +445,14 @@ def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[
     return [pid for pid, match in zip(table["problem_id"].to_pylist(), matches) if match is not None]
 
 
-def report_path(scenario: str):
+def decontamination_path(scenario: str):
     """Where source_problems keeps what it left out, for the samples assets, the export and trace."""
     return scenario_dir(scenario) / "decontamination.json"
 
 
-def save_report(scenario: str, report: DecontaminationReport) -> None:
-    with atomic_write(report_path(scenario), "w") as handle:
-        json.dump(report.metadata(), handle)
+def save_decontamination(scenario: str, outcome: Decontamination) -> None:
+    with atomic_write(decontamination_path(scenario), "w") as handle:
+        json.dump(outcome.metadata(), handle)
 
 
 def excluded_problems(scenario: str) -> dict[str, str]:
@@ -461,7 +461,7 @@ def excluded_problems(scenario: str) -> dict[str, str]:
     Samples made for them before (e.g. from an older, undecontaminated problem table) stay in
     their files, paid for, but are never summarized or exported.
     """
-    path = report_path(scenario)
+    path = decontamination_path(scenario)
     if not path.exists():
         return {}
     saved = json.loads(path.read_text())

@@ -28,7 +28,7 @@ import orjson
 from cotgen_assets.core.batch_output import SUCCEEDED_STATES, Usage, iter_result_lines
 from cotgen_assets.core.grading import grade_many
 from cotgen_assets.core.pricing import cost_usd, load_prices
-from cotgen_assets.core.records import BUILDERS, GENERATION, made_by, usage_dict
+from cotgen_assets.core.records import made_by, usage_dict
 from cotgen_assets.core.storage import (
     atomic_write,
     damaged_file,
@@ -68,7 +68,7 @@ class MissingResults(ValueError):
     would wipe its outcomes, costs and tries."""
 
 
-def check_results_present(submission: Submission) -> None:
+def refuse_missing_results(submission: Submission) -> None:
     """Refuse to ingest when a shard's results file is missing although its job succeeded, or an
     earlier ingestion of this submission read answers from it."""
     answered_before = {
@@ -83,7 +83,7 @@ def check_results_present(submission: Submission) -> None:
             raise MissingResults(
                 f"the results file {path} of batch {batch} ({states.get(shard) or 'state unknown'}) is "
                 "missing, so this submission was not ingested again (its outcomes, costs and tries are "
-                f"untouched). Download it again: materialize {submission.stage}_results (the API keeps "
+                f"untouched). Download it again: materialize {submission.stage.results_asset} (the API keeps "
                 "result files for 48 hours after the job ends); if the API no longer has it, its answers "
                 "are lost."
             )
@@ -174,11 +174,11 @@ def ingest_submission(
     a time: a second one waits for `lock`, then merges onto the first's result.
 
     `lock` must exclude every other ingestion into `samples_file`: the Dagster assets pass one
-    held in the Dagster storage (`state.samples_lock`), shared by every process of a deployment.
+    held in the Dagster storage (`defs/locks.samples_lock`), shared by every process of a deployment.
     Without one, `machine_lock(samples_file)`: enough for plain callers on one machine (bench,
     unit tests), not for two machines sharing a bucket.
     """
-    check_results_present(submission)
+    refuse_missing_results(submission)
     with lock if lock is not None else machine_lock(samples_file):
         return _ingest(submission, samples_file, observe)
 
@@ -197,11 +197,9 @@ def machine_lock(samples_file: Path):
 
 
 def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict], None]) -> IngestStats:
-    generation = submission.stage == GENERATION
-    build = BUILDERS[submission.stage]
     stats = IngestStats()
     prices = load_prices()  # once: resolving the price file per line cost more than the parse
-    answered = [
+    answered = [  # (shard number among those answered, shard, batch)
         (number, shard, batch)
         for number, (shard, batch) in enumerate(
             (s, b)
@@ -210,13 +208,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
         )
     ]
     make_parents(samples_file)
-    if is_local(samples_file):
-        # What a killed ingestion left (it held the lock we hold now): several GB at a million lines.
-        for stale in [
-            *samples_file.parent.glob(f".{samples_file.name}.new-*"),
-            *submission.folder.glob(".requests-*.sqlite"),  # where the index was kept before
-        ]:
-            stale.unlink(missing_ok=True)
+    _remove_leftovers(submission, samples_file)
     scratch = scratch_dir("cotgen-ingest-")
     index = RequestIndex(submission, [shard for _, shard, _ in answered], scratch)
     # Beside the samples file when local (the merge may rename it in place), else in the scratch.
@@ -230,72 +222,104 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             atomic_write(submission.folder / "outcomes.jsonl") as outcomes,
             open(new_path, "wb", buffering=IO_BUFFER) as new,
         ):
-            pending: list[tuple[dict, list]] = []  # records awaiting their grades
-
-            def flush():
-                pairs = [(pred, ref) for _, gradings in pending for _, pred, ref in gradings]
-                verdicts = iter(grade_many(pairs))
-                for record, gradings in pending:
-                    for name, _, _ in gradings:
-                        record[name] = next(verdicts)
-                    new.write(orjson.dumps(record) + b"\n")
-                    observe(record)
-                pending.clear()
-
-            def outcome(key: str, batch: str, status: str, reason: str | None, cost: float):
-                stats.statuses[status] += 1
-                outcome_line = {
-                    "id": key,
-                    "batch": batch,
-                    "status": status,
-                    "reason": reason,
-                    "cost_usd": cost,
-                }
-                outcomes.write(orjson.dumps(outcome_line) + b"\n")
-
+            output = _Output(outcomes, new, stats, observe)
             for number, shard, batch in answered:
                 results = local_copy(submission.results_path(shard), scratch)
-                for line in iter_result_lines(results, require_thoughts=generation):
-                    found = index.find(line.key) if line.key is not None else None
-                    if found is None or found[1] != number:
-                        stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
-                        continue
-                    n = found[0]
-                    if index.status[n] != index.UNSEEN:
-                        stats.duplicate_keys += 1  # the first answer for a key counts
-                        continue
-                    index.status[n] = index.FAILED
-                    cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
-                    stats.usage += line.usage
-                    stats.cost_usd += cost
-                    if not line.ok:
-                        outcome(line.key, batch, line.status, line.reason, cost)
-                        continue
-                    try:
-                        pending.append(
-                            build(index.context(found), line, made_by(submission, batch, line, cost))
-                        )
-                    except ValueError as error:
-                        outcome(line.key, batch, BAD_DRAFT, str(error), cost)
-                        continue
-                    outcome(line.key, batch, "ok", None, cost)
-                    index.status[n] = index.NEW
-                    stats.num_new += 1
-                    if len(pending) >= GRADE_CHUNK:
-                        flush()
-                flush()
-                state = dict(zip(submission.shards, submission.job_states)).get(shard)
-                if state is None or state in SUCCEEDED_STATES:
-                    status, reason = MISSING, "no line for this request in the results file"
-                else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
-                    status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
-                for key in index.unseen(number):
-                    outcome(key, batch, status, reason, 0.0)
+                _ingest_shard(submission, number, shard, batch, results, index, output, prices)
         merge_samples(samples_file, new_path, index.is_new, observe)
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
         remove_tree(scratch)
+    _write_summary(submission, stats)
+    return stats
+
+
+def _remove_leftovers(submission: Submission, samples_file: Path) -> None:
+    """What a killed ingestion left (it held the lock we hold now): several GB at a million lines."""
+    if is_local(samples_file):
+        for stale in [
+            *samples_file.parent.glob(f".{samples_file.name}.new-*"),
+            *submission.folder.glob(".requests-*.sqlite"),  # where the index was kept before
+        ]:
+            stale.unlink(missing_ok=True)
+
+
+class _Output:
+    """Where one ingestion writes: an outcome line per request, and its new records once graded."""
+
+    def __init__(self, outcomes, new, stats: IngestStats, observe: Callable[[dict], None]):
+        self.outcomes, self.new, self.stats, self.observe = outcomes, new, stats, observe
+        self.pending: list[tuple[dict, list]] = []  # records awaiting their grades
+
+    def outcome(self, key: str, batch: str, status: str, reason: str | None, cost: float) -> None:
+        self.stats.statuses[status] += 1
+        line = {"id": key, "batch": batch, "status": status, "reason": reason, "cost_usd": cost}
+        self.outcomes.write(orjson.dumps(line) + b"\n")
+
+    def flush(self) -> None:
+        """Grade the pending records in one go, then write and observe them."""
+        pairs = [(pred, ref) for _, gradings in self.pending for _, pred, ref in gradings]
+        verdicts = iter(grade_many(pairs))
+        for record, gradings in self.pending:
+            for name, _, _ in gradings:
+                record[name] = next(verdicts)
+            self.new.write(orjson.dumps(record) + b"\n")
+            self.observe(record)
+        self.pending.clear()
+
+
+def _ingest_shard(
+    submission: Submission,
+    number: int,
+    shard: str,
+    batch: str,
+    results: Path,
+    index: RequestIndex,
+    output: _Output,
+    prices,
+) -> None:
+    """One outcome per line of a shard's results (and a record for a good one), joined to its
+    request by key; then an outcome for each request the results did not answer."""
+    stats = output.stats
+    for line in iter_result_lines(results, require_thoughts=submission.stage.needs_thoughts):
+        found = index.find(line.key) if line.key is not None else None
+        if found is None or found[1] != number:
+            stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
+            continue
+        n = found[0]
+        if index.status[n] != index.UNSEEN:
+            stats.duplicate_keys += 1  # the first answer for a key counts
+            continue
+        index.status[n] = index.FAILED
+        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
+        stats.usage += line.usage
+        stats.cost_usd += cost
+        if not line.ok:
+            output.outcome(line.key, batch, line.status, line.reason, cost)
+            continue
+        try:
+            built = submission.stage.build(index.context(found), line, made_by(submission, batch, line, cost))
+        except ValueError as error:
+            output.outcome(line.key, batch, BAD_DRAFT, str(error), cost)
+            continue
+        output.pending.append(built)
+        output.outcome(line.key, batch, "ok", None, cost)
+        index.status[n] = index.NEW
+        stats.num_new += 1
+        if len(output.pending) >= GRADE_CHUNK:
+            output.flush()
+    output.flush()
+    state = dict(zip(submission.shards, submission.job_states)).get(shard)
+    if state is None or state in SUCCEEDED_STATES:
+        status, reason = MISSING, "no line for this request in the results file"
+    else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
+        status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
+    for key in index.unseen(number):
+        output.outcome(key, batch, status, reason, 0.0)
+
+
+def _write_summary(submission: Submission, stats: IngestStats) -> None:
     with atomic_write(submission.folder / "summary.json", "w") as handle:
         json.dump(
             {
@@ -307,7 +331,6 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             },
             handle,
         )
-    return stats
 
 
 def merge_samples(

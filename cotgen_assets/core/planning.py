@@ -1,19 +1,23 @@
-"""What a batch asset should ask for next, and what it will cost (DESIGN §3 `fill` / `extend`)."""
+"""What a batch asset should ask for next, and what it will cost.
 
+Generation: `fill` tops a scenario up to `limit` good samples (retrying failed or wrong problems
+first), `extend` takes `limit` problems never asked before. Summarization: every CoT sample
+still lacking a CoD of that very CoT, correct ones only by default. Plain functions over ids and
+records; `submissions` reads the files and writes the requests.
+"""
+
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
 from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.pricing import UnknownModelError, cost_usd, model_price
-from cotgen_assets.core.prompts import check_thinking_level
+from cotgen_assets.core.prompts import validate_thinking_level
 
 FILL = "fill"
 EXTEND = "extend"
 MODES = (FILL, EXTEND)
+SUMMARIZE = ("correct", "all")  # which CoT samples get a draft
 CHARS_PER_TOKEN = 4  # a rough, conservative estimate for projected costs
-
-# Priors for the projected cost until a scenario has samples to average over.
-DEFAULT_GENERATION_USAGE = Usage(thinking_tokens=3000, output_tokens=400)
-DEFAULT_SUMMARIZATION_USAGE = Usage(thinking_tokens=300, output_tokens=150)
 
 
 @dataclass
@@ -29,13 +33,13 @@ class Plan:
     skipped_chars: int = 0  # the text the skipped ones would have sent (for the cost they saved)
 
 
-def check_max_tries(max_tries: int) -> None:
+def validate_max_tries(max_tries: int) -> None:
     """Below 1 every problem would count as given up before it was ever asked."""
     if max_tries < 1:
         raise ValueError(f"max_tries must be at least 1, got {max_tries}")
 
 
-def check_job_settings(model: str, thinking_level: str, max_requests_per_job: int) -> None:
+def validate_job_settings(model: str, thinking_level: str, max_requests_per_job: int) -> None:
     """Before anything is written: a job of no requests, a model the price table lacks (whose
     cost could be neither projected nor recorded), or a thinking level the model does not take
     is a config error."""
@@ -45,7 +49,7 @@ def check_job_settings(model: str, thinking_level: str, max_requests_per_job: in
         model_price(model)
     except UnknownModelError as error:
         raise ValueError(str(error)) from None
-    check_thinking_level(model, thinking_level)
+    validate_thinking_level(model, thinking_level)
 
 
 def plan_generation(
@@ -67,7 +71,7 @@ def plan_generation(
         raise ValueError(f"unknown mode {mode!r}: expected one of {MODES}")
     if limit <= 0:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
-    check_max_tries(max_tries)
+    validate_max_tries(max_tries)
     plan = Plan(num_good=sum(1 for p in problem_ids if p in good))
     plan.given_up = [p for p in problem_ids if p not in good and tries.get(p, 0) >= max_tries]
     if mode == EXTEND:
@@ -86,6 +90,48 @@ def plan_generation(
                 break
             plan.items.append((problem_id, 1))
             plan.num_new += 1
+    return plan
+
+
+def validate_summarize(summarize: str) -> None:
+    if summarize not in SUMMARIZE:
+        raise ValueError(f"summarize must be one of {SUMMARIZE}, got {summarize!r}")
+
+
+def plan_summarization(
+    cot_records: Iterable[dict],
+    drafted: dict[str, str],
+    excluded: Container[str],
+    tries: dict[str, int],
+    only_correct: bool,
+    max_tries: int,
+) -> Plan:
+    """The CoT samples to cut into drafts: each that lacks a CoD of that very CoT.
+
+    `drafted` maps an id to the generation batch its CoD was made from, so a CoT made again gets
+    a new draft. Only correct samples when `only_correct` (a draft of wrong reasoning is paid for
+    and never trained on), and never one of a problem in `excluded` (source_problems now leaves
+    it out: a benchmark match or a repeat). A sample asked `max_tries` times is given up.
+    """
+    plan = Plan()
+    for record in cot_records:
+        if drafted.get(record["id"]) == record["generation"]["batch"]:
+            continue
+        why_not = (
+            "contaminated_or_repeat"
+            if record["id"] in excluded
+            else "incorrect"
+            if only_correct and not record["correct"]
+            else None
+        )
+        if why_not:
+            plan.skipped[why_not] = plan.skipped.get(why_not, 0) + 1
+            plan.skipped_chars += len(record["question"]) + len(record["cot"])
+            continue
+        if tries.get(record["id"], 0) >= max_tries:
+            plan.given_up.append(record["id"])
+            continue
+        plan.items.append((record["id"], tries.get(record["id"], 0) + 1))
     return plan
 
 

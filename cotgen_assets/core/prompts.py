@@ -55,7 +55,7 @@ def thinking_levels(model: str) -> tuple[str, ...]:
     return MODEL_THINKING_LEVELS.get(model.removeprefix("models/"), API_THINKING_LEVELS)
 
 
-def check_thinking_level(model: str, thinking_level: str) -> None:
+def validate_thinking_level(model: str, thinking_level: str) -> None:
     """Refuse a level the model does not take: the API would fail every request of the batch with
     it, and each failure would count as a try of its problem. Any case, as the API reads it."""
     levels = thinking_levels(model)

@@ -2,12 +2,17 @@
 
 One pass (`SampleStats`) feeds the samples assets' metadata and checks and the dataset report.
 Gates warn rather than fail where a person would want to look rather than stop the pipeline;
-`checks.py` turns the verdicts into Dagster asset check results.
+each stage names its gates (`stages`), and `defs/checks.py` turns the verdicts into Dagster asset
+check results.
 """
 
 import re
 from array import array
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cotgen_assets.core.stages import Stage
 
 PREVIEW_SAMPLES = 5
 MIN_ACCURACY = 0.5
@@ -41,12 +46,12 @@ def numbers_in(text: str) -> set[str]:
 class SampleStats:
     """File-wide figures of one samples file, accumulated one record at a time.
 
-    `stage` is "generation" (a CoT file) or "summarization" (a CoD file); tokens and cost are
-    those of the stage's own block. Memory: two integers per CoD sample (for the report's
+    `stage` made the file (generation: a CoT file, summarization: a CoD file); tokens and cost
+    are those of the stage's own block. Memory: two integers per CoD sample (for the report's
     picture) and a few preview records.
     """
 
-    stage: str
+    stage: "Stage"
     excluded: dict[str, str] = field(default_factory=dict)  # problem id -> why source_problems left it out
     num_samples: int = 0
     num_correct: int = 0
@@ -65,10 +70,6 @@ class SampleStats:
     draft_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample
     preview: list[dict] = field(default_factory=list)
 
-    @property
-    def is_cot(self) -> bool:
-        return self.stage == "generation"
-
     def __call__(self, record: dict) -> None:
         self.num_samples += 1
         self.num_correct += bool(record.get("correct"))
@@ -76,25 +77,27 @@ class SampleStats:
         if why is not None:
             self.num_contaminated += why == "contaminated"
             self.num_repeats += why != "contaminated"
-        block = record[self.stage]
+        block = record[self.stage.name]
         self.input_tokens += block["usage"]["input_tokens"]
         self.thinking_tokens += block["usage"]["thinking_tokens"]
         self.output_tokens += block["usage"]["output_tokens"]
         self.cost_usd += block["cost_usd"]
-        if self.is_cot:
-            self.num_malformed += tagged_block(record["cot"], "thought") is None
-        else:
-            draft = tagged_block(record["cod"], "draft")
-            self.num_malformed += draft is None
-            self.num_agreeing += bool(record.get("agrees_with_cot"))
-            self.num_unsupported += bool(record.get("unsupported_draft_numbers"))
-            steps = draft.split("\n") if draft is not None else []
-            self.draft_steps += len(steps)
-            self.short_draft_steps += sum(len(s.split()) <= MAX_DRAFT_WORDS for s in steps)
-            self.thought_tokens.append(record["generation"]["usage"]["thinking_tokens"])
-            self.draft_tokens.append(block["usage"]["output_tokens"])
+        text = tagged_block(record[self.stage.prefix], self.stage.tag)
+        self.num_malformed += text is None
+        if self.stage.summarizes is not None:
+            self._add_draft(record, text)
         if len(self.preview) < PREVIEW_SAMPLES:
             self.preview.append(record)
+
+    def _add_draft(self, record: dict, draft: str | None) -> None:
+        """A CoD sample's figures: its steps, its agreement with its CoT, thought vs draft length."""
+        self.num_agreeing += bool(record.get("agrees_with_cot"))
+        self.num_unsupported += bool(record.get("unsupported_draft_numbers"))
+        steps = draft.split("\n") if draft is not None else []
+        self.draft_steps += len(steps)
+        self.short_draft_steps += sum(len(s.split()) <= MAX_DRAFT_WORDS for s in steps)
+        self.thought_tokens.append(record[self.stage.summarizes.name]["usage"]["thinking_tokens"])
+        self.draft_tokens.append(record[self.stage.name]["usage"]["output_tokens"])
 
     def merge(self, other: "SampleStats") -> None:
         """Add another file's figures (the report's `all` column)."""
@@ -143,8 +146,9 @@ def _verdict(name: str, passed: bool, severity: str, description: str | None = N
     return Verdict(name, bool(passed), severity, numbers, description)
 
 
-def common_verdicts(stats: SampleStats, tag: str) -> list[Verdict]:
+def common_verdicts(stats: SampleStats) -> list[Verdict]:
     """The gates both samples files share: tag shape (an error), accuracy, no excluded problems."""
+    tag = stats.stage.tag
     return [
         _verdict(
             "tags_well_formed",
@@ -169,14 +173,14 @@ def common_verdicts(stats: SampleStats, tag: str) -> list[Verdict]:
 
 
 def cot_verdicts(stats: SampleStats) -> list[Verdict]:
-    return common_verdicts(stats, "thought")
+    return common_verdicts(stats)
 
 
 def cod_verdicts(stats: SampleStats) -> list[Verdict]:
     low, high = RATIO_BAND
     ratio = stats.draft_to_thought_token_ratio
     unsupported = stats.share(stats.num_unsupported)
-    return common_verdicts(stats, "draft") + [
+    return common_verdicts(stats) + [
         _verdict(
             "answer_agrees_with_cot",
             stats.answer_agreement >= MIN_AGREEMENT,
@@ -210,11 +214,3 @@ def cod_verdicts(stats: SampleStats) -> list[Verdict]:
             description="numbers in a draft should come from its thought (a cheap hallucination check)",
         ),
     ]
-
-
-VERDICTS = {"generation": cot_verdicts, "summarization": cod_verdicts}
-
-
-def gate_names(stage: str) -> list[str]:
-    """The names of a stage's gates, read off the gates themselves (for the check specs)."""
-    return [verdict.name for verdict in VERDICTS[stage](SampleStats(stage))]

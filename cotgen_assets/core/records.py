@@ -1,8 +1,9 @@
-"""The CoT and CoD records (DESIGN §4): their fields, described once, and their builders.
+"""The CoT and CoD records: their fields, described once, and their builders.
 
 `COT_FIELDS` / `COD_FIELDS` are the one description of a record: each field carries its Arrow
 type and what it holds. The builders below produce exactly these keys; the export's Parquet
 schema, the samples assets' column schemas and the README's Records section are made from them.
+Which stage makes which record is said in `stages`.
 """
 
 from dataclasses import dataclass
@@ -13,10 +14,6 @@ from cotgen_assets.core.batch_output import ResultLine, Usage
 from cotgen_assets.core.grading import extract_predicted_answer
 from cotgen_assets.core.prompts import parse_draft
 from cotgen_assets.core.quality import numbers_in
-
-GENERATION = "generation"  # the stage that makes CoT records
-SUMMARIZATION = "summarization"  # the stage that makes CoD records
-STAGES = (GENERATION, SUMMARIZATION)
 
 
 @dataclass(frozen=True)
@@ -109,27 +106,17 @@ COD_FIELDS = (
     _GENERATION,
     Field("summarization", MADE_BY_TYPE, f"how the draft was made: {_names(MADE_BY_TYPE)}"),
 )
-FIELDS = {GENERATION: COT_FIELDS, SUMMARIZATION: COD_FIELDS}
-FILES = {GENERATION: "cot_<suffix>.jsonl", SUMMARIZATION: "cod_<suffix>.jsonl"}
 
 
-def arrow_schema(stage: str) -> pa.Schema:
-    """The stage's records as Arrow columns, in field order (the export's Parquet schema)."""
-    return pa.schema([(f.name, f.arrow) for f in FIELDS[stage]])
+def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:
+    """Records as Arrow columns, in field order (the export's Parquet schema)."""
+    return pa.schema([(f.name, f.arrow) for f in fields])
 
 
-def field_table(stage: str) -> str:
-    """The stage's fields as a markdown table (the README and the dataset card show it)."""
-    rows = [f"| `{f.name}` | {f.type} | {f.description.replace('|', '/')} |" for f in FIELDS[stage]]
+def field_table(fields: tuple[Field, ...]) -> str:
+    """Fields as a markdown table (the README and the dataset card show it)."""
+    rows = [f"| `{f.name}` | {f.type} | {f.description.replace('|', '/')} |" for f in fields]
     return "\n".join(["| field | type | meaning |", "|---|---|---|", *rows])
-
-
-def markdown() -> str:
-    """The README's Records section: one table per file."""
-    return "\n\n".join(f"Each line of `{FILES[stage]}`:\n\n{field_table(stage)}" for stage in STAGES)
-
-
-MADE_BY = {GENERATION: "generation", SUMMARIZATION: "summarization"}  # the block a stage fills in
 
 
 def usage_dict(usage: Usage) -> dict:
@@ -204,9 +191,6 @@ def cod_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
         ("correct", final_answer, context["answer"]),
         ("agrees_with_cot", final_answer, context["cot_predicted_answer"]),
     ]
-
-
-BUILDERS = {GENERATION: cot_record, SUMMARIZATION: cod_record}
 
 
 def thinking_tokens(record: dict) -> int:

@@ -40,7 +40,7 @@ def number(name: str) -> float:
     return value
 
 
-def check_numbers() -> None:
+def validate_settings() -> None:
     """Read every numeric setting once, so that a bad one is said before anything runs."""
     for name in NUMBERS:
         number(name)

@@ -23,7 +23,8 @@ SOURCE_COLUMNS = [
 
 
 def resolve_dataset(dataset: str, path: str | None, owner: str = "scenario") -> tuple[str, str]:
-    """Where to load a dataset from, and how that was decided (DESIGN §2 order)."""
+    """Where to load a dataset from, and how that was decided: its own `path`, else
+    `$COTGEN_DATASETS_DIR/<last part of its id>`, else the Hugging Face hub."""
     if path:
         return path, f"the {owner}'s path"
     local_root = os.environ.get("COTGEN_DATASETS_DIR")

@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 from upath import UPath
 
-from cotgen_assets.core.records import GENERATION
+from cotgen_assets.core.stages import Stage
 
 OBJECT_STORES = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}  # protocol -> the extra that installs it
 
@@ -74,9 +74,9 @@ def source_problems_path(scenario: str) -> Path | UPath:
     return scenario_dir(scenario) / "source_problems.parquet"
 
 
-def samples_path(stage: str, suffix: str) -> Path | UPath:
+def samples_path(stage: Stage, suffix: str) -> Path | UPath:
     """`cot_<suffix>.jsonl` for generation, `cod_<suffix>.jsonl` for summarization."""
-    return data_dir() / f"{'cot' if stage == GENERATION else 'cod'}_{suffix}.jsonl"
+    return data_dir() / stage.samples_file(suffix)
 
 
 def make_parents(path: Path | UPath) -> None:

@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import orjson
@@ -30,25 +30,19 @@ import pyarrow.parquet as pq
 from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.planning import (
-    DEFAULT_GENERATION_USAGE,
-    DEFAULT_SUMMARIZATION_USAGE,
     Plan,
     UsageAverage,
-    check_job_settings,
-    check_max_tries,
     plan_generation,
+    plan_summarization,
     projected_cost_usd,
+    validate_job_settings,
+    validate_max_tries,
+    validate_summarize,
 )
-from cotgen_assets.core.prompts import (
-    GENERATION_PROMPT_VERSION,
-    SUMMARIZATION_PROMPT_VERSION,
-    generation_request,
-    request_line,
-    summarization_request,
-)
+from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
 from cotgen_assets.core.quality import numbers_in
-from cotgen_assets.core.records import GENERATION, SUMMARIZATION
 from cotgen_assets.core.scenarios import Scenario
+from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage, stage_named
 from cotgen_assets.core.storage import (
     atomic_write,
     read_jsonl,
@@ -83,7 +77,7 @@ class Submission:
     """What a batch asset submitted, saved as `submission.json` and in its metadata."""
 
     scenario: str
-    stage: str
+    stage: Stage  # saved as its name
     submission_id: str
     model: str
     prompt_version: str
@@ -112,11 +106,12 @@ class Submission:
 
     def job_name_prefix(self, shard: str) -> str:
         """A shard's display name without its content hash: what is asked, not what is sent."""
-        return f"cotgen-{self.scenario}-{self.stage}-{self.ask_id or self.submission_id}-{shard}-"
+        return f"cotgen-{self.scenario}-{self.stage.name}-{self.ask_id or self.submission_id}-{shard}-"
 
     def save(self) -> None:
+        saved = {f.name: getattr(self, f.name) for f in fields(self)} | {"stage": self.stage.name}
         with atomic_write(self.folder / "submission.json", "w") as handle:
-            json.dump(asdict(self), handle, indent=2)
+            json.dump(saved, handle, indent=2)
 
     def saved(self) -> "Submission | None":
         """This submission as last saved in its folder, if it was."""
@@ -128,18 +123,19 @@ def submissions_root(scenario: str) -> Path:
     return scenario_dir(scenario) / "submissions"
 
 
-def submission_folder(scenario: str, stage: str, submission_id: str) -> Path:
-    return submissions_root(scenario) / f"{stage}-{submission_id}"
+def submission_folder(scenario: str, stage: Stage, submission_id: str) -> Path:
+    return submissions_root(scenario) / f"{stage.name}-{submission_id}"
 
 
-def load_submission(scenario: str, stage: str, submission_id: str) -> Submission:
+def load_submission(scenario: str, stage: Stage, submission_id: str) -> Submission:
     path = submission_folder(scenario, stage, submission_id) / "submission.json"
-    return Submission(**json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    return Submission(**saved | {"stage": stage_named(saved["stage"])})
 
 
 def ask_id_for(
     scenario: str,
-    stage: str,
+    stage: Stage,
     model: str,
     prompt_version: str,
     settings: dict,
@@ -150,7 +146,7 @@ def ask_id_for(
     Not the submission's identity on its own: the same ids may hold other questions elsewhere.
     """
     asked = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS).decode()
-    digest = hashlib.sha256(f"{scenario}|{stage}|{model}|{prompt_version}|{asked}".encode())
+    digest = hashlib.sha256(f"{scenario}|{stage.name}|{model}|{prompt_version}|{asked}".encode())
     for key, tries in keys_and_tries:
         digest.update(f"\n{key}#{tries}".encode())
     return digest.hexdigest()[:12]
@@ -213,23 +209,23 @@ def write_shards(
     ]
 
 
-def ingested_submissions(scenario: str, stage: str) -> Iterator[Path]:
+def ingested_submissions(scenario: str, stage: Stage) -> Iterator[Path]:
     """Folders of this stage's submissions whose results were ingested (they hold outcomes)."""
     root = submissions_root(scenario)
     if root.exists():
-        yield from sorted(p for p in root.glob(f"{stage}-*") if (p / "summary.json").exists())
+        yield from sorted(p for p in root.glob(f"{stage.name}-*") if (p / "summary.json").exists())
 
 
-def unfinished_sends(scenario: str, stage: str) -> Iterator[Submission]:
+def unfinished_sends(scenario: str, stage: Stage) -> Iterator[Submission]:
     """Submissions a run began to send whose jobs' answers were never ingested: in flight, or
     orphans of a run that died before recording them (the Dagster side tells which)."""
     root = submissions_root(scenario)
     if not root.exists():
         return
-    for folder in sorted(root.glob(f"{stage}-*")):
+    for folder in sorted(root.glob(f"{stage.name}-*")):
         if not (folder / "submission.json").exists():
             continue
-        submission = load_submission(scenario, stage, folder.name.removeprefix(f"{stage}-"))
+        submission = load_submission(scenario, stage, folder.name.removeprefix(f"{stage.name}-"))
         if not submission.sent_by:
             continue
         summary = folder / "summary.json"
@@ -238,7 +234,7 @@ def unfinished_sends(scenario: str, stage: str) -> Iterator[Submission]:
         yield submission
 
 
-def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
+def tries_by_problem(scenario: str, stage: Stage) -> dict[str, int]:
     """How many ingested submissions asked for each problem id (requests no job ran don't count)."""
     tries: dict[str, int] = {}
     for folder in ingested_submissions(scenario, stage):
@@ -248,7 +244,7 @@ def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
     return tries
 
 
-def total_cost_usd(scenario: str, stage: str) -> float:
+def total_cost_usd(scenario: str, stage: Stage) -> float:
     """What every ingested submission of this stage cost, rejected lines included."""
     return sum(
         json.loads((f / "summary.json").read_text())["cost_usd"]
@@ -277,6 +273,38 @@ def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
         return pq.read_table(handle, columns=["problem_id"])["problem_id"], path
 
 
+def planned_submission(
+    scenario: str,
+    stage: Stage,
+    model: str,
+    empty_request: dict,
+    max_requests_per_job: int,
+    plan: Plan,
+    offline: bool,
+) -> Submission:
+    """A submission of `plan`'s items, named by what it asks; its id comes with its requests (_finish).
+
+    `empty_request` is the stage's request with empty problem texts: how every problem is asked.
+    """
+    return Submission(
+        scenario=scenario,
+        stage=stage,
+        model=model,
+        prompt_version=stage.prompt_version,
+        num_requests=len(plan.items),
+        offline=offline,
+        submission_id="",
+        ask_id=ask_id_for(
+            scenario,
+            stage,
+            model,
+            stage.prompt_version,
+            request_settings(empty_request, max_requests_per_job),
+            plan.items,
+        ),
+    )
+
+
 def prepare_generation(
     scenario: Scenario,
     limit: int,
@@ -288,10 +316,10 @@ def prepare_generation(
     offline: bool,
 ) -> Prepared:
     """Plan a generation submission and write its request shards."""
-    check_job_settings(model, thinking_level, max_requests_per_job)
+    validate_job_settings(model, thinking_level, max_requests_per_job)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
-    good, used, average = set(), set(), UsageAverage(DEFAULT_GENERATION_USAGE)
+    good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
     for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
         used.add(record["id"])
         average.add(record["generation"]["usage"])
@@ -300,22 +328,14 @@ def prepare_generation(
     tries = tries_by_problem(scenario.name, GENERATION)
     used |= tries.keys()
     plan = plan_generation(problem_ids, good, used, tries, limit, mode, max_tries)
-    submission = Submission(
-        scenario=scenario.name,
-        stage=GENERATION,
-        model=model,
-        prompt_version=GENERATION_PROMPT_VERSION,
-        num_requests=len(plan.items),
-        offline=offline,
-        submission_id="",  # known once the requests are made (_finish)
-        ask_id=ask_id_for(
-            scenario.name,
-            GENERATION,
-            model,
-            GENERATION_PROMPT_VERSION,
-            request_settings(generation_request("", thinking_level), max_requests_per_job),
-            plan.items,
-        ),
+    submission = planned_submission(
+        scenario.name,
+        GENERATION,
+        model,
+        generation_request("", thinking_level),
+        max_requests_per_job,
+        plan,
+        offline,
     )
     # Which rows to ask for, decided once over the id column (not once per batch).
     asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
@@ -323,39 +343,40 @@ def prepare_generation(
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
         with problems_path.open("rb") as handle:
-            yield from rows_asked(pq.ParquetFile(handle))
-
-    def rows_asked(problems: pq.ParquetFile):
-        columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
-        offset = 0
-        for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
-            mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
-            for row in batch.filter(mask).to_pylist():
-                source = {
-                    "dataset": row["source_dataset"],
-                    "config": row["source_config"],
-                    "split": row["source_split"],
-                    "row": row["source_row"],
-                }
-                # level/type always present ("" where the dataset has none, not null: datasets
-                # infers a null column from an all-null file and then cannot load MATH files with it)
-                source |= {c: row.get(c) or "" for c in ("level", "type")}
-                context = {
-                    "id": row["problem_id"],
-                    "scenario": scenario.name,
-                    "question": row["question"],
-                    "answer": row["answer"],
-                    "source": source,
-                }
-                yield (
-                    request_line(row["problem_id"], generation_request(row["question"], thinking_level)),
-                    context,
-                )
+            yield from generation_requests(scenario.name, pq.ParquetFile(handle), asked, thinking_level)
 
     return _finish(submission, plan, items, max_requests_per_job, average.value())
 
 
-SUMMARIZE = ("correct", "all")  # which CoT samples get a draft
+def generation_requests(
+    scenario: str, problems: pq.ParquetFile, asked: pa.BooleanArray, thinking_level: str
+) -> Iterator[tuple[bytes, dict]]:
+    """(request line, context) of each problem row `asked` marks, in table order."""
+    columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
+    offset = 0
+    for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
+        mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
+        for row in batch.filter(mask).to_pylist():
+            source = {
+                "dataset": row["source_dataset"],
+                "config": row["source_config"],
+                "split": row["source_split"],
+                "row": row["source_row"],
+            }
+            # level/type always present ("" where the dataset has none, not null: datasets
+            # infers a null column from an all-null file and then cannot load MATH files with it)
+            source |= {c: row.get(c) or "" for c in ("level", "type")}
+            context = {
+                "id": row["problem_id"],
+                "scenario": scenario,
+                "question": row["question"],
+                "answer": row["answer"],
+                "source": source,
+            }
+            yield (
+                request_line(row["problem_id"], generation_request(row["question"], thinking_level)),
+                context,
+            )
 
 
 def prepare_summarization(
@@ -367,73 +388,52 @@ def prepare_summarization(
     offline: bool,
     summarize: str = "correct",
 ) -> Prepared:
-    """Plan requests turning each CoT sample that lacks a CoD (of that very CoT) into a draft.
-
-    Only correct samples by default (a draft of wrong reasoning is paid for and never trained on),
-    and never one of a problem source_problems now leaves out (a benchmark match or a repeat).
-    """
-    check_max_tries(max_tries)
-    check_job_settings(model, thinking_level, max_requests_per_job)
-    if summarize not in SUMMARIZE:
-        raise ValueError(f"summarize must be one of {SUMMARIZE}, got {summarize!r}")
-    excluded = excluded_problems(scenario.name)
+    """Plan the drafts of the CoT samples that lack one (`planning.plan_summarization`) and write
+    their request shards."""
+    validate_max_tries(max_tries)
+    validate_job_settings(model, thinking_level, max_requests_per_job)
+    validate_summarize(summarize)
     drafted: dict[str, str] = {}
-    average = UsageAverage(DEFAULT_SUMMARIZATION_USAGE)
+    average = UsageAverage(SUMMARIZATION.usage_prior)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
         drafted[record["id"]] = record["generation"]["batch"]
         average.add(record["summarization"]["usage"])
-    tries = tries_by_problem(scenario.name, SUMMARIZATION)
-    plan = Plan()
     cot_file = samples_path(GENERATION, scenario.suffix)
-    for record in read_jsonl(cot_file):
-        if drafted.get(record["id"]) == record["generation"]["batch"]:
-            continue
-        why_not = (
-            "contaminated_or_repeat"
-            if record["id"] in excluded
-            else "incorrect"
-            if summarize == "correct" and not record["correct"]
-            else None
-        )
-        if why_not:
-            plan.skipped[why_not] = plan.skipped.get(why_not, 0) + 1
-            plan.skipped_chars += len(record["question"]) + len(record["cot"])
-            continue
-        if tries.get(record["id"], 0) >= max_tries:
-            plan.given_up.append(record["id"])
-            continue
-        plan.items.append((record["id"], tries.get(record["id"], 0) + 1))
-    submission = Submission(
-        scenario=scenario.name,
-        stage=SUMMARIZATION,
-        model=model,
-        prompt_version=SUMMARIZATION_PROMPT_VERSION,
-        num_requests=len(plan.items),
-        offline=offline,
-        submission_id="",  # known once the requests are made (_finish)
-        ask_id=ask_id_for(
-            scenario.name,
-            SUMMARIZATION,
-            model,
-            SUMMARIZATION_PROMPT_VERSION,
-            request_settings(summarization_request("", "", "", thinking_level), max_requests_per_job),
-            plan.items,
-        ),
+    plan = plan_summarization(
+        read_jsonl(cot_file),
+        drafted,
+        excluded_problems(scenario.name),
+        tries_by_problem(scenario.name, SUMMARIZATION),
+        only_correct=summarize == "correct",
+        max_tries=max_tries,
+    )
+    submission = planned_submission(
+        scenario.name,
+        SUMMARIZATION,
+        model,
+        summarization_request("", "", "", thinking_level),
+        max_requests_per_job,
+        plan,
+        offline,
     )
     wanted = {problem_id for problem_id, _ in plan.items}
 
     def items():
         for record in read_jsonl(cot_file):
-            if record["id"] not in wanted:
-                continue
-            thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
-            context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
-            context["cot_predicted_answer"] = record["predicted_answer"]
-            context["thought_numbers"] = sorted(numbers_in(thought))
-            request = summarization_request(record["question"], thought, answer, thinking_level)
-            yield request_line(record["id"], request), context
+            if record["id"] in wanted:
+                yield summarization_request_of(record, thinking_level)
 
     return _finish(submission, plan, items, max_requests_per_job, average.value())
+
+
+def summarization_request_of(record: dict, thinking_level: str) -> tuple[bytes, dict]:
+    """(request line, context) that asks to cut a CoT record down to a draft."""
+    thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
+    context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
+    context["cot_predicted_answer"] = record["predicted_answer"]
+    context["thought_numbers"] = sorted(numbers_in(thought))
+    request = summarization_request(record["question"], thought, answer, thinking_level)
+    return request_line(record["id"], request), context
 
 
 def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:
@@ -463,11 +463,11 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
     return Prepared(submission, plan, usage, saved_usd)
 
 
-def check_budget(submission: Submission, max_cost_usd: float) -> None:
+def refuse_over_budget(submission: Submission, max_cost_usd: float) -> None:
     if submission.projected_cost_usd > max_cost_usd:
         raise SubmissionRefused(
             f"projected cost ${submission.projected_cost_usd:.2f} of {submission.num_requests} "
-            f"{submission.stage} requests for scenario {submission.scenario!r} is above max_cost_usd "
+            f"{submission.stage.name} requests for scenario {submission.scenario!r} is above max_cost_usd "
             f"${max_cost_usd:.2f} by ${submission.projected_cost_usd - max_cost_usd:.2f}: "
             "raise max_cost_usd or lower limit. Nothing was submitted."
         )

@@ -1,1 +1,2 @@
-"""Everything Dagster: assets, checks, jobs, partitions, sensors, instance queries and locks."""
+"""Everything Dagster: the assets by family, checks, jobs, partitions, resources, sensors, and what the
+instance holds for the project (the submissions' history, the locks)."""

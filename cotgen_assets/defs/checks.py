@@ -2,17 +2,23 @@
 
 import dagster as dg
 
-from cotgen_assets.core.quality import ERROR, VERDICTS, SampleStats, Verdict, gate_names
+from cotgen_assets.core.quality import ERROR, SampleStats, Verdict
+from cotgen_assets.core.stages import Stage
 
 SEVERITY = {ERROR: dg.AssetCheckSeverity.ERROR}
 
 
-def check_specs(stage: str, asset: str) -> list[dg.AssetCheckSpec]:
-    """One spec per gate of the stage, named as the gates name themselves."""
-    return [dg.AssetCheckSpec(name, asset=asset) for name in gate_names(stage)]
+def gate_check_specs(stage: Stage) -> list[dg.AssetCheckSpec]:
+    """One check per gate of the stage on its samples asset, named as the gates name themselves."""
+    return [dg.AssetCheckSpec(name, asset=stage.samples_asset) for name in stage.gate_names()]
 
 
-def check_result(verdict: Verdict) -> dg.AssetCheckResult:
+def gate_checks(stats: SampleStats) -> list[dg.AssetCheckResult]:
+    """The stage's gates over a samples file, as the results of its checks."""
+    return [_check_result(verdict) for verdict in stats.stage.gates(stats)]
+
+
+def _check_result(verdict: Verdict) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=verdict.name,
         passed=verdict.passed,
@@ -20,7 +26,3 @@ def check_result(verdict: Verdict) -> dg.AssetCheckResult:
         metadata=verdict.numbers,
         description=verdict.description,
     )
-
-
-def check_results(stats: SampleStats) -> list[dg.AssetCheckResult]:
-    return [check_result(verdict) for verdict in VERDICTS[stats.stage](stats)]

@@ -19,13 +19,9 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cotgen_assets.core.batch_output import overall_state
-from cotgen_assets.core.records import STAGES, SUMMARIZATION
 from cotgen_assets.core.settings import number
-from cotgen_assets.defs.instance import (
-    BATCH_ASSET,
-    RESULTS_ASSET,
-    RESULTS_JOB,
-    SAMPLES_ASSET,
+from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
+from cotgen_assets.defs.history import (
     is_ingested,
     latest_metadata,
     newest_metadata_where,
@@ -88,27 +84,27 @@ def check_submissions(
     attempts = cursor.setdefault("attempts", {})
     for stage in STAGES:
         for partition in partitions:
-            slot = f"{stage}|{partition}"
+            slot = f"{stage.name}|{partition}"
             batch = submitted_metadata(instance, partition, stage)
             if not batch or handled.get(slot) == batch["_storage_id"]:
                 continue
             launch = Launch(
-                job_name=RESULTS_JOB[stage],
+                job_name=stage.results_job,
                 partition=partition,
                 key=f"{slot}|{batch['submission_id']}|{batch['_storage_id']}",
                 tags={
                     "cotgen/submission_id": batch["submission_id"],
                     **(OFFLINE_TAG if batch.get("offline") else {}),  # as the submission recorded it
                 },
-                asset=RESULTS_ASSET[stage],
+                asset=stage.results_asset,
                 subject=f"submission {batch['submission_id']}",
                 advice=(
                     f"fix the cause, then re-execute the last run (Dagster UI: Runs), or materialize "
-                    f"{RESULTS_ASSET[stage]} and {SAMPLES_ASSET[stage]} for partition {partition!r}; "
+                    f"{stage.results_asset} and {stage.samples_asset} for partition {partition!r}; "
                     "nothing is paid twice"
                 ),
             )
-            saved = is_ingested(batch, latest_metadata(instance, SAMPLES_ASSET[stage], partition))
+            saved = is_ingested(batch, latest_metadata(instance, stage.samples_asset, partition))
             if attempts.get(slot, {}).get("key") == launch.key:  # launched: follow its runs
                 # Once the samples are saved, a later step's failure is the catch-up's business.
                 if saved or carry(instance, outcome, slot, launch, attempts[slot], now):
@@ -134,7 +130,7 @@ def check_submissions(
                 carry(instance, outcome, slot, launch, attempts[slot], now)
                 outcome.messages.append(
                     f"{slot}: submission {batch['submission_id']} ended {state}; "
-                    f"launching {RESULTS_JOB[stage]}"
+                    f"launching {stage.results_job}"
                 )
                 continue
             started = min((job.create_time for job in jobs if job.create_time), default=now)
@@ -144,13 +140,13 @@ def check_submissions(
                 stale_reported[slot] = batch["_storage_id"]
                 advice = (
                     f"batch {batch['batch_names']} has been pending for {age / 3600:.1f} h, far longer "
-                    f"than usual; to give up on it run `cotgen cancel {partition} {stage}`, then "
-                    f"materialize {BATCH_ASSET[stage]} again (nothing is lost or paid twice)"
+                    f"than usual; to give up on it run `cotgen cancel {partition} {stage.name}`, then "
+                    f"materialize {stage.batch_asset} again (nothing is lost or paid twice)"
                 )
                 outcome.messages.append(f"{slot}: STALE: {advice}")
                 outcome.observations.append(
                     dg.AssetObservation(
-                        asset_key=dg.AssetKey(BATCH_ASSET[stage]),
+                        asset_key=dg.AssetKey(stage.batch_asset),
                         partition=partition,
                         metadata={
                             "stale": True,
@@ -170,10 +166,10 @@ def check_submissions(
             partition=partition,
             key=catch_up.run_key,
             tags=dict(catch_up.tags),
-            asset=BATCH_ASSET[SUMMARIZATION],
+            asset=SUMMARIZATION.batch_asset,
             subject=f"the summarization of scenario {partition!r}'s newest CoT samples",
             advice=(
-                f"fix the cause, then materialize {BATCH_ASSET[SUMMARIZATION]} for partition {partition!r}: "
+                f"fix the cause, then materialize {SUMMARIZATION.batch_asset} for partition {partition!r}: "
                 "it submits the CoT samples that lack a CoD"
             ),
         )
@@ -273,8 +269,8 @@ def report_end(
             partition=launch.partition,
             metadata={
                 "run_failed": True,
-                "retried": dg.MetadataValue.bool(not refused),
-                "attempts": dg.MetadataValue.int(tried),
+                "retried": not refused,
+                "attempts": tried,
                 "last_run": dg.MetadataValue.dagster_run(run_id),
                 "job": launch.job_name,
                 "about": launch.subject,
@@ -311,12 +307,12 @@ def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.R
     this launches it once the earlier summarization has been ingested (once per cot_samples
     materialization, thanks to the run key).
     """
-    cot = latest_metadata(instance, "cot_samples", partition)
+    cot = latest_metadata(instance, GENERATION.samples_asset, partition)
     if not cot:
         return None
     # the newest summarization plan that was not a dry run (a dry run saw nothing for the pipeline)
     batch = newest_metadata_where(
-        instance, BATCH_ASSET[SUMMARIZATION], partition, lambda metadata: not metadata.get("dry_run")
+        instance, SUMMARIZATION.batch_asset, partition, lambda metadata: not metadata.get("dry_run")
     )
     if batch and batch.get("cot_samples_storage_id", 0) >= cot["_storage_id"]:
         return None

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from cotgen_assets.core import prompts
 from cotgen_assets.core.decontamination import RULE
-from cotgen_assets.core.records import GENERATION, SUMMARIZATION, arrow_schema, field_table
+from cotgen_assets.core.records import arrow_schema, field_table
+from cotgen_assets.core.stages import STAGES, Stage
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.parquet import data_file
 from cotgen_assets.publish.report import ROWS, ScenarioFigures
-from cotgen_assets.publish.selection import CONFIGS, NOT_CLEAN_REASONS, Split
+from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, Split
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -70,7 +71,7 @@ class CardFacts:
     include_incorrect: bool
     where: str  # what `load_dataset` is given: the Hub repo, or the folder
     scenarios: list[ScenarioFacts]
-    made_with: dict[str, MadeWith]  # by stage
+    made_with: dict[str, MadeWith]  # by stage name
     stale_prompt_versions: list[str]
     exported_on: str
     fingerprint: str
@@ -88,11 +89,7 @@ class CardFacts:
 
 def gather(export: "Export", repo_id: str | None = None) -> CardFacts:
     """The card's facts, from the export and the submissions of its rows."""
-    made = {stage: made_with(export.splits, stage) for stage in (GENERATION, SUMMARIZATION)}
-    current = {
-        GENERATION: prompts.GENERATION_PROMPT_VERSION,
-        SUMMARIZATION: prompts.SUMMARIZATION_PROMPT_VERSION,
-    }
+    made = {stage.name: made_with(export.splits, stage) for stage in STAGES}
     return CardFacts(
         title=title(export.offline),
         offline=export.offline,
@@ -103,7 +100,7 @@ def gather(export: "Export", repo_id: str | None = None) -> CardFacts:
         ],
         made_with=made,
         stale_prompt_versions=sorted(
-            {v for stage, m in made.items() for v in m.prompt_version if v != current[stage]}
+            {v for stage in STAGES for v in made[stage.name].prompt_version if v != stage.prompt_version}
         ),
         exported_on=datetime.now(UTC).date().isoformat(),
         fingerprint=export.fingerprint,
@@ -137,7 +134,7 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         template_path=str(TEMPLATE),
         facts=facts,
         image=image or f"![{PICTURE_ALT}]({PICTURE})",
-        fields={config: field_table(stage) for config, stage in CONFIGS.items()},
+        fields={stage.prefix: field_table(stage.fields) for stage in STAGES},
         prompts=prompts,
         draft_schema=json.dumps(prompts.DRAFT_SCHEMA, indent=2),
         rule=RULE,
@@ -177,7 +174,8 @@ def front_matter(export: "Export") -> dict:
 
     splits = [s.name for s in export.splits if s.cot]
     configs, infos = [], []
-    for config, stage in CONFIGS.items():
+    for stage in STAGES:
+        config = stage.prefix
         configs.append(
             {
                 "config_name": config,
@@ -188,7 +186,7 @@ def front_matter(export: "Export") -> dict:
         infos.append(
             {
                 "config_name": config,
-                "features": Features.from_arrow_schema(arrow_schema(stage))._to_yaml_list(),
+                "features": Features.from_arrow_schema(arrow_schema(stage.fields))._to_yaml_list(),
                 "splits": [
                     {"name": s, "num_bytes": tables[s].nbytes, "num_examples": tables[s].num_rows}
                     for s in splits
@@ -258,14 +256,14 @@ def figure_rows(exported: ScenarioFigures, files: ScenarioFigures) -> list[tuple
 # --------------------------------------------------------------------------- how the rows were made
 
 
-def made_with(splits: list[Split], stage: str) -> MadeWith:
+def made_with(splits: list[Split], stage: Stage) -> MadeWith:
     """The models, model versions, prompt versions and thinking levels of a stage's exported rows,
     and the days their batches were submitted and ingested (UTC)."""
     found = {k: set() for k in ("model", "model_version", "prompt_version")}
     submissions = set()
     for split in splits:
-        for record in split.cot if stage == GENERATION else split.cod:
-            block = record[stage]
+        for record in split.rows[stage.prefix]:
+            block = record[stage.name]
             for key in found:
                 found[key].add(block.get(key) or "unknown")
             submissions.add((split.name, block["submission"]))
@@ -283,7 +281,7 @@ def made_with(splits: list[Split], stage: str) -> MadeWith:
     )
 
 
-def thinking_level(scenario: str, stage: str, submission_id: str) -> str:
+def thinking_level(scenario: str, stage: Stage, submission_id: str) -> str:
     """The thinkingLevel a submission asked for, read from its first request (submission.json lacks it)."""
     if not (submission_folder(scenario, stage, submission_id) / "submission.json").exists():
         return "unknown"

@@ -1,4 +1,4 @@
-"""The Hugging Face export (issue 14): the samples files as a Hub dataset folder with its card.
+"""The Hugging Face export: the samples files as a Hub dataset folder with its card.
 
 `write_export` selects every scenario's samples (`selection`), writes them as deterministic
 Parquet (`parquet`), gathers and renders the card (`card`) and swaps the folder in whole,
@@ -18,11 +18,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
+from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import data_dir
 from cotgen_assets.publish.card import PICTURE, CardFacts, dataset_card, gather
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
 from cotgen_assets.publish.report import ScenarioFigures, all_figures, render_picture
-from cotgen_assets.publish.selection import CONFIGS, Split, select
+from cotgen_assets.publish.selection import Split, select
 
 CARD = "README.md"
 
@@ -92,15 +93,15 @@ def write_export(
         offline=any(s.offline for s in splits),
         figures=figures,
         report_figures=report_figures,
-        tables={c: {} for c in CONFIGS},
+        tables={stage.prefix: {} for stage in STAGES},
     )
     for split in splits:
         if not split.cot:
             continue
-        for config, stage in CONFIGS.items():
-            data, table = parquet_bytes(split.rows[config], stage)
-            export.files[data_file(config, split.name)] = data
-            export.tables[config][split.name] = table
+        for stage in STAGES:
+            data, table = parquet_bytes(split.rows[stage.prefix], stage)
+            export.files[data_file(stage.prefix, split.name)] = data
+            export.tables[stage.prefix][split.name] = table
     export.fingerprint = fingerprint(export.files)
     export.facts = gather(export, repo_id)
     export.card = str(dataset_card(export.facts))

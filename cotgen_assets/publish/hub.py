@@ -1,4 +1,4 @@
-"""Push an export folder to the Hugging Face Hub in one commit (issue 14).
+"""Push an export folder to the Hugging Face Hub in one commit.
 
 Refuses, uploading nothing, when there is no token, when the data was made by the emulator, or
 when the export holds no rows: each is read off the folder's own Parquet files, not a manifest.
@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import is_local
 
 DATA_GLOB = "data/*/*.parquet"
@@ -27,7 +28,7 @@ def scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def check_pushable(folder: Path) -> int:
+def pushable_rows(folder: Path) -> int:
     """The number of rows of the export; raises PushRefused when it is empty or made offline."""
     files = sorted(folder.glob(DATA_GLOB))
     rows = 0
@@ -42,7 +43,7 @@ def check_pushable(folder: Path) -> int:
     for path in files:
         with path.open("rb") as handle:
             parquet = pq.ParquetFile(handle)
-            blocks = [b for b in ("generation", "summarization") if b in parquet.schema_arrow.names]
+            blocks = [s.name for s in STAGES if s.name in parquet.schema_arrow.names]
             offline = any(
                 pc.any(pc.struct_field(parquet.read(columns=[b])[b], "offline")).as_py() for b in blocks
             )
@@ -78,7 +79,7 @@ def push_export(
             f"hub_repo {repo_id!r} is not a Hub dataset id like 'user/name'. Nothing was uploaded."
         )
     folder = Path(folder) if isinstance(folder, str) else folder  # a UPath when the data is in a bucket
-    rows = check_pushable(folder)
+    rows = pushable_rows(folder)
 
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 

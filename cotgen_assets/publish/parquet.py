@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.records import arrow_schema
+from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import atomic_write, is_local
 
 
@@ -22,9 +23,9 @@ def data_file(config: str, split: str) -> str:
     return f"data/{config}/{split}.parquet"
 
 
-def parquet_bytes(rows: list[dict], stage: str) -> tuple[bytes, pa.Table]:
+def parquet_bytes(rows: list[dict], stage: Stage) -> tuple[bytes, pa.Table]:
     """The same rows give the same bytes: the records' schema, given order, no timestamps."""
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(stage))
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(stage.fields))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes(), table

@@ -1,7 +1,8 @@
 """What a person sees of samples in the UI: excerpts of thoughts and drafts, preview rows."""
 
 from cotgen_assets.core.quality import tagged_block
-from cotgen_assets.core.records import GENERATION, MADE_BY, draft_tokens, thinking_tokens
+from cotgen_assets.core.records import draft_tokens, thinking_tokens
+from cotgen_assets.core.stages import Stage
 
 
 def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:
@@ -33,30 +34,35 @@ def draft_excerpt(cod: str, steps: int = 4) -> str:
     return excerpt(shown, head=100, tail=25) + more
 
 
-def preview_rows(records: list[dict], stage: str) -> tuple[list[dict], list[str]]:
+def preview_rows(records: list[dict], stage: Stage) -> tuple[list[dict], list[str]]:
     """Rows and columns of a samples preview: excerpts of the thought or draft, never the whole text.
 
     Few, narrow columns so the UI's table stays readable; `cotgen trace ID` shows the rest.
     """
-    rows = []
-    for record in records:
-        row = {"id": record["id"], "question": excerpt(record["question"], 60, 25)}
-        thinking = thinking_tokens(record)
-        if stage == GENERATION:
-            row |= {"thought (excerpt)": thought_excerpt(record["cot"]), "thinking tokens": thinking}
-        else:
-            draft = draft_tokens(record)
-            row |= {
-                "draft (excerpt)": draft_excerpt(record["cod"]),
-                "tokens thought → draft": f"{thinking} → {draft}",
-            }
-        row |= {
-            "predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
-            "correct": record["correct"],
-        }
-        if stage != GENERATION:
-            row["agrees with CoT"] = record.get("agrees_with_cot")
-        row["cost_usd"] = round(record[MADE_BY[stage]]["cost_usd"], 6)
-        rows.append(row)
+    row_of = _draft_row if stage.summarizes is not None else _thought_row
+    rows = [row_of(record) | {"cost_usd": round(record[stage.name]["cost_usd"], 6)} for record in records]
     columns = list(rows[0]) if rows else ["id", "question", "predicted / reference", "correct"]
     return rows, columns
+
+
+def _thought_row(record: dict) -> dict:
+    return {
+        "id": record["id"],
+        "question": excerpt(record["question"], 60, 25),
+        "thought (excerpt)": thought_excerpt(record["cot"]),
+        "thinking tokens": thinking_tokens(record),
+        "predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
+        "correct": record["correct"],
+    }
+
+
+def _draft_row(record: dict) -> dict:
+    return {
+        "id": record["id"],
+        "question": excerpt(record["question"], 60, 25),
+        "draft (excerpt)": draft_excerpt(record["cod"]),
+        "tokens thought → draft": f"{thinking_tokens(record)} → {draft_tokens(record)}",
+        "predicted / reference": f"{record['predicted_answer']} / {record['answer']}",
+        "correct": record["correct"],
+        "agrees with CoT": record.get("agrees_with_cot"),
+    }

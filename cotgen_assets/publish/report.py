@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotgen_assets.core.quality import SampleStats
-from cotgen_assets.core.records import GENERATION, SUMMARIZATION
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
+from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
 from cotgen_assets.core.submissions import total_cost_usd
 
@@ -47,9 +47,7 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
         figures.cot(record)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
         figures.cod(record)
-    figures.spent_usd = total_cost_usd(scenario.name, GENERATION) + total_cost_usd(
-        scenario.name, SUMMARIZATION
-    )
+    figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
     return figures
 
 
@@ -153,12 +151,9 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     figure = Figure(figsize=(11, 4.6), dpi=100, layout="constrained", facecolor="white")
     tokens, costs = figure.subplots(1, 2, width_ratios=[1.7, 1])
-    names = [f.scenario for f in figures]
     total = totals(figures)
     figure.suptitle(
         f"{total.cot.num_samples:,} CoT and {total.cod.num_samples:,} CoD samples, "
@@ -166,7 +161,20 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
         fontsize=10,
         parse_math=False,
     )
+    _draw_lengths(tokens, figures)
+    _draw_costs(costs, figures)
+    buffer = io.BytesIO()
+    # opaque: in the UI's picture dialog and on the Hub's dark theme a transparent PNG shows what is behind it
+    figure.savefig(buffer, format="png", facecolor="white", transparent=False)
+    return buffer.getvalue()
 
+
+def _draw_lengths(tokens, figures: list[ScenarioFigures]) -> None:
+    """Left: thought and draft tokens of each CoD sample, a pair of violins per scenario."""
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    names = [f.scenario for f in figures]
     for index, item in enumerate(figures):
         if not item.cod.draft_tokens:
             tokens.text(
@@ -179,20 +187,8 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
                 transform=tokens.get_xaxis_transform(),
             )
             continue
-        for offset, values, color in (
-            (-0.18, item.cod.thought_tokens, THOUGHT_COLOR),
-            (0.18, item.cod.draft_tokens, DRAFT_COLOR),
-        ):
-            data = [max(v, 1) for v in values]
-            parts = tokens.violinplot([data], positions=[index + offset], widths=0.32, showmedians=True)
-            for body in parts["bodies"]:
-                body.set_facecolor(color)
-                body.set_alpha(0.45)
-            for key in ("cmedians", "cmins", "cmaxes", "cbars"):
-                parts[key].set_color(color)
-            if len(data) <= 300:  # few samples: show every one
-                spread = [index + offset + 0.06 * (((i * 7919) % 13) / 6 - 1) for i in range(len(data))]
-                tokens.scatter(spread, data, s=9, color=color, alpha=0.8, linewidths=0)
+        _draw_violin(tokens, index - 0.18, item.cod.thought_tokens, THOUGHT_COLOR)
+        _draw_violin(tokens, index + 0.18, item.cod.draft_tokens, DRAFT_COLOR)
         tokens.text(
             index,
             1.01,
@@ -221,6 +217,24 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     )
     tokens.grid(axis="y", alpha=0.3)
 
+
+def _draw_violin(tokens, position: float, values, color: str) -> None:
+    """One violin with its median; with few samples, every sample as a dot too."""
+    data = [max(v, 1) for v in values]
+    parts = tokens.violinplot([data], positions=[position], widths=0.32, showmedians=True)
+    for body in parts["bodies"]:
+        body.set_facecolor(color)
+        body.set_alpha(0.45)
+    for key in ("cmedians", "cmins", "cmaxes", "cbars"):
+        parts[key].set_color(color)
+    if len(data) <= 300:  # few samples: show every one
+        spread = [position + 0.06 * (((i * 7919) % 13) / 6 - 1) for i in range(len(data))]
+        tokens.scatter(spread, data, s=9, color=color, alpha=0.8, linewidths=0)
+
+
+def _draw_costs(costs, figures: list[ScenarioFigures]) -> None:
+    """Right: CoT + CoD cost per 1,000 samples, stacked, with each scenario's accuracy."""
+    names = [f.scenario for f in figures]
     cot = [f.cot.cost_per_1000_usd for f in figures]
     cod = [f.cod.cost_per_1000_usd for f in figures]
     costs.bar(names, cot, color=THOUGHT_COLOR, alpha=0.8, label="CoT")
@@ -239,11 +253,6 @@ def render_picture(figures: list[ScenarioFigures]) -> bytes:
     costs.margins(y=0.3)
     costs.legend(fontsize=8, loc="upper left")
     costs.grid(axis="y", alpha=0.3)
-
-    buffer = io.BytesIO()
-    # opaque: in the UI's picture dialog and on the Hub's dark theme a transparent PNG shows what is behind it
-    figure.savefig(buffer, format="png", facecolor="white", transparent=False)
-    return buffer.getvalue()
 
 
 def picture_path() -> Path:

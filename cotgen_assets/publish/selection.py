@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 
 import pyarrow.parquet as pq
 
-from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
 from cotgen_assets.core.scenarios import Scenario
+from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import read_jsonl, samples_path, scenario_dir
 from cotgen_assets.core.storage import source_problems_path as problems_path
-
-CONFIGS = {"cot": GENERATION, "cod": SUMMARIZATION}  # config name -> the stage that made its records
 
 # The reasons a sample is left out, in the order they are tested (a sample counts for the first).
 NOT_CLEAN = "not clean (problem not in source_problems)"
@@ -41,7 +39,7 @@ def id_key(sample_id: str) -> tuple:
     return (head, int(tail), "") if tail.isdigit() else (head, -1, tail)
 
 
-def decontamination_report(scenario: str) -> dict | None:
+def saved_decontamination(scenario: str) -> dict | None:
     """What source_problems left out and why (`<scenario>/decontamination.json`), if it saved it."""
     path = scenario_dir(scenario) / "decontamination.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -65,7 +63,8 @@ class Split:
 
     @property
     def rows(self) -> dict[str, list[dict]]:
-        return {"cot": self.cot, "cod": self.cod}
+        """Rows by export config: a stage's prefix (`cot`, `cod`)."""
+        return {GENERATION.prefix: self.cot, SUMMARIZATION.prefix: self.cod}
 
     @property
     def offline(self) -> bool:
@@ -73,7 +72,7 @@ class Split:
         return any(
             (record.get(block) or {}).get("offline")
             for record in self.cot + self.cod
-            for block in (GENERATION, SUMMARIZATION)
+            for block in (stage.name for stage in STAGES)
         )
 
 
@@ -97,7 +96,7 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
         )
     with path.open("rb") as handle:
         clean = set(pq.read_table(handle, columns=["problem_id"])["problem_id"].to_pylist())
-    split.decontamination = decontamination_report(scenario.name)
+    split.decontamination = saved_decontamination(scenario.name)
     saved = split.decontamination or {}
     unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
     unclean |= {i: REPEAT for i in saved.get("duplicate_ids", {}) if i not in unclean}
@@ -112,8 +111,8 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
             split.cod.append(draft)
         else:
             split.left_out[reason] = split.left_out.get(reason, 0) + 1
-    for config, stage in CONFIGS.items():
-        check_described(split.rows[config], stage, samples_path(stage, scenario.suffix))
+    for stage in STAGES:
+        refuse_undescribed_fields(split.rows[stage.prefix], stage, samples_path(stage, scenario.suffix))
     return split
 
 
@@ -134,9 +133,9 @@ def why_not(thought: dict | None, draft: dict | None, include_incorrect: bool) -
     return None
 
 
-def check_described(rows: list[dict], stage: str, path) -> None:
+def refuse_undescribed_fields(rows: list[dict], stage: Stage, path) -> None:
     """A field `records` does not describe would be dropped from the Parquet file: refuse instead."""
-    described = {f.name for f in FIELDS[stage]}
+    described = {f.name for f in stage.fields}
     for row in rows:
         extra = sorted(set(row) - described)
         if extra:

@@ -15,11 +15,13 @@ import orjson
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.decontamination import excluded_problems
-from cotgen_assets.core.records import GENERATION, MADE_BY_KEYS, STAGES, SUMMARIZATION
+from cotgen_assets.core.records import MADE_BY_KEYS
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
+from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import damaged_file, data_dir, samples_path, source_problems_path
 
 OUTCOME_KEYS = ("id", "batch", "status", "reason", "cost_usd")  # what ingestion writes per request
+STAGE_NAMES = [stage.name for stage in STAGES]  # an attempt's stage is its submission.json's name
 
 
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
@@ -83,14 +85,14 @@ def source_row(scenario: Scenario, sample_id: str) -> dict | None:
     return source | {"question": row["question"], "answer": row["answer"]}
 
 
-def record_summary(path: Path, found: tuple[int, dict] | None, block: str) -> dict | None:
+def record_summary(path: Path, found: tuple[int, dict] | None, stage: Stage) -> dict | None:
     """Who made a record, how and for how much, plus its grade and where it sits in its file."""
     if found is None:
         return None
     line, record = found
-    summary = {k: record[block].get(k) for k in MADE_BY_KEYS}
+    summary = {k: record[stage.name].get(k) for k in MADE_BY_KEYS}
     summary |= {"predicted_answer": record.get("predicted_answer"), "correct": record.get("correct")}
-    if block == "summarization":
+    if stage.summarizes is not None:
         summary |= {
             "agrees_with_cot": record.get("agrees_with_cot"),
             "unsupported_draft_numbers": record.get("unsupported_draft_numbers"),
@@ -158,8 +160,8 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
                     }
                 )
                 break
-    found.sort(key=lambda a: (a.pop("_order"), STAGES.index(a["stage"])))
-    for stage in STAGES:
+    found.sort(key=lambda a: (a.pop("_order"), STAGE_NAMES.index(a["stage"])))
+    for stage in STAGE_NAMES:
         for number, attempt in enumerate((a for a in found if a["stage"] == stage), 1):
             attempt["try"] = number
     return found
@@ -184,7 +186,7 @@ def why_no_cod(scenario: Scenario, sample_id: str, cot_found, tried: list[dict])
         return "no CoT sample yet"
     if not cot_found[1].get("correct"):
         return "its CoT answer is wrong: only correct samples are summarized (summarize: correct)"
-    last = next((a for a in reversed(tried) if a["stage"] == SUMMARIZATION), None)
+    last = next((a for a in reversed(tried) if a["stage"] == SUMMARIZATION.name), None)
     if last is None:
         return "not summarized yet: summarization_batch has not asked for it"
     return f"its last summarization request is {last['status']}" + (
@@ -214,8 +216,8 @@ def trace(sample_id: str) -> dict:
         "id": sample_id,
         "scenario": scenario.name,
         "source": source,
-        "cot": record_summary(cot_path, cot_found, "generation"),
-        "cod": record_summary(cod_path, cod_found, "summarization"),
+        "cot": record_summary(cot_path, cot_found, GENERATION),
+        "cod": record_summary(cod_path, cod_found, SUMMARIZATION),
         "no_cod_because": None if cod_found else why_no_cod(scenario, sample_id, cot_found, tried),
         "attempts": tried,
         "total_cost_usd": sum(a["cost_usd"] or 0.0 for a in tried),

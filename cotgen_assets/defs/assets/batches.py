@@ -1,0 +1,292 @@
+"""The batch assets: `generation_batch` and `summarization_batch` plan what to ask, then send it as
+Gemini batch jobs and return at once (batch_completion_sensor takes over when the jobs end).
+
+Submitting, in order: take the stage's lock, refuse while its last batch is in flight, adopt a
+batch a dead run sent without recording it, else plan and write the requests, refuse one over
+budget, and send them.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field, ValidationError, model_validator
+
+from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.planning import Plan
+from cotgen_assets.core.scenarios import Scenario, get_scenario
+from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
+from cotgen_assets.core.submissions import (
+    Prepared,
+    SubmissionRefused,
+    prepare_generation,
+    prepare_summarization,
+    refuse_over_budget,
+)
+from cotgen_assets.defs.assets.ui import GROUP
+from cotgen_assets.defs.history import InFlight, latest_metadata, orphan_submissions, refuse_if_in_flight
+from cotgen_assets.defs.locks import submission_lock
+from cotgen_assets.defs.partitions import scenario_partitions
+from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, submit
+
+DEFAULT_MODEL = "gemini-3.1-pro-preview"
+THINKING_LEVELS = (
+    "a level the model takes: 3.1 Pro low, medium, high; 3 Pro low, high; 3 Flash minimal, low, medium, high"
+)
+
+
+class BatchConfig(dg.Config):
+    """Knobs shared by both batch assets; every field has a default so a plain click works.
+
+    The launchpad shows the descriptions and checks types and enums, but not bounds: those are
+    checked as the run starts, before the asset looks at anything, and refused as a `dg.Failure`
+    naming every field out of bounds (a refusal, so the sensor does not retry it).
+    """
+
+    dry_run: bool = Field(
+        False, description="write the request file and show the projected cost; submit nothing"
+    )
+    max_cost_usd: float = Field(
+        100.0, ge=0, description="refuse to submit a batch projected to cost more than this (USD, 0 or more)"
+    )
+    max_tries: int = Field(
+        3, ge=1, description="asks per problem before it is reported as given up (at least 1)"
+    )
+    max_requests_per_job: int = Field(
+        10_000, ge=1, description="larger submissions are split into several batch jobs (at least 1)"
+    )
+    model: str = Field(DEFAULT_MODEL, description="the Gemini model; it must have a row in the price table")
+    thinking_level: str = Field("high", description=THINKING_LEVELS)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_out_of_bounds(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as error:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
+            ]
+            raise dg.Failure(description="; ".join(problems)) from None
+
+
+class GenerationBatchConfig(BatchConfig):
+    limit: int | None = Field(
+        None,
+        gt=0,
+        description="fill: good samples to reach; extend: new problems to add (more than 0); "
+        "default: the scenario's limit",
+    )
+    mode: Literal["fill", "extend"] = Field(
+        "fill",
+        description="fill: retry failed or wrong problems and top up to `limit` good samples; "
+        "extend: `limit` problems never asked before",
+    )
+
+
+class SummarizationBatchConfig(BatchConfig):
+    thinking_level: str = Field("low", description=THINKING_LEVELS)
+    summarize: Literal["correct", "all"] = Field(
+        "correct",
+        description="correct: draft only CoT samples graded correct (no paying to train on wrong "
+        "reasoning); all: every one",
+    )
+
+
+@dataclass
+class Sent:
+    """What a batch run submitted: the submission and its plan, and which jobs it reused."""
+
+    prepared: Prepared
+    reused: list[str]  # names of batch jobs found already made for these requests, not made again
+    adopted: bool = False  # the submission of a run that died before recording it
+
+
+def submit_stage(
+    context: dg.AssetExecutionContext,
+    gemini: GeminiBatchResource,
+    stage: Stage,
+    config: BatchConfig,
+    prepare: Callable[[Scenario], Prepared],
+    wait_if_in_flight: bool = False,
+    extra_metadata: dict | None = None,
+) -> dg.MaterializeResult | None:
+    """The batch assets' body: under the stage's lock, send what `prepare` plans (or adopt an orphan).
+
+    With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
+    and batch_completion_sensor submits what is left once that batch is ingested.
+    """
+    scenario = get_scenario(context.partition_key)
+    try:
+        with submission_lock(
+            context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
+        ):
+            sent = _send(context, gemini, stage, scenario, config, prepare, wait_if_in_flight)
+    except (SubmissionRefused, ValueError) as error:
+        raise dg.Failure(description=str(error)) from None
+    if sent is None:
+        return None
+    _warn_about(context, sent, config.max_tries)
+    return dg.MaterializeResult(metadata={**batch_metadata(sent, config, gemini), **(extra_metadata or {})})
+
+
+def _send(
+    context, gemini, stage: Stage, scenario: Scenario, config: BatchConfig, prepare, wait_if_in_flight: bool
+) -> Sent | None:
+    """Adopt an orphan, or plan and send (a dry run only plans); None while a batch is in flight."""
+    if not config.dry_run:
+        try:
+            refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
+            adopted = adopt_orphan(context, gemini, scenario.name, stage)
+        except InFlight as error:
+            if not wait_if_in_flight:
+                raise
+            context.log.info(f"{error} batch_completion_sensor submits the rest once it is ingested.")
+            return None
+        if adopted is not None:
+            return adopted
+    prepared = prepare(scenario)
+    submission = prepared.submission
+    context.log.info(
+        f"{submission.num_requests} {stage.name} requests, projected cost "
+        f"${submission.projected_cost_usd:.4f} ({gemini.describe()})"
+    )
+    if not submission.num_requests or config.dry_run:
+        return Sent(prepared, [])
+    refuse_over_budget(submission, config.max_cost_usd)
+    jobs = submit(submission, gemini, context.run.run_id)
+    context.log.info(f"submitted {submission.batch_names}")
+    return Sent(prepared, [job.name for job in jobs if job.reused])
+
+
+def adopt_orphan(context, gemini, scenario: str, stage: Stage) -> Sent | None:
+    """The submission of a run that died between creating its jobs and recording them, taken over
+    as this run's (its requests are in flight; nothing of it is sent again), with the jobs reused.
+    None when there is none: then this run plans as usual."""
+    for orphan in orphan_submissions(context.instance, scenario, stage):
+        died = orphan.sent_by
+        jobs = adopt(orphan, gemini, context.run.run_id)
+        if jobs is None:
+            context.log.info(
+                f"submission {orphan.submission_id} (run {died}) was written, but its jobs were never "
+                "created: left alone (marked as never sent), its requests are planned as usual"
+            )
+            continue
+        reused = [job.name for job in jobs if job.reused]
+        created = [job.name for job in jobs if not job.reused]
+        context.log.warning(
+            f"ADOPTED submission {orphan.submission_id}: run {died} created its batch job(s) {reused} and "
+            "died before recording them. They are REUSED as this run's submission, not sent again"
+            + (f" (the shards that run never sent were sent now: {created})" if created else "")
+            + f". Its {orphan.num_requests} requests count as in flight and batch_completion_sensor ingests "
+            "them; this run plans nothing new: once they are ingested, the next fill asks for the rest."
+        )
+        return Sent(Prepared(orphan, Plan(), Usage()), reused, adopted=True)
+    return None
+
+
+def _warn_about(context, sent: Sent, max_tries: int) -> None:
+    """Jobs reused rather than sent again, and problems given up, as warnings in the run's log."""
+    submission, plan = sent.prepared.submission, sent.prepared.plan
+    if sent.reused and not sent.adopted:
+        context.log.warning(
+            f"REUSED {len(sent.reused)} existing batch job(s) of submission {submission.submission_id} "
+            "instead of submitting again (a retried run, or one whose materialization was lost): "
+            f"{sent.reused}"
+        )
+    if plan.given_up:
+        context.log.warning(
+            f"{len(plan.given_up)} problems reached max_tries={max_tries} "
+            f"without a good sample and are given up: {plan.given_up[:20]}"
+        )
+
+
+def batch_metadata(sent: Sent, config: BatchConfig, gemini: GeminiBatchResource) -> dict:
+    """What a batch materialization records: the submission (the sensor reads it), its plan, its cost."""
+    prepared = sent.prepared
+    submission, plan, usage = prepared.submission, prepared.plan, prepared.projected_usage
+    return {
+        "batch_names": dg.MetadataValue.json(submission.batch_names),
+        "reused_batches": dg.MetadataValue.json(sent.reused),
+        "adopted": sent.adopted,
+        "submission_id": submission.submission_id,
+        "num_requests": submission.num_requests,
+        "num_retries": plan.num_retries,
+        "num_new_problems": plan.num_new,
+        "num_given_up": len(plan.given_up),
+        "num_skipped_incorrect": plan.skipped.get("incorrect", 0),
+        "num_skipped_contaminated": plan.skipped.get("contaminated_or_repeat", 0),
+        "skipped_projected_cost_usd": dg.MetadataValue.float(prepared.saved_cost_usd),
+        "num_shards": len(submission.shards),
+        "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
+        "projected_input_tokens": usage.input_tokens,
+        "projected_thinking_tokens": usage.thinking_tokens,
+        "projected_output_tokens": usage.output_tokens,
+        "model": submission.model,
+        "prompt_version": submission.prompt_version,
+        "dry_run": config.dry_run,
+        "gemini_endpoint": gemini.describe(),
+        "offline": gemini.offline,
+        "request_files": dg.MetadataValue.json([str(submission.requests_path(s)) for s in submission.shards]),
+    }
+
+
+@dg.asset(
+    name=GENERATION.batch_asset,
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"gemini", "jsonl"},
+    deps=["source_problems"],
+    description="Submits the CoT generation requests as a Gemini batch and returns at once.",
+)
+def generation_batch(
+    context: dg.AssetExecutionContext, config: GenerationBatchConfig, gemini: GeminiBatchResource
+) -> dg.MaterializeResult:
+    def prepare(scenario):
+        limit = scenario.limit if config.limit is None else config.limit
+        return prepare_generation(
+            scenario,
+            limit,
+            config.mode,
+            config.max_tries,
+            config.model,
+            config.thinking_level,
+            config.max_requests_per_job,
+            gemini.offline,
+        )
+
+    return submit_stage(context, gemini, GENERATION, config, prepare)
+
+
+@dg.asset(
+    name=SUMMARIZATION.batch_asset,
+    partitions_def=scenario_partitions,
+    group_name=GROUP,
+    kinds={"gemini", "jsonl"},
+    deps=[GENERATION.samples_asset],
+    output_required=False,  # not materialized while an earlier summarization is still in flight
+    description="Submits a Gemini batch that cuts each CoT sample lacking a CoD down to a Chain of Draft.",
+)
+def summarization_batch(
+    context: dg.AssetExecutionContext, config: SummarizationBatchConfig, gemini: GeminiBatchResource
+):
+    def prepare(scenario):
+        return prepare_summarization(
+            scenario,
+            config.max_tries,
+            config.model,
+            config.thinking_level,
+            config.max_requests_per_job,
+            gemini.offline,
+            config.summarize,
+        )
+
+    # Which cot_samples this plan saw: the sensor submits again when a newer one exists.
+    cot = latest_metadata(context.instance, GENERATION.samples_asset, context.partition_key)
+    based_on = {"cot_samples_storage_id": cot["_storage_id"] if cot else 0}
+    result = submit_stage(
+        context, gemini, SUMMARIZATION, config, prepare, wait_if_in_flight=True, extra_metadata=based_on
+    )
+    if result is not None:
+        yield result
