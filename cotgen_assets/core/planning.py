@@ -35,14 +35,16 @@ def check_max_tries(max_tries: int) -> None:
         raise ValueError(f"max_tries must be at least 1, got {max_tries}")
 
 
-def check_job_settings(model: str, thinking_level: str, max_requests_per_job: int) -> None:
+def check_job_settings(
+    model: str, thinking_level: str, max_requests_per_job: int, backend: str = "developer"
+) -> None:
     """Before anything is written: a job of no requests, a model the price table lacks (whose
     cost could be neither projected nor recorded), or a thinking level the model does not take
     is a config error."""
     if max_requests_per_job < 1:
         raise ValueError(f"max_requests_per_job must be at least 1, got {max_requests_per_job}")
     try:
-        model_price(model)
+        model_price(model, backend=backend)
     except UnknownModelError as error:
         raise ValueError(str(error)) from None
     check_thinking_level(model, thinking_level)
@@ -96,9 +98,9 @@ def plan_generation(
 
 
 def projected_cost_usd(
-    model: str, request_bytes: int, num_requests: int, average: Usage
+    model: str, request_bytes: int, num_requests: int, average: Usage, backend: str = "developer"
 ) -> tuple[float, Usage]:
-    """The batch's projected cost from its request sizes and the average answer so far."""
+    """The batch's projected cost on `backend` from its request sizes and the average answer so far."""
     per_request_input = request_bytes // max(num_requests, 1) // CHARS_PER_TOKEN
     per_request = Usage(
         input_tokens=per_request_input,
@@ -110,7 +112,7 @@ def projected_cost_usd(
         thinking_tokens=per_request.thinking_tokens * num_requests,
         output_tokens=per_request.output_tokens * num_requests,
     )
-    return cost_usd(model, per_request, batch=True) * num_requests, total
+    return cost_usd(model, per_request, batch=True, backend=backend) * num_requests, total
 
 
 class UsageAverage:
