@@ -1,7 +1,9 @@
 """Batch output lines, one at a time, each turned into a definite outcome.
 
-An output line is `{"key", "response"}` or `{"key", "error"}`, in any order; the caller
-joins by key. Files can be large, so nothing here reads a whole file at once.
+An output line is `{"key", "response"}` or `{"key", "error"}` (the Gemini Developer API), or
+`{"key", "request", "status", "response"}` (Vertex AI: `status` is "" on success, else why that
+request failed), in any order; the caller joins by key. Files can be large, so nothing here reads
+a whole file at once.
 """
 
 import re
@@ -94,6 +96,11 @@ def _usage(metadata) -> Usage:
     )
 
 
+def _response_usage(line: dict):
+    response = line.get("response")
+    return response.get("usageMetadata") if isinstance(response, dict) else None
+
+
 def _unparsable(raw: bytes) -> ResultLine:
     try:
         raw.decode("utf-8")
@@ -126,6 +133,10 @@ def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
     if not isinstance(key, str) or not key:
         return ResultLine(None, NO_KEY, reason="line has no 'key'")
 
+    status = line.get("status")
+    if status:  # Vertex AI: any text but "" is that request's failure, the text its reason
+        reason = status if isinstance(status, str) else orjson.dumps(status).decode()
+        return ResultLine(key, LINE_ERROR, usage=_usage(_response_usage(line)), reason=reason)
     error = line.get("error")
     if error is not None:
         if isinstance(error, dict):

@@ -515,6 +515,14 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
             f"{ingest.num_failed} requests gave no sample: {dict(ingest.statuses)}; "
             f"see {submission.folder / 'outcomes.jsonl'}"
         )
+    if ingest.unknown_keys or ingest.duplicate_keys:
+        context.log.warning(
+            f"{ingest.unknown_keys + ingest.duplicate_keys} result lines were not used: "
+            f"{ingest.duplicate_keys} repeated a key answered earlier (the first answer counts), "
+            f"{ingest.unknown_keys} had no key, or one never asked. Their answers (tokens worth "
+            f"${ingest.unused_cost_usd:.4f}, not in cost_usd) are no samples; they stay in the results "
+            f"files of submission {submission.submission_id} ({RESULTS_ASSET[stage]})"
+        )
     usage = ingest.usage
     metadata = {
         "num_samples": dg.MetadataValue.int(stats.num_samples),
@@ -523,6 +531,7 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
         "failed_by_reason": dg.MetadataValue.json({k: v for k, v in ingest.statuses.items() if k != "ok"}),
         "num_unknown_keys": dg.MetadataValue.int(ingest.unknown_keys),
         "num_duplicate_keys": dg.MetadataValue.int(ingest.duplicate_keys),
+        "unused_lines_cost_usd": dg.MetadataValue.float(ingest.unused_cost_usd),
         "input_tokens": dg.MetadataValue.int(usage.input_tokens),
         "cached_tokens": dg.MetadataValue.int(usage.cached_tokens),
         "thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
