@@ -114,10 +114,10 @@ def test_cotgen_trace_loads_neither_dagster_nor_the_gemini_sdk(tmp_path):
 
 
 def test_the_raw_batch_read_still_has_its_sdk_path():
-    """`GeminiBatchResource._raw_get` uses the SDK's private transport because the public
-    `batches.get` drops `batchStats` and `error` on the Gemini API. If this fails, google-genai
-    changed that path: switch `_raw_get` to whatever replaced it (or to a public call that now
-    carries the fields)."""
+    """`gemini.developer.raw_get` uses the SDK's private transport because the public
+    `batches.get` drops `batchStats` and `error` on the Gemini API (and the Vertex AI backend reads
+    and cancels a job by its own resource name through it). If this fails, google-genai changed that
+    path: switch `raw_get` to whatever replaced it (or to a public call that now carries the fields)."""
     from google.genai import _api_client
     from google.genai import types as genai_types
 

@@ -201,7 +201,8 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
     generation = submission.stage == GENERATION
     build = BUILDERS[submission.stage]
     stats = IngestStats()
-    prices = load_prices()  # once: resolving the price file per line cost more than the parse
+    # once: resolving the price file per line cost more than the parse
+    prices = load_prices(backend=submission.backend)
     answered = [
         (number, shard, batch)
         for number, (shard, batch) in enumerate(

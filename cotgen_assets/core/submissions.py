@@ -96,6 +96,9 @@ class Submission:
     offline: bool = False  # True when sent to the local emulator, not Gemini
     ask_id: str = ""  # what is asked and how, without the request bytes (ask_id_for)
     sent_by: str = ""  # the run that sends it, saved before its first upload ("" until then)
+    backend: str = "developer"  # the batch API it is sent to: "developer" or "vertex"
+    job_inputs: list[str] = field(default_factory=list)  # per shard, the request file its job reads
+    job_outputs: list[str] = field(default_factory=list)  # per shard, where its job put the answers
 
     @property
     def folder(self) -> Path:
@@ -286,9 +289,10 @@ def prepare_generation(
     thinking_level: str,
     max_requests_per_job: int,
     offline: bool,
+    backend: str = "developer",
 ) -> Prepared:
     """Plan a generation submission and write its request shards."""
-    check_job_settings(model, thinking_level, max_requests_per_job)
+    check_job_settings(model, thinking_level, max_requests_per_job, backend)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
     good, used, average = set(), set(), UsageAverage(DEFAULT_GENERATION_USAGE)
@@ -307,6 +311,7 @@ def prepare_generation(
         prompt_version=GENERATION_PROMPT_VERSION,
         num_requests=len(plan.items),
         offline=offline,
+        backend=backend,
         submission_id="",  # known once the requests are made (_finish)
         ask_id=ask_id_for(
             scenario.name,
@@ -366,6 +371,7 @@ def prepare_summarization(
     max_requests_per_job: int,
     offline: bool,
     summarize: str = "correct",
+    backend: str = "developer",
 ) -> Prepared:
     """Plan requests turning each CoT sample that lacks a CoD (of that very CoT) into a draft.
 
@@ -373,7 +379,7 @@ def prepare_summarization(
     and never one of a problem source_problems now leaves out (a benchmark match or a repeat).
     """
     check_max_tries(max_tries)
-    check_job_settings(model, thinking_level, max_requests_per_job)
+    check_job_settings(model, thinking_level, max_requests_per_job, backend)
     if summarize not in SUMMARIZE:
         raise ValueError(f"summarize must be one of {SUMMARIZE}, got {summarize!r}")
     excluded = excluded_problems(scenario.name)
@@ -410,6 +416,7 @@ def prepare_summarization(
         prompt_version=SUMMARIZATION_PROMPT_VERSION,
         num_requests=len(plan.items),
         offline=offline,
+        backend=backend,
         submission_id="",  # known once the requests are made (_finish)
         ask_id=ask_id_for(
             scenario.name,
@@ -452,13 +459,13 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
         write_shards(submission, items(), max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     submission.projected_cost_usd, usage = projected_cost_usd(
-        submission.model, request_bytes, submission.num_requests, average
+        submission.model, request_bytes, submission.num_requests, average, submission.backend
     )
     if not already_sent:
         submission.save()
     # what the samples left out would have cost (their text stands in for their requests)
     saved_usd, _ = projected_cost_usd(
-        submission.model, plan.skipped_chars, sum(plan.skipped.values()), average
+        submission.model, plan.skipped_chars, sum(plan.skipped.values()), average, submission.backend
     )
     return Prepared(submission, plan, usage, saved_usd)
 
