@@ -96,9 +96,12 @@ def _usage(metadata) -> Usage:
     )
 
 
-def _response_usage(line: dict):
-    response = line.get("response")
-    return response.get("usageMetadata") if isinstance(response, dict) else None
+def _failed_status(key: str, line: dict) -> ResultLine:
+    """Vertex AI: any `status` but "" is that request's failure, its text the reason."""
+    status, response = line["status"], line.get("response")
+    reason = status if isinstance(status, str) else orjson.dumps(status).decode()
+    usage = _usage(response.get("usageMetadata")) if isinstance(response, dict) else Usage()
+    return ResultLine(key, LINE_ERROR, usage=usage, reason=reason)
 
 
 def _unparsable(raw: bytes) -> ResultLine:
@@ -133,10 +136,8 @@ def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
     if not isinstance(key, str) or not key:
         return ResultLine(None, NO_KEY, reason="line has no 'key'")
 
-    status = line.get("status")
-    if status:  # Vertex AI: any text but "" is that request's failure, the text its reason
-        reason = status if isinstance(status, str) else orjson.dumps(status).decode()
-        return ResultLine(key, LINE_ERROR, usage=_usage(_response_usage(line)), reason=reason)
+    if line.get("status"):
+        return _failed_status(key, line)
     error = line.get("error")
     if error is not None:
         if isinstance(error, dict):

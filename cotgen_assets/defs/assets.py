@@ -518,13 +518,7 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
             f"see {submission.folder / 'outcomes.jsonl'}"
         )
     if ingest.unknown_keys or ingest.duplicate_keys:
-        context.log.warning(
-            f"{ingest.unknown_keys + ingest.duplicate_keys} result lines were not used: "
-            f"{ingest.duplicate_keys} repeated a key answered earlier (the first answer counts), "
-            f"{ingest.unknown_keys} had no key, or one never asked. Their answers (tokens worth "
-            f"${ingest.unused_cost_usd:.4f}, not in cost_usd) are no samples; they stay in the results "
-            f"files of submission {submission.submission_id} ({RESULTS_ASSET[stage]})"
-        )
+        context.log.warning(unused_lines_note(ingest, submission.submission_id, stage))
     usage = ingest.usage
     metadata = {
         "num_samples": dg.MetadataValue.int(stats.num_samples),
@@ -560,6 +554,17 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
     metadata["draft_to_thought_token_ratio"] = dg.MetadataValue.float(stats.draft_to_thought_token_ratio)
     metadata["answer_agreement"] = dg.MetadataValue.float(stats.answer_agreement)
     return dg.MaterializeResult(metadata=metadata, check_results=check_results(stats))
+
+
+def unused_lines_note(ingest, submission_id: str, stage: str) -> str:
+    """Result lines that are no sample, said rather than dropped silently: their answers were paid for."""
+    return (
+        f"{ingest.unknown_keys + ingest.duplicate_keys} result lines were not used: "
+        f"{ingest.duplicate_keys} repeated a key answered earlier (the first answer counts), "
+        f"{ingest.unknown_keys} had no key, or one never asked. Their answers (tokens worth "
+        f"${ingest.unused_cost_usd:.4f}, not in cost_usd) are no samples; they stay in the results "
+        f"files of submission {submission_id} ({RESULTS_ASSET[stage]})"
+    )
 
 
 def sample_preview(records: list[dict], stage: str) -> dg.MetadataValue:
