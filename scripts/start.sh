@@ -31,7 +31,7 @@ start_emulator() {
   pids+=($!)
 }
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null' EXIT
+trap '[ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null' EXIT
 
 if [ "$backend" = vertex ]; then
   if ! .venv/bin/python -c "import google.auth; google.auth.default()" 2>/dev/null; then
