@@ -286,3 +286,15 @@ def test_trace_shows_the_vertex_job_and_where_its_requests_and_answers_are(verte
     assert attempt["batch"].startswith(f"projects/{staging.rpartition('/')[2]}/locations/{LOCATION}/")
     assert attempt["job_files"]["requests"] == f"{folder}/shard-000.requests.jsonl"
     assert attempt["job_files"]["answers"].startswith(f"{folder}/shard-000.predictions/prediction-model-")
+
+
+def test_a_job_larger_than_vertex_ai_takes_is_refused_before_anything_is_written(vertex, sources, data_dir):
+    """Vertex AI takes up to 200,000 requests and 1 GB of input per job; the shards stay inside both."""
+    from cotgen_assets.core.submissions import MAX_SHARD_BYTES
+
+    sources("easy")
+    refused = vertex.submit_generation("easy", raise_on_error=False, limit=3, max_requests_per_job=200_001)
+    message = refused.failure_data_for_node("generation_batch").error.message
+    assert "max_requests_per_job must be at most 200000 on Vertex AI" in message
+    assert not (data_dir / "easy" / "submissions").exists(), "nothing written"
+    assert MAX_SHARD_BYTES <= 1_000_000_000

@@ -10,6 +10,7 @@ FILL = "fill"
 EXTEND = "extend"
 MODES = (FILL, EXTEND)
 CHARS_PER_TOKEN = 4  # a rough, conservative estimate for projected costs
+VERTEX_MAX_REQUESTS_PER_JOB = 200_000  # Vertex AI batch prediction's limit
 
 # Priors for the projected cost until a scenario has samples to average over.
 DEFAULT_GENERATION_USAGE = Usage(thinking_tokens=3000, output_tokens=400)
@@ -43,6 +44,11 @@ def check_job_settings(
     is a config error."""
     if max_requests_per_job < 1:
         raise ValueError(f"max_requests_per_job must be at least 1, got {max_requests_per_job}")
+    if backend == "vertex" and max_requests_per_job > VERTEX_MAX_REQUESTS_PER_JOB:
+        raise ValueError(
+            f"max_requests_per_job must be at most {VERTEX_MAX_REQUESTS_PER_JOB} on Vertex AI (its limit "
+            f"per batch job), got {max_requests_per_job}"
+        )
     try:
         model_price(model, backend=backend)
     except UnknownModelError as error:

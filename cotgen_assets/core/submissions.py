@@ -57,7 +57,7 @@ from cotgen_assets.core.storage import (
     source_problems_path,
 )
 
-MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
+MAX_SHARD_BYTES = 1_000_000_000  # input files: up to 1 GB on Vertex AI, 2 GB on the Developer Batch API
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
 CONTENT_HASH_CHARS = 16  # of a shard's sha256, at the end of its job's display name
 CONTEXT_COLUMNS = {
