@@ -103,6 +103,7 @@ def test_the_sensor_carries_easy_and_hard_to_cod_on_vertex_ai_as_on_the_develope
             # From here on the test only waits: the sensor launches every other run.
             for scenario in SCENARIOS:
                 platform.wait_samples(instance, "cod_samples", scenario, LIMIT)
+            platform.wait_sensor_runs(instance, 2 * len(SCENARIOS))  # their checks are written last
             vertex = outcome(instance, data)
 
             paths = CALL.findall(platform.emulator.log_path.read_text())
