@@ -170,6 +170,59 @@ def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
     assert tries_by_problem("easy", GENERATION) == {"easy-0": 1, "easy-1": 1}
 
 
+def vertex_line(key: str | None, status: str = "", answer: str | None = None, **more) -> bytes:
+    """An output line as Vertex AI writes it: the input's keys, the request re-serialized, a status."""
+    out = {"key": key} if key is not None else {}
+    out |= {"request": {"contents": [{"role": "user", "parts": [{"text": "q"}]}]}, "status": status}
+    out |= {"processed_time": "2026-12-02T10:00:00.123+00:00"}
+    if answer is not None:
+        out["response"] = response(key or "", answer)["response"]
+    return line(out | more)
+
+
+def test_vertex_lines_are_matched_by_key_and_a_status_text_is_that_requests_failure(data_dir, cot_file):
+    """Vertex AI answers in another order, says a request failed only by a non-empty `status`, and
+    may carry a key twice, one never asked, or none: each counted, none a crash or a second sample."""
+    submission = make_submission("vertex", list(range(5)))
+    failure = "INVALID_ARGUMENT: Request contains an invalid argument."
+    submission.results_path("shard-000").write_bytes(
+        vertex_line("easy-3", answer="6")
+        + vertex_line("easy-1", status=failure)
+        + vertex_line("easy-0", answer="0")
+        + vertex_line("easy-4", status="RESOURCE_EXHAUSTED: quota", answer="8")
+        + vertex_line("easy-0", answer="999")  # a duplicate key: the first answer counts
+        + vertex_line("easy-77", answer="154")  # a key never asked
+        + vertex_line(None, answer="1")  # no key at all
+    )
+
+    stats = ingest_submission(submission, cot_file)
+
+    assert sorted(r["id"] for r in read_jsonl(cot_file)) == ["easy-0", "easy-3"]
+    outcomes = {o["id"]: o for o in read_jsonl(submission.folder / "outcomes.jsonl")}
+    assert {k: (o["status"], o["reason"]) for k, o in outcomes.items() if o["status"] != "ok"} == {
+        "easy-1": ("line_error", failure),
+        "easy-4": ("line_error", "RESOURCE_EXHAUSTED: quota"),
+        "easy-2": ("missing", "no line for this request in the results file"),
+    }
+    assert (stats.unknown_keys, stats.duplicate_keys) == (2, 1)
+    assert stats.unused_cost_usd > 0, "what the unused lines' answers cost is known"
+
+
+def test_a_partially_succeeded_job_leaves_unanswered_requests_untried(data_dir, cot_file):
+    """Vertex AI's PARTIALLY_SUCCEEDED: the answered requests count (failed ones as a try), the ones it
+    never ran do not, so the next fill asks for both without spending a try on the unrun ones."""
+    submission = make_submission("partial", list(range(4)))
+    submission.job_states = ["JOB_STATE_PARTIALLY_SUCCEEDED"]
+    submission.save()
+    submission.results_path("shard-000").write_bytes(
+        vertex_line("easy-1", status="INTERNAL: Internal error encountered.")
+        + vertex_line("easy-0", answer="0")
+    )
+    stats = ingest_submission(load_submission("easy", GENERATION, "partial"), cot_file)
+    assert stats.statuses == {"ok": 1, "line_error": 1, "not_run": 2}
+    assert tries_by_problem("easy", GENERATION) == {"easy-0": 1, "easy-1": 1}
+
+
 # --------------------------------------------------------------------------- killed mid-ingestion
 
 # Runs `ingest_submission` in a real process, which kills itself with SIGKILL at a chosen point.

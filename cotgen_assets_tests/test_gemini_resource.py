@@ -8,16 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cotgen_assets.core.batch_output import iter_result_lines
+from cotgen_assets.core.batch_output import FAILED_STATES, SUCCEEDED_STATES, iter_result_lines
 from cotgen_assets.core.prompts import generation_request, request_line
-from cotgen_assets.gemini import resource as gemini_module
-from cotgen_assets.gemini.resource import (
-    FAILED_STATES,
-    SUCCEEDED_STATES,
-    BatchInfo,
-    GeminiBatchResource,
-    GeminiError,
-)
+from cotgen_assets.gemini import developer as developer_module
+from cotgen_assets.gemini.backend import BatchInfo
+from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets.gemini.retries import GeminiError
 
 # Distinctive, so that any leak is found by a plain substring search.
 FAKE_KEY = "AIzaSyFAKE-cotgen-Leak-Canary-9f3b7c2e1d"
@@ -187,7 +183,7 @@ def test_failed_jobs_are_reported_and_resubmitted(gemini, emulator, requests_fil
 
 
 def test_offline_mode_uses_the_emulator_and_says_so_once(emulator, requests_file, caplog, monkeypatch):
-    monkeypatch.setattr(gemini_module, "_announced_offline", set())
+    monkeypatch.setattr(developer_module, "_announced_offline", set())
     caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
     offline = GeminiBatchResource(emulator_url=emulator.base_url, backoff_seconds=0.01)
     info = offline.submit_jsonl(requests_file, MODEL, "cotgen-test-offline")
@@ -360,6 +356,6 @@ def test_a_key_in_an_api_message_is_scrubbed():
         400,
         {"error": {"code": 400, "message": f"API key {FAKE_KEY} not valid.", "status": "INVALID_ARGUMENT"}},
     )
-    error = gemini._final_error("get of batches/x", echo, 1)
+    error = gemini.batches().retrying.final_error("get of batches/x", echo, 1)
     assert isinstance(error, GeminiError) and error.status_code == 400
     assert FAKE_KEY not in str(error) and "API key *** not valid." in str(error)

@@ -117,7 +117,7 @@ METADATA_TYPES = {
         num_rows_cod_easy""",
     "Float": """projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd accuracy
         draft_to_thought_token_ratio answer_agreement cot_accuracy cod_accuracy cot_cost_usd cod_cost_usd
-        spent_usd cot_cost_per_1000_samples_usd cod_cost_per_1000_samples_usd""",
+        spent_usd cot_cost_per_1000_samples_usd cod_cost_per_1000_samples_usd unused_lines_cost_usd""",
     "Bool": "decontaminated offline dry_run include_incorrect adopted",
     "Json": """dropped_ids contaminated_ids duplicate_ids num_contaminated_by_benchmark
         num_contaminated_by_match num_overlapping_skipped overlapping_skipped_ids benchmarks

@@ -97,3 +97,32 @@ def test_broken_files_say_what_is_wrong(tmp_path):
     not_number.write_text(HEADER + "x,two,,1,,,,1,,1,,,,200000,u,d,n\n")
     with pytest.raises(ValueError, match="standard_input_usd_per_1m.*'two'"):
         load_prices(not_number)
+
+
+def test_vertex_ai_batch_prices_have_their_own_rows_and_sources():
+    vertex = load_prices(backend="vertex")
+    assert {PRO, "gemini-3-pro-preview", "gemini-2.5-flash"} <= set(vertex)
+    for price in vertex.values():
+        assert price.source_url == "https://cloud.google.com/vertex-ai/generative-ai/pricing" and price.as_of
+    pro, developer = vertex[PRO], load_prices()[PRO]
+    assert (pro.batch.input, pro.batch.output) == (pro.standard.input / 2, pro.standard.output / 2)
+    assert developer.source_url == "https://ai.google.dev/gemini-api/docs/pricing"
+    usage = Usage(1000, 0, 300, 200)
+    assert cost_usd(PRO, usage, backend="vertex") == pytest.approx((1000 * 1.00 + 500 * 6.00) / 1e6)
+
+
+def test_a_row_for_one_backend_beats_a_row_for_both(tmp_path):
+    path = tmp_path / "prices.csv"
+    header = HEADER.replace("model,", "model,backend,", 1)
+    path.write_text(
+        header
+        + "m,,10,,20,,,,5,,10,,,,1000,https://example.com/a,2026-01-01,both\n"
+        + "m,vertex,10,,20,,,,4,,8,,,,1000,https://example.com/v,2026-01-01,vertex only\n"
+    )
+    usage = Usage(input_tokens=1000, output_tokens=1000)
+    assert cost_usd("m", usage, prices=load_prices(path)) == pytest.approx((1000 * 5 + 1000 * 10) / 1e6)
+    assert cost_usd("m", usage, prices=load_prices(path, "vertex")) == pytest.approx(
+        (1000 * 4 + 1000 * 8) / 1e6
+    )
+    with pytest.raises(KeyError, match=r"known models: m \(on the developer batch API\)"):
+        cost_usd("x", usage, prices=load_prices(path))

@@ -1,7 +1,9 @@
 """Batch output lines, one at a time, each turned into a definite outcome.
 
-An output line is `{"key", "response"}` or `{"key", "error"}`, in any order; the caller
-joins by key. Files can be large, so nothing here reads a whole file at once.
+An output line is `{"key", "response"}` or `{"key", "error"}` (the Gemini Developer API), or
+`{"key", "request", "status", "response"}` (Vertex AI: `status` is "" on success, else why that
+request failed), in any order; the caller joins by key. Files can be large, so nothing here reads
+a whole file at once.
 """
 
 import re
@@ -94,6 +96,14 @@ def _usage(metadata) -> Usage:
     )
 
 
+def _failed_status(key: str, line: dict) -> ResultLine:
+    """Vertex AI: any `status` but "" is that request's failure, its text the reason."""
+    status, response = line["status"], line.get("response")
+    reason = status if isinstance(status, str) else orjson.dumps(status).decode()
+    usage = _usage(response.get("usageMetadata")) if isinstance(response, dict) else Usage()
+    return ResultLine(key, LINE_ERROR, usage=usage, reason=reason)
+
+
 def _unparsable(raw: bytes) -> ResultLine:
     try:
         raw.decode("utf-8")
@@ -126,6 +136,8 @@ def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
     if not isinstance(key, str) or not key:
         return ResultLine(None, NO_KEY, reason="line has no 'key'")
 
+    if line.get("status"):
+        return _failed_status(key, line)
     error = line.get("error")
     if error is not None:
         if isinstance(error, dict):

@@ -55,8 +55,9 @@ class IngestStats:
     usage: Usage = Usage()
     cost_usd: float = 0.0
     num_new: int = 0
-    unknown_keys: int = 0
-    duplicate_keys: int = 0
+    unknown_keys: int = 0  # lines without a key, or with one never asked
+    duplicate_keys: int = 0  # lines for a key answered before in the file (the first one counts)
+    unused_cost_usd: float = 0.0  # what the answers on those lines cost; they stay in the results file
 
     @property
     def num_failed(self) -> int:
@@ -198,7 +199,7 @@ def machine_lock(samples_file: Path):
 
 def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict], None]) -> IngestStats:
     stats = IngestStats()
-    prices = load_prices()  # once: resolving the price file per line cost more than the parse
+    prices = load_prices(backend=submission.backend)  # once: per line it cost more than the parse
     answered = [  # (shard number among those answered, shard, batch)
         (number, shard, batch)
         for number, (shard, batch) in enumerate(
@@ -284,15 +285,17 @@ def _ingest_shard(
     stats = output.stats
     for line in iter_result_lines(results, require_thoughts=submission.stage.needs_thoughts):
         found = index.find(line.key) if line.key is not None else None
+        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
         if found is None or found[1] != number:
             stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
+            stats.unused_cost_usd += cost
             continue
         n = found[0]
         if index.status[n] != index.UNSEEN:
             stats.duplicate_keys += 1  # the first answer for a key counts
+            stats.unused_cost_usd += cost
             continue
         index.status[n] = index.FAILED
-        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
         stats.usage += line.usage
         stats.cost_usd += cost
         if not line.ok:
@@ -311,9 +314,9 @@ def _ingest_shard(
             output.flush()
     output.flush()
     state = dict(zip(submission.shards, submission.job_states)).get(shard)
-    if state is None or state in SUCCEEDED_STATES:
+    if state is None or state == "JOB_STATE_SUCCEEDED":
         status, reason = MISSING, "no line for this request in the results file"
-    else:  # e.g. cancelled half-way: the rest was never run (nor paid), so it is no try
+    else:  # cancelled or partially succeeded: the rest was never run (nor paid), so no try
         status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
     for key in index.unseen(number):
         output.outcome(key, batch, status, reason, 0.0)

@@ -18,6 +18,7 @@ EXTEND = "extend"
 MODES = (FILL, EXTEND)
 SUMMARIZE = ("correct", "all")  # which CoT samples get a draft
 CHARS_PER_TOKEN = 4  # a rough, conservative estimate for projected costs
+VERTEX_MAX_REQUESTS_PER_JOB = 200_000  # Vertex AI batch prediction's limit
 
 
 @dataclass
@@ -39,14 +40,21 @@ def validate_max_tries(max_tries: int) -> None:
         raise ValueError(f"max_tries must be at least 1, got {max_tries}")
 
 
-def validate_job_settings(model: str, thinking_level: str, max_requests_per_job: int) -> None:
+def validate_job_settings(
+    model: str, thinking_level: str, max_requests_per_job: int, backend: str = "developer"
+) -> None:
     """Before anything is written: a job of no requests, a model the price table lacks (whose
     cost could be neither projected nor recorded), or a thinking level the model does not take
     is a config error."""
     if max_requests_per_job < 1:
         raise ValueError(f"max_requests_per_job must be at least 1, got {max_requests_per_job}")
+    if backend == "vertex" and max_requests_per_job > VERTEX_MAX_REQUESTS_PER_JOB:
+        raise ValueError(
+            f"max_requests_per_job must be at most {VERTEX_MAX_REQUESTS_PER_JOB} on Vertex AI (its limit "
+            f"per batch job), got {max_requests_per_job}"
+        )
     try:
-        model_price(model)
+        model_price(model, backend=backend)
     except UnknownModelError as error:
         raise ValueError(str(error)) from None
     validate_thinking_level(model, thinking_level)
@@ -136,9 +144,9 @@ def plan_summarization(
 
 
 def projected_cost_usd(
-    model: str, request_bytes: int, num_requests: int, average: Usage
+    model: str, request_bytes: int, num_requests: int, average: Usage, backend: str = "developer"
 ) -> tuple[float, Usage]:
-    """The batch's projected cost from its request sizes and the average answer so far."""
+    """The batch's projected cost on `backend` from its request sizes and the average answer so far."""
     per_request_input = request_bytes // max(num_requests, 1) // CHARS_PER_TOKEN
     per_request = Usage(
         input_tokens=per_request_input,
@@ -150,7 +158,7 @@ def projected_cost_usd(
         thinking_tokens=per_request.thinking_tokens * num_requests,
         output_tokens=per_request.output_tokens * num_requests,
     )
-    return cost_usd(model, per_request, batch=True) * num_requests, total
+    return cost_usd(model, per_request, batch=True, backend=backend) * num_requests, total
 
 
 class UsageAverage:

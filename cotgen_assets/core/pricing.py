@@ -5,6 +5,8 @@ prompt is longer than `tier_threshold_tokens` (200k for Gemini). Thinking tokens
 as output; cached tokens are part of the prompt count and billed at the cached rate.
 Users override the table with `COTGEN_PRICES_FILE` (same columns) or an explicit path.
 Blank `*_over_200k` cells mean "no higher tier"; a blank cached price means "no discount".
+A row's `backend` (`developer`, `vertex`) says which batch API bills at those prices; a blank cell
+(or no such column) means both.
 """
 
 import csv
@@ -86,8 +88,9 @@ def _rates(row: dict, mode: str, where: str) -> tuple[Rates, Rates]:
 
 
 @lru_cache(maxsize=8)
-def _load(path: str, mtime_ns: int) -> dict[str, ModelPrice]:
-    prices: dict[str, ModelPrice] = {}
+def _load(path: str, mtime_ns: int) -> dict[tuple[str, str], ModelPrice]:
+    """(backend or "", model) -> its prices."""
+    prices: dict[tuple[str, str], ModelPrice] = {}
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         required = ["model", "tier_threshold_tokens"] + [
@@ -103,7 +106,7 @@ def _load(path: str, mtime_ns: int) -> dict[str, ModelPrice]:
             where = f"price file {path}, line {number} ({model})"
             standard, standard_over = _rates(row, "standard", where)
             batch, batch_over = _rates(row, "batch", where)
-            prices[model] = ModelPrice(
+            prices[(row.get("backend") or "").strip(), model] = ModelPrice(
                 model=model,
                 standard=standard,
                 standard_over_threshold=standard_over,
@@ -118,30 +121,38 @@ def _load(path: str, mtime_ns: int) -> dict[str, ModelPrice]:
     return prices
 
 
-def load_prices(path: str | Path | None = None) -> dict[str, ModelPrice]:
-    """Model id -> prices, from `path`, else COTGEN_PRICES_FILE, else the packaged table."""
+def load_prices(path: str | Path | None = None, backend: str = "developer") -> dict[str, ModelPrice]:
+    """Model id -> prices on `backend`, from `path`, else COTGEN_PRICES_FILE, else the packaged table.
+
+    A row for the backend beats a row for every backend (blank `backend`)."""
     path = Path(path) if path is not None else default_prices_path()
     if not path.is_file():
         raise FileNotFoundError(f"price file {path} does not exist (set {PRICES_ENV} to another file)")
-    return dict(_load(str(path.resolve()), path.stat().st_mtime_ns))
+    rows = _load(str(path.resolve()), path.stat().st_mtime_ns)
+    prices = {model: price for (where, model), price in rows.items() if where == ""}
+    return prices | {model: price for (where, model), price in rows.items() if where == backend}
 
 
-def model_price(model: str, prices: dict[str, ModelPrice] | None = None) -> ModelPrice:
-    """The price row of a model id (a `models/` prefix is ignored)."""
-    prices = load_prices() if prices is None else prices
+def model_price(
+    model: str, prices: dict[str, ModelPrice] | None = None, backend: str = "developer"
+) -> ModelPrice:
+    """The price row of a model id (a `models/` prefix is ignored) on `backend`, unless `prices` is given."""
+    prices = load_prices(backend=backend) if prices is None else prices
     model_id = model.removeprefix("models/")
     if model_id not in prices:
         known = ", ".join(sorted(prices))
         raise UnknownModelError(
-            f"no price for model {model_id!r}; known models: {known}. "
+            f"no price for model {model_id!r}; known models: {known} (on the {backend} batch API). "
             f"Add a row to the price file (or point {PRICES_ENV} at one)."
         )
     return prices[model_id]
 
 
-def cost_usd(model: str, usage: Usage, batch: bool = True, prices: dict | None = None) -> float:
+def cost_usd(
+    model: str, usage: Usage, batch: bool = True, prices: dict | None = None, backend: str = "developer"
+) -> float:
     """USD cost of ONE request's usage; sum per request, since the tier is per request."""
-    rates = model_price(model, prices).rates(usage.input_tokens, batch=batch)
+    rates = model_price(model, prices, backend).rates(usage.input_tokens, batch=batch)
     cached = min(usage.cached_tokens, usage.input_tokens)
     return (
         (usage.input_tokens - cached) * rates.input

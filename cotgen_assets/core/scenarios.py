@@ -1,4 +1,4 @@
-"""Scenarios: the user-editable list of problem sets, one Dagster partition each (DESIGN §2)."""
+"""Scenarios: the user-editable list of problem sets, one Dagster partition each."""
 
 import os
 import re
@@ -76,7 +76,7 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """An evaluation set that training problems must not overlap (issue 13)."""
+    """An evaluation set that training problems must not overlap."""
 
     name: str
     dataset: str

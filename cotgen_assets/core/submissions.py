@@ -51,7 +51,7 @@ from cotgen_assets.core.storage import (
     source_problems_path,
 )
 
-MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
+MAX_SHARD_BYTES = 1_000_000_000  # input files: up to 1 GB on Vertex AI, 2 GB on the Developer Batch API
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
 CONTENT_HASH_CHARS = 16  # of a shard's sha256, at the end of its job's display name
 CONTEXT_COLUMNS = {
@@ -90,6 +90,9 @@ class Submission:
     offline: bool = False  # True when sent to the local emulator, not Gemini
     ask_id: str = ""  # what is asked and how, without the request bytes (ask_id_for)
     sent_by: str = ""  # the run that sends it, saved before its first upload ("" until then)
+    backend: str = "developer"  # the batch API it is sent to: "developer" or "vertex"
+    job_inputs: list[str] = field(default_factory=list)  # per shard, the request file its job reads
+    job_outputs: list[str] = field(default_factory=list)  # per shard, where its job put the answers
 
     @property
     def folder(self) -> Path:
@@ -281,6 +284,7 @@ def planned_submission(
     max_requests_per_job: int,
     plan: Plan,
     offline: bool,
+    backend: str,
 ) -> Submission:
     """A submission of `plan`'s items, named by what it asks; its id comes with its requests (_finish).
 
@@ -293,6 +297,7 @@ def planned_submission(
         prompt_version=stage.prompt_version,
         num_requests=len(plan.items),
         offline=offline,
+        backend=backend,
         submission_id="",
         ask_id=ask_id_for(
             scenario,
@@ -314,9 +319,10 @@ def prepare_generation(
     thinking_level: str,
     max_requests_per_job: int,
     offline: bool,
+    backend: str = "developer",
 ) -> Prepared:
     """Plan a generation submission and write its request shards."""
-    validate_job_settings(model, thinking_level, max_requests_per_job)
+    validate_job_settings(model, thinking_level, max_requests_per_job, backend)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
     good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
@@ -336,6 +342,7 @@ def prepare_generation(
         max_requests_per_job,
         plan,
         offline,
+        backend,
     )
     # Which rows to ask for, decided once over the id column (not once per batch).
     asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
@@ -387,11 +394,12 @@ def prepare_summarization(
     max_requests_per_job: int,
     offline: bool,
     summarize: str = "correct",
+    backend: str = "developer",
 ) -> Prepared:
     """Plan the drafts of the CoT samples that lack one (`planning.plan_summarization`) and write
     their request shards."""
     validate_max_tries(max_tries)
-    validate_job_settings(model, thinking_level, max_requests_per_job)
+    validate_job_settings(model, thinking_level, max_requests_per_job, backend)
     validate_summarize(summarize)
     drafted: dict[str, str] = {}
     average = UsageAverage(SUMMARIZATION.usage_prior)
@@ -415,6 +423,7 @@ def prepare_summarization(
         max_requests_per_job,
         plan,
         offline,
+        backend,
     )
     wanted = {problem_id for problem_id, _ in plan.items}
 
@@ -452,13 +461,13 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
         write_shards(submission, items(), max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     submission.projected_cost_usd, usage = projected_cost_usd(
-        submission.model, request_bytes, submission.num_requests, average
+        submission.model, request_bytes, submission.num_requests, average, submission.backend
     )
     if not already_sent:
         submission.save()
     # what the samples left out would have cost (their text stands in for their requests)
     saved_usd, _ = projected_cost_usd(
-        submission.model, plan.skipped_chars, sum(plan.skipped.values()), average
+        submission.model, plan.skipped_chars, sum(plan.skipped.values()), average, submission.backend
     )
     return Prepared(submission, plan, usage, saved_usd)
 

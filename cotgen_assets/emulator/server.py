@@ -1,6 +1,6 @@
 """`cotgen-emulator`: a local stand-in for the Gemini Batch API, served over HTTP.
 
-Speaks the wire protocol the `google-genai` SDK uses (see `reference/gemini-batch-api.md`):
+Speaks the wire protocol the `google-genai` SDK uses:
 Files API resumable upload, get, list, delete and download; batch create (file or inlined
 input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. The same process serves
 Vertex AI batch prediction (`batchPredictionJobs` under `/{v1,v1beta1}/projects/{p}/locations/{l}/`,
@@ -255,7 +255,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         upload = _UPLOAD.match(url.path)
-        # on errors too, or the SDK retries the chunk with back-off sleeps (reference §1.1)
+        # on errors too, or the SDK retries the chunk with back-off sleeps
         upload_headers = {"X-Goog-Upload-Status": "final"} if upload else None
         try:
             body = self._read_body()

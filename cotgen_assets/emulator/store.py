@@ -41,8 +41,8 @@ from .responder import Responder, get
 from .validation import ModelCatalog, request_problem
 
 PENDING_FRACTION = 0.2
-MAX_FILE_BYTES = 2 * 1024**3  # the Files API's limit per file (reference §4)
-MAX_INLINE_BYTES = 20 * 1000**2  # inlined requests of one batch stay under 20 MB (reference §1.4)
+MAX_FILE_BYTES = 2 * 1024**3  # the Files API's limit per file
+MAX_INLINE_BYTES = 20 * 1000**2  # inlined requests of one batch stay under 20 MB
 FILE_TTL_SECONDS = 48 * 3600
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch"
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatchOutput"

@@ -1,19 +1,18 @@
 """What the real API refuses and the emulator must refuse too: unknown models, bad enum values.
 
-Where each refusal happens follows the real API (`reference/gemini-batch-api.md`):
+Where each refusal happens follows the real API:
 
 * **Unknown model**: `batches.create` answers 404 NOT_FOUND, as the API does for a model it does
   not serve ("models/xyz is not found for API version v1beta, or is not supported for
   batchGenerateContent"); no job is made.
 * **Bad `thinkingLevel`** (not a value of the enum, one the model does not take, or `thinkingBudget`
-  sent with it, a 400 per §4): the API
-  parses a request as proto-JSON when it reads it. Inlined requests are part of the create call's
-  body, so the create answers 400 INVALID_ARGUMENT. The lines of an input file are only read when
-  the job runs, so each bad line gets its own `{"key", "error": {"code": 400, ...}}` output line
-  (§2, "Per-line error") and the other lines are answered.
+  sent with it, a 400): the API parses a request as proto-JSON when it reads it. Inlined requests
+  are part of the create call's body, so the create answers 400 INVALID_ARGUMENT. The lines of an
+  input file are only read when the job runs, so each bad line gets its own
+  `{"key", "error": {"code": 400, ...}}` output line and the other lines are answered.
 
 Enum values are matched case-insensitively: the SDK sends its `ThinkingLevel` members upper-case
-("HIGH", §1.4) and the API's own REST samples send "low" (§2), which the project does too.
+("HIGH") and the API's own REST samples send "low", which the project does too.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from .responder import get
 
 # The models the project's price table (cotgen_assets/prices.csv) knows, plus common current ones.
 # gemini-3-pro-preview was shut down on 2026-03-09; reports disagree on whether calls fail or are
-# rerouted (reference §headline 1), so it is accepted, as the price table still prices it.
+# rerouted, so it is accepted, as the price table still prices it.
 KNOWN_MODELS = frozenset(
     {
         "gemini-3.1-pro-preview",

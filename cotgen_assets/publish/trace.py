@@ -121,6 +121,7 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
             "model": meta["model"],
             "prompt_version": meta["prompt_version"],
             "offline": meta.get("offline", False),
+            "backend": meta.get("backend", "developer"),
             "submitted_at": _mtime(meta_path),
             "_order": meta_path.stat().st_mtime_ns,
         }
@@ -141,6 +142,7 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
                     "cost_usd": outcome["cost_usd"],
                     "ingested_at": _mtime(folder / "summary.json"),
                     "files": _attempt_files(folder, shard),
+                    "job_files": _job_files(meta, outcome["batch"]),
                 }
             )
             continue
@@ -157,6 +159,7 @@ def attempts(scenario: Scenario, sample_id: str) -> list[dict]:
                         "cost_usd": 0.0,
                         "ingested_at": None,
                         "files": _attempt_files(folder, shard),
+                        "job_files": _job_files(meta, batch),
                     }
                 )
                 break
@@ -175,6 +178,21 @@ def _attempt_files(folder: Path, shard: str | None) -> dict:
             "results": folder / f"{shard}.results.jsonl",
         }
     return {k: str(v) for k, v in files.items() if v.exists()}
+
+
+def _job_files(meta: dict, batch: str | None) -> dict:
+    """Where the batch API kept the attempt's requests and answers: on Vertex AI, gs:// URIs in the
+    staging prefix (the answers once the job ended); on the Developer API, Files API names."""
+    names = meta.get("batch_names") or []
+    if batch not in names:
+        return {}
+    shard = names.index(batch)
+    found = {}
+    for key, field in (("requests", "job_inputs"), ("answers", "job_outputs")):
+        values = meta.get(field) or []
+        if shard < len(values) and values[shard]:
+            found[key] = values[shard]
+    return found
 
 
 def why_no_cod(scenario: Scenario, sample_id: str, cot_found, tried: list[dict]) -> str:

@@ -254,6 +254,7 @@ def generation_batch(
             config.thinking_level,
             config.max_requests_per_job,
             gemini.offline,
+            gemini.backend,
         )
 
     return submit_stage(context, gemini, GENERATION, config, prepare)
@@ -280,6 +281,7 @@ def summarization_batch(
             config.max_requests_per_job,
             gemini.offline,
             config.summarize,
+            gemini.backend,
         )
 
     # Which cot_samples this plan saw: the sensor submits again when a newer one exists.

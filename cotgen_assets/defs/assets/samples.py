@@ -84,6 +84,8 @@ def ingest_stage(context, stage: Stage, lineage) -> dg.MaterializeResult:
             f"{ingest.num_failed} requests gave no sample: {dict(ingest.statuses)}; "
             f"see {submission.folder / 'outcomes.jsonl'}"
         )
+    if ingest.unknown_keys or ingest.duplicate_keys:
+        context.log.warning(unused_lines_note(ingest, submission.submission_id, stage))
     metadata = samples_metadata(submission, ingest, stats, path)
     metadata["dagster/column_lineage"] = lineage(scenario.name)
     for figure in stage.figures:
@@ -103,6 +105,7 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
         "failed_by_reason": dg.MetadataValue.json({k: v for k, v in ingest.statuses.items() if k != "ok"}),
         "num_unknown_keys": ingest.unknown_keys,
         "num_duplicate_keys": ingest.duplicate_keys,
+        "unused_lines_cost_usd": dg.MetadataValue.float(ingest.unused_cost_usd),
         "input_tokens": usage.input_tokens,
         "cached_tokens": usage.cached_tokens,
         "thinking_tokens": usage.thinking_tokens,
@@ -118,6 +121,17 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
         "dagster/row_count": stats.num_samples,
         "preview": sample_preview(stats.preview, stats.stage),
     }
+
+
+def unused_lines_note(ingest: IngestStats, submission_id: str, stage: Stage) -> str:
+    """Result lines that are no sample, said rather than dropped silently: their answers were paid for."""
+    return (
+        f"{ingest.unknown_keys + ingest.duplicate_keys} result lines were not used: "
+        f"{ingest.duplicate_keys} repeated a key answered earlier (the first answer counts), "
+        f"{ingest.unknown_keys} had no key, or one never asked. Their answers (tokens worth "
+        f"${ingest.unused_cost_usd:.4f}, not in cost_usd) are no samples; they stay in the results "
+        f"files of submission {submission_id} ({stage.results_asset})"
+    )
 
 
 def sample_preview(records: list[dict], stage: Stage) -> dg.MetadataValue:
