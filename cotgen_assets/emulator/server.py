@@ -673,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("truncate-rate", "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)"),
         ("no-thoughts-rate", "share of responses without thought parts"),
         ("garbage-line-rate", "share of output lines that are not JSON"),
+        ("wrong-rate", "share of generation answers with a wrong final answer (drawn per problem and batch)"),
         ("http-error-rate", "share of API calls answered 429 or 500 (admin endpoints exempt)"),
     ):
         faults.add_argument(f"--fault-{name}", type=float, default=0.0, metavar="R", help=help_text)
@@ -727,6 +728,7 @@ def main(argv: list[str] | None = None) -> None:
         truncate_rate=args.fault_truncate_rate,
         no_thoughts_rate=args.fault_no_thoughts_rate,
         garbage_line_rate=args.fault_garbage_line_rate,
+        wrong_rate=args.fault_wrong_rate,
         http_error_rate=args.fault_http_error_rate,
         job_state=args.fault_job_state,
         job_count=args.fault_job_count,

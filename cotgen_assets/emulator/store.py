@@ -655,6 +655,7 @@ class Store:
             key=fault_key,
             truncated="truncate" in hits,
             no_thoughts="no_thoughts" in hits,
+            wrong="wrong_answer" in hits,
         )
         if "garbage_line" in hits and not record["inlined"]:
             line["garbage"] = True
