@@ -18,10 +18,16 @@ COPY cotgen_assets ./cotgen_assets
 RUN pip install ".[${COTGEN_EXTRAS}]" "dagster-k8s==0.29.27" \
     && python -c "import cotgen_assets.definitions, dagster_postgres, dagster_k8s"
 
-# A code server has no reason to run as root.
-RUN useradd --create-home --uid 10001 cotgen && mkdir -p /opt/cotgen/data && chown cotgen /opt/cotgen/data
-USER 10001
+# The chart's DAGSTER_HOME: it mounts the instance's dagster.yaml there, and Dagster writes beside it
+# (telemetry, instance files), so the image makes it and gives it to its user, who could not create
+# it under /opt.
 ENV DAGSTER_HOME=/opt/dagster/dagster_home
+
+# A code server has no reason to run as root.
+RUN useradd --create-home --uid 10001 cotgen \
+    && mkdir -p /opt/cotgen/data "$DAGSTER_HOME" \
+    && chown cotgen /opt/cotgen/data "$DAGSTER_HOME"
+USER 10001
 
 EXPOSE 3030
 CMD ["dagster", "api", "grpc", "-m", "cotgen_assets.definitions", "-h", "0.0.0.0", "-p", "3030"]

@@ -6,6 +6,7 @@ cotgen trace ID                everything about one sample: source row, batches,
 
 import argparse
 import json
+import os
 import sys
 
 from cotgen_assets.core.records import STAGES
@@ -17,17 +18,35 @@ class ApiUnavailable(Exception):
     """The Gemini API failed for good (its message, the key scrubbed)."""
 
 
+class Misconfigured(Exception):
+    """This shell does not see the platform's Dagster home or data folder."""
+
+
 def cancel(scenario: str, stage: str) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.defs.instance import ended_not_saved, pending_submission
+    from cotgen_assets.core.storage import data_dir
+    from cotgen_assets.defs.instance import ended_not_saved, pending_submission, submitted_metadata
     from cotgen_assets.gemini.resource import GeminiError, gemini_from_env
 
     get_scenario(scenario)  # an unknown name is an error, not "nothing in flight"
+    if not os.environ.get("DAGSTER_HOME"):
+        raise Misconfigured(
+            "DAGSTER_HOME is not set: set it to the Dagster home the platform uses (scripts/start.sh: "
+            "the project's .dagster_home), so that cotgen sees what was submitted. Nothing was cancelled."
+        )
     with dg.DagsterInstance.get() as instance:
-        submission = pending_submission(instance, scenario, stage)
+        try:
+            submission = pending_submission(instance, scenario, stage)
+        except FileNotFoundError:  # Dagster knows the batch; this folder's ./data does not hold it
+            recorded = submitted_metadata(instance, scenario, stage)["submission_id"]
+            raise Misconfigured(
+                f"the {stage} batch of scenario {scenario!r} in flight (submission {recorded}) has no "
+                f"files in COTGEN_DATA_DIR ({data_dir()}): run cotgen from the folder Dagster runs in, "
+                "or set COTGEN_DATA_DIR to the data folder it uses. Nothing was cancelled."
+            ) from None
     if submission is None:
         return f"no {stage} batch of scenario {scenario!r} is in flight: nothing to cancel"
     gemini = gemini_from_env()
@@ -67,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             from cotgen_assets.publish.trace import trace  # reads files only: no Dagster, no Gemini SDK
 
             print(json.dumps(trace(args.id), indent=2, ensure_ascii=False))
-    except (LookupError, ValueError, ApiUnavailable) as error:  # unknown id or scenario, damaged file
+    # an unknown id or scenario, a damaged file, the API down, a shell that does not see the platform
+    except (LookupError, ValueError, ApiUnavailable, Misconfigured) as error:
         print(f"cotgen: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     return 0

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from cotgen_assets.core.settings import check_numbers
 from cotgen_assets.defs import assets
 from cotgen_assets.defs.jobs import JOBS
 from cotgen_assets.defs.sensors import batch_completion_sensor
@@ -32,6 +33,7 @@ def mark_offline(assets_defs: list, offline: bool) -> list:
     )
 
 
+check_numbers()  # a bad COTGEN_*_SECONDS or COTGEN_RUN_ATTEMPTS stops the location here, named
 _gemini = gemini_from_env()
 # HF_TOKEN through dg.EnvVar: the UI shows the variable's name, never its value; unset, pushes are refused.
 _hub = assets.HubResource(token=dg.EnvVar("HF_TOKEN")) if os.environ.get("HF_TOKEN") else assets.HubResource()

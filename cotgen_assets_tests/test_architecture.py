@@ -144,3 +144,21 @@ def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):
     done = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1, done.stdout
     assert re.search(rf"{broken}.* BROKEN", done.stdout), done.stdout
+
+
+def test_every_file_the_package_reads_is_package_data():
+    """`pip install .` (the Dockerfile's) copies only declared data files: an undeclared one, such as
+    the dataset card's template, would be missing from the image and fail the export there."""
+    import fnmatch
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package_root = ROOT / "cotgen_assets"
+    for path in package_root.rglob("*"):
+        if not path.is_file() or path.suffix in (".py", ".pyc"):
+            continue
+        package = ".".join(path.parent.relative_to(ROOT).parts)
+        patterns = declared.get(package, [])
+        assert any(fnmatch.fnmatch(path.name, p) for p in patterns), (
+            f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data] {package!r}"
+        )

@@ -1,6 +1,12 @@
 """COTGEN_DATA_DIR in a bucket (the local GCS stand-in), and the locks in the Dagster storage."""
 
+import json
+import logging
 import os
+import socket
+import subprocess
+import sys
+import tomllib
 
 import dagster as dg
 import orjson
@@ -16,6 +22,7 @@ from cotgen_assets.defs.instance import LOCK_KEY, lock_holder, storage_lock, sub
 from cotgen_assets.publish.export import write_export
 from cotgen_assets.publish.report import build_report
 from cotgen_assets.publish.trace import trace
+from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
@@ -45,6 +52,10 @@ def bucket(gcs, monkeypatch, request):
         ("ftp://host/data", "ftp:// is not supported"),
         ("gs:/bucket/data", "looks like a URL missing a '/'"),
         ("hdfs://cluster/data", "hdfs:// is not supported"),
+        ("GS://bucket/data", "write the scheme in lower case: 'gs://bucket/data'"),
+        ("gs://", "names no bucket: write 'gs://BUCKET/prefix'"),
+        ("gs:///data", "names no bucket: write 'gs://BUCKET/prefix'"),
+        ("s3://", "names no bucket: write 's3://BUCKET/prefix'"),
     ],
 )
 def test_a_url_that_cannot_be_opened_is_an_error_not_a_local_folder(value, said, monkeypatch, tmp_path):
@@ -53,6 +64,15 @@ def test_a_url_that_cannot_be_opened_is_an_error_not_a_local_folder(value, said,
     with pytest.raises(StorageError, match=said):
         data_dir()
     assert list(tmp_path.iterdir()) == [], "no folder named after the URL"
+
+
+def test_the_extra_a_url_asks_for_exists_and_installs_its_filesystem():
+    """`needs the 's3' extra: pip install 'cotgen_assets[s3]'` must be an install that works."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for protocol, extra in storage.OBJECT_STORES.items():
+        package = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs"}[protocol]
+        assert extra in extras, f"{protocol}:// asks for the {extra!r} extra, which pyproject.toml lacks"
+        assert any(requirement.startswith(package) for requirement in extras[extra]), extras[extra]
 
 
 def test_a_local_folder_and_a_file_url_stay_plain_paths(monkeypatch, tmp_path):
@@ -154,6 +174,28 @@ def test_the_submission_lock_refuses_while_held_and_a_dead_holder_is_taken_over(
     instance.report_run_failed(run)
     with submission_lock(instance, "easy", "generation", run_id="new-run"):
         assert lock_holder(instance, "submit/generation/easy")["run_id"] == "new-run"
+
+
+def test_a_lock_left_by_a_dead_process_on_this_host_is_broken_with_a_warning(pipeline, sources, instance):
+    """The submitting process died while the database was out of reach: its run could not be marked
+    failed, so Dagster still shows it as running, but its process is gone from this host."""
+    sources("easy")
+    run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), status=dg.DagsterRunStatus.STARTED)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    holder = {"run_id": run.run_id, "step": "generation_batch", "host": socket.gethostname(), "pid": dead.pid}
+    instance.run_storage.set_cursor_values({LOCK_KEY + "submit/generation/easy": json.dumps(holder)})
+
+    result = pipeline.submit_generation("easy", limit=2, raise_on_error=False)
+    assert result.success, result.failure_data_for_node("generation_batch").error.message
+    assert len(list(pipeline.resources["gemini"].list_batches())) == 1
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level >= logging.WARNING]
+    assert any(
+        f"run {run.run_id} (generation_batch, process {dead.pid} on {socket.gethostname()})" in w
+        and "is gone" in w
+        for w in warnings
+    ), warnings
+    assert lock_holder(instance, "submit/generation/easy") is None, "released after the submission"
 
 
 def test_a_waiting_lock_gives_up_after_its_bound_naming_the_holder(instance):

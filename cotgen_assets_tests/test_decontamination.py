@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +12,7 @@ import pytest
 
 from cotgen_assets.core.decontamination import (
     NGRAM,
+    BenchmarkIndex,
     benchmark_index,
     decontaminate,
     deduplicate,
@@ -147,6 +149,100 @@ def test_planted_near_duplicates_are_caught(defaults):
     assert report.by_benchmark == {"gsm8k_test": 1, "math_test": 1, "math500": 1}  # MATH-500 ⊂ MATH test
 
 
+def _in_long_words(mark: str):
+    """Put an invisible character inside every word of 6+ letters, as hyphenation or a copy-paste does."""
+    return lambda text: re.sub(r"[A-Za-z]{6,}", lambda m: m[0][:3] + mark + m[0][3:], text)
+
+
+def _frac_unbraced(text: str) -> str:
+    """`\frac{1}{2}` written `\frac12` (and `\frac{a}{b}` as `\frac ab`): what LaTeX accepts."""
+
+    def short(m: re.Match) -> str:
+        return "\\" + m[1] + (" " if m[2].isalpha() else "") + m[2] + m[3]
+
+    return re.sub(r"\\([dt]?frac)\{(\w)\}\{(\w)\}", short, text)
+
+
+def _dollars_to_parens(text: str) -> str:
+    text = re.sub(r"\$\$(.+?)\$\$", r"\\[\1\\]", text, flags=re.DOTALL)
+    return re.sub(r"\$(.+?)\$", r"\\(\1\\)", text, flags=re.DOTALL)
+
+
+# One trivial change each, as a careless copy or a hostile tester makes them: none may
+# turn a benchmark problem into a clean one.
+VARIANTS = {
+    "soft hyphen": _in_long_words("\u00ad"),
+    "zero-width space": _in_long_words("\u200b"),
+    "zero-width joiner": _in_long_words("\u200d"),
+    "byte-order mark": lambda text: "\ufeff" + _in_long_words("\ufeff")(text),
+    "non-breaking space": lambda text: text.replace(" ", "\u00a0"),
+    "thin space": lambda text: text.replace(" ", "\u2009"),
+    "Unicode minus": lambda text: text.replace("-", "\u2212"),
+    "en dash": lambda text: text.replace("-", "\u2013"),
+    "full-width digits": lambda text: text.translate({ord("0") + i: 0xFF10 + i for i in range(10)}),
+    "\\frac12": _frac_unbraced,
+    "thousands separators": lambda text: re.sub(
+        r"(?<![\d.,{])[1-9]\d{3,}(?![\d.])", lambda m: f"{int(m[0]):,}", text
+    ),
+    "no thousands separators": lambda text: re.sub(r"(?<=\d)(?:,\\!|\{,\}|,)(?=\d{3}(?!\d))", "", text),
+    "√ for \\sqrt": lambda text: text.replace("\\sqrt", "√"),
+    "* for \\cdot": lambda text: re.sub(r"\\cdot(?![a-z])", "*", text),
+    "\\cdot for \\times": lambda text: text.replace("\\times", "\\cdot"),
+    "\\( \\) for $": _dollars_to_parens,
+    "\\leq for \\le": lambda text: re.sub(r"\\([lg]e|ne)(?![a-z])", r"\\\1q", text),
+    "π for \\pi": lambda text: re.sub(r"\\pi(?![a-z])\s*", "π", text),
+    "° for ^\\circ": lambda text: re.sub(r"\^\s*\{?\\circ\}?", "°", text),
+}
+
+
+def _escaped(index, questions: list[str], change) -> tuple[int, list[str]]:
+    """How many of the questions the change alters, and the altered ones no benchmark matches."""
+    changed = [variant for q in questions if (variant := change(q)) != q]
+    return len(changed), [variant for variant in changed if index.match(variant) is None]
+
+
+def test_formatting_variants_of_math500_problems_are_caught(defaults):
+    """The probe: for each kind of change, the first MATH-500 problem it alters is still left out."""
+    _, benchmarks = defaults
+    index = benchmark_index(benchmarks.values())
+    math500 = load_benchmark_questions(benchmarks["math500"])
+    escaped = {}
+    for kind, change in VARIANTS.items():
+        original = next(q for q in math500 if change(q) != q)
+        if index.match(change(original)) is None:
+            escaped[kind] = change(original)
+    assert escaped == {}
+
+
+def test_formatting_variants_of_every_benchmark_problem_are_caught(defaults):
+    """Each kind of change applied to every benchmark problem it alters: none escapes."""
+    _, benchmarks = defaults
+    index = benchmark_index(benchmarks.values())
+    everything = [q for b in benchmarks.values() for q in load_benchmark_questions(b)]
+    counts = {kind: _escaped(index, everything, change) for kind, change in VARIANTS.items()}
+    assert all(changed > 0 for changed, _ in counts.values()), counts
+    assert {kind: len(escaped) for kind, (_, escaped) in counts.items() if escaped} == {}
+
+
+def test_normalize_folds_formatting_but_not_meaning():
+    same = [
+        ("$\\frac12 + \\frac ab$", "$\\frac{1}{2} + \\frac{a}{b}$"),
+        ("6,432 and 1{,}000 and 24,\\!000", "6432 and 1000 and 24000"),
+        ("\u221a2 \u00b7 x \u2212 1 \u2264 \u03c0", "\\sqrt{2} \\cdot x - 1 \\le \\pi"),
+        ("2 * 3 \\times 4", "2 \\cdot 3 \\cdot 4"),
+        ("\\(x\\) and \\[y\\]", "$x$ and $$y$$"),
+        ("x \\leq y \\geq z \\neq w", "x \\le y \\ge z \\ne w"),
+        ("90\u00b0", "90^\\circ"),
+        ("x\u00b2 + \u00bd + \u03b8", "x^2 + \\frac{1}{2} + \\theta"),
+        ("pro\u00adblem\u200b \ufeffsolve\u2060d", "problem solved"),
+    ]
+    for variant, original in same:
+        assert normalize(variant) == normalize(original), variant
+    different = [("(1,2)", "(12)"), ("1,2345", "12345"), ("x+1", "x-1"), ("\\frac{12}{5}", "\\frac{1}{25}")]
+    for one, other in different:
+        assert normalize(one) != normalize(other), one
+
+
 def test_a_clean_problem_sharing_common_phrases_is_kept(defaults):
     _, benchmarks = defaults
     index = benchmark_index(benchmarks.values())
@@ -157,6 +253,80 @@ def test_a_clean_problem_sharing_common_phrases_is_kept(defaults):
     )
     assert index.match(text) is None
     assert len(words(text)) > NGRAM
+
+
+STOCK_OPENING = "Let $a$ and $b$ be positive real numbers.  Find the minimum value of"
+POLAR = (
+    "in rectangular coordinates to polar coordinates.  Enter your answer in the form $(r,\\theta),$ "
+    "where $r > 0$ and $0 \\le \\theta < 2 \\pi.$"
+)
+ANDREW = (
+    "Andrew's grandfather's age is {} times Andrew's age. If Andrew's grandfather was {} years old "
+    "when Andrew was born, how many years old is Andrew now?"
+)
+
+
+def test_boilerplate_is_no_evidence_but_other_numbers_are_no_disguise():
+    """Phrasing several benchmark problems share proves nothing; a benchmark problem with other
+    numbers, or with a sentence added, is still that problem."""
+    index = BenchmarkIndex(
+        {
+            "bench": [
+                STOCK_OPENING + " \\[a^2 + \\frac{1}{b}.\\]",
+                STOCK_OPENING + " \\[\\frac{a}{b} + \\frac{5b}{a}.\\]",
+                "Convert the point $(0,3)$ " + POLAR,
+                "Convert the point $(1,-1)$ " + POLAR,
+                ANDREW.format("eight", 56),
+            ]
+        }
+    )
+    different = [
+        STOCK_OPENING + " \\[\\frac{1}{a} + \\frac{1}{b} + (a + b)^2.\\]",
+        "In polar coordinates, the point $\\left( -2, \\frac{3 \\pi}{8} \\right)$ is equivalent to what "
+        "other point, in the standard polar coordinate representation?  Enter your answer in the form "
+        "$(r,\\theta),$ where $r > 0$ and $0 \\le \\theta < 2 \\pi.$",
+    ]
+    assert [index.match(q) for q in different] == [None, None]
+    same = {
+        "other numbers": "Convert the point $(2,-2)$ " + POLAR,
+        "other numbers, a word changed": ANDREW.format("twelve", 55),
+        "a sentence added": "A warm-up first. " + ANDREW.format("eight", 56),
+    }
+    assert {kind: index.match(q) is not None for kind, q in same.items()} == dict.fromkeys(same, True)
+
+
+# Training problems the plain 13-word rule leaves out, by what they share with a benchmark problem.
+SHARED_BOILERPLATE_ONLY = {
+    "hard-3811": "Let $a$ and $b$ be positive real numbers.  Find the minimum value of …",
+    "medium-7263": "Enter your answer in the form $(r,\\theta),$ where $r > 0$ and …",
+    "hard-7198": "Enter your answer in the form \\[Ax + By + Cz + D = 0,\\]where $A,$ $B,$ …",
+    "medium-6883": "(A) Line (B) Circle (C) Parabola (D) Ellipse (E) Hyperbola  Enter the letter …",
+}
+SAME_PROBLEM_OTHER_NUMBERS = {
+    "medium-568": "Andrew's grandfather's age is twelve (eight) times … 55 (56) years old …",
+    "medium-604": "The points (9,-5) and (-3,-1) (or (7,-6) and (-3,-4)) are the endpoints …",
+    "medium-6825": "Convert the point $(1,-\\sqrt{3})$ (or $(0,3)$) in rectangular coordinates …",
+    "hard-151": "Find the domain of … $\\sqrt{-10x^2-11x+6}$ (or $\\sqrt{-6x^2+11x-4}$) …",
+    "hard-355": "If the sum of the squares of nonnegative real numbers … is $39$ (or $13$) …",
+}
+
+
+def test_boilerplate_only_matches_are_kept_and_templated_ones_left_out(results):
+    kept = set().union(*(set(clean["problem_id"].to_pylist()) for _, clean, _ in results.values()))
+    assert set(SHARED_BOILERPLATE_ONLY) <= kept
+    assert not set(SAME_PROBLEM_OTHER_NUMBERS) & kept
+
+
+def test_how_many_problems_the_boilerplate_rule_gives_back(defaults, results):
+    """The README's figures: problems the plain 13-word rule would leave out that are kept now."""
+    _, benchmarks = defaults
+    plain = BenchmarkIndex(
+        {b.name: load_benchmark_questions(b) for b in benchmarks.values()}, ignore_boilerplate=False
+    )
+    back = {}
+    for name, (_, clean, _) in results.items():
+        back[name] = sum(plain.match(q) is not None for q in clean["question"].to_pylist())
+    assert back == {"easy": 0, "medium": 31, "hard": 35}
 
 
 def test_short_benchmark_problems(defaults):
@@ -182,6 +352,23 @@ def test_an_opted_out_scenario_says_so(defaults):
     # Still deduplicated: the third row repeats the first in other case and spacing.
     assert kept["problem_id"].to_pylist() == ["probe-0", "probe-1"]
     assert report.duplicate_ids == {"probe-2": "probe-0"}
+
+
+def test_a_partial_list_says_what_it_did_not_check(defaults):
+    """`decontaminate: [gsm8k_test]` on MATH problems is no decontamination: it says what it skipped."""
+    _, benchmarks = defaults
+    math500 = load_benchmark_questions(benchmarks["math500"])
+    table = _table([math500[0], math500[1], "What is $1 + 1$? Answer with a prime."])
+    kept, report = decontaminate(table, _probe(defaults, decontaminate=("gsm8k_test",)), benchmarks)
+    assert kept.num_rows == 3  # nothing of MATH was looked for
+    assert not report.decontaminated and report.skipped == ("math_test", "math500")
+    assert report.skipped_overlap == {"math_test": 2, "math500": 2}
+    assert report.note().startswith("PARTLY decontaminated: checked against gsm8k_test only; NOT checked")
+    assert "math_test, math500" in report.note() and "2 kept problems match them" in report.note()
+    metadata = report.metadata()
+    assert metadata["decontaminated"] is False and metadata["benchmarks"] == ["gsm8k_test"]
+    assert metadata["benchmarks_skipped"] == ["math_test", "math500"]
+    assert metadata["num_overlapping_skipped"] == {"math_test": 2, "math500": 2}
 
 
 def test_repeats_keep_the_first_id():

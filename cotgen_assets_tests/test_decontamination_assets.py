@@ -1,8 +1,10 @@
 """Decontamination as a user meets it: source_problems, samples made before it existed, summarization."""
 
+import logging
 import os
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
@@ -25,12 +27,15 @@ def small_medium_dataset(folder: Path) -> Path:
     return path
 
 
-def scenarios_file(folder: Path, dataset: Path, opt_out: bool) -> Path:
+def scenarios_file(folder: Path, dataset: Path, opt_out: bool, checks: list[str] | None = None) -> Path:
+    """The packaged scenarios with `medium` reading `dataset`; `checks` is its `decontaminate:` list."""
     document = yaml.safe_load(DEFAULT_SCENARIOS_FILE.read_text())
     document["scenarios"]["medium"]["path"] = str(dataset)
     if opt_out:
-        document["scenarios"]["medium"]["decontaminate"] = []
-    path = folder / ("opted_out.yaml" if opt_out else "decontaminated.yaml")
+        checks = []
+    if checks is not None:
+        document["scenarios"]["medium"]["decontaminate"] = checks
+    path = folder / f"scenarios-{'all' if checks is None else '-'.join(checks) or 'none'}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
 
@@ -44,7 +49,7 @@ def test_samples_made_before_decontamination_are_kept_counted_and_never_summariz
 ):
     dataset = small_medium_dataset(tmp_path)
     monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=True)))
-    assert "NOT decontaminated: medium" in assets._opted_out_note()
+    assert "NOT decontaminated: medium" in assets._decontamination_note()
     before = metadata_of(pipeline.materialize([assets.source_problems], "medium"), "source_problems")
     assert before["decontaminated"] is False and "NOT decontaminated" in before["decontamination"]
     assert before["num_rows"] == 12
@@ -56,8 +61,8 @@ def test_samples_made_before_decontamination_are_kept_counted_and_never_summariz
     after = metadata_of(result, "source_problems")
     assert (after["num_rows"], after["num_contaminated"]) == (6, 6)
     assert after["num_contaminated_by_benchmark"]["math_test"] == 6
-    [overlap] = result.get_asset_check_evaluations()
-    assert overlap.check_name == "no_benchmark_overlap" and overlap.passed
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"no_benchmark_overlap": True, "no_overlap_with_skipped_benchmarks": True}
     excluded = set(after["contaminated_ids"])
 
     cot_run = pipeline.run(pipeline.tick_until_launch()[0])
@@ -79,3 +84,28 @@ def test_samples_made_before_decontamination_are_kept_counted_and_never_summariz
     # Fill counts only clean, correct samples: the six clean problems all have one, so nothing is asked.
     fill = metadata_of(pipeline.submit_generation("medium", limit=6), "generation_batch")
     assert fill["num_requests"] == 0
+
+
+def test_a_medium_scenario_checked_against_gsm8k_only_is_not_called_decontaminated(
+    tmp_path, monkeypatch, instance, data_dir
+):
+    dataset = small_medium_dataset(tmp_path)
+    scenarios = scenarios_file(tmp_path, dataset, opt_out=False, checks=["gsm8k_test"])
+    monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios))
+    assert "PARTLY decontaminated: medium (not checked against math_test, math500)" in (
+        assets._decontamination_note()
+    )
+    result = dg.materialize([assets.source_problems], partition_key="medium", instance=instance)
+    metadata = metadata_of(result, "source_problems")
+    assert metadata["decontaminated"] is False and metadata["num_rows"] == 12  # the 6 test problems kept
+    assert metadata["benchmarks_skipped"] == ["math_test", "math500"]
+    assert metadata["decontamination"].startswith("PARTLY decontaminated: checked against gsm8k_test only")
+    warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
+    assert any("NOT checked against math_test, math500" in w for w in warnings), warnings
+
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["no_benchmark_overlap"].passed  # what it did check, it checked
+    skipped = checks["no_overlap_with_skipped_benchmarks"]
+    assert not skipped.passed and skipped.severity == dg.AssetCheckSeverity.WARN
+    assert skipped.metadata["num_overlapping"].value == {"math_test": 6, "math500": 1}
+    assert "6 kept problems match benchmarks this scenario does not check" in skipped.description

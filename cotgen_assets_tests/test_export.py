@@ -9,20 +9,33 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 
 import json
 import re
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
+import huggingface_hub
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.core import prompts
+from cotgen_assets.core.records import FIELDS, arrow_schema
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.defs import assets
-from cotgen_assets.publish import export, hub, report
+from cotgen_assets.publish import export, hub, parquet, report, selection
+from cotgen_assets.publish.card import (
+    LABEL_EXPORTED,
+    LABEL_FILES,
+    CardFacts,
+    MadeWith,
+    ScenarioFacts,
+    card_body,
+    dataset_card,
+)
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_report import table_rows
@@ -145,7 +158,7 @@ def test_both_configs_hold_the_same_ids_and_metadata_counts_them(chain):
         assert cot == cod == expected_ids(data, split)
     assert metadata["rows"] == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
     assert metadata["num_rows_cod_hard"] == 4 and metadata["num_rows"] == 26
-    assert metadata["left_out"]["easy"] == {export.CONTAMINATED: 1, export.COT_INCORRECT: 1}
+    assert metadata["left_out"]["easy"] == {selection.CONTAMINATED: 1, selection.COT_INCORRECT: 1}
     assert metadata["offline"] is True and metadata["path"] == str(data / "export")
     assert not (data / "export" / "data" / "cot" / "medium.parquet").exists(), "no samples, no split"
     cost = sum(
@@ -173,7 +186,7 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
     }
     assert sizes == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
     features = {i["config_name"]: [f["name"] for f in i["features"]] for i in info["dataset_info"]}
-    assert features["cod"] == [f.name for f in export.FIELDS["summarization"]]
+    assert features["cod"] == [f.name for f in FIELDS["summarization"]]
     assert info["size_categories"] == ["n<1K"]
     assert info["source_datasets"] == ["gsm8k", "qwedsacf/competition_math"]
     # OFFLINE in the title and the first paragraph
@@ -181,6 +194,81 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
     assert title.startswith("# OFFLINE") and first.startswith("**OFFLINE")
     assert "![thought vs draft tokens per scenario](dataset_report.png)" in card.text
     assert (data / "export" / "dataset_report.png").read_bytes().startswith(b"\x89PNG")
+
+
+SECTIONS = [
+    "Contents",
+    "How to load",
+    "Fields",
+    "How it was made",
+    "Figures per scenario",
+    "Picture",
+    "Decontamination",
+    "Limitations",
+    "Sources and licences",
+    "Fingerprint",
+]
+
+
+def test_the_card_has_every_section_in_order(chain):
+    data, *_ = chain
+    text = (data / "export" / "README.md").read_text()
+    assert re.findall(r"^## (.+)$", text, re.MULTILINE) == SECTIONS
+    assert re.findall(r"^### `(\w+)`$", text, re.MULTILINE) == ["easy", "medium", "hard"]
+
+
+def test_the_card_is_rendered_from_its_facts_alone():
+    """No files, no export: a hand-made CardFacts is the whole input, and each fact lands in its place."""
+    made = MadeWith(["gemini-x"], ["gemini-x-001"], ["cot-gen-v0"], ["high"], ["2026-01-02", "2026-01-05"])
+    scenario = ScenarioFacts(
+        name="algebra",
+        dataset="someone/algebra",
+        rows=1234,
+        num_cot_records=1300,
+        num_cod_records=1250,
+        left_out={selection.COT_INCORRECT: 16},
+        figures=[("CoT samples", "1,234", "1,300")],
+        benchmarks=[],
+        num_contaminated=None,
+        num_repeats=None,
+        num_left_out_unclean=0,
+    )
+    facts = CardFacts(
+        title="Algebra drafts",
+        offline=False,
+        include_incorrect=False,
+        where="someone/drafts",
+        scenarios=[scenario],
+        made_with={"generation": made, "summarization": made},
+        stale_prompt_versions=["cot-gen-v0"],
+        exported_on="2026-01-06",
+        fingerprint="f00d",
+        card_data={"license": "mit", "pretty_name": "Algebra drafts"},
+    )
+    rendered = dataset_card(facts)
+    text = rendered.text
+    assert rendered.data.license == "mit" and rendered.data.pretty_name == "Algebra drafts"
+    assert re.findall(r"^## (.+)$", text, re.MULTILINE) == SECTIONS
+    title, first = text.lstrip().split("\n\n")[:2]
+    assert title == "# Algebra drafts"
+    assert first.startswith("1,234 math problems, each solved twice by `gemini-x`")
+    assert "OFFLINE" not in text and "This export is empty" not in text
+    for line in (
+        "| `cot` | `algebra` | 1,234 | `someone/algebra` |",
+        "| `algebra` | 1,300 | 1,250 | 1,234 | CoT incorrect: 16 |",
+        'cot = load_dataset("someone/drafts", "cot", split="algebra")',
+        "| batches submitted and ingested (UTC) | 2026-01-02 to 2026-01-05 | 2026-01-02 to 2026-01-05 |",
+        "**Note:** some rows were made with other prompt versions (`cot-gen-v0`) than those shown.",
+        "| CoT samples | 1,234 | 1,300 |",
+        "| `algebra` | **none: NOT decontaminated** | not recorded | not recorded | 0 |",
+        "Exported on 2026-01-06.",
+        "`sha256:f00d`",
+        "![thought vs draft tokens per scenario](dataset_report.png)",
+    ):
+        assert line in text, line
+    body = card_body(facts, image="![inline](data:image/png;base64,AAAA)")
+    assert body.startswith("# Algebra drafts") and "![inline](data:image/png;base64,AAAA)" in body
+    assert "dataset_report.png" not in body and "license:" not in body
 
 
 def card_tables(card: str) -> dict[str, dict[str, list[str]]]:
@@ -199,7 +287,7 @@ def test_the_cards_numbers_equal_the_reports(chain):
     columns = {name.strip("*"): i for i, name in enumerate(files["header"])}
     for scenario in ("easy", "medium", "hard"):
         rows = tables[scenario]
-        assert rows["header"] == [export.LABEL_EXPORTED, export.LABEL_FILES]
+        assert rows["header"] == [LABEL_EXPORTED, LABEL_FILES]
         for label, _, _ in report.ROWS:  # where both describe the files, every cell is the report's
             assert rows[label][1] == files[label][columns[scenario]], (scenario, label)
     # the exported column, recomputed from the Parquet files
@@ -225,7 +313,7 @@ def test_the_cards_numbers_equal_the_reports(chain):
     # the easy files hold the two samples left out; the exported column does not
     assert tables["easy"]["CoT samples"] == ["22", "24"]
     assert "gemini-3.1-pro-preview" in card and "`high`" in card and "`low`" in card
-    for text in (export.prompts.GENERATION_INSTRUCTIONS, export.prompts.SUMMARIZATION_INSTRUCTIONS):
+    for text in (prompts.GENERATION_INSTRUCTIONS, prompts.SUMMARIZATION_INSTRUCTIONS):
         assert text in card, "the prompts verbatim"
     assert "Batch API" in card and "arXiv:2502.18600" in card and "GSM8K" in card
     assert "`gsm8k_test`, `math_test`, `math500`" in card
@@ -264,7 +352,7 @@ def test_push_refuses_without_token_offline_or_empty(chain, tmp_path, monkeypatc
 class HubStandIn:
     """Answers the few Hub API calls a commit makes, and records them (nothing leaves the machine)."""
 
-    def __init__(self):
+    def __init__(self, refuse_create: bool = False):
         self.calls = []
         stand_in = self
 
@@ -272,9 +360,9 @@ class HubStandIn:
             def log_message(self, *args):
                 pass
 
-            def answer(self, body):
+            def answer(self, body, status: int = 200):
                 data = json.dumps(body).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -282,12 +370,20 @@ class HubStandIn:
 
             def do_GET(self):
                 stand_in.calls.append(("GET", self.path, dict(self.headers), b""))
-                self.answer([])  # the repo's files: none yet
+                if refuse_create:  # asked whether the repo exists after all
+                    self.answer({"error": "Repository not found"}, 404)
+                else:
+                    self.answer([])  # the repo's files: none yet
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 stand_in.calls.append(("POST", self.path, dict(self.headers), body))
-                if self.path == "/api/repos/create":
+                if self.path == "/api/repos/create" and refuse_create:
+                    self.answer(
+                        {"error": "You don't have the rights to create a dataset under the namespace"},
+                        403,
+                    )
+                elif self.path == "/api/repos/create":
                     self.answer({"url": f"{stand_in.url}/datasets/someone/cotgen"})
                 elif "/preupload/" in self.path:
                     files = json.loads(body)["files"]
@@ -331,7 +427,8 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        pq.write_table(pa.Table.from_pylist(rows, schema=export.SCHEMAS[path.parent.name]), path)
+        schema = arrow_schema(selection.CONFIGS[path.parent.name])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return target
 
 
@@ -365,13 +462,66 @@ def test_push_uploads_the_folder_in_one_commit_naming_the_run(chain, tmp_path, m
         assert all(FAKE_TOKEN not in v for k, v in headers.items() if k.lower() != "authorization")
 
 
+def online_data(data: Path, target: Path) -> Path:
+    """A copy of the data folder as if Gemini had made its samples (offline flags cleared)."""
+    shutil.copytree(data, target, ignore=shutil.ignore_patterns("export", ".export*"))
+    for path in target.glob("co[td]_*.jsonl"):
+        records = read_jsonl(path)
+        for record in records:
+            for block in ("generation", "summarization"):
+                if block in record:
+                    record[block]["offline"] = False
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    return target
+
+
+def step_failure(result) -> dg.DagsterEvent:
+    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+
+
+def test_a_damaged_samples_file_or_a_failed_push_is_a_failure_with_the_reason(chain, tmp_path, monkeypatch):
+    data, instance, _, _ = chain
+    online = online_data(data, tmp_path / "data")
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(online))
+    assert materialize_export(instance).success
+
+    # A push the Hub turns down (here: a token without write access to the namespace).
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    stand_in = HubStandIn(refuse_create=True)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", stand_in.url)
+    try:
+        result = materialize_export(instance, token=FAKE_TOKEN, hub_repo="someone/cotgen")
+    finally:
+        stand_in.stop()
+    assert not result.success
+    error = step_failure(result).event_specific_data.error
+    assert error.cls_name == "Failure", error.message
+    message = error.message.removeprefix("dagster._core.definitions.events.Failure: ").rstrip("\n")
+    assert message.startswith("push to someone/cotgen failed: ") and "403" in message
+    assert "\n" not in message and FAKE_TOKEN not in message
+    assert str(online / "export") in message, "says where the export is"
+    assert not any(FAKE_TOKEN in str(record) for record in instance.all_logs(result.run_id))
+
+    # A damaged samples file: a Failure naming the file and the line; the last export is kept.
+    exported = {p: p.read_bytes() for p in (online / "export").rglob("*") if p.is_file()}
+    cot = online / "cot_easy.jsonl"
+    cot.write_bytes(cot.read_bytes() + b'{"id": "easy-99", "cot": "torn\n')
+    result = materialize_export(instance)
+    assert not result.success
+    error = step_failure(result).event_specific_data.error
+    assert error.cls_name == "Failure", error.message
+    assert f"{cot} is damaged: line(s) {len(read_jsonl(data / 'cot_easy.jsonl')) + 1} " in error.message
+    assert {p: p.read_bytes() for p in (online / "export").rglob("*") if p.is_file()} == exported
+
+
 def test_fingerprint_is_stable_and_follows_the_samples(chain, tmp_path):
     data, instance, pipeline, metadata = chain
     first = metadata["fingerprint"]
     again = export_metadata(materialize_export(instance))
     assert again["fingerprint"] == first, "same samples, same bytes, same fingerprint"
     assert (
-        export.fingerprint(
+        parquet.fingerprint(
             {
                 p.relative_to(data / "export").as_posix(): p.read_bytes()
                 for p in (data / "export").glob("data/*/*.parquet")
@@ -396,9 +546,30 @@ def test_fingerprint_is_stable_and_follows_the_samples(chain, tmp_path):
 def test_an_export_without_source_problems_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
     (tmp_path / "cot_easy.jsonl").write_text('{"id": "easy-0"}\n')
-    with pytest.raises(export.ExportError, match="materialize source_problems|Materialize source_problems"):
+    with pytest.raises(
+        selection.ExportError, match="materialize source_problems|Materialize source_problems"
+    ):
         export.write_export()
     assert not (tmp_path / "export").exists()
+
+
+def test_a_record_field_records_does_not_describe_is_refused(chain, tmp_path, monkeypatch):
+    """A field the export would drop silently is an error naming it; the old export stays."""
+    data, *_ = chain
+    shutil.copytree(data, tmp_path / "data")
+    path = tmp_path / "data" / "cot_hard.jsonl"
+    records = read_jsonl(path)
+    records[1]["thought_numbers"] = ["2", "4"]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records))
+    before = {p: p.read_bytes() for p in (tmp_path / "data" / "export").rglob("*") if p.is_file()}
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(selection.ExportError) as refused:
+        export.write_export()
+    message = str(refused.value)
+    assert "'thought_numbers'" in message and records[1]["id"] in message and "cot_hard.jsonl" in message
+    assert "Nothing was exported" in message
+    after = {p: p.read_bytes() for p in (tmp_path / "data" / "export").rglob("*") if p.is_file()}
+    assert after == before
 
 
 @pytest.mark.e2e

@@ -352,3 +352,32 @@ def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot
     assert set(ids) == {f"easy-{n}" for n in set(OLD_ROWS) | set(NEW_ROWS) | set(other_rows)}, (
         "neither ingestion's records were dropped by the other's rename"
     )
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file"])
+def test_an_unusable_scratch_dir_fails_the_ingestion_naming_it_and_loses_nothing(
+    kind, pipeline, sources, data_dir, tmp_path, monkeypatch
+):
+    from cotgen_assets.defs import assets
+
+    sources("easy")
+    pipeline.submit_generation("easy", limit=2)
+    [request] = pipeline.tick_until_launch()
+    blocker = tmp_path / "scratch"
+    blocker.write_text("not a folder")
+    scratch = blocker if kind == "a file" else blocker / "sub"
+    monkeypatch.setenv("COTGEN_SCRATCH_DIR", str(scratch))
+    result = pipeline.materialize(
+        [assets.generation_results, assets.cot_samples], "easy", raise_on_error=False
+    )
+    error = result.failure_data_for_node("cot_samples").error
+    assert error.cls_name == "Failure"
+    reason = "it is a file" if kind == "a file" else "Not a directory"
+    assert f"COTGEN_SCRATCH_DIR={str(scratch)!r} cannot hold ingestion's scratch folder: {reason}." in (
+        error.message
+    )
+    assert read_jsonl(data_dir / "cot_easy.jsonl") == []
+
+    monkeypatch.delenv("COTGEN_SCRATCH_DIR")
+    assert pipeline.run(request).success
+    assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == 2

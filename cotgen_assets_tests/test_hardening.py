@@ -242,6 +242,42 @@ def test_cotgen_cancel_with_the_api_down_is_one_clear_line(tmp_path, emulator, s
     assert all(any(p in n for p in progress) for n in notices), notices  # notices, no error before it
 
 
+def test_cotgen_cancel_from_another_folder_is_one_clear_line(tmp_path, emulator, sources, data_dir):
+    """The instance knows a batch in flight, but ./data of the folder the command runs in lacks its files."""
+    home, elsewhere = tmp_path / "dagster_home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    sources("easy")
+    emulator.set_faults(hold_count=1)
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        pipeline = Pipeline(instance, emulator.base_url)
+        pipeline.submit_generation("easy", limit=2)
+        submission = pipeline.metadata("generation_batch", "easy")["submission_id"]
+    env = {k: v for k, v in os.environ.items() if k != "COTGEN_DATA_DIR"}
+    done = subprocess.run(
+        [str(COTGEN), "cancel", "easy", "generation"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=elsewhere,
+        env={**env, "DAGSTER_HOME": str(home), "COTGEN_GEMINI_BASE_URL": emulator.base_url},
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr.splitlines()[-1]
+    assert line.startswith("cotgen: ") and submission in line
+    assert f"COTGEN_DATA_DIR ({elsewhere / 'data'})" in line, line
+    [job] = pipeline.resources["gemini"].list_batches()
+    assert not job.done, "nothing cancelled"
+    assert list(elsewhere.iterdir()) == [], "no ./data made where the command ran"
+
+    env.pop("DAGSTER_HOME", None)  # a new shell: start.sh's DAGSTER_HOME is not set there
+    done = subprocess.run(
+        [str(COTGEN), "cancel", "easy", "generation"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("cotgen: DAGSTER_HOME is not set:") and len(done.stderr.splitlines()) == 1
+
+
 # --------------------------------------------------------------------------- 10. damaged outcomes
 
 

@@ -1,15 +1,23 @@
 """The CoT and CoD files as a trainer gets them (DESIGN §4): loaded with `datasets`, field by field.
 
-One small in-process chain (5 GSM8K + 5 MATH problems, emulator, sensor ticks) feeds every test.
+One small in-process chain (5 GSM8K + 5 MATH problems, emulator, sensor ticks) feeds the tests of
+the files; the last ones check that `records` is the only description of a record.
 """
+
+import shutil
 
 import dagster as dg
 import datasets
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.core import records
+from cotgen_assets.core.records import GENERATION, SUMMARIZATION
 from cotgen_assets.defs import assets
-from cotgen_assets_tests.dagster_harness import wait_for
+from cotgen_assets.publish import export
+from cotgen_assets_tests.dagster_harness import ROOT, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
@@ -154,3 +162,50 @@ def test_cod_records_carry_every_field_and_their_cot_lineage(data, partition):
         source_cot = cot[record["id"]]
         for field in ("scenario", "question", "answer", "source", "generation"):
             assert record[field] == source_cot[field], field
+
+
+# --------------------------------------------------------------------------- records is the only schema
+
+DIFFICULTY = records.Field("difficulty", pa.string(), "how hard the problem is, by its source's own scale")
+
+
+@pytest.fixture
+def with_difficulty(monkeypatch):
+    """A CoT field described in `records` only, as a developer adding one would."""
+    monkeypatch.setitem(records.FIELDS, GENERATION, (*records.COT_FIELDS, DIFFICULTY))
+
+
+def test_the_readme_records_section_is_written_from_records():
+    readme = (ROOT / "README.md").read_text()
+    assert records.markdown() in readme, (
+        "README's Records section is stale: paste in the output of "
+        "`python -c 'from cotgen_assets.core import records; print(records.markdown())'`"
+    )
+
+
+def test_a_field_added_to_records_shows_in_the_arrow_schema_the_ui_and_the_readme(with_difficulty):
+    assert records.arrow_schema(GENERATION).field("difficulty").type == pa.string()
+    [column] = [c for c in assets.column_schema(GENERATION).columns if c.name == "difficulty"]
+    assert (column.type, column.description) == ("string", DIFFICULTY.description)
+    assert f"| `difficulty` | string | {DIFFICULTY.description} |" in records.markdown()
+    assert "difficulty" not in records.arrow_schema(SUMMARIZATION).names
+
+
+def test_a_field_added_to_records_reaches_the_exported_parquet_and_card(with_difficulty, data, tmp_path):
+    """No second list of fields to forget: the export writes what `records` describes."""
+    from huggingface_hub import DatasetCard
+
+    shutil.copytree(data, tmp_path / "data")
+    cot = raw(tmp_path / "data" / "cot_easy.jsonl")
+    for record in cot:
+        record["difficulty"] = f"level of {record['id']}"
+    (tmp_path / "data" / "cot_easy.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in cot))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+        written = export.write_export()
+    rows = pq.read_table(written.folder / "data" / "cot" / "easy.parquet").to_pylist()
+    assert rows and all(r["difficulty"] == f"level of {r['id']}" for r in rows)
+    card = DatasetCard.load(written.folder / "README.md")
+    [cot_info] = [i for i in card.data.to_dict()["dataset_info"] if i["config_name"] == "cot"]
+    assert {"name": "difficulty", "dtype": "string"} in cot_info["features"]
+    assert f"| `difficulty` | string | {DIFFICULTY.description} |" in card.text

@@ -89,6 +89,18 @@ def test_missing_scenarios_file(tmp_path):
         load_scenarios(tmp_path / "nope.yaml")
 
 
+def test_a_scenarios_file_that_is_not_utf8_or_not_a_file_is_named(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    path.write_bytes(("# café\n" + GOOD).encode("latin-1"))  # saved by an editor in Latin-1
+    with pytest.raises(ScenarioError) as raised:
+        load_scenarios(path)
+    assert str(raised.value) == (
+        f"scenarios file {path} is not UTF-8 text (byte 0xe9 at offset 5): save it as UTF-8"
+    )
+    with pytest.raises(ScenarioError, match=f"scenarios file {tmp_path} cannot be read: Is a directory"):
+        load_scenarios(tmp_path)
+
+
 # --------------------------------------------------------------------------- issue 12, items 5 and 6
 
 

@@ -6,6 +6,12 @@ open-r1 also uses for math. 13 words is long enough that shared phrases ("Expres
 common fraction." is 7 words) do not count, and short enough that a benchmark problem with a sentence
 added or a number reworded still matches. Words are letter/digit runs with LaTeX commands and
 Asymptote figure code left out, so formula spacing and figure boilerplate do not make matches.
+Both are taken after `_fold`, so that a benchmark problem retyped with other characters (a soft
+hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`) is still itself.
+A shared 13-gram counts only when it is telling: boilerplate, a run made only of phrasing that
+several benchmark problems share (an instruction such as "Enter your answer in the form
+$(r,\\theta),$ where …"), does not show that two problems are the same, unless they also have the
+same words apart from their numbers (the benchmark problem with other numbers); see `BenchmarkIndex`.
 A benchmark problem shorter than 13 words has no 13-gram: it counts as one n-gram of its own length
 if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches), and below that
 only the exact test applies (such texts are mostly a bare formula, "Evaluate $\\lceil -\\sqrt{23}\\rceil$.").
@@ -17,6 +23,7 @@ Plain logic (no dagster): the source_problems asset calls `decontaminate`, its c
 import json
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,37 +36,105 @@ from cotgen_assets.core.storage import atomic_write, scenario_dir
 
 NGRAM = 13
 SHORT_MIN = 8
+STOCK = 8  # words in a stock phrase
+STOCK_PROBLEMS = 2  # different benchmark problems that contain it, at least
 EXAMPLES = 5
 RULE = (
-    f"contaminated = same normalised text (case, whitespace, LaTeX spacing, punctuation folded) as a "
-    f"benchmark problem, or a shared run of {NGRAM} words (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
+    f"contaminated = same normalised text (formatting, case, whitespace, punctuation folded) as a "
+    f"benchmark problem, or a shared run of {NGRAM} words, unless every word of the run lies in a "
+    f"{STOCK}-word phrase that {STOCK_PROBLEMS} or more benchmark problems contain (boilerplate) and the "
+    f"two problems differ in more than their numbers (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
     f"words: all of it; shorter: exact only)"
 )
 
-# LaTeX that changes spacing or size only (matched after lowercasing); \dfrac and \tfrac are \frac.
+# Characters that show nothing (soft hyphen, zero-width space and joiners, direction marks, word
+# joiner, invisible operators, byte-order mark): inside a word they would split it in two.
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_SUPERSCRIPTS = str.maketrans(  # x² is x^2 (NFKC would make it x2)
+    {c: f"^{d}" for d, c in enumerate("\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")}
+)
+_GREEK = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma "
+    "sigma tau upsilon phi chi psi omega"
+).split()  # α (U+03B1) to ω (U+03C9), final sigma included
+# Symbols typed as characters (looked up after NFKC and lowercasing): dashes and the minus sign
+# are "-", × and the dots are "*", and ÷ ≤ ≥ ≠ ∞ ° and Greek letters are their LaTeX commands.
+_SYMBOLS = str.maketrans(
+    {
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2796\ufe58", "-"),
+        **dict.fromkeys("\u00d7\u00b7\u22c5\u2217", " * "),
+        "\u00f7": r" \div ",
+        "\u2264": r" \le ",
+        "\u2265": r" \ge ",
+        "\u2260": r" \ne ",
+        "\u221e": r" \infty ",
+        "\u00b0": r"^\circ ",
+        **{chr(0x3B1 + i): f" \\{name} " for i, name in enumerate(_GREEK)},
+    }
+)
+_ROOT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?)?")  # √23 is \sqrt{23}; √x is \sqrt x
+_VULGAR = re.compile(r"(\d+)\u2044(\d+)")  # NFKC turns ½ into 1⁄2
+# A comma (or `{,}`, `,\!`, `\,`) between a digit and exactly three digits separates thousands:
+# 6,432 is 6432. A list such as (1,2) or 1,2345 keeps its comma.
+_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!|\{,\}|,|\\,)(?=\d{3}(?!\d))")
+# Commands that mean the same as another, or only choose a font (matched after lowercasing).
+_SAME_AS = {
+    **dict.fromkeys(("dfrac", "tfrac"), r"\frac"),
+    **dict.fromkeys(("leq", "leqslant"), r"\le"),
+    **dict.fromkeys(("geq", "geqslant"), r"\ge"),
+    "neq": r"\ne",
+    **dict.fromkeys(("cdot", "times", "ast"), " * "),
+    **{f"var{name}": f"\\{name}" for name in ("epsilon", "theta", "phi", "pi", "rho", "sigma")},
+    **dict.fromkeys(("text", "textrm", "mathrm", "mbox"), " "),
+}
+_ANY_COMMAND = re.compile(r"\\([a-z]+)")
+# Arguments LaTeX takes without braces: \frac12, \frac ab, \frac1{2}, \frac{1}2, \sqrt2.
+_BARE_ARGUMENTS = (
+    (re.compile(r"\\frac\s*(\w)\s*(\w)"), r"\\frac{\1}{\2}"),
+    (re.compile(r"\\frac\s*(\w)"), r"\\frac{\1}"),
+    (re.compile(r"\\frac\s*(\{[^{}]*\})\s*(\w)"), r"\\frac\1{\2}"),
+    (re.compile(r"\\sqrt\s*(\w)"), r"\\sqrt{\1}"),
+)
+# LaTeX that changes spacing or size only.
 _LATEX_SPACING = re.compile(r"\\(?:[,;:! ]|(?:q?quad|left|right|displaystyle|bigg?[lr]?)(?![a-z]))")
-_FRAC = re.compile(r"\\[dt]frac(?![a-z])")
 # Words, numbers and the operators that change a formula's meaning (x+1 is not x-1).
 _TOKEN = re.compile(r"[^\W_]+|[+\-*/=<>^|!]")
 _ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
 _COMMAND = re.compile(r"\\[a-z]+")
 _WORD = re.compile(r"[^\W_]+")
+_DIGITS = re.compile(r"\d+")
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text or "").lower()
-    return _FRAC.sub(r"\\frac", _LATEX_SPACING.sub(" ", text))
+    """One spelling for text that reads the same: invisible characters dropped, Unicode forms,
+    symbols, thousands separators, synonymous commands, unbraced arguments and spacing folded."""
+    text = _INVISIBLE.sub("", text or "").translate(_SUPERSCRIPTS)
+    text = unicodedata.normalize("NFKC", text).lower().translate(_SYMBOLS)
+    text = _ROOT.sub(lambda m: rf"\sqrt{{{m[1]}}}" if m[1] else r"\sqrt ", text)
+    text = _THOUSANDS.sub("", _VULGAR.sub(r"\\frac{\1}{\2}", text))
+    text = _ANY_COMMAND.sub(lambda m: _SAME_AS.get(m[1], m[0]), text)
+    for pattern, braced in _BARE_ARGUMENTS:
+        text = pattern.sub(braced, text)
+    return _LATEX_SPACING.sub(" ", text)
 
 
 def normalize(text: str) -> str:
-    """The text compared for exact matches and duplicates: case, whitespace, LaTeX spacing and
+    """The text compared for exact matches and duplicates: formatting (`_fold`), case, whitespace and
     punctuation folded; words, numbers and operators kept in order."""
-    return " ".join(_TOKEN.findall(_fold(text)))
+    return _key(_fold(text))
 
 
 def words(text: str) -> list[str]:
     """The words n-grams are made of: letter/digit runs, without LaTeX commands or [asy] figure code."""
-    return _WORD.findall(_COMMAND.sub(" ", _ASY.sub(" ", _fold(text))))
+    return _words(_fold(text))
+
+
+def _key(folded: str) -> str:
+    return " ".join(_TOKEN.findall(folded))
+
+
+def _words(folded: str) -> list[str]:
+    return _WORD.findall(_COMMAND.sub(" ", _ASY.sub(" ", folded)))
 
 
 def ngrams(tokens: Sequence[str], n: int = NGRAM) -> list[tuple[str, ...]]:
@@ -78,66 +153,114 @@ class Match:
 
 
 class BenchmarkIndex:
-    """Hash tables over the benchmarks' problems: exact keys, n-gram hashes and short problems."""
+    """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, and the
+    problems' words with numbers masked.
 
-    def __init__(self, questions: dict[str, list[str]], n: int = NGRAM, short_min: int = SHORT_MIN):
-        self.n, self.short_min = n, short_min
+    A 13-gram made only of stock phrasing is boilerplate and proves nothing: every word of it lies in
+    some `STOCK`-word run that at least `STOCK_PROBLEMS` different benchmark problems contain (an
+    instruction such as "Enter your answer in the form $(r,\\theta),$ where …", or an opening such as
+    "Let $a$ and $b$ be positive real numbers. Find the minimum value of"). GPT-3 likewise ignored
+    frequent 13-grams. A problem sharing only boilerplate with a benchmark problem still matches it
+    when both have the same words apart from their numbers: that is the benchmark problem with other
+    numbers. `ignore_boilerplate=False` gives the plain 13-word rule, to measure what this gives back.
+    """
+
+    def __init__(
+        self,
+        questions: dict[str, list[str]],
+        n: int = NGRAM,
+        short_min: int = SHORT_MIN,
+        ignore_boilerplate: bool = True,
+    ):
+        self.n = n
         self.questions = questions
-        self.exact: dict[str, dict[str, int]] = {}
-        self.grams: dict[str, dict[int, int]] = {}
-        self.short: dict[str, dict[int, dict[int, int]]] = {}  # benchmark -> length -> hash -> row
+        self.exact: dict[str, dict[str, int]] = {name: {} for name in questions}
+        tokens: dict[str, list[list[str]]] = {name: [] for name in questions}
+        distinct: dict[str, list[str]] = {}  # MATH-500 repeats MATH test: count each problem once
         for name, texts in questions.items():
-            exact, grams, short = {}, {}, {}
             for row, text in enumerate(texts):
-                exact.setdefault(normalize(text), row)
-                tokens = words(text)
-                if len(tokens) >= n:
-                    for gram in ngrams(tokens, n):
-                        grams.setdefault(hash(gram), row)
-                elif len(tokens) >= short_min:
-                    short.setdefault(len(tokens), {}).setdefault(hash(tuple(tokens)), row)
-            self.exact[name], self.grams[name], self.short[name] = exact, grams, short
-        self.lengths = sorted({length for per in self.short.values() for length in per})
+                folded = _fold(text)
+                key = _key(folded)
+                self.exact[name].setdefault(key, row)
+                tokens[name].append(distinct.setdefault(key, _words(folded)))
+        stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
+        self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
+        self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
+        lengths = set()
+        for name, problems in tokens.items():
+            for row, problem in enumerate(problems):
+                if len(problem) >= n:
+                    for gram, telling in zip(ngrams(problem, n), _telling(problem, stock, n)):
+                        if telling:
+                            self.grams.setdefault(hash(gram), {}).setdefault(name, row)
+                    self.templates.setdefault(_masked(problem), {}).setdefault(name, row)
+                elif len(problem) >= short_min:
+                    self.grams.setdefault(hash(tuple(problem)), {}).setdefault(name, row)
+                    lengths.add(len(problem))
+        self.lengths = (n, *sorted(lengths))
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.questions)
 
     def match(self, question: str) -> Match | None:
-        key = normalize(question)
-        tokens = words(question)
-        hashed = {self.n: [hash(g) for g in ngrams(tokens, self.n)]}
-        for length in self.lengths:
-            hashed[length] = [hash(g) for g in ngrams(tokens, length)]
-        found: list[tuple[str, str, int, str]] = []
-        for name in self.questions:
-            row = self.exact[name].get(key)
+        folded = _fold(question)
+        key, tokens = _key(folded), _words(folded)
+        found: dict[str, tuple[str, int, str]] = {}  # benchmark -> (kind, row, shared words)
+        for name, exact in self.exact.items():
+            row = exact.get(key)
             if row is not None:
-                found.append((name, "exact", row, ""))
-                continue
-            hit = _first_hit(hashed[self.n], self.grams[name], tokens, self.n)
-            if hit is None:
-                for length, table in self.short[name].items():
-                    hit = _first_hit(hashed[length], table, tokens, length)
-                    if hit is not None:
-                        break
-            if hit is not None:
-                found.append((name, "ngram", hit[0], hit[1]))
+                found[name] = ("exact", row, "")
+        if len(found) < len(self.names):
+            self._match_ngrams(tokens, found)
         if not found:
             return None
-        found.sort(key=lambda f: f[1] != "exact")  # an exact match explains best; else file order
-        name, kind, row, shared = found[0]
-        return Match(name, kind, self.questions[name][row], tuple(f[0] for f in found), shared)
+        names = [name for name in self.names if name in found]
+        first = min(names, key=lambda name: found[name][0] != "exact")  # exact explains best; else file order
+        kind, row, shared = found[first]
+        return Match(first, kind, self.questions[first][row], tuple(names), shared)
+
+    def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
+        """Add the benchmarks not found yet that share a telling n-gram, or boilerplate and the same
+        words apart from numbers."""
+        table = self.grams
+        for length in self.lengths:  # 13-grams first, then whole short problems
+            for gram in ngrams(tokens, length):
+                hits = table.get(hash(gram))
+                if hits:
+                    for name, row in hits.items():
+                        found.setdefault(name, ("ngram", row, " ".join(gram)))
+        if len(found) == len(self.names):
+            return
+        for name, row in self.templates.get(_masked(tokens), {}).items():
+            if name not in found:
+                shared = _first_shared(tokens, words(self.questions[name][row]), self.n)
+                if shared:
+                    found[name] = ("ngram", row, shared)
 
 
-def _first_hit(hashes: list[int], table: dict[int, int], tokens: list[str], n: int):
-    if not table:
-        return None
-    for i, h in enumerate(hashes):
-        row = table.get(h)
-        if row is not None:
-            return row, " ".join(tokens[i : i + n])
-    return None
+def _stock_phrases(problems: Iterable[list[str]]) -> set[int]:
+    """Hashes of the `STOCK`-word runs that at least `STOCK_PROBLEMS` of the problems contain."""
+    counts = Counter(h for problem in problems for h in {hash(g) for g in ngrams(problem, STOCK)})
+    return {h for h, count in counts.items() if count >= STOCK_PROBLEMS}
+
+
+def _telling(problem: list[str], stock: set[int], n: int) -> list[bool]:
+    """For each n-gram of the problem: does it hold a word outside every stock phrase?"""
+    in_stock = [False] * len(problem)
+    for i, gram in enumerate(ngrams(problem, STOCK)):
+        if hash(gram) in stock:
+            in_stock[i : i + STOCK] = [True] * STOCK
+    return [not all(in_stock[i : i + n]) for i in range(len(problem) - n + 1)]
+
+
+def _masked(tokens: list[str]) -> str:
+    return _DIGITS.sub("0", " ".join(tokens))
+
+
+def _first_shared(tokens: list[str], other: list[str], n: int) -> str:
+    theirs = set(ngrams(other, n))
+    return next((" ".join(gram) for gram in ngrams(tokens, n) if gram in theirs), "")
 
 
 @lru_cache(maxsize=8)
@@ -172,7 +295,7 @@ def deduplicate(questions: Sequence[str]) -> dict[int, int]:
 class DecontaminationReport:
     """What `decontaminate` left out and why, for the asset's metadata."""
 
-    benchmarks: tuple[str, ...]  # () = the scenario opted out
+    benchmarks: tuple[str, ...]  # those checked; () = the scenario opted out
     num_input: int
     num_kept: int
     num_contaminated: int = 0
@@ -184,23 +307,38 @@ class DecontaminationReport:
     examples: list[dict] = field(default_factory=list)
     n: int = NGRAM
     rule: str = RULE
+    skipped: tuple[str, ...] = ()  # benchmarks of the scenarios file this scenario does not check
+    skipped_overlap: dict[str, int] = field(default_factory=dict)  # skipped one -> kept problems matching
+    skipped_overlap_ids: list[str] = field(default_factory=list)  # kept problems matching a skipped one
+    skipped_error: str = ""  # why the kept problems could not be compared with the skipped benchmarks
 
     @property
     def decontaminated(self) -> bool:
-        return bool(self.benchmarks)
+        """Checked against every benchmark of the scenarios file, not only some."""
+        return bool(self.benchmarks) and not self.skipped
 
     @property
     def excluded_ids(self) -> list[str]:
         return self.contaminated_ids + list(self.duplicate_ids)
 
     def note(self) -> str:
-        """One sentence for the asset's description and logs."""
-        if not self.decontaminated:
-            return "NOT decontaminated: the scenario opts out (`decontaminate: []`)."
-        return (
-            f"Decontaminated against {', '.join(self.benchmarks)}: {self.num_contaminated} problems left "
-            f"out as benchmark matches, {self.num_duplicates} as repeats."
-        )
+        """A few sentences for the asset's metadata and logs."""
+        left_out = f"{self.num_contaminated} problems left out as benchmark matches"
+        left_out += f", {self.num_duplicates} as repeats"
+        if not self.benchmarks:
+            return "NOT decontaminated: the scenario opts out (`decontaminate: []`)." + self._skipped_note()
+        if self.skipped:
+            return (
+                f"PARTLY decontaminated: checked against {', '.join(self.benchmarks)} only; NOT checked "
+                f"against {', '.join(self.skipped)} (`decontaminate:` names only some benchmarks). "
+                f"{left_out}.{self._skipped_note()}"
+            )
+        return f"Decontaminated against {', '.join(self.benchmarks)}: {left_out}."
+
+    def _skipped_note(self) -> str:
+        if self.skipped_error:
+            return f" The kept problems could not be compared with them: {self.skipped_error}"
+        return f" {len(self.skipped_overlap_ids)} kept problems match them." if self.skipped else ""
 
     def metadata(self) -> dict:
         """Plain values under the suggested metadata keys (the asset wraps them in MetadataValues)."""
@@ -217,6 +355,10 @@ class DecontaminationReport:
             "contamination_rule": self.rule,
             "contamination_ngram": self.n,
             "contamination_examples": list(self.examples),
+            "benchmarks_skipped": list(self.skipped),
+            "num_overlapping_skipped": dict(self.skipped_overlap),
+            "overlapping_skipped_ids": list(self.skipped_overlap_ids),
+            "skipped_not_compared": self.skipped_error,
         }
 
 
@@ -239,9 +381,10 @@ def decontaminate(
     problem keeps its id (`<scenario>-<source row>`) and a dropped id is never given to another.
     """
     chosen = _select(scenario, benchmarks)
+    skipped = tuple(name for name in benchmarks if name not in scenario.decontaminate)
     ids = problems["problem_id"].to_pylist()
     questions = problems["question"].to_pylist()
-    report = DecontaminationReport(tuple(b.name for b in chosen), problems.num_rows, 0)
+    report = DecontaminationReport(tuple(b.name for b in chosen), problems.num_rows, 0, skipped=skipped)
     keep = [True] * len(ids)
     if chosen:
         report.by_benchmark = {b.name: 0 for b in chosen}
@@ -274,7 +417,26 @@ def decontaminate(
     report.num_duplicates = len(repeats)
     clean = problems.filter(pa.array(keep, type=pa.bool_()))
     report.num_kept = clean.num_rows
+    if skipped:
+        _compare_with_skipped(clean, tuple(benchmarks[name] for name in skipped), report)
     return clean, report
+
+
+def _compare_with_skipped(clean: pa.Table, skipped: tuple[Benchmark, ...], report: DecontaminationReport):
+    """Count the kept problems that the benchmarks the scenario skips would have left out: skipping a
+    benchmark that shares problems with the scenario's dataset (its own family) leaves them in."""
+    try:
+        index = benchmark_index(skipped)
+    except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
+        report.skipped_error = str(error)
+        return
+    report.skipped_overlap = {b.name: 0 for b in skipped}
+    matches = find_contamination(clean["question"].to_pylist(), index)
+    for problem_id, match in zip(clean["problem_id"].to_pylist(), matches):
+        if match is not None:
+            report.skipped_overlap_ids.append(problem_id)
+            for name in match.benchmarks:
+                report.skipped_overlap[name] += 1
 
 
 def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[str]:

@@ -1,11 +1,13 @@
 """The CoT and CoD records (DESIGN §4): their fields, described once, and their builders.
 
-`COT_FIELDS` / `COD_FIELDS` are the one description of a record: the builders below produce
-exactly these keys, the samples assets' column schemas are made from them, and a test checks
-the README's record section against them.
+`COT_FIELDS` / `COD_FIELDS` are the one description of a record: each field carries its Arrow
+type and what it holds. The builders below produce exactly these keys; the export's Parquet
+schema, the samples assets' column schemas and the README's Records section are made from them.
 """
 
 from dataclasses import dataclass
+
+import pyarrow as pa
 
 from cotgen_assets.core.batch_output import ResultLine, Usage
 from cotgen_assets.core.grading import extract_predicted_answer
@@ -19,62 +21,114 @@ STAGES = (GENERATION, SUMMARIZATION)
 
 @dataclass(frozen=True)
 class Field:
-    """One top-level record field: its name, its type as the UI shows it, what it holds."""
+    """One top-level record field: its name, its Arrow type, what it holds."""
 
     name: str
-    type: str
+    arrow: pa.DataType
     description: str
 
+    @property
+    def type(self) -> str:
+        """The type as the UI and the docs show it: `struct`, `list<string>`, `bool`, ..."""
+        return short_type(self.arrow)
 
-MADE_BY_KEYS = (
-    "model",
-    "model_version",
-    "batch",
-    "submission",
-    "prompt_version",
-    "finish_reason",
-    "usage",
-    "cost_usd",
-    "offline",
+
+def short_type(arrow: pa.DataType) -> str:
+    if pa.types.is_struct(arrow):
+        return "struct"
+    if pa.types.is_list(arrow):
+        return f"list<{short_type(arrow.value_type)}>"
+    return str(arrow)
+
+
+def _names(struct: pa.StructType) -> str:
+    return "{" + ", ".join(f.name for f in struct) + "}"
+
+
+USAGE = pa.struct(
+    [(k, pa.int64()) for k in ("input_tokens", "cached_tokens", "thinking_tokens", "output_tokens")]
 )
-_MADE_BY = "{" + ", ".join(MADE_BY_KEYS) + "}"
+MADE_BY_TYPE = pa.struct(
+    [
+        ("model", pa.string()),
+        ("model_version", pa.string()),
+        ("batch", pa.string()),
+        ("submission", pa.string()),
+        ("prompt_version", pa.string()),
+        ("finish_reason", pa.string()),
+        ("usage", USAGE),
+        ("cost_usd", pa.float64()),
+        ("offline", pa.bool_()),
+    ]
+)
+MADE_BY_KEYS = tuple(f.name for f in MADE_BY_TYPE)
+SOURCE = pa.struct(
+    [(k, pa.string()) for k in ("dataset", "config", "split")]
+    + [("row", pa.int64()), ("level", pa.string()), ("type", pa.string())]
+)
+MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 _HEAD = (
-    Field("id", "string", "stable problem id, `<scenario>-<source row>`: same problem, same id, forever"),
-    Field("scenario", "string", "the scenario (partition) the problem belongs to"),
-    Field("question", "string", "the problem text, from the source dataset"),
-    Field("answer", "string", "the reference final answer (GSM8K: after `####`; MATH: the last `\\boxed{}`)"),
+    Field("id", pa.string(), "stable problem id, `<scenario>-<source row>`: same problem, same id, forever"),
+    Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
+    Field("question", pa.string(), "the problem text, from the source dataset"),
+    Field(
+        "answer", pa.string(), "the reference final answer (GSM8K: after `####`; MATH: the last `\\boxed{}`)"
+    ),
 )
-_SOURCE = Field(
-    "source", "struct", "the source row: {dataset, config, split, row, level, type} (level/type '' for GSM8K)"
-)
+_SOURCE = Field("source", SOURCE, f"the source row: {_names(SOURCE)} (level/type '' for GSM8K)")
 _GENERATION = Field(
-    "generation", "struct", f"how the CoT was made: {_MADE_BY}; usage = input/cached/thinking/output tokens"
+    "generation",
+    MADE_BY_TYPE,
+    f"how the CoT was made: {_names(MADE_BY_TYPE)}; usage = input/cached/thinking/output tokens",
 )
 COT_FIELDS = (
     *_HEAD,
-    Field("cot", "string", "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
-    Field("messages", "list<struct>", "[user question, assistant cot]: ready for SFT"),
-    Field("predicted_answer", "string", "the final answer read from the model's answer text"),
-    Field("correct", "bool", "predicted_answer matches answer (exact/numeric, then math-verify)"),
+    Field("cot", pa.string(), "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
+    Field("messages", MESSAGES, "[user question, assistant cot]: ready for SFT"),
+    Field("predicted_answer", pa.string(), "the final answer read from the model's answer text"),
+    Field("correct", pa.bool_(), "predicted_answer matches answer (exact/numeric, then math-verify)"),
     _SOURCE,
     _GENERATION,
 )
 COD_FIELDS = (
     *_HEAD,
     Field(
-        "cod", "string", "`<draft>`a few words a step, a step a line`</draft>`, newline + `\\boxed{answer}`"
+        "cod",
+        pa.string(),
+        "`<draft>`a few words a step, a step a line`</draft>`, newline + `\\boxed{answer}`",
     ),
-    Field("messages", "list<struct>", "[user question, assistant cod]: ready for SFT"),
-    Field("predicted_answer", "string", "the draft's final answer"),
-    Field("correct", "bool", "predicted_answer matches answer"),
-    Field("agrees_with_cot", "bool", "predicted_answer matches the CoT sample's predicted_answer"),
-    Field("unsupported_draft_numbers", "list<string>", "numbers in the draft that are not in its thought"),
+    Field("messages", MESSAGES, "[user question, assistant cod]: ready for SFT"),
+    Field("predicted_answer", pa.string(), "the draft's final answer"),
+    Field("correct", pa.bool_(), "predicted_answer matches answer"),
+    Field("agrees_with_cot", pa.bool_(), "predicted_answer matches the CoT sample's predicted_answer"),
+    Field(
+        "unsupported_draft_numbers", pa.list_(pa.string()), "numbers in the draft that are not in its thought"
+    ),
     _SOURCE,
     _GENERATION,
-    Field("summarization", "struct", f"how the draft was made: {_MADE_BY}"),
+    Field("summarization", MADE_BY_TYPE, f"how the draft was made: {_names(MADE_BY_TYPE)}"),
 )
 FIELDS = {GENERATION: COT_FIELDS, SUMMARIZATION: COD_FIELDS}
+FILES = {GENERATION: "cot_<suffix>.jsonl", SUMMARIZATION: "cod_<suffix>.jsonl"}
+
+
+def arrow_schema(stage: str) -> pa.Schema:
+    """The stage's records as Arrow columns, in field order (the export's Parquet schema)."""
+    return pa.schema([(f.name, f.arrow) for f in FIELDS[stage]])
+
+
+def field_table(stage: str) -> str:
+    """The stage's fields as a markdown table (the README and the dataset card show it)."""
+    rows = [f"| `{f.name}` | {f.type} | {f.description.replace('|', '/')} |" for f in FIELDS[stage]]
+    return "\n".join(["| field | type | meaning |", "|---|---|---|", *rows])
+
+
+def markdown() -> str:
+    """The README's Records section: one table per file."""
+    return "\n\n".join(f"Each line of `{FILES[stage]}`:\n\n{field_table(stage)}" for stage in STAGES)
+
+
 MADE_BY = {GENERATION: "generation", SUMMARIZATION: "summarization"}  # the block a stage fills in
 
 

@@ -140,6 +140,13 @@ def _read(path: Path) -> object:
         raise ScenarioError(f"scenarios file {path}: {error}; each name and field may appear once") from None
     except FileNotFoundError:
         raise ScenarioError(f"scenarios file {path} does not exist") from None
+    except OSError as error:
+        raise ScenarioError(f"scenarios file {path} cannot be read: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(
+            f"scenarios file {path} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}): save it as UTF-8"
+        ) from None
     except yaml.YAMLError as error:
         raise ScenarioError(f"scenarios file {path} is not valid YAML: {error}") from None
 

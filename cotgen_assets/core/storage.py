@@ -36,13 +36,20 @@ def data_dir() -> Path | UPath:
         if re.match(r"^[a-z][a-z0-9+.-]*:/", value):
             raise StorageError(f"COTGEN_DATA_DIR={value!r} looks like a URL missing a '/': write 'gs://…'")
         return Path(value).absolute()
-    protocol = value.split("://", 1)[0].lower()
+    scheme, rest = value.split("://", 1)
+    protocol = scheme.lower()
     if protocol == "file":
-        return Path(value.split("://", 1)[1]).absolute()
+        return Path(rest).absolute()
     if protocol not in OBJECT_STORES:
         raise StorageError(
             f"COTGEN_DATA_DIR={value!r}: {protocol}:// is not supported; use a local folder, gs:// or s3://"
         )
+    if scheme != protocol:  # fsspec knows its protocols in lower case only
+        raise StorageError(
+            f"COTGEN_DATA_DIR={value!r}: write the scheme in lower case: '{protocol}://{rest}'"
+        )
+    if not rest.split("/", 1)[0]:
+        raise StorageError(f"COTGEN_DATA_DIR={value!r} names no bucket: write '{protocol}://BUCKET/prefix'")
     try:
         path = UPath(value)
         path.fs  # noqa: B018 - loads the filesystem class: a missing gcsfs is said here
@@ -109,9 +116,17 @@ def scratch_dir(prefix: str) -> Path:
     """A new local folder for state that must be on a local disk (SQLite, `os.pread`); the caller
     removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder."""
     root = os.environ.get("COTGEN_SCRATCH_DIR") or None
-    if root:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        if root:
+            Path(root).mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError as error:
+        where = f"COTGEN_SCRATCH_DIR={root!r}" if root else f"the temporary folder {tempfile.gettempdir()}"
+        reason = "it is a file" if isinstance(error, FileExistsError) else error.strerror or error
+        raise StorageError(
+            f"{where} cannot hold ingestion's scratch folder: {reason}. Point "
+            "COTGEN_SCRATCH_DIR at a writable local folder (or unset it); nothing was ingested"
+        ) from None
 
 
 def local_copy(path: Path | UPath, folder: Path) -> Path:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.decontamination import (
+    DecontaminationReport,
     decontaminate,
     excluded_problems,
     save_report,
@@ -19,7 +20,13 @@ from cotgen_assets.core.planning import check_max_cost
 from cotgen_assets.core.pricing import UnknownModelError
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
-from cotgen_assets.core.scenarios import ScenarioError, get_scenario, load_benchmarks, load_scenarios
+from cotgen_assets.core.scenarios import (
+    Scenario,
+    ScenarioError,
+    get_scenario,
+    load_benchmarks,
+    load_scenarios_and_benchmarks,
+)
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.storage import atomic_write, samples_path, source_problems_path
 from cotgen_assets.core.submissions import (
@@ -42,10 +49,12 @@ from cotgen_assets.defs.instance import (
 )
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
-from cotgen_assets.publish.export import PICTURE_ALT, ExportError, card_body, write_export
-from cotgen_assets.publish.hub import PushRefused, push_export
+from cotgen_assets.publish.card import PICTURE_ALT, card_body
+from cotgen_assets.publish.export import write_export
+from cotgen_assets.publish.hub import PushFailed, PushRefused, push_export
 from cotgen_assets.publish.previews import preview_rows
 from cotgen_assets.publish.report import build_report, by_scenario, markdown_image, numeric_totals
+from cotgen_assets.publish.selection import ExportError
 
 GROUP = "cotgen"
 PREVIEW_ROWS = 5
@@ -65,19 +74,73 @@ def preview_table(rows: list[dict], columns: list[str], width: int = 160) -> dg.
     )
 
 
-def _opted_out_note() -> str:
-    """The asset's description names the scenarios whose problems are not decontaminated."""
-    opted_out = [name for name, scenario in load_scenarios().items() if not scenario.decontaminate]
-    return f" NOT decontaminated: {', '.join(opted_out)} (`decontaminate: []`)." if opted_out else ""
+def _decontamination_note() -> str:
+    """The asset's description names the scenarios not checked against every benchmark."""
+    scenarios, benchmarks = load_scenarios_and_benchmarks()
+    opted_out = [name for name, scenario in scenarios.items() if not scenario.decontaminate]
+    note = f" NOT decontaminated: {', '.join(opted_out)} (`decontaminate: []`)." if opted_out else ""
+    for name, scenario in scenarios.items():
+        skipped = [b for b in benchmarks if b not in scenario.decontaminate]
+        if scenario.decontaminate and skipped:
+            note += f" PARTLY decontaminated: {name} (not checked against {', '.join(skipped)})."
+    return note
+
+
+def _overlap_checks(
+    scenario: Scenario, overlap: list[str], contamination: DecontaminationReport
+) -> list[dg.AssetCheckResult]:
+    """The written table checked again (error), and what the benchmarks it skips would find (warning)."""
+    checked = ", ".join(scenario.decontaminate)
+    skipped, found = contamination.skipped, contamination.skipped_overlap_ids
+    if contamination.skipped_error:
+        why = f"the kept problems could not be compared with {', '.join(skipped)}: "
+        why += contamination.skipped_error
+    elif found:
+        counts = ", ".join(f"{name} {count}" for name, count in contamination.skipped_overlap.items())
+        why = (
+            f"{len(found)} kept problems match benchmarks this scenario does not check ({counts}): name "
+            f"them in its `decontaminate:` list, or drop the list to check every benchmark"
+        )
+    else:
+        why = f"no kept problem matches the benchmarks this scenario does not check ({', '.join(skipped)})"
+    return [
+        dg.AssetCheckResult(
+            check_name="no_benchmark_overlap",
+            passed=not overlap,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={
+                "benchmarks_checked": dg.MetadataValue.json(list(scenario.decontaminate)),
+                "num_overlapping": dg.MetadataValue.int(len(overlap)),
+                "overlapping_ids": dg.MetadataValue.json(overlap[:50]),
+            },
+            description=f"the written problem table, checked again against {checked}"
+            if checked
+            else "NOT checked: the scenario opts out of decontamination (`decontaminate: []`)",
+        ),
+        dg.AssetCheckResult(
+            check_name="no_overlap_with_skipped_benchmarks",
+            passed=not found and not contamination.skipped_error,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "benchmarks_skipped": dg.MetadataValue.json(list(skipped)),
+                "num_overlapping": dg.MetadataValue.json(dict(contamination.skipped_overlap)),
+                "overlapping_ids": dg.MetadataValue.json(found[:50]),
+            },
+            description=why if skipped else "every benchmark of the scenarios file is checked",
+        ),
+    ]
 
 
 @dg.asset(
     partitions_def=scenario_partitions,
     group_name=GROUP,
     kinds={"huggingface", "parquet"},
-    check_specs=[dg.AssetCheckSpec("no_benchmark_overlap", asset="source_problems")],
+    check_specs=[
+        dg.AssetCheckSpec("no_benchmark_overlap", asset="source_problems"),
+        dg.AssetCheckSpec("no_overlap_with_skipped_benchmarks", asset="source_problems"),
+    ],
     description="The scenario's filtered math problems with stable ids and reference answers (Parquet), "
-    "without benchmark problems (GSM8K test, MATH test, MATH-500) or repeats." + _opted_out_note(),
+    "without benchmark problems (GSM8K test, MATH test, MATH-500) or repeats." + _decontamination_note(),
 )
 def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     try:
@@ -131,21 +194,7 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                 clean.slice(0, PREVIEW_ROWS).to_pylist(), ["problem_id", "question", "answer"]
             ),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="no_benchmark_overlap",
-                passed=not overlap,
-                severity=dg.AssetCheckSeverity.ERROR,
-                metadata={
-                    "benchmarks_checked": dg.MetadataValue.json(list(scenario.decontaminate)),
-                    "num_overlapping": dg.MetadataValue.int(len(overlap)),
-                    "overlapping_ids": dg.MetadataValue.json(overlap[:50]),
-                },
-                description="the written problem table, checked again against the scenario's benchmarks"
-                if scenario.decontaminate
-                else "NOT checked: the scenario opts out of decontamination (`decontaminate: []`)",
-            )
-        ],
+        check_results=_overlap_checks(scenario, overlap, contamination),
     )
 
 
@@ -196,7 +245,9 @@ def _submit_stage(
     reused = []
     try:
         check_max_cost(config.max_cost_usd)
-        with submission_lock(context.instance, scenario.name, stage, context.run.run_id):
+        with submission_lock(
+            context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
+        ):
             if not config.dry_run:
                 try:
                     refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
@@ -412,7 +463,12 @@ def _ingest_stage(context, stage: str) -> dg.MaterializeResult:
                 "both when its jobs end"
             )
         lock = samples_lock(
-            context.instance, path, context.run.run_id, SAMPLES_ASSET[stage], context.log.info
+            context.instance,
+            path,
+            context.run.run_id,
+            SAMPLES_ASSET[stage],
+            say=context.log.info,
+            warn=context.log.warning,
         )
         ingest = ingest_submission(submission, path, observe=stats, lock=lock)
     except (SubmissionRefused, ValueError, UnknownModelError) as error:
@@ -598,7 +654,7 @@ def hf_dataset(
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
         export = write_export(config.include_incorrect, repo_id=repo)
-    except ExportError as error:
+    except (ExportError, ValueError) as error:  # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR
         raise dg.Failure(description=str(error)) from None
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
     if export.offline:
@@ -608,7 +664,7 @@ def hf_dataset(
         for c, by_split in export.rows.items()
         for s, n in by_split.items()
     }
-    card = card_body(export, repo, image=markdown_image(export.png, PICTURE_ALT))
+    card = card_body(export.facts, image=markdown_image(export.png, PICTURE_ALT))
     metadata = {
         "offline": dg.MetadataValue.bool(export.offline),
         "num_rows": dg.MetadataValue.int(export.num_rows),
@@ -626,7 +682,7 @@ def hf_dataset(
     if repo:
         try:
             url = push_export(export.folder, repo, hub.token, config.public, context.run.run_id)
-        except PushRefused as error:
+        except (PushRefused, PushFailed) as error:
             raise dg.Failure(description=str(error)) from None
         context.log.info(f"pushed to {repo}: {url}")
         metadata["hub_repo"] = repo

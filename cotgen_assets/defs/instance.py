@@ -17,6 +17,7 @@ from dagster._core.storage.runs.schema import KeyValueStoreTable
 from sqlalchemy import exc as db_exc
 
 from cotgen_assets.core.records import GENERATION, SUMMARIZATION
+from cotgen_assets.core.settings import number
 from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission
 from cotgen_assets.gemini.resource import GeminiBatchResource
 
@@ -108,12 +109,11 @@ def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -
 # plain INSERT: the database lets exactly one of two racing inserts through, on SQLite (`dagster
 # dev`, no set-up) and on Postgres (every process and machine of a deployment) alike. Released
 # by deleting the row only if it still holds our value. A holder that died without releasing
-# (SIGKILL, a lost pod) is recognised by its run having finished (or being gone), or, for a
-# holder outside any run, by its process being gone from this machine; its row is then deleted
-# only if unchanged, so of two processes breaking it at once only one takes it.
+# (SIGKILL, a lost pod) is recognised by its process being gone from this machine, or by its run
+# having finished (or being gone); its row is then deleted only if unchanged, so of two
+# processes breaking it at once only one takes it, and that one says so.
 
 LOCK_KEY = "cotgen/lock/"
-LOCK_WAIT_SECONDS = 1800.0  # an ingestion of a million lines takes minutes, not half an hour
 
 
 class LockTimeout(RuntimeError):
@@ -141,14 +141,15 @@ def _insert(instance: dg.DagsterInstance, key: str, value: str) -> bool:
     return True
 
 
-def _delete_if(instance: dg.DagsterInstance, key: str, value: str) -> None:
+def _delete_if(instance: dg.DagsterInstance, key: str, value: str) -> bool:
     """Delete the lock row only if it still holds `value` (ours, or the dead holder's we read)."""
     with instance.run_storage.connect() as conn:
-        conn.execute(
+        deleted = conn.execute(
             KeyValueStoreTable.delete().where(
                 KeyValueStoreTable.c.key == key, KeyValueStoreTable.c.value == value
             )
         )
+    return deleted.rowcount == 1
 
 
 def lock_holder(instance: dg.DagsterInstance, name: str) -> dict | None:
@@ -157,32 +158,49 @@ def lock_holder(instance: dg.DagsterInstance, name: str) -> dict | None:
     return json.loads(value) if value else None
 
 
-def _is_dead(instance: dg.DagsterInstance, holder: dict) -> bool:
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _why_dead(instance: dg.DagsterInstance, holder: dict) -> str | None:
+    """Why the holder can no longer hold the lock, or None while it may.
+
+    The process is asked first: a run whose process died while the database was out of reach
+    is never marked finished, and would hold the lock for ever. On another machine only the
+    run can tell; a plain caller there holds until it releases.
+    """
+    if holder.get("host") == socket.gethostname() and holder.get("pid"):
+        if not _process_exists(holder["pid"]):
+            return "its process is gone from this host"
     if holder.get("run_id"):
         run = instance.get_run_by_id(holder["run_id"])
-        return run is None or run.is_finished
-    if holder.get("host") != socket.gethostname():
-        return False  # a plain caller on another machine: we cannot tell, so it holds
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+        if run is None:
+            return "its run no longer exists"
+        if run.is_finished:
+            return f"its run has finished ({run.status.value})"
+    return None
 
 
-def _try_lock(instance: dg.DagsterInstance, name: str, value: str) -> dict | None:
-    """None when we took lock `name`; else its live holder."""
+def _try_lock(instance: dg.DagsterInstance, name: str, value: str, warn=None) -> dict | None:
+    """None when we took lock `name`; else its live holder. A dead holder's row is deleted and,
+    if this call deleted it, `warn(message)` names the holder."""
     key = LOCK_KEY + name
     while not _insert(instance, key, value):
         raw = instance.run_storage.get_cursor_values({key}).get(key)
         if raw is None:
             continue  # released between our insert and our read: try again
         holder = json.loads(raw)
-        if not _is_dead(instance, holder):
+        why = _why_dead(instance, holder)
+        if why is None:
             return holder
-        _delete_if(instance, key, raw)
+        if _delete_if(instance, key, raw) and warn is not None:
+            warn(f"took over lock {name!r} from {describe(holder)}, which died without releasing it: {why}")
     return None
 
 
@@ -195,15 +213,16 @@ def storage_lock(
     wait_seconds: float = 0.0,
     refuse=None,
     say=None,
+    warn=None,
 ):
     """Hold lock `name` in the Dagster storage for the block.
 
     Held already: `refuse(holder)` is raised at once if given; else it waits, polling with a
     growing delay and saying so once through `say(message)`, for `wait_seconds` at most, then
-    raises LockTimeout naming the holder.
+    raises LockTimeout naming the holder. Taking over a dead holder's lock is said through `warn`.
     """
     value, deadline, delay, said = _holder(run_id, step), time.monotonic() + wait_seconds, 0.05, False
-    while (holder := _try_lock(instance, name, value)) is not None:
+    while (holder := _try_lock(instance, name, value, warn)) is not None:
         if refuse is not None:
             raise refuse(holder)
         if time.monotonic() >= deadline:
@@ -231,7 +250,9 @@ def describe(holder: dict) -> str:
     )
 
 
-def submission_lock(instance: dg.DagsterInstance, scenario: str, stage: str, run_id: str | None = None):
+def submission_lock(
+    instance: dg.DagsterInstance, scenario: str, stage: str, run_id: str | None = None, warn=None
+):
     """Only one submission per stage and scenario at a time (two clicks, one batch); refuses at once."""
 
     def refuse(holder: dict) -> SubmissionRefused:
@@ -240,15 +261,34 @@ def submission_lock(instance: dg.DagsterInstance, scenario: str, stage: str, run
             f"this one submits nothing (the lock is held by {describe(holder)})"
         )
 
-    return storage_lock(instance, f"submit/{stage}/{scenario}", run_id, BATCH_ASSET[stage], refuse=refuse)
+    return storage_lock(
+        instance, f"submit/{stage}/{scenario}", run_id, BATCH_ASSET[stage], refuse=refuse, warn=warn
+    )
 
 
 def samples_lock(
-    instance: dg.DagsterInstance, samples_file, run_id: str | None = None, step: str = "", say=None
+    instance: dg.DagsterInstance,
+    samples_file,
+    run_id: str | None = None,
+    step: str = "",
+    say=None,
+    warn=None,
 ):
     """One ingestion per samples file at a time (ingest.ingest_submission's `lock`); a second waits."""
-    wait = float(os.environ.get("COTGEN_LOCK_WAIT_SECONDS") or LOCK_WAIT_SECONDS)
-    return storage_lock(instance, f"samples/{samples_file.name}", run_id, step, wait_seconds=wait, say=say)
+    return storage_lock(
+        instance,
+        f"samples/{samples_file.name}",
+        run_id,
+        step,
+        wait_seconds=lock_wait_seconds(),
+        say=say,
+        warn=warn,
+    )
+
+
+def lock_wait_seconds() -> float:
+    """How long an ingestion waits for another one of the same samples file."""
+    return number("COTGEN_LOCK_WAIT_SECONDS")
 
 
 def refuse_if_in_flight(

@@ -13,7 +13,6 @@ cannot tell a refusal from an outage.
 """
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -21,6 +20,7 @@ import dagster as dg
 
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.records import STAGES, SUMMARIZATION
+from cotgen_assets.core.settings import number
 from cotgen_assets.defs.instance import (
     BATCH_ASSET,
     RESULTS_ASSET,
@@ -44,22 +44,22 @@ NO_RUN_RETRIES = {"dagster/max_retries": "0"}
 
 
 def sensor_interval_seconds() -> int:
-    return int(os.environ.get("COTGEN_SENSOR_INTERVAL_SECONDS", "30"))
+    return number("COTGEN_SENSOR_INTERVAL_SECONDS")
 
 
 def stale_after_seconds() -> float:
     """How long a job may stay pending before the sensor reports it (Gemini's target is 24 h)."""
-    return float(os.environ.get("COTGEN_STALE_AFTER_SECONDS", str(24 * 3600)))
+    return number("COTGEN_STALE_AFTER_SECONDS")
 
 
 def max_attempts() -> int:
     """Runs per launch (the first one and its retries) before the sensor gives up and says so."""
-    return int(os.environ.get("COTGEN_RUN_ATTEMPTS", "4"))
+    return number("COTGEN_RUN_ATTEMPTS")
 
 
 def retry_delay_seconds(failed_attempts: int) -> float:
     """The wait after the n-th failed run before the next: 60 s, 120 s, 240 s, ... by default."""
-    return float(os.environ.get("COTGEN_RETRY_DELAY_SECONDS", "60")) * 2 ** (failed_attempts - 1)
+    return number("COTGEN_RETRY_DELAY_SECONDS") * 2 ** (failed_attempts - 1)
 
 
 @dataclass

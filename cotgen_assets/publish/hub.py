@@ -19,6 +19,10 @@ class PushRefused(Exception):
     """Nothing was uploaded; the message says why and what to do."""
 
 
+class PushFailed(RuntimeError):
+    """The Hub or the network turned the push down; the message is one line, scrubbed of the token."""
+
+
 def scrub(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
@@ -100,7 +104,9 @@ def push_export(
             commit_description=f"Uploaded by cotgen's hf_dataset asset, Dagster run {run}.",
         )
     except Exception as error:  # the Hub's errors may echo request headers: never let the token out
-        raise RuntimeError(
-            f"push to {repo_id} failed: {scrub(f'{type(error).__name__}: {error}', token)}"
+        reason = " ".join(scrub(f"{type(error).__name__}: {error}", token).split())
+        raise PushFailed(
+            f"push to {repo_id} failed: {reason}. The export is complete in {folder}; the push is one "
+            "commit, so the Hub holds all of it or none: fix the cause and materialize hf_dataset again."
         ) from None
     return commit.commit_url

@@ -1,0 +1,295 @@
+"""The dataset card: what it states is gathered first, then rendered from the `card.md.j2` template.
+
+`gather` reads everything the card says off the export (its rows, their figures and the report's)
+and off the submissions on disk (thinking level, dates) into `CardFacts`, a plain object;
+`dataset_card` renders those facts with huggingface_hub's `DatasetCard` (the YAML block is a
+`DatasetCardData`). The template only lays the facts out, so the card states nothing unmeasured.
+"""
+
+import json
+import statistics
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cotgen_assets.core import prompts
+from cotgen_assets.core.decontamination import RULE
+from cotgen_assets.core.records import GENERATION, SUMMARIZATION, arrow_schema, field_table
+from cotgen_assets.core.storage import read_jsonl
+from cotgen_assets.core.submissions import load_submission, submission_folder
+from cotgen_assets.publish.parquet import data_file
+from cotgen_assets.publish.report import ROWS, ScenarioFigures
+from cotgen_assets.publish.selection import CONFIGS, NOT_CLEAN_REASONS, Split
+
+if TYPE_CHECKING:
+    from huggingface_hub import DatasetCard
+
+    from cotgen_assets.publish.export import Export
+
+TEMPLATE = Path(__file__).with_name("card.md.j2")
+PICTURE = "dataset_report.png"
+PICTURE_ALT = "thought vs draft tokens per scenario"
+LABEL_EXPORTED = "this dataset (exported rows)"
+LABEL_FILES = "all samples made (dataset report)"
+TAGS = ["math", "reasoning", "chain-of-thought", "chain-of-draft", "synthetic", "distillation", "gemini"]
+
+
+@dataclass(frozen=True)
+class MadeWith:
+    """How one stage's exported rows were made, read from the rows and their submissions."""
+
+    model: list[str]
+    model_version: list[str]
+    prompt_version: list[str]
+    thinking_level: list[str]
+    dates: list[str]  # the first and last day its batches were submitted and ingested (UTC); one if equal
+
+
+@dataclass(frozen=True)
+class ScenarioFacts:
+    name: str
+    dataset: str
+    rows: int  # exported, in each config
+    num_cot_records: int  # in the samples files
+    num_cod_records: int
+    left_out: dict[str, int]  # reason -> problems
+    figures: list[tuple[str, str, str]]  # (label, exported rows' cell, all samples' cell)
+    benchmarks: list[str]  # checked by decontamination
+    num_contaminated: int | None  # None: source_problems saved no decontamination.json
+    num_repeats: int | None
+    num_left_out_unclean: int  # samples of problems source_problems left out
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card states, as data."""
+
+    title: str
+    offline: bool
+    include_incorrect: bool
+    where: str  # what `load_dataset` is given: the Hub repo, or the folder
+    scenarios: list[ScenarioFacts]
+    made_with: dict[str, MadeWith]  # by stage
+    stale_prompt_versions: list[str]
+    exported_on: str
+    fingerprint: str
+    card_data: dict  # the YAML block: licence, tags, configs, features, split sizes
+
+    @property
+    def num_rows(self) -> int:
+        return sum(s.rows for s in self.scenarios)
+
+    @property
+    def exported(self) -> list[ScenarioFacts]:
+        """The scenarios with rows: the splits of both configs."""
+        return [s for s in self.scenarios if s.rows]
+
+
+def gather(export: "Export", repo_id: str | None = None) -> CardFacts:
+    """The card's facts, from the export and the submissions of its rows."""
+    made = {stage: made_with(export.splits, stage) for stage in (GENERATION, SUMMARIZATION)}
+    current = {
+        GENERATION: prompts.GENERATION_PROMPT_VERSION,
+        SUMMARIZATION: prompts.SUMMARIZATION_PROMPT_VERSION,
+    }
+    return CardFacts(
+        title=title(export.offline),
+        offline=export.offline,
+        include_incorrect=export.include_incorrect,
+        where=repo_id or str(export.folder),
+        scenarios=[
+            scenario_facts(s, export.figures[s.name], export.report_figures[s.name]) for s in export.splits
+        ],
+        made_with=made,
+        stale_prompt_versions=sorted(
+            {v for stage, m in made.items() for v in m.prompt_version if v != current[stage]}
+        ),
+        exported_on=datetime.now(UTC).date().isoformat(),
+        fingerprint=export.fingerprint,
+        card_data=front_matter(export),
+    )
+
+
+def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigures) -> ScenarioFacts:
+    saved = split.decontamination
+    return ScenarioFacts(
+        name=split.name,
+        dataset=split.scenario.dataset,
+        rows=len(split.cot),
+        num_cot_records=split.num_cot_records,
+        num_cod_records=split.num_cod_records,
+        left_out=dict(split.left_out),
+        figures=figure_rows(exported, files),
+        benchmarks=saved["benchmarks"] if saved else list(split.scenario.decontaminate),
+        num_contaminated=saved["num_contaminated"] if saved else None,
+        num_repeats=saved["num_duplicates"] if saved else None,
+        num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
+    )
+
+
+def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
+    """The card: YAML the Hub reads, then the sections; `image` replaces the picture's markdown."""
+    from huggingface_hub import DatasetCard, DatasetCardData  # here: the code location loads without it
+
+    return DatasetCard.from_template(
+        DatasetCardData(**facts.card_data),
+        template_path=str(TEMPLATE),
+        facts=facts,
+        image=image or f"![{PICTURE_ALT}]({PICTURE})",
+        fields={config: field_table(stage) for config, stage in CONFIGS.items()},
+        prompts=prompts,
+        draft_schema=json.dumps(prompts.DRAFT_SCHEMA, indent=2),
+        rule=RULE,
+        label_exported=LABEL_EXPORTED,
+        label_files=LABEL_FILES,
+    )
+
+
+def card_body(facts: CardFacts, image: str | None = None) -> str:
+    """The card without its YAML block (the Dagster UI shows it; it wants the picture inline)."""
+    return dataset_card(facts, image).text.lstrip("\n")
+
+
+def title(offline: bool) -> str:
+    name = "cotgen math reasoning: matched Chain-of-Thought and Chain-of-Draft samples"
+    return f"OFFLINE (emulator data, not Gemini): {name}" if offline else name
+
+
+# --------------------------------------------------------------------------- the YAML block
+
+
+def size_category(rows: int) -> str:
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
+        if rows < limit:
+            return name
+    return "1M<n<10M"
+
+
+def front_matter(export: "Export") -> dict:
+    """The YAML the Hub reads: licence, tags, configs with their data files, features and split sizes."""
+    from datasets import Features
+
+    splits = [s.name for s in export.splits if s.cot]
+    configs, infos = [], []
+    for config, stage in CONFIGS.items():
+        configs.append(
+            {
+                "config_name": config,
+                "data_files": [{"split": s, "path": data_file(config, s)} for s in splits],
+            }
+        )
+        tables = export.tables[config]
+        infos.append(
+            {
+                "config_name": config,
+                "features": Features.from_arrow_schema(arrow_schema(stage))._to_yaml_list(),
+                "splits": [
+                    {"name": s, "num_bytes": tables[s].nbytes, "num_examples": tables[s].num_rows}
+                    for s in splits
+                ],
+                "download_size": sum(len(export.files[data_file(config, s)]) for s in splits),
+                "dataset_size": sum(tables[s].nbytes for s in splits),
+            }
+        )
+    return {
+        "pretty_name": title(export.offline),
+        "license": "mit",
+        "language": ["en"],
+        "task_categories": ["text-generation", "question-answering"],
+        "tags": TAGS + (["offline-emulator"] if export.offline else []),
+        "size_categories": [size_category(export.num_rows)],
+        "source_datasets": sorted({s.scenario.dataset for s in export.splits if s.cot}) or ["original"],
+        "configs": configs if splits else [],
+        "dataset_info": infos if splits else [],
+    }
+
+
+# --------------------------------------------------------------------------- per-scenario figures
+
+
+def _cell(value, fmt: str) -> str:
+    return "–" if value is None else fmt.format(value)
+
+
+def _mean(values) -> float | None:
+    return sum(values) / len(values) if len(values) else None
+
+
+def _median(values) -> float | None:
+    return statistics.median(values) if len(values) else None
+
+
+# Rows the report does not have, each shown after the report's row it names: (after, label, of).
+LENGTH_ROWS = [
+    (
+        "CoT output tokens",
+        "Mean thought tokens (CoT)",
+        lambda f: f.cot.thinking_tokens / f.cot.num_samples if f.cot.num_samples else None,
+    ),
+    ("CoT output tokens", "Median thought tokens (CoT)", lambda f: _median(f.cod.thought_tokens)),
+    ("CoD output (draft) tokens", "Mean draft tokens (CoD)", lambda f: _mean(f.cod.draft_tokens)),
+    ("CoD output (draft) tokens", "Median draft tokens (CoD)", lambda f: _median(f.cod.draft_tokens)),
+]
+LENGTH_FORMAT = "{:,.1f}"
+
+
+def figure_rows(exported: ScenarioFigures, files: ScenarioFigures) -> list[tuple[str, str, str]]:
+    """One scenario: its exported rows beside the whole samples files, the latter as the report shows them.
+
+    The median thought is over the CoD samples' thoughts: in the export that is every CoT row (the
+    same ids); in the files only the summarized ones, so that cell is left empty there.
+    """
+    rows = []
+    for label, value, fmt in ROWS:
+        rows.append((label, _cell(value(exported), fmt), _cell(value(files), fmt)))
+        for after, extra, of in LENGTH_ROWS:
+            if after == label:
+                files_cell = "–" if extra.startswith("Median thought") else _cell(of(files), LENGTH_FORMAT)
+                rows.append((extra, _cell(of(exported), LENGTH_FORMAT), files_cell))
+    return rows
+
+
+# --------------------------------------------------------------------------- how the rows were made
+
+
+def made_with(splits: list[Split], stage: str) -> MadeWith:
+    """The models, model versions, prompt versions and thinking levels of a stage's exported rows,
+    and the days their batches were submitted and ingested (UTC)."""
+    found = {k: set() for k in ("model", "model_version", "prompt_version")}
+    submissions = set()
+    for split in splits:
+        for record in split.cot if stage == GENERATION else split.cod:
+            block = record[stage]
+            for key in found:
+                found[key].add(block.get(key) or "unknown")
+            submissions.add((split.name, block["submission"]))
+    levels, dates = set(), []
+    for scenario, submission_id in submissions:
+        folder = submission_folder(scenario, stage, submission_id)
+        levels.add(thinking_level(scenario, stage, submission_id))
+        for name in ("submission.json", "summary.json"):
+            if (folder / name).exists():
+                dates.append(datetime.fromtimestamp((folder / name).stat().st_mtime, UTC).date().isoformat())
+    return MadeWith(
+        **{k: sorted(v) for k, v in found.items()},
+        thinking_level=sorted(levels),
+        dates=list(dict.fromkeys([min(dates), max(dates)])) if dates else [],
+    )
+
+
+def thinking_level(scenario: str, stage: str, submission_id: str) -> str:
+    """The thinkingLevel a submission asked for, read from its first request (submission.json lacks it)."""
+    if not (submission_folder(scenario, stage, submission_id) / "submission.json").exists():
+        return "unknown"
+    submission = load_submission(scenario, stage, submission_id)
+    for shard in submission.shards:
+        for line in read_jsonl(submission.requests_path(shard)):
+            config = line["request"].get("generationConfig", {}).get("thinkingConfig", {})
+            return str(config.get("thinkingLevel", "the model's default"))
+    return "unknown"

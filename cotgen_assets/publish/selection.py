@@ -1,0 +1,147 @@
+"""Which samples go out in the export, and why the others do not.
+
+A problem is exported when its CoT and CoD are both graded correct, the CoD agrees with the CoT,
+and the problem is clean: its id is in the scenario's `source_problems.parquet` (which leaves out
+benchmark matches and repeats). `include_incorrect` keeps the incorrect and disagreeing ones too.
+Both configs always hold the same ids, so a user can join them; every problem left out is counted
+under the first reason it meets.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import pyarrow.parquet as pq
+
+from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
+from cotgen_assets.core.scenarios import Scenario
+from cotgen_assets.core.storage import read_jsonl, samples_path, scenario_dir
+from cotgen_assets.core.storage import source_problems_path as problems_path
+
+CONFIGS = {"cot": GENERATION, "cod": SUMMARIZATION}  # config name -> the stage that made its records
+
+# The reasons a sample is left out, in the order they are tested (a sample counts for the first).
+NOT_CLEAN = "not clean (problem not in source_problems)"
+CONTAMINATED = "contaminated (matches a benchmark)"
+REPEAT = "repeat of another problem"
+NO_COD = "no CoD sample (not summarized)"
+NO_COT = "no CoT sample"
+COT_INCORRECT = "CoT incorrect"
+COD_INCORRECT = "CoD incorrect"
+DISAGREES = "CoD answer disagrees with CoT"
+NOT_CLEAN_REASONS = (CONTAMINATED, REPEAT, NOT_CLEAN)
+
+
+class ExportError(Exception):
+    """The export cannot be written truthfully; the message says why and what to do."""
+
+
+def id_key(sample_id: str) -> tuple:
+    """`easy-9` before `easy-10`: the source row as a number where it is one."""
+    head, _, tail = sample_id.rpartition("-")
+    return (head, int(tail), "") if tail.isdigit() else (head, -1, tail)
+
+
+def decontamination_report(scenario: str) -> dict | None:
+    """What source_problems left out and why (`<scenario>/decontamination.json`), if it saved it."""
+    path = scenario_dir(scenario) / "decontamination.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+@dataclass
+class Split:
+    """One scenario's exported rows and what was left out of them."""
+
+    scenario: Scenario
+    cot: list[dict] = field(default_factory=list)
+    cod: list[dict] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # reason -> problems
+    num_cot_records: int = 0  # in the files
+    num_cod_records: int = 0
+    decontamination: dict | None = None
+
+    @property
+    def name(self) -> str:
+        return self.scenario.name
+
+    @property
+    def rows(self) -> dict[str, list[dict]]:
+        return {"cot": self.cot, "cod": self.cod}
+
+    @property
+    def offline(self) -> bool:
+        """Any exported row made by the emulator (either block says so)."""
+        return any(
+            (record.get(block) or {}).get("offline")
+            for record in self.cot + self.cod
+            for block in (GENERATION, SUMMARIZATION)
+        )
+
+
+def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
+    """The scenario's samples fit for the export, the same ids in CoT and CoD, sorted by id.
+
+    A scenario with samples but no source_problems table is refused: without it nobody can tell
+    clean problems from contaminated ones.
+    """
+    cot = {r["id"]: r for r in read_jsonl(samples_path(GENERATION, scenario.suffix))}
+    cod = {r["id"]: r for r in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix))}
+    split = Split(scenario, num_cot_records=len(cot), num_cod_records=len(cod))
+    if not cot and not cod:
+        return split
+    path = problems_path(scenario.name)
+    if not path.exists():
+        raise ExportError(
+            f"scenario {scenario.name!r} has {len(cot)} CoT and {len(cod)} CoD samples but no {path}, so "
+            f"nobody can tell its clean problems from contaminated ones. Materialize source_problems for "
+            f"{scenario.name!r}, then export again. Nothing was exported."
+        )
+    with path.open("rb") as handle:
+        clean = set(pq.read_table(handle, columns=["problem_id"])["problem_id"].to_pylist())
+    split.decontamination = decontamination_report(scenario.name)
+    saved = split.decontamination or {}
+    unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
+    unclean |= {i: REPEAT for i in saved.get("duplicate_ids", {}) if i not in unclean}
+    for sample_id in sorted(set(cot) | set(cod), key=id_key):
+        thought, draft = cot.get(sample_id), cod.get(sample_id)
+        if sample_id not in clean:
+            reason = unclean.get(sample_id, NOT_CLEAN)
+        else:
+            reason = why_not(thought, draft, include_incorrect)
+        if reason is None:
+            split.cot.append(thought)
+            split.cod.append(draft)
+        else:
+            split.left_out[reason] = split.left_out.get(reason, 0) + 1
+    for config, stage in CONFIGS.items():
+        check_described(split.rows[config], stage, samples_path(stage, scenario.suffix))
+    return split
+
+
+def why_not(thought: dict | None, draft: dict | None, include_incorrect: bool) -> str | None:
+    """Why a clean problem's pair is left out, or None when it goes out."""
+    if draft is None:
+        return NO_COD
+    if thought is None:
+        return NO_COT
+    if include_incorrect:
+        return None
+    if thought.get("correct") is not True:
+        return COT_INCORRECT
+    if draft.get("correct") is not True:
+        return COD_INCORRECT
+    if draft.get("agrees_with_cot") is not True:
+        return DISAGREES
+    return None
+
+
+def check_described(rows: list[dict], stage: str, path) -> None:
+    """A field `records` does not describe would be dropped from the Parquet file: refuse instead."""
+    described = {f.name for f in FIELDS[stage]}
+    for row in rows:
+        extra = sorted(set(row) - described)
+        if extra:
+            raise ExportError(
+                f"{path.name}: record {row.get('id')!r} has {', '.join(map(repr, extra))}, which "
+                "cotgen_assets/core/records.py does not describe, so the export would drop it. Describe it "
+                "there (or remove it from the file), then export again. Nothing was exported."
+            )
