@@ -3,6 +3,7 @@ resource's messages where a person looks. Each at the layer a user meets it: a m
 a test instance against the real emulator, or the `cotgen` command."""
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import dagster as dg
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.defs import assets
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
@@ -113,6 +116,49 @@ def test_a_changed_thinking_level_or_job_split_is_a_new_submission(pipeline, emu
     assert thinking_levels(second) == {"high"}, "asked as configured, not with the old request files"
     assert second["num_shards"] == 1 and second["reused_batches"] == []
     assert not set(second["batch_names"]) & set(first["batch_names"])
+
+
+def test_a_second_deployment_with_other_questions_submits_its_own_batch(
+    pipeline, emulator, sources, tmp_path, monkeypatch
+):
+    """Two deployments on one API key, same scenario name, ids and settings, other questions. The
+    first deployment's job has the same problems in its name, but not these requests: never reused."""
+    sources("easy")
+    pipeline.submit_generation("easy", limit=3)
+    first = pipeline.metadata("generation_batch", "easy")
+    assert finish_generation(pipeline, "easy").success
+
+    # The second deployment: its own data folder and Dagster instance; its copy of the dataset
+    # holds other questions under the same ids (here GSM8K's test split).
+    data_b = tmp_path / "data-b"
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(data_b))
+    other, _, _ = load_source_problems(dataclasses.replace(get_scenario("easy"), split="test"))
+    (data_b / "easy").mkdir(parents=True)
+    pq.write_table(other, data_b / "easy" / "source_problems.parquet")
+    questions = dict(zip(other["problem_id"].to_pylist(), other["question"].to_pylist()))
+    answers = dict(zip(other["problem_id"].to_pylist(), other["answer"].to_pylist()))
+    with dg.instance_for_test() as instance_b:
+        second_deployment = Pipeline(instance_b, emulator.base_url)
+        result = second_deployment.submit_generation("easy", limit=3)
+        second = second_deployment.metadata("generation_batch", "easy")
+        assert requested_ids(second) == requested_ids(first), "the same ids at the same tries"
+        assert second["reused_batches"] == [] and second["batch_names"] != first["batch_names"]
+        generation_jobs = [
+            b.name for b in pipeline.resources["gemini"].list_batches() if "-generation-" in b.display_name
+        ]
+        assert sorted(generation_jobs) == sorted(first["batch_names"] + second["batch_names"])
+        [why] = [m for m in run_logs(instance_b, result, logging.WARNING) if "NOT REUSED" in m]
+        assert first["batch_names"][0] in why and "requests differ" in why
+        assert finish_generation(second_deployment, "easy").success
+
+    records = read_jsonl(data_b / "cot_easy.jsonl")
+    assert [r["id"] for r in records] == requested_ids(first)
+    for record in records:
+        assert record["question"] == questions[record["id"]] != ""
+        assert record["generation"]["batch"] == second["batch_names"][0]
+        assert (record["predicted_answer"], record["correct"]) == (answers[record["id"]], True), (
+            "answers to its own questions"
+        )
 
 
 def test_a_reused_batch_is_a_warning_in_the_run_log_and_in_the_metadata(pipeline, sources, instance):

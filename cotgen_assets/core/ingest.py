@@ -299,6 +299,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
     with atomic_write(submission.folder / "summary.json", "w") as handle:
         json.dump(
             {
+                "batch_names": submission.batch_names,  # which jobs' answers these are
                 "cost_usd": stats.cost_usd,
                 "statuses": dict(stats.statuses),
                 "num_new": stats.num_new,

@@ -4,10 +4,14 @@ One submission is one click on a batch asset: a folder
 `<data>/<scenario>/submissions/<stage>-<id>/` holding, per shard, the uploaded request file
 (`shard-000.requests.jsonl`), what is needed to turn each answer into a record
 (`shard-000.context.jsonl`), the downloaded results (`shard-000.results.jsonl`), and after
-ingestion `outcomes.jsonl` + `summary.json`. The id is a hash of what is asked and how (problem
-ids, their try numbers, model, prompt version, every request setting, the shard layout), so
-re-running a crashed submission finds the same folder and the same batch display names: nothing
-is paid twice, and a changed setting is never answered by a batch of the old one.
+ingestion `outcomes.jsonl` + `summary.json`.
+
+A submission is what it sends. Its id hashes what is asked and how (problem ids, their try
+numbers, model, prompt version, every request setting, the shard layout: the "ask") together with
+every request byte, and each job's display name carries the ask and a hash of its shard's bytes.
+So re-running a crashed submission finds the same folder and the same display names (nothing is
+paid twice), while a changed setting, or other questions under the same ids (another deployment
+on the same API key, a changed dataset), is never answered by a batch of the old requests.
 """
 
 import hashlib
@@ -55,6 +59,7 @@ from cotgen_assets.core.storage import (
 
 MAX_SHARD_BYTES = 1_900_000_000  # the Batch API takes input files up to 2 GB
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
+CONTENT_HASH_CHARS = 16  # of a shard's sha256, at the end of its job's display name
 CONTEXT_COLUMNS = {
     "problem_id",
     "question",
@@ -89,6 +94,8 @@ class Submission:
     job_states: list[str] = field(default_factory=list)  # how each shard's job ended, once all have
     projected_cost_usd: float = 0.0
     offline: bool = False  # True when sent to the local emulator, not Gemini
+    ask_id: str = ""  # what is asked and how, without the request bytes (ask_id_for)
+    sent_by: str = ""  # the run that sends it, saved before its first upload ("" until then)
 
     @property
     def folder(self) -> Path:
@@ -102,6 +109,10 @@ class Submission:
 
     def results_path(self, shard: str) -> Path:
         return self.folder / f"{shard}.results.jsonl"
+
+    def job_name_prefix(self, shard: str) -> str:
+        """A shard's display name without its content hash: what is asked, not what is sent."""
+        return f"cotgen-{self.scenario}-{self.stage}-{self.ask_id or self.submission_id}-{shard}-"
 
     def save(self) -> None:
         with atomic_write(self.folder / "submission.json", "w") as handle:
@@ -126,7 +137,7 @@ def load_submission(scenario: str, stage: str, submission_id: str) -> Submission
     return Submission(**json.loads(path.read_text()))
 
 
-def submission_id_for(
+def ask_id_for(
     scenario: str,
     stage: str,
     model: str,
@@ -134,11 +145,22 @@ def submission_id_for(
     settings: dict,
     keys_and_tries: Iterable[tuple[str, int]],
 ) -> str:
-    """A stable id for "these problems, at these try numbers, asked this way" (`request_settings`)."""
+    """A stable id for "these problems, at these try numbers, asked this way" (`request_settings`).
+
+    Not the submission's identity on its own: the same ids may hold other questions elsewhere.
+    """
     asked = orjson.dumps(settings, option=orjson.OPT_SORT_KEYS).decode()
     digest = hashlib.sha256(f"{scenario}|{stage}|{model}|{prompt_version}|{asked}".encode())
     for key, tries in keys_and_tries:
         digest.update(f"\n{key}#{tries}".encode())
+    return digest.hexdigest()[:12]
+
+
+def submission_id_for(ask_id: str, request_lines: Iterable[bytes]) -> str:
+    """The submission's id: its ask and every byte it sends."""
+    digest = hashlib.sha256(ask_id.encode())
+    for line in request_lines:
+        digest.update(line)
     return digest.hexdigest()[:12]
 
 
@@ -162,7 +184,7 @@ def write_shards(
 
     `items` yields (request line, context); each context has the request's `id` (its key).
     """
-    submission.shards, requests, contexts = [], None, None
+    submission.shards, requests, contexts, hashes = [], None, None, []
     count = size = 0
     shard_files = ExitStack()  # each shard's two files, written atomically (whole, or not at all)
     try:
@@ -171,10 +193,12 @@ def write_shards(
                 shard_files.close()
                 shard = f"shard-{len(submission.shards):03d}"
                 submission.shards.append(shard)
+                hashes.append(hashlib.sha256())
                 requests = shard_files.enter_context(atomic_write(submission.requests_path(shard)))
                 contexts = shard_files.enter_context(atomic_write(submission.context_path(shard)))
                 count = size = 0
             requests.write(line)
+            hashes[-1].update(line)
             contexts.write(orjson.dumps(context) + b"\n")
             count += 1
             size += len(line)
@@ -182,9 +206,10 @@ def write_shards(
         shard_files.__exit__(*sys.exc_info())  # the shard being written is thrown away
         raise
     shard_files.close()
+    # A job found by this name later is provably for these very bytes.
     submission.display_names = [
-        f"cotgen-{submission.scenario}-{submission.stage}-{submission.submission_id}-{shard}"
-        for shard in submission.shards
+        submission.job_name_prefix(shard) + digest.hexdigest()[:CONTENT_HASH_CHARS]
+        for shard, digest in zip(submission.shards, hashes)
     ]
 
 
@@ -193,6 +218,24 @@ def ingested_submissions(scenario: str, stage: str) -> Iterator[Path]:
     root = submissions_root(scenario)
     if root.exists():
         yield from sorted(p for p in root.glob(f"{stage}-*") if (p / "summary.json").exists())
+
+
+def unfinished_sends(scenario: str, stage: str) -> Iterator[Submission]:
+    """Submissions a run began to send whose jobs' answers were never ingested: in flight, or
+    orphans of a run that died before recording them (the Dagster side tells which)."""
+    root = submissions_root(scenario)
+    if not root.exists():
+        return
+    for folder in sorted(root.glob(f"{stage}-*")):
+        if not (folder / "submission.json").exists():
+            continue
+        submission = load_submission(scenario, stage, folder.name.removeprefix(f"{stage}-"))
+        if not submission.sent_by:
+            continue
+        summary = folder / "summary.json"
+        if summary.exists() and json.loads(summary.read_text()).get("batch_names") == submission.batch_names:
+            continue
+        yield submission
 
 
 def tries_by_problem(scenario: str, stage: str) -> dict[str, int]:
@@ -264,7 +307,8 @@ def prepare_generation(
         prompt_version=GENERATION_PROMPT_VERSION,
         num_requests=len(plan.items),
         offline=offline,
-        submission_id=submission_id_for(
+        submission_id="",  # known once the requests are made (_finish)
+        ask_id=ask_id_for(
             scenario.name,
             GENERATION,
             model,
@@ -308,7 +352,7 @@ def prepare_generation(
                     context,
                 )
 
-    return _finish(submission, plan, items(), max_requests_per_job, average.value())
+    return _finish(submission, plan, items, max_requests_per_job, average.value())
 
 
 SUMMARIZE = ("correct", "all")  # which CoT samples get a draft
@@ -366,7 +410,8 @@ def prepare_summarization(
         prompt_version=SUMMARIZATION_PROMPT_VERSION,
         num_requests=len(plan.items),
         offline=offline,
-        submission_id=submission_id_for(
+        submission_id="",  # known once the requests are made (_finish)
+        ask_id=ask_id_for(
             scenario.name,
             SUMMARIZATION,
             model,
@@ -388,18 +433,23 @@ def prepare_summarization(
             request = summarization_request(record["question"], thought, answer, thinking_level)
             yield request_line(record["id"], request), context
 
-    return _finish(submission, plan, items(), max_requests_per_job, average.value())
+    return _finish(submission, plan, items, max_requests_per_job, average.value())
 
 
 def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:
-    """Write the shards, unless this very plan was sent before (its job failed, or this is a dry
-    run while it is in flight): then its folder stays as sent, batch names included."""
+    """Name the submission by what it sends, then write the shards, unless these very requests
+    were sent before, or a run began to send them (their job failed, this is a dry run while they
+    are in flight, or their run died sending them): then the folder stays as it is.
+
+    `items()` makes the (request line, context) pairs afresh: once to hash, once to write, so the
+    folder is named before anything is written into it (no rename, which a bucket lacks)."""
+    submission.submission_id = submission_id_for(submission.ask_id, (line for line, _ in items()))
     sent = submission.saved()
-    already_sent = sent is not None and bool(sent.batch_names)
+    already_sent = sent is not None and bool(sent.batch_names or sent.sent_by)
     if already_sent:
         submission.shards, submission.display_names = sent.shards, sent.display_names
     else:
-        write_shards(submission, items, max_requests_per_job, MAX_SHARD_BYTES)
+        write_shards(submission, items(), max_requests_per_job, MAX_SHARD_BYTES)
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     submission.projected_cost_usd, usage = projected_cost_usd(
         submission.model, request_bytes, submission.num_requests, average

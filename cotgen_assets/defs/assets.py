@@ -7,7 +7,7 @@ from typing import Literal
 import dagster as dg
 import pyarrow.parquet as pq
 
-from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.batch_output import Usage, overall_state
 from cotgen_assets.core.decontamination import (
     DecontaminationReport,
     decontaminate,
@@ -16,7 +16,7 @@ from cotgen_assets.core.decontamination import (
     verify_no_overlap,
 )
 from cotgen_assets.core.ingest import ingest_submission
-from cotgen_assets.core.planning import check_max_cost
+from cotgen_assets.core.planning import Plan, check_max_cost
 from cotgen_assets.core.pricing import UnknownModelError
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.records import FIELDS, GENERATION, SUMMARIZATION
@@ -30,6 +30,7 @@ from cotgen_assets.core.scenarios import (
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.storage import atomic_write, samples_path, source_problems_path
 from cotgen_assets.core.submissions import (
+    Prepared,
     SubmissionRefused,
     check_budget,
     prepare_generation,
@@ -43,12 +44,13 @@ from cotgen_assets.defs.instance import (
     InFlight,
     latest_metadata,
     latest_submission,
+    orphan_submissions,
     refuse_if_in_flight,
     samples_lock,
     submission_lock,
 )
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
+from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, download_finished, submit
 from cotgen_assets.publish.card import PICTURE_ALT, card_body
 from cotgen_assets.publish.export import write_export
 from cotgen_assets.publish.hub import PushFailed, PushRefused, push_export
@@ -242,7 +244,7 @@ def _submit_stage(
     and batch_completion_sensor submits what is left once that batch is ingested.
     """
     scenario = get_scenario(context.partition_key)
-    reused = []
+    adopted = None
     try:
         check_max_cost(config.max_cost_usd)
         with submission_lock(
@@ -251,25 +253,28 @@ def _submit_stage(
             if not config.dry_run:
                 try:
                     refuse_if_in_flight(context.instance, gemini, scenario.name, stage)
+                    adopted = _adopt_orphan(context, gemini, scenario.name, stage)
                 except InFlight as error:
                     if not wait_if_in_flight:
                         raise
                     context.log.info(f"{error} batch_completion_sensor submits the rest once it is ingested.")
                     return None
-            prepared = prepare(scenario)
+            prepared, reused = adopted or (prepare(scenario), [])
             submission = prepared.submission
-            context.log.info(
-                f"{submission.num_requests} {stage} requests, projected cost "
-                f"${submission.projected_cost_usd:.4f} ({gemini.describe()})"
-            )
-            if submission.num_requests and not config.dry_run:
+            if not adopted:
+                context.log.info(
+                    f"{submission.num_requests} {stage} requests, projected cost "
+                    f"${submission.projected_cost_usd:.4f} ({gemini.describe()})"
+                )
+            if not adopted and submission.num_requests and not config.dry_run:
                 check_budget(submission, config.max_cost_usd)
-                reused = [job.name for job in submit(submission, gemini) if job.reused]
+                jobs = submit(submission, gemini, context.run.run_id)
+                reused = [job.name for job in jobs if job.reused]
                 context.log.info(f"submitted {submission.batch_names}")
     except (SubmissionRefused, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
     plan, usage = prepared.plan, prepared.projected_usage
-    if reused:
+    if reused and not adopted:
         context.log.warning(
             f"REUSED {len(reused)} existing batch job(s) of submission {submission.submission_id} instead of "
             f"submitting again (a retried run, or one whose materialization was lost): {reused}"
@@ -283,6 +288,7 @@ def _submit_stage(
         metadata={
             "batch_names": dg.MetadataValue.json(submission.batch_names),
             "reused_batches": dg.MetadataValue.json(reused),
+            "adopted": dg.MetadataValue.bool(bool(adopted)),
             "submission_id": submission.submission_id,
             "num_requests": dg.MetadataValue.int(submission.num_requests),
             "num_retries": dg.MetadataValue.int(plan.num_retries),
@@ -307,6 +313,32 @@ def _submit_stage(
             **(extra_metadata or {}),
         }
     )
+
+
+def _adopt_orphan(context, gemini, scenario: str, stage: str) -> tuple[Prepared, list[str]] | None:
+    """The submission of a run that died between creating its jobs and recording them, taken over
+    as this run's (its requests are in flight; nothing of it is sent again), with the jobs reused.
+    None when there is none: then this run plans as usual."""
+    for orphan in orphan_submissions(context.instance, scenario, stage):
+        died = orphan.sent_by
+        jobs = adopt(orphan, gemini, context.run.run_id)
+        if jobs is None:
+            context.log.info(
+                f"submission {orphan.submission_id} (run {died}) was written, but its jobs were never "
+                "created: left alone (marked as never sent), its requests are planned as usual"
+            )
+            continue
+        reused = [job.name for job in jobs if job.reused]
+        created = [job.name for job in jobs if not job.reused]
+        context.log.warning(
+            f"ADOPTED submission {orphan.submission_id}: run {died} created its batch job(s) {reused} and "
+            "died before recording them. They are REUSED as this run's submission, not sent again"
+            + (f" (the shards that run never sent were sent now: {created})" if created else "")
+            + f". Its {orphan.num_requests} requests count as in flight and batch_completion_sensor ingests "
+            "them; this run plans nothing new: once they are ingested, the next fill asks for the rest."
+        )
+        return Prepared(orphan, Plan(), Usage()), reused
+    return None
 
 
 @dg.asset(

@@ -18,7 +18,7 @@ from sqlalchemy import exc as db_exc
 
 from cotgen_assets.core.records import GENERATION, SUMMARIZATION
 from cotgen_assets.core.settings import number
-from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission
+from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission, unfinished_sends
 from cotgen_assets.gemini.resource import GeminiBatchResource
 
 BATCH_ASSET = {GENERATION: "generation_batch", SUMMARIZATION: "summarization_batch"}
@@ -44,19 +44,21 @@ def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) ->
     return _plain(records[0]) if records else None
 
 
-def newest_metadata_where(instance: dg.DagsterInstance, asset: str, partition: str, keep) -> dict | None:
-    """The newest materialization metadata of one partition for which `keep(metadata)` is true."""
+def every_metadata(instance: dg.DagsterInstance, asset: str, partition: str):
+    """The materialization metadata of one partition of an asset, newest first, page by page."""
     records_filter = dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition])
     cursor = None
     while True:
         page = instance.fetch_materializations(records_filter, limit=20, cursor=cursor)
-        for record in page.records:
-            metadata = _plain(record)
-            if keep(metadata):
-                return metadata
+        yield from (_plain(record) for record in page.records)
         if not page.has_more:
-            return None
+            return
         cursor = page.cursor
+
+
+def newest_metadata_where(instance: dg.DagsterInstance, asset: str, partition: str, keep) -> dict | None:
+    """The newest materialization metadata of one partition for which `keep(metadata)` is true."""
+    return next((m for m in every_metadata(instance, asset, partition) if keep(m)), None)
 
 
 def submitted_metadata(instance: dg.DagsterInstance, scenario: str, stage: str) -> dict | None:
@@ -90,6 +92,36 @@ def pending_submission(instance: dg.DagsterInstance, scenario: str, stage: str) 
     if not batch or is_ingested(batch, latest_metadata(instance, SAMPLES_ASSET[stage], scenario)):
         return None
     return load_submission(scenario, stage, batch["submission_id"])
+
+
+def orphan_submissions(instance: dg.DagsterInstance, scenario: str, stage: str) -> list[Submission]:
+    """Submissions a run began to send and never recorded, nor ingested, and whose run is over
+    (it died between a create and its materialization): the next batch run adopts them.
+
+    Raises InFlight for one whose run Dagster still shows running: that run may record it yet.
+    """
+    sends = list(unfinished_sends(scenario, stage))
+    if not sends:
+        return []
+    recorded = {
+        (m["submission_id"], tuple(m["batch_names"]))
+        for m in every_metadata(instance, BATCH_ASSET[stage], scenario)
+        if m.get("batch_names")
+    }
+    orphans = []
+    for submission in sends:
+        if (submission.submission_id, tuple(submission.batch_names)) in recorded:
+            continue
+        run = instance.get_run_by_id(submission.sent_by)
+        if run is not None and not run.is_finished:
+            raise InFlight(
+                f"{BATCH_ASSET[stage]} for scenario {scenario!r} is still in flight: submission "
+                f"{submission.submission_id} is being sent by run {run.run_id} ({run.status.value}), which "
+                "has not recorded it yet; this one submits nothing. If that run's process died, terminate "
+                "it (Dagster UI: Runs) and materialize again: its batch is then adopted, not paid again."
+            )
+        orphans.append(submission)
+    return orphans
 
 
 def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -> Submission:

@@ -431,21 +431,39 @@ class GeminiBatchResource(dg.ConfigurableResource):
         logger.info("batch %s (%s) created on %s: %s", info.name, display_name, model, info.state)
         return info
 
-    def submit_jsonl(self, path: str | Path, model: str, display_name: str) -> BatchInfo:
+    def submit_jsonl(self, path: str | Path, model: str, display_name: str, same_ask: str = "") -> BatchInfo:
         """Upload and create a batch, never paying twice for the same display name.
 
-        A live or succeeded job with this display name is returned as it is.
+        A live or succeeded job with this display name is returned as it is. `same_ask` is the
+        start of the display names of jobs that ask the same but may send other bytes: such a
+        job is not reused, and the log says why.
         """
-        existing = self.find_batch(display_name)
+        found = self.find_batches(
+            lambda name: name == display_name or bool(same_ask and name.startswith(same_ask))
+        )
+        existing = next((job for job in found if job.display_name == display_name), None)
         if existing is not None:
             logger.warning(
                 "REUSED: batch %r exists already as %s (%s), so it is not submitted again; its "
-                "answers are used (same problems, tries, model, prompt, settings and shard layout)",
+                "answers are used (the content hash in its name is that of these very requests)",
                 display_name,
                 existing.name,
                 existing.state,
             )
             return dataclasses.replace(existing, reused=True)
+        for other in found:
+            logger.warning(
+                "NOT REUSED: batch %s (%r, %s) asks for the same problems, tries and settings, but its "
+                "requests differ from these (content hash %s, ours %s: other questions or prompts under "
+                "the same ids, e.g. another deployment on this API key or a changed dataset); "
+                "submitting %r anew",
+                other.name,
+                other.display_name,
+                other.state,
+                other.display_name.rpartition("-")[2],
+                display_name.rpartition("-")[2],
+                display_name,
+            )
         file_name = self.upload_jsonl(path, display_name)
         return self.create_batch(model, file_name, display_name)
 
@@ -482,16 +500,21 @@ class GeminiBatchResource(dg.ConfigurableResource):
         for page in self._pages(page_size):
             yield from page
 
-    def find_batch(self, display_name: str, max_pages: int = 20) -> BatchInfo | None:
-        """The newest job with this display name that is live or succeeded, if any."""
+    def find_batches(self, match: Callable[[str], bool], max_pages: int = 20) -> list[BatchInfo]:
+        """Live or succeeded jobs whose display name passes `match`, newest first."""
         matches = []
         for number, page in enumerate(self._pages(50), start=1):
-            matches += [i for i in page if i.display_name == display_name and i.state not in FAILED_STATES]
+            matches += [
+                i for i in page if i.display_name and match(i.display_name) and i.state not in FAILED_STATES
+            ]
             if number >= max_pages:
                 break
-        if not matches:
-            return None
-        return max(matches, key=lambda i: i.create_time or _EPOCH)
+        return sorted(matches, key=lambda i: i.create_time or _EPOCH, reverse=True)
+
+    def find_batch(self, display_name: str, max_pages: int = 20) -> BatchInfo | None:
+        """The newest job with this display name that is live or succeeded, if any."""
+        found = self.find_batches(lambda name: name == display_name, max_pages)
+        return found[0] if found else None
 
     def cancel_batch(self, name: str) -> None:
         """Ask the API to cancel a job; it then ends as JOB_STATE_CANCELLED."""
@@ -528,16 +551,27 @@ def gemini_from_env() -> GeminiBatchResource:
 # --------------------------------------------------------------------------- submissions
 
 
-def submit(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInfo]:
+def submit(
+    submission: Submission, gemini: GeminiBatchResource, sent_by: str = "outside a run"
+) -> list[BatchInfo]:
     """Send every shard once; returns each shard's job, `reused` when its display name had one already.
 
+    Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
+    between a create and its record, the next fill finds the submission and adopts it (`adopt`).
     A shard sent again to a new job loses the results file of its earlier job (already
     ingested), so the new job's answers are downloaded.
     """
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    submission.sent_by, submission.batch_names = sent_by, []
+    submission.save()
     jobs = [
-        gemini.submit_jsonl(submission.requests_path(shard), submission.model, display_name)
+        gemini.submit_jsonl(
+            submission.requests_path(shard),
+            submission.model,
+            display_name,
+            submission.job_name_prefix(shard),
+        )
         for shard, display_name in zip(submission.shards, submission.display_names)
     ]
     submission.batch_names = [job.name for job in jobs]
@@ -547,6 +581,47 @@ def submit(submission: Submission, gemini: GeminiBatchResource) -> list[BatchInf
     submission.job_states = []
     submission.save()
     return jobs
+
+
+def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> list[BatchInfo] | None:
+    """Take over a submission whose run died after creating its jobs, before recording them.
+
+    Each shard's job is the one saved for it, else the one with its display name (whose content
+    hash proves it is for these very requests). None when no job of it exists: it was never
+    sent, and is marked so (its run is over: none can appear). Shards the dead run did not get to
+    create are sent now, once.
+    """
+    saved = dict(zip(submission.display_names, submission.batch_names))  # none if it died creating
+    found = [
+        (_saved_job(gemini, saved[name], name) if name in saved else None) or gemini.find_batch(name)
+        for name in submission.display_names
+    ]
+    if not any(found):
+        submission.sent_by = ""
+        submission.save()
+        return None
+    jobs = [
+        dataclasses.replace(job, reused=True)
+        if job
+        else gemini.submit_jsonl(
+            submission.requests_path(shard), submission.model, name, submission.job_name_prefix(shard)
+        )
+        for job, shard, name in zip(found, submission.shards, submission.display_names)
+    ]
+    submission.batch_names, submission.sent_by, submission.job_states = [j.name for j in jobs], sent_by, []
+    submission.save()
+    return jobs
+
+
+def _saved_job(gemini: GeminiBatchResource, name: str, display_name: str) -> BatchInfo | None:
+    """The job saved under `name`, if it still exists and is the one named `display_name`."""
+    try:
+        job = gemini.get_batch(name)
+    except GeminiError as error:
+        if error.status_code == 404:
+            return None
+        raise
+    return job if job.display_name == display_name else None
 
 
 def download_finished(submission: Submission, gemini: GeminiBatchResource) -> list:
