@@ -63,6 +63,14 @@ def test_a_user_scenario_gets_defaults(tmp_path):
     path.write_text(GOOD)
     tiny = load_scenarios(path)["tiny"]
     assert (tiny.suffix, tiny.limit, tiny.filters) == ("tiny", 1000, ())
+    assert (tiny.expected_accuracy, tiny.auto_fill, tiny.max_rounds) == (None, False, 3)
+
+
+def test_fill_round_settings_are_read(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD + "    expected_accuracy: 0.6\n    auto_fill: true\n    max_rounds: 2\n")
+    tiny = load_scenarios(path)["tiny"]
+    assert (tiny.expected_accuracy, tiny.auto_fill, tiny.max_rounds) == (0.6, True, 2)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +83,14 @@ def test_a_user_scenario_gets_defaults(tmp_path):
         (GOOD + "    limit: 0\n", "limit must be a positive integer"),
         (GOOD + "    filters: ['level=']\n", "'level' has no values"),
         (GOOD.replace("answer_format: gsm8k", "answer_format: guess"), "answer_format must be one of"),
+        (
+            GOOD + "    expected_accuracy: 0\n",
+            "'tiny'.*expected_accuracy must be a number above 0 and at most 1",
+        ),
+        (GOOD + "    expected_accuracy: 80%\n", "expected_accuracy must be a number above 0 .* got '80%'"),
+        (GOOD + "    expected_accuracy: 1.5\n", "expected_accuracy must be"),
+        (GOOD + "    auto_fill: yes please\n", "auto_fill must be true or false, got 'yes please'"),
+        (GOOD + "    max_rounds: 0\n", "max_rounds must be a positive integer, got 0"),
     ],
 )
 def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):

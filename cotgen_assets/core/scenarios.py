@@ -61,6 +61,9 @@ class Scenario:
     # Benchmarks whose problems source_problems leaves out. The loader fills in every benchmark when
     # the file says nothing; `decontaminate: []` opts out. Built by hand, a Scenario checks none.
     decontaminate: tuple[str, ...] = ()
+    expected_accuracy: float | None = None  # share of first tries graded correct, before any is graded
+    auto_fill: bool = False  # the sensor submits the next fill round itself while short of `limit`
+    max_rounds: int = 3  # fill rounds in one run of rounds (the click's and the automatic ones)
 
 
 @dataclass(frozen=True)
@@ -218,6 +221,9 @@ def _scenario(name: str, fields: object, path: Path, benchmarks: dict[str, Bench
         "limit",
         "path",
         "decontaminate",
+        "expected_accuracy",
+        "auto_fill",
+        "max_rounds",
     }
     unknown = sorted(set(fields) - known)
     if unknown:
@@ -234,6 +240,7 @@ def _scenario(name: str, fields: object, path: Path, benchmarks: dict[str, Bench
     limit = fields.get("limit", 1000)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
         raise ScenarioError(f"{where}: limit must be a positive integer, got {limit!r}")
+    _check_rounds(fields, where)
     suffix = fields.get("suffix")
     suffix = name if suffix is None or suffix == "" else suffix
     _check_identifier(suffix, "suffix", where)
@@ -266,7 +273,26 @@ def _scenario(name: str, fields: object, path: Path, benchmarks: dict[str, Bench
         limit=limit,
         path=str(fields["path"]) if fields.get("path") else None,
         decontaminate=tuple(dict.fromkeys(decontaminate)),
+        expected_accuracy=fields.get("expected_accuracy"),
+        auto_fill=fields.get("auto_fill", False),
+        max_rounds=fields.get("max_rounds", 3),
     )
+
+
+def _check_rounds(fields: dict, where: str) -> None:
+    """The fill-round settings: a share in (0, 1], a true/false, a positive count."""
+    accuracy = fields.get("expected_accuracy")
+    if accuracy is not None and (
+        isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 < accuracy <= 1
+    ):
+        raise ScenarioError(
+            f"{where}: expected_accuracy must be a number above 0 and at most 1, got {accuracy!r}"
+        )
+    if not isinstance(fields.get("auto_fill", False), bool):
+        raise ScenarioError(f"{where}: auto_fill must be true or false, got {fields['auto_fill']!r}")
+    rounds = fields.get("max_rounds", 3)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ScenarioError(f"{where}: max_rounds must be a positive integer, got {rounds!r}")
 
 
 def get_scenario(name: str) -> Scenario:
