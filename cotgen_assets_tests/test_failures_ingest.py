@@ -361,7 +361,7 @@ def test_an_unusable_scratch_dir_fails_the_ingestion_naming_it_and_loses_nothing
     from cotgen_assets.defs import assets
 
     sources("easy")
-    pipeline.submit_generation("easy", limit=2)
+    pipeline.submit_generation("easy", limit=2, ask="missing")
     [request] = pipeline.tick_until_launch()
     blocker = tmp_path / "scratch"
     blocker.write_text("not a folder")

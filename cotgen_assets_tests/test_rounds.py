@@ -4,13 +4,19 @@ import math
 
 import pytest
 
+from cotgen_assets.core.planning import plan_generation
 from cotgen_assets.core.rounds import (
+    MAX_ASKS_PER_MISSING,
     RETRY_PRIOR_FACTOR,
     Accuracy,
+    accuracy_from_tries,
     estimate_accuracy,
+    expected_correct,
     new_problems_to_ask,
     wilson_lower_bound,
 )
+from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.test_failures_jobs import finish_generation
 
 
 def binomial_pmf(n: int, p: float, k: int) -> float:
@@ -64,3 +70,65 @@ def test_retries_count_and_supply_bounds_the_ask():
     assert with_retries < without
     assert new_problems_to_ask(100, 0, estimate, available=50) == 50  # all there is
     assert new_problems_to_ask(0, 0, estimate, available=50) == 0
+
+
+def test_the_estimate_counts_first_tries_and_retries_from_the_asks_on_disk():
+    """A good problem's last try was right and its earlier ones wrong; a problem not good got all wrong."""
+    tries = {"a": 1, "b": 1, "c": 2, "d": 3, "e": 1}
+    good = {"a", "b", "c", "unasked"}  # a, b right at once; c at its second try; d, e never
+    accuracy = accuracy_from_tries(tries, good, prior=0.8)
+    assert (accuracy.first_try_asked, accuracy.retry_asked) == (5, 3)
+    assert accuracy.first_try == pytest.approx(wilson_lower_bound(2, 5))
+    assert accuracy.retry == pytest.approx(wilson_lower_bound(1, 3))
+    assert accuracy_from_tries({}, set(), prior=0.8) == Accuracy(0.8, 0.4, 0, 0, "prior")
+
+
+def test_fill_asks_the_wrong_problems_again_first_then_enough_new_ones():
+    problems = [f"p{i}" for i in range(400)]
+    tries = {f"p{i}": 1 for i in range(20)}  # 14 right, 6 wrong
+    good = {f"p{i}" for i in range(14)}
+    accuracy = Accuracy(0.7, 0.35)
+    plan = plan_generation(problems, good, set(tries), tries, 40, "fill", 3, accuracy)
+    assert (plan.num_good, plan.num_missing, plan.num_retries) == (14, 26, 6)
+    assert plan.items[:6] == [(f"p{i}", 2) for i in range(14, 20)]
+    assert plan.num_new == new_problems_to_ask(26, 6, accuracy, available=380) > 26 - 6
+    assert plan.expected_correct == pytest.approx(expected_correct(6, plan.num_new, accuracy))
+    assert plan.expected_correct >= 26
+    assert {p for p, _ in plan.items[6:]}.isdisjoint(tries), "new problems are ones never asked"
+    exact = plan_generation(problems, good, set(tries), tries, 40, "fill", 3)
+    assert (exact.num_retries, exact.num_new) == (6, 20), "without an estimate: exactly what is missing"
+    hopeless = plan_generation(problems, good, set(tries), tries, 40, "fill", 3, Accuracy(0.0, 0.0))
+    assert len(hopeless.items) == MAX_ASKS_PER_MISSING * 26, (
+        "an estimate of 0 does not ask the whole scenario"
+    )
+    extend = plan_generation(problems, good, set(tries), tries, 40, "extend", 3, accuracy)
+    assert (extend.num_retries, extend.num_new) == (0, 40), "extend is unchanged: limit new problems"
+
+
+def test_a_fill_asks_enough_by_the_prior_then_by_the_scenarios_own_samples(pipeline, sources, data_dir):
+    """The first round sizes its ask by the prior (0.8); the dry run and the metadata show the
+    estimate, the ask, the expected correct samples and the cost; samples beyond limit are kept."""
+    sources("easy")
+    pipeline.submit_generation("easy", limit=40, dry_run=True)
+    dry = pipeline.metadata("generation_batch", "easy")
+    asked = new_problems_to_ask(40, 0, Accuracy(0.8, 0.4), available=10_000)
+    assert dry["num_requests"] == dry["num_new_problems"] == asked > 40 and dry["batch_names"] == []
+    assert (dry["accuracy_estimate"], dry["retry_accuracy_estimate"], dry["accuracy_source"]) == (
+        0.8,
+        0.4,
+        "prior",
+    )
+    assert dry["num_missing"] == 40 and dry["expected_correct"] == pytest.approx(0.8 * asked)
+    assert dry["projected_cost_usd"] > 0 and dry["round"] == 1
+
+    pipeline.submit_generation("easy", limit=40)
+    assert finish_generation(pipeline, "easy").success
+    cot = read_jsonl(data_dir / "cot_easy.jsonl")
+    assert len(cot) == asked and all(r["correct"] for r in cot), "every correct sample is kept, past limit"
+
+    pipeline.submit_generation("easy", limit=asked + 20, dry_run=True)
+    again = pipeline.metadata("generation_batch", "easy")
+    measured = wilson_lower_bound(asked, asked)
+    assert again["accuracy_source"] == "samples" and again["accuracy_estimate"] == pytest.approx(measured)
+    assert again["num_missing"] == 20
+    assert again["num_requests"] == new_problems_to_ask(20, 0, Accuracy(measured, measured / 2), 10_000)

@@ -10,7 +10,9 @@ conservative estimate of the scenario's accuracy, it reaches `limit` with probab
   `expected_accuracy` (first tries) and half of it (retries) stand in;
 * the number of correct samples of a round is a sum of two binomials; the round asks the fewest
   new problems whose normal approximation (continuity-corrected) reaches the missing count at
-  `CONFIDENCE`. Retries are asked first, as `fill` always did, so wrong problems are not left out.
+  `CONFIDENCE`. Retries are asked first, as `fill` always did, so wrong problems are not left out;
+* at most `MAX_ASKS_PER_MISSING` asks per missing sample: below an estimate of about 25 % a round
+  asks that many and the next round asks again.
 """
 
 import math
@@ -20,6 +22,9 @@ CONFIDENCE_Z = 1.645  # one-sided 95 %
 WILSON_Z = 1.96  # two-sided 95 % interval, whose lower end is the estimate
 DEFAULT_EXPECTED_ACCURACY = 0.8
 RETRY_PRIOR_FACTOR = 0.5  # before any retry was graded: a wrong problem is half as likely to come right
+# A round never asks more than this many problems per missing sample: an estimate near 0 (say, a
+# round whose requests all failed) would otherwise ask every problem of the scenario.
+MAX_ASKS_PER_MISSING = 4
 
 
 def wilson_lower_bound(successes: int, trials: int, z: float = WILSON_Z) -> float:
@@ -57,6 +62,26 @@ def estimate_accuracy(
     return Accuracy(first, retry, first_try_asked, retry_asked, source)
 
 
+def accuracy_from_tries(tries: dict[str, int], good: set[str], prior: float) -> Accuracy:
+    """The estimate from a scenario's ingested asks (`tries` per problem) and its correct samples.
+
+    `fill` never asks a good problem again, so a good problem's last try was the correct one and
+    its earlier tries were wrong; a problem that is not good got every try wrong.
+    """
+    first_correct = first_asked = retry_correct = retry_asked = 0
+    for problem, asked in tries.items():
+        if asked < 1:
+            continue
+        first_asked += 1
+        retry_asked += asked - 1
+        if problem in good:
+            if asked == 1:
+                first_correct += 1
+            else:
+                retry_correct += 1
+    return estimate_accuracy(first_correct, first_asked, retry_correct, retry_asked, prior)
+
+
 def reaches(missing: int, retries: int, new: int, accuracy: Accuracy) -> bool:
     """Whether `retries` + `new` asks give at least `missing` correct samples at CONFIDENCE."""
     mean = retries * accuracy.retry + new * accuracy.first_try
@@ -84,3 +109,19 @@ def new_problems_to_ask(missing: int, retries: int, accuracy: Accuracy, availabl
 
 def expected_correct(retries: int, new: int, accuracy: Accuracy) -> float:
     return retries * accuracy.retry + new * accuracy.first_try
+
+
+# Why a run of rounds (a click, then the sensor's automatic rounds) ends.
+LIMIT_REACHED = "limit reached"
+ROUNDS_USED_UP = "rounds used up"
+NOTHING_LEFT = "problems given up"  # no problem left to ask: every one is good, given up, or asked
+REFUSED = "refused"  # a round was refused, e.g. the budget of the whole run of rounds
+
+
+def after_round(num_good: int, limit: int, round_number: int, max_rounds: int) -> str | None:
+    """None when another round should be asked once round `round_number` is saved; else why not."""
+    if num_good >= limit:
+        return LIMIT_REACHED
+    if round_number >= max_rounds:
+        return ROUNDS_USED_UP
+    return None

@@ -35,6 +35,7 @@ from cotgen_assets.core.submissions import (
     check_budget,
     prepare_generation,
     prepare_summarization,
+    submission_cost_usd,
     total_cost_usd,
 )
 from cotgen_assets.defs.checks import check_results, check_specs
@@ -46,9 +47,11 @@ from cotgen_assets.defs.instance import (
     latest_submission,
     orphan_submissions,
     refuse_if_in_flight,
+    rounds_submissions,
     samples_lock,
     submission_lock,
 )
+from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, download_finished, submit
 from cotgen_assets.publish.card import PICTURE_ALT, card_body
@@ -221,6 +224,10 @@ class GenerationBatchConfig(BatchConfig):
     mode: Literal["fill", "extend"] = (
         "fill"  # fill: retry and top up to `limit` good samples; extend: `limit` never-used problems
     )
+    # fill: enough new problems to reach `limit` at 95 % this round; missing: exactly the number missing
+    ask: Literal["enough", "missing"] = "enough"
+    auto_fill: bool | None = None  # fill: the sensor submits further rounds while short; default: scenario's
+    max_rounds: int | None = None  # fill rounds in this run of rounds, this one included; default: scenario's
 
 
 class SummarizationBatchConfig(BatchConfig):
@@ -237,11 +244,14 @@ def _submit_stage(
     prepare,
     wait_if_in_flight: bool = False,
     extra_metadata: dict | None = None,
+    spent_before: float = 0.0,
+    plan_metadata=lambda prepared: {},
 ) -> dg.MaterializeResult | None:
     """Shared body of the batch assets: lock, refuse if in flight, plan, guard the budget, submit.
 
     With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
-    and batch_completion_sensor submits what is left once that batch is ingested.
+    and batch_completion_sensor submits what is left once that batch is ingested. `spent_before`
+    counts against `max_cost_usd` (earlier fill rounds); `plan_metadata(prepared)` adds metadata.
     """
     scenario = get_scenario(context.partition_key)
     adopted = None
@@ -267,13 +277,13 @@ def _submit_stage(
                     f"${submission.projected_cost_usd:.4f} ({gemini.describe()})"
                 )
             if not adopted and submission.num_requests and not config.dry_run:
-                check_budget(submission, config.max_cost_usd)
+                check_budget(submission, config.max_cost_usd, spent_before)
                 jobs = submit(submission, gemini, context.run.run_id)
                 reused = [job.name for job in jobs if job.reused]
                 context.log.info(f"submitted {submission.batch_names}")
     except (SubmissionRefused, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
-    plan, usage = prepared.plan, prepared.projected_usage
+    plan = prepared.plan
     if reused and not adopted:
         context.log.warning(
             f"REUSED {len(reused)} existing batch job(s) of submission {submission.submission_id} instead of "
@@ -284,35 +294,37 @@ def _submit_stage(
             f"{len(plan.given_up)} problems reached max_tries={config.max_tries} "
             f"without a good sample and are given up: {plan.given_up[:20]}"
         )
-    return dg.MaterializeResult(
-        metadata={
-            "batch_names": dg.MetadataValue.json(submission.batch_names),
-            "reused_batches": dg.MetadataValue.json(reused),
-            "adopted": dg.MetadataValue.bool(bool(adopted)),
-            "submission_id": submission.submission_id,
-            "num_requests": dg.MetadataValue.int(submission.num_requests),
-            "num_retries": dg.MetadataValue.int(plan.num_retries),
-            "num_new_problems": dg.MetadataValue.int(plan.num_new),
-            "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
-            "num_skipped_incorrect": dg.MetadataValue.int(plan.skipped.get("incorrect", 0)),
-            "num_skipped_contaminated": dg.MetadataValue.int(plan.skipped.get("contaminated_or_repeat", 0)),
-            "skipped_projected_cost_usd": dg.MetadataValue.float(prepared.saved_cost_usd),
-            "num_shards": dg.MetadataValue.int(len(submission.shards)),
-            "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
-            "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
-            "projected_thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
-            "projected_output_tokens": dg.MetadataValue.int(usage.output_tokens),
-            "model": submission.model,
-            "prompt_version": submission.prompt_version,
-            "dry_run": dg.MetadataValue.bool(config.dry_run),
-            "gemini_endpoint": gemini.describe(),
-            "offline": dg.MetadataValue.bool(gemini.offline),
-            "request_files": dg.MetadataValue.json(
-                [str(submission.requests_path(s)) for s in submission.shards]
-            ),
-            **(extra_metadata or {}),
-        }
-    )
+    metadata = _batch_metadata(prepared, reused, bool(adopted), config.dry_run, gemini)
+    return dg.MaterializeResult(metadata={**metadata, **(extra_metadata or {}), **plan_metadata(prepared)})
+
+
+def _batch_metadata(prepared: Prepared, reused: list, adopted: bool, dry_run: bool, gemini) -> dict:
+    """What a batch asset submitted (or, in a dry run, would submit), and what it should cost."""
+    submission, plan, usage = prepared.submission, prepared.plan, prepared.projected_usage
+    return {
+        "batch_names": dg.MetadataValue.json(submission.batch_names),
+        "reused_batches": dg.MetadataValue.json(reused),
+        "adopted": dg.MetadataValue.bool(adopted),
+        "submission_id": submission.submission_id,
+        "num_requests": dg.MetadataValue.int(submission.num_requests),
+        "num_retries": dg.MetadataValue.int(plan.num_retries),
+        "num_new_problems": dg.MetadataValue.int(plan.num_new),
+        "num_given_up": dg.MetadataValue.int(len(plan.given_up)),
+        "num_skipped_incorrect": dg.MetadataValue.int(plan.skipped.get("incorrect", 0)),
+        "num_skipped_contaminated": dg.MetadataValue.int(plan.skipped.get("contaminated_or_repeat", 0)),
+        "skipped_projected_cost_usd": dg.MetadataValue.float(prepared.saved_cost_usd),
+        "num_shards": dg.MetadataValue.int(len(submission.shards)),
+        "projected_cost_usd": dg.MetadataValue.float(submission.projected_cost_usd),
+        "projected_input_tokens": dg.MetadataValue.int(usage.input_tokens),
+        "projected_thinking_tokens": dg.MetadataValue.int(usage.thinking_tokens),
+        "projected_output_tokens": dg.MetadataValue.int(usage.output_tokens),
+        "model": submission.model,
+        "prompt_version": submission.prompt_version,
+        "dry_run": dg.MetadataValue.bool(dry_run),
+        "gemini_endpoint": gemini.describe(),
+        "offline": dg.MetadataValue.bool(gemini.offline),
+        "request_files": dg.MetadataValue.json([str(submission.requests_path(s)) for s in submission.shards]),
+    }
 
 
 def _adopt_orphan(context, gemini, scenario: str, stage: str) -> tuple[Prepared, list[str]] | None:
@@ -351,20 +363,91 @@ def _adopt_orphan(context, gemini, scenario: str, stage: str) -> tuple[Prepared,
 def generation_batch(
     context: dg.AssetExecutionContext, config: GenerationBatchConfig, gemini: GeminiBatchResource
 ) -> dg.MaterializeResult:
+    scenario = get_scenario(context.partition_key)
+    rounds = _run_of_rounds(context, scenario, config)
+    spent = sum(
+        submission_cost_usd(scenario.name, GENERATION, submission_id)
+        for submission_id in rounds_submissions(context.instance, scenario.name, rounds["rounds_id"])
+    )
+
     def prepare(scenario):
-        limit = scenario.limit if config.limit is None else config.limit
-        return prepare_generation(
+        prepared = prepare_generation(
             scenario,
-            limit,
+            rounds["config"]["limit"],
             config.mode,
             config.max_tries,
             config.model,
             config.thinking_level,
             config.max_requests_per_job,
             gemini.offline,
+            rounds={"round": rounds["round"], "rounds_id": rounds["rounds_id"]},
+            ask_enough=config.ask == "enough",
         )
+        context.log.info(describe_round(prepared.submission, rounds, spent, config.max_cost_usd))
+        return prepared
 
-    return _submit_stage(context, gemini, GENERATION, config, prepare)
+    def plan_metadata(prepared: Prepared) -> dict:
+        return round_metadata(prepared, rounds, spent)
+
+    return _submit_stage(
+        context, gemini, GENERATION, config, prepare, spent_before=spent, plan_metadata=plan_metadata
+    )
+
+
+def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -> dict:
+    """Which round of which run of rounds this is (a click begins one; the sensor's runs carry its
+    tags), and the config every round of it uses (the sensor replays it)."""
+    auto_fill = scenario.auto_fill if config.auto_fill is None else config.auto_fill
+    max_rounds = scenario.max_rounds if config.max_rounds is None else config.max_rounds
+    if max_rounds < 1:
+        raise dg.Failure(description=f"max_rounds must be at least 1, got {max_rounds}")
+    replay = config.model_dump() | {
+        "limit": scenario.limit if config.limit is None else config.limit,
+        "auto_fill": auto_fill and config.mode == "fill",
+        "max_rounds": max_rounds,
+        "dry_run": False,
+    }
+    return {
+        "round": int(context.run.tags.get(ROUND_TAG, 1)),
+        "rounds_id": context.run.tags.get(ROUNDS_TAG, context.run.run_id),
+        "config": replay,
+    }
+
+
+def describe_round(submission, rounds: dict, spent: float, max_cost_usd: float) -> str:
+    """One log line: how the round's ask was sized and what it should give."""
+    facts, config = submission.round, rounds["config"]
+    head = f"round {rounds['round']} of at most {config['max_rounds']}" + (
+        " (auto_fill)" if config["auto_fill"] else ""
+    )
+    if facts.get("accuracy") is None:
+        return f"{head}: {submission.num_requests} requests ({facts.get('mode')})"
+    return (
+        f"{head}: {facts['missing']} good samples missing of limit {facts['limit']}; estimated accuracy "
+        f"{facts['accuracy']:.2f} on first tries, {facts['retry_accuracy']:.2f} on retries "
+        f"(from {facts['accuracy_source']}); asking {facts['num_retries']} retries + {facts['num_new']} new "
+        f"problems, expecting {facts['expected_correct']:.1f} correct; projected "
+        f"${submission.projected_cost_usd:.4f}, earlier rounds ${spent:.4f}, max_cost_usd ${max_cost_usd:.2f}"
+    )
+
+
+def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
+    """The round's estimate, ask and expectation, and what the sensor needs for the next round."""
+    facts, config = prepared.submission.round, rounds["config"]
+    return {
+        "round": dg.MetadataValue.int(rounds["round"]),
+        "rounds_id": rounds["rounds_id"],
+        "auto_fill": dg.MetadataValue.bool(config["auto_fill"]),
+        "max_rounds": dg.MetadataValue.int(config["max_rounds"]),
+        "limit": dg.MetadataValue.int(config["limit"]),
+        "num_missing": dg.MetadataValue.int(prepared.plan.num_missing),
+        "accuracy_estimate": dg.MetadataValue.float(facts.get("accuracy") or 0.0),
+        "retry_accuracy_estimate": dg.MetadataValue.float(facts.get("retry_accuracy") or 0.0),
+        "accuracy_source": facts.get("accuracy_source") or "none",
+        "expected_correct": dg.MetadataValue.float(facts.get("expected_correct") or 0.0),
+        "earlier_rounds_cost_usd": dg.MetadataValue.float(float(spent)),
+        "rounds_config": dg.MetadataValue.json(config),
+    }
 
 
 @dg.asset(

@@ -124,6 +124,15 @@ def orphan_submissions(instance: dg.DagsterInstance, scenario: str, stage: str) 
     return orphans
 
 
+def rounds_submissions(instance: dg.DagsterInstance, scenario: str, rounds_id: str) -> list[str]:
+    """The generation submissions a run of rounds sent, oldest first."""
+    sent = []
+    for metadata in every_metadata(instance, BATCH_ASSET[GENERATION], scenario):
+        if metadata.get("rounds_id") == rounds_id and metadata.get("batch_names"):
+            sent.append(metadata["submission_id"])
+    return list(dict.fromkeys(reversed(sent)))
+
+
 def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: str) -> Submission:
     """The stage's newest real submission, for the results assets."""
     batch = submitted_metadata(instance, scenario, stage)
