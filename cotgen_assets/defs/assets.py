@@ -719,7 +719,8 @@ EVERY_SCENARIOS_SAMPLES = [
     kinds={"matplotlib", "markdown"},
     deps=EVERY_SCENARIOS_SAMPLES,
     description="Every scenario side by side: samples, accuracy, tokens, cost per 1,000 samples, "
-    "CoD/CoT token ratio, answer agreement, and a picture of thought vs draft length.",
+    "CoD/CoT token ratio, answer agreement, generation rounds and what they cost, spent per 1,000 "
+    "correct CoT+CoD pairs, and a picture of thought vs draft length.",
 )
 def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     report = build_report()
@@ -731,6 +732,7 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(report.table),
+            "rounds": dg.MetadataValue.md(report.rounds),
             "picture": dg.MetadataValue.md(
                 markdown_image(report.png, "thought vs draft tokens per scenario")
             ),
@@ -754,6 +756,7 @@ class HfDatasetConfig(dg.Config):
     include_incorrect: bool = False  # also export incorrect / disagreeing samples, with their flags
     hub_repo: str | None = None  # push to this dataset repo ("user/name"); default $COTGEN_HF_REPO
     public: bool = False  # a repo created by the push is private unless this is true
+    cap_at_limit: bool = False  # export at most each scenario's limit of rows (default: every good one)
 
 
 @dg.asset(
@@ -768,7 +771,7 @@ def hf_dataset(
 ) -> dg.MaterializeResult:
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
-        export = write_export(config.include_incorrect, repo_id=repo)
+        export = write_export(config.include_incorrect, repo_id=repo, cap_at_limit=config.cap_at_limit)
     except (ExportError, ValueError) as error:  # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR
         raise dg.Failure(description=str(error)) from None
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
@@ -786,6 +789,8 @@ def hf_dataset(
         "rows": dg.MetadataValue.json(export.rows),
         **rows,
         "left_out": dg.MetadataValue.json({s.name: s.left_out for s in export.splits}),
+        "num_over_limit": dg.MetadataValue.json({s.name: s.num_over_limit for s in export.splits}),
+        "cap_at_limit": dg.MetadataValue.bool(config.cap_at_limit),
         "cost_usd": dg.MetadataValue.float(export.cost_usd),
         "spent_usd": dg.MetadataValue.float(sum(f.spent_usd for f in export.report_figures.values())),
         "include_incorrect": dg.MetadataValue.bool(config.include_incorrect),

@@ -19,7 +19,7 @@ from cotgen_assets.core.records import GENERATION, SUMMARIZATION, arrow_schema, 
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.parquet import data_file
-from cotgen_assets.publish.report import ROWS, ScenarioFigures
+from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, ScenarioFigures, round_rows
 from cotgen_assets.publish.selection import CONFIGS, NOT_CLEAN_REASONS, Split
 
 if TYPE_CHECKING:
@@ -59,6 +59,7 @@ class ScenarioFacts:
     num_contaminated: int | None  # None: source_problems saved no decontamination.json
     num_repeats: int | None
     num_left_out_unclean: int  # samples of problems source_problems left out
+    rounds: list[tuple[str, ...]]  # its generation rounds (report.round_rows)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
         num_contaminated=saved["num_contaminated"] if saved else None,
         num_repeats=saved["num_duplicates"] if saved else None,
         num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
+        rounds=round_rows(files),
     )
 
 
@@ -143,6 +145,7 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         rule=RULE,
         label_exported=LABEL_EXPORTED,
         label_files=LABEL_FILES,
+        round_columns=ROUND_COLUMNS,
     )
 
 

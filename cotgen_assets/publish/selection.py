@@ -28,6 +28,7 @@ NO_COT = "no CoT sample"
 COT_INCORRECT = "CoT incorrect"
 COD_INCORRECT = "CoD incorrect"
 DISAGREES = "CoD answer disagrees with CoT"
+OVER_LIMIT = "over the scenario's limit (cap_at_limit)"
 NOT_CLEAN_REASONS = (CONTAMINATED, REPEAT, NOT_CLEAN)
 
 
@@ -58,6 +59,7 @@ class Split:
     num_cot_records: int = 0  # in the files
     num_cod_records: int = 0
     decontamination: dict | None = None
+    num_over_limit: int = 0  # exportable problems beyond the limit (left out only with cap_at_limit)
 
     @property
     def name(self) -> str:
@@ -77,11 +79,14 @@ class Split:
         )
 
 
-def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
+def select(
+    scenario: Scenario, include_incorrect: bool = False, limit: int | None = None, cap: bool = False
+) -> Split:
     """The scenario's samples fit for the export, the same ids in CoT and CoD, sorted by id.
 
-    A scenario with samples but no source_problems table is refused: without it nobody can tell
-    clean problems from contaminated ones.
+    More than `limit` are all exported (they were paid for), unless `cap`: then the first `limit`
+    by id (source order), so the same files always give the same rows. A scenario with samples but
+    no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
     """
     cot = {r["id"]: r for r in read_jsonl(samples_path(GENERATION, scenario.suffix))}
     cod = {r["id"]: r for r in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix))}
@@ -112,6 +117,11 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
             split.cod.append(draft)
         else:
             split.left_out[reason] = split.left_out.get(reason, 0) + 1
+    if limit is not None:
+        split.num_over_limit = max(len(split.cot) - limit, 0)
+        if cap and split.num_over_limit:
+            del split.cot[limit:], split.cod[limit:]
+            split.left_out[OVER_LIMIT] = split.num_over_limit
     for config, stage in CONFIGS.items():
         check_described(split.rows[config], stage, samples_path(stage, scenario.suffix))
     return split
