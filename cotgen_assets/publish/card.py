@@ -59,7 +59,7 @@ class ScenarioFacts:
     num_contaminated: int | None  # None: source_problems saved no decontamination.json
     num_repeats: int | None
     num_left_out_unclean: int  # samples of problems source_problems left out
-    rounds: list[tuple[str, ...]]  # its generation rounds (report.round_rows)
+    rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
         num_contaminated=saved["num_contaminated"] if saved else None,
         num_repeats=saved["num_duplicates"] if saved else None,
         num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
-        rounds=round_rows(files),
+        rounds=tuple(round_rows(files)),
     )
 
 

@@ -21,7 +21,7 @@ from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.storage import data_dir
 from cotgen_assets.publish.card import PICTURE, CardFacts, dataset_card, gather
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
-from cotgen_assets.publish.report import ScenarioFigures, all_figures, render_picture
+from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
 from cotgen_assets.publish.selection import CONFIGS, Split, select
 
 CARD = "README.md"
@@ -83,10 +83,8 @@ def write_export(
     """Select, write and swap in the export folder; `repo_id` only names the dataset in the card.
     `cap_at_limit`: at most each scenario's limit (its newest fill's) rows, else every one."""
     scenarios = load_scenarios() if scenarios is None else scenarios
+    splits = [select(s, include_incorrect, fill_limit(s), cap_at_limit) for s in scenarios.values()]
     report_figures = {f.scenario: f for f in all_figures(scenarios)}
-    splits = [
-        select(s, include_incorrect, report_figures[s.name].limit, cap_at_limit) for s in scenarios.values()
-    ]
     figures = {s.name: exported_figures(s, report_figures[s.name]) for s in splits}
     export = Export(
         folder=export_dir() if folder is None else folder,

@@ -130,9 +130,15 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
         scenario.name, SUMMARIZATION
     )
     figures.rounds = round_figures(scenario, correct_by_submission)
-    fills = [r for r in figures.rounds if r.mode == "fill" and r.limit]
-    figures.limit = fills[-1].limit if fills else scenario.limit
+    figures.limit = fill_limit(scenario, figures.rounds)
     return figures
+
+
+def fill_limit(scenario: Scenario, rounds: list[RoundFigures] | None = None) -> int:
+    """The limit of the scenario's newest fill, else the scenario's own: what "over the limit" means."""
+    rounds = round_figures(scenario, {}) if rounds is None else rounds
+    fills = [r for r in rounds if r.mode == "fill" and r.limit]
+    return fills[-1].limit if fills else scenario.limit
 
 
 def all_figures(scenarios: dict[str, Scenario] | None = None) -> list[ScenarioFigures]:
