@@ -272,11 +272,12 @@ def test_the_report_shows_each_round_and_the_money_to_the_target(pipeline, emula
     )
     assert hard.cost_per_1000_pairs_usd == pytest.approx(1000 * spent / pairs)
 
-    rows = table_rows(metadata["report"])
+    target, per_round = metadata["rounds"].split("\n\n")
+    rows = table_rows(target)
     assert rows["Generation rounds (submissions)"][2] == str(len(sent))
     assert rows["Correct CoT samples over the limit (kept)"][2] == f"{good - 10:,}"
     assert rows["Cost of asks beyond the missing (USD)"][2] == f"${extra_cost:,.4f}"
     assert rows["Spent per 1,000 correct CoT+CoD pairs (USD)"][2] == f"${1000 * spent / pairs:,.4f}"
-    rounds = [line for line in metadata["rounds"].splitlines() if line.startswith("| hard |")]
+    rounds = [line for line in per_round.splitlines() if line.startswith("| hard |")]
     assert len(rounds) == len(sent) and rounds[0].startswith("| hard | 1 (fill) |")
     assert metadata["generation_rounds"] == len(sent) and metadata["num_correct_pairs"] == pairs

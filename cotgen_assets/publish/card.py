@@ -19,7 +19,7 @@ from cotgen_assets.core.records import GENERATION, SUMMARIZATION, arrow_schema, 
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.parquet import data_file
-from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, ScenarioFigures, round_rows
+from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
 from cotgen_assets.publish.selection import CONFIGS, NOT_CLEAN_REASONS, Split
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ def figure_rows(exported: ScenarioFigures, files: ScenarioFigures) -> list[tuple
     same ids); in the files only the summarized ones, so that cell is left empty there.
     """
     rows = []
-    for label, value, fmt in ROWS:
+    for label, value, fmt in ROWS + TARGET_ROWS:
         rows.append((label, _cell(value(exported), fmt), _cell(value(files), fmt)))
         for after, extra, of in LENGTH_ROWS:
             if after == label:

@@ -189,6 +189,10 @@ ROWS = [
         "{:.1%}",
     ),
     ("Spent, failed requests included (USD)", lambda f: f.spent_usd, "${:,.4f}"),
+]
+# Money and rounds to the target: a table of their own (metadata `rounds`), so that `report` stays
+# short enough for the UI to show it inline.
+TARGET_ROWS = [
     ("Generation rounds (submissions)", lambda f: len(f.rounds), "{:,}"),
     ("Generation requests asked", lambda f: sum(r.asked for r in f.rounds), "{:,}"),
     ("Correct CoT samples", lambda f: f.cot.num_correct, "{:,}"),
@@ -199,14 +203,14 @@ ROWS = [
 ]
 
 
-def markdown_table(figures: list[ScenarioFigures]) -> str:
+def markdown_table(figures: list[ScenarioFigures], rows: list = ROWS) -> str:
     """One column per scenario plus `all`, one row per figure: reads well however many scenarios."""
     columns = [*figures, totals(figures)]
     lines = [
         "| | " + " | ".join(f"**{f.scenario}**" for f in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for label, value, fmt in ROWS:
+    for label, value, fmt in rows:
         cells = (value(f) for f in columns)
         lines.append(f"| {label} | " + " | ".join("–" if v is None else fmt.format(v) for v in cells) + " |")
     return "\n".join(lines)
@@ -275,8 +279,11 @@ def round_rows(figures: ScenarioFigures) -> list[tuple[str, ...]]:
 
 
 def rounds_markdown(figures: list[ScenarioFigures]) -> str:
-    """Per scenario, how each generation round was sized and what it gave."""
+    """The money and rounds to the target per scenario; then each generation round: how it was
+    sized and what it gave."""
     lines = [
+        markdown_table(figures, TARGET_ROWS),
+        "",
         "| scenario | " + " | ".join(ROUND_COLUMNS) + " |",
         "|---|---|" + "---:|" * (len(ROUND_COLUMNS) - 1),
     ]
@@ -287,7 +294,7 @@ def rounds_markdown(figures: list[ScenarioFigures]) -> str:
 
 def by_scenario(figures: list[ScenarioFigures]) -> dict[str, dict]:
     """Per-scenario figures as plain numbers (JSON metadata, and for scripts)."""
-    return {f.scenario: {label: value(f) for label, value, _ in ROWS} for f in figures}
+    return {f.scenario: {label: value(f) for label, value, _ in ROWS + TARGET_ROWS} for f in figures}
 
 
 # --------------------------------------------------------------------------- picture
