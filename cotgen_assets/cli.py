@@ -2,6 +2,8 @@
 
 cotgen cancel SCENARIO STAGE   cancel the stage's batch still in flight (the sensor then records it)
 cotgen trace ID                everything about one sample: source row, batches, models, prompts, cost
+cotgen status [SCENARIO ...]   per scenario and stage: job state, requests done, age, rounds, correct
+                               samples vs limit, cost so far
 """
 
 import argparse
@@ -68,6 +70,24 @@ def cancel(scenario: str, stage: Stage) -> str:
     )
 
 
+def status(scenario_names: list[str]) -> str:
+    """One screen: every scenario's (or the named ones') stages, read from Dagster, the data and the API."""
+    import dagster as dg
+
+    from cotgen_assets.core.scenarios import get_scenario, load_scenarios
+    from cotgen_assets.defs.status import render, status_screen
+    from cotgen_assets.gemini.resource import gemini_from_env
+
+    scenarios = [get_scenario(name) for name in scenario_names] or list(load_scenarios().values())
+    if not os.environ.get("DAGSTER_HOME"):
+        raise Misconfigured(
+            "DAGSTER_HOME is not set: set it to the Dagster home the platform uses (scripts/start.sh: "
+            "the project's .dagster_home), so that cotgen sees what was submitted."
+        )
+    with dg.DagsterInstance.get() as instance:
+        return render(status_screen(instance, gemini_from_env(), scenarios))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cotgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -78,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     cancel_parser.add_argument("stage", choices=[stage.name for stage in STAGES])
     trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
     trace_parser.add_argument("id", help="a record id, e.g. easy-17")
+    status_parser = commands.add_parser("status", help="where every scenario's batches are")
+    status_parser.add_argument("scenario", nargs="*", help="only these scenarios")
     args = parser.parse_args(argv)
     try:
         if args.command == "cancel":
             print(cancel(args.scenario, stage_named(args.stage)))
+        elif args.command == "status":
+            print(status(args.scenario))
         else:
             from cotgen_assets.publish.trace import trace  # reads files only: no Dagster, no Gemini SDK
 

@@ -64,7 +64,7 @@ class Pipeline:
         self.cursor = data.cursor
         return data
 
-    def run(self, run_request: dg.RunRequest):
+    def run(self, run_request: dg.RunRequest, raise_on_error: bool = True):
         """Execute what the sensor asked for, as the daemon would."""
         job = defs.resolve_job_def(run_request.job_name)
         selection = [key for key in job.asset_layer.executable_asset_keys]
@@ -73,8 +73,10 @@ class Pipeline:
             selection=selection,
             partition_key=run_request.partition_key,
             tags=run_request.tags,
+            run_config=run_request.run_config,
             resources=self.resources,
             instance=self.instance,
+            raise_on_error=raise_on_error,
         )
 
     def drain(self, quiet_ticks: int = 8) -> None:

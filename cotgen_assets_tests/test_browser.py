@@ -194,7 +194,7 @@ def test_a_person_launches_easy_from_the_ui_and_the_sensor_carries_it_to_cod(pla
         url,
         "generation_batch",
         "easy",
-        config=f"ops: {{generation_batch: {{config: {{limit: {LIMIT}}}}}}}",
+        config=f"ops: {{generation_batch: {{config: {{limit: {LIMIT}, ask: missing}}}}}}",
     )
     batch = wait_for(lambda: latest(dev, "generation_batch", "easy"), 120, message="generation_batch[easy]")
     assert batch["num_requests"] == LIMIT, "the limit typed into the config editor reached the asset"

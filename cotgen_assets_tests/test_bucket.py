@@ -121,7 +121,7 @@ def test_the_pipeline_runs_on_the_bucket_and_writes_nothing_local(
     fs.put_file(str(cached), f"{prefix}/easy/source_problems.parquet")
 
     pipeline = Pipeline(instance, emulator.base_url)
-    pipeline.submit_generation("easy", limit=3)
+    pipeline.submit_generation("easy", limit=3, ask="missing")
     pipeline.drain()
     cot = [orjson.loads(x) for x in fs.cat_file(f"{prefix}/cot_easy.jsonl").splitlines()]
     cod = [orjson.loads(x) for x in fs.cat_file(f"{prefix}/cod_easy.jsonl").splitlines()]

@@ -53,7 +53,7 @@ def test_samples_made_before_decontamination_are_kept_counted_and_never_summariz
     before = metadata_of(pipeline.materialize([source_problems], "medium"), "source_problems")
     assert before["decontaminated"] is False and "NOT decontaminated" in before["decontamination"]
     assert before["num_rows"] == 12
-    pipeline.submit_generation("medium", limit=12)
+    pipeline.submit_generation("medium", limit=12, ask="missing")
 
     # The user upgrades: decontamination on (the default), the problem table materialized again.
     monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=False)))

@@ -28,7 +28,7 @@ def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
     with offline_platform(tmp_path, latency=2.0, deadline_seconds=DEADLINE_SECONDS) as platform:
         instance = platform.instance
 
-        submissions = {p: platform.submit_generation(p, with_sources=True) for p in SCENARIOS}
+        submissions = {p: platform.submit_generation(p, with_sources=True, ask="missing") for p in SCENARIOS}
         for partition, run_id in submissions.items():
             platform.wait_run(run_id)
             batch = latest_metadata(instance, "generation_batch", partition)
@@ -121,7 +121,7 @@ def test_a_wrong_cot_is_not_summarized(tmp_path):
     env = {"COTGEN_DATASETS_DIR": str(tmp_path / "datasets"), "COTGEN_SENSOR_INTERVAL_SECONDS": "3"}
     with offline_platform(tmp_path, env) as platform:  # the emulator reads the real datasets
         instance = platform.instance
-        platform.wait_run(platform.submit_generation("hard", with_sources=True, limit=5))
+        platform.wait_run(platform.submit_generation("hard", with_sources=True, limit=5, ask="missing"))
         cod_meta = platform.wait_samples(instance, "cod_samples", "hard", 4)
 
         cot = read_jsonl(data / "cot_hard.jsonl")

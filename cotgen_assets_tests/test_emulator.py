@@ -562,3 +562,39 @@ def test_restart_in_the_middle_of_a_job_loses_nothing(emulator, client, tmp_path
         client.files.get(name=raw_batch(emulator, job.name)["metadata"]["inputConfig"]["fileName"]).size_bytes
         > 0
     )
+
+
+def test_wrong_rate_makes_that_share_of_answers_wrong_anew_in_each_batch(emulator, client, tmp_path):
+    """`wrong_rate` runs a scenario at a known accuracy; a retry (a later batch) draws again."""
+    rows = gsm8k_rows(200)
+    requests = {f"q{i}": generation_request(question) for i, (question, _) in enumerate(rows)}
+    reference = {f"q{i}": extract_gsm8k_answer(solution) for i, (_, solution) in enumerate(rows)}
+    emulator.set_faults(wrong_rate=0.3)
+
+    def wrong_keys(name: str) -> set[str]:
+        lines = results(client, wait_done(client, submit(client, requests, tmp_path, name).name))
+        return {k for k, line in lines.items() if extract_boxed_answer(answer_text(line)) != reference[k]}
+
+    first, second = wrong_keys("first"), wrong_keys("second")
+    assert 0.2 < len(first) / len(rows) < 0.4 and 0.2 < len(second) / len(rows) < 0.4
+    assert first != second  # a problem answered wrongly once can be answered right on its next try
+    emulator.set_faults(wrong_rate=0.0)
+    assert wrong_keys("none") == set()
+
+
+def test_a_running_job_reports_its_answered_requests_growing_to_the_total(emulator, client, tmp_path):
+    """batchStats while running: what a progress display reads (requests done / total)."""
+    emulator.set_faults(slow_latency=6.0, slow_count=1)
+    requests = {f"q{i}": generation_request(question) for i, (question, _) in enumerate(gsm8k_rows(40))}
+    job = submit(client, requests, tmp_path)
+    seen = []
+    while not seen or seen[-1][0] != "BATCH_STATE_SUCCEEDED":
+        metadata = raw_batch(emulator, job.name)["metadata"]
+        stats = metadata["batchStats"]
+        seen.append(
+            (metadata["state"], int(stats.get("successfulRequestCount", 0)), int(stats["requestCount"]))
+        )
+    done = [count for _, count, _ in seen]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == 40
+    assert all(total == 40 for _, _, total in seen)
+    assert any(state == "BATCH_STATE_RUNNING" and 0 < count < 40 for state, count, _ in seen)

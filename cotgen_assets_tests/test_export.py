@@ -89,7 +89,7 @@ def chain(tmp_path_factory):
         try:
             for scenario, limit in (("easy", 24), ("hard", 4)):
                 pipeline.materialize([source_problems], scenario)
-                pipeline.submit_generation(scenario, limit=limit)
+                pipeline.submit_generation(scenario, limit=limit, ask="missing")
             pipeline.drain()
             env.setenv("COTGEN_SCENARIOS_FILE", str(DEFAULT_SCENARIOS_FILE))
             pipeline.materialize([source_problems], "easy")  # decontaminated now: easy-20 out
@@ -576,6 +576,29 @@ def test_a_record_field_records_does_not_describe_is_refused(chain, tmp_path, mo
     assert after == before
 
 
+def test_samples_beyond_the_limit_are_kept_and_exported_unless_capped(pipeline, data_dir, sources):
+    """A fill asks ahead, so more correct samples than `limit` come back: none is thrown away,
+    the export says how many there are beyond it, and `cap_at_limit` keeps the first `limit` by id."""
+    sources("easy")
+    pipeline.submit_generation("easy", limit=5)
+    pipeline.drain()
+    cot = read_jsonl(data_dir / "cot_easy.jsonl")
+    assert len(cot) > 5 and all(r["correct"] for r in cot), "every sample is kept, past the limit"
+
+    everything = export_metadata(materialize_export(pipeline.instance))
+    assert (
+        everything["num_rows_cot_easy"] == len(cot) and everything["num_over_limit"]["easy"] == len(cot) - 5
+    )
+    capped = export_metadata(materialize_export(pipeline.instance, cap_at_limit=True))
+    assert capped["num_rows_cot_easy"] == capped["num_rows_cod_easy"] == 5
+    assert capped["left_out"]["easy"] == {selection.OVER_LIMIT: len(cot) - 5}
+    assert capped["num_over_limit"]["easy"] == len(cot) - 5 and capped["cap_at_limit"] is True
+    rows = load(data_dir / "export", "cot", "easy", data_dir / "cache")
+    assert rows["id"] == sorted((r["id"] for r in cot), key=selection.id_key)[:5]
+    assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == len(cot), "the files keep every sample"
+    assert f"{selection.OVER_LIMIT}: {len(cot) - 5}" in capped["card"], "the card says what was left out"
+
+
 @pytest.mark.e2e
 def test_dagster_dev_carries_two_scenarios_to_cod_then_exports_them(tmp_path):
     """The real daemon: two generation batches, the sensor carries them to CoD, then one hf_dataset run."""
@@ -589,7 +612,7 @@ def test_dagster_dev_carries_two_scenarios_to_cod_then_exports_them(tmp_path):
     with offline_platform(tmp_path, env, deadline_seconds=150) as platform:
         instance, dev = platform.instance, platform.dev
         for scenario in ("easy", "hard"):
-            platform.wait_run(platform.submit_generation(scenario, with_sources=True, limit=3))
+            platform.wait_run(platform.submit_generation(scenario, with_sources=True, limit=3, ask="missing"))
         for scenario in ("easy", "hard"):
             platform.wait_samples(instance, "cod_samples", scenario, 3)
         run_id = platform.client.submit_job_execution(

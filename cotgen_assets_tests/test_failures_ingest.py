@@ -416,7 +416,7 @@ def test_an_unusable_scratch_dir_fails_the_ingestion_naming_it_and_loses_nothing
     from cotgen_assets.defs.assets.samples import cot_samples
 
     sources("easy")
-    pipeline.submit_generation("easy", limit=2)
+    pipeline.submit_generation("easy", limit=2, ask="missing")
     [request] = pipeline.tick_until_launch()
     blocker = tmp_path / "scratch"
     blocker.write_text("not a folder")

@@ -46,7 +46,7 @@ def test_failed_expired_and_cancelled_jobs_lose_nothing(pipeline, emulator, sour
     first_ids = None
     for state in ("failed", "expired"):
         emulator.set_faults(job_state=state, job_count=1)
-        pipeline.submit_generation("easy", limit=4)
+        pipeline.submit_generation("easy", limit=4, ask="missing")
         batch = pipeline.metadata("generation_batch", "easy")
         ids = requested_ids(batch)
         first_ids = first_ids or ids
@@ -65,7 +65,7 @@ def test_failed_expired_and_cancelled_jobs_lose_nothing(pipeline, emulator, sour
 
     # A cancelled job hands back the answers it finished: they are kept, not asked (and paid) again.
     emulator.set_faults(job_state="cancelled", job_count=1)
-    pipeline.submit_generation("easy", limit=4)
+    pipeline.submit_generation("easy", limit=4, ask="missing")
     assert requested_ids(pipeline.metadata("generation_batch", "easy")) == first_ids
     result = finish_generation(pipeline, "easy")
     assert pipeline.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_CANCELLED"
@@ -73,7 +73,7 @@ def test_failed_expired_and_cancelled_jobs_lose_nothing(pipeline, emulator, sour
     kept = [r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl")]
     assert kept and set(kept) < set(first_ids), "the cancelled job's finished answers are saved"
 
-    pipeline.submit_generation("easy", limit=4)
+    pipeline.submit_generation("easy", limit=4, ask="missing")
     resubmitted = requested_ids(pipeline.metadata("generation_batch", "easy"))
     assert sorted(resubmitted) == sorted(set(first_ids) - set(kept))
     finish_generation(pipeline, "easy")
@@ -105,7 +105,7 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     emulator.set_faults(job_state="failed", job_count=1)
     first = prepare_generation(
-        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
+        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True, ask_enough=False
     ).submission
     submit(first, gemini)
     download_finished(first, gemini)
@@ -113,7 +113,7 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
     stale.write_bytes(b"")  # as if the failed job had handed back an empty results file
 
     again = prepare_generation(
-        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True
+        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True, ask_enough=False
     ).submission
     submit(again, gemini)
     assert again.submission_id == first.submission_id and again.batch_names != first.batch_names
@@ -139,7 +139,7 @@ def test_bad_lines_are_recorded_retried_up_to_max_tries_then_given_up(
     )
     good, failed_tries, reasons = set(), Counter(), Counter()
     for _ in range(2):
-        pipeline.submit_generation("easy", limit=10, max_tries=2)
+        pipeline.submit_generation("easy", limit=10, max_tries=2, ask="missing")
         batch = pipeline.metadata("generation_batch", "easy")
         asked = requested_ids(batch)
         assert not set(asked) & good, "a problem whose sample was good is never asked again"
@@ -163,7 +163,7 @@ def test_bad_lines_are_recorded_retried_up_to_max_tries_then_given_up(
             assert thought.strip() and record["generation"]["finish_reason"] == "STOP"
     assert set(reasons) == {"line_error", "truncated", "no_thoughts", "not_json"}
 
-    result = pipeline.submit_generation("easy", limit=10, max_tries=2)
+    result = pipeline.submit_generation("easy", limit=10, max_tries=2, ask="missing")
     batch = pipeline.metadata("generation_batch", "easy")
     given_up = sorted(p for p, n in failed_tries.items() if n >= 2 and p not in good)
     assert given_up and batch["num_given_up"] == len(given_up)
@@ -203,7 +203,7 @@ def test_transient_http_errors_are_ridden_through_by_a_whole_run(pipeline, emula
     )
     sources("easy")
     emulator.set_faults(http_error_rate=0.5)
-    pipeline.submit_generation("easy", limit=5)
+    pipeline.submit_generation("easy", limit=5, ask="missing")
     assert finish_generation(pipeline, "easy").success
     deadline = time.monotonic() + 30
     while not (data_dir / "cod_easy.jsonl").exists() and time.monotonic() < deadline:
@@ -221,7 +221,7 @@ def test_transient_http_errors_are_ridden_through_by_a_whole_run(pipeline, emula
 def test_a_lost_create_response_makes_exactly_one_batch(pipeline, emulator, sources, data_dir):
     sources("hard")
     emulator.set_faults(lose_create_count=1)
-    pipeline.submit_generation("hard", limit=2)
+    pipeline.submit_generation("hard", limit=2, ask="missing")
     batch = pipeline.metadata("generation_batch", "hard")
     assert [b.name for b in pipeline.resources["gemini"].list_batches()] == batch["batch_names"]
     assert "answering 500" in emulator.log_tail(100), "the fault did fire"

@@ -48,7 +48,7 @@ def submission_folder(data_dir, meta: dict, stage: str = "generation") -> Path:
 def ingested(pipeline, sources, data_dir):
     """easy: one fill of 3 problems, answered and saved; returns its batch metadata."""
     sources("easy")
-    pipeline.submit_generation("easy", limit=3)
+    pipeline.submit_generation("easy", limit=3, ask="missing")
     batch = pipeline.metadata("generation_batch", "easy")
     assert finish_generation(pipeline, "easy").success
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == 3
@@ -62,7 +62,7 @@ def test_a_failed_ingestion_refuses_a_new_fill_until_its_samples_are_saved(
     pipeline, sources, data_dir, tmp_path, monkeypatch
 ):
     sources("easy")
-    pipeline.submit_generation("easy", limit=3)
+    pipeline.submit_generation("easy", limit=3, ask="missing")
     batch = pipeline.metadata("generation_batch", "easy")
     pipeline.tick_until_launch()  # the job has ended
 
@@ -106,12 +106,12 @@ def thinking_levels(meta: dict) -> set[str]:
 def test_a_changed_thinking_level_or_job_split_is_a_new_submission(pipeline, emulator, sources):
     sources("easy")
     emulator.set_faults(job_state="failed", job_count=2)  # both jobs: the next fill asks the same problems
-    pipeline.submit_generation("easy", limit=4, thinking_level="low", max_requests_per_job=2)
+    pipeline.submit_generation("easy", limit=4, thinking_level="low", max_requests_per_job=2, ask="missing")
     first = pipeline.metadata("generation_batch", "easy")
     assert first["num_shards"] == 2 and thinking_levels(first) == {"low"}
     finish_generation(pipeline, "easy")
 
-    pipeline.submit_generation("easy", limit=4, thinking_level="high", max_requests_per_job=4)
+    pipeline.submit_generation("easy", limit=4, thinking_level="high", max_requests_per_job=4, ask="missing")
     second = pipeline.metadata("generation_batch", "easy")
     assert requested_ids(second) == requested_ids(first), "the same problems, at the same tries"
     assert second["submission_id"] != first["submission_id"]

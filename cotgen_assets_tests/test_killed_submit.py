@@ -70,7 +70,9 @@ def answered_keys(gemini: GeminiBatchResource, job, folder: Path) -> list[str]:
 
 def materialize_cli(home: Path, emulator, limit: int, **env: str) -> subprocess.CompletedProcess:
     """`dagster asset materialize` of generation_batch, in its own process group."""
-    config = orjson.dumps({"ops": {"generation_batch": {"config": {"limit": limit}}}}).decode()
+    config = orjson.dumps(
+        {"ops": {"generation_batch": {"config": {"limit": limit, "ask": "missing"}}}}
+    ).decode()
     return subprocess.run(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cotgen_assets.definitions"]
         + ["--select", "generation_batch", "--partition", "easy", "--config-json", config],
@@ -113,7 +115,7 @@ def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(
         assert dead.status == dg.DagsterRunStatus.STARTED, "killed: Dagster still shows it running"
         assert instance.fetch_materializations(dg.AssetKey("generation_batch"), limit=1).records == []
 
-        refused = pipeline.submit_generation("easy", limit=9, raise_on_error=False)
+        refused = pipeline.submit_generation("easy", limit=9, ask="missing", raise_on_error=False)
         message = refused.failure_data_for_node("generation_batch").error.message
         # its lock is broken (its process is gone from this host), but its batch is not taken over
         # while Dagster still shows its run running: the message names the run and what to do
@@ -121,7 +123,7 @@ def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(
         assert [job.name for job in generation_jobs(gemini)] == [orphan.name], "the refused fill sent nothing"
 
         instance.report_run_canceled(dead)  # what the UI's Terminate does for a run whose process is gone
-        adopting = pipeline.submit_generation("easy", limit=9)
+        adopting = pipeline.submit_generation("easy", limit=9, ask="missing")
         batch = pipeline.metadata("generation_batch", "easy")
         assert batch["batch_names"] == [orphan.name] and batch["adopted"] is True
         assert batch["num_requests"] == 7
@@ -134,7 +136,7 @@ def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(
         assert sorted(r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl")) == sorted(first_seven)
         assert pipeline.metadata("cot_samples", "easy")["submission_id"] == batch["submission_id"]
 
-        pipeline.submit_generation("easy", limit=9)  # asks only for the rest
+        pipeline.submit_generation("easy", limit=9, ask="missing")  # asks only for the rest
         rest = pipeline.metadata("generation_batch", "easy")
         assert requested_ids(rest) == ["easy-7", "easy-8"] and rest["adopted"] is False
 
@@ -147,7 +149,9 @@ def test_a_job_whose_create_answer_the_kill_cut_off_is_found_by_its_name(pipelin
     """Killed while the create call was in flight: the job exists, submission.json names no batch."""
     sources("easy")
     gemini = pipeline.resources["gemini"]
-    orphan = prepare_generation(get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True).submission
+    orphan = prepare_generation(
+        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
+    ).submission
     orphan.sent_by = "a-run-that-died"
     orphan.save()
     [shard], [display_name] = orphan.shards, orphan.display_names
@@ -155,7 +159,7 @@ def test_a_job_whose_create_answer_the_kill_cut_off_is_found_by_its_name(pipelin
         MODEL, gemini.upload_jsonl(orphan.requests_path(shard), display_name), display_name
     )
 
-    result = pipeline.submit_generation("easy", limit=5)
+    result = pipeline.submit_generation("easy", limit=5, ask="missing")
     batch = pipeline.metadata("generation_batch", "easy")
     assert (batch["submission_id"], batch["batch_names"]) == (orphan.submission_id, [created.name])
     assert requested_ids(batch) == ["easy-0", "easy-1", "easy-2"] and batch["adopted"] is True
@@ -167,12 +171,12 @@ def test_a_submission_whose_jobs_were_never_created_is_left_alone(pipeline, sour
     """Killed before its create: nothing to adopt, so the fill plans as usual and the log says why."""
     sources("easy")
     never_sent = prepare_generation(
-        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True
+        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
     ).submission
     never_sent.sent_by = "a-run-that-died"
     never_sent.save()
 
-    result = pipeline.submit_generation("easy", limit=5)
+    result = pipeline.submit_generation("easy", limit=5, ask="missing")
     batch = pipeline.metadata("generation_batch", "easy")
     assert batch["adopted"] is False and batch["num_requests"] == 5
     assert batch["submission_id"] != never_sent.submission_id
@@ -188,7 +192,9 @@ def test_a_submission_whose_run_still_shows_running_is_not_taken_over(pipeline, 
     sources("easy")
     running = dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED)
     instance.add_run(running)
-    sending = prepare_generation(get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True).submission
+    sending = prepare_generation(
+        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
+    ).submission
     submit(sending, pipeline.resources["gemini"], running.run_id)
 
     refused = pipeline.submit_generation("easy", limit=5, raise_on_error=False)

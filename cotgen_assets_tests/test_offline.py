@@ -31,7 +31,7 @@ def test_a_key_set_with_the_emulators_url_still_makes_offline_data_that_is_never
     keyed_pipeline, instance, emulator, data_dir, sources, monkeypatch
 ):
     sources("easy")
-    submitted = keyed_pipeline.submit_generation("easy", limit=3)
+    submitted = keyed_pipeline.submit_generation("easy", limit=3, ask="missing")
     keyed_pipeline.drain()
 
     batch = keyed_pipeline.metadata("generation_batch", "easy")

@@ -14,7 +14,8 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=6)
     submitted = pipeline.metadata("generation_batch", "easy")
-    assert submitted["num_requests"] == 6 and len(submitted["batch_names"]) == 1
+    asked = submitted["num_requests"]  # enough to reach 6 correct samples at 95 % (test_rounds.py)
+    assert asked > 6 and len(submitted["batch_names"]) == 1
     assert submitted["projected_cost_usd"] > 0 and submitted["offline"] is True
 
     [request] = pipeline.tick_until_launch()
@@ -23,7 +24,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     assert pipeline.run(request).success
 
     cot = read_jsonl(data_dir / "cot_easy.jsonl")
-    assert [r["id"] for r in cot] == [f"easy-{i}" for i in range(6)]
+    assert [r["id"] for r in cot] == [f"easy-{i}" for i in range(asked)]
     first = cot[0]
     assert first["answer"] == "72" and first["correct"] is True and first["predicted_answer"] == "72"
     assert first["cot"].startswith("<thought>") and "</thought>\n" in first["cot"]
@@ -42,12 +43,12 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     assert generation["usage"]["thinking_tokens"] > 0 and generation["cost_usd"] > 0
 
     cot_meta = pipeline.metadata("cot_samples", "easy")
-    assert cot_meta["num_samples"] == cot_meta["num_new"] == 6 and cot_meta["accuracy"] == 1.0
+    assert cot_meta["num_samples"] == cot_meta["num_new"] == asked and cot_meta["accuracy"] == 1.0
     assert cot_meta["cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
     assert cot_meta["thinking_tokens"] == sum(r["generation"]["usage"]["thinking_tokens"] for r in cot)
 
     summarization = pipeline.metadata("summarization_batch", "easy")
-    assert summarization["num_requests"] == 6
+    assert summarization["num_requests"] == asked
     [request] = pipeline.tick_until_launch()
     assert request.job_name == "summarization_results_job"
     assert pipeline.run(request).success
@@ -57,7 +58,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     assert cod[0]["cod"].startswith("<draft>") and cod[0]["cod"].endswith("\\boxed{72}")
     assert cod[0]["generation"] == generation and cod[0]["summarization"]["prompt_version"] == "cod-sum-v1"
     cod_meta = pipeline.metadata("cod_samples", "easy")
-    assert cod_meta["num_samples"] == 6 and cod_meta["answer_agreement"] == 1.0
+    assert cod_meta["num_samples"] == asked and cod_meta["answer_agreement"] == 1.0
     assert 0 < cod_meta["draft_to_thought_token_ratio"] < 1
     assert cod_meta["cost_usd"] == pytest.approx(sum(r["summarization"]["cost_usd"] for r in cod))
 
@@ -65,6 +66,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
 def test_second_fill_submits_nothing_and_extend_adds_new_problems(pipeline, data_dir):
     pipeline.materialize([source_problems], "medium")
     pipeline.submit_generation("medium", limit=4)
+    asked = pipeline.metadata("generation_batch", "medium")["num_requests"]
     pipeline.run(pipeline.tick_until_launch()[0])
 
     pipeline.submit_generation("medium", limit=4)
@@ -73,7 +75,7 @@ def test_second_fill_submits_nothing_and_extend_adds_new_problems(pipeline, data
     assert pipeline.metadata("generation_batch", "medium")["num_new_problems"] == 3
     pipeline.run(pipeline.tick_until_launch()[0])
     ids = [r["id"] for r in read_jsonl(data_dir / "cot_medium.jsonl")]
-    assert len(ids) == len(set(ids)) == 7
+    assert len(ids) == len(set(ids)) == asked + 3
 
 
 def test_a_second_submission_while_one_is_in_flight_is_refused(pipeline):
@@ -100,33 +102,36 @@ def test_dry_run_writes_requests_and_submits_nothing(pipeline):
     pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=5, dry_run=True)
     meta = pipeline.metadata("generation_batch", "easy")
-    assert meta["dry_run"] is True and meta["batch_names"] == [] and meta["num_requests"] == 5
-    assert len(open(meta["request_files"][0]).readlines()) == 5
+    assert meta["dry_run"] is True and meta["batch_names"] == [] and meta["num_requests"] > 5
+    assert len(open(meta["request_files"][0]).readlines()) == meta["num_requests"]
     assert pipeline.tick().run_requests == []
 
 
 # The type of every metadata key the assets and their checks write. The UI plots a key across
 # materializations: an int where a float was (a cost of 0, a batch of no requests) or a null breaks it.
 METADATA_TYPES = {
-    "Int": """num_rows num_matched num_dropped_no_answer num_contaminated num_duplicates dataset_rows
+    "Int": """generation_requests_asked generation_rounds limit max_rounds num_correct_pairs num_missing round
+        num_rows num_matched num_dropped_no_answer num_contaminated num_duplicates dataset_rows
         contamination_ngram dagster/row_count num_requests num_retries num_new_problems num_given_up
         num_skipped_incorrect num_skipped_contaminated num_shards projected_input_tokens
-        projected_thinking_tokens projected_output_tokens cot_samples_storage_id num_succeeded num_failed
-        num_failed_jobs num_samples num_new num_unknown_keys num_duplicate_keys input_tokens cached_tokens
-        thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples num_rows_cot_easy
-        num_rows_cod_easy""",
-    "Float": """projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd accuracy
-        draft_to_thought_token_ratio answer_agreement cot_accuracy cod_accuracy cot_cost_usd cod_cost_usd
-        spent_usd cot_cost_per_1000_samples_usd cod_cost_per_1000_samples_usd unused_lines_cost_usd""",
-    "Bool": "decontaminated offline dry_run include_incorrect adopted",
-    "Json": """dropped_ids contaminated_ids duplicate_ids num_contaminated_by_benchmark
-        num_contaminated_by_match num_overlapping_skipped overlapping_skipped_ids benchmarks
-        benchmarks_skipped skipped_not_compared filters batch_names reused_batches request_files
-        result_files job_errors failed_by_reason by_scenario rows left_out""",
-    "Text": """decontamination contamination_rule dataset config split submission_id model prompt_version
-        gemini_endpoint job_state fingerprint""",
+        projected_thinking_tokens projected_output_tokens cot_samples_storage_id num_succeeded
+        num_failed num_failed_jobs num_samples num_new num_unknown_keys num_duplicate_keys input_tokens
+        cached_tokens thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples
+        num_rows_cot_easy num_rows_cod_easy""",
+    "Float": """accuracy_estimate retry_accuracy_estimate expected_correct earlier_rounds_cost_usd
+        extra_asks_cost_usd projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd
+        accuracy draft_to_thought_token_ratio answer_agreement cot_accuracy cod_accuracy cot_cost_usd
+        cod_cost_usd spent_usd spent_per_1000_correct_pairs_usd cot_cost_per_1000_samples_usd
+        cod_cost_per_1000_samples_usd unused_lines_cost_usd""",
+    "Bool": "decontaminated offline dry_run include_incorrect adopted auto_fill cap_at_limit",
+    "Json": """num_over_limit rounds_config dropped_ids contaminated_ids duplicate_ids
+        num_contaminated_by_benchmark num_contaminated_by_match num_overlapping_skipped
+        overlapping_skipped_ids benchmarks benchmarks_skipped skipped_not_compared filters batch_names
+        reused_batches request_files result_files job_errors failed_by_reason by_scenario rows left_out""",
+    "Text": """accuracy_source rounds_id decontamination contamination_rule dataset config split submission_id
+        model prompt_version gemini_endpoint job_state fingerprint""",
     "Path": "path picture_path",
-    "Markdown": "report picture card",
+    "Markdown": "report picture card rounds",
     "Table": "preview contamination_examples",
     "TableSchema": "dagster/column_schema",
     "TableColumnLineage": "dagster/column_lineage",

@@ -77,7 +77,7 @@ def test_the_sensor_carries_a_submission_to_cod_on_postgres(tmp_path, postgres_s
         instance = platform.instance
         assert isinstance(instance.run_storage, PostgresRunStorage)
 
-        submission = platform.submit_generation("easy", with_sources=True, limit=LIMIT)
+        submission = platform.submit_generation("easy", with_sources=True, limit=LIMIT, ask="missing")
         platform.wait_run(submission)
         batch = latest_metadata(instance, "generation_batch", "easy")
         assert batch["num_requests"] == LIMIT and batch["batch_names"] and batch["offline"] is True

@@ -53,7 +53,7 @@ def data(tmp_path_factory):
             pipeline = Pipeline(instance, emulator.base_url)
             for partition in PARTITIONS:
                 pipeline.materialize([source_problems], partition)
-                pipeline.submit_generation(partition, limit=LIMIT)
+                pipeline.submit_generation(partition, limit=LIMIT, ask="missing")
             run_next(pipeline, "generation_results_job", PARTITIONS)
             run_next(pipeline, "summarization_results_job", PARTITIONS)
         finally:

@@ -65,7 +65,7 @@ def test_a_results_run_that_keeps_failing_is_retried_with_growing_delays_then_re
     pipeline, emulator, data_dir
 ):
     pipeline.materialize([source_problems], "easy")
-    pipeline.submit_generation("easy", limit=2)
+    pipeline.submit_generation("easy", limit=2, ask="missing")
     submission_id = pipeline.metadata("generation_batch", "easy")["submission_id"]
     emulator.set_faults(download_error_count=NEVER)
     cursor = {}
@@ -136,7 +136,7 @@ def expensive_prices(tmp_path) -> str:
 
 def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_path, monkeypatch):
     pipeline.materialize([source_problems], "easy")
-    pipeline.submit_generation("easy", limit=2)
+    pipeline.submit_generation("easy", limit=2, ask="missing")
     monkeypatch.setenv("COTGEN_PRICES_FILE", expensive_prices(tmp_path))  # summarization over budget
     cursor = {}
     results_run = first_launch(pipeline, cursor)
@@ -219,7 +219,7 @@ def test_under_dagster_dev_a_download_outage_heals_itself_and_one_that_never_end
 
         # 1. Downloads fail once more than one run's client tries: the retry run saves the samples.
         emulator.set_faults(download_error_count=CLIENT_ATTEMPTS + 1)
-        platform.wait_run(platform.submit_generation("easy", with_sources=True, limit=3))
+        platform.wait_run(platform.submit_generation("easy", with_sources=True, limit=3, ask="missing"))
         platform.wait_samples(instance, "cod_samples", "easy", 3)
         assert len(read_jsonl(data / "cot_easy.jsonl")) == 3
         assert emulator.get_faults()["download_error_count"] == 0
@@ -232,7 +232,7 @@ def test_under_dagster_dev_a_download_outage_heals_itself_and_one_that_never_end
 
         # 2. A fault that never clears: one retry, then the sensor gives up and says so once.
         emulator.set_faults(download_error_count=NEVER)
-        platform.wait_run(platform.submit_generation("medium", with_sources=True, limit=3))
+        platform.wait_run(platform.submit_generation("medium", with_sources=True, limit=3, ask="missing"))
 
         def gave_up():
             return [t for t in ticks(dev) if "GAVE UP" in (t["skipReason"] or "")]

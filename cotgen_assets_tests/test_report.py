@@ -30,14 +30,14 @@ def chain(tmp_path_factory):
         try:
             pipeline.materialize([source_problems], "easy")
             emulator.set_faults(truncate_rate=1.0)  # every first try is cut short, and paid for
-            pipeline.submit_generation("easy", limit=8)
+            pipeline.submit_generation("easy", limit=8, ask="missing")
             pipeline.drain()
             emulator.set_faults(truncate_rate=0.0)
-            pipeline.submit_generation("easy", limit=8)  # fill: retries what failed
+            pipeline.submit_generation("easy", limit=8, ask="missing")  # fill: retries what failed
             pipeline.drain()
 
             pipeline.materialize([source_problems], "medium")
-            pipeline.submit_generation("medium", limit=3)
+            pipeline.submit_generation("medium", limit=3, ask="missing")
             [request] = pipeline.tick_until_launch()
             assert request.job_name == "generation_results_job"
             assert pipeline.run(request).success  # CoT saved; its summarization stays in flight
@@ -221,3 +221,65 @@ def test_previews_show_excerpts_not_whole_texts():
     assert previews.draft_excerpt(draft) == (
         "step 0: x = 0 | step 1: x = 1 | step 2: x = 2 | step 3: x = 3 | … (+5 steps)"
     )
+
+
+def test_the_report_shows_each_round_and_the_money_to_the_target(pipeline, emulator, sources, data_dir):
+    """hard at a 40 % wrong-answer rate, auto_fill to 10 good samples: per round the estimate, the
+    ask, what came back and what the asks beyond the missing cost; per scenario the samples over
+    the limit and what was spent per 1,000 correct CoT+CoD pairs. Each figure recomputed from files."""
+    from cotgen_assets_tests.test_auto_fill import Ticks, batches
+
+    sources("hard")
+    emulator.set_faults(wrong_rate=0.4)
+    pipeline.submit_generation("hard", limit=10, auto_fill=True)
+    ticks = Ticks(pipeline)
+    ticks.until(
+        lambda o: [e for e in o.observations if "auto_fill_ended" in e.metadata], "the end of the rounds"
+    )
+    ticks.until(lambda o: not o.run_requests and not o.messages, "the last drafts")  # nothing in flight
+    result = dg.materialize([dataset_report], instance=pipeline.instance)
+    metadata = {
+        k: v.value for k, v in result.asset_materializations_for_node("dataset_report")[0].metadata.items()
+    }
+
+    cot = read_jsonl(data_dir / "cot_hard.jsonl")
+    cod = read_jsonl(data_dir / "cod_hard.jsonl")
+    sent = [b for b in batches(pipeline.instance) if b["batch_names"]]
+    hard = {f.scenario: f for f in report.all_figures()}["hard"]
+    assert [r.submission_id for r in hard.rounds] == [b["submission_id"] for b in sent]
+    extra_cost = 0.0
+    for got, batch in zip(hard.rounds, sent):
+        folder = data_dir / "hard" / "submissions" / f"generation-{batch['submission_id']}"
+        cost = sum(o["cost_usd"] for o in read_jsonl(folder / "outcomes.jsonl"))
+        correct = sum(r["correct"] for r in cot if r["generation"]["submission"] == batch["submission_id"])
+        assert (got.round, got.asked, got.missing) == (
+            batch["round"],
+            batch["num_requests"],
+            batch["num_missing"],
+        )
+        assert got.estimate == pytest.approx(batch["accuracy_estimate"])
+        assert (got.correct, got.accuracy) == (correct, pytest.approx(correct / batch["num_requests"]))
+        assert got.extra_asks == batch["num_requests"] - batch["num_missing"] > 0, "the planner asked ahead"
+        assert got.cost_usd == pytest.approx(cost)
+        assert got.extra_cost_usd == pytest.approx(cost * got.extra_asks / got.asked)
+        extra_cost += got.extra_cost_usd
+    good = sum(r["correct"] for r in cot)
+    pairs = sum(r["correct"] and r["agrees_with_cot"] for r in cod)
+    assert hard.over_limit == good - 10 >= 0
+    assert hard.num_pairs == pairs == good, "every correct CoT got a correct, agreeing draft"
+    spent = sum(
+        o["cost_usd"]
+        for p in (data_dir / "hard" / "submissions").glob("*/outcomes.jsonl")
+        for o in read_jsonl(p)
+    )
+    assert hard.cost_per_1000_pairs_usd == pytest.approx(1000 * spent / pairs)
+
+    target, per_round = metadata["rounds"].split("\n\n")
+    rows = table_rows(target)
+    assert rows["Generation rounds (submissions)"][2] == str(len(sent))
+    assert rows["Correct CoT samples over the limit (kept)"][2] == f"{good - 10:,}"
+    assert rows["Cost of asks beyond the missing (USD)"][2] == f"${extra_cost:,.4f}"
+    assert rows["Spent per 1,000 correct CoT+CoD pairs (USD)"][2] == f"${1000 * spent / pairs:,.4f}"
+    rounds = [line for line in per_round.splitlines() if line.startswith("| hard |")]
+    assert len(rounds) == len(sent) and rounds[0].startswith("| hard | 1 (fill) |")
+    assert metadata["generation_rounds"] == len(sent) and metadata["num_correct_pairs"] == pairs

@@ -29,7 +29,7 @@ def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(ins
     pipeline = Pipeline(instance, emulator.base_url)
     pipeline.materialize([source_problems], "easy")
     emulator.set_faults(hold_count=1)  # the first shard's job stays in flight until released
-    pipeline.submit_generation("easy", limit=25, max_requests_per_job=10)
+    pipeline.submit_generation("easy", limit=25, max_requests_per_job=10, ask="missing")
 
     batch = pipeline.metadata("generation_batch", "easy")
     assert batch["num_requests"] == 25 and batch["num_shards"] == 3

@@ -63,6 +63,14 @@ def test_a_user_scenario_gets_defaults(tmp_path):
     path.write_text(GOOD)
     tiny = load_scenarios(path)["tiny"]
     assert (tiny.suffix, tiny.limit, tiny.filters) == ("tiny", 1000, ())
+    assert (tiny.expected_accuracy, tiny.auto_fill, tiny.max_rounds) == (None, False, 3)
+
+
+def test_fill_round_settings_are_read(tmp_path):
+    path = tmp_path / "scenarios.yaml"
+    path.write_text(GOOD + "    expected_accuracy: 0.6\n    auto_fill: true\n    max_rounds: 2\n")
+    tiny = load_scenarios(path)["tiny"]
+    assert (tiny.expected_accuracy, tiny.auto_fill, tiny.max_rounds) == (0.6, True, 2)
 
 
 @pytest.mark.parametrize(
@@ -79,6 +87,11 @@ def test_a_user_scenario_gets_defaults(tmp_path):
             GOOD.replace("answer_format: gsm8k", "answer_format: guess"),
             "answer_format: Input should be 'gsm8k' or 'boxed', got 'guess'",
         ),
+        (GOOD + "    expected_accuracy: 0\n", "'tiny'.*expected_accuracy: Input should be greater than 0"),
+        (GOOD + "    expected_accuracy: 80%\n", "expected_accuracy: Input should be a valid number.*'80%'"),
+        (GOOD + "    expected_accuracy: 1.5\n", "expected_accuracy: Input should be less than or equal to 1"),
+        (GOOD + "    auto_fill: yes please\n", "auto_fill: Input should be a valid boolean.*'yes please'"),
+        (GOOD + "    max_rounds: 0\n", "max_rounds: Input should be greater than or equal to 1, got 0"),
     ],
 )
 def test_malformed_scenarios_file_says_what_is_wrong(tmp_path, text, message):
@@ -96,9 +109,10 @@ def test_every_problem_of_a_scenario_is_named_at_once(tmp_path):
         load_scenarios(path)
     assert str(raised.value) == (
         f"scenario 'tiny' in {path}: has unknown fields ['colour']; known fields: ['answer_format', "
-        "'config', 'dataset', 'decontaminate', 'filters', 'limit', 'path', 'question_column', "
-        "'solution_column', 'split', 'suffix']; answer_format: Input should be 'gsm8k' or 'boxed', "
-        "got 'guess'; limit: Input should be greater than 0, got 0"
+        "'auto_fill', 'config', 'dataset', 'decontaminate', 'expected_accuracy', 'filters', 'limit', "
+        "'max_rounds', 'path', 'question_column', 'solution_column', 'split', 'suffix']; "
+        "answer_format: Input should be 'gsm8k' or 'boxed', got 'guess'; "
+        "limit: Input should be greater than 0, got 0"
     )
 
 

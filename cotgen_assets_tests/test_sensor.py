@@ -114,7 +114,7 @@ def test_pending_jobs_are_polled_once_each_then_launched_once(
     pipeline.materialize([source_problems], "easy")
     # Two jobs (two requests per job) that stay in flight until released.
     emulator.set_faults(hold_count=2)
-    pipeline.submit_generation("easy", limit=4, max_requests_per_job=2)
+    pipeline.submit_generation("easy", limit=4, max_requests_per_job=2, ask="missing")
     batch = pipeline.metadata("generation_batch", "easy")
     assert len(batch["batch_names"]) == 2
     monkeypatch.setenv("COTGEN_STALE_AFTER_SECONDS", "0")  # "far longer than usual" is now
@@ -159,7 +159,7 @@ def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline
     state = f"JOB_STATE_{fault.upper()}"
     pipeline.materialize([source_problems], "easy")
     emulator.set_faults(job_state=fault, job_count=1)
-    pipeline.submit_generation("easy", limit=3)
+    pipeline.submit_generation("easy", limit=3, ask="missing")
     first = pipeline.metadata("generation_batch", "easy")
     asked = request_keys(first)
     assert len(asked) == 3
@@ -179,7 +179,7 @@ def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline
     else:
         assert saved == set()
 
-    pipeline.submit_generation("easy", limit=3)
+    pipeline.submit_generation("easy", limit=3, ask="missing")
     second = pipeline.metadata("generation_batch", "easy")
     assert sorted(request_keys(second)) == sorted(set(asked) - saved), "the same problems, nothing else"
     assert second["batch_names"] != first["batch_names"], "a new batch job, not the one that ended badly"
@@ -197,7 +197,7 @@ def test_a_job_that_ends_badly_is_recorded_and_the_next_fill_asks_again(pipeline
 
 def test_a_new_submission_after_ingest_is_launched_with_a_new_run_key(pipeline, data_dir):
     pipeline.materialize([source_problems], "medium")
-    pipeline.submit_generation("medium", limit=2)
+    pipeline.submit_generation("medium", limit=2, ask="missing")
     first = only(tick_until(pipeline, GENERATION_JOB), GENERATION_JOB)
     assert pipeline.run(first).success
 
@@ -234,7 +234,7 @@ def test_a_dry_run_while_a_batch_is_in_flight_does_not_lose_it(pipeline, emulato
 
 def test_cot_saved_while_a_summarization_is_in_flight_is_summarized_later(pipeline, emulator, data_dir):
     pipeline.materialize([source_problems], "easy")
-    pipeline.submit_generation("easy", limit=3)
+    pipeline.submit_generation("easy", limit=3, ask="missing")
     first = only(tick_until(pipeline, GENERATION_JOB), GENERATION_JOB)
     # The summarization this run submits stays in flight (held) while the next generation is ingested.
     emulator.set_faults(hold_count=1)

@@ -78,7 +78,7 @@ def test_an_ingestion_with_a_bad_lock_wait_fails_naming_it_and_loses_nothing(
     pipeline, sources, data_dir, monkeypatch
 ):
     sources("easy")
-    pipeline.submit_generation("easy", limit=2)
+    pipeline.submit_generation("easy", limit=2, ask="missing")
     [request] = pipeline.tick_until_launch()
     monkeypatch.setenv("COTGEN_LOCK_WAIT_SECONDS", "abc")
     result = pipeline.materialize([generation_results, cot_samples], "easy", raise_on_error=False)

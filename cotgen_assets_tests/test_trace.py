@@ -30,13 +30,13 @@ def chain(tmp_path_factory):
         try:
             pipeline.materialize([source_problems], "easy")
             emulator.set_faults(line_error_rate=1.0)  # every first try fails (deterministic)
-            pipeline.submit_generation("easy", limit=4)
+            pipeline.submit_generation("easy", limit=4, ask="missing")
             pipeline.drain()
             emulator.set_faults(line_error_rate=0.0)
-            pipeline.submit_generation("easy", limit=4)
+            pipeline.submit_generation("easy", limit=4, ask="missing")
             pipeline.drain()
             pipeline.materialize([source_problems], "medium")
-            pipeline.submit_generation("medium", limit=1)  # never ticked: stays in flight
+            pipeline.submit_generation("medium", limit=1, ask="missing")  # never ticked: stays in flight
             yield base / "data"
         finally:
             emulator.stop()

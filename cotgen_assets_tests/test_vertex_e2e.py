@@ -13,7 +13,8 @@ import re
 import dagster as dg
 import pytest
 
-from cotgen_assets.defs import assets
+from cotgen_assets.defs.assets.batches import generation_batch
+from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
@@ -69,7 +70,7 @@ def developer_run(emulator, data, monkeypatch) -> dict:
         pipeline = Pipeline(instance, emulator.base_url)
         for scenario in SCENARIOS:
             pipeline.materialize(
-                [assets.source_problems, assets.generation_batch],
+                [source_problems, generation_batch],
                 scenario,
                 {"ops": {"generation_batch": {"config": {"limit": LIMIT}}}},
             )

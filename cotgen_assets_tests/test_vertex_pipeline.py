@@ -98,7 +98,7 @@ def test_a_partially_succeeded_job_keeps_its_answers_and_the_next_fill_asks_for_
 ):
     sources("easy")
     emu.set_faults(job_state="partially_succeeded", job_count=1, line_error_rate=0.5)
-    vertex.submit_generation("easy", limit=10)
+    vertex.submit_generation("easy", limit=10, ask="missing")
     first = vertex.metadata("generation_batch", "easy")
     finish_generation(vertex, "easy")
     assert vertex.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_PARTIALLY_SUCCEEDED"
@@ -117,7 +117,7 @@ def test_a_partially_succeeded_job_keeps_its_answers_and_the_next_fill_asks_for_
     )
 
     emu.set_faults(line_error_rate=0.0)
-    vertex.submit_generation("easy", limit=10)
+    vertex.submit_generation("easy", limit=10, ask="missing")
     second = vertex.metadata("generation_batch", "easy")
     assert sorted(requested_ids(second)) == sorted(failed + unrun), "failures retried, successes not"
     finish_generation(vertex, "easy")
@@ -130,7 +130,7 @@ def test_an_expired_job_loses_nothing_and_its_problems_are_asked_again(
 ):
     sources("easy")
     emu.set_faults(job_state="expired", job_count=1)
-    vertex.submit_generation("easy", limit=3)
+    vertex.submit_generation("easy", limit=3, ask="missing")
     first = vertex.metadata("generation_batch", "easy")
     result = finish_generation(vertex, "easy")
     results = vertex.metadata("generation_results", "easy")
@@ -138,7 +138,7 @@ def test_an_expired_job_loses_nothing_and_its_problems_are_asked_again(
     assert read_jsonl(data_dir / "cot_easy.jsonl") == []
     assert any("ended JOB_STATE_EXPIRED" in e.user_message for e in instance.all_logs(result.run_id))
 
-    vertex.submit_generation("easy", limit=3)
+    vertex.submit_generation("easy", limit=3, ask="missing")
     second = vertex.metadata("generation_batch", "easy")
     assert second["submission_id"] == first["submission_id"] and second["batch_names"] != first["batch_names"]
     finish_generation(vertex, "easy")
@@ -148,7 +148,7 @@ def test_an_expired_job_loses_nothing_and_its_problems_are_asked_again(
 def test_a_lost_create_response_makes_exactly_one_vertex_job(vertex, emu, sources, data_dir):
     sources("hard")
     emu.set_faults(lose_create_count=1)
-    vertex.submit_generation("hard", limit=2)
+    vertex.submit_generation("hard", limit=2, ask="missing")
     batch = vertex.metadata("generation_batch", "hard")
     listed = [j.name for j in vertex.resources["gemini"].list_batches()]
     assert listed == batch["batch_names"] and "answering 500" in emu.log_tail(200), "the fault did fire"
@@ -162,7 +162,7 @@ def test_answers_repeated_or_without_a_known_key_are_counted_and_reported_never_
     """Vertex AI answers in another order; a line for a key answered before, one never asked and one
     without a key are counted and said in the run's log, and stay in the results file."""
     sources("easy")
-    vertex.submit_generation("easy", limit=4)
+    vertex.submit_generation("easy", limit=4, ask="missing")
     batch = vertex.metadata("generation_batch", "easy")
     [request] = [r for r in vertex.tick_until_launch() if r.job_name == "generation_results_job"]
     job = vertex.resources["gemini"].get_batch(batch["batch_names"][0])
@@ -205,7 +205,7 @@ def test_cotgen_cancel_cancels_a_vertex_job_and_the_next_fill_asks_again(
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         pipeline = Pipeline(instance, emu.base_url)
         pipeline.resources["gemini"] = vertex_resource(emu, staging)
-        pipeline.submit_generation("easy", limit=3)
+        pipeline.submit_generation("easy", limit=3, ask="missing")
         batch = pipeline.metadata("generation_batch", "easy")
         [name] = batch["batch_names"]
 
@@ -225,7 +225,7 @@ def test_cotgen_cancel_cancels_a_vertex_job_and_the_next_fill_asks_again(
 
         finish_generation(pipeline, "easy")
         assert pipeline.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_CANCELLED"
-        pipeline.submit_generation("easy", limit=3)
+        pipeline.submit_generation("easy", limit=3, ask="missing")
         again = pipeline.metadata("generation_batch", "easy")
         assert requested_ids(again) == requested_ids(batch) and again["batch_names"] != [name]
 
@@ -254,7 +254,7 @@ def test_no_credential_is_written_anywhere(
     with dg.DagsterInstance.local_temp(str(home)) as instance:
         pipeline = Pipeline(instance, emu.base_url)
         pipeline.resources["gemini"] = gemini_from_env()
-        pipeline.submit_generation("easy", limit=2)
+        pipeline.submit_generation("easy", limit=2, ask="missing")
         deadline = time.monotonic() + 60
         while not (data_dir / "cod_easy.jsonl").exists():
             assert time.monotonic() < deadline, "the chain did not reach CoD"
@@ -277,7 +277,7 @@ def test_trace_shows_the_vertex_job_and_where_its_requests_and_answers_are(verte
     from cotgen_assets.publish.trace import trace
 
     sources("easy")
-    vertex.submit_generation("easy", limit=1)
+    vertex.submit_generation("easy", limit=1, ask="missing")
     batch = vertex.metadata("generation_batch", "easy")
     finish_generation(vertex, "easy")
     [attempt] = [a for a in trace(requested_ids(batch)[0])["attempts"] if a["stage"] == "generation"]

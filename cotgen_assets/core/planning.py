@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.pricing import UnknownModelError, cost_usd, model_price
 from cotgen_assets.core.prompts import validate_thinking_level
+from cotgen_assets.core.rounds import MAX_ASKS_PER_MISSING, Accuracy, expected_correct, new_problems_to_ask
 
 FILL = "fill"
 EXTEND = "extend"
@@ -32,6 +33,9 @@ class Plan:
     given_up: list[str] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # why samples were not asked: "incorrect", ...
     skipped_chars: int = 0  # the text the skipped ones would have sent (for the cost they saved)
+    num_missing: int = 0  # fill: good samples short of `limit` when planned
+    accuracy: Accuracy | None = None  # fill: the estimate the ask was sized by (None: exactly the missing)
+    expected_correct: float = 0.0  # fill: good samples the ask should give, at that estimate
 
 
 def validate_max_tries(max_tries: int) -> None:
@@ -68,8 +72,10 @@ def plan_generation(
     limit: int,
     mode: str,
     max_tries: int,
+    accuracy: Accuracy | None = None,
 ) -> Plan:
-    """`fill`: retry failed or wrong problems, then take new ones, until `limit` would be good.
+    """`fill`: retry failed or wrong problems, then take new ones, so that `limit` would be good:
+    with `accuracy`, enough to get there at 95 % (`rounds`); without, exactly the number missing.
     `extend`: `limit` problems never asked before.
 
     `good` holds ids with a correct sample, `used` every id ever asked, `tries` the number of
@@ -83,21 +89,27 @@ def plan_generation(
     plan = Plan(num_good=sum(1 for p in problem_ids if p in good))
     plan.given_up = [p for p in problem_ids if p not in good and tries.get(p, 0) >= max_tries]
     if mode == EXTEND:
-        need_retry, need_new = 0, limit
+        need_new = limit
     else:
-        need_retry = need_new = max(limit - plan.num_good, 0)
-    if need_retry:
+        plan.num_missing = max(limit - plan.num_good, 0)
         retries = [p for p in problem_ids if p in used and p not in good and tries.get(p, 0) < max_tries]
-        plan.items += [(p, tries.get(p, 0) + 1) for p in retries[:need_retry]]
+        plan.items += [(p, tries.get(p, 0) + 1) for p in retries[: plan.num_missing]]
         plan.num_retries = len(plan.items)
-        need_new -= plan.num_retries
-    if need_new > 0:
-        fresh = (p for p in problem_ids if p not in used)
-        for problem_id in fresh:
-            if plan.num_new >= need_new:
-                break
-            plan.items.append((problem_id, 1))
-            plan.num_new += 1
+        need_new = plan.num_missing - plan.num_retries
+        if accuracy is not None:
+            available = sum(1 for p in problem_ids if p not in used)
+            need_new = min(
+                new_problems_to_ask(plan.num_missing, plan.num_retries, accuracy, available),
+                MAX_ASKS_PER_MISSING * plan.num_missing - plan.num_retries,
+            )
+    for problem_id in (p for p in problem_ids if p not in used):
+        if plan.num_new >= need_new:
+            break
+        plan.items.append((problem_id, 1))
+        plan.num_new += 1
+    if mode == FILL and accuracy is not None:
+        plan.accuracy = accuracy
+        plan.expected_correct = expected_correct(plan.num_retries, plan.num_new, accuracy)
     return plan
 
 
@@ -141,6 +153,22 @@ def plan_summarization(
             continue
         plan.items.append((record["id"], tries.get(record["id"], 0) + 1))
     return plan
+
+
+def round_facts(plan: Plan, mode: str, limit: int) -> dict:
+    """How a generation ask was sized, kept with its submission (the report's rounds read it)."""
+    accuracy = plan.accuracy
+    return {
+        "mode": mode,
+        "limit": limit,
+        "missing": plan.num_missing,
+        "num_retries": plan.num_retries,
+        "num_new": plan.num_new,
+        "accuracy": accuracy.first_try if accuracy else None,
+        "retry_accuracy": accuracy.retry if accuracy else None,
+        "accuracy_source": accuracy.source if accuracy else None,
+        "expected_correct": plan.expected_correct if accuracy else None,
+    }
 
 
 def projected_cost_usd(

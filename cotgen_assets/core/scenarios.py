@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -72,6 +73,9 @@ class Scenario:
     # Benchmarks whose problems source_problems leaves out. The loader fills in every benchmark when
     # the file says nothing; `decontaminate: []` opts out. Built by hand, a Scenario checks none.
     decontaminate: tuple[str, ...] = ()
+    expected_accuracy: float | None = None  # share of first tries graded correct, before any is graded
+    auto_fill: bool = False  # the sensor submits the next fill round itself while short of `limit`
+    max_rounds: int = 3  # fill rounds in one run of rounds (the click's and the automatic ones)
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,9 @@ class _ScenarioFields(_Fields):
     limit: StrictInt = Field(1000, gt=0)
     path: str | None = None
     decontaminate: list[str] | None = None  # None: every benchmark of the file; [] opts out
+    expected_accuracy: float | None = Field(None, gt=0, le=1, strict=True)
+    auto_fill: StrictBool = False
+    max_rounds: StrictInt = Field(3, ge=1)
 
     @field_validator("decontaminate")
     @classmethod
@@ -299,6 +306,9 @@ def _scenario(name: object, fields: object, path: Path, benchmarks: dict[str, Be
         limit=block.limit,
         path=block.path or None,
         decontaminate=tuple(dict.fromkeys(decontaminate)),
+        expected_accuracy=block.expected_accuracy,
+        auto_fill=block.auto_fill,
+        max_rounds=block.max_rounds,
     )
 
 

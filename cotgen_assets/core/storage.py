@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 from upath import UPath
 
 from cotgen_assets.core.stages import Stage
@@ -77,6 +79,14 @@ def source_problems_path(scenario: str) -> Path | UPath:
 def samples_path(stage: Stage, suffix: str) -> Path | UPath:
     """`cot_<suffix>.jsonl` for generation, `cod_<suffix>.jsonl` for summarization."""
     return data_dir() / stage.samples_file(suffix)
+
+
+def read_parquet(path: Path | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """A Parquet file (local or in a bucket) read through a Python file handle, with no read-ahead:
+    Arrow's I/O threads would otherwise still hold the handle while the interpreter exits, and one
+    then aborts the process (seen as `cotgen trace` ending in SIGABRT)."""
+    with path.open("rb") as handle:
+        return pq.read_table(handle, columns=columns, filters=filters, pre_buffer=False, use_threads=False)
 
 
 def make_parents(path: Path | UPath) -> None:

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -35,17 +36,20 @@ from cotgen_assets.core.planning import (
     plan_generation,
     plan_summarization,
     projected_cost_usd,
+    round_facts,
     validate_job_settings,
     validate_max_tries,
     validate_summarize,
 )
 from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
 from cotgen_assets.core.quality import numbers_in
+from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage, stage_named
 from cotgen_assets.core.storage import (
     atomic_write,
     read_jsonl,
+    read_parquet,
     samples_path,
     scenario_dir,
     source_problems_path,
@@ -93,6 +97,7 @@ class Submission:
     backend: str = "developer"  # the batch API it is sent to: "developer" or "vertex"
     job_inputs: list[str] = field(default_factory=list)  # per shard, the request file its job reads
     job_outputs: list[str] = field(default_factory=list)  # per shard, where its job put the answers
+    round: dict = field(default_factory=dict)  # generation: how the ask was sized, its round (round_facts)
 
     @property
     def folder(self) -> Path:
@@ -255,6 +260,14 @@ def total_cost_usd(scenario: str, stage: Stage) -> float:
     )
 
 
+def submission_cost_usd(scenario: str, stage: Stage, submission_id: str) -> float:
+    """What a submission cost once ingested, else what it is projected to cost (still in flight)."""
+    summary = submission_folder(scenario, stage, submission_id) / "summary.json"
+    if summary.exists():
+        return json.loads(summary.read_text())["cost_usd"]
+    return load_submission(scenario, stage, submission_id).projected_cost_usd
+
+
 @dataclass
 class Prepared:
     """A submission written to disk but not yet sent, with the plan that made it."""
@@ -272,8 +285,7 @@ def source_problem_ids(scenario: Scenario) -> tuple[pa.ChunkedArray, Path]:
         raise SubmissionRefused(
             f"source_problems for scenario {scenario.name!r} is not materialized yet: materialize it first"
         )
-    with path.open("rb") as handle:
-        return pq.read_table(handle, columns=["problem_id"])["problem_id"], path
+    return read_parquet(path, columns=["problem_id"])["problem_id"], path
 
 
 def planned_submission(
@@ -310,6 +322,27 @@ def planned_submission(
     )
 
 
+def num_good_samples(scenario: Scenario) -> int:
+    """Correct CoT samples of the scenario's clean problems: what `fill` counts towards `limit`."""
+    id_column, _ = source_problem_ids(scenario)
+    clean = set(id_column.to_pylist())
+    records = read_jsonl(samples_path(GENERATION, scenario.suffix), ("id", "correct"))
+    return sum(1 for record in records if record["correct"] and record["id"] in clean)
+
+
+def asked_so_far(scenario: Scenario) -> tuple[set[str], set[str], dict[str, int], UsageAverage]:
+    """The scenario's generation asks so far: ids with a correct sample, every id asked, ingested
+    tries per id, and the average answer's tokens (for projected costs)."""
+    good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
+    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+        used.add(record["id"])
+        average.add(record["generation"]["usage"])
+        if record["correct"]:
+            good.add(record["id"])
+    tries = tries_by_problem(scenario.name, GENERATION)
+    return good, used | tries.keys(), tries, average
+
+
 def prepare_generation(
     scenario: Scenario,
     limit: int,
@@ -320,20 +353,20 @@ def prepare_generation(
     max_requests_per_job: int,
     offline: bool,
     backend: str = "developer",
+    rounds: dict | None = None,
+    ask_enough: bool = True,
 ) -> Prepared:
-    """Plan a generation submission and write its request shards."""
+    """Plan a generation submission and write its request shards.
+
+    A fill asks enough to reach `limit` at the scenario's estimated accuracy (`ask_enough`; False
+    asks exactly the number missing). `rounds` (round, rounds_id) is kept with the submission."""
     validate_job_settings(model, thinking_level, max_requests_per_job, backend)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
-    good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
-    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
-        used.add(record["id"])
-        average.add(record["generation"]["usage"])
-        if record["correct"]:
-            good.add(record["id"])
-    tries = tries_by_problem(scenario.name, GENERATION)
-    used |= tries.keys()
-    plan = plan_generation(problem_ids, good, used, tries, limit, mode, max_tries)
+    good, used, tries, average = asked_so_far(scenario)
+    prior = scenario.expected_accuracy or DEFAULT_EXPECTED_ACCURACY
+    accuracy = accuracy_from_tries(tries, good, prior) if ask_enough else None
+    plan = plan_generation(problem_ids, good, used, tries, limit, mode, max_tries, accuracy)
     submission = planned_submission(
         scenario.name,
         GENERATION,
@@ -344,6 +377,11 @@ def prepare_generation(
         offline,
         backend,
     )
+    submission.round = {
+        **(rounds or {}),
+        **round_facts(plan, mode, limit),
+        "planned_at": datetime.now(UTC).isoformat(),
+    }
     # Which rows to ask for, decided once over the id column (not once per batch).
     asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
 
@@ -472,11 +510,18 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
     return Prepared(submission, plan, usage, saved_usd)
 
 
-def refuse_over_budget(submission: Submission, max_cost_usd: float) -> None:
-    if submission.projected_cost_usd > max_cost_usd:
+def refuse_over_budget(submission: Submission, max_cost_usd: float, spent_before: float = 0.0) -> None:
+    """`spent_before`: what the earlier rounds of this run of rounds cost; the budget is for all of them."""
+    total = submission.projected_cost_usd + spent_before
+    if total > max_cost_usd:
+        earlier = (
+            f" plus ${spent_before:.2f} spent by the earlier rounds of this run of rounds"
+            if spent_before
+            else ""
+        )
         raise SubmissionRefused(
             f"projected cost ${submission.projected_cost_usd:.2f} of {submission.num_requests} "
-            f"{submission.stage.name} requests for scenario {submission.scenario!r} is above max_cost_usd "
-            f"${max_cost_usd:.2f} by ${submission.projected_cost_usd - max_cost_usd:.2f}: "
+            f"{submission.stage.name} requests for scenario {submission.scenario!r}{earlier} is above "
+            f"max_cost_usd ${max_cost_usd:.2f} by ${total - max_cost_usd:.2f}: "
             "raise max_cost_usd or lower limit. Nothing was submitted."
         )

@@ -8,7 +8,7 @@ refused while the stage's last one is in flight (`refuse_if_in_flight`).
 
 import dagster as dg
 
-from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.stages import GENERATION, Stage
 from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission, unfinished_sends
 from cotgen_assets.gemini.resource import GeminiBatchResource
 
@@ -109,6 +109,15 @@ def orphan_submissions(instance: dg.DagsterInstance, scenario: str, stage: Stage
             )
         orphans.append(submission)
     return orphans
+
+
+def rounds_submissions(instance: dg.DagsterInstance, scenario: str, rounds_id: str) -> list[str]:
+    """The generation submissions a run of rounds sent, oldest first."""
+    sent = []
+    for metadata in every_metadata(instance, GENERATION.batch_asset, scenario):
+        if metadata.get("rounds_id") == rounds_id and metadata.get("batch_names"):
+            sent.append(metadata["submission_id"])
+    return list(dict.fromkeys(reversed(sent)))
 
 
 def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: Stage) -> Submission:

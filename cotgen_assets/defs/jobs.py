@@ -19,4 +19,12 @@ summarization_batch_job = dg.define_asset_job(
     selection=[SUMMARIZATION.batch_asset],
     description="Submit the CoT samples still lacking a CoD, once an earlier summarization is ingested.",
 )
-JOBS = [generation_results_job, summarization_results_job, summarization_batch_job]
+generation_batch_job = dg.define_asset_job(
+    "generation_batch_job",
+    selection=["generation_batch"],
+    description="Submit the next fill round of a scenario with auto_fill that is still short of its limit.",
+)
+JOBS = [generation_results_job, summarization_results_job, summarization_batch_job, generation_batch_job]
+
+ROUND_TAG = "cotgen/round"  # which fill round of its run of rounds a generation_batch run is
+ROUNDS_TAG = "cotgen/rounds"  # the run of rounds it belongs to: the run id of the click that began it

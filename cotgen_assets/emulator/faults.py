@@ -18,13 +18,14 @@ from typing import Any
 JOB_FAULT_STATES = ("failed", "expired", "cancelled", "partially_succeeded")
 # The Developer API has no partial success: such a fault waits for the next Vertex AI job.
 DEVELOPER_FAULT_STATES = ("failed", "expired", "cancelled")
-LINE_FAULT_KINDS = ("garbage_line", "line_error", "truncate", "no_thoughts")
+LINE_FAULT_KINDS = ("garbage_line", "line_error", "truncate", "no_thoughts", "wrong_answer")
 
 _RATES = (
     "line_error_rate",
     "truncate_rate",
     "no_thoughts_rate",
     "garbage_line_rate",
+    "wrong_rate",
     "http_error_rate",
 )
 _COUNTS = ("job_count", "slow_count", "lose_create_count", "hold_count", "download_error_count")
@@ -38,6 +39,7 @@ class FaultConfig:
     truncate_rate: float = 0.0
     no_thoughts_rate: float = 0.0
     garbage_line_rate: float = 0.0
+    wrong_rate: float = 0.0  # share of generation answers that end in a wrong final answer
     http_error_rate: float = 0.0
     job_state: str | None = None
     job_count: int = 0
@@ -58,6 +60,7 @@ class FaultConfig:
             "truncate": self.truncate_rate,
             "no_thoughts": self.no_thoughts_rate,
             "garbage_line": self.garbage_line_rate,
+            "wrong_answer": self.wrong_rate,
         }
 
 

@@ -253,9 +253,15 @@ class Responder:
         key: str,
         truncated: bool = False,
         no_thoughts: bool = False,
+        wrong: bool = False,
     ) -> dict:
-        """A GenerateContentResponse for `request`, as the batch output line's `response`."""
+        """A GenerateContentResponse for `request`, as the batch output line's `response`.
+
+        `wrong`: a generation answer ends in a wrong final answer (a model that erred), so
+        tests and benchmarks can run a scenario at a known accuracy."""
         reply = self.reply(request)
+        if wrong and not is_summarization(request):
+            reply = Reply(reply.thoughts, wrong_answer(reply.answer))
         answer = truncate(reply.answer) if truncated else reply.answer
         parts: list[dict] = []
         if include_thoughts(request) and not no_thoughts:
@@ -284,6 +290,15 @@ class Responder:
             "modelVersion": model_version.removeprefix("models/").removeprefix("publishers/google/models/"),
             "responseId": base64.urlsafe_b64encode(_digest(batch_name, key, "id", size=12)).decode(),
         }
+
+
+def wrong_answer(answer: str) -> str:
+    """The same answer text with its final answer changed: n -> n+1, anything else -> (x)+1."""
+    final = extract_boxed_answer(answer)
+    if final is None:
+        return answer + "\n\nOn second thought, the final answer is \\boxed{-1}."
+    changed = str(int(final) + 1) if re.fullmatch(r"-?\d+", final.strip()) else f"({final})+1"
+    return answer.replace(f"\\boxed{{{final}}}", f"\\boxed{{{changed}}}")
 
 
 def _split_thoughts(reasoning: str, heading: str) -> list[str]:

@@ -665,6 +665,7 @@ class Store:
             key=fault_key,
             truncated="truncate" in hits,
             no_thoughts="no_thoughts" in hits,
+            wrong="wrong_answer" in hits,
         )
         if "garbage_line" in hits and not record["inlined"]:
             line["garbage"] = True
@@ -681,8 +682,11 @@ class Store:
         metadata["createTime"] = rfc3339(record["create_time"])
         metadata["updateTime"] = rfc3339(changed)
         operation: dict[str, Any] = {"name": record["name"]}
-        if state in IN_FLIGHT:
-            metadata["batchStats"] = nonzero({"requestCount": n, "pendingRequestCount": n})
+        if state in IN_FLIGHT:  # while running, the answered share grows as the API reports it
+            done = processed_by(record, now) if state == "running" else 0
+            metadata["batchStats"] = nonzero(
+                {"requestCount": n, "successfulRequestCount": done, "pendingRequestCount": n - done}
+            )
         else:
             stats = record["stats"] or {"successful": 0, "failed": 0}
             metadata["endTime"] = rfc3339(changed)

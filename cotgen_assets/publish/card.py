@@ -20,7 +20,7 @@ from cotgen_assets.core.stages import STAGES, Stage
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.parquet import data_file
-from cotgen_assets.publish.report import ROWS, ScenarioFigures
+from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
 from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, Split
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ class ScenarioFacts:
     num_contaminated: int | None  # None: source_problems saved no decontamination.json
     num_repeats: int | None
     num_left_out_unclean: int  # samples of problems source_problems left out
+    rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
         num_contaminated=saved["num_contaminated"] if saved else None,
         num_repeats=saved["num_duplicates"] if saved else None,
         num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
+        rounds=tuple(round_rows(files)),
     )
 
 
@@ -140,6 +142,7 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         rule=RULE,
         label_exported=LABEL_EXPORTED,
         label_files=LABEL_FILES,
+        round_columns=ROUND_COLUMNS,
     )
 
 
@@ -244,7 +247,7 @@ def figure_rows(exported: ScenarioFigures, files: ScenarioFigures) -> list[tuple
     same ids); in the files only the summarized ones, so that cell is left empty there.
     """
     rows = []
-    for label, value, fmt in ROWS:
+    for label, value, fmt in ROWS + TARGET_ROWS:
         rows.append((label, _cell(value(exported), fmt), _cell(value(files), fmt)))
         for after, extra, of in LENGTH_ROWS:
             if after == label:

@@ -22,7 +22,7 @@ from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import data_dir
 from cotgen_assets.publish.card import PICTURE, CardFacts, dataset_card, gather
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
-from cotgen_assets.publish.report import ScenarioFigures, all_figures, render_picture
+from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
 from cotgen_assets.publish.selection import Split, select
 
 CARD = "README.md"
@@ -64,13 +64,13 @@ class Export:
         return sum(f.cost_usd for f in self.figures.values())
 
 
-def exported_figures(split: Split, spent_usd: float) -> ScenarioFigures:
-    """The report's figures, over the exported rows (spent: the scenario's, failed requests included)."""
-    figures = ScenarioFigures(split.name, spent_usd=spent_usd)
+def exported_figures(split: Split, files: ScenarioFigures) -> ScenarioFigures:
+    """The report's figures, over the exported rows; spent, rounds and limit are the scenario's."""
+    figures = ScenarioFigures(split.name, spent_usd=files.spent_usd, rounds=files.rounds, limit=files.limit)
     for record in split.cot:
         figures.cot(record)
     for record in split.cod:
-        figures.cod(record)
+        figures.add_cod(record)
     return figures
 
 
@@ -79,12 +79,14 @@ def write_export(
     repo_id: str | None = None,
     scenarios: dict[str, Scenario] | None = None,
     folder: Path | None = None,
+    cap_at_limit: bool = False,
 ) -> Export:
-    """Select, write and swap in the export folder; `repo_id` only names the dataset in the card."""
+    """Select, write and swap in the export folder; `repo_id` only names the dataset in the card.
+    `cap_at_limit`: at most each scenario's limit (its newest fill's) rows, else every one."""
     scenarios = load_scenarios() if scenarios is None else scenarios
-    splits = [select(s, include_incorrect) for s in scenarios.values()]
+    splits = [select(s, include_incorrect, fill_limit(s), cap_at_limit) for s in scenarios.values()]
     report_figures = {f.scenario: f for f in all_figures(scenarios)}
-    figures = {s.name: exported_figures(s, report_figures[s.name].spent_usd) for s in splits}
+    figures = {s.name: exported_figures(s, report_figures[s.name]) for s in splits}
     export = Export(
         folder=export_dir() if folder is None else folder,
         splits=splits,

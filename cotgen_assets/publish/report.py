@@ -7,6 +7,7 @@ integer arrays per scenario, so memory stays flat however large the files grow.
 
 import base64
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,41 +15,130 @@ from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
-from cotgen_assets.core.submissions import total_cost_usd
+from cotgen_assets.core.submissions import ingested_submissions, load_submission, total_cost_usd
 
 THOUGHT_COLOR = "#4C72B0"
 DRAFT_COLOR = "#DD8452"
 
 
 @dataclass
+class RoundFigures:
+    """One generation submission (a fill round, or an extend): how its ask was sized, what it gave."""
+
+    submission_id: str
+    round: int  # in its run of rounds (0: sent before rounds were recorded)
+    mode: str
+    planned_at: str
+    asked: int
+    missing: int  # fill: good samples short of limit when planned
+    limit: int
+    estimate: float | None  # the first-try accuracy the ask was sized by (None: not estimated)
+    expected_correct: float | None
+    correct: int = 0  # its correct samples
+    cost_usd: float = 0.0
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.asked if self.asked else None
+
+    @property
+    def extra_asks(self) -> int:
+        """Asks beyond the number missing: what exactly-the-missing fill would not have asked."""
+        return max(self.asked - self.missing, 0) if self.mode == "fill" else 0
+
+    @property
+    def extra_cost_usd(self) -> float:
+        return self.cost_usd * self.extra_asks / self.asked if self.asked else 0.0
+
+
+def round_figures(scenario: Scenario, correct_by_submission: dict[str, int]) -> list[RoundFigures]:
+    """Every ingested generation submission of the scenario, oldest first."""
+    rounds = []
+    for folder in ingested_submissions(scenario.name, GENERATION):
+        submission = load_submission(
+            scenario.name, GENERATION, folder.name.removeprefix(f"{GENERATION.name}-")
+        )
+        facts = submission.round
+        rounds.append(
+            RoundFigures(
+                submission_id=submission.submission_id,
+                round=facts.get("round", 0),
+                mode=facts.get("mode", ""),
+                planned_at=facts.get("planned_at", ""),
+                asked=submission.num_requests,
+                missing=facts.get("missing", 0),
+                limit=facts.get("limit", 0),
+                estimate=facts.get("accuracy"),
+                expected_correct=facts.get("expected_correct"),
+                correct=correct_by_submission.get(submission.submission_id, 0),
+                cost_usd=json.loads((folder / "summary.json").read_text())["cost_usd"],
+            )
+        )
+    return sorted(rounds, key=lambda r: r.planned_at)
+
+
+@dataclass
 class ScenarioFigures:
-    """One scenario's two samples files (CoT and CoD), each summed by `SampleStats`."""
+    """One scenario's two samples files (CoT and CoD), each summed by `SampleStats`, and its rounds."""
 
     scenario: str
     cot: SampleStats = field(default_factory=lambda: SampleStats(GENERATION))
     cod: SampleStats = field(default_factory=lambda: SampleStats(SUMMARIZATION))
     spent_usd: float = 0.0  # every ingested request of both stages, failed and retried ones included
+    rounds: list[RoundFigures] = field(default_factory=list)
+    limit: int = 0  # the newest fill's limit, else the scenario's
+    num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
 
     def merge(self, other: "ScenarioFigures") -> None:
         """Add another scenario's sums (for the `all` column)."""
         self.cot.merge(other.cot)
         self.cod.merge(other.cod)
         self.spent_usd += other.spent_usd
+        self.rounds += other.rounds
+        self.limit += other.limit
+        self.num_pairs += other.num_pairs
+
+    def add_cod(self, record: dict) -> None:
+        self.cod(record)
+        self.num_pairs += bool(record.get("correct") and record.get("agrees_with_cot"))
 
     @property
     def cost_usd(self) -> float:
         return self.cot.cost_usd + self.cod.cost_usd
 
+    @property
+    def over_limit(self) -> int:
+        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped."""
+        return max(self.cot.num_correct - self.limit, 0)
+
+    @property
+    def cost_per_1000_pairs_usd(self) -> float | None:
+        """Everything spent, failed and extra asks included, per 1,000 correct CoT+CoD pairs."""
+        return 1000 * self.spent_usd / self.num_pairs if self.num_pairs else None
+
 
 def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     """Stream the scenario's samples files once."""
     figures = ScenarioFigures(scenario.name)
+    correct_by_submission: dict[str, int] = {}
     for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
         figures.cot(record)
+        if record["correct"]:
+            made_by = record["generation"]["submission"]
+            correct_by_submission[made_by] = correct_by_submission.get(made_by, 0) + 1
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
-        figures.cod(record)
+        figures.add_cod(record)
     figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
+    figures.rounds = round_figures(scenario, correct_by_submission)
+    figures.limit = fill_limit(scenario, figures.rounds)
     return figures
+
+
+def fill_limit(scenario: Scenario, rounds: list[RoundFigures] | None = None) -> int:
+    """The limit of the scenario's newest fill, else the scenario's own: what "over the limit" means."""
+    rounds = round_figures(scenario, {}) if rounds is None else rounds
+    fills = [r for r in rounds if r.mode == "fill" and r.limit]
+    return fills[-1].limit if fills else scenario.limit
 
 
 def all_figures(scenarios: dict[str, Scenario] | None = None) -> list[ScenarioFigures]:
@@ -100,16 +190,27 @@ ROWS = [
     ),
     ("Spent, failed requests included (USD)", lambda f: f.spent_usd, "${:,.4f}"),
 ]
+# Money and rounds to the target: a table of their own (metadata `rounds`), so that `report` stays
+# short enough for the UI to show it inline.
+TARGET_ROWS = [
+    ("Generation rounds (submissions)", lambda f: len(f.rounds), "{:,}"),
+    ("Generation requests asked", lambda f: sum(r.asked for r in f.rounds), "{:,}"),
+    ("Correct CoT samples", lambda f: f.cot.num_correct, "{:,}"),
+    ("Correct CoT samples over the limit (kept)", lambda f: f.over_limit, "{:,}"),
+    ("Cost of asks beyond the missing (USD)", lambda f: sum(r.extra_cost_usd for r in f.rounds), "${:,.4f}"),
+    ("Correct CoT+CoD pairs", lambda f: f.num_pairs, "{:,}"),
+    ("Spent per 1,000 correct CoT+CoD pairs (USD)", lambda f: f.cost_per_1000_pairs_usd, "${:,.4f}"),
+]
 
 
-def markdown_table(figures: list[ScenarioFigures]) -> str:
+def markdown_table(figures: list[ScenarioFigures], rows: list = ROWS) -> str:
     """One column per scenario plus `all`, one row per figure: reads well however many scenarios."""
     columns = [*figures, totals(figures)]
     lines = [
         "| | " + " | ".join(f"**{f.scenario}**" for f in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    for label, value, fmt in ROWS:
+    for label, value, fmt in rows:
         cells = (value(f) for f in columns)
         lines.append(f"| {label} | " + " | ".join("–" if v is None else fmt.format(v) for v in cells) + " |")
     return "\n".join(lines)
@@ -134,12 +235,66 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
         "cod_cost_per_1000_samples_usd": total.cod.cost_per_1000_usd,
         "draft_to_thought_token_ratio": total.cod.draft_to_thought_token_ratio,
         "answer_agreement": total.cod.answer_agreement,
+        "generation_rounds": len(total.rounds),
+        "generation_requests_asked": sum(r.asked for r in total.rounds),
+        "extra_asks_cost_usd": sum(r.extra_cost_usd for r in total.rounds),
+        "num_correct_pairs": total.num_pairs,
+        "spent_per_1000_correct_pairs_usd": total.cost_per_1000_pairs_usd or 0.0,
     }
+
+
+ROUND_COLUMNS = (
+    "round",
+    "asked",
+    "missing",
+    "estimate",
+    "expected correct",
+    "correct",
+    "real accuracy",
+    "cost (USD)",
+    "asks beyond the missing",
+    "their cost (USD)",
+)
+
+
+def round_rows(figures: ScenarioFigures) -> list[tuple[str, ...]]:
+    """A scenario's generation rounds, one row each, as the report and the card show them."""
+    rows = []
+    for r in figures.rounds:
+        rows.append(
+            (
+                f"{r.round or '–'} ({r.mode or 'before rounds'})",
+                f"{r.asked:,}",
+                f"{r.missing:,}" if r.mode == "fill" else "–",
+                "–" if r.estimate is None else f"{r.estimate:.1%}",
+                "–" if r.expected_correct is None else f"{r.expected_correct:,.1f}",
+                f"{r.correct:,}",
+                "–" if r.accuracy is None else f"{r.accuracy:.1%}",
+                f"${r.cost_usd:,.4f}",
+                f"{r.extra_asks:,}",
+                f"${r.extra_cost_usd:,.4f}",
+            )
+        )
+    return rows
+
+
+def rounds_markdown(figures: list[ScenarioFigures]) -> str:
+    """The money and rounds to the target per scenario; then each generation round: how it was
+    sized and what it gave."""
+    lines = [
+        markdown_table(figures, TARGET_ROWS),
+        "",
+        "| scenario | " + " | ".join(ROUND_COLUMNS) + " |",
+        "|---|---|" + "---:|" * (len(ROUND_COLUMNS) - 1),
+    ]
+    for item in figures:
+        lines += [f"| {item.scenario} | " + " | ".join(row) + " |" for row in round_rows(item)]
+    return "\n".join(lines)
 
 
 def by_scenario(figures: list[ScenarioFigures]) -> dict[str, dict]:
     """Per-scenario figures as plain numbers (JSON metadata, and for scripts)."""
-    return {f.scenario: {label: value(f) for label, value, _ in ROWS} for f in figures}
+    return {f.scenario: {label: value(f) for label, value, _ in ROWS + TARGET_ROWS} for f in figures}
 
 
 # --------------------------------------------------------------------------- picture
@@ -270,6 +425,7 @@ class Report:
     table: str
     picture: Path
     png: bytes
+    rounds: str = ""  # the generation rounds per scenario (markdown)
 
 
 def build_report(scenarios: dict[str, Scenario] | None = None) -> Report:
@@ -280,6 +436,9 @@ def build_report(scenarios: dict[str, Scenario] | None = None) -> Report:
     with atomic_write(path) as handle:
         handle.write(png)
     table = markdown_table(figures)
+    rounds = rounds_markdown(figures)
     with atomic_write(path.with_suffix(".md"), "w") as handle:
-        handle.write(f"# Dataset report\n\n{table}\n\n![dataset report]({path.name})\n")
-    return Report(figures, table, path, png)
+        handle.write(
+            f"# Dataset report\n\n{table}\n\n## Rounds\n\n{rounds}\n\n![dataset report]({path.name})\n"
+        )
+    return Report(figures, table, path, png, rounds)

@@ -10,11 +10,9 @@ under the first reason it meets.
 import json
 from dataclasses import dataclass, field
 
-import pyarrow.parquet as pq
-
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, samples_path, scenario_dir
+from cotgen_assets.core.storage import read_jsonl, read_parquet, samples_path, scenario_dir
 from cotgen_assets.core.storage import source_problems_path as problems_path
 
 # The reasons a sample is left out, in the order they are tested (a sample counts for the first).
@@ -26,6 +24,7 @@ NO_COT = "no CoT sample"
 COT_INCORRECT = "CoT incorrect"
 COD_INCORRECT = "CoD incorrect"
 DISAGREES = "CoD answer disagrees with CoT"
+OVER_LIMIT = "over the scenario's limit (cap_at_limit)"
 NOT_CLEAN_REASONS = (CONTAMINATED, REPEAT, NOT_CLEAN)
 
 
@@ -56,6 +55,7 @@ class Split:
     num_cot_records: int = 0  # in the files
     num_cod_records: int = 0
     decontamination: dict | None = None
+    num_over_limit: int = 0  # exportable problems beyond the limit (left out only with cap_at_limit)
 
     @property
     def name(self) -> str:
@@ -76,11 +76,14 @@ class Split:
         )
 
 
-def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
+def select(
+    scenario: Scenario, include_incorrect: bool = False, limit: int | None = None, cap: bool = False
+) -> Split:
     """The scenario's samples fit for the export, the same ids in CoT and CoD, sorted by id.
 
-    A scenario with samples but no source_problems table is refused: without it nobody can tell
-    clean problems from contaminated ones.
+    More than `limit` are all exported (they were paid for), unless `cap`: then the first `limit`
+    by id (source order), so the same files always give the same rows. A scenario with samples but
+    no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
     """
     cot = {r["id"]: r for r in read_jsonl(samples_path(GENERATION, scenario.suffix))}
     cod = {r["id"]: r for r in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix))}
@@ -94,8 +97,7 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
             f"nobody can tell its clean problems from contaminated ones. Materialize source_problems for "
             f"{scenario.name!r}, then export again. Nothing was exported."
         )
-    with path.open("rb") as handle:
-        clean = set(pq.read_table(handle, columns=["problem_id"])["problem_id"].to_pylist())
+    clean = set(read_parquet(path, columns=["problem_id"])["problem_id"].to_pylist())
     split.decontamination = saved_decontamination(scenario.name)
     saved = split.decontamination or {}
     unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
@@ -111,6 +113,11 @@ def select(scenario: Scenario, include_incorrect: bool = False) -> Split:
             split.cod.append(draft)
         else:
             split.left_out[reason] = split.left_out.get(reason, 0) + 1
+    if limit is not None:
+        split.num_over_limit = max(len(split.cot) - limit, 0)
+        if cap and split.num_over_limit:
+            del split.cot[limit:], split.cod[limit:]
+            split.left_out[OVER_LIMIT] = split.num_over_limit
     for stage in STAGES:
         refuse_undescribed_fields(split.rows[stage.prefix], stage, samples_path(stage, scenario.suffix))
     return split

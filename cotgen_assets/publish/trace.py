@@ -12,13 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.records import MADE_BY_KEYS
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import damaged_file, data_dir, samples_path, source_problems_path
+from cotgen_assets.core.storage import (
+    damaged_file,
+    data_dir,
+    read_parquet,
+    samples_path,
+    source_problems_path,
+)
 
 OUTCOME_KEYS = ("id", "batch", "status", "reason", "cost_usd")  # what ingestion writes per request
 STAGE_NAMES = [stage.name for stage in STAGES]  # an attempt's stage is its submission.json's name
@@ -70,8 +75,7 @@ def source_row(scenario: Scenario, sample_id: str) -> dict | None:
     path = source_problems_path(scenario.name)
     if not path.exists():
         return None
-    with path.open("rb") as handle:
-        table = pq.read_table(handle, filters=[("problem_id", "=", sample_id)])
+    table = read_parquet(path, filters=[("problem_id", "=", sample_id)])
     if table.num_rows == 0:
         return None
     row = table.slice(0, 1).to_pylist()[0]

@@ -23,9 +23,17 @@ from cotgen_assets.core.submissions import (
     prepare_generation,
     prepare_summarization,
     refuse_over_budget,
+    submission_cost_usd,
 )
 from cotgen_assets.defs.assets.ui import GROUP
-from cotgen_assets.defs.history import InFlight, latest_metadata, orphan_submissions, refuse_if_in_flight
+from cotgen_assets.defs.history import (
+    InFlight,
+    latest_metadata,
+    orphan_submissions,
+    refuse_if_in_flight,
+    rounds_submissions,
+)
+from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.locks import submission_lock
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, submit
@@ -83,6 +91,20 @@ class GenerationBatchConfig(BatchConfig):
         description="fill: retry failed or wrong problems and top up to `limit` good samples; "
         "extend: `limit` problems never asked before",
     )
+    ask: Literal["enough", "missing"] = Field(
+        "enough",
+        description="fill: enough new problems to reach `limit` at 95 % in this round; missing: exactly "
+        "the number missing",
+    )
+    auto_fill: bool | None = Field(
+        None,
+        description="fill: the sensor submits further rounds while short of `limit`; default: the scenario's",
+    )
+    max_rounds: int | None = Field(
+        None,
+        ge=1,
+        description="fill rounds in this run of rounds, this one included; default: the scenario's",
+    )
 
 
 class SummarizationBatchConfig(BatchConfig):
@@ -111,28 +133,43 @@ def submit_stage(
     prepare: Callable[[Scenario], Prepared],
     wait_if_in_flight: bool = False,
     extra_metadata: dict | None = None,
+    spent_before: float = 0.0,
+    plan_metadata: Callable[[Prepared], dict] = lambda prepared: {},
 ) -> dg.MaterializeResult | None:
     """The batch assets' body: under the stage's lock, send what `prepare` plans (or adopt an orphan).
 
     With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
-    and batch_completion_sensor submits what is left once that batch is ingested.
+    and batch_completion_sensor submits what is left once that batch is ingested. `spent_before`
+    counts against `max_cost_usd` (earlier fill rounds); `plan_metadata(prepared)` adds metadata.
     """
     scenario = get_scenario(context.partition_key)
     try:
         with submission_lock(
             context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
         ):
-            sent = _send(context, gemini, stage, scenario, config, prepare, wait_if_in_flight)
+            sent = _send(context, gemini, stage, scenario, config, prepare, wait_if_in_flight, spent_before)
     except (SubmissionRefused, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
     if sent is None:
         return None
     _warn_about(context, sent, config.max_tries)
-    return dg.MaterializeResult(metadata={**batch_metadata(sent, config, gemini), **(extra_metadata or {})})
+    metadata = {
+        **batch_metadata(sent, config, gemini),
+        **(extra_metadata or {}),
+        **plan_metadata(sent.prepared),
+    }
+    return dg.MaterializeResult(metadata=metadata)
 
 
 def _send(
-    context, gemini, stage: Stage, scenario: Scenario, config: BatchConfig, prepare, wait_if_in_flight: bool
+    context,
+    gemini,
+    stage: Stage,
+    scenario: Scenario,
+    config: BatchConfig,
+    prepare,
+    wait_if_in_flight: bool,
+    spent_before: float,
 ) -> Sent | None:
     """Adopt an orphan, or plan and send (a dry run only plans); None while a batch is in flight."""
     if not config.dry_run:
@@ -154,7 +191,7 @@ def _send(
     )
     if not submission.num_requests or config.dry_run:
         return Sent(prepared, [])
-    refuse_over_budget(submission, config.max_cost_usd)
+    refuse_over_budget(submission, config.max_cost_usd, spent_before)
     jobs = submit(submission, gemini, context.run.run_id)
     context.log.info(f"submitted {submission.batch_names}")
     return Sent(prepared, [job.name for job in jobs if job.reused])
@@ -243,11 +280,17 @@ def batch_metadata(sent: Sent, config: BatchConfig, gemini: GeminiBatchResource)
 def generation_batch(
     context: dg.AssetExecutionContext, config: GenerationBatchConfig, gemini: GeminiBatchResource
 ) -> dg.MaterializeResult:
+    scenario = get_scenario(context.partition_key)
+    rounds = _run_of_rounds(context, scenario, config)
+    spent = sum(
+        submission_cost_usd(scenario.name, GENERATION, submission_id)
+        for submission_id in rounds_submissions(context.instance, scenario.name, rounds["rounds_id"])
+    )
+
     def prepare(scenario):
-        limit = scenario.limit if config.limit is None else config.limit
-        return prepare_generation(
+        prepared = prepare_generation(
             scenario,
-            limit,
+            rounds["config"]["limit"],
             config.mode,
             config.max_tries,
             config.model,
@@ -255,9 +298,72 @@ def generation_batch(
             config.max_requests_per_job,
             gemini.offline,
             gemini.backend,
+            rounds={"round": rounds["round"], "rounds_id": rounds["rounds_id"]},
+            ask_enough=config.ask == "enough",
         )
+        context.log.info(describe_round(prepared.submission, rounds, spent, config.max_cost_usd))
+        return prepared
 
-    return submit_stage(context, gemini, GENERATION, config, prepare)
+    def plan_metadata(prepared: Prepared) -> dict:
+        return round_metadata(prepared, rounds, spent)
+
+    return submit_stage(
+        context, gemini, GENERATION, config, prepare, spent_before=spent, plan_metadata=plan_metadata
+    )
+
+
+def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -> dict:
+    """Which round of which run of rounds this is (a click begins one; the sensor's runs carry its
+    tags), and the config every round of it uses (the sensor replays it)."""
+    auto_fill = scenario.auto_fill if config.auto_fill is None else config.auto_fill
+    max_rounds = scenario.max_rounds if config.max_rounds is None else config.max_rounds
+    replay = config.model_dump() | {
+        "limit": scenario.limit if config.limit is None else config.limit,
+        "auto_fill": auto_fill and config.mode == "fill",
+        "max_rounds": max_rounds,
+        "dry_run": False,
+    }
+    return {
+        "round": int(context.run.tags.get(ROUND_TAG, 1)),
+        "rounds_id": context.run.tags.get(ROUNDS_TAG, context.run.run_id),
+        "config": replay,
+    }
+
+
+def describe_round(submission, rounds: dict, spent: float, max_cost_usd: float) -> str:
+    """One log line: how the round's ask was sized and what it should give."""
+    facts, config = submission.round, rounds["config"]
+    head = f"round {rounds['round']} of at most {config['max_rounds']}" + (
+        " (auto_fill)" if config["auto_fill"] else ""
+    )
+    if facts.get("accuracy") is None:
+        return f"{head}: {submission.num_requests} requests ({facts.get('mode')})"
+    return (
+        f"{head}: {facts['missing']} good samples missing of limit {facts['limit']}; estimated accuracy "
+        f"{facts['accuracy']:.2f} on first tries, {facts['retry_accuracy']:.2f} on retries "
+        f"(from {facts['accuracy_source']}); asking {facts['num_retries']} retries + {facts['num_new']} new "
+        f"problems, expecting {facts['expected_correct']:.1f} correct; projected "
+        f"${submission.projected_cost_usd:.4f}, earlier rounds ${spent:.4f}, max_cost_usd ${max_cost_usd:.2f}"
+    )
+
+
+def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
+    """The round's estimate, ask and expectation, and what the sensor needs for the next round."""
+    facts, config = prepared.submission.round, rounds["config"]
+    return {
+        "round": rounds["round"],
+        "rounds_id": rounds["rounds_id"],
+        "auto_fill": config["auto_fill"],
+        "max_rounds": config["max_rounds"],
+        "limit": config["limit"],
+        "num_missing": prepared.plan.num_missing,
+        "accuracy_estimate": dg.MetadataValue.float(facts.get("accuracy") or 0.0),
+        "retry_accuracy_estimate": dg.MetadataValue.float(facts.get("retry_accuracy") or 0.0),
+        "accuracy_source": facts.get("accuracy_source") or "none",
+        "expected_correct": dg.MetadataValue.float(facts.get("expected_correct") or 0.0),
+        "earlier_rounds_cost_usd": dg.MetadataValue.float(float(spent)),
+        "rounds_config": dg.MetadataValue.json(config),
+    }
 
 
 @dg.asset(

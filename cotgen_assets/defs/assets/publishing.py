@@ -26,7 +26,8 @@ EVERY_SCENARIOS_SAMPLES = [
     kinds={"matplotlib", "markdown"},
     deps=EVERY_SCENARIOS_SAMPLES,
     description="Every scenario side by side: samples, accuracy, tokens, cost per 1,000 samples, "
-    "CoD/CoT token ratio, answer agreement, and a picture of thought vs draft length.",
+    "CoD/CoT token ratio, answer agreement, generation rounds and what they cost, spent per 1,000 "
+    "correct CoT+CoD pairs, and a picture of thought vs draft length.",
 )
 def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     report = build_report()
@@ -38,6 +39,7 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(report.table),
+            "rounds": dg.MetadataValue.md(report.rounds),
             "picture": dg.MetadataValue.md(
                 markdown_image(report.png, "thought vs draft tokens per scenario")
             ),
@@ -56,6 +58,9 @@ class HfDatasetConfig(dg.Config):
         None, description='push to this dataset repo ("user/name"); default: $COTGEN_HF_REPO, else no push'
     )
     public: bool = Field(False, description="a repo the push creates is private unless this is true")
+    cap_at_limit: bool = Field(
+        False, description="export at most each scenario's limit of rows (default: every good one)"
+    )
 
 
 @dg.asset(
@@ -70,7 +75,7 @@ def hf_dataset(
 ) -> dg.MaterializeResult:
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
-        export = write_export(config.include_incorrect, repo_id=repo)
+        export = write_export(config.include_incorrect, repo_id=repo, cap_at_limit=config.cap_at_limit)
     except (ExportError, ValueError) as error:  # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR
         raise dg.Failure(description=str(error)) from None
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
@@ -84,6 +89,8 @@ def hf_dataset(
         "rows": dg.MetadataValue.json(export.rows),
         **rows,
         "left_out": dg.MetadataValue.json({s.name: s.left_out for s in export.splits}),
+        "num_over_limit": dg.MetadataValue.json({s.name: s.num_over_limit for s in export.splits}),
+        "cap_at_limit": config.cap_at_limit,
         "cost_usd": dg.MetadataValue.float(export.cost_usd),
         "spent_usd": dg.MetadataValue.float(sum(f.spent_usd for f in export.report_figures.values())),
         "include_incorrect": config.include_incorrect,

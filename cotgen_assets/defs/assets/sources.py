@@ -17,7 +17,7 @@ from cotgen_assets.core.scenarios import (
     load_scenarios_and_benchmarks,
 )
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.core.storage import atomic_write, source_problems_path
+from cotgen_assets.core.storage import atomic_write, read_parquet, source_problems_path
 from cotgen_assets.defs.assets.ui import GROUP, PREVIEW_ROWS, preview_table
 from cotgen_assets.defs.partitions import scenario_partitions
 
@@ -109,8 +109,7 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         )
     (context.log.info if contamination.decontaminated else context.log.warning)(contamination.note())
     checked = [benchmarks[name] for name in scenario.decontaminate]
-    with path.open("rb") as handle:
-        overlap = verify_no_overlap(pq.read_table(handle, columns=["problem_id", "question"]), checked)
+    overlap = verify_no_overlap(read_parquet(path, columns=["problem_id", "question"]), checked)
     found = contamination.metadata()
     examples = found.pop("contamination_examples")
     schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in clean.schema])

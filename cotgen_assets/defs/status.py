@@ -1,0 +1,133 @@
+"""`cotgen status`: where every scenario's batches are, on one screen.
+
+Between a click and a dataset lie hours. This reads what was submitted and saved (the Dagster
+instance), the samples and costs (the data folder) and the state of the jobs in flight (the API,
+one short call per job), per scenario and stage.
+"""
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.scenarios import Scenario
+from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
+from cotgen_assets.core.storage import read_jsonl, samples_path
+from cotgen_assets.core.submissions import SubmissionRefused, num_good_samples, total_cost_usd
+from cotgen_assets.defs.history import (
+    newest_metadata_where,
+    pending_submission,
+    submitted_metadata,
+)
+from cotgen_assets.gemini.resource import GeminiBatchResource
+
+POLL_TIMEOUT_SECONDS = 10
+SAVED = "saved"  # the newest submission's samples are saved
+NOTHING = "-"
+
+
+@dataclass
+class StageStatus:
+    """One line of the screen: a scenario's stage."""
+
+    scenario: str
+    stage: str
+    submission_id: str = ""
+    state: str = NOTHING  # the jobs' JOB_STATE_*, SAVED once ingested, NOTHING when never submitted
+    done: int | None = None  # requests answered, of `total`
+    total: int | None = None
+    age_minutes: float | None = None  # since the newest submission's jobs were created
+    rounds: str = NOTHING  # generation: "2 of 3, auto_fill"
+    good: int = 0  # correct samples (generation: of clean problems, what fill counts)
+    limit: int = 0
+    cost_usd: float = 0.0  # ingested submissions
+    in_flight_usd: float = 0.0  # projected cost of the one in flight
+
+
+def stage_status(
+    instance: dg.DagsterInstance,
+    gemini: GeminiBatchResource,
+    scenario: Scenario,
+    stage: Stage,
+    now: datetime | None = None,
+) -> StageStatus:
+    now = now or datetime.now(UTC)
+    status = StageStatus(scenario.name, stage.name, cost_usd=total_cost_usd(scenario.name, stage))
+    newest = newest_metadata_where(
+        instance, GENERATION.batch_asset, scenario.name, lambda m: not m.get("dry_run")
+    )
+    status.limit = (newest or {}).get("limit") or scenario.limit
+    status.good = good_samples(scenario, stage)
+    if stage == GENERATION and newest and newest.get("round"):
+        status.rounds = f"{newest['round']} of {newest['max_rounds']}" + (
+            ", auto_fill" if newest["auto_fill"] else ""
+        )
+    batch = submitted_metadata(instance, scenario.name, stage)
+    if not batch:
+        return status
+    status.submission_id, status.total = batch["submission_id"], batch["num_requests"]
+    pending = pending_submission(instance, scenario.name, stage)
+    if pending is None:
+        status.state, status.done = SAVED, batch["num_requests"]
+        return status
+    status.in_flight_usd = pending.projected_cost_usd
+    try:
+        jobs = [
+            gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
+            for name in pending.batch_names
+        ]
+    except Exception as error:  # noqa: BLE001 - one line says so; the rest of the screen stands
+        status.state = f"unknown (the API: {' '.join(str(error).split())[:80]})"
+        return status
+    status.state = overall_state([job.state for job in jobs])
+    status.done = sum((job.succeeded_count or 0) + (job.failed_count or 0) for job in jobs)
+    status.total = sum(job.request_count or 0 for job in jobs) or pending.num_requests
+    started = min((job.create_time for job in jobs if job.create_time), default=None)
+    status.age_minutes = (now - started).total_seconds() / 60 if started else None
+    return status
+
+
+def good_samples(scenario: Scenario, stage: Stage) -> int:
+    """Generation: correct CoT samples of clean problems; summarization: correct CoD samples."""
+    if stage == GENERATION:
+        try:
+            return num_good_samples(scenario)
+        except SubmissionRefused:  # no source_problems yet: nothing counts
+            return 0
+    records = read_jsonl(samples_path(SUMMARIZATION, scenario.suffix), ("correct",))
+    return sum(1 for record in records if record["correct"])
+
+
+def status_screen(
+    instance: dg.DagsterInstance, gemini: GeminiBatchResource, scenarios: list[Scenario]
+) -> list[StageStatus]:
+    now = datetime.now(UTC)
+    return [
+        stage_status(instance, gemini, scenario, stage, now) for scenario in scenarios for stage in STAGES
+    ]
+
+
+COLUMNS = ("scenario", "stage", "state", "done/total", "age", "rounds", "correct/limit", "cost so far")
+
+
+def render(lines: list[StageStatus]) -> str:
+    """A plain table, columns aligned."""
+    rows = [COLUMNS] + [
+        (
+            line.scenario,
+            line.stage,
+            line.state,
+            NOTHING if line.total is None else f"{line.done or 0}/{line.total}",
+            NOTHING if line.age_minutes is None else f"{line.age_minutes:.0f} min",
+            line.rounds,
+            f"{line.good}/{line.limit}",
+            f"${line.cost_usd:.4f}"
+            + (f" (+${line.in_flight_usd:.4f} in flight)" if line.in_flight_usd else ""),
+        )
+        for line in lines
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
+    )
