@@ -69,3 +69,15 @@ def sources(data_dir, source_cache):
         shutil.copy(cached, data_dir / scenario / "source_problems.parquet")
 
     return seed
+
+
+# --------------------------------------------------------------------------- order
+
+
+def pytest_collection_modifyitems(items):
+    """Modules that start `dagster dev` or a browser first: on several workers (scripts/test.sh) each
+    takes minutes, and one started last would keep the whole run waiting for it."""
+    platform = {
+        item.path for item in items if item.get_closest_marker("e2e") or item.get_closest_marker("browser")
+    }
+    items.sort(key=lambda item: item.path not in platform)

@@ -106,6 +106,7 @@ def test_a_failed_write_to_the_bucket_changes_nothing(bucket):
     assert not fs.exists(f"{prefix}/new.jsonl")
 
 
+@pytest.mark.pipeline
 def test_the_pipeline_runs_on_the_bucket_and_writes_nothing_local(
     bucket, instance, emulator, source_cache, tmp_path, monkeypatch
 ):

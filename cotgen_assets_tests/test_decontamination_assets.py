@@ -7,12 +7,15 @@ from pathlib import Path
 import dagster as dg
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.defs.assets.sources import _decontamination_note, source_problems
 from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.pipeline_harness import read_jsonl
+
+pytestmark = pytest.mark.pipeline
 
 
 def small_medium_dataset(folder: Path) -> Path:

@@ -9,9 +9,12 @@ import time
 from collections import Counter
 
 import orjson
+import pytest
 
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+
+pytestmark = pytest.mark.pipeline
 
 
 def requested_ids(meta: dict) -> list[str]:

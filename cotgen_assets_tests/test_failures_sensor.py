@@ -8,6 +8,7 @@ import sys
 import time
 
 import dagster as dg
+import pytest
 from dagster._core.instance.ref import InstanceRef
 
 from cotgen_assets import cli
@@ -20,6 +21,8 @@ from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
+
+pytestmark = pytest.mark.pipeline
 
 RESULTS_RUN = [generation_results, cot_samples, summarization_batch]
 

@@ -26,6 +26,8 @@ from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
+pytestmark = pytest.mark.pipeline
+
 MODEL = "gemini-3.1-pro-preview"
 COTGEN = Path(sys.executable).with_name("cotgen")
 UNREACHABLE = "http://127.0.0.1:9"

@@ -13,6 +13,8 @@ from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.gemini.resource import gemini_from_env
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
+pytestmark = pytest.mark.pipeline
+
 FAKE_KEY = "AIzaSyFAKE-cotgen-Offline-Canary-4d2a9e"
 FAKE_TOKEN = "hf_FAKEtoken-offline-canary-SECRET"
 

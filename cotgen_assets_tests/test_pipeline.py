@@ -9,6 +9,8 @@ from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.resources import HubResource
 from cotgen_assets_tests.pipeline_harness import ALL_ASSETS, read_jsonl
 
+pytestmark = pytest.mark.pipeline
+
 
 def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     pipeline.materialize([source_problems], "easy")

@@ -1,6 +1,7 @@
 """The quality gates of cot_samples / cod_samples, on hand-made records and on a real chain."""
 
 import dagster as dg
+import pytest
 
 from cotgen_assets.core.quality import SampleStats, tagged_block
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
@@ -99,6 +100,7 @@ def test_cod_gates_each_catch_their_problem():
     )
 
 
+@pytest.mark.pipeline
 def test_a_real_chain_passes_its_gates(instance, emulator, data_dir):
     pipeline = Pipeline(instance, emulator.base_url)
     pipeline.materialize([source_problems], "medium")

@@ -22,6 +22,8 @@ from cotgen_assets_tests.dagster_harness import ROOT, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline
 
+pytestmark = pytest.mark.pipeline
+
 LIMIT = 5
 PARTITIONS = ("easy", "medium")
 USAGE_KEYS = {"input_tokens", "thinking_tokens", "output_tokens"}

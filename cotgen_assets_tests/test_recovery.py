@@ -27,6 +27,8 @@ from cotgen_assets_tests.pipeline_harness import read_jsonl
 from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
 from cotgen_assets_tests.test_failures_sensor import failure_message
 
+pytestmark = pytest.mark.pipeline
+
 CLIENT_ATTEMPTS = 6  # GeminiBatchResource.max_attempts: one failed run uses this many downloads
 NEVER = 10**6  # downloads that fail: a fault that does not clear
 

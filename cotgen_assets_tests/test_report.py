@@ -19,6 +19,8 @@ from cotgen_assets.publish import previews, report
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
+pytestmark = pytest.mark.pipeline
+
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):

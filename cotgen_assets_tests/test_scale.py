@@ -25,6 +25,7 @@ MODEL = "gemini-3.1-pro-preview"
 # --------------------------------------------------------------------------- sharded batches, end to end
 
 
+@pytest.mark.pipeline
 def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(instance, emulator, data_dir):
     pipeline = Pipeline(instance, emulator.base_url)
     pipeline.materialize([source_problems], "easy")

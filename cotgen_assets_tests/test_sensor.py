@@ -15,6 +15,8 @@ from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
+pytestmark = pytest.mark.pipeline
+
 BATCH_GET = re.compile(r'"GET /v1beta/batches/[^"?\s]+"')
 HEALTH = '"GET /_emulator/health"'
 GENERATION_JOB = "generation_results_job"

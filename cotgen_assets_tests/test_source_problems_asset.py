@@ -4,9 +4,12 @@ import sys
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.dagster_harness import ROOT
+
+pytestmark = pytest.mark.pipeline
 
 
 def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):

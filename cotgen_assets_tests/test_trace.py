@@ -15,6 +15,8 @@ from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
+pytestmark = pytest.mark.pipeline
+
 COTGEN = Path(sys.executable).with_name("cotgen")
 
 

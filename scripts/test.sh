@@ -32,4 +32,6 @@ echo "cotgen: ruff check, ruff format --check, lint-imports"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/lint-imports --no-cache
-exec .venv/bin/python -m pytest "$@"
+# Four workers, a module per worker at a time (its module-scoped fixtures are made once): the
+# platform tests mostly wait on sensor ticks and job latency, so more workers than cores pay.
+exec .venv/bin/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder "$@"
