@@ -20,6 +20,8 @@ from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
 
+pytestmark = pytest.mark.pipeline
+
 LIMIT = 20
 
 

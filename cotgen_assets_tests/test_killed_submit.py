@@ -33,6 +33,8 @@ MODEL = "gemini-3.1-pro-preview"
 KILL_SWITCH = """
 import os, signal, sys
 
+pytestmark = pytest.mark.pipeline
+
 
 class KillOnSubmitted:
     def __init__(self, stream):

@@ -4,11 +4,14 @@ on-disk instance the CLI finds through DAGSTER_HOME, as a user's shell would); o
 UI reads them, in test_auto_fill_e2e.py."""
 
 import dagster as dg
+import pytest
 
 from cotgen_assets import cli
 from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline
+
+pytestmark = pytest.mark.pipeline
 
 
 def progress(data) -> list:

@@ -21,6 +21,8 @@ from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
+pytestmark = pytest.mark.pipeline
+
 BUCKET = "cotgen-vertex"
 LOCATION = "us-central1"
 FAKE_KEY = "AIzaSyFAKE-cotgen-Pipeline-Canary-77aa01"  # a Developer API key Vertex AI must never use
