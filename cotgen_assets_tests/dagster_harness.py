@@ -56,12 +56,15 @@ class DagsterDev:
         return payload["data"]
 
     def location_status(self) -> dict[str, str]:
+        """Each code location's load status; a location that failed to load is its error message."""
         data = self.graphql(
             "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
             "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
         )
         entries = data["workspaceOrError"]["locationEntries"]
-        return {e["name"]: e["loadStatus"] for e in entries}
+        return {
+            e["name"]: (e["locationOrLoadError"] or {}).get("message") or e["loadStatus"] for e in entries
+        }
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -103,9 +106,14 @@ def start_dagster_dev(
         if process.poll() is not None:
             raise RuntimeError(f"dagster dev exited with {process.returncode}:\n{dev.log()[-3000:]}")
         try:
-            return dev.location_status().get("cotgen_assets") == "LOADED"
+            status = dev.location_status()
         except OSError:
             return False
+        if status.get("cotgen_assets") in (None, "LOADING"):
+            return False
+        # Every platform test starts here: the README's workspace has exactly this one location.
+        assert status == {"cotgen_assets": "LOADED"}, f"the code location did not load: {status}"
+        return True
 
     try:
         wait_for(loaded, timeout, message="dagster dev to load the cotgen_assets code location")

@@ -12,6 +12,7 @@ from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.sensors import batch_completion_sensor
 from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets_tests.dagster_harness import wait_for
 
 ALL_ASSETS = [
     source_problems,
@@ -79,15 +80,16 @@ class Pipeline:
             raise_on_error=raise_on_error,
         )
 
-    def drain(self, quiet_ticks: int = 8) -> None:
-        """Tick the sensor and run what it asks for until it has nothing left to launch."""
-        quiet = 0
-        while quiet < quiet_ticks:
-            requests = self.tick().run_requests
-            for request in requests:
+    def drain(self, timeout: float = 120) -> None:
+        """Tick the sensor and run what it asks for until no batch is left in flight."""
+
+        def settled():
+            data = self.tick()
+            for request in data.run_requests:
                 assert self.run(request).success
-            quiet = 0 if requests else quiet + 1
-            time.sleep(0.05)
+            return not data.run_requests and data.skip_message == "no batch in flight"
+
+        wait_for(settled, timeout, interval=0.05, message="the sensor to have no batch left in flight")
 
     def tick_until_launch(self, attempts: int = 200):
         """Tick until the sensor launches runs (jobs finish after the emulator's latency)."""

@@ -3,6 +3,7 @@
 server = start_postgres()        # binaries from PATH or /usr/lib/postgresql/*/bin
 server.url                       # postgresql://dagster:...@127.0.0.1:PORT/dagster
 server.env()                     # the DAGSTER_PG_* variables POSTGRES_DAGSTER_YAML reads
+server.query("SELECT ...", *params)  # rows, from the dagster database
 start_dagster_dev(home, env=server.env(), dagster_yaml=POSTGRES_DAGSTER_YAML)
 server.stop()
 
@@ -90,6 +91,11 @@ class PostgresServer:
         return psycopg2.connect(
             host="127.0.0.1", port=self.port, user=USER, password=self.password, dbname=database
         )
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        with self.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -49,7 +49,7 @@ query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $ke
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    """The emulator, `dagster dev` (webserver + daemon + sensor every 5 s), and a headless browser."""
+    """The emulator, `dagster dev` (webserver + daemon + sensor every 2 s), and a headless browser."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: `sudo apt-get install chromium` (scripts/test.sh does it)")
     from playwright.sync_api import sync_playwright
@@ -61,7 +61,7 @@ def platform(tmp_path_factory):
     env = {
         "COTGEN_DATA_DIR": str(base / "data"),
         "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-        "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
+        "COTGEN_SENSOR_INTERVAL_SECONDS": "2",
     }
     saved_key = os.environ.pop("GEMINI_API_KEY", None)  # offline, whatever the caller's shell has
     try:

@@ -20,13 +20,15 @@ from cotgen_assets_tests.platform_harness import LIMIT, check_partition, latest_
 pytestmark = pytest.mark.e2e
 
 SCENARIOS = {"easy": "easy", "medium": "medium", "hard": "hard"}  # partition -> file suffix
-DEADLINE_SECONDS = 170  # the whole flow after startup; ~60 s on an idle 2-core box
 
 
 def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
     data = tmp_path / "data"
-    with offline_platform(tmp_path, latency=2.0, deadline_seconds=DEADLINE_SECONDS) as platform:
+    with offline_platform(tmp_path, latency=2.0) as platform:
         instance = platform.instance
+        nodes = platform.dev.graphql("{ assetNodes { assetKey { path } partitionKeys } }")["assetNodes"]
+        partitions = {"/".join(n["assetKey"]["path"]): n["partitionKeys"] for n in nodes}
+        assert partitions["source_problems"] == list(SCENARIOS), "the UI offers one partition per scenario"
 
         submissions = {p: platform.submit_generation(p, with_sources=True, ask="missing") for p in SCENARIOS}
         for partition, run_id in submissions.items():
@@ -118,7 +120,7 @@ def test_a_wrong_cot_is_not_summarized(tmp_path):
     source = Path(os.environ["COTGEN_DATASETS_DIR"])
     planted = plant_wrong_reference(tmp_path / "datasets", source)
     data = tmp_path / "data"
-    env = {"COTGEN_DATASETS_DIR": str(tmp_path / "datasets"), "COTGEN_SENSOR_INTERVAL_SECONDS": "3"}
+    env = {"COTGEN_DATASETS_DIR": str(tmp_path / "datasets")}
     with offline_platform(tmp_path, env) as platform:  # the emulator reads the real datasets
         instance = platform.instance
         platform.wait_run(platform.submit_generation("hard", with_sources=True, limit=5, ask="missing"))

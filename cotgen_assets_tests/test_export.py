@@ -605,11 +605,8 @@ def test_dagster_dev_carries_two_scenarios_to_cod_then_exports_them(tmp_path):
     from cotgen_assets_tests.platform_harness import offline_platform
 
     data = tmp_path / "data"
-    env = {
-        "COTGEN_SENSOR_INTERVAL_SECONDS": "3",
-        "HF_TOKEN": FAKE_TOKEN,  # no hub_repo: nothing is pushed, and the token shows nowhere
-    }
-    with offline_platform(tmp_path, env, deadline_seconds=150) as platform:
+    env = {"HF_TOKEN": FAKE_TOKEN}  # no hub_repo: nothing is pushed, and the token shows nowhere
+    with offline_platform(tmp_path, env) as platform:
         instance, dev = platform.instance, platform.dev
         for scenario in ("easy", "hard"):
             platform.wait_run(platform.submit_generation(scenario, with_sources=True, limit=3, ask="missing"))

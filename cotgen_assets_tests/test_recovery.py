@@ -214,9 +214,10 @@ def test_under_dagster_dev_a_download_outage_heals_itself_and_one_that_never_end
         "COTGEN_SENSOR_INTERVAL_SECONDS": "2",
         "COTGEN_RUN_ATTEMPTS": "2",  # one retry: enough to heal, and a short way to the give-up
         "COTGEN_RETRY_DELAY_SECONDS": "3",
+        "COTGEN_API_BACKOFF_SECONDS": "0.05",  # the client's own retries only add waiting here
     }
     # with scripts/dagster.yaml, the instance config start.sh installs
-    with offline_platform(tmp_path, env, deadline_seconds=360) as platform:
+    with offline_platform(tmp_path, env) as platform:
         instance, emulator, dev = platform.instance, platform.emulator, platform.dev
 
         # 1. Downloads fail once more than one run's client tries: the retry run saves the samples.

@@ -17,6 +17,7 @@ import dagster as dg
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from dagster_postgres import PostgresRunStorage
 
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
@@ -25,12 +26,11 @@ from cotgen_assets_tests.dagster_harness import ROOT, start_dagster_dev, wait_fo
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline
-from cotgen_assets_tests.platform_harness import Platform, latest_metadata, tail
+from cotgen_assets_tests.platform_harness import DEADLINE_SECONDS, Platform, latest_metadata, tail
 from cotgen_assets_tests.postgres_harness import POSTGRES_DAGSTER_YAML, start_postgres
 from cotgen_assets_tests.test_failures_ingest import make_submission, write_results
 
 LIMIT = 5
-DEADLINE_SECONDS = 150
 
 # Machine B's click on generation_batch: loads everything, then waits for the go file.
 CLICK = r"""
@@ -144,7 +144,7 @@ def test_two_machines_share_one_postgres_and_one_bucket(tmp_path, source_cache, 
         **gcs.env(),
         "COTGEN_DATA_DIR": gcs.data_url("data"),
         "COTGEN_GEMINI_BASE_URL": emulator.base_url,
-        "COTGEN_SENSOR_INTERVAL_SECONDS": "5",
+        "COTGEN_SENSOR_INTERVAL_SECONDS": "2",
         "GEMINI_API_KEY": "",
     }
     for name, value in env.items():
@@ -191,6 +191,27 @@ def test_two_machines_share_one_postgres_and_one_bucket(tmp_path, source_cache, 
         assert latest_metadata(instance_a, "cot_samples", "easy")["cost_usd"] == expected["cot_cost"]
         assert latest_metadata(instance_a, "cod_samples", "easy")["cost_usd"] == expected["cod_cost"]
         assert not list(home_a.rglob("*.db")) and not list(home_b.rglob("*.db")), "all in Postgres"
+        assert isinstance(instance_a.run_storage, PostgresRunStorage)
+        launched = platform.wait_sensor_runs(instance_a, 2)
+        assert sorted(r.job_name for r in launched) == ["generation_results_job", "summarization_results_job"]
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in launched)
+        # The runs, their events and the sensor's ticks are in Postgres's tables.
+        run_ids = {run_a, *(r.run_id for r in launched)}
+        assert run_ids <= {row[0] for row in postgres.query("SELECT run_id FROM runs")}
+        events = dict(
+            postgres.query(
+                "SELECT run_id, count(*) FROM event_logs WHERE run_id = ANY(%s) GROUP BY run_id",
+                list(run_ids),
+            )
+        )
+        assert set(events) == run_ids and all(count > 0 for count in events.values())
+        materialized = postgres.query(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+            " AND asset_key LIKE %s",
+            '%"cod_samples"%',
+        )
+        assert materialized[0][0] >= 1
+        assert postgres.query("SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'")[0][0] >= 1
 
         # Two ingestions of one scenario at once, one per machine: neither loses the other's records.
         extra_a, extra_b = list(range(90000, 90020)), list(range(91000, 91010))
