@@ -1,8 +1,10 @@
 """End to end: `dagster dev` and the emulator as real processes, driven over GraphQL.
 
-The test only submits generation batches; the running daemon's batch_completion_sensor alone
-must carry every scenario through CoT to CoD. Then a second `fill` asks for nothing and an
-`extend` adds new problems that the sensor carries through as well.
+One platform, one flow: the test only submits generation batches; the running daemon's
+batch_completion_sensor alone must carry every scenario through CoT to CoD, drafting only the
+correct CoT samples (one `hard` answer is planted wrong). Then a second `fill` asks for nothing, an
+`extend` adds new problems that the sensor carries through as well, and one `hf_dataset` run
+exports what is correct, with HF_TOKEN set and shown nowhere.
 """
 
 import os
@@ -16,15 +18,22 @@ import pytest
 
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 from cotgen_assets_tests.platform_harness import LIMIT, check_partition, latest_metadata, offline_platform
+from cotgen_assets_tests.test_export import FAKE_TOKEN, expected_ids, load
 
 pytestmark = pytest.mark.e2e
 
 SCENARIOS = {"easy": "easy", "medium": "medium", "hard": "hard"}  # partition -> file suffix
 
 
-def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
+def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod_then_it_is_exported(tmp_path, monkeypatch):
+    source = Path(os.environ["COTGEN_DATASETS_DIR"])
+    planted = plant_wrong_reference(tmp_path / "datasets", source)
     data = tmp_path / "data"
-    with offline_platform(tmp_path, latency=2.0) as platform:
+    env = {
+        "COTGEN_DATASETS_DIR": str(tmp_path / "datasets"),  # the emulator reads the real datasets
+        "HF_TOKEN": FAKE_TOKEN,  # no hub_repo: nothing is pushed, and the token shows nowhere
+    }
+    with offline_platform(tmp_path, env, latency=2.0) as platform:
         instance = platform.instance
         nodes = platform.dev.graphql("{ assetNodes { assetKey { path } partitionKeys } }")["assetNodes"]
         partitions = {"/".join(n["assetKey"]["path"]): n["partitionKeys"] for n in nodes}
@@ -56,15 +65,24 @@ def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
         extend = latest_metadata(instance, "generation_batch", "easy")
         assert extend["num_requests"] == extend["num_new_problems"] == LIMIT
 
-        for partition, suffix in SCENARIOS.items():
-            if partition == "easy":
-                continue
-            cod_meta = platform.wait_samples(instance, "cod_samples", partition, LIMIT)
-            cot, cod = check_partition(instance, data, partition, suffix, LIMIT)
-            cot_meta = latest_metadata(instance, "cot_samples", partition)
-            assert cot_meta["cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
-            assert cod_meta["cost_usd"] == pytest.approx(sum(r["summarization"]["cost_usd"] for r in cod))
-            assert all("level" in r["source"] and "type" in r["source"] for r in cot)
+        cod_meta = platform.wait_samples(instance, "cod_samples", "medium", LIMIT)
+        cot, cod = check_partition(instance, data, "medium", "medium", LIMIT)
+        cot_meta = latest_metadata(instance, "cot_samples", "medium")
+        assert cot_meta["cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
+        assert cod_meta["cost_usd"] == pytest.approx(sum(r["summarization"]["cost_usd"] for r in cod))
+        assert all("level" in r["source"] and "type" in r["source"] for r in cot)
+
+        # hard, with one planted wrong answer: LIMIT CoT samples, drafts only of the correct ones.
+        cod_meta = platform.wait_samples(instance, "cod_samples", "hard", LIMIT - 1)
+        cot = read_jsonl(data / "cot_hard.jsonl")
+        cod = read_jsonl(data / "cod_hard.jsonl")
+        assert len(cot) == LIMIT and [r["id"] for r in cot if not r["correct"]] == [planted]
+        assert sorted(r["id"] for r in cod) == sorted(r["id"] for r in cot if r["correct"])
+        assert all(r["correct"] for r in cod) and cod_meta["num_samples"] == LIMIT - 1
+        assert all("level" in r["source"] and "type" in r["source"] for r in cot)
+        batch = latest_metadata(instance, "summarization_batch", "hard")
+        assert batch["num_requests"] == LIMIT - 1 and batch["num_skipped_incorrect"] == 1
+        assert batch["skipped_projected_cost_usd"] > 0
 
         platform.wait_samples(instance, "cod_samples", "easy", 2 * LIMIT)
         cot, cod = check_partition(instance, data, "easy", "easy", 2 * LIMIT)
@@ -81,6 +99,22 @@ def test_the_sensor_alone_carries_every_scenario_from_batch_to_cod(tmp_path):
             by_job.setdefault(run.job_name, []).append(run.tags["dagster/partition"])
         assert sorted(by_job["generation_results_job"]) == ["easy", "easy", "hard", "medium"]
         assert sorted(by_job["summarization_results_job"]) == ["easy", "easy", "hard", "medium"]
+
+        # One click on hf_dataset exports the correct samples of every scenario, the planted one not.
+        run_id = platform.client.submit_job_execution(
+            "__ASSET_JOB", repository_location_name="cotgen_assets", asset_selection=["hf_dataset"]
+        )
+        platform.wait_run(run_id)
+        monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        for config, split, count in (("cot", "easy", 2 * LIMIT), ("cod", "hard", LIMIT - 1)):
+            rows = load(data / "export", config, split, tmp_path / "cache")
+            assert rows["id"] == expected_ids(data, split) and len(rows) == count
+        assert planted not in load(data / "export", "cot", "hard", tmp_path / "cache")["id"]
+        logs = instance.all_logs(run_id)
+        assert logs and not any(FAKE_TOKEN in str(record) for record in logs)
+        assert FAKE_TOKEN not in platform.dev.log()
+        assert not any(FAKE_TOKEN.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file())
 
 
 def plant_wrong_reference(datasets: Path, source: Path) -> str:
@@ -113,24 +147,3 @@ def plant_wrong_reference(datasets: Path, source: Path) -> str:
         math / "train.parquet",
     )
     return first["problem_id"]
-
-
-def test_a_wrong_cot_is_not_summarized(tmp_path):
-    """hard, with one planted wrong answer: the sensor saves 5 CoT samples, drafts only the 4 correct."""
-    source = Path(os.environ["COTGEN_DATASETS_DIR"])
-    planted = plant_wrong_reference(tmp_path / "datasets", source)
-    data = tmp_path / "data"
-    env = {"COTGEN_DATASETS_DIR": str(tmp_path / "datasets")}
-    with offline_platform(tmp_path, env) as platform:  # the emulator reads the real datasets
-        instance = platform.instance
-        platform.wait_run(platform.submit_generation("hard", with_sources=True, limit=5, ask="missing"))
-        cod_meta = platform.wait_samples(instance, "cod_samples", "hard", 4)
-
-        cot = read_jsonl(data / "cot_hard.jsonl")
-        cod = read_jsonl(data / "cod_hard.jsonl")
-        assert len(cot) == 5 and [r["id"] for r in cot if not r["correct"]] == [planted]
-        assert sorted(r["id"] for r in cod) == sorted(r["id"] for r in cot if r["correct"])
-        assert all(r["correct"] for r in cod) and cod_meta["num_samples"] == 4
-        batch = latest_metadata(instance, "summarization_batch", "hard")
-        assert batch["num_requests"] == 4 and batch["num_skipped_incorrect"] == 1
-        assert batch["skipped_projected_cost_usd"] > 0

@@ -43,6 +43,8 @@ from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_report import table_rows
 
+pytestmark = pytest.mark.pipeline
+
 CONTAMINATED = "easy-20"  # shares a 13-word run with a GSM8K test problem
 PLANTED = "easy-3"  # its CoT answer is made wrong after the run
 FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
@@ -597,29 +599,3 @@ def test_samples_beyond_the_limit_are_kept_and_exported_unless_capped(pipeline, 
     assert rows["id"] == sorted((r["id"] for r in cot), key=selection.id_key)[:5]
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == len(cot), "the files keep every sample"
     assert f"{selection.OVER_LIMIT}: {len(cot) - 5}" in capped["card"], "the card says what was left out"
-
-
-@pytest.mark.e2e
-def test_dagster_dev_carries_two_scenarios_to_cod_then_exports_them(tmp_path):
-    """The real daemon: two generation batches, the sensor carries them to CoD, then one hf_dataset run."""
-    from cotgen_assets_tests.platform_harness import offline_platform
-
-    data = tmp_path / "data"
-    env = {"HF_TOKEN": FAKE_TOKEN}  # no hub_repo: nothing is pushed, and the token shows nowhere
-    with offline_platform(tmp_path, env) as platform:
-        instance, dev = platform.instance, platform.dev
-        for scenario in ("easy", "hard"):
-            platform.wait_run(platform.submit_generation(scenario, with_sources=True, limit=3, ask="missing"))
-        for scenario in ("easy", "hard"):
-            platform.wait_samples(instance, "cod_samples", scenario, 3)
-        run_id = platform.client.submit_job_execution(
-            "__ASSET_JOB", repository_location_name="cotgen_assets", asset_selection=["hf_dataset"]
-        )
-        platform.wait_run(run_id)
-        for config, split in (("cot", "easy"), ("cod", "hard")):
-            rows = load(data / "export", config, split, tmp_path / "cache")
-            assert rows["id"] == expected_ids(data, split) and len(rows) == 3
-        logs = instance.all_logs(run_id)
-        assert logs and not any(FAKE_TOKEN in str(record) for record in logs)
-        assert FAKE_TOKEN not in dev.log()
-        assert not any(FAKE_TOKEN.encode() in p.read_bytes() for p in data.rglob("*") if p.is_file())
