@@ -13,6 +13,13 @@ from cotgen_assets_tests.emulator_harness import start_emulator
 os.environ.setdefault("COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory):
+    """Each test process (and what it starts) its own `datasets` cache: on several workers, two loads
+    of one dataset into the shared ~/.cache at once can see each other's half-written files."""
+    os.environ["HF_DATASETS_CACHE"] = str(tmp_path_factory.mktemp("hf_datasets_cache"))
+
+
 @pytest.fixture
 def emulator(tmp_path):
     """A fresh `cotgen-emulator` process (latency 0, state in tmp_path), stopped afterwards."""
