@@ -333,9 +333,9 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
         limit = memory_limit_mb * MB
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if variant == "prepare":
-        import cotgen_assets.core.submissions  # noqa: F401
+        import cotgen_assets.core.submissions
     if variant in PROJECT_VARIANTS:
-        import cotgen_assets.core.ingest  # noqa: F401  (imports are not ingestion time)
+        import cotgen_assets.core.ingest  # imports are not ingestion time
         import cotgen_assets.core.quality  # noqa: F401
     import orjson  # noqa: F401
 

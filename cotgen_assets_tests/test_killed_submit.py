@@ -17,12 +17,15 @@ from pathlib import Path
 
 import dagster as dg
 import orjson
+import pytest
 
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
+
+pytestmark = pytest.mark.pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemini-3.1-pro-preview"
@@ -32,8 +35,6 @@ MODEL = "gemini-3.1-pro-preview"
 # the output would do, only without a person's delay.
 KILL_SWITCH = """
 import os, signal, sys
-
-pytestmark = pytest.mark.pipeline
 
 
 class KillOnSubmitted:

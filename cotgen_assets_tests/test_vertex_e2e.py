@@ -72,7 +72,7 @@ def developer_run(emulator, data, monkeypatch) -> dict:
             pipeline.materialize(
                 [source_problems, generation_batch],
                 scenario,
-                {"ops": {"generation_batch": {"config": {"limit": LIMIT}}}},
+                {"ops": {"generation_batch": {"config": {"limit": LIMIT, "ask": "missing"}}}},
             )
         pipeline.drain()
         return outcome(instance, data)
@@ -96,7 +96,9 @@ def test_the_sensor_carries_easy_and_hard_to_cod_on_vertex_ai_as_on_the_develope
         ) as platform:
             instance, data = platform.instance, platform.data
             for scenario in SCENARIOS:
-                platform.wait_run(platform.submit_generation(scenario, with_sources=True, limit=LIMIT))
+                platform.wait_run(
+                    platform.submit_generation(scenario, with_sources=True, limit=LIMIT, ask="missing")
+                )
                 batch = latest_metadata(instance, "generation_batch", scenario)
                 assert batch["offline"] is True and batch["gemini_endpoint"].startswith(
                     "offline: local Vertex AI emulator at "

@@ -147,7 +147,7 @@ def load_scenarios_and_benchmarks(
 
 def _read(path: Path) -> object:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except _DuplicateKey as error:
         raise ScenarioError(f"scenarios file {path}: {error}; each name and field may appear once") from None
     except FileNotFoundError:

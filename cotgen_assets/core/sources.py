@@ -51,7 +51,7 @@ def load_split(
             if origin != "the Hugging Face hub" and not Path(location).is_dir():
                 raise FileNotFoundError(f"{location} does not exist")
             loaded = datasets.load_dataset(location, config, split=split, download_mode=mode)
-    except Exception as error:  # noqa: BLE001 - any loader failure becomes one actionable message
+    except Exception as error:  # any loader failure becomes one actionable message
         raise ScenarioError(
             f"{owner} {name!r}: could not load dataset {dataset!r} "
             f"(config {config!r}, split {split!r}) from {origin} ({location}): "

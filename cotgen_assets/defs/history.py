@@ -142,7 +142,7 @@ def refuse_if_in_flight(
     for name in pending.batch_names:
         try:
             job = gemini.get_batch(name, timeout_seconds=10)
-        except Exception:  # noqa: BLE001 - the refusal matters more than the state
+        except Exception:  # the refusal matters more than the state
             states.append(name)
             ended = False
         else:

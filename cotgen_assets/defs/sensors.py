@@ -170,7 +170,7 @@ def launch_results_when_ended(
             gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
             for name in batch["batch_names"]
         ]
-    except Exception as error:  # noqa: BLE001 - any failure: say so, try again next tick
+    except Exception as error:  # any failure: say so, try again next tick
         outcome.messages.append(
             f"{stage_partition}: could not reach the Gemini API ({error}); will try again next tick"
         )

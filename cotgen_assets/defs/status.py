@@ -77,7 +77,7 @@ def stage_status(
             gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
             for name in pending.batch_names
         ]
-    except Exception as error:  # noqa: BLE001 - one line says so; the rest of the screen stands
+    except Exception as error:  # one line says so; the rest of the screen stands
         status.state = f"unknown (the API: {' '.join(str(error).split())[:80]})"
         return status
     status.state = overall_state([job.state for job in jobs])

@@ -146,10 +146,10 @@ class Handler(BaseHTTPRequestHandler):
         super().send_response(code, message)
         self.send_header(EMULATOR_HEADER, "1")
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):  # the base class's name
         pass  # one line per request is written by _handle instead
 
-    def log_error(self, format, *args):  # noqa: A002 - the base class's name
+    def log_error(self, format, *args):  # the base class's name
         _log(f"{self.client_address[0]} " + (format % args))
 
     def do_GET(self):
