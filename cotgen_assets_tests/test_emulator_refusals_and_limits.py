@@ -19,7 +19,7 @@ from cotgen_assets_tests.emulator_harness import start_emulator
 
 MODEL = "gemini-3.1-pro-preview"
 QUESTION = "How many emulators does it take to change a light bulb, in base 7?"
-KEY = "test-key-hardening"
+KEY = "test-key-refusals"
 
 
 # ---- helpers ------------------------------------------------------------------------------
