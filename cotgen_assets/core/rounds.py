@@ -111,11 +111,11 @@ def expected_correct(retries: int, new: int, accuracy: Accuracy) -> float:
     return retries * accuracy.retry + new * accuracy.first_try
 
 
-# Why a run of rounds (a click, then the sensor's automatic rounds) ends.
+# Why a run of rounds (a click, then the sensor's automatic rounds) ends. A round the budget
+# refuses ends it too: the sensor says so as it does for any refused run ("AUTO-FILL STOPPED").
 LIMIT_REACHED = "limit reached"
 ROUNDS_USED_UP = "rounds used up"
 NOTHING_LEFT = "problems given up"  # no problem left to ask: every one is good, given up, or asked
-REFUSED = "refused"  # a round was refused, e.g. the budget of the whole run of rounds
 
 
 def after_round(num_good: int, limit: int, round_number: int, max_rounds: int) -> str | None:

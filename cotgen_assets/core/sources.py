@@ -61,11 +61,6 @@ def load_split(
     return loaded.data.table
 
 
-def dataset_location(scenario: Scenario) -> tuple[str, str]:
-    """Where to load the scenario's dataset from, and how that was decided."""
-    return resolve_dataset(scenario.dataset, scenario.path)
-
-
 def load_dataset_table(scenario: Scenario) -> pa.Table:
     """The scenario's split as an Arrow table, with a clear error when it cannot be found."""
     return load_split(

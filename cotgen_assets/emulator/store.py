@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from .faults import Faults, line_faults, unit_draw
+from .faults import Faults, JobFaults, line_faults, unit_draw
 from .responder import Responder, get
 from .validation import ModelCatalog, request_problem
 
@@ -445,30 +445,43 @@ class Store:
             record = {
                 "id": batch_id,
                 "name": f"batches/{batch_id}",
-                "seq": seq,
                 "model": model,
                 "api_version": api_version,
                 "display_name": get(batch, "displayName"),
                 "file_name": f"files/{str(file_name).removeprefix('files/')}" if file_name else None,
                 "inlined": not file_name,
-                "request_count": count,
-                "create_time": now,
-                "start_time": now,
-                "held_since": now if job.held else None,
-                "latency": self.latency if job.latency is None else job.latency,
-                "fault_state": job.end_state,
-                "line_rates": rates,
-                "seed": seed,
-                "cancel_time": None,
-                "processed_count": None,
-                "finalized": False,
-                "stats": None,
                 "results_file": None,
                 "inlined_responses": None,
+                **self.lifecycle_fields(seq, count, job, rates, seed, now),
             }
             self.save_job(record)
+        self.announce_created(record, job, f"{count} requests")
+        return self._operation(record, time.time(), created=True)
+
+    def lifecycle_fields(
+        self, seq: int, count: int, job: JobFaults, rates: dict[str, float], seed: int, now: float
+    ) -> dict:
+        """The fields of a new job record that both protocols share: its counts, clock and faults."""
+        return {
+            "seq": seq,
+            "request_count": count,
+            "create_time": now,
+            "start_time": now,
+            "held_since": now if job.held else None,
+            "latency": self.latency if job.latency is None else job.latency,
+            "fault_state": job.end_state,
+            "line_rates": rates,
+            "seed": seed,
+            "cancel_time": None,
+            "processed_count": None,
+            "finalized": False,
+            "stats": None,
+        }
+
+    def announce_created(self, record: dict, job: JobFaults, what: str) -> None:
+        """Logs a new job, then answers 500 for it when the lose_create fault took it (the job exists)."""
         self.log(
-            f"created {record['name']} ({count} requests, latency {record['latency']}s"
+            f"created {record['name']} ({what}, latency {record['latency']}s"
             + (f", will end {job.end_state}" if job.end_state else "")
             + (", held" if job.held else "")
             + ")"
@@ -476,7 +489,6 @@ class Store:
         if job.lose_create:
             self.log(f"fault lose_create: {record['name']} exists, answering 500")
             raise ApiError(500, "INTERNAL", "Internal error encountered.")
-        return self._operation(record, time.time(), created=True)
 
     def get_batch(self, batch_id: str) -> dict:
         with self.lock:

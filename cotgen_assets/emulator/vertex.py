@@ -181,37 +181,17 @@ class VertexJobs:
                 "name": f"projects/{project}/locations/{location}/batchPredictionJobs/{job_id}",
                 "project": project,
                 "location": location,
-                "seq": seq,
                 "model": model,
                 "api_version": api_version,
                 "display_name": display_name,
                 "input_uris": uris,
                 "output_prefix": prefix,
                 "inlined": False,
-                "request_count": count,
-                "create_time": now,
-                "start_time": now,
-                "held_since": now if job.held else None,
-                "latency": store.latency if job.latency is None else job.latency,
-                "fault_state": job.end_state,
-                "line_rates": rates,
-                "seed": seed,
-                "cancel_time": None,
-                "processed_count": None,
-                "finalized": False,
-                "stats": None,
                 "output_dir": None,
+                **store.lifecycle_fields(seq, count, job, rates, seed, now),
             }
             store.save_job(record)
-        store.log(
-            f"created {record['name']} ({count} requests from {', '.join(uris)}, latency {record['latency']}s"
-            + (f", will end {job.end_state}" if job.end_state else "")
-            + (", held" if job.held else "")
-            + ")"
-        )
-        if job.lose_create:
-            store.log(f"fault lose_create: {record['name']} exists, answering 500")
-            raise ApiError(500, "INTERNAL", "Internal error encountered.")
+        store.announce_created(record, job, f"{count} requests from {', '.join(uris)}")
         return self._render(record, "queued" if job.held else "pending", now)
 
     def get(self, project: str, location: str, job_id: str) -> dict:
