@@ -1,7 +1,7 @@
 """`auto_fill`: one click, then the sensor submits fill rounds itself until the scenario reaches its
 limit, its rounds are used up, or the budget of the whole run of rounds would be passed; the end
 is said once. In-process: the real emulator at a known wrong-answer rate, sensor ticks evaluated
-as the daemon would (`check_submissions`, the sensor's decision), each run it asks for executed.
+as the daemon would (`decide_launches`, the sensor's decision), each run it asks for executed.
 Last, the whole story under `dagster dev`, with progress read as the UI reads it."""
 
 import os
@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
-from cotgen_assets.defs.sensors import check_submissions
+from cotgen_assets.defs.sensors import decide_launches
 from cotgen_assets_tests.dagster_harness import ROOT, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -41,7 +41,7 @@ class Ticks:
         self.pipeline, self.cursor, self.said = pipeline, {}, []
 
     def tick(self):
-        outcome = check_submissions(
+        outcome = decide_launches(
             self.pipeline.instance, self.pipeline.resources["gemini"], ["hard"], self.cursor
         )
         self.said.append(outcome)
@@ -116,7 +116,7 @@ def test_the_same_round_started_twice_sends_one_batch(pipeline, emulator, source
     cursor, requests = {}, []
 
     def round_two():
-        outcome = check_submissions(pipeline.instance, pipeline.resources["gemini"], ["hard"], cursor)
+        outcome = decide_launches(pipeline.instance, pipeline.resources["gemini"], ["hard"], cursor)
         for request in outcome.run_requests:
             if ROUND_TAG in request.tags:
                 requests.append(request)

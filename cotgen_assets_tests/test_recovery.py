@@ -1,6 +1,6 @@
 """A failed sensor-launched run is launched again with no person acting, and the end is said once.
 
-In-process, the sensor's decisions are driven tick by tick with a chosen clock (check_submissions
+In-process, the sensor's decisions are driven tick by tick with a chosen clock (decide_launches
 takes `now`), so the growing delays are checked without waiting for them. The done-when test runs
 `dagster dev` and the emulator as real processes: the daemon alone must carry a download that
 fails more times than the client retries through to the samples.
@@ -18,7 +18,7 @@ from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.sensors import (
     ATTEMPT_TAG,
     RETRY_KEY_TAG,
-    check_submissions,
+    decide_launches,
     retry_delay_seconds,
     why_failed,
 )
@@ -44,7 +44,7 @@ def at(timestamp: float) -> datetime:
 
 
 def tick(pipeline, cursor: dict, now: datetime | None = None):
-    return check_submissions(pipeline.instance, pipeline.resources["gemini"], ["easy"], cursor, now)
+    return decide_launches(pipeline.instance, pipeline.resources["gemini"], ["easy"], cursor, now)
 
 
 def first_launch(pipeline, cursor: dict) -> dg.RunRequest:

@@ -92,7 +92,7 @@ class Launch:
     headline: str = ""  # put before the report of a failure it gives up on
 
 
-def check_submissions(
+def decide_launches(
     instance: dg.DagsterInstance,
     gemini: GeminiBatchResource,
     partitions: list[str],
@@ -556,7 +556,7 @@ def batch_completion_sensor(
     context: dg.SensorEvaluationContext, gemini: GeminiBatchResource
 ) -> dg.SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
-    outcome = check_submissions(context.instance, gemini, scenario_partitions.get_partition_keys(), cursor)
+    outcome = decide_launches(context.instance, gemini, scenario_partitions.get_partition_keys(), cursor)
     for message in outcome.messages:
         context.log.info(message)
     for alert in outcome.alerts:
