@@ -80,7 +80,8 @@ def test_the_readme_record_section_names_every_field():
 
 def test_builders_make_exactly_the_described_fields(tmp_path):
     """A record as ingestion builds it has the described fields, in order."""
-    from cotgen_assets.core.batch_output import ResultLine, Usage
+    from cotgen_assets.core.batch_output import ResultLine
+    from cotgen_assets.core.model_io import Usage
     from cotgen_assets.core.records import made_by
     from cotgen_assets.core.submissions import Submission
 
@@ -116,7 +117,7 @@ def test_cotgen_trace_loads_neither_dagster_nor_the_gemini_sdk(tmp_path):
 
 
 def test_the_raw_batch_read_still_has_its_sdk_path():
-    """`gemini.developer.raw_get` uses the SDK's private transport because the public
+    """`backends.developer.raw_get` uses the SDK's private transport because the public
     `batches.get` drops `batchStats` and `error` on the Gemini API (and the Vertex AI backend reads
     and cancels a job by its own resource name through it). If this fails, google-genai changed that
     path: switch `raw_get` to whatever replaced it (or to a public call that now carries the fields)."""
@@ -133,7 +134,7 @@ def test_the_raw_batch_read_still_has_its_sdk_path():
     [
         ("core/answers.py", "import dagster", "import no dagster"),
         ("publish/report.py", "import cotgen_assets.defs.assets.samples", "Layers"),
-        ("gemini/resource.py", "import cotgen_assets.publish.report", "Layers"),
+        ("backends/resource.py", "import cotgen_assets.publish.report", "Layers"),
     ],
 )
 def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):

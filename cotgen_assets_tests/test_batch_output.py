@@ -1,7 +1,14 @@
 import orjson
 import pytest
 
-from cotgen_assets.core.batch_output import ResultLine, Usage, iter_result_lines, parse_result_line
+from cotgen_assets.backends.developer import WIRE
+from cotgen_assets.core.batch_output import ResultLine, classify, iter_result_lines
+from cotgen_assets.core.model_io import Usage
+
+
+def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
+    """A Developer API output line, read by its backend, classified by core."""
+    return classify(WIRE.read_line(raw), require_thoughts)
 
 
 def line(key="easy-1", parts=None, finish="STOP", usage=None, **extra) -> bytes:
@@ -184,7 +191,7 @@ def test_iter_result_lines_streams_a_file(tmp_path):
     path.write_bytes(
         line(key="b") + b"\n\n" + b"garbage\r\n" + line(key="a", finish="SAFETY") + b"\n   \n" + line(key="c")
     )
-    results = list(iter_result_lines(path))
+    results = list(iter_result_lines(path, WIRE))
     assert [(r.key, r.status) for r in results] == [
         ("b", "ok"),
         (None, "not_json"),

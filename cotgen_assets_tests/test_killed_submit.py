@@ -19,9 +19,10 @@ import dagster as dg
 import orjson
 import pytest
 
+from cotgen_assets.backends.lifecycle import submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.submissions import prepare_generation
-from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
@@ -198,7 +199,7 @@ def test_a_submission_whose_run_still_shows_running_is_not_taken_over(pipeline, 
     sending = prepare_generation(
         get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
     ).submission
-    submit(sending, pipeline.resources["gemini"], running.run_id)
+    submit(sending, pipeline.resources["gemini"].batch_api(), running.run_id)
 
     refused = pipeline.submit_generation("easy", limit=5, raise_on_error=False)
     message = refused.failure_data_for_node("generation_batch").error.message

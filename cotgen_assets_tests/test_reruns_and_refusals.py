@@ -17,12 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import cotgen_assets
+from cotgen_assets.backends.lifecycle import submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
-from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
 
@@ -170,7 +171,7 @@ def test_a_reused_batch_is_a_warning_in_the_run_log_and_in_the_metadata(pipeline
     sources("easy")
     gemini = pipeline.resources["gemini"]
     crashed = prepare_generation(get_scenario("easy"), 2, "fill", 3, MODEL, "high", 10_000, True).submission
-    submit(crashed, gemini)
+    submit(crashed, gemini.batch_api())
     result = pipeline.submit_generation("easy", limit=2)
     meta = pipeline.metadata("generation_batch", "easy")
     assert meta["batch_names"] == crashed.batch_names == meta["reused_batches"]

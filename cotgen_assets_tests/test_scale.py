@@ -9,6 +9,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core import submissions as submissions_module
 from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.core.scenarios import get_scenario
@@ -16,7 +17,6 @@ from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission, prepare_generation, write_shards
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 
 MODEL = "gemini-3.1-pro-preview"

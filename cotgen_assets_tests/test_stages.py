@@ -6,11 +6,11 @@ import json
 import dagster as dg
 import pytest
 
-from cotgen_assets.core.prompts import generation_request, summarization_request
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, stage_named
 from cotgen_assets.core.storage import samples_path
 from cotgen_assets.core.submissions import Submission, ask_id_for, load_submission, request_settings
 from cotgen_assets.definitions import defs
+from cotgen_assets_tests.emulator_harness import generation_request, summarization_request
 
 MODEL = "gemini-3.1-pro-preview"
 

@@ -11,7 +11,8 @@ stage name. On disk, in run tags and in Dagster metadata a stage is its `name`;
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cotgen_assets.core.batch_output import ResultLine, Usage
+from cotgen_assets.core.batch_output import ResultLine
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, SUMMARIZATION_PROMPT_VERSION
 from cotgen_assets.core.quality import SampleStats, Verdict, cod_verdicts, cot_verdicts
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, Field, cod_record, cot_record, field_table

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.decontamination import excluded_problems
+from cotgen_assets.core.model_io import Usage, WireFormat, wire_for
 from cotgen_assets.core.planning import (
     Plan,
     UsageAverage,
@@ -41,7 +41,7 @@ from cotgen_assets.core.planning import (
     validate_max_tries,
     validate_summarize,
 )
-from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
+from cotgen_assets.core.prompts import generation_ask, summarization_ask
 from cotgen_assets.core.quality import numbers_in
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
 from cotgen_assets.core.scenarios import Scenario
@@ -55,7 +55,7 @@ from cotgen_assets.core.storage import (
     source_problems_path,
 )
 
-MAX_SHARD_BYTES = 1_000_000_000  # input files: up to 1 GB on Vertex AI, 2 GB on the Developer Batch API
+MAX_SHARD_BYTES = 1_000_000_000  # a request file's size at most, below a backend's own limit
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
 CONTENT_HASH_CHARS = 16  # of a shard's sha256, at the end of its job's display name
 CONTEXT_COLUMNS = {
@@ -89,12 +89,15 @@ class Submission:
     shards: list[str] = field(default_factory=list)  # shard names: "shard-000", ...
     display_names: list[str] = field(default_factory=list)
     batch_names: list[str] = field(default_factory=list)  # filled once submitted
-    job_states: list[str] = field(default_factory=list)  # how each shard's job ended, once all have
+    job_states: list[str] = field(
+        default_factory=list
+    )  # each shard's job's end, in its API's words, once all ended
+    job_ends: list[str] = field(default_factory=list)  # the same in neutral words (model_io.SUCCEEDED, ...)
     projected_cost_usd: float = 0.0
     offline: bool = False  # True when sent to the local emulator, not Gemini
     ask_id: str = ""  # what is asked and how, without the request bytes (ask_id_for)
     sent_by: str = ""  # the run that sends it, saved before its first upload ("" until then)
-    backend: str = "developer"  # the batch API it is sent to: "developer" or "vertex"
+    backend: str = "developer"  # the batch API it is sent to: a registered backend's name
     job_inputs: list[str] = field(default_factory=list)  # per shard, the request file its job reads
     job_outputs: list[str] = field(default_factory=list)  # per shard, where its job put the answers
     round: dict = field(default_factory=dict)  # generation: how the ask was sized, its round (round_facts)
@@ -361,6 +364,7 @@ def prepare_generation(
     A fill asks enough to reach `limit` at the scenario's estimated accuracy (`ask_enough`; False
     asks exactly the number missing). `rounds` (round, rounds_id) is kept with the submission."""
     validate_job_settings(model, thinking_level, max_requests_per_job, backend)
+    wire = wire_for(backend)
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
     good, used, tries, average = asked_so_far(scenario)
@@ -371,7 +375,7 @@ def prepare_generation(
         scenario.name,
         GENERATION,
         model,
-        generation_request("", thinking_level),
+        wire.request_body(generation_ask("", "", thinking_level)),
         max_requests_per_job,
         plan,
         offline,
@@ -388,13 +392,13 @@ def prepare_generation(
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
         with problems_path.open("rb") as handle:
-            yield from generation_requests(scenario.name, pq.ParquetFile(handle), asked, thinking_level)
+            yield from generation_requests(scenario.name, pq.ParquetFile(handle), asked, thinking_level, wire)
 
     return _finish(submission, plan, items, max_requests_per_job, average.value())
 
 
 def generation_requests(
-    scenario: str, problems: pq.ParquetFile, asked: pa.BooleanArray, thinking_level: str
+    scenario: str, problems: pq.ParquetFile, asked: pa.BooleanArray, thinking_level: str, wire: WireFormat
 ) -> Iterator[tuple[bytes, dict]]:
     """(request line, context) of each problem row `asked` marks, in table order."""
     columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
@@ -418,10 +422,7 @@ def generation_requests(
                 "answer": row["answer"],
                 "source": source,
             }
-            yield (
-                request_line(row["problem_id"], generation_request(row["question"], thinking_level)),
-                context,
-            )
+            yield wire.input_line(generation_ask(row["problem_id"], row["question"], thinking_level)), context
 
 
 def prepare_summarization(
@@ -439,6 +440,7 @@ def prepare_summarization(
     validate_max_tries(max_tries)
     validate_job_settings(model, thinking_level, max_requests_per_job, backend)
     validate_summarize(summarize)
+    wire = wire_for(backend)
     drafted: dict[str, str] = {}
     average = UsageAverage(SUMMARIZATION.usage_prior)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
@@ -457,7 +459,7 @@ def prepare_summarization(
         scenario.name,
         SUMMARIZATION,
         model,
-        summarization_request("", "", "", thinking_level),
+        wire.request_body(summarization_ask("", "", "", "", thinking_level)),
         max_requests_per_job,
         plan,
         offline,
@@ -468,19 +470,19 @@ def prepare_summarization(
     def items():
         for record in read_jsonl(cot_file):
             if record["id"] in wanted:
-                yield summarization_request_of(record, thinking_level)
+                yield summarization_request_of(record, thinking_level, wire)
 
     return _finish(submission, plan, items, max_requests_per_job, average.value())
 
 
-def summarization_request_of(record: dict, thinking_level: str) -> tuple[bytes, dict]:
+def summarization_request_of(record: dict, thinking_level: str, wire: WireFormat) -> tuple[bytes, dict]:
     """(request line, context) that asks to cut a CoT record down to a draft."""
     thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
     context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
     context["cot_predicted_answer"] = record["predicted_answer"]
     context["thought_numbers"] = sorted(numbers_in(thought))
-    request = summarization_request(record["question"], thought, answer, thinking_level)
-    return request_line(record["id"], request), context
+    ask = summarization_ask(record["id"], record["question"], thought, answer, thinking_level)
+    return wire.input_line(ask), context
 
 
 def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:
@@ -496,7 +498,8 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
     if already_sent:
         submission.shards, submission.display_names = sent.shards, sent.display_names
     else:
-        write_shards(submission, items(), max_requests_per_job, MAX_SHARD_BYTES)
+        file_limit = wire_for(submission.backend).limits.max_bytes_per_file or MAX_SHARD_BYTES
+        write_shards(submission, items(), max_requests_per_job, min(MAX_SHARD_BYTES, file_limit))
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     submission.projected_cost_usd, usage = projected_cost_usd(
         submission.model, request_bytes, submission.num_requests, average, submission.backend

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import OFFLINE_TAG, GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.rounds import LIMIT_REACHED, NOTHING_LEFT, ROUNDS_USED_UP, after_round
 from cotgen_assets.core.scenarios import get_scenario
@@ -41,7 +42,6 @@ from cotgen_assets.defs.jobs import (
     summarization_results_job,
 )
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import OFFLINE_TAG, GeminiBatchResource
 
 POLL_TIMEOUT_SECONDS = 10
 RETRY_KEY_TAG = "cotgen/retry_key"  # the first attempt's run key, on every attempt

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
@@ -20,7 +21,6 @@ from cotgen_assets.defs.history import (
     pending_submission,
     submitted_metadata,
 )
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 POLL_TIMEOUT_SECONDS = 10
 SAVED = "saved"  # the newest submission's samples are saved

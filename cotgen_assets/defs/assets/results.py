@@ -3,13 +3,14 @@ submission's output files, downloaded unchanged, and how each of its batch jobs 
 
 import dagster as dg
 
+from cotgen_assets.backends.lifecycle import download_finished
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
 from cotgen_assets.defs.history import latest_submission
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished
 
 
 def results_asset(stage: Stage) -> dg.AssetsDefinition:
@@ -36,7 +37,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
         submission = latest_submission(context.instance, context.partition_key, stage)
     except SubmissionRefused as error:
         raise dg.Failure(description=str(error)) from None
-    jobs = download_finished(submission, gemini)
+    jobs = download_finished(submission, gemini.batch_api())
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
     if running:
         raise dg.Failure(
