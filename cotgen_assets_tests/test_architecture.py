@@ -135,6 +135,7 @@ def test_the_raw_batch_read_still_has_its_sdk_path():
         ("core/answers.py", "import dagster", "import no dagster"),
         ("publish/report.py", "import cotgen_assets.defs.assets.samples", "Layers"),
         ("backends/resource.py", "import cotgen_assets.publish.report", "Layers"),
+        ("core/model_io.py", "import cotgen_assets.backends.developer", "core imports no batch backend"),
     ],
 )
 def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):
@@ -147,6 +148,27 @@ def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):
     done = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1, done.stdout
     assert re.search(rf"{broken}.* BROKEN", done.stdout), done.stdout
+
+
+# The batch APIs' own words: request and response fields, job states, storage fields. They belong
+# to a backend (backends/), never to core, which speaks of asks, replies and job ends.
+WIRE_WORDS = re.compile(
+    r"\b(generationConfig|thinkingConfig|thinkingLevel|includeThoughts|responseJsonSchema|responseMimeType"
+    r"|usageMetadata|promptTokenCount|candidatesTokenCount|thoughtsTokenCount|cachedContentTokenCount"
+    r"|candidates|promptFeedback|blockReason|finishReason|modelVersion|systemInstruction|contents|parts"
+    r"|inputConfig|outputConfig|gcsSource|gcsDestination|batchStats|completionStats|responsesFile"
+    r"|custom_id|JOB_STATE_\w*|BATCH_STATE_\w*)\b"
+)
+
+
+def test_core_speaks_no_batch_api_words():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {match.group(0)}"
+        for path in sorted((ROOT / "cotgen_assets" / "core").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        for match in WIRE_WORDS.finditer(line)
+    ]
+    assert found == []
 
 
 def test_every_file_the_package_reads_is_package_data():

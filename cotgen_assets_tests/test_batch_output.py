@@ -199,3 +199,16 @@ def test_iter_result_lines_streams_a_file(tmp_path):
         ("c", "ok"),
     ]
     assert {r.key: r for r in results if r.key}["c"].answer.endswith("\\boxed{72}.")
+
+
+def test_a_vertex_status_line_is_that_request_s_failure_with_its_usage_kept():
+    from cotgen_assets.backends.vertex import WIRE as VERTEX
+
+    raw = orjson.dumps(
+        {"key": "easy-2", "status": "Quota exceeded", "response": {"usageMetadata": {"promptTokenCount": 7}}}
+    )
+    failed = classify(VERTEX.read_line(raw))
+    assert (failed.key, failed.status, failed.reason) == ("easy-2", "line_error", "Quota exceeded")
+    assert failed.usage == Usage(input_tokens=7)
+    ok = classify(VERTEX.read_line(orjson.dumps({"key": "easy-1", "status": "", **orjson.loads(line())})))
+    assert ok.status == "ok" and ok.answer.endswith("\\boxed{72}.")

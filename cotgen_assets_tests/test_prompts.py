@@ -21,7 +21,7 @@ def test_versions_are_named():
 
 def test_asks_say_what_to_ask_in_no_api_words():
     ask = generation_ask("easy-1", QUESTION)
-    assert ask.parts[-1] == QUESTION and ask.include_thoughts and ask.thinking == "high"
+    assert ask.texts[-1] == QUESTION and ask.include_thoughts and ask.thinking == "high"
     assert ask.schema is None and ask.answers == 1
     draft = summarization_ask("easy-1", QUESTION, "thought", "answer")
     assert draft.schema == DRAFT_SCHEMA and not draft.include_thoughts and draft.thinking == "low"

@@ -41,7 +41,7 @@ class InMemoryWire:
 
     def request_body(self, ask: Ask) -> dict:
         return {
-            "messages": [{"role": "user", "content": [{"type": "text", "text": p} for p in ask.parts]}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": p} for p in ask.texts]}],
             "thinking": {"effort": ask.thinking, "summary": ask.include_thoughts},
             "output_schema": ask.schema,
             "n": ask.answers,
@@ -186,7 +186,7 @@ def api_neutral(snap: dict) -> dict:
     """The snapshot without what a wire format's bytes decide: submission ids (they hash the
     request lines) and projected input (estimated from their size). Costs billed stay."""
     ids: dict[str, str] = {}
-    text = orjson.dumps(snap).decode()
+    text = orjson.dumps(snap, option=orjson.OPT_SORT_KEYS).decode()
     for found in re.findall(r'"submission(?:_id)?":"([0-9a-f]{12})"', text):
         ids.setdefault(found, f"<submission-{len(ids) + 1}>")
     for found, placeholder in ids.items():

@@ -47,7 +47,7 @@ def request_body(ask: Ask) -> dict:
         thinking["thinkingLevel"] = ask.thinking
     if thinking:
         config["thinkingConfig"] = thinking
-    body: dict = {"contents": [{"role": "user", "parts": [{"text": text} for text in ask.parts]}]}
+    body: dict = {"contents": [{"role": "user", "parts": [{"text": text} for text in ask.texts]}]}
     if config:
         body["generationConfig"] = config
     return body

@@ -1,6 +1,6 @@
 """What the pipeline asks a model and what comes back, in no API's words.
 
-`Ask` is one request as the pipeline means it (the prompt's parts, a JSON schema when the answer
+`Ask` is one request as the pipeline means it (the prompt's texts, a JSON schema when the answer
 is structured, the thinking effort, whether thought summaries are wanted, how many answers);
 `Reply` is one answer as a backend read it off its own output line; `Usage` its token counts;
 `JobEnd` how a batch job ended. Each batch backend turns an `Ask` into its own input line and its
@@ -36,12 +36,12 @@ class Usage:
 
 @dataclass(frozen=True)
 class Ask:
-    """One request: `parts` are the user's texts in order (the problem's text last for a
+    """One request: `texts` are the prompt's texts in order (the problem's text last for a
     generation); `schema` asks for JSON of that shape; `thinking` is the effort ("" leaves the
     model's default); `answers` how many answers are wanted for it."""
 
     key: str
-    parts: tuple[str, ...]
+    texts: tuple[str, ...]
     model: str = ""
     schema: dict | None = None
     thinking: str = ""
@@ -98,7 +98,7 @@ class WireFormat(Protocol):
     price table's `backend` column)."""
 
     name: str
-    label: str  # how people call it, in messages: "Vertex AI"
+    label: str  # how people call it, in messages
     limits: Limits
 
     def request_body(self, ask: Ask) -> dict:

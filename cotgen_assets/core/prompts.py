@@ -75,7 +75,7 @@ def generation_ask(key: str, question: str, thinking_level: str = "high", model:
     """
     return Ask(
         key=key,
-        parts=(GENERATION_INSTRUCTIONS, question),
+        texts=(GENERATION_INSTRUCTIONS, question),
         model=model,
         thinking=thinking_level,
         include_thoughts=True,
@@ -88,7 +88,7 @@ def summarization_ask(
     """Ask to turn one CoT sample into a Chain of Draft, as structured JSON."""
     return Ask(
         key=key,
-        parts=(
+        texts=(
             SUMMARIZATION_INSTRUCTIONS,
             "Problem:\n" + question,
             "Reasoning:\n" + thought,

@@ -29,7 +29,7 @@ class Stage:
     build: Callable[[dict, ResultLine, dict], tuple[dict, list]]  # (context, line, block) -> record, gradings
     gates: Callable[[SampleStats], list[Verdict]]  # the samples file's quality gates
     prompt_version: str
-    needs_thoughts: bool  # an answer without thought parts is a failed line
+    needs_thoughts: bool  # an answer without thoughts is a failed line
     usage_prior: Usage  # the answer's size assumed by projected costs until there are samples
     summarizes: "Stage | None" = None  # the stage whose records this one cuts down
     figures: tuple[str, ...] = ()  # `SampleStats` figures shown in this stage's samples metadata
