@@ -47,6 +47,9 @@ class InMemoryWire:
             "n": ask.answers,
         }
 
+    def job_end(self, state: str) -> str:
+        return ENDS.get(state, "")
+
     def input_line(self, ask: Ask) -> bytes:
         return orjson.dumps({"custom_id": ask.key, "params": self.request_body(ask)}) + b"\n"
 
@@ -125,7 +128,7 @@ class InMemoryBatches(Backend):
             name=name,
             display_name=job["display_name"],
             state=job["state"],
-            end=ENDS.get(job["state"], ""),
+            end=self.wire.job_end(job["state"]),
             model=job["model"],
             result_file=f"results/{name}" if job["state"] in ENDS else None,
             create_time=None,

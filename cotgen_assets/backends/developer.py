@@ -93,6 +93,7 @@ class DeveloperWire:
     limits = Limits(max_requests_per_job=None, max_bytes_per_file=2_000_000_000)
     request_body = staticmethod(gemini_wire.request_body)
     input_line = staticmethod(gemini_wire.input_line)
+    job_end = staticmethod(gemini_wire.job_end)
     read_line = staticmethod(gemini_wire.read_line)
 
 

@@ -218,7 +218,7 @@ def _send(submission: Submission, jobs: BatchJobs, shard: str, display_name: str
 
 def _record_jobs(submission: Submission, sent: list[BatchInfo]) -> None:
     """Each shard's job from now on: no end state or answers yet, and the request file it reads."""
-    submission.job_states, submission.job_ends, submission.job_outputs = [], [], []
+    submission.job_states, submission.job_outputs = [], []
     submission.job_inputs = [job.source or "" for job in sent]
 
 
@@ -276,7 +276,6 @@ def download_finished(submission: Submission, jobs: BatchJobs) -> list[BatchInfo
             jobs.download_results(job.result_file, results)
     if fetched and all(job.done for job in fetched):
         submission.job_states = [job.state for job in fetched]
-        submission.job_ends = [job.end for job in fetched]
         submission.job_outputs = [job.result_file or "" for job in fetched]
         submission.save()
     return fetched

@@ -26,7 +26,7 @@ OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}  # on assets and runs, so of
 
 
 class GeminiBatchResource(dg.ConfigurableResource):
-    """Stage request files, run batch jobs and download their answers, on the backend configured.
+    """Upload request files, run batch jobs and download their answers, on the backend configured.
 
     `developer`: with no `api_key` it is offline and uses the emulator at `base_url`, else
     `emulator_url`. `vertex`: jobs of `project` in `location`, staged under `staging` (gs://);
@@ -121,6 +121,7 @@ def gemini_from_env() -> GeminiBatchResource:
 
     Developer API: the real one when GEMINI_API_KEY is set, else the local emulator (offline).
     Vertex AI: never the key; Application Default Credentials, or a fixed token for a local server.
+    Another registered backend: its name and the base URL, nothing else.
     """
     base_url = os.environ.get("COTGEN_GEMINI_BASE_URL") or None
     if (backend := backend_from_env(backend_names())) == VERTEX:

@@ -119,6 +119,7 @@ class VertexWire:
     limits = Limits(max_requests_per_job=200_000, max_bytes_per_file=1_000_000_000)
     request_body = staticmethod(gemini_wire.request_body)
     input_line = staticmethod(gemini_wire.input_line)
+    job_end = staticmethod(gemini_wire.job_end)
     read_line = staticmethod(read_line)
 
 

@@ -79,7 +79,7 @@ def refuse_missing_results(submission: Submission) -> None:
         if outcome["status"] != NOT_RUN
     }
     states = dict(zip(submission.shards, submission.job_states))
-    ends = dict(zip(submission.shards, submission.job_ends))
+    ends = {shard: wire_for(submission.backend).job_end(state) for shard, state in states.items()}
     for shard, batch in zip(submission.shards, submission.batch_names):
         path = submission.results_path(shard)
         if not path.exists() and (ends.get(shard) in ANSWERED_ENDS or batch in answered_before):
@@ -317,8 +317,7 @@ def _ingest_shard(
             output.flush()
     output.flush()
     state = dict(zip(submission.shards, submission.job_states)).get(shard)
-    end = dict(zip(submission.shards, submission.job_ends)).get(shard)
-    if end is None or end == SUCCEEDED:
+    if state is None or wire_for(submission.backend).job_end(state) == SUCCEEDED:
         status, reason = MISSING, "no line for this request in the results file"
     else:  # cancelled or partially succeeded: the rest was never run (nor paid), so no try
         status, reason = NOT_RUN, f"its batch job ended {state} before answering it"

@@ -78,7 +78,7 @@ class Reply:
     reason: str | None = None
 
 
-# How a batch job ended (BatchInfo.end, Submission.job_ends); "" while it runs.
+# How a batch job ended, in neutral words (WireFormat.job_end); "" while it runs.
 SUCCEEDED, PARTIALLY_SUCCEEDED = "succeeded", "partially_succeeded"
 FAILED, CANCELLED, EXPIRED = "failed", "cancelled", "expired"
 ANSWERED_ENDS = frozenset({SUCCEEDED, PARTIALLY_SUCCEEDED})  # its results file holds answers
@@ -109,6 +109,9 @@ class WireFormat(Protocol):
 
     def read_line(self, raw: bytes) -> Reply:
         """One line of a results file (without its newline)."""
+
+    def job_end(self, state: str) -> str:
+        """How a job in the API's `state` ended (SUCCEEDED, ...), "" while it runs."""
 
 
 _WIRES: dict[str, WireFormat] = {}

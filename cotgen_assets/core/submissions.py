@@ -89,10 +89,7 @@ class Submission:
     shards: list[str] = field(default_factory=list)  # shard names: "shard-000", ...
     display_names: list[str] = field(default_factory=list)
     batch_names: list[str] = field(default_factory=list)  # filled once submitted
-    job_states: list[str] = field(
-        default_factory=list
-    )  # each shard's job's end, in its API's words, once all ended
-    job_ends: list[str] = field(default_factory=list)  # the same in neutral words (model_io.SUCCEEDED, ...)
+    job_states: list[str] = field(default_factory=list)  # how each shard's job ended, once all have
     projected_cost_usd: float = 0.0
     offline: bool = False  # True when sent to the local emulator, not Gemini
     ask_id: str = ""  # what is asked and how, without the request bytes (ask_id_for)
