@@ -122,7 +122,8 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
     """A submission folder as `generation_batch` leaves it, plus downloaded results; returns its id."""
-    from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
+    from cotgen_assets.backends.developer import WIRE
+    from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_ask
     from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.submissions import Submission, write_shards
 
@@ -153,7 +154,7 @@ def write_submission(lines: int, requests_per_job: int, thought_size: int) -> st
                 "answer": problem["answer"],
                 "source": source,
             }
-            yield request_line(context["id"], generation_request(problem["question"])), context
+            yield WIRE.input_line(generation_ask(context["id"], problem["question"])), context
 
     write_shards(submission, items(), requests_per_job, 1_900_000_000)
     submission.batch_names = [f"batches/bench-{shard}" for shard in submission.shards]
