@@ -212,6 +212,7 @@ def run_prepare(data: Path, out: Path) -> int:
     """`prepare_generation` for every problem: plan, then write request shards and contexts."""
     import pyarrow.parquet as pq
 
+    import cotgen_assets.backends  # noqa: F401 - the Developer API's wire format, registered as in the assets
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.submissions import prepare_generation
 
@@ -279,6 +280,7 @@ def run_naive(data: Path, out: Path) -> int:
 
 def run_project(data: Path, out: Path, observer: bool = False) -> int:
     """The project's own path: `ingest_submission`, with the asset's observer or without."""
+    import cotgen_assets.backends  # noqa: F401 - the Developer API's wire format, registered as in the assets
     from cotgen_assets.core.ingest import ingest_submission
     from cotgen_assets.core.quality import SampleStats
     from cotgen_assets.core.stages import GENERATION
