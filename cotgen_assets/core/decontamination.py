@@ -20,6 +20,7 @@ Plain logic (no dagster): the source_problems asset calls `decontaminate`, its c
 `verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
 """
 
+import html
 import json
 import re
 import unicodedata
@@ -72,6 +73,12 @@ _SYMBOLS = str.maketrans(
         **{chr(0x3B1 + i): f" \\{name} " for i, name in enumerate(_GREEK)},
     }
 )
+# Cyrillic and Greek letters drawn like Latin ones (Unicode's confusables, letters only): "раst" with
+# Cyrillic р and а is "past". Greek capitals only: lowercase α, ν, ρ... are math letters (\alpha...).
+_LOOKALIKES = str.maketrans(
+    "аеорсхуіјѕԁһӏԛԝАВЕКМНОРСТХУІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧο",
+    "aeopcxyijsdhlqwABEKMHOPCTXYIJSABEZHIKMNOPTYXo",
+)
 _ROOT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?)?")  # √23 is \sqrt{23}; √x is \sqrt x
 _VULGAR = re.compile(r"(\d+)\u2044(\d+)")  # NFKC turns ½ into 1⁄2
 # A comma (or `{,}`, `,\!`, `\,`) between a digit and exactly three digits separates thousands:
@@ -103,13 +110,19 @@ _ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
 _COMMAND = re.compile(r"\\[a-z]+")
 _WORD = re.compile(r"[^\W_]+")
 _DIGITS = re.compile(r"\d+")
+# Where a sentence ends: a line break, or a space after . ? ! or : (closing $, brackets or quotes may
+# come between) or after a displayed formula or figure ($$, \], [/asy]).
+_SENTENCE_END = re.compile(r"(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<=\[/asy\]))\s+|\n")
 
 
 def _fold(text: str) -> str:
     """One spelling for text that reads the same: invisible characters dropped, Unicode forms,
     symbols, thousands separators, synonymous commands, unbraced arguments and spacing folded."""
-    text = _INVISIBLE.sub("", text or "").translate(_SUPERSCRIPTS)
-    text = unicodedata.normalize("NFKC", text).lower().translate(_SYMBOLS)
+    text = text or ""
+    if "&" in text:  # scraped pages: &lt; is <, &#39; is '
+        text = html.unescape(text)
+    text = _INVISIBLE.sub("", text).translate(_SUPERSCRIPTS)
+    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES).lower().translate(_SYMBOLS)
     text = _ROOT.sub(lambda m: rf"\sqrt{{{m[1]}}}" if m[1] else r"\sqrt ", text)
     text = _THOUSANDS.sub("", _VULGAR.sub(r"\\frac{\1}{\2}", text))
     text = _ANY_COMMAND.sub(lambda m: _SAME_AS.get(m[1], m[0]), text)
@@ -184,9 +197,10 @@ class BenchmarkIndex:
                 self.exact[name].setdefault(key, row)
                 tokens[name].append(distinct.setdefault(key, _words(folded)))
         stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
-        self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
+        self.grams: dict[int, dict[str, int]] = {}  # telling n-gram -> benchmark -> first row
         self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
-        lengths = set()
+        self.short_min = short_min
+        self.heads: dict[int, list[tuple[str, int, tuple[str, ...]]]] = {}  # first words -> problems
         for name, problems in tokens.items():
             for row, problem in enumerate(problems):
                 if len(problem) >= n:
@@ -194,10 +208,15 @@ class BenchmarkIndex:
                         if telling:
                             self.grams.setdefault(hash(gram), {}).setdefault(name, row)
                     self.templates.setdefault(_masked(problem), {}).setdefault(name, row)
-                elif len(problem) >= short_min:
-                    self.grams.setdefault(hash(tuple(problem)), {}).setdefault(name, row)
-                    lengths.add(len(problem))
-        self.lengths = (n, *sorted(lengths))
+                if len(problem) >= short_min:
+                    self.heads.setdefault(hash(tuple(problem[:short_min])), []).append((name, row, tuple(problem)))
+        self.sentences: dict[tuple[str, ...], dict[str, int]] = {}  # sentence run -> benchmark -> row
+        for name, texts in questions.items():
+            for row, text in enumerate(texts):
+                runs = _sentence_keys(_fold(text))
+                for end in range(1, len(runs)):
+                    self.sentences.setdefault(runs[:end], {})  # a beginning: read on
+                self.sentences.setdefault(runs, {}).setdefault(name, row)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -213,6 +232,8 @@ class BenchmarkIndex:
                 found[name] = ("exact", row, "")
         if len(found) < len(self.names):
             self._match_ngrams(tokens, found)
+        if len(found) < len(self.names):
+            self._match_contained(tokens, _sentence_keys(folded), found)
         if not found:
             return None
         names = [name for name in self.names if name in found]
@@ -223,13 +244,11 @@ class BenchmarkIndex:
     def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
         """Add the benchmarks not found yet that share a telling n-gram, or boilerplate and the same
         words apart from numbers."""
-        table = self.grams
-        for length in self.lengths:  # 13-grams first, then whole short problems
-            for gram in ngrams(tokens, length):
-                hits = table.get(hash(gram))
-                if hits:
-                    for name, row in hits.items():
-                        found.setdefault(name, ("ngram", row, " ".join(gram)))
+        for gram in ngrams(tokens, self.n):
+            hits = self.grams.get(hash(gram))
+            if hits:
+                for name, row in hits.items():
+                    found.setdefault(name, ("ngram", row, " ".join(gram)))
         if len(found) == len(self.names):
             return
         for name, row in self.templates.get(_masked(tokens), {}).items():
@@ -237,6 +256,29 @@ class BenchmarkIndex:
                 shared = _first_shared(tokens, words(self.questions[name][row]), self.n)
                 if shared:
                     found[name] = ("ngram", row, shared)
+
+
+    def _match_contained(
+        self, tokens: list[str], sentences: tuple[str, ...], found: dict[str, tuple[str, int, str]]
+    ) -> None:
+        """Add the benchmarks not found yet with a problem inside this one: all its words in order (if
+        it has `short_min` or more), or all its sentences (a shorter one, so not part of a formula)."""
+        for start, head in enumerate(ngrams(tokens, self.short_min)):
+            for name, row, problem in self.heads.get(hash(head), ()):
+                if name not in found and tuple(tokens[start : start + len(problem)]) == problem:
+                    found[name] = ("contained", row, " ".join(problem))
+        for start in range(len(sentences)):
+            for end in range(start + 1, len(sentences) + 1):
+                hits = self.sentences.get(sentences[start:end])
+                if hits is None:
+                    break
+                for name, row in hits.items():
+                    found.setdefault(name, ("contained", row, " ".join(sentences[start:end])))
+
+
+def _sentence_keys(folded: str) -> tuple[str, ...]:
+    """The text's sentences, each as `_key`: joined, they are the text's key."""
+    return tuple(key for part in _SENTENCE_END.split(folded) if (key := _key(part)))
 
 
 def _stock_phrases(problems: Iterable[list[str]]) -> set[int]:
@@ -388,7 +430,7 @@ def decontaminate(
     keep = [True] * len(ids)
     if chosen:
         outcome.by_benchmark = {b.name: 0 for b in chosen}
-        outcome.by_match = {"exact": 0, "ngram": 0}
+        outcome.by_match = {"exact": 0, "ngram": 0, "contained": 0}
         for row, match in enumerate(find_contamination(questions, benchmark_index(chosen))):
             if match is None:
                 continue
