@@ -2,7 +2,6 @@
 decontamination tests and bench/decontaminate.py: an instruction added, HTML entities, look-alike letters."""
 
 import html
-import re
 
 # Cyrillic letters that look like these Latin ones (what a homoglyph tool or a mixed keyboard types).
 _CYRILLIC = str.maketrans("aeopcxyAEOPCXHKMT", "аеорсхуАЕОРСХНКМТ")
@@ -20,7 +19,6 @@ EDITS = {
         text + "\nPlease reason step by step, and put your final answer within \\boxed{}."
     ),
     "prepended 'Problem: '": lambda text: "Problem: " + text,
-    "glued ' Explain.' after the last word": lambda text: re.sub(r"[.?!]?\s*$", " Explain.", text, count=1),
     "html.escape": html.escape,
     "numeric HTML entities": _numeric_entities,
     "Cyrillic look-alike letters": lambda text: text.translate(_CYRILLIC),

@@ -209,7 +209,9 @@ class BenchmarkIndex:
                             self.grams.setdefault(hash(gram), {}).setdefault(name, row)
                     self.templates.setdefault(_masked(problem), {}).setdefault(name, row)
                 if len(problem) >= short_min:
-                    self.heads.setdefault(hash(tuple(problem[:short_min])), []).append((name, row, tuple(problem)))
+                    self.heads.setdefault(hash(tuple(problem[:short_min])), []).append(
+                        (name, row, tuple(problem))
+                    )
         self.sentences: dict[tuple[str, ...], dict[str, int]] = {}  # sentence run -> benchmark -> row
         for name, texts in questions.items():
             for row, text in enumerate(texts):
@@ -256,7 +258,6 @@ class BenchmarkIndex:
                 shared = _first_shared(tokens, words(self.questions[name][row]), self.n)
                 if shared:
                     found[name] = ("ngram", row, shared)
-
 
     def _match_contained(
         self, tokens: list[str], sentences: tuple[str, ...], found: dict[str, tuple[str, int, str]]
