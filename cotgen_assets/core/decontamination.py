@@ -190,17 +190,18 @@ class BenchmarkIndex:
         self.exact: dict[str, dict[str, int]] = {name: {} for name in questions}
         tokens: dict[str, list[list[str]]] = {name: [] for name in questions}
         distinct: dict[str, list[str]] = {}  # MATH-500 repeats MATH test: count each problem once
+        self.sentences: dict[tuple[str, ...], dict[str, int]] = {}  # sentences -> benchmark -> row
         for name, texts in questions.items():
             for row, text in enumerate(texts):
                 folded = _fold(text)
                 key = _key(folded)
                 self.exact[name].setdefault(key, row)
                 tokens[name].append(distinct.setdefault(key, _words(folded)))
+                self._add_sentences(_sentence_keys(folded), name, row)
         stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
-        self.grams: dict[int, dict[str, int]] = {}  # telling n-gram -> benchmark -> first row
+        self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
         self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
-        self.short_min = short_min
-        self.heads: dict[int, list[tuple[str, int, tuple[str, ...]]]] = {}  # first words -> problems
+        lengths = set()
         for name, problems in tokens.items():
             for row, problem in enumerate(problems):
                 if len(problem) >= n:
@@ -208,17 +209,16 @@ class BenchmarkIndex:
                         if telling:
                             self.grams.setdefault(hash(gram), {}).setdefault(name, row)
                     self.templates.setdefault(_masked(problem), {}).setdefault(name, row)
-                if len(problem) >= short_min:
-                    self.heads.setdefault(hash(tuple(problem[:short_min])), []).append(
-                        (name, row, tuple(problem))
-                    )
-        self.sentences: dict[tuple[str, ...], dict[str, int]] = {}  # sentence run -> benchmark -> row
-        for name, texts in questions.items():
-            for row, text in enumerate(texts):
-                runs = _sentence_keys(_fold(text))
-                for end in range(1, len(runs)):
-                    self.sentences.setdefault(runs[:end], {})  # a beginning: read on
-                self.sentences.setdefault(runs, {}).setdefault(name, row)
+                elif len(problem) >= short_min:
+                    self.grams.setdefault(hash(tuple(problem)), {}).setdefault(name, row)
+                    lengths.add(len(problem))
+        self.lengths = (n, *sorted(lengths))
+
+    def _add_sentences(self, sentences: tuple[str, ...], name: str, row: int) -> None:
+        """The problem's sentences, and each beginning of them (so that a search knows to read on)."""
+        for end in range(1, len(sentences)):
+            self.sentences.setdefault(sentences[:end], {})
+        self.sentences.setdefault(sentences, {}).setdefault(name, row)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -235,7 +235,7 @@ class BenchmarkIndex:
         if len(found) < len(self.names):
             self._match_ngrams(tokens, found)
         if len(found) < len(self.names):
-            self._match_contained(tokens, _sentence_keys(folded), found)
+            self._match_sentences(_sentence_keys(folded), found)
         if not found:
             return None
         names = [name for name in self.names if name in found]
@@ -246,11 +246,13 @@ class BenchmarkIndex:
     def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
         """Add the benchmarks not found yet that share a telling n-gram, or boilerplate and the same
         words apart from numbers."""
-        for gram in ngrams(tokens, self.n):
-            hits = self.grams.get(hash(gram))
-            if hits:
-                for name, row in hits.items():
-                    found.setdefault(name, ("ngram", row, " ".join(gram)))
+        table = self.grams
+        for length in self.lengths:  # 13-grams first, then whole short problems
+            for gram in ngrams(tokens, length):
+                hits = table.get(hash(gram))
+                if hits:
+                    for name, row in hits.items():
+                        found.setdefault(name, ("ngram", row, " ".join(gram)))
         if len(found) == len(self.names):
             return
         for name, row in self.templates.get(_masked(tokens), {}).items():
@@ -259,19 +261,13 @@ class BenchmarkIndex:
                 if shared:
                     found[name] = ("ngram", row, shared)
 
-    def _match_contained(
-        self, tokens: list[str], sentences: tuple[str, ...], found: dict[str, tuple[str, int, str]]
-    ) -> None:
-        """Add the benchmarks not found yet with a problem inside this one: all its words in order (if
-        it has `short_min` or more), or all its sentences (a shorter one, so not part of a formula)."""
-        for start, head in enumerate(ngrams(tokens, self.short_min)):
-            for name, row, problem in self.heads.get(hash(head), ()):
-                if name not in found and tuple(tokens[start : start + len(problem)]) == problem:
-                    found[name] = ("contained", row, " ".join(problem))
+    def _match_sentences(self, sentences: tuple[str, ...], found: dict[str, tuple[str, int, str]]) -> None:
+        """Add the benchmarks not found yet with a problem that is a run of this one's sentences: the
+        benchmark problem with an instruction or a preamble added, whatever its length or phrasing."""
         for start in range(len(sentences)):
             for end in range(start + 1, len(sentences) + 1):
                 hits = self.sentences.get(sentences[start:end])
-                if hits is None:
+                if hits is None:  # no benchmark problem begins with these sentences
                     break
                 for name, row in hits.items():
                     found.setdefault(name, ("contained", row, " ".join(sentences[start:end])))
