@@ -7,14 +7,20 @@ common fraction." is 7 words) do not count, and short enough that a benchmark pr
 added or a number reworded still matches. Words are letter/digit runs with LaTeX commands and
 Asymptote figure code left out, so formula spacing and figure boilerplate do not make matches.
 Both are taken after `_fold`, so that a benchmark problem retyped with other characters (a soft
-hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`) is still itself.
+hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`, HTML entities
+such as `&lt;` and `&#39;` from a scraped page, Cyrillic or Greek letters drawn like Latin ones) is
+still itself.
 A shared 13-gram counts only when it is telling: boilerplate, a run made only of phrasing that
 several benchmark problems share (an instruction such as "Enter your answer in the form
 $(r,\\theta),$ where …"), does not show that two problems are the same, unless they also have the
 same words apart from their numbers (the benchmark problem with other numbers); see `BenchmarkIndex`.
 A benchmark problem shorter than 13 words has no 13-gram: it counts as one n-gram of its own length
-if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches), and below that
-only the exact test applies (such texts are mostly a bare formula, "Evaluate $\\lceil -\\sqrt{23}\\rceil$.").
+if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches).
+And a problem that holds a whole benchmark problem as whole sentences matches it, whatever the
+benchmark problem's length or phrasing ("contained"): the benchmark problem with an instruction
+("Show your work.", "Answer:") or a preamble ("Problem:") added. Whole sentences only, so that a short
+benchmark problem ("Compute $\\dbinom{8}{4}$.") inside a longer formula or sentence ("Compute
+$\\dbinom{8}{4} + \\dbinom{8}{5}$.") is no match: that is another problem.
 
 Plain logic (no dagster): the source_problems asset calls `decontaminate`, its check calls
 `verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
@@ -41,11 +47,12 @@ STOCK = 8  # words in a stock phrase
 STOCK_PROBLEMS = 2  # different benchmark problems that contain it, at least
 EXAMPLES = 5
 RULE = (
-    f"contaminated = same normalised text (formatting, case, whitespace, punctuation folded) as a "
-    f"benchmark problem, or a shared run of {NGRAM} words, unless every word of the run lies in a "
-    f"{STOCK}-word phrase that {STOCK_PROBLEMS} or more benchmark problems contain (boilerplate) and the "
-    f"two problems differ in more than their numbers (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
-    f"words: all of it; shorter: exact only)"
+    f"contaminated = same normalised text (formatting, HTML entities, look-alike letters, case, "
+    f"whitespace, punctuation folded) as a benchmark problem, or a shared run of {NGRAM} words, unless "
+    f"every word of the run lies in a {STOCK}-word phrase that {STOCK_PROBLEMS} or more benchmark problems "
+    f"contain (boilerplate) and the two problems differ in more than their numbers (benchmark problems "
+    f"of {SHORT_MIN}-{NGRAM - 1} words: all of it), or a run of whole sentences that is a benchmark "
+    f"problem (an instruction or preamble added)"
 )
 
 # Characters that show nothing (soft hyphen, zero-width space and joiners, direction marks, word
@@ -116,8 +123,9 @@ _SENTENCE_END = re.compile(r"(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<
 
 
 def _fold(text: str) -> str:
-    """One spelling for text that reads the same: invisible characters dropped, Unicode forms,
-    symbols, thousands separators, synonymous commands, unbraced arguments and spacing folded."""
+    """One spelling for text that reads the same: HTML entities decoded, invisible characters
+    dropped, Unicode forms, look-alike letters, symbols, thousands separators, synonymous commands,
+    unbraced arguments and spacing folded."""
     text = text or ""
     if "&" in text:  # scraped pages: &lt; is <, &#39; is '
         text = html.unescape(text)
@@ -159,7 +167,7 @@ class Match:
     """Why one problem is contaminated: the first benchmark that matches, and every one that does."""
 
     benchmark: str
-    match: str  # "exact" or "ngram"
+    match: str  # "exact", "ngram" or "contained"
     benchmark_question: str
     benchmarks: tuple[str, ...]
     shared: str  # the shared words (n-gram matches), else ""
@@ -339,7 +347,7 @@ class Decontamination:
     num_kept: int
     num_contaminated: int = 0
     by_benchmark: dict[str, int] = field(default_factory=dict)  # a problem counts for each it matches
-    by_match: dict[str, int] = field(default_factory=dict)  # "exact" / "ngram" (first match only)
+    by_match: dict[str, int] = field(default_factory=dict)  # "exact" / "ngram" / "contained" (first)
     contaminated_ids: list[str] = field(default_factory=list)
     num_duplicates: int = 0
     duplicate_ids: dict[str, str] = field(default_factory=dict)  # left-out id -> id kept
