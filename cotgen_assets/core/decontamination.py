@@ -202,10 +202,11 @@ class BenchmarkIndex:
         for name, texts in questions.items():
             for row, text in enumerate(texts):
                 folded = _fold(text)
-                key = _key(folded)
+                sentences = _sentence_keys(folded)
+                key = " ".join(sentences)
                 self.exact[name].setdefault(key, row)
                 tokens[name].append(distinct.setdefault(key, _words(folded)))
-                self._add_sentences(_sentence_keys(folded), name, row)
+                self._add_sentences(sentences, name, row)
         stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
         self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
         self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
@@ -234,7 +235,8 @@ class BenchmarkIndex:
 
     def match(self, question: str) -> Match | None:
         folded = _fold(question)
-        key, tokens = _key(folded), _words(folded)
+        sentences = _sentence_keys(folded)
+        key, tokens = " ".join(sentences), _words(folded)
         found: dict[str, tuple[str, int, str]] = {}  # benchmark -> (kind, row, shared words)
         for name, exact in self.exact.items():
             row = exact.get(key)
@@ -243,7 +245,7 @@ class BenchmarkIndex:
         if len(found) < len(self.names):
             self._match_ngrams(tokens, found)
         if len(found) < len(self.names):
-            self._match_sentences(_sentence_keys(folded), found)
+            self._match_sentences(sentences, found)
         if not found:
             return None
         names = [name for name in self.names if name in found]
