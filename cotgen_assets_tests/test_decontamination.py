@@ -76,6 +76,16 @@ def test_counts_per_scenario(results):
         assert clean.num_rows + report.num_contaminated + report.num_duplicates == problems.num_rows
 
 
+def test_containment_leaves_out_no_shipped_training_problem(results):
+    """A benchmark problem inside a longer one counts only as whole sentences, so the shipped training
+    problems keep their numbers (each one it left out would be a benchmark problem plus a sentence)."""
+    kept = {name: clean.num_rows for name, (_, clean, _) in results.items()}
+    assert kept == {"easy": 7469, "medium": 1712, "hard": 2267}
+    assert {name: report.by_match["contained"] for name, (_, _, report) in results.items()} == dict.fromkeys(
+        kept, 0
+    )
+
+
 def test_every_math_test_problem_is_excluded(results, math_index):
     """All 2,932 MATH-test rows of medium + hard (308 of them MATH-500) are left out."""
     excluded_test = 0
