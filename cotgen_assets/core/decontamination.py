@@ -174,8 +174,8 @@ class Match:
 
 
 class BenchmarkIndex:
-    """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, and the
-    problems' words with numbers masked.
+    """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, the
+    problems' words with numbers masked, and their sentences (with every beginning of them).
 
     A 13-gram made only of stock phrasing is boilerplate and proves nothing: every word of it lies in
     some `STOCK`-word run that at least `STOCK_PROBLEMS` different benchmark problems contain (an
