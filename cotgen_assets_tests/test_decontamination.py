@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import html
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from cotgen_assets.core.decontamination import (
     NGRAM,
+    SHORT_MIN,
     BenchmarkIndex,
     benchmark_index,
     decontaminate,
@@ -22,6 +24,7 @@ from cotgen_assets.core.decontamination import (
 )
 from cotgen_assets.core.scenarios import ScenarioError, load_scenarios_and_benchmarks
 from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
+from cotgen_assets_tests.decontamination_harness import EDITS, escaped
 
 DATA = Path(os.environ["COTGEN_DATASETS_DIR"])
 
@@ -71,6 +74,16 @@ def test_counts_per_scenario(results):
         problems, clean, report = results[name]
         assert report.num_kept == clean.num_rows
         assert clean.num_rows + report.num_contaminated + report.num_duplicates == problems.num_rows
+
+
+def test_containment_leaves_out_no_shipped_training_problem(results):
+    """A benchmark problem inside a longer one counts only as whole sentences, so the shipped training
+    problems keep their numbers (each one it left out would be a benchmark problem plus a sentence)."""
+    kept = {name: clean.num_rows for name, (_, clean, _) in results.items()}
+    assert kept == {"easy": 7469, "medium": 1712, "hard": 2267}
+    assert {name: report.by_match["contained"] for name, (_, _, report) in results.items()} == dict.fromkeys(
+        kept, 0
+    )
 
 
 def test_every_math_test_problem_is_excluded(results, math_index):
@@ -195,12 +208,6 @@ VARIANTS = {
 }
 
 
-def _escaped(index, questions: list[str], change) -> tuple[int, list[str]]:
-    """How many of the questions the change alters, and the altered ones no benchmark matches."""
-    changed = [variant for q in questions if (variant := change(q)) != q]
-    return len(changed), [variant for variant in changed if index.match(variant) is None]
-
-
 def test_formatting_variants_of_math500_problems_are_caught(defaults):
     """The probe: for each kind of change, the first MATH-500 problem it alters is still left out."""
     _, benchmarks = defaults
@@ -219,7 +226,7 @@ def test_formatting_variants_of_every_benchmark_problem_are_caught(defaults):
     _, benchmarks = defaults
     index = benchmark_index(benchmarks.values())
     everything = [q for b in benchmarks.values() for q in load_benchmark_questions(b)]
-    counts = {kind: _escaped(index, everything, change) for kind, change in VARIANTS.items()}
+    counts = {kind: escaped(index, everything, change) for kind, change in VARIANTS.items()}
     assert all(changed > 0 for changed, _ in counts.values()), counts
     assert {kind: len(escaped) for kind, (_, escaped) in counts.items() if escaped} == {}
 
@@ -235,6 +242,8 @@ def test_normalize_folds_formatting_but_not_meaning():
         ("90\u00b0", "90^\\circ"),
         ("x\u00b2 + \u00bd + \u03b8", "x^2 + \\frac{1}{2} + \\theta"),
         ("pro\u00adblem\u200b \ufeffsolve\u2060d", "problem solved"),
+        ("Lenny&#39;s &amp; Larry&#x27;s: $0 &lt; x &gt; y$", "Lenny's & Larry's: $0 < x > y$"),
+        ("\u041d\u043ew m\u0430ny \u0440\u043eints? \u0391\u0392\u039f", "How many points? ABO"),
     ]
     for variant, original in same:
         assert normalize(variant) == normalize(original), variant
@@ -336,9 +345,58 @@ def test_short_benchmark_problems(defaults):
     medium_length = next(q for q in math_test if 9 <= len(words(q)) < NGRAM)
     caught = index.match("First, a warm-up. " + medium_length + " Then explain your steps.")
     assert caught is not None and caught.match == "ngram"
-    tiny = next(q for q in math_test if len(words(q)) < 5 and "$" in q)
+    tiny = next(q for q in math_test if len(words(q)) < 5 and q.endswith("$."))
     assert index.match(tiny).match == "exact"
-    assert index.match("First, a warm-up. " + tiny + " Then explain your steps.") is None
+    # As whole sentences of a longer text it is that problem; inside a longer formula or sentence not.
+    caught = index.match("First, a warm-up. " + tiny + " Then explain your steps.")
+    assert caught is not None and caught.match == "contained" and caught.benchmark_question == tiny
+    formula_end = tiny.rindex("$")
+    longer = [
+        tiny[:formula_end] + " + 1" + tiny[formula_end:],
+        tiny[:-1] + " and $x + 1$.",
+        tiny[:-1] + " and explain your steps.",
+    ]
+    assert [index.match(text) for text in longer] == [None, None, None]
+
+
+def _sample(benchmarks) -> list[str]:
+    """The benchmark problems once each: every one under 20 words (few or no 13-grams, so an edit
+    can slip between them) and every 10th longer one, to keep the quick loop quick."""
+    distinct = dict.fromkeys(q for b in benchmarks.values() for q in load_benchmark_questions(b))
+    return [q for i, q in enumerate(distinct) if len(words(q)) < 20 or i % 10 == 0]
+
+
+def _ends_in_a_bare_formula(problem: str) -> bool:
+    return len(words(problem)) < SHORT_MIN and problem.endswith("$")
+
+
+def test_benchmark_problems_edited_as_scraped_data_are_caught(defaults):
+    """An instruction added, HTML entities, look-alike letters: no edited benchmark problem escapes,
+    but a problem of a few words ending in a formula with no full stop, text added with no break
+    ("Expand $(x+5)^2$ Show your work."): that reads as one longer sentence (bench/decontaminate.py
+    --edits measures all problems)."""
+    _, benchmarks = defaults
+    index = benchmark_index(benchmarks.values())
+    sample = _sample(benchmarks)
+    counts = {kind: escaped(index, sample, edit) for kind, edit in EDITS.items()}
+    assert all(changed > 100 for changed, _ in counts.values()), counts
+    slipped = {kind: texts for kind, (_, texts) in counts.items() if texts}
+    assert list(slipped) == ["appended ' Show your work.'"], slipped
+    originals = [text.removesuffix(" Show your work.") for text in slipped["appended ' Show your work.'"]]
+    assert len(originals) == 7 and all(_ends_in_a_bare_formula(q) for q in originals), originals
+
+
+def test_a_stock_problem_with_an_instruction_and_an_escaped_apostrophe(defaults):
+    """Named examples: a problem made only of phrasing other benchmark problems share (no telling
+    13-gram) with an answer cue added, and a GSM8K problem whose quotes became entities."""
+    _, benchmarks = defaults
+    index = benchmark_index(benchmarks.values())
+    club = load_benchmark_questions(benchmarks["math_test"])[4360]
+    assert club.startswith("My club has 15 members.  In how many ways can we choose a president")
+    assert index.match(club + "\n\nAnswer:").benchmark_question == club
+    carols = load_benchmark_questions(benchmarks["gsm8k_test"])[797]
+    assert carols.startswith('Carrie is planning the caroling schedule. The choir plans to sing "Deck')
+    assert index.match(html.escape(carols)).benchmark_question == carols
 
 
 def test_an_opted_out_scenario_says_so(defaults):

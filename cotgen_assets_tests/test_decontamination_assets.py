@@ -1,18 +1,23 @@
 """Decontamination as a user meets it: source_problems, samples made before it existed, summarization."""
 
+import json
 import logging
 import os
 from pathlib import Path
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from cotgen_assets.core.decontamination import decontamination_path, words
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
+from cotgen_assets.core.storage import source_problems_path
 from cotgen_assets.defs.assets.sources import _decontamination_note, source_problems
 from cotgen_assets.publish.trace import trace
+from cotgen_assets_tests.decontamination_harness import EDITS
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 
 pytestmark = pytest.mark.pipeline
@@ -28,6 +33,31 @@ def small_medium_dataset(folder: Path) -> Path:
     path = folder / "medium.parquet"
     pq.write_table(math.take(train + test), path)
     return path
+
+
+def edited_medium_dataset(folder: Path) -> tuple[Path, list[str]]:
+    """Three MATH training problems of `medium`, then MATH test problems of `medium` edited as scraped
+    data is, one per edit of EDITS: short ones (no 13-gram to share) get an instruction or look-alike
+    letters, ones with an apostrophe or `<` get HTML entities. Returns the file and the edited texts."""
+    math = pq.read_table(Path(os.environ["COTGEN_DATASETS_DIR"]) / "competition_math" / "train.parquet")
+    levels = pc.is_in(math["level"], pa.array(["Level 1", "Level 2", "Level 3"]))
+    kinds = pc.is_in(math["type"], pa.array(["Algebra", "Intermediate Algebra", "Precalculus"]))
+    medium = pc.indices_nonzero(pc.and_(levels, kinds)).to_pylist()
+    problems = math["problem"].to_pylist()
+    test = [row for row in medium if row >= 7500]  # rows 7500-12499 are MATH's test split
+    short = iter(row for row in test if len(words(problems[row])) < 8)
+    quoted = iter(row for row in test if "'" in problems[row] or "<" in problems[row])
+    rows = [row for row in medium if row < 7500][:3]
+    texts = [problems[row] for row in rows]
+    for kind, edit in EDITS.items():
+        row = next(quoted if "HTML" in kind else short)
+        rows.append(row)
+        texts.append(edit(problems[row]))
+    table = math.take(rows)
+    table = table.set_column(table.schema.get_field_index("problem"), "problem", pa.array(texts))
+    path = folder / "medium-edited.parquet"
+    pq.write_table(table, path)
+    return path, texts[3:]
 
 
 def scenarios_file(folder: Path, dataset: Path, opt_out: bool, checks: list[str] | None = None) -> Path:
@@ -112,3 +142,21 @@ def test_a_medium_scenario_checked_against_gsm8k_only_is_not_called_decontaminat
     assert not skipped.passed and skipped.severity == dg.AssetCheckSeverity.WARN
     assert skipped.metadata["num_overlapping"].value == {"math_test": 6, "math500": 1}
     assert "6 kept problems match benchmarks this scenario does not check" in skipped.description
+
+
+def test_benchmark_problems_edited_as_scraped_data_are_left_out_and_listed(
+    tmp_path, monkeypatch, instance, data_dir
+):
+    """The probe: MATH test problems with an instruction added, HTML entities or look-alike letters,
+    in a `medium` dataset: source_problems leaves them out and decontamination.json lists them."""
+    dataset, edited = edited_medium_dataset(tmp_path)
+    monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(scenarios_file(tmp_path, dataset, opt_out=False)))
+    result = dg.materialize([source_problems], partition_key="medium", instance=instance)
+    metadata = metadata_of(result, "source_problems")
+    kept = pq.read_table(source_problems_path("medium"))
+    assert [q for q in kept["question"].to_pylist() if q in edited] == []
+    assert metadata["num_rows"] == 3  # the three training problems, nothing else
+    saved = json.loads(decontamination_path("medium").read_text())
+    assert saved["decontaminated"] is True
+    assert len(saved["contaminated_ids"]) == len(edited) == len(set(edited))
+    assert saved["num_contaminated_by_benchmark"]["math_test"] == len(edited)
