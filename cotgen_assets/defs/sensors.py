@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cotgen_assets.core.batch_output import overall_state
-from cotgen_assets.core.rounds import LIMIT_REACHED, NOTHING_LEFT, ROUNDS_USED_UP, after_round
+from cotgen_assets.core.rounds import CANCELLED, LIMIT_REACHED, NOTHING_LEFT, ROUNDS_USED_UP, after_round
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
@@ -411,7 +411,13 @@ def launch_next_round(
         return  # its results come first
     num_good = num_good_samples(get_scenario(partition))
     limit, max_rounds = newest["rounds_config"]["limit"], newest["rounds_config"]["max_rounds"]
-    why = after_round(num_good, limit, number, max_rounds) if newest.get("batch_names") else NOTHING_LEFT
+    results = latest_metadata(instance, GENERATION.results_asset, partition)
+    cancelled = is_ingested(newest, results) and results.get("num_cancelled_jobs", 0) > 0
+    why = (
+        after_round(num_good, limit, number, max_rounds, cancelled)
+        if newest.get("batch_names")
+        else NOTHING_LEFT
+    )
     if why is None:
         attempts[f"round|{partition}"] = {"key": launch.key, "requested": 0}
         outcome.messages.append(
@@ -455,13 +461,20 @@ def report_rounds_end(
     text = f"{why}: {num_good} good samples of limit {limit} after {number} round(s), ${spent:.4f} spent"
     if why == NOTHING_LEFT:
         text += f"; round {number} found nothing to ask ({newest.get('num_given_up', 0)} problems given up)"
+    if why == CANCELLED:
+        text += f"; round {number}'s batch was cancelled, so no round {number + 1} is asked"
     advice = {
         LIMIT_REACHED: "nothing",
         ROUNDS_USED_UP: f"raise max_rounds, or materialize {GENERATION.batch_asset} (a new run of rounds)",
         NOTHING_LEFT: "raise max_tries, add problems to the scenario, or accept",
+        CANCELLED: f"materialize {GENERATION.batch_asset} (a new run of rounds asks what is missing)",
     }[why]
     if why == LIMIT_REACHED:
         outcome.messages.append(f"{GENERATION.name}|{partition}: AUTO-FILL DONE: {text}")
+    elif why == CANCELLED:  # asked for: not an error
+        outcome.messages.append(
+            f"{GENERATION.name}|{partition}: AUTO-FILL CANCELLED: {text}. To go on: {advice}"
+        )
     else:
         outcome.alerts.append(
             f"{GENERATION.name}|{partition}: AUTO-FILL ENDED SHORT: {text}. To go on: {advice}"
