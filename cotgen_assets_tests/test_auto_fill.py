@@ -16,6 +16,7 @@ import pytest
 from cotgen_assets import cli
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.sensors import decide_launches
+from cotgen_assets.defs.sensors.cursor import SensorCursor
 from cotgen_assets_tests.dagster_harness import ROOT, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -39,7 +40,7 @@ class Ticks:
     """The sensor's decisions, tick after tick, with every run it asks for executed at once."""
 
     def __init__(self, pipeline):
-        self.pipeline, self.cursor, self.said = pipeline, {}, []
+        self.pipeline, self.cursor, self.said = pipeline, SensorCursor(), []
 
     def tick(self):
         outcome = decide_launches(
@@ -114,7 +115,7 @@ def test_the_same_round_started_twice_sends_one_batch(pipeline, emulator, source
     sources("hard")
     emulator.set_faults(wrong_rate=0.6)
     pipeline.submit_generation("hard", limit=LIMIT, auto_fill=True)
-    cursor, requests = {}, []
+    cursor, requests = SensorCursor(), []
 
     def round_two():
         outcome = decide_launches(pipeline.instance, pipeline.resources["gemini"], ["hard"], cursor)
