@@ -65,7 +65,8 @@ def cancel(scenario: str, stage: Stage) -> str:
         raise ApiUnavailable(str(error)) from None
     return (
         f"cancelled {live} (submission {submission.submission_id}); "
-        "batch_completion_sensor records the cancellation and keeps any finished results; "
+        "batch_completion_sensor records the cancellation, keeps any finished results and ends an "
+        "auto_fill run of rounds; "
         "materialize the batch asset again to resubmit what is missing"
     )
 

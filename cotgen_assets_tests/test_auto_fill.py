@@ -13,8 +13,10 @@ import dagster as dg
 import orjson
 import pytest
 
+from cotgen_assets import cli
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.sensors import decide_launches
+from cotgen_assets.defs.sensors.cursor import SensorCursor
 from cotgen_assets_tests.dagster_harness import ROOT, wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -38,7 +40,7 @@ class Ticks:
     """The sensor's decisions, tick after tick, with every run it asks for executed at once."""
 
     def __init__(self, pipeline):
-        self.pipeline, self.cursor, self.said = pipeline, {}, []
+        self.pipeline, self.cursor, self.said = pipeline, SensorCursor(), []
 
     def tick(self):
         outcome = decide_launches(
@@ -113,7 +115,7 @@ def test_the_same_round_started_twice_sends_one_batch(pipeline, emulator, source
     sources("hard")
     emulator.set_faults(wrong_rate=0.6)
     pipeline.submit_generation("hard", limit=LIMIT, auto_fill=True)
-    cursor, requests = {}, []
+    cursor, requests = SensorCursor(), []
 
     def round_two():
         outcome = decide_launches(pipeline.instance, pipeline.resources["gemini"], ["hard"], cursor)
@@ -319,3 +321,48 @@ def test_under_dagster_dev_one_click_makes_40_correct_pairs_of_hard_in_at_most_t
         assert len([r for r in runs if r.tags.get(ROUND_TAG)]) == len(sent) - 1
         line = cotgen_status(platform)
         assert line.split()[2] == "saved" and f" {len(good)}/40 " in line
+
+
+def test_cotgen_cancel_ends_the_run_of_rounds_and_says_so_once(
+    tmp_path, emulator, sources, data_dir, monkeypatch, capsys
+):
+    """Jobs held, one click with auto_fill, then `cotgen cancel` (against an on-disk instance found
+    through DAGSTER_HOME, as a user's shell finds it): the sensor saves what the round answered and
+    ends the run of rounds, said once; it does not send the same requests again as round 2."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    sources("medium")
+    emulator.set_faults(hold=True)
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        pipeline = Pipeline(instance, emulator.base_url)
+        pipeline.submit_generation("medium", limit=10, auto_fill=True, max_rounds=3, max_cost_usd=5)
+        [round_one] = [b for b in batches(instance, "medium") if b["batch_names"]]
+
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emulator.base_url)
+        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+        assert cli.main(["cancel", "medium", "generation"]) == 0
+        assert f"cancelled {round_one['batch_names']}" in capsys.readouterr().out
+
+        said = []
+
+        def ended():
+            data = pipeline.tick()
+            said.append(data)
+            for request in data.run_requests:
+                pipeline.run(request, raise_on_error=False)
+            ends = [e for e in data.asset_events if "auto_fill_ended" in e.metadata]
+            return ends or len([b for b in batches(instance, "medium") if b["batch_names"]]) > 1
+
+        assert wait_for(ended, timeout=120, interval=0.05, message="the sensor to end the run of rounds")
+        sent = [b for b in batches(instance, "medium") if b["batch_names"]]
+        assert [b["round"] for b in sent] == [1], "no round 2 after the cancel"
+        [end] = [e for e in said[-1].asset_events if "auto_fill_ended" in e.metadata]
+        assert end.metadata["auto_fill_ended"].value == "cancelled" and end.metadata["rounds_used"].value == 1
+        assert "AUTO-FILL CANCELLED" in said[-1].skip_message and "round 1" in said[-1].skip_message
+        assert pipeline.metadata("generation_results", "medium")["job_state"] == "JOB_STATE_CANCELLED"
+        later = [pipeline.tick() for _ in range(3)]
+        assert not [e for t in later for e in t.asset_events if "auto_fill_ended" in e.metadata], "said once"
+        assert not [r for t in said + later for r in t.run_requests if r.job_name == "generation_batch_job"]
+        assert [b["round"] for b in batches(instance, "medium") if b["batch_names"]] == [1]
+        assert not auto_round_runs(instance)

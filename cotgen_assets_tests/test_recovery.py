@@ -15,13 +15,9 @@ import pytest
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets.defs.sensors import (
-    ATTEMPT_TAG,
-    RETRY_KEY_TAG,
-    decide_launches,
-    retry_delay_seconds,
-    why_failed,
-)
+from cotgen_assets.defs.sensors import decide_launches
+from cotgen_assets.defs.sensors.cursor import SensorCursor
+from cotgen_assets.defs.sensors.run_retries import ATTEMPT_TAG, RETRY_KEY_TAG, retry_delay_seconds, why_failed
 from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
@@ -43,11 +39,11 @@ def at(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def tick(pipeline, cursor: dict, now: datetime | None = None):
+def tick(pipeline, cursor: SensorCursor, now: datetime | None = None):
     return decide_launches(pipeline.instance, pipeline.resources["gemini"], ["easy"], cursor, now)
 
 
-def first_launch(pipeline, cursor: dict) -> dg.RunRequest:
+def first_launch(pipeline, cursor: SensorCursor) -> dg.RunRequest:
     """Tick until the sensor sees the batch ended and launches its results run."""
     [request] = wait_for(lambda: tick(pipeline, cursor).run_requests, timeout=60, interval=0.1)
     return request
@@ -70,7 +66,7 @@ def test_a_results_run_that_keeps_failing_is_retried_with_growing_delays_then_re
     pipeline.submit_generation("easy", limit=2, ask="missing")
     submission_id = pipeline.metadata("generation_batch", "easy")["submission_id"]
     emulator.set_faults(download_error_count=NEVER)
-    cursor = {}
+    cursor = SensorCursor()
     request = first_launch(pipeline, cursor)
     key = request.run_key
     assert request.tags[RETRY_KEY_TAG] == key and request.tags[ATTEMPT_TAG] == "1"
@@ -140,7 +136,7 @@ def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_p
     pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=2, ask="missing")
     monkeypatch.setenv("COTGEN_PRICES_FILE", expensive_prices(tmp_path))  # summarization over budget
-    cursor = {}
+    cursor = SensorCursor()
     results_run = first_launch(pipeline, cursor)
     refused, reason = why_failed(pipeline.instance, fail(pipeline, results_run).dagster_run.run_id)
     assert (

@@ -6,10 +6,13 @@ import pytest
 
 from cotgen_assets.core.planning import plan_generation
 from cotgen_assets.core.rounds import (
+    CANCELLED,
+    LIMIT_REACHED,
     MAX_ASKS_PER_MISSING,
     RETRY_PRIOR_FACTOR,
     Accuracy,
     accuracy_from_tries,
+    after_round,
     estimate_accuracy,
     expected_correct,
     new_problems_to_ask,
@@ -132,3 +135,9 @@ def test_a_fill_asks_enough_by_the_prior_then_by_the_scenarios_own_samples(pipel
     assert again["accuracy_source"] == "samples" and again["accuracy_estimate"] == pytest.approx(measured)
     assert again["num_missing"] == 20
     assert again["num_requests"] == new_problems_to_ask(20, 0, Accuracy(measured, measured / 2), 10_000)
+
+
+def test_a_cancelled_round_ends_the_run_of_rounds_unless_the_limit_was_reached():
+    assert after_round(3, 10, 1, 3) is None
+    assert after_round(3, 10, 1, 3, cancelled=True) == CANCELLED
+    assert after_round(10, 10, 1, 3, cancelled=True) == LIMIT_REACHED

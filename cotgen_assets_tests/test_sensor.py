@@ -288,7 +288,7 @@ def test_no_catch_up_while_the_run_that_saves_cot_is_still_going(pipeline, data_
     """The daemon may tick between a run's cot_samples and summarization_batch steps."""
     import dagster as dg
 
-    from cotgen_assets.defs.sensors import summarization_catch_up
+    from cotgen_assets.defs.sensors.catch_up import summarization_catch_up
 
     pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=2)

@@ -10,12 +10,9 @@ import pytest
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.defs.locks import lock_wait_seconds
-from cotgen_assets.defs.sensors import (
-    max_attempts,
-    retry_delay_seconds,
-    sensor_interval_seconds,
-    stale_after_seconds,
-)
+from cotgen_assets.defs.sensors.results import stale_after_seconds
+from cotgen_assets.defs.sensors.run_retries import max_attempts, retry_delay_seconds
+from cotgen_assets.defs.sensors.sensor import sensor_interval_seconds
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import read_jsonl
 

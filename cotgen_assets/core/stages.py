@@ -50,6 +50,11 @@ class Stage:
         """The job the sensor launches when this stage's batch ends."""
         return f"{self.name}_results_job"
 
+    @property
+    def batch_job(self) -> str:
+        """The job the sensor launches to submit this stage's batch (a catch-up, a fill round)."""
+        return f"{self.name}_batch_job"
+
     def samples_file(self, suffix: str) -> str:
         return f"{self.prefix}_{suffix}.jsonl"
 
