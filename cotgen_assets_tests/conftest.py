@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.harness.emulator import start_emulator
 
 # Offline copies of GSM8K and MATH (see ../shared/data/README.md), unless the caller chose others.
 os.environ.setdefault("COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve()))
@@ -57,7 +57,7 @@ def source_cache(tmp_path_factory):
 @pytest.fixture
 def pipeline(instance, emulator, data_dir):
     """The pipeline in-process on a test instance, against a fresh emulator."""
-    from cotgen_assets_tests.pipeline_harness import Pipeline
+    from cotgen_assets_tests.harness.pipeline import Pipeline
 
     return Pipeline(instance, emulator.base_url)
 

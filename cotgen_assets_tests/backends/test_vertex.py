@@ -13,9 +13,9 @@ from cotgen_assets.core.prompts import generation_request, request_line
 from cotgen_assets.core.settings import SettingError
 from cotgen_assets.gemini import vertex as vertex_module
 from cotgen_assets.gemini.resource import GeminiBatchResource, gemini_from_env
-from cotgen_assets_tests.dagster_harness import ROOT, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.gcs_harness import start_gcs
+from cotgen_assets_tests.harness.dagster import ROOT, wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.gcs import start_gcs
 
 BUCKET = "cotgen-staging"
 STAGING = f"gs://{BUCKET}/vertex"

@@ -13,7 +13,7 @@ from cotgen_assets.core import grading
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
 from cotgen_assets.core.grading import answers_match, extract_predicted_answer, grade_many
 
-DATASETS_DIR = Path(os.environ.get("COTGEN_DATASETS_DIR") or Path(__file__).parents[2] / "shared" / "data")
+DATASETS_DIR = Path(os.environ["COTGEN_DATASETS_DIR"])  # conftest.py sets a default
 
 
 def _read(relative_path: str) -> list[dict]:

@@ -7,7 +7,7 @@ from cotgen_assets.core.quality import SampleStats, tagged_block
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.checks import gate_checks
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.harness.pipeline import Pipeline
 
 
 def usage(thinking: int = 0, output: int = 0) -> dict:

@@ -18,9 +18,9 @@ from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.defs.assets.samples import column_schema
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import export
-from cotgen_assets_tests.dagster_harness import ROOT, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.harness.dagster import ROOT, wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import Pipeline
 
 pytestmark = pytest.mark.pipeline
 

@@ -15,8 +15,7 @@ from cotgen_assets.core.rounds import (
     new_problems_to_ask,
     wilson_lower_bound,
 )
-from cotgen_assets_tests.pipeline_harness import read_jsonl
-from cotgen_assets_tests.test_failures_jobs import finish_generation
+from cotgen_assets_tests.harness.pipeline import finish_generation, read_jsonl
 
 
 def binomial_pmf(n: int, p: float, k: int) -> float:

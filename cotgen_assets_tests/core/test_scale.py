@@ -17,7 +17,7 @@ from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission, prepare_generation, write_shards
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 
 MODEL = "gemini-3.1-pro-preview"
 

@@ -16,8 +16,8 @@ from cotgen_assets.defs.sensors import (
     sensor_interval_seconds,
     stale_after_seconds,
 )
-from cotgen_assets_tests.dagster_harness import ROOT
-from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.pipeline import read_jsonl
 
 READERS = {
     "COTGEN_SENSOR_INTERVAL_SECONDS": sensor_interval_seconds,

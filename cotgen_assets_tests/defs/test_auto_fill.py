@@ -15,52 +15,14 @@ import pytest
 
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.sensors import decide_launches
-from cotgen_assets_tests.dagster_harness import ROOT, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
+from cotgen_assets_tests.harness.dagster import ROOT, wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import Pipeline, Ticks, batches, read_jsonl
+from cotgen_assets_tests.harness.platform import latest_metadata, offline_platform
 
 pytestmark = pytest.mark.pipeline
 
 LIMIT = 20
-
-
-def batches(instance, partition: str = "hard") -> list[dict]:
-    """Every generation_batch materialization of the partition, oldest first."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey("generation_batch"), asset_partitions=[partition]),
-        limit=100,
-    ).records
-    return [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in reversed(records)]
-
-
-class Ticks:
-    """The sensor's decisions, tick after tick, with every run it asks for executed at once."""
-
-    def __init__(self, pipeline):
-        self.pipeline, self.cursor, self.said = pipeline, {}, []
-
-    def tick(self):
-        outcome = decide_launches(
-            self.pipeline.instance, self.pipeline.resources["gemini"], ["hard"], self.cursor
-        )
-        self.said.append(outcome)
-        for request in outcome.run_requests:
-            self.pipeline.run(request, raise_on_error=False)
-        return outcome
-
-    def until(self, condition, message: str):
-        """Tick until `condition(outcome)` holds; that tick's outcome."""
-
-        def check():
-            outcome = self.tick()
-            return outcome if condition(outcome) else None
-
-        return wait_for(check, timeout=120, interval=0.05, message=message)
-
-    def quiet(self, ticks: int = 3) -> list:
-        """A few more ticks; what they said."""
-        return [self.tick() for _ in range(ticks)]
 
 
 def auto_round_runs(instance) -> list:

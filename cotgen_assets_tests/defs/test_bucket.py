@@ -23,9 +23,9 @@ from cotgen_assets.defs.locks import LOCK_KEY, lock_holder, storage_lock, submis
 from cotgen_assets.publish.export import write_export
 from cotgen_assets.publish.report import build_report
 from cotgen_assets.publish.trace import trace
-from cotgen_assets_tests.dagster_harness import ROOT
-from cotgen_assets_tests.gcs_harness import start_gcs
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import yaml
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.defs.assets.sources import _decontamination_note, source_problems
 from cotgen_assets.publish.trace import trace
-from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.harness.pipeline import read_jsonl
 
 pytestmark = pytest.mark.pipeline
 

@@ -1,6 +1,6 @@
 """Bad input is a clear error naming the problem, at the place a user meets it.
 
-test_scenarios.py and test_sources.py check the messages of the plain functions; here they are
+core/test_scenarios.py and core/test_sources.py check the messages of the plain functions; here they are
 checked where a user sees them: loading the code location, and materializing the assets.
 """
 
@@ -18,8 +18,8 @@ from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.defs.assets.batches import generation_batch, summarization_batch
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets_tests.dagster_harness import ROOT
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.pipeline import Pipeline
 
 UNREACHABLE = "http://127.0.0.1:9"  # no API call is made before these refusals
 

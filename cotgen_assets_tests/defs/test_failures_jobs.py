@@ -8,28 +8,12 @@ import logging
 import time
 from collections import Counter
 
-import orjson
 import pytest
 
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.pipeline import finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
-
-
-def requested_ids(meta: dict) -> list[str]:
-    """The keys of the request files a generation_batch materialization uploaded."""
-    return [orjson.loads(line)["key"] for f in meta["request_files"] for line in open(f, "rb")]
-
-
-def finish_generation(pipeline: Pipeline, partition: str):
-    """Tick until the sensor launches the generation results run for `partition`; run it."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for request in pipeline.tick_until_launch():
-            if request.job_name == "generation_results_job" and request.partition_key == partition:
-                return pipeline.run(request)
-    raise AssertionError("the sensor never launched generation_results_job")
 
 
 def error_logs(instance, run_id: str) -> list[str]:

@@ -17,18 +17,19 @@ from cotgen_assets.defs.assets.batches import summarization_batch
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.defs.locks import submission_lock
-from cotgen_assets_tests.dagster_harness import ROOT
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
+from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import (
+    Pipeline,
+    failure_message,
+    finish_generation,
+    read_jsonl,
+    requested_ids,
+)
 
 pytestmark = pytest.mark.pipeline
 
 RESULTS_RUN = [generation_results, cot_samples, summarization_batch]
-
-
-def failure_message(result, node: str) -> str:
-    return result.failure_data_for_node(node).error.message
 
 
 def test_a_stale_job_is_reported_once_then_cancelled_and_resubmitted(
@@ -128,7 +129,7 @@ import json, os, sys, time
 import dagster as dg
 from cotgen_assets.defs.assets.batches import generation_batch
 from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
+from cotgen_assets_tests.harness.pipeline import ALL_ASSETS
 
 print("ready", flush=True)
 while not os.path.exists(sys.argv[2]):

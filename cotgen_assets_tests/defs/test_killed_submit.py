@@ -22,12 +22,11 @@ import pytest
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
+from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gemini-3.1-pro-preview"
 
 # Loaded by every Python process of the killed command (it is on their PYTHONPATH): the moment a

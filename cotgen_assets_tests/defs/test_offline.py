@@ -11,7 +11,7 @@ import pytest
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.gemini.resource import gemini_from_env
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 
 pytestmark = pytest.mark.pipeline
 

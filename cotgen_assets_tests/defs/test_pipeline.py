@@ -7,7 +7,7 @@ from cotgen_assets.defs.assets.publishing import dataset_report, hf_dataset
 from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.resources import HubResource
-from cotgen_assets_tests.pipeline_harness import ALL_ASSETS, read_jsonl
+from cotgen_assets_tests.harness.pipeline import ALL_ASSETS, read_jsonl
 
 pytestmark = pytest.mark.pipeline
 
@@ -16,7 +16,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     pipeline.materialize([source_problems], "easy")
     pipeline.submit_generation("easy", limit=6)
     submitted = pipeline.metadata("generation_batch", "easy")
-    asked = submitted["num_requests"]  # enough to reach 6 correct samples at 95 % (test_rounds.py)
+    asked = submitted["num_requests"]  # enough to reach 6 correct samples at 95 % (core/test_rounds.py)
     assert asked > 6 and len(submitted["batch_names"]) == 1
     assert submitted["projected_cost_usd"] > 0 and submitted["offline"] is True
 

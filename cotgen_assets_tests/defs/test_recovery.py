@@ -22,10 +22,9 @@ from cotgen_assets.defs.sensors import (
     retry_delay_seconds,
     why_failed,
 )
-from cotgen_assets_tests.dagster_harness import wait_for
-from cotgen_assets_tests.pipeline_harness import read_jsonl
-from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
-from cotgen_assets_tests.test_failures_sensor import failure_message
+from cotgen_assets_tests.harness.dagster import wait_for
+from cotgen_assets_tests.harness.pipeline import failure_message, read_jsonl
+from cotgen_assets_tests.harness.platform import latest_metadata, offline_platform
 
 pytestmark = pytest.mark.pipeline
 

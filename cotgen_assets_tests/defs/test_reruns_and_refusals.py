@@ -23,8 +23,7 @@ from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
+from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
 

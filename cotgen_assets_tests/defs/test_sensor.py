@@ -12,8 +12,8 @@ import pytest
 from cotgen_assets.defs.assets.batches import summarization_batch
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets_tests.dagster_harness import wait_for
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.dagster import wait_for
+from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 
 pytestmark = pytest.mark.pipeline
 

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.harness.dagster import ROOT
 
 pytestmark = pytest.mark.pipeline
 

@@ -7,9 +7,9 @@ import dagster as dg
 import pytest
 
 from cotgen_assets import cli
-from cotgen_assets_tests.dagster_harness import wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline
+from cotgen_assets_tests.harness.dagster import wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import Pipeline
 
 pytestmark = pytest.mark.pipeline
 

@@ -16,10 +16,9 @@ import pytest
 from cotgen_assets import cli
 from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets.gemini.vertex import OFFLINE_TOKEN
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.gcs_harness import start_gcs
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
 

@@ -19,9 +19,9 @@ from google.genai import errors, types
 
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
 from cotgen_assets.core.prompts import generation_request, request_line
-from cotgen_assets_tests.dagster_harness import wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.gcs_harness import start_gcs
+from cotgen_assets_tests.harness.dagster import wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.gcs import start_gcs
 
 BUCKET = "vertex-bkt"
 PROJECT, LOCATION = "test-proj", "us-central1"

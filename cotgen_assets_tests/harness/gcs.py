@@ -14,7 +14,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from cotgen_assets_tests.dagster_harness import free_port, wait_for
+from cotgen_assets_tests.harness.dagster import free_port, wait_for
 
 BIN = Path(sys.executable).with_name("gcp-storage-emulator")
 

@@ -10,9 +10,9 @@ from cotgen_assets.defs.assets.batches import generation_batch, summarization_ba
 from cotgen_assets.defs.assets.results import generation_results, summarization_results
 from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets.defs.sensors import batch_completion_sensor
+from cotgen_assets.defs.sensors import batch_completion_sensor, decide_launches
 from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets_tests.dagster_harness import wait_for
+from cotgen_assets_tests.harness.dagster import wait_for
 
 ALL_ASSETS = [
     source_problems,
@@ -105,3 +105,60 @@ class Pipeline:
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
         ).records
         return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+def requested_ids(meta: dict) -> list[str]:
+    """The keys of the request files a generation_batch materialization uploaded."""
+    return [orjson.loads(line)["key"] for f in meta["request_files"] for line in open(f, "rb")]
+
+
+def finish_generation(pipeline: Pipeline, partition: str):
+    """Tick until the sensor launches the generation results run for `partition`; run it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        for request in pipeline.tick_until_launch():
+            if request.job_name == "generation_results_job" and request.partition_key == partition:
+                return pipeline.run(request)
+    raise AssertionError("the sensor never launched generation_results_job")
+
+
+def failure_message(result, node: str) -> str:
+    return result.failure_data_for_node(node).error.message
+
+
+def batches(instance, partition: str = "hard") -> list[dict]:
+    """Every generation_batch materialization of the partition, oldest first."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("generation_batch"), asset_partitions=[partition]),
+        limit=100,
+    ).records
+    return [{k: v.value for k, v in r.asset_materialization.metadata.items()} for r in reversed(records)]
+
+
+class Ticks:
+    """The sensor's decisions, tick after tick, with every run it asks for executed at once."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.cursor, self.said = pipeline, {}, []
+
+    def tick(self):
+        outcome = decide_launches(
+            self.pipeline.instance, self.pipeline.resources["gemini"], ["hard"], self.cursor
+        )
+        self.said.append(outcome)
+        for request in outcome.run_requests:
+            self.pipeline.run(request, raise_on_error=False)
+        return outcome
+
+    def until(self, condition, message: str):
+        """Tick until `condition(outcome)` holds; that tick's outcome."""
+
+        def check():
+            outcome = self.tick()
+            return outcome if condition(outcome) else None
+
+        return wait_for(check, timeout=120, interval=0.05, message=message)
+
+    def quiet(self, ticks: int = 3) -> list:
+        """A few more ticks; what they said."""
+        return [self.tick() for _ in range(ticks)]

@@ -8,9 +8,9 @@ from pathlib import Path
 import dagster as dg
 from dagster_graphql import DagsterGraphQLClient
 
-from cotgen_assets_tests.dagster_harness import start_dagster_dev, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import read_jsonl
+from cotgen_assets_tests.harness.dagster import start_dagster_dev, wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import read_jsonl
 
 LIMIT = 30
 # How long a flow may take after startup before it counts as stuck: not a speed target. On the four

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cotgen_assets_tests.dagster_harness import ROOT, free_port, wait_for
+from cotgen_assets_tests.harness.dagster import ROOT, free_port, wait_for
 
 USER = "dagster"
 DATABASE = "dagster"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cotgen_assets_tests.dagster_harness import ROOT, start_dagster_dev, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.harness.dagster import ROOT, start_dagster_dev, wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,7 @@ import shlex
 
 import yaml
 
-from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.harness.dagster import ROOT
 
 VALUES = ROOT / "deploy" / "values.yaml"
 CHART_DAGSTER_HOME = "/opt/dagster/dagster_home"  # the chart's `global.dagsterHome` default

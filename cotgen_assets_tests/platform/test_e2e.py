@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets_tests.pipeline_harness import read_jsonl
-from cotgen_assets_tests.platform_harness import LIMIT, check_partition, latest_metadata, offline_platform
-from cotgen_assets_tests.test_export import FAKE_TOKEN, expected_ids, load
+from cotgen_assets_tests.harness.pipeline import read_jsonl
+from cotgen_assets_tests.harness.platform import LIMIT, check_partition, latest_metadata, offline_platform
+from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from cotgen_assets_tests.postgres_harness import POSTGRES_DAGSTER_YAML, start_postgres
+from cotgen_assets_tests.harness.postgres import POSTGRES_DAGSTER_YAML, start_postgres
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,13 @@ from dagster_postgres import PostgresRunStorage
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets_tests.dagster_harness import ROOT, start_dagster_dev, wait_for
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.gcs_harness import start_gcs
-from cotgen_assets_tests.pipeline_harness import Pipeline
-from cotgen_assets_tests.platform_harness import DEADLINE_SECONDS, Platform, latest_metadata, tail
-from cotgen_assets_tests.postgres_harness import POSTGRES_DAGSTER_YAML, start_postgres
-from cotgen_assets_tests.test_failures_ingest import make_submission, write_results
+from cotgen_assets_tests.harness.dagster import ROOT, start_dagster_dev, wait_for
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.pipeline import Pipeline
+from cotgen_assets_tests.harness.platform import DEADLINE_SECONDS, Platform, latest_metadata, tail
+from cotgen_assets_tests.harness.postgres import POSTGRES_DAGSTER_YAML, start_postgres
+from cotgen_assets_tests.harness.results import make_submission, write_results
 
 LIMIT = 5
 
@@ -38,7 +38,7 @@ import json, os, sys, time
 import dagster as dg
 from cotgen_assets.defs.assets.batches import generation_batch
 from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets_tests.pipeline_harness import ALL_ASSETS
+from cotgen_assets_tests.harness.pipeline import ALL_ASSETS
 
 instance = dg.DagsterInstance.get()
 print("ready", flush=True)

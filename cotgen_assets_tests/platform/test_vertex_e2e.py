@@ -15,9 +15,9 @@ import pytest
 
 from cotgen_assets.defs.assets.batches import generation_batch
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets_tests.gcs_harness import start_gcs
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.platform_harness import latest_metadata, offline_platform
+from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.platform import latest_metadata, offline_platform
 
 pytestmark = pytest.mark.e2e
 

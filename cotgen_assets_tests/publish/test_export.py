@@ -39,15 +39,14 @@ from cotgen_assets.publish.card import (
     card_body,
     dataset_card,
 )
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
-from cotgen_assets_tests.test_report import table_rows
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
 
 pytestmark = pytest.mark.pipeline
 
 CONTAMINATED = "easy-20"  # shares a 13-word run with a GSM8K test problem
 PLANTED = "easy-3"  # its CoT answer is made wrong after the run
-FAKE_TOKEN = "hf_FAKEtoken0123456789abcdefSECRET"
 
 
 def materialize_export(instance, token: str | None = None, **config) -> dg.ExecuteInProcessResult:
@@ -101,27 +100,6 @@ def chain(tmp_path_factory):
             yield base / "data", instance, pipeline, export_metadata(result)
         finally:
             emulator.stop()
-
-
-def expected_ids(data: Path, scenario: str, include_incorrect: bool = False) -> list[str]:
-    """The ids the export must hold, from the files and the rules alone."""
-    cot = {r["id"]: r for r in read_jsonl(data / f"cot_{scenario}.jsonl")}
-    cod = {r["id"]: r for r in read_jsonl(data / f"cod_{scenario}.jsonl")}
-    clean = set(pq.read_table(data / scenario / "source_problems.parquet")["problem_id"].to_pylist())
-    ids = [
-        i
-        for i in cot
-        if i in clean
-        and i in cod
-        and (include_incorrect or (cot[i]["correct"] and cod[i]["correct"] and cod[i]["agrees_with_cot"]))
-    ]
-    return sorted(ids, key=lambda i: int(i.rsplit("-", 1)[1]))
-
-
-def load(folder: Path, config: str, split: str, cache: Path):
-    import datasets
-
-    return datasets.load_dataset(str(folder), config, split=split, cache_dir=str(cache))
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,9 @@ from cotgen_assets.core.storage import data_dir
 from cotgen_assets.defs.assets.publishing import dataset_report
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import previews, report
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import Pipeline, Ticks, batches, read_jsonl
+from cotgen_assets_tests.harness.publish import table_rows
 
 pytestmark = pytest.mark.pipeline
 
@@ -80,12 +81,6 @@ def expected(data, scenario: str) -> dict:
         "thought_of_cod": sum(r["generation"]["usage"]["thinking_tokens"] for r in cod),
         "spent": spent,
     }
-
-
-def table_rows(markdown: str) -> dict[str, list[str]]:
-    """Label -> cells of a markdown table; the header row under the key "header"."""
-    lines = [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines()]
-    return {"header": lines[0][1:]} | {cells[0]: cells[1:] for cells in lines[2:]}
 
 
 def test_the_chain_left_what_the_report_must_cope_with(chain):
@@ -229,7 +224,6 @@ def test_the_report_shows_each_round_and_the_money_to_the_target(pipeline, emula
     """hard at a 40 % wrong-answer rate, auto_fill to 10 good samples: per round the estimate, the
     ask, what came back and what the asks beyond the missing cost; per scenario the samples over
     the limit and what was spent per 1,000 correct CoT+CoD pairs. Each figure recomputed from files."""
-    from cotgen_assets_tests.test_auto_fill import Ticks, batches
 
     sources("hard")
     emulator.set_faults(wrong_rate=0.4)

@@ -12,8 +12,8 @@ import pytest
 
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish.trace import trace
-from cotgen_assets_tests.emulator_harness import start_emulator
-from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 
 pytestmark = pytest.mark.pipeline
 
