@@ -314,6 +314,7 @@ def test_a_process_killed_from_outside_mid_write_recovers_on_rerun(crash_scene, 
     assert_recovers(crash_scene, cot_file)
 
 
+@pytest.mark.pipeline  # the lock is a row in a Dagster instance's storage
 def test_two_ingestions_into_one_samples_file_at_once_keep_both(crash_scene, cot_file, tmp_path):
     """E.g. a cot_samples run by hand while the sensor's run ingests a newer submission; with the
     lock the assets use (a row in the Dagster storage, here a SQLite DAGSTER_HOME both share)."""

@@ -83,11 +83,13 @@ def medium_with(**changes) -> str:
     ],
 )
 def test_bad_scenarios_fail_source_problems_with_their_reason(
-    tmp_path, monkeypatch, data_dir, changes, message
+    tmp_path, monkeypatch, instance, data_dir, changes, message
 ):
     """The scenarios file is read again at every materialization, so an edit shows up here."""
     scenarios_file(tmp_path, monkeypatch, medium_with(**changes) if changes else "scenarios: {medium: [\n")
-    result = dg.materialize([source_problems], partition_key="medium", raise_on_error=False)
+    result = dg.materialize(
+        [source_problems], partition_key="medium", instance=instance, raise_on_error=False
+    )
     assert not result.success
     assert message in error_chain(result.failure_data_for_node("source_problems").error)
     assert not (data_dir / "medium" / "source_problems.parquet").exists()
@@ -118,11 +120,11 @@ def easy_problems(tmp_path_factory):
     ],
 )
 def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(
-    data_dir, easy_problems, config, message
+    instance, data_dir, easy_problems, config, message
 ):
     (data_dir / "easy").mkdir(parents=True)
     shutil.copy(easy_problems, data_dir / "easy" / "source_problems.parquet")
-    pipeline = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE)
+    pipeline = Pipeline(instance, UNREACHABLE)
     result = pipeline.submit_generation("easy", raise_on_error=False, **config)
     assert not result.success
     error = result.failure_data_for_node("generation_batch").error
@@ -130,10 +132,10 @@ def test_bad_batch_config_is_a_failure_naming_it_and_submits_nothing(
     assert not (data_dir / "easy" / "submissions").exists()
 
 
-def test_config_out_of_bounds_is_refused_first_naming_every_field(data_dir):
+def test_config_out_of_bounds_is_refused_first_naming_every_field(instance, data_dir):
     """Refused as the run starts, before the asset looks at anything (here source_problems is missing,
     which would be the error otherwise), as a `Failure`: a refusal the sensor never retries."""
-    pipeline = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE)
+    pipeline = Pipeline(instance, UNREACHABLE)
     config = {"limit": 0, "max_tries": 0, "max_cost_usd": -1}
     result = pipeline.submit_generation("hard", raise_on_error=False, **config)
     error = result.failure_data_for_node("generation_batch").error
@@ -154,11 +156,13 @@ def test_the_launchpad_describes_every_config_field(asset):
     assert [name for name, field in fields.items() if not field.description] == []
 
 
-def test_a_thinking_level_the_model_does_not_take_is_refused_for_summaries_too(data_dir, easy_problems):
+def test_a_thinking_level_the_model_does_not_take_is_refused_for_summaries_too(
+    instance, data_dir, easy_problems
+):
     """Refused before anything is written: no request file, no batch, no try counted."""
     (data_dir / "easy").mkdir(parents=True)
     shutil.copy(easy_problems, data_dir / "easy" / "source_problems.parquet")
-    result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).materialize(
+    result = Pipeline(instance, UNREACHABLE).materialize(
         [summarization_batch],
         "easy",
         {"ops": {"summarization_batch": {"config": {"thinking_level": "minimal"}}}},
@@ -174,17 +178,15 @@ def test_a_thinking_level_the_model_does_not_take_is_refused_for_summaries_too(d
     assert not (data_dir / "easy" / "submissions").exists()
 
 
-def test_an_unknown_mode_is_refused_before_the_run_starts(data_dir, easy_problems):
+def test_an_unknown_mode_is_refused_before_the_run_starts(instance, data_dir, easy_problems):
     """`mode` is an enum in the launchpad: a typo never reaches the asset."""
-    pipeline = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE)
+    pipeline = Pipeline(instance, UNREACHABLE)
     with pytest.raises(dg.DagsterInvalidConfigError, match="mode not in enum type.*got fil"):
         pipeline.submit_generation("easy", mode="fil")
     assert not (data_dir / "easy" / "submissions").exists()
 
 
-def test_batch_before_source_problems_says_what_to_materialize_first(data_dir):
-    result = Pipeline(dg.DagsterInstance.ephemeral(), UNREACHABLE).submit_generation(
-        "hard", raise_on_error=False
-    )
+def test_batch_before_source_problems_says_what_to_materialize_first(instance, data_dir):
+    result = Pipeline(instance, UNREACHABLE).submit_generation("hard", raise_on_error=False)
     message = result.failure_data_for_node("generation_batch").error.message
     assert "source_problems for scenario 'hard' is not materialized yet: materialize it first" in message

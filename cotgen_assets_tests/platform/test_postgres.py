@@ -10,6 +10,8 @@ from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, Postgr
 
 from cotgen_assets_tests.harness.postgres import POSTGRES_DAGSTER_YAML, start_postgres
 
+pytestmark = pytest.mark.pipeline  # a Dagster instance in this process, on Postgres
+
 
 @pytest.fixture(scope="module")
 def postgres_server():
