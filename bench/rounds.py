@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cotgen_assets_tests.emulator_harness import start_emulator  # noqa: E402
+from cotgen_assets_tests.harness.emulator import start_emulator  # noqa: E402
 
 RATES = (0.05, 0.3, 0.5)
 MODEL = "gemini-3.1-pro-preview"

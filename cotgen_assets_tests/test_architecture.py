@@ -15,7 +15,7 @@ import pytest
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, MADE_BY_KEYS
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.definitions import defs
-from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.harness.dagster import ROOT
 
 ASSETS = [
     "source_problems",
