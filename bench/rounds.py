@@ -34,10 +34,11 @@ MODEL = "gemini-3.1-pro-preview"
 def fill_until_done(base_url: str, limit: int, ask_enough: bool, max_rounds: int) -> dict:
     """Rounds of fill until `limit` good samples (or `max_rounds`): rounds, requests, cost, good."""
     from cotgen_assets.core.ingest import ingest_submission
+    from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.storage import samples_path
-    from cotgen_assets.core.submissions import num_good_samples, prepare_generation, submission_cost_usd
+    from cotgen_assets.core.submission_history import num_good_samples, submission_cost_usd
     from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     scenario = get_scenario("easy")

@@ -18,9 +18,11 @@ import orjson
 import pytest
 
 from cotgen_assets.core.ingest import ingest_submission
+from cotgen_assets.core.shards import write_shards
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import samples_path
-from cotgen_assets.core.submissions import Submission, load_submission, tries_by_problem, write_shards
+from cotgen_assets.core.submission_history import tries_by_problem
+from cotgen_assets.core.submissions import Submission, load_submission
 from cotgen_assets.defs.locks import lock_holder
 from cotgen_assets_tests.dagster_harness import ROOT
 from cotgen_assets_tests.pipeline_harness import read_jsonl

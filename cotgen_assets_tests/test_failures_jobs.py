@@ -101,7 +101,7 @@ def test_a_dry_run_while_a_batch_is_in_flight_loses_nothing(pipeline, sources, d
 
 def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, sources, data_dir):
     """Else the new job's answers would never be downloaded, and the next fill would pay again."""
-    from cotgen_assets.core.submissions import prepare_generation
+    from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     sources("easy")

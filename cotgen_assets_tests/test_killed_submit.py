@@ -19,8 +19,8 @@ import dagster as dg
 import orjson
 import pytest
 
+from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_failures_jobs import finish_generation, requested_ids

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import cotgen_assets
+from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit

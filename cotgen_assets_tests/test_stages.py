@@ -6,10 +6,11 @@ import json
 import dagster as dg
 import pytest
 
+from cotgen_assets.core.identity import ask_id_for, request_settings
 from cotgen_assets.core.prompts import generation_request, summarization_request
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, stage_named
 from cotgen_assets.core.storage import samples_path
-from cotgen_assets.core.submissions import Submission, ask_id_for, load_submission, request_settings
+from cotgen_assets.core.submissions import Submission, load_submission
 from cotgen_assets.definitions import defs
 
 MODEL = "gemini-3.1-pro-preview"

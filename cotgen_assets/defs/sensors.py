@@ -23,7 +23,7 @@ from cotgen_assets.core.rounds import LIMIT_REACHED, NOTHING_LEFT, ROUNDS_USED_U
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.submissions import num_good_samples, submission_cost_usd
+from cotgen_assets.core.submission_history import num_good_samples, submission_cost_usd
 from cotgen_assets.defs.history import (
     is_ingested,
     latest_metadata,

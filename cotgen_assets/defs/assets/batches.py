@@ -14,17 +14,13 @@ import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
 from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.budget import refuse_over_budget
 from cotgen_assets.core.planning import Plan
+from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
 from cotgen_assets.core.scenarios import Scenario, get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.submissions import (
-    Prepared,
-    SubmissionRefused,
-    prepare_generation,
-    prepare_summarization,
-    refuse_over_budget,
-    submission_cost_usd,
-)
+from cotgen_assets.core.submission_history import submission_cost_usd
+from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
 from cotgen_assets.defs.history import (
     InFlight,
