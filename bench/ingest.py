@@ -212,12 +212,22 @@ def run_prepare(data: Path, out: Path) -> int:
     """`prepare_generation` for every problem: plan, then write request shards and contexts."""
     import pyarrow.parquet as pq
 
+    from cotgen_assets.core.ask import GenerationAsk
     from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.core.scenarios import get_scenario
 
     rows = pq.read_metadata(data / SCENARIO / "source_problems.parquet").num_rows
     submission = prepare_generation(
-        get_scenario(SCENARIO), rows, "extend", 3, MODEL, "high", 10_000, True
+        GenerationAsk(
+            scenario=get_scenario(SCENARIO),
+            limit=rows,
+            mode="extend",
+            max_tries=3,
+            model=MODEL,
+            thinking_level="high",
+            max_requests_per_job=10_000,
+        ),
+        offline=True,
     ).submission
     written = sum(
         submission.requests_path(s).stat().st_size + submission.context_path(s).stat().st_size

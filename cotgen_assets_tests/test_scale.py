@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import requests as requests_module
+from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
@@ -210,7 +211,16 @@ def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatc
     (data_dir / "easy").mkdir(parents=True)
     pq.write_table(table, data_dir / "easy" / "source_problems.parquet", row_group_size=777)
     submission = prepare_generation(
-        get_scenario("easy"), 3000, "extend", 3, MODEL, "high", 1000, True
+        GenerationAsk(
+            scenario=get_scenario("easy"),
+            limit=3000,
+            mode="extend",
+            max_tries=3,
+            model=MODEL,
+            thinking_level="high",
+            max_requests_per_job=1000,
+        ),
+        offline=True,
     ).submission
     assert len(submission.shards) == 3
     keys = [

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cotgen_assets.core.ask import Ask, GenerationAsk, SummarizationAsk
 from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.identity import ask_id_for, request_settings, submission_id_for
@@ -18,14 +19,14 @@ from cotgen_assets.core.planning import (
     plan_summarization,
     projected_cost_usd,
     round_facts,
-    validate_job_settings,
-    validate_max_tries,
-    validate_summarize,
 )
-from cotgen_assets.core.prompts import generation_request, summarization_request
-from cotgen_assets.core.requests import generation_requests, summarization_request_of
+from cotgen_assets.core.requests import (
+    generation_request_for,
+    generation_requests,
+    summarization_request_for,
+    summarization_request_of,
+)
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
-from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import read_jsonl, samples_path
@@ -44,76 +45,51 @@ class Prepared:
 
 
 def planned_submission(
-    scenario: str,
-    stage: Stage,
-    model: str,
-    empty_request: dict,
-    max_requests_per_job: int,
-    plan: Plan,
-    offline: bool,
-    backend: str,
+    ask: Ask, stage: Stage, empty_request: dict, plan: Plan, offline: bool, backend: str
 ) -> Submission:
     """A submission of `plan`'s items, named by what it asks; its id comes with its requests (_finish).
 
     `empty_request` is the stage's request with empty problem texts: how every problem is asked.
     """
     return Submission(
-        scenario=scenario,
+        scenario=ask.scenario.name,
         stage=stage,
-        model=model,
+        model=ask.model,
         prompt_version=stage.prompt_version,
         num_requests=len(plan.items),
         offline=offline,
         backend=backend,
         submission_id="",
         ask_id=ask_id_for(
-            scenario,
+            ask.scenario.name,
             stage,
-            model,
+            ask.model,
             stage.prompt_version,
-            request_settings(empty_request, max_requests_per_job),
+            request_settings(empty_request, ask.max_requests_per_job),
             plan.items,
         ),
     )
 
 
 def prepare_generation(
-    scenario: Scenario,
-    limit: int,
-    mode: str,
-    max_tries: int,
-    model: str,
-    thinking_level: str,
-    max_requests_per_job: int,
-    offline: bool,
-    backend: str = "developer",
-    rounds: dict | None = None,
-    ask_enough: bool = True,
+    ask: GenerationAsk, *, offline: bool, backend: str = "developer", rounds: dict | None = None
 ) -> Prepared:
-    """Plan a generation submission and write its request shards.
+    """Plan a generation submission and write its request shards; `offline`: for the emulator.
 
     A fill asks enough to reach `limit` at the scenario's estimated accuracy (`ask_enough`; False
     asks exactly the number missing). `rounds` (round, rounds_id) is kept with the submission."""
-    validate_job_settings(model, thinking_level, max_requests_per_job, backend)
+    ask.validate(backend)
+    scenario = ask.scenario
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
     good, used, tries, average = asked_so_far(scenario)
     prior = scenario.expected_accuracy or DEFAULT_EXPECTED_ACCURACY
-    accuracy = accuracy_from_tries(tries, good, prior) if ask_enough else None
-    plan = plan_generation(problem_ids, good, used, tries, limit, mode, max_tries, accuracy)
-    submission = planned_submission(
-        scenario.name,
-        GENERATION,
-        model,
-        generation_request("", thinking_level),
-        max_requests_per_job,
-        plan,
-        offline,
-        backend,
-    )
+    accuracy = accuracy_from_tries(tries, good, prior) if ask.ask_enough else None
+    plan = plan_generation(problem_ids, good, used, tries, ask.limit, ask.mode, ask.max_tries, accuracy)
+    submission = planned_submission(ask, GENERATION, generation_request_for(ask), plan, offline, backend)
     submission.round = {
         **(rounds or {}),
-        **round_facts(plan, mode, limit),
+        **round_facts(plan, ask.mode, ask.limit),
         "planned_at": datetime.now(UTC).isoformat(),
     }
     # Which rows to ask for, decided once over the id column (not once per batch).
@@ -122,26 +98,16 @@ def prepare_generation(
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
         with problems_path.open("rb") as handle:
-            yield from generation_requests(scenario.name, pq.ParquetFile(handle), asked, thinking_level)
+            yield from generation_requests(ask, pq.ParquetFile(handle), asked)
 
-    return _finish(submission, plan, items, max_requests_per_job, average.value())
+    return _finish(submission, plan, items, ask.max_requests_per_job, average.value())
 
 
-def prepare_summarization(
-    scenario: Scenario,
-    max_tries: int,
-    model: str,
-    thinking_level: str,
-    max_requests_per_job: int,
-    offline: bool,
-    summarize: str = "correct",
-    backend: str = "developer",
-) -> Prepared:
+def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str = "developer") -> Prepared:
     """Plan the drafts of the CoT samples that lack one (`planning.plan_summarization`) and write
-    their request shards."""
-    validate_max_tries(max_tries)
-    validate_job_settings(model, thinking_level, max_requests_per_job, backend)
-    validate_summarize(summarize)
+    their request shards; `offline`: for the emulator."""
+    ask.validate(backend)
+    scenario = ask.scenario
     drafted: dict[str, str] = {}
     average = UsageAverage(SUMMARIZATION.usage_prior)
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
@@ -153,27 +119,20 @@ def prepare_summarization(
         drafted,
         excluded_problems(scenario.name),
         tries_by_problem(scenario.name, SUMMARIZATION),
-        only_correct=summarize == "correct",
-        max_tries=max_tries,
+        only_correct=ask.summarize == "correct",
+        max_tries=ask.max_tries,
     )
     submission = planned_submission(
-        scenario.name,
-        SUMMARIZATION,
-        model,
-        summarization_request("", "", "", thinking_level),
-        max_requests_per_job,
-        plan,
-        offline,
-        backend,
+        ask, SUMMARIZATION, summarization_request_for(ask), plan, offline, backend
     )
     wanted = {problem_id for problem_id, _ in plan.items}
 
     def items():
         for record in read_jsonl(cot_file):
             if record["id"] in wanted:
-                yield summarization_request_of(record, thinking_level)
+                yield summarization_request_of(record, ask)
 
-    return _finish(submission, plan, items, max_requests_per_job, average.value())
+    return _finish(submission, plan, items, ask.max_requests_per_job, average.value())
 
 
 def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int, average: Usage) -> Prepared:

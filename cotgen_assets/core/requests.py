@@ -1,11 +1,13 @@
 """The request lines of a submission and, beside each, the context that turns its answer into a
-record. The request bodies themselves come from `prompts`."""
+record. The request bodies come from `prompts`, asked as the `Ask` says (its thinking effort is
+read here, and only here)."""
 
 from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cotgen_assets.core.ask import Ask
 from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
 from cotgen_assets.core.quality import numbers_in
 
@@ -23,8 +25,18 @@ CONTEXT_COLUMNS = {
 }
 
 
+def generation_request_for(ask: Ask, question: str = "") -> dict:
+    """How `ask` asks one problem; with no question, how it asks every problem (part of its identity)."""
+    return generation_request(question, ask.thinking_level)
+
+
+def summarization_request_for(ask: Ask, question: str = "", thought: str = "", answer: str = "") -> dict:
+    """How `ask` asks for one draft; with no texts, how it asks for every draft."""
+    return summarization_request(question, thought, answer, ask.thinking_level)
+
+
 def generation_requests(
-    scenario: str, problems: pq.ParquetFile, asked: pa.BooleanArray, thinking_level: str
+    ask: Ask, problems: pq.ParquetFile, asked: pa.BooleanArray
 ) -> Iterator[tuple[bytes, dict]]:
     """(request line, context) of each problem row `asked` marks, in table order."""
     columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
@@ -43,22 +55,22 @@ def generation_requests(
             source |= {c: row.get(c) or "" for c in ("level", "type")}
             context = {
                 "id": row["problem_id"],
-                "scenario": scenario,
+                "scenario": ask.scenario.name,
                 "question": row["question"],
                 "answer": row["answer"],
                 "source": source,
             }
             yield (
-                request_line(row["problem_id"], generation_request(row["question"], thinking_level)),
+                request_line(row["problem_id"], generation_request_for(ask, row["question"])),
                 context,
             )
 
 
-def summarization_request_of(record: dict, thinking_level: str) -> tuple[bytes, dict]:
+def summarization_request_of(record: dict, ask: Ask) -> tuple[bytes, dict]:
     """(request line, context) that asks to cut a CoT record down to a draft."""
     thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
     context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
     context["cot_predicted_answer"] = record["predicted_answer"]
     context["thought_numbers"] = sorted(numbers_in(thought))
-    request = summarization_request(record["question"], thought, answer, thinking_level)
+    request = summarization_request_for(ask, record["question"], thought, answer)
     return request_line(record["id"], request), context
