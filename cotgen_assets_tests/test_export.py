@@ -33,12 +33,10 @@ from cotgen_assets.publish import export, hub, parquet, report, selection
 from cotgen_assets.publish.card import (
     LABEL_EXPORTED,
     LABEL_FILES,
-    CardFacts,
-    MadeWith,
-    ScenarioFacts,
     card_body,
     dataset_card,
 )
+from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
 from cotgen_assets_tests.test_report import table_rows

@@ -8,6 +8,7 @@ import pytest
 
 from cotgen_assets.core.identity import ask_id_for, request_settings
 from cotgen_assets.core.prompts import generation_request, summarization_request
+from cotgen_assets.core.quality import gate_names
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, stage_named
 from cotgen_assets.core.storage import samples_path
 from cotgen_assets.core.submissions import Submission, load_submission
@@ -31,7 +32,7 @@ def test_the_code_location_follows_each_stage_description(stage):
     spec = defs.resolve_assets_def(stage.samples_asset).specs_by_key[dg.AssetKey(stage.samples_asset)]
     assert [c.name for c in spec.metadata["dagster/column_schema"].columns] == [f.name for f in stage.fields]
     checks = {c.name for c in graph.asset_check_keys if c.asset_key.to_user_string() == stage.samples_asset}
-    assert checks == set(stage.gate_names())
+    assert checks == set(gate_names(stage))
     results_checks = {
         c.name for c in graph.asset_check_keys if c.asset_key == dg.AssetKey(stage.results_asset)
     }

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.core.ask import Ask
 from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
-from cotgen_assets.core.quality import numbers_in
+from cotgen_assets.core.text import numbers_in
 
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
 CONTEXT_COLUMNS = {
