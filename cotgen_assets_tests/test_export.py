@@ -430,7 +430,7 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        [stage] = [s for s in STAGES if s.prefix == path.parent.name]  # data/<config>/: a stage's prefix
+        [stage] = [s for s in STAGES if s.record_kind == path.parent.name]  # data/<record kind>/
         schema = arrow_schema(stage.fields)
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return target

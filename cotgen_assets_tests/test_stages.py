@@ -29,6 +29,10 @@ def test_the_code_location_follows_each_stage_description(stage):
     job = defs.resolve_job_def(stage.results_job)
     selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert {stage.results_asset, stage.samples_asset} <= selected
+    batch_job = defs.resolve_job_def(stage.batch_job)
+    assert {key.to_user_string() for key in batch_job.asset_layer.executable_asset_keys} == {
+        stage.batch_asset
+    }
     spec = defs.resolve_assets_def(stage.samples_asset).specs_by_key[dg.AssetKey(stage.samples_asset)]
     assert [c.name for c in spec.metadata["dagster/column_schema"].columns] == [f.name for f in stage.fields]
     checks = {c.name for c in graph.asset_check_keys if c.asset_key.to_user_string() == stage.samples_asset}

@@ -62,7 +62,7 @@ class SampleStats:
         self.thinking_tokens += block["usage"]["thinking_tokens"]
         self.output_tokens += block["usage"]["output_tokens"]
         self.cost_usd += block["cost_usd"]
-        text = tagged_block(record[self.stage.prefix], self.stage.tag)
+        text = tagged_block(record[self.stage.record_kind], self.stage.tag)
         self.num_malformed += text is None
         if self.stage.summarizes is not None:
             self._add_draft(record, text)

@@ -21,7 +21,7 @@ class Stage:
     """One stage: what it makes and the names it goes by. Compared by identity."""
 
     name: str  # "generation": submission folders, job display names, `cotgen cancel`; the record's block
-    prefix: str  # "cot": the samples file `cot_<suffix>.jsonl`, the record's text field, the export's config
+    record_kind: str  # "cot": the samples file `cot_<suffix>.jsonl`, the text field, the export config
     tag: str  # "thought": the record's text is `<thought>…</thought>`, a newline, then the answer
     fields: tuple[Field, ...]  # the record's fields, in order
     build: Callable[[dict, ResultLine, dict], tuple[dict, list]]  # (context, line, block) -> record, gradings
@@ -41,7 +41,12 @@ class Stage:
 
     @property
     def samples_asset(self) -> str:
-        return f"{self.prefix}_samples"
+        return f"{self.record_kind}_samples"
+
+    @property
+    def batch_job(self) -> str:
+        """The job the sensor launches to submit this stage's next batch."""
+        return f"{self.name}_batch_job"
 
     @property
     def results_job(self) -> str:
@@ -49,12 +54,12 @@ class Stage:
         return f"{self.name}_results_job"
 
     def samples_file(self, suffix: str) -> str:
-        return f"{self.prefix}_{suffix}.jsonl"
+        return f"{self.record_kind}_{suffix}.jsonl"
 
 
 GENERATION = Stage(
     name="generation",
-    prefix="cot",
+    record_kind="cot",
     tag="thought",
     fields=COT_FIELDS,
     build=cot_record,
@@ -64,7 +69,7 @@ GENERATION = Stage(
 )
 SUMMARIZATION = Stage(
     name="summarization",
-    prefix="cod",
+    record_kind="cod",
     tag="draft",
     fields=COD_FIELDS,
     build=cod_record,

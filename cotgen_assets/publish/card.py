@@ -82,7 +82,7 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         template_path=str(TEMPLATE),
         facts=facts,
         image=image or f"![{PICTURE_ALT}]({PICTURE})",
-        fields={stage.prefix: field_table(stage.fields) for stage in STAGES},
+        fields={stage.record_kind: field_table(stage.fields) for stage in STAGES},
         prompts=prompts,
         draft_schema=json.dumps(prompts.DRAFT_SCHEMA, indent=2),
         rule=RULE,
@@ -124,7 +124,7 @@ def front_matter(export: Export) -> dict:
     splits = [s.name for s in export.splits if s.cot]
     configs, infos = [], []
     for stage in STAGES:
-        config = stage.prefix
+        config = stage.record_kind
         configs.append(
             {
                 "config_name": config,
@@ -211,7 +211,7 @@ def made_with(splits: list[Split], stage: Stage) -> MadeWith:
     found = {k: set() for k in ("model", "model_version", "prompt_version")}
     submissions = set()
     for split in splits:
-        for record in split.rows[stage.prefix]:
+        for record in split.rows[stage.record_kind]:
             block = record[stage.name]
             for key in found:
                 found[key].add(block.get(key) or "unknown")

@@ -61,15 +61,15 @@ def write_export(
         offline=any(s.offline for s in splits),
         figures=figures,
         report_figures=report_figures,
-        tables={stage.prefix: {} for stage in STAGES},
+        tables={stage.record_kind: {} for stage in STAGES},
     )
     for split in splits:
         if not split.cot:
             continue
         for stage in STAGES:
-            data, table = parquet_bytes(split.rows[stage.prefix], stage)
-            export.files[data_file(stage.prefix, split.name)] = data
-            export.tables[stage.prefix][split.name] = table
+            data, table = parquet_bytes(split.rows[stage.record_kind], stage)
+            export.files[data_file(stage.record_kind, split.name)] = data
+            export.tables[stage.record_kind][split.name] = table
     export.fingerprint = fingerprint(export.files)
     export.facts = gather(export, repo_id)
     export.card = str(dataset_card(export.facts))
