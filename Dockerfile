@@ -18,7 +18,7 @@ WORKDIR /opt/cotgen
 COPY pyproject.toml uv.lock README.md workspace.yaml ./
 COPY cotgen_assets ./cotgen_assets
 RUN pip install "uv>=0.13,<0.14" \
-    && uv export --locked --all-extras --no-emit-project --no-hashes -o /tmp/constraints.txt \
+    && uv export -q --locked --all-extras --no-emit-project --no-hashes -o /tmp/constraints.txt \
     && pip install -c /tmp/constraints.txt ".[${COTGEN_EXTRAS}]" "dagster-k8s==0.29.27" \
     && pip uninstall -y -q uv && rm /tmp/constraints.txt \
     && python -c "import cotgen_assets.definitions, dagster_postgres, dagster_k8s"
