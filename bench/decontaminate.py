@@ -5,8 +5,10 @@ problems it keeps that share only boilerplate with a benchmark problem (the plai
 leave them out), and two baselines: an exact-only pass (one normalised-text lookup per problem: the
 floor) and a naive O(n*m) pass (each problem's 13-grams against each benchmark problem's), timed on a
 sample and extrapolated. Target: under 10 s for the 12,500 rows. Not a timed test.
+`--edits` also prints, per benchmark and edit (an instruction added, HTML entities, look-alike
+letters: cotgen_assets_tests.harness.decontamination.py), how many edited benchmark problems escape.
 
-    COTGEN_DATASETS_DIR=../shared/data .venv/bin/python bench/decontaminate.py [--sample 100]
+    COTGEN_DATASETS_DIR=../shared/data .venv/bin/python bench/decontaminate.py [--sample 100] [--edits]
 """
 
 import argparse
@@ -21,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sample", type=int, default=100, help="problems timed for the naive baseline")
+    parser.add_argument("--edits", action="store_true", help="count edited benchmark problems that escape")
     args = parser.parse_args()
 
     import datasets
@@ -80,6 +83,20 @@ def main() -> None:
     print(f"| build + decontaminate | {build + run:.2f} |")
     print(f"| exact-only pass (floor) | {exact_only:.2f} |")
     print(f"| naive O(n*m) 13-gram pass, extrapolated from {len(sample)} problems | {naive:.1f} |")
+    if args.edits:
+        print_escaped_edits(index, {name: load_benchmark_questions(b) for name, b in benchmarks.items()})
+
+
+def print_escaped_edits(index, questions: dict[str, list[str]]) -> None:
+    from cotgen_assets_tests.harness.decontamination import EDITS, escaped
+
+    print("| edit | " + " | ".join(f"{name} escaped / altered" for name in questions) + " |")
+    print("|---|" + "---|" * len(questions))
+    for kind, edit in EDITS.items():
+        counts = [escaped(index, texts, edit) for texts in questions.values()]
+        print(
+            f"| {kind} | " + " | ".join(f"{len(slipped)} / {changed}" for changed, slipped in counts) + " |"
+        )
 
 
 if __name__ == "__main__":

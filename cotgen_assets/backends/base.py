@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cotgen_assets.backends.retries import Retrying
-from cotgen_assets.core.model_io import ANSWERED_ENDS, UNANSWERED_ENDS, Ask, Reply, WireFormat
+from cotgen_assets.core.model_io import ANSWERED_ENDS, UNANSWERED_ENDS, Prompt, Reply, WireFormat
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,6 @@ class Backend:
     def check_name(self, name: str) -> None:
         """A ValueError for a name this API cannot have given (e.g. one of another backend)."""
 
-    def generate(self, ask: Ask) -> Reply:
-        """One synchronous answer to `ask` (no batch), for previews and small last rounds."""
+    def generate(self, prompt: Prompt) -> Reply:
+        """One synchronous answer to `prompt` (no batch), for previews and small last rounds."""
         raise NotImplementedError(f"the {self.name} backend answers in batches only")

@@ -1,6 +1,6 @@
 """The Gemini request and response bodies (REST JSON, camelCase), shared by both Gemini backends.
 
-A request is a `GenerateContentRequest`: the ask's parts as one user content, its schema and
+A request is a `GenerateContentRequest`: the prompt's parts as one user content, its schema and
 thinking effort in `generationConfig`. A response is a `GenerateContentResponse`: thought-summary
 parts carry `thought: true`, the rest is the answer; `usageMetadata` the tokens
 (`candidatesTokenCount` excludes thoughts, `promptTokenCount` includes cached ones).
@@ -25,7 +25,7 @@ from cotgen_assets.core.model_io import (
     OTHER_END,
     PARTIALLY_SUCCEEDED,
     SUCCEEDED,
-    Ask,
+    Prompt,
     Reply,
     Usage,
 )
@@ -35,27 +35,27 @@ _FINISH = {None: COMPLETE, "STOP": COMPLETE, "MAX_TOKENS": CUT_OFF}
 _LEADING_KEY = re.compile(rb'^\s*\{\s*"key"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
-def request_body(ask: Ask) -> dict:
-    """The GenerateContentRequest of an ask (the model is the job's, so not in the body)."""
+def request_body(prompt: Prompt) -> dict:
+    """The GenerateContentRequest of an prompt (the model is the job's, so not in the body)."""
     config: dict = {}
-    if ask.schema is not None:
-        config |= {"responseMimeType": "application/json", "responseJsonSchema": ask.schema}
-    if ask.answers != 1:
-        config["candidateCount"] = ask.answers
-    thinking: dict = {"includeThoughts": True} if ask.include_thoughts else {}
-    if ask.thinking:
-        thinking["thinkingLevel"] = ask.thinking
+    if prompt.schema is not None:
+        config |= {"responseMimeType": "application/json", "responseJsonSchema": prompt.schema}
+    if prompt.answers != 1:
+        config["candidateCount"] = prompt.answers
+    thinking: dict = {"includeThoughts": True} if prompt.include_thoughts else {}
+    if prompt.thinking:
+        thinking["thinkingLevel"] = prompt.thinking
     if thinking:
         config["thinkingConfig"] = thinking
-    body: dict = {"contents": [{"role": "user", "parts": [{"text": text} for text in ask.texts]}]}
+    body: dict = {"contents": [{"role": "user", "parts": [{"text": text} for text in prompt.texts]}]}
     if config:
         body["generationConfig"] = config
     return body
 
 
-def input_line(ask: Ask) -> bytes:
+def input_line(prompt: Prompt) -> bytes:
     """`{"key", "request"}`: both APIs carry the extra `key` into the answer's line."""
-    return orjson.dumps({"key": ask.key, "request": request_body(ask)}) + b"\n"
+    return orjson.dumps({"key": prompt.key, "request": request_body(prompt)}) + b"\n"
 
 
 def _int(value) -> int:

@@ -7,19 +7,26 @@ common fraction." is 7 words) do not count, and short enough that a benchmark pr
 added or a number reworded still matches. Words are letter/digit runs with LaTeX commands and
 Asymptote figure code left out, so formula spacing and figure boilerplate do not make matches.
 Both are taken after `_fold`, so that a benchmark problem retyped with other characters (a soft
-hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`) is still itself.
+hyphen inside a word, a Unicode minus, full-width digits, `\\frac12`, `6,432`, `√`, HTML entities
+such as `&lt;` and `&#39;` from a scraped page, Cyrillic or Greek letters drawn like Latin ones) is
+still itself.
 A shared 13-gram counts only when it is telling: boilerplate, a run made only of phrasing that
 several benchmark problems share (an instruction such as "Enter your answer in the form
 $(r,\\theta),$ where …"), does not show that two problems are the same, unless they also have the
 same words apart from their numbers (the benchmark problem with other numbers); see `BenchmarkIndex`.
 A benchmark problem shorter than 13 words has no 13-gram: it counts as one n-gram of its own length
-if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches), and below that
-only the exact test applies (such texts are mostly a bare formula, "Evaluate $\\lceil -\\sqrt{23}\\rceil$.").
+if it has at least `SHORT_MIN` = 8 words (a problem containing all of it matches).
+And a problem that holds a whole benchmark problem as whole sentences matches it, whatever the
+benchmark problem's length or phrasing ("contained"): the benchmark problem with an instruction
+("Show your work.", "Answer:") or a preamble ("Problem:") added. Whole sentences only, so that a short
+benchmark problem ("Compute $\\dbinom{8}{4}$.") inside a longer formula or sentence ("Compute
+$\\dbinom{8}{4} + \\dbinom{8}{5}$.") is no match: that is another problem.
 
 Plain logic (no dagster): the source_problems asset calls `decontaminate`, its check calls
 `verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
 """
 
+import html
 import json
 import re
 import unicodedata
@@ -40,11 +47,12 @@ STOCK = 8  # words in a stock phrase
 STOCK_PROBLEMS = 2  # different benchmark problems that contain it, at least
 EXAMPLES = 5
 RULE = (
-    f"contaminated = same normalised text (formatting, case, whitespace, punctuation folded) as a "
-    f"benchmark problem, or a shared run of {NGRAM} words, unless every word of the run lies in a "
-    f"{STOCK}-word phrase that {STOCK_PROBLEMS} or more benchmark problems contain (boilerplate) and the "
-    f"two problems differ in more than their numbers (benchmark problems of {SHORT_MIN}-{NGRAM - 1} "
-    f"words: all of it; shorter: exact only)"
+    f"contaminated = same normalised text (formatting, HTML entities, look-alike letters, case, "
+    f"whitespace, punctuation folded) as a benchmark problem, or a shared run of {NGRAM} words, unless "
+    f"every word of the run lies in a {STOCK}-word phrase that {STOCK_PROBLEMS} or more benchmark problems "
+    f"contain (boilerplate) and the two problems differ in more than their numbers (benchmark problems "
+    f"of {SHORT_MIN}-{NGRAM - 1} words: all of it), or a run of whole sentences that is a benchmark "
+    f"problem (an instruction or preamble added)"
 )
 
 # Characters that show nothing (soft hyphen, zero-width space and joiners, direction marks, word
@@ -71,6 +79,12 @@ _SYMBOLS = str.maketrans(
         "\u00b0": r"^\circ ",
         **{chr(0x3B1 + i): f" \\{name} " for i, name in enumerate(_GREEK)},
     }
+)
+# Cyrillic and Greek letters drawn like Latin ones (Unicode's confusables, letters only): "раst" with
+# Cyrillic р and а is "past". Greek capitals only: lowercase α, ν, ρ... are math letters (\alpha...).
+_LOOKALIKES = str.maketrans(
+    "аеорсхуіјѕԁһӏԛԝАВЕКМНОРСТХУІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧο",
+    "aeopcxyijsdhlqwABEKMHOPCTXYIJSABEZHIKMNOPTYXo",
 )
 _ROOT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?)?")  # √23 is \sqrt{23}; √x is \sqrt x
 _VULGAR = re.compile(r"(\d+)\u2044(\d+)")  # NFKC turns ½ into 1⁄2
@@ -103,13 +117,20 @@ _ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
 _COMMAND = re.compile(r"\\[a-z]+")
 _WORD = re.compile(r"[^\W_]+")
 _DIGITS = re.compile(r"\d+")
+# Where a sentence ends: a line break, or a space after . ? ! or : (closing $, brackets or quotes may
+# come between) or after a displayed formula or figure ($$, \], [/asy]).
+_SENTENCE_END = re.compile(r"(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<=\[/asy\]))\s+|\n")
 
 
 def _fold(text: str) -> str:
-    """One spelling for text that reads the same: invisible characters dropped, Unicode forms,
-    symbols, thousands separators, synonymous commands, unbraced arguments and spacing folded."""
-    text = _INVISIBLE.sub("", text or "").translate(_SUPERSCRIPTS)
-    text = unicodedata.normalize("NFKC", text).lower().translate(_SYMBOLS)
+    """One spelling for text that reads the same: HTML entities decoded, invisible characters
+    dropped, Unicode forms, look-alike letters, symbols, thousands separators, synonymous commands,
+    unbraced arguments and spacing folded."""
+    text = text or ""
+    if "&" in text:  # scraped pages: &lt; is <, &#39; is '
+        text = html.unescape(text)
+    text = _INVISIBLE.sub("", text).translate(_SUPERSCRIPTS)
+    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES).lower().translate(_SYMBOLS)
     text = _ROOT.sub(lambda m: rf"\sqrt{{{m[1]}}}" if m[1] else r"\sqrt ", text)
     text = _THOUSANDS.sub("", _VULGAR.sub(r"\\frac{\1}{\2}", text))
     text = _ANY_COMMAND.sub(lambda m: _SAME_AS.get(m[1], m[0]), text)
@@ -146,15 +167,15 @@ class Match:
     """Why one problem is contaminated: the first benchmark that matches, and every one that does."""
 
     benchmark: str
-    match: str  # "exact" or "ngram"
+    match: str  # "exact", "ngram" or "contained"
     benchmark_question: str
     benchmarks: tuple[str, ...]
     shared: str  # the shared words (n-gram matches), else ""
 
 
 class BenchmarkIndex:
-    """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, and the
-    problems' words with numbers masked.
+    """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, the
+    problems' words with numbers masked, and their sentences (with every beginning of them).
 
     A 13-gram made only of stock phrasing is boilerplate and proves nothing: every word of it lies in
     some `STOCK`-word run that at least `STOCK_PROBLEMS` different benchmark problems contain (an
@@ -177,12 +198,15 @@ class BenchmarkIndex:
         self.exact: dict[str, dict[str, int]] = {name: {} for name in questions}
         tokens: dict[str, list[list[str]]] = {name: [] for name in questions}
         distinct: dict[str, list[str]] = {}  # MATH-500 repeats MATH test: count each problem once
+        self.sentences: dict[tuple[str, ...], dict[str, int]] = {}  # sentences -> benchmark -> row
         for name, texts in questions.items():
             for row, text in enumerate(texts):
                 folded = _fold(text)
-                key = _key(folded)
+                sentences = _sentence_keys(folded)
+                key = " ".join(sentences)
                 self.exact[name].setdefault(key, row)
                 tokens[name].append(distinct.setdefault(key, _words(folded)))
+                self._add_sentences(sentences, name, row)
         stock = _stock_phrases(distinct.values()) if ignore_boilerplate else set()
         self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
         self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
@@ -199,13 +223,20 @@ class BenchmarkIndex:
                     lengths.add(len(problem))
         self.lengths = (n, *sorted(lengths))
 
+    def _add_sentences(self, sentences: tuple[str, ...], name: str, row: int) -> None:
+        """The problem's sentences, and each beginning of them (so that a search knows to read on)."""
+        for end in range(1, len(sentences)):
+            self.sentences.setdefault(sentences[:end], {})
+        self.sentences.setdefault(sentences, {}).setdefault(name, row)
+
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.questions)
 
     def match(self, question: str) -> Match | None:
         folded = _fold(question)
-        key, tokens = _key(folded), _words(folded)
+        sentences = _sentence_keys(folded)
+        key, tokens = " ".join(sentences), _words(folded)
         found: dict[str, tuple[str, int, str]] = {}  # benchmark -> (kind, row, shared words)
         for name, exact in self.exact.items():
             row = exact.get(key)
@@ -213,6 +244,8 @@ class BenchmarkIndex:
                 found[name] = ("exact", row, "")
         if len(found) < len(self.names):
             self._match_ngrams(tokens, found)
+        if len(found) < len(self.names):
+            self._match_sentences(sentences, found)
         if not found:
             return None
         names = [name for name in self.names if name in found]
@@ -237,6 +270,22 @@ class BenchmarkIndex:
                 shared = _first_shared(tokens, words(self.questions[name][row]), self.n)
                 if shared:
                     found[name] = ("ngram", row, shared)
+
+    def _match_sentences(self, sentences: tuple[str, ...], found: dict[str, tuple[str, int, str]]) -> None:
+        """Add the benchmarks not found yet with a problem that is a run of this one's sentences: the
+        benchmark problem with an instruction or a preamble added, whatever its length or phrasing."""
+        for start in range(len(sentences)):
+            for end in range(start + 1, len(sentences) + 1):
+                hits = self.sentences.get(sentences[start:end])
+                if hits is None:  # no benchmark problem begins with these sentences
+                    break
+                for name, row in hits.items():
+                    found.setdefault(name, ("contained", row, " ".join(sentences[start:end])))
+
+
+def _sentence_keys(folded: str) -> tuple[str, ...]:
+    """The text's sentences, each as `_key`: joined, they are the text's key."""
+    return tuple(key for part in _SENTENCE_END.split(folded) if (key := _key(part)))
 
 
 def _stock_phrases(problems: Iterable[list[str]]) -> set[int]:
@@ -300,7 +349,7 @@ class Decontamination:
     num_kept: int
     num_contaminated: int = 0
     by_benchmark: dict[str, int] = field(default_factory=dict)  # a problem counts for each it matches
-    by_match: dict[str, int] = field(default_factory=dict)  # "exact" / "ngram" (first match only)
+    by_match: dict[str, int] = field(default_factory=dict)  # "exact" / "ngram" / "contained" (first)
     contaminated_ids: list[str] = field(default_factory=list)
     num_duplicates: int = 0
     duplicate_ids: dict[str, str] = field(default_factory=dict)  # left-out id -> id kept
@@ -388,7 +437,7 @@ def decontaminate(
     keep = [True] * len(ids)
     if chosen:
         outcome.by_benchmark = {b.name: 0 for b in chosen}
-        outcome.by_match = {"exact": 0, "ngram": 0}
+        outcome.by_match = {"exact": 0, "ngram": 0, "contained": 0}
         for row, match in enumerate(find_contamination(questions, benchmark_index(chosen))):
             if match is None:
                 continue

@@ -1,9 +1,9 @@
 """What the pipeline asks a model and what comes back, in no API's words.
 
-`Ask` is one request as the pipeline means it (the prompt's texts, a JSON schema when the answer
+`Prompt` is one request as the pipeline means it (the prompt's texts, a JSON schema when the answer
 is structured, the thinking effort, whether thought summaries are wanted, how many answers);
 `Reply` is one answer as a backend read it off its own output line; `Usage` its token counts;
-`JobEnd` how a batch job ended. Each batch backend turns an `Ask` into its own input line and its
+`JobEnd` how a batch job ended. Each batch backend turns an `Prompt` into its own input line and its
 output lines into `Reply`s (its `WireFormat`), and says what it can take (`Limits`).
 
 Backends register their wire format here (`register_wire`), keyed by the name each submission
@@ -35,7 +35,7 @@ class Usage:
 
 
 @dataclass(frozen=True)
-class Ask:
+class Prompt:
     """One request: `texts` are the prompt's texts in order (the problem's text last for a
     generation); `schema` asks for JSON of that shape; `thinking` is the effort ("" leaves the
     model's default); `answers` how many answers are wanted for it."""
@@ -101,10 +101,10 @@ class WireFormat(Protocol):
     label: str  # how people call it, in messages
     limits: Limits
 
-    def request_body(self, ask: Ask) -> dict:
+    def request_body(self, prompt: Prompt) -> dict:
         """The request as the API receives it (hashed into a submission's identity)."""
 
-    def input_line(self, ask: Ask) -> bytes:
+    def input_line(self, prompt: Prompt) -> bytes:
         """One line of a request file, newline included."""
 
     def read_line(self, raw: bytes) -> Reply:

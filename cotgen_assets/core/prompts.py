@@ -1,12 +1,12 @@
-"""What the two stages ask: CoT generation and CoD summarization, as neutral `Ask`s.
+"""What the two stages ask: CoT generation and CoD summarization, as neutral `Prompt`s.
 
-A backend turns an `Ask` into its API's request (`model_io.WireFormat`). The version strings go
+A backend turns a `Prompt` into its API's request (`model_io.WireFormat`). The version strings go
 into every record's lineage, so change them whenever a prompt's wording or shape changes.
 """
 
 import orjson
 
-from cotgen_assets.core.model_io import Ask
+from cotgen_assets.core.model_io import Prompt
 
 GENERATION_PROMPT_VERSION = "cot-gen-v1"
 SUMMARIZATION_PROMPT_VERSION = "cod-sum-v1"
@@ -67,13 +67,13 @@ def validate_thinking_level(model: str, thinking_level: str) -> None:
         )
 
 
-def generation_ask(key: str, question: str, thinking_level: str = "high", model: str = "") -> Ask:
+def generation_prompt(key: str, question: str, thinking_level: str = "high", model: str = "") -> Prompt:
     """Ask for a step-by-step solution with thought summaries.
 
     The question is the last part on its own, so the emulator (and a reader of the
     request file) can find it without parsing the instructions.
     """
-    return Ask(
+    return Prompt(
         key=key,
         texts=(GENERATION_INSTRUCTIONS, question),
         model=model,
@@ -82,11 +82,11 @@ def generation_ask(key: str, question: str, thinking_level: str = "high", model:
     )
 
 
-def summarization_ask(
+def summarization_prompt(
     key: str, question: str, thought: str, answer: str, thinking_level: str = "low", model: str = ""
-) -> Ask:
+) -> Prompt:
     """Ask to turn one CoT sample into a Chain of Draft, as structured JSON."""
-    return Ask(
+    return Prompt(
         key=key,
         texts=(
             SUMMARIZATION_INSTRUCTIONS,

@@ -10,7 +10,8 @@ import dagster as dg
 
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.stages import GENERATION, Stage
-from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission, unfinished_sends
+from cotgen_assets.core.submission_history import unfinished_sends
+from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission
 
 
 class InFlight(SubmissionRefused):
