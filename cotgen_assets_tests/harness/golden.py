@@ -113,10 +113,11 @@ def _checks(instance: dg.DagsterInstance) -> dict:
 
 
 def _check_keys(asset: str) -> list[dg.AssetCheckKey]:
+    from cotgen_assets.core.quality import gate_names
     from cotgen_assets.core.stages import STAGES
 
     stage = next(s for s in STAGES if s.samples_asset == asset)
-    return [dg.AssetCheckKey(dg.AssetKey(asset), name) for name in stage.gate_names()]
+    return [dg.AssetCheckKey(dg.AssetKey(asset), name) for name in gate_names(stage)]
 
 
 def golden_text(snap: dict) -> bytes:
