@@ -60,8 +60,9 @@ def test_two_homes_on_one_data_folder_pay_once_and_the_other_is_refused(
 
     assert sorted(codes) == [0, 1], "\n\n".join(output[-3000:] for output in outputs)
     winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
-    [refusal] = [line for line in outputs[loser].splitlines() if "belongs to another Dagster" in line]
-    assert str(data_dir) in refusal and str(homes[winner]) in refusal, refusal
+    refusals = [line for line in outputs[loser].splitlines() if "belongs to another Dagster" in line]
+    assert refusals, outputs[loser][-3000:]
+    assert str(data_dir) in refusals[0] and str(homes[winner]) in refusals[0], refusals[0]
 
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     jobs = [job for job in gemini.list_batches() if "-generation-" in job.display_name]
