@@ -60,7 +60,9 @@ def clean_faults(emu):
 def project(request) -> str:
     """A project of its own per test: tests ask alike, and a job with these very requests in the
     project would be reused (by design: its display name holds their content hash)."""
-    return "p-" + request.node.name.removeprefix("test_")[:24].replace("_", "-")
+    return "p-" + request.node.name.removeprefix("test_")[:24].replace("_", "-").rstrip(
+        "-"
+    )  # an id Google takes
 
 
 @pytest.fixture
