@@ -302,3 +302,29 @@ def test_a_job_larger_than_vertex_ai_takes_is_refused_before_anything_is_written
     assert "max_requests_per_job must be at most 200000 on Vertex AI" in message
     assert not (data_dir / "easy" / "submissions").exists(), "nothing written"
     assert MAX_SHARD_BYTES <= 1_000_000_000
+
+
+def test_a_missing_staging_bucket_is_one_line_naming_the_setting_before_anything_is_written(
+    instance, emu, sources, data_dir, project
+):
+    sources("easy")
+    pipeline = Pipeline(instance, emu.base_url)
+    pipeline.resources["gemini"] = gemini = GeminiBatchResource(
+        backend="vertex",
+        project=project,
+        location=LOCATION,
+        staging="gs://no-such-bucket/x",
+        base_url=emu.base_url,
+        backoff_seconds=0.05,
+    )
+    refused = pipeline.submit_generation("easy", raise_on_error=False, limit=3)
+    error = refused.failure_data_for_node("generation_batch").error
+    assert error.cls_name == "Failure" and "\n" not in error.message.strip(), error.message
+    assert error.message.startswith(
+        "COTGEN_VERTEX_STAGING='gs://no-such-bucket/x': the bucket no-such-bucket"
+    )
+    assert "does not exist" in error.message
+    assert sorted(p.name for p in (data_dir / "easy").iterdir()) == ["source_problems.parquet"], (
+        "nothing written"
+    )
+    assert list(gemini.list_batches()) == [], "nothing sent"
