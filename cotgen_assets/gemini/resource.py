@@ -97,6 +97,9 @@ class GeminiBatchResource(dg.ConfigurableResource):
         """For logs and metadata: which API, where; never a key."""
         return self.batches().describe()
 
+    def check_staging(self) -> None:
+        self.batches().check_staging()
+
     def upload_jsonl(self, path: str | Path, display_name: str, folder: str = "") -> str:
         return self.batches().stage(path, display_name, folder)
 
