@@ -16,6 +16,7 @@ import pytest
 from cotgen_assets import cli
 from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets.gemini.vertex import OFFLINE_TOKEN
+from cotgen_assets_tests.dagster_harness import wait_for
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.gcs_harness import start_gcs
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
@@ -326,3 +327,34 @@ def test_a_missing_staging_bucket_is_one_line_naming_the_setting_before_anything
         "nothing written"
     )
     assert list(gemini.list_batches()) == [], "nothing sent"
+
+
+def test_an_answer_line_whose_request_is_not_the_one_sent_under_its_key_is_a_failure_never_a_sample(
+    vertex, emu, sources, data_dir
+):
+    """Vertex AI echoes each request in its answer line: keys swapped between two lines (a mixed-up
+    or hand-edited results file) would store each question with the other's answer."""
+    from cotgen_assets.defs.assets.results import generation_results
+    from cotgen_assets.defs.assets.samples import cot_samples
+
+    sources("easy")
+    vertex.submit_generation("easy", limit=4, ask="missing")
+    batch = vertex.metadata("generation_batch", "easy")
+    gemini = vertex.resources["gemini"]
+    wait_for(lambda: gemini.get_batch(batch["batch_names"][0]).done, 30)
+    vertex.materialize([generation_results], "easy")
+    results = (
+        data_dir / "easy" / "submissions" / f"generation-{batch['submission_id']}" / "shard-000.results.jsonl"
+    )
+    lines = [orjson.loads(line) for line in results.read_bytes().splitlines()]
+    first, second = lines[0]["key"], lines[1]["key"]
+    lines[0]["key"], lines[1]["key"] = second, first
+    results.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+
+    vertex.materialize([cot_samples], "easy")
+    ended = outcomes(data_dir, batch)
+    for key in (first, second):
+        assert ended[key]["status"] == "request_mismatch", ended[key]
+        assert "is not the request sent under this key" in ended[key]["reason"]
+    records = read_jsonl(data_dir / "cot_easy.jsonl")
+    assert sorted(r["id"] for r in records) == sorted(set(ended) - {first, second}), "the others are kept"
