@@ -39,6 +39,11 @@ def context(n: int) -> dict:
     }
 
 
+def asking(key: str) -> dict:
+    """The request sent under `key` (Vertex AI echoes it in the key's answer line)."""
+    return {"contents": [{"role": "user", "parts": [{"text": f"question {key}"}]}]}
+
+
 def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Submission:
     submission = Submission(
         scenario="easy",
@@ -48,7 +53,9 @@ def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Sub
         prompt_version="cot-gen-v1",
         num_requests=len(rows),
     )
-    items = ((orjson.dumps({"key": f"easy-{n}", "request": {}}) + b"\n", context(n)) for n in rows)
+    items = (
+        (orjson.dumps({"key": f"easy-{n}", "request": asking(f"easy-{n}")}) + b"\n", context(n)) for n in rows
+    )
     write_shards(submission, items, shard_size, 1 << 30)
     submission.batch_names = [f"batches/{name}-{i}" for i in range(len(submission.shards))]
     submission.job_states = ["JOB_STATE_SUCCEEDED"] * len(submission.shards)
@@ -173,7 +180,7 @@ def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
 def vertex_line(key: str | None, status: str = "", answer: str | None = None, **more) -> bytes:
     """An output line as Vertex AI writes it: the input's keys, the request re-serialized, a status."""
     out = {"key": key} if key is not None else {}
-    out |= {"request": {"contents": [{"role": "user", "parts": [{"text": "q"}]}]}, "status": status}
+    out |= {"request": asking(key or ""), "status": status}
     out |= {"processed_time": "2026-12-02T10:00:00.123+00:00"}
     if answer is not None:
         out["response"] = response(key or "", answer)["response"]
