@@ -122,6 +122,32 @@ def atomic_write(path: Path | UPath, mode: str = "wb"):
         tmp.unlink(missing_ok=True)
 
 
+def create_if_absent(path: Path | UPath, data: bytes) -> bool:
+    """Write `path` only if nothing is there yet; False when something was (of two racing
+    writers exactly one gets True).
+
+    Local: the whole content in a temporary file, then a hard link to `path` (a link fails if the
+    name exists, and readers never see the file half-written). Object store: an upload with the
+    precondition that the object does not exist (GCS `ifGenerationMatch=0`, fsspec `mode="create"`).
+    """
+    if not is_local(path):
+        try:
+            path.fs.pipe_file(path.path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data)
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
 def scratch_dir(prefix: str) -> Path:
     """A new local folder for state that must be on a local disk (SQLite, `os.pread`); the caller
     removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder."""

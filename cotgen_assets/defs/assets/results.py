@@ -34,9 +34,9 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
     """Download what finished, record how each job ended; refused while a job still runs."""
     try:
         submission = latest_submission(context.instance, context.partition_key, stage)
+        jobs = download_finished(submission, gemini)
     except SubmissionRefused as error:
         raise dg.Failure(description=str(error)) from None
-    jobs = download_finished(submission, gemini)
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
     if running:
         raise dg.Failure(
