@@ -88,6 +88,7 @@ class ScenarioFigures:
     rounds: list[RoundFigures] = field(default_factory=list)
     limit: int = 0  # the newest fill's limit, else the scenario's
     num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
+    merged_over_limit: int | None = None  # `all`: the merged scenarios' own counts (limits do not pool)
 
     def merge(self, other: "ScenarioFigures") -> None:
         """Add another scenario's sums (for the `all` column)."""
@@ -97,6 +98,7 @@ class ScenarioFigures:
         self.rounds += other.rounds
         self.limit += other.limit
         self.num_pairs += other.num_pairs
+        self.merged_over_limit = (self.merged_over_limit or 0) + other.over_limit
 
     def add_cod(self, record: dict) -> None:
         self.cod(record)
@@ -108,7 +110,10 @@ class ScenarioFigures:
 
     @property
     def over_limit(self) -> int:
-        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped."""
+        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped.
+        Per scenario: a scenario short of its limit does not cancel another one's surplus."""
+        if self.merged_over_limit is not None:
+            return self.merged_over_limit
         return max(self.cot.num_correct - self.limit, 0)
 
     @property
