@@ -23,6 +23,7 @@ class Field:
     name: str
     arrow: pa.DataType
     description: str
+    nullable: bool = False  # null in a record (an answer with no final answer in it)
 
     @property
     def type(self) -> str:
@@ -83,7 +84,9 @@ COT_FIELDS = (
     *_HEAD,
     Field("cot", pa.string(), "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
     Field("messages", MESSAGES, "[user question, assistant cot]: ready for SFT"),
-    Field("predicted_answer", pa.string(), "the final answer read from the model's answer text"),
+    Field(
+        "predicted_answer", pa.string(), "the final answer read from the model's answer text", nullable=True
+    ),
     Field("correct", pa.bool_(), "predicted_answer matches answer (exact/numeric, then math-verify)"),
     _SOURCE,
     _GENERATION,
@@ -96,7 +99,7 @@ COD_FIELDS = (
         "`<draft>`a few words a step, a step a line`</draft>`, newline + `\\boxed{answer}`",
     ),
     Field("messages", MESSAGES, "[user question, assistant cod]: ready for SFT"),
-    Field("predicted_answer", pa.string(), "the draft's final answer"),
+    Field("predicted_answer", pa.string(), "the draft's final answer", nullable=True),
     Field("correct", pa.bool_(), "predicted_answer matches answer"),
     Field("agrees_with_cot", pa.bool_(), "predicted_answer matches the CoT sample's predicted_answer"),
     Field(
@@ -106,6 +109,52 @@ COD_FIELDS = (
     _GENERATION,
     Field("summarization", MADE_BY_TYPE, f"how the draft was made: {_names(MADE_BY_TYPE)}"),
 )
+
+
+_PYTHON_TYPES = {
+    pa.types.is_string: (str,),
+    pa.types.is_boolean: (bool,),
+    pa.types.is_integer: (int,),
+    pa.types.is_floating: (int, float),
+}
+
+
+def _value_problem(value: object, arrow: pa.DataType, where: str) -> str | None:
+    """Why `value` does not hold `arrow` (a member of a struct or list may be null), else None."""
+    if value is None:
+        return None
+    if pa.types.is_struct(arrow):
+        if not isinstance(value, dict):
+            return f"{where} is {value!r:.60}, not a struct"
+        return next(
+            (p for f in arrow if (p := _value_problem(value.get(f.name), f.type, f"{where}.{f.name}"))), None
+        )
+    if pa.types.is_list(arrow):
+        if not isinstance(value, list):
+            return f"{where} is {value!r:.60}, not a list"
+        return next(
+            (p for item in value if (p := _value_problem(item, arrow.value_type, f"{where}[]"))), None
+        )
+    allowed = next(types for test, types in _PYTHON_TYPES.items() if test(arrow))
+    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+        return f"{where} is {value!r:.60} (a {type(value).__name__}), not a {short_type(arrow)}"
+    return None
+
+
+def record_problem(record: dict, fields: tuple[Field, ...]) -> str | None:
+    """What makes `record` no record of these fields (a field missing, or of another type), else None.
+
+    `"correct": "false"` is a string, and a string is true: read as it is, it would count as correct.
+    """
+    for f in fields:
+        if f.name not in record:
+            return f"{f.name!r} is missing"
+        if record[f.name] is None and not f.nullable:
+            return f"{f.name!r} is null"
+        problem = _value_problem(record[f.name], f.arrow, repr(f.name))
+        if problem:
+            return problem
+    return None
 
 
 def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:

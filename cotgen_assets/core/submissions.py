@@ -50,7 +50,7 @@ from cotgen_assets.core.storage import (
     atomic_write,
     read_jsonl,
     read_parquet,
-    samples_path,
+    read_samples,
     scenario_dir,
     source_problems_path,
 )
@@ -326,7 +326,7 @@ def num_good_samples(scenario: Scenario) -> int:
     """Correct CoT samples of the scenario's clean problems: what `fill` counts towards `limit`."""
     id_column, _ = source_problem_ids(scenario)
     clean = set(id_column.to_pylist())
-    records = read_jsonl(samples_path(GENERATION, scenario.suffix), ("id", "correct"))
+    records = read_samples(GENERATION, scenario.suffix)
     return sum(1 for record in records if record["correct"] and record["id"] in clean)
 
 
@@ -334,7 +334,7 @@ def asked_so_far(scenario: Scenario) -> tuple[set[str], set[str], dict[str, int]
     """The scenario's generation asks so far: ids with a correct sample, every id asked, ingested
     tries per id, and the average answer's tokens (for projected costs)."""
     good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
-    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+    for record in read_samples(GENERATION, scenario.suffix):
         used.add(record["id"])
         average.add(record["generation"]["usage"])
         if record["correct"]:
@@ -441,12 +441,11 @@ def prepare_summarization(
     validate_summarize(summarize)
     drafted: dict[str, str] = {}
     average = UsageAverage(SUMMARIZATION.usage_prior)
-    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+    for record in read_samples(SUMMARIZATION, scenario.suffix):
         drafted[record["id"]] = record["generation"]["batch"]
         average.add(record["summarization"]["usage"])
-    cot_file = samples_path(GENERATION, scenario.suffix)
     plan = plan_summarization(
-        read_jsonl(cot_file),
+        read_samples(GENERATION, scenario.suffix),
         drafted,
         excluded_problems(scenario.name),
         tries_by_problem(scenario.name, SUMMARIZATION),
@@ -466,7 +465,7 @@ def prepare_summarization(
     wanted = {problem_id for problem_id, _ in plan.items}
 
     def items():
-        for record in read_jsonl(cot_file):
+        for record in read_samples(GENERATION, scenario.suffix):
             if record["id"] in wanted:
                 yield summarization_request_of(record, thinking_level)
 

@@ -13,7 +13,7 @@ import dagster as dg
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, samples_path
+from cotgen_assets.core.storage import read_samples
 from cotgen_assets.core.submissions import SubmissionRefused, num_good_samples, total_cost_usd
 from cotgen_assets.defs.history import (
     newest_metadata_where,
@@ -95,8 +95,7 @@ def good_samples(scenario: Scenario, stage: Stage) -> int:
             return num_good_samples(scenario)
         except SubmissionRefused:  # no source_problems yet: nothing counts
             return 0
-    records = read_jsonl(samples_path(SUMMARIZATION, scenario.suffix), ("correct",))
-    return sum(1 for record in records if record["correct"])
+    return sum(1 for record in read_samples(SUMMARIZATION, scenario.suffix) if record["correct"])
 
 
 def status_screen(

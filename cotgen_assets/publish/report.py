@@ -14,7 +14,7 @@ from pathlib import Path
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
-from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
+from cotgen_assets.core.storage import atomic_write, data_dir, read_samples
 from cotgen_assets.core.submissions import ingested_submissions, load_submission, total_cost_usd
 
 THOUGHT_COLOR = "#4C72B0"
@@ -126,12 +126,12 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     """Stream the scenario's samples files once."""
     figures = ScenarioFigures(scenario.name)
     correct_by_submission: dict[str, int] = {}
-    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+    for record in read_samples(GENERATION, scenario.suffix):
         figures.cot(record)
         if record["correct"]:
             made_by = record["generation"]["submission"]
             correct_by_submission[made_by] = correct_by_submission.get(made_by, 0) + 1
-    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+    for record in read_samples(SUMMARIZATION, scenario.suffix):
         figures.add_cod(record)
     figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
     figures.rounds = round_figures(scenario, correct_by_submission)
