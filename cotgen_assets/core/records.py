@@ -23,7 +23,9 @@ class Field:
     name: str
     arrow: pa.DataType
     description: str
-    nullable: bool = False  # null in a record (an answer with no final answer in it)
+    # May be null or absent: an answer with no final answer in it; a field described after records were
+    # written (the files hold them without it), which is every field added from now on.
+    nullable: bool = False
 
     @property
     def type(self) -> str:
@@ -147,10 +149,10 @@ def record_problem(record: dict, fields: tuple[Field, ...]) -> str | None:
     `"correct": "false"` is a string, and a string is true: read as it is, it would count as correct.
     """
     for f in fields:
-        if f.name not in record:
-            return f"{f.name!r} is missing"
-        if record[f.name] is None and not f.nullable:
-            return f"{f.name!r} is null"
+        if record.get(f.name) is None:
+            if f.nullable:
+                continue
+            return f"{f.name!r} is {'null' if f.name in record else 'missing'}"
         problem = _value_problem(record[f.name], f.arrow, repr(f.name))
         if problem:
             return problem
