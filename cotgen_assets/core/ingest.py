@@ -38,6 +38,7 @@ from cotgen_assets.core.storage import (
     remove_tree,
     samples_lines,
     scratch_dir,
+    writing,
 )
 from cotgen_assets.core.submissions import NOT_RUN, Submission
 
@@ -180,7 +181,7 @@ def ingest_submission(
     unit tests), not for two machines sharing a bucket.
     """
     refuse_missing_results(submission)
-    with lock if lock is not None else machine_lock(samples_file):
+    with lock if lock is not None else machine_lock(samples_file), writing(samples_file):
         return _ingest(submission, samples_file, observe)
 
 

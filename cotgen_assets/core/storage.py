@@ -6,6 +6,7 @@
 `os.pread`) asks `local_copy` for one.
 """
 
+import errno
 import os
 import re
 import shutil
@@ -90,10 +91,38 @@ def read_parquet(path: Path | UPath, columns: list[str] | None = None, filters=N
         return pq.read_table(handle, columns=columns, filters=filters, pre_buffer=False, use_threads=False)
 
 
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextmanager
+def writing(path: Path | UPath):
+    """Writes to `path` (and beside it) whose folder is read-only or whose disk is full end in one
+    line naming the folder (StorageError), not a traceback. Every write is whole or absent, so the
+    files there are as they were."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _READ_ONLY | _FULL:
+            raise
+        target = Path(error.filename) if error.filename else path
+        if error.errno in _FULL:
+            why = f"the disk holding {target.parent} is full"
+            fix = "Free space there"
+        else:
+            why = f"the folder {target.parent} is read-only"
+            fix = "Make it writable (or point COTGEN_DATA_DIR at a writable folder)"
+        raise StorageError(
+            f"cannot write {target}: {why} ({error.strerror}). No file there was changed or left "
+            f"half-written (each is replaced whole or not at all). {fix}, then run again"
+        ) from None
+
+
 def make_parents(path: Path | UPath) -> None:
     """A local file's folder; an object store has no folders to make."""
     if is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager
@@ -111,16 +140,17 @@ def atomic_write(path: Path | UPath, mode: str = "wb"):
                 yield handle
             path.fs.put_file(str(tmp), path.path)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def scratch_dir(prefix: str) -> Path:
