@@ -41,6 +41,7 @@ from cotgen_assets.publish.card import (
 )
 from cotgen_assets_tests.emulator_harness import start_emulator
 from cotgen_assets_tests.pipeline_harness import Pipeline, read_jsonl
+from cotgen_assets_tests.samples_harness import cot_record, write_jsonl
 from cotgen_assets_tests.test_report import table_rows
 
 pytestmark = pytest.mark.pipeline
@@ -551,7 +552,7 @@ def test_fingerprint_is_stable_and_follows_the_samples(chain, tmp_path):
 
 def test_an_export_without_source_problems_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
-    (tmp_path / "cot_easy.jsonl").write_text('{"id": "easy-0"}\n')
+    write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
     with pytest.raises(
         selection.ExportError, match="materialize source_problems|Materialize source_problems"
     ):
