@@ -6,6 +6,7 @@ schema, the samples assets' column schemas and the README's Records section are 
 Which stage makes which record is said in `stages`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -113,34 +114,74 @@ COD_FIELDS = (
 )
 
 
-_PYTHON_TYPES = {
-    pa.types.is_string: (str,),
-    pa.types.is_boolean: (bool,),
-    pa.types.is_integer: (int,),
-    pa.types.is_floating: (int, float),
+_PYTHON_TYPES = {  # exact types, as orjson reads them (so a bool is no int)
+    pa.types.is_string: {str},
+    pa.types.is_boolean: {bool},
+    pa.types.is_integer: {int},
+    pa.types.is_floating: {int, float},
 }
+Check = Callable[[object], str | None]  # a value -> what is wrong with it, from its place on, or None
 
 
-def _value_problem(value: object, arrow: pa.DataType, where: str) -> str | None:
-    """Why `value` does not hold `arrow` (a member of a struct or list may be null), else None."""
-    if value is None:
-        return None
+def _check_of(arrow: pa.DataType) -> Check:
+    """A check of values of `arrow`, built once per type: records are read by the million. A member
+    of a struct or list may be null."""
     if pa.types.is_struct(arrow):
-        if not isinstance(value, dict):
-            return f"{where} is {value!r:.60}, not a struct"
-        return next(
-            (p for f in arrow if (p := _value_problem(value.get(f.name), f.type, f"{where}.{f.name}"))), None
-        )
+        members = [(f.name, _check_of(f.type)) for f in arrow]
+
+        def check_struct(value):
+            if value is None:
+                return None
+            if type(value) is not dict:
+                return f" is {value!r:.60}, not a struct"
+            for name, check in members:
+                problem = check(value.get(name))
+                if problem:
+                    return f".{name}{problem}"
+            return None
+
+        return check_struct
     if pa.types.is_list(arrow):
-        if not isinstance(value, list):
-            return f"{where} is {value!r:.60}, not a list"
-        return next(
-            (p for item in value if (p := _value_problem(item, arrow.value_type, f"{where}[]"))), None
-        )
+        check_item = _check_of(arrow.value_type)
+
+        def check_list(value):
+            if value is None:
+                return None
+            if type(value) is not list:
+                return f" is {value!r:.60}, not a list"
+            return next((f"[]{problem}" for item in value if (problem := check_item(item))), None)
+
+        return check_list
     allowed = next(types for test, types in _PYTHON_TYPES.items() if test(arrow))
-    if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
-        return f"{where} is {value!r:.60} (a {type(value).__name__}), not a {short_type(arrow)}"
-    return None
+    name = short_type(arrow)
+
+    def check_value(value):
+        if value is None or type(value) in allowed:
+            return None
+        return f" is {value!r:.60} (a {type(value).__name__}), not a {name}"
+
+    return check_value
+
+
+_RECORD_CHECKS: dict[int, tuple[tuple[Field, ...], Callable[[dict], str | None]]] = {}
+
+
+def _record_check(fields: tuple[Field, ...]) -> Callable[[dict], str | None]:
+    checks = [(f.name, f.nullable, _check_of(f.arrow)) for f in fields]
+
+    def check_record(record: dict) -> str | None:
+        for name, nullable, check in checks:
+            value = record.get(name)
+            if value is None:
+                if nullable:
+                    continue
+                return f"{name!r} is {'null' if name in record else 'missing'}"
+            problem = check(value)
+            if problem:
+                return f"{name!r}{problem}"
+        return None
+
+    return check_record
 
 
 def record_problem(record: dict, fields: tuple[Field, ...]) -> str | None:
@@ -148,15 +189,10 @@ def record_problem(record: dict, fields: tuple[Field, ...]) -> str | None:
 
     `"correct": "false"` is a string, and a string is true: read as it is, it would count as correct.
     """
-    for f in fields:
-        if record.get(f.name) is None:
-            if f.nullable:
-                continue
-            return f"{f.name!r} is {'null' if f.name in record else 'missing'}"
-        problem = _value_problem(record[f.name], f.arrow, repr(f.name))
-        if problem:
-            return problem
-    return None
+    cached = _RECORD_CHECKS.get(id(fields))
+    if cached is None or cached[0] is not fields:
+        cached = _RECORD_CHECKS[id(fields)] = (fields, _record_check(fields))
+    return cached[1](record)
 
 
 def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:
