@@ -42,9 +42,9 @@ def dagster_home(refused: str = "") -> str:
         )
         return home
     raise Misconfigured(
-        "DAGSTER_HOME is not set, and this folder has no .dagster_home (the home scripts/start.sh makes in "
-        "the project folder): run cotgen from the project folder, or set DAGSTER_HOME to the Dagster home "
-        "the platform uses, so that cotgen sees what was submitted." + refused
+        "DAGSTER_HOME is not set: set it to the Dagster home the platform uses, or run cotgen from the "
+        "project folder (where scripts/start.sh makes .dagster_home; this folder has none), so that cotgen "
+        "sees what was submitted." + refused
     )
 
 

@@ -38,7 +38,7 @@ def test_a_string_where_a_bool_belongs_is_damage_not_a_correct_sample(shell, dat
     status = cotgen("status", "easy", env=shell)
     assert status.returncode == 1, status.stdout
     assert status.stderr.startswith(
-        f"cotgen: {path} is damaged: line(s) 5 are not records of the schema in "
+        f"cotgen: {path} is damaged: line(s) 5 are not JSON objects of the record schema in "
         "cotgen_assets/core/records.py (line 5: 'correct' is 'false' (a str), not a bool) "
         "(ids on them: easy-4)"
     ), status.stderr

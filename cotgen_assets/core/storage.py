@@ -229,7 +229,7 @@ def damaged_file(
                 if found:
                     ids.append(found.group(1).decode(errors="replace"))
     if schema:
-        what = "records of the schema in cotgen_assets/core/records.py"
+        what = "JSON objects of the record schema in cotgen_assets/core/records.py"
     else:
         what = f"JSON objects with {', '.join(map(repr, required))}" if required else "JSON objects"
     return DamagedFile(
