@@ -11,7 +11,6 @@ of the samples file (see bench/ingest.py).
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -35,15 +34,17 @@ from cotgen_assets.core.batch_output import (
 from cotgen_assets.core.grading import grade_many
 from cotgen_assets.core.pricing import cost_usd, load_prices
 from cotgen_assets.core.records import made_by, usage_dict
+from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
     atomic_write,
-    damaged_file,
     is_local,
     local_copy,
     make_parents,
     read_jsonl,
     remove_tree,
+    samples_lines,
     scratch_dir,
+    writing,
 )
 from cotgen_assets.core.submissions import NOT_RUN, Submission
 
@@ -209,7 +210,7 @@ def ingest_submission(
     unit tests), not for two machines sharing a bucket.
     """
     refuse_missing_results(submission)
-    with lock if lock is not None else machine_lock(samples_file):
+    with lock if lock is not None else machine_lock(samples_file), writing(samples_file):
         return _ingest(submission, samples_file, observe)
 
 
@@ -256,7 +257,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             for number, shard, batch in answered:
                 results = local_copy(submission.results_path(shard), scratch)
                 _ingest_shard(submission, number, shard, batch, results, index, output, prices)
-        merge_samples(samples_file, new_path, index.is_new, observe)
+        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe)
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
@@ -371,29 +372,24 @@ def _write_summary(submission: Submission, stats: IngestStats) -> None:
 
 
 def merge_samples(
-    samples_file: Path, new_path: Path, is_new: Callable[[str], bool], observe: Callable[[dict], None]
+    stage: Stage,
+    samples_file: Path,
+    new_path: Path,
+    is_new: Callable[[str], bool],
+    observe: Callable[[dict], None],
 ) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
     when written); atomically in place of `samples_file`. `new_path` is a local file, beside
-    `samples_file` when that is local."""
+    `samples_file` when that is local. The old file is read as every samples file is
+    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once."""
     if is_local(samples_file) and not samples_file.exists():
         with open(new_path, "rb+") as new:
             os.fsync(new.fileno())
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        with samples_file.open("rb", buffering=IO_BUFFER) if samples_file.exists() else io.BytesIO() as old:
-            for number, raw in enumerate(old, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = orjson.loads(raw)
-                    key = record["id"]
-                except (orjson.JSONDecodeError, TypeError, KeyError):
-                    raise damaged_file(samples_file, number, ("id",)) from None
-                if is_new(key):
-                    continue
-                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                observe(record)
+        for raw, record in samples_lines(stage, samples_file, skip=is_new):
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            observe(record)
         with open(new_path, "rb") as new:
             shutil.copyfileobj(new, out, IO_BUFFER)
