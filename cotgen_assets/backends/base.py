@@ -125,6 +125,10 @@ class Backend:
         """For logs and metadata: which API, where; never a secret."""
         raise NotImplementedError
 
+    def check_staging(self) -> None:
+        """Refuse, in one line naming the setting, a place for request files that cannot take them
+        (asked before a submission writes anything); the Developer API uploads to its Files API."""
+
     def upload(self, path: Path, display_name: str, folder: str) -> str:
         """Put a request file where the API reads it; returns what `create` takes as source."""
         raise NotImplementedError

@@ -94,6 +94,7 @@ class DeveloperWire:
     request_body = staticmethod(gemini_wire.request_body)
     input_line = staticmethod(gemini_wire.input_line)
     job_end = staticmethod(gemini_wire.job_end)
+    sent_digest = staticmethod(gemini_wire.sent_digest)
     read_line = staticmethod(gemini_wire.read_line)
 
 

@@ -6,7 +6,10 @@ parts carry `thought: true`, the rest is the answer; `usageMetadata` the tokens
 (`candidatesTokenCount` excludes thoughts, `promptTokenCount` includes cached ones).
 """
 
+import dataclasses
+import hashlib
 import re
+from collections.abc import Iterator
 
 import orjson
 
@@ -149,6 +152,42 @@ def response_reply(key: str, response) -> Reply:
         finish_reason=finish,
         model_version=model_version,
     )
+
+
+def _texts(value) -> Iterator[str]:
+    """Every `text` string inside `value`, in order."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name == "text" and isinstance(item, str):
+                yield item
+            else:
+                yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def request_digest(request) -> str:
+    """A digest of what a request asks: the texts of its `contents`, in order. Vertex AI echoes a
+    request re-serialized (snake_case names, nulls added), so its bytes cannot be compared; its
+    texts survive. Something that is not a request digests as asking nothing."""
+    digest = hashlib.sha256()
+    if isinstance(request, dict):
+        for text in _texts(request.get("contents")):
+            digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def sent_digest(raw: bytes) -> str:
+    """The digest of the request in an input line `{"key", "request"}`."""
+    return request_digest(orjson.loads(raw)["request"])
+
+
+def with_echo(line: dict, reply: Reply) -> Reply:
+    """`reply`, with the digest of the request its line carries (Vertex AI echoes it), if it does."""
+    if "request" not in line:
+        return reply
+    return dataclasses.replace(reply, echoed=request_digest(line["request"]))
 
 
 def read_line(raw: bytes) -> Reply:

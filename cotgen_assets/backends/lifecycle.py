@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cotgen_assets.backends.base import Backend, BatchInfo
 from cotgen_assets.backends.retries import GeminiError, logger
-from cotgen_assets.core.submissions import Submission
+from cotgen_assets.core.submissions import Submission, refuse_foreign_job
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -265,7 +265,8 @@ def download_finished(submission: Submission, jobs: BatchJobs) -> list[BatchInfo
     """Fetch each shard's job; download the results file of every finished job (once).
 
     Not only of those that succeeded: a cancelled job hands back the answers it finished, which
-    were paid for. Once every job has ended, how they ended is saved for the ingestion.
+    were paid for. A job that is not the one the submission made is refused (SubmissionRefused).
+    Once every job has ended, how they ended is saved for the ingestion.
     """
     fetched = []
     for shard, name in zip(submission.shards, submission.batch_names):
@@ -273,6 +274,7 @@ def download_finished(submission: Submission, jobs: BatchJobs) -> list[BatchInfo
         fetched.append(job)
         results = submission.results_path(shard)
         if job.done and job.result_file and not results.exists():
+            refuse_foreign_job(submission, shard, name, job.display_name)
             jobs.download_results(job.result_file, results)
     if fetched and all(job.done for job in fetched):
         submission.job_states = [job.state for job in fetched]

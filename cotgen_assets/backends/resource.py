@@ -81,6 +81,9 @@ class GeminiBatchResource(dg.ConfigurableResource):
         """For logs and metadata: which API, where; never a key."""
         return self.batch_api().backend.describe()
 
+    def check_staging(self) -> None:
+        self.batch_api().backend.check_staging()
+
     def upload_jsonl(self, path: str | Path, display_name: str, folder: str = "") -> str:
         return self.batch_api().upload(path, display_name, folder)
 

@@ -31,6 +31,7 @@ from cotgen_assets.backends.developer import raw_get, timeout_ms
 from cotgen_assets.backends.gemini_wire import job_end, job_state
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
+from cotgen_assets.core.settings import SettingError
 from cotgen_assets.core.storage import atomic_write
 
 API_VERSION = "v1"
@@ -95,10 +96,15 @@ def predictions_prefix(source: str) -> str:
 
 def read_line(raw: bytes) -> Reply:
     """`{"key", "request", "status", "response"}`: `status` is "" on success, else why that
-    request failed (its usage still billed)."""
+    request failed (its usage still billed); `request` the request sent, re-serialized, whose
+    digest ingestion compares with the one sent under the key."""
     line, refused = gemini_wire.keyed_line(raw)
     if refused is not None:
         return refused
+    return gemini_wire.with_echo(line, _reply(line))
+
+
+def _reply(line: dict) -> Reply:
     status, response = line.get("status"), line.get("response")
     if status:
         reason = status if isinstance(status, str) else orjson.dumps(status).decode()
@@ -120,6 +126,7 @@ class VertexWire:
     request_body = staticmethod(gemini_wire.request_body)
     input_line = staticmethod(gemini_wire.input_line)
     job_end = staticmethod(gemini_wire.job_end)
+    sent_digest = staticmethod(gemini_wire.sent_digest)
     read_line = staticmethod(read_line)
 
 
@@ -198,6 +205,17 @@ class VertexBatches(Backend):
 
         options = {"token": "anon"} if self.offline else {}
         return UPath(uri, use_listings_cache=False, **options)
+
+    def check_staging(self) -> None:
+        """The staging bucket exists (one call): a missing one would otherwise end the upload in a
+        long FileNotFoundError that names no setting, after the submission's files were written."""
+        bucket = self.staging.removeprefix("gs://").partition("/")[0]
+        if not self.path(self.staging).fs.exists(bucket):
+            raise SettingError(
+                f"COTGEN_VERTEX_STAGING={self.staging!r}: the bucket {bucket} does not exist (or these "
+                "credentials cannot see it): create it, in the jobs' location, or point "
+                "COTGEN_VERTEX_STAGING at one that exists; nothing was written or sent"
+            )
 
     # -- single calls (lifecycle.BatchJobs retries them) -----------------------------------
 

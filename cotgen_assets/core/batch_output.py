@@ -17,6 +17,7 @@ TRUNCATED = "truncated"
 BAD_FINISH = "bad_finish"
 NO_THOUGHTS = "no_thoughts"
 EMPTY = "empty"
+REQUEST_MISMATCH = "request_mismatch"  # the line's echoed request is not the one sent under its key
 
 
 def overall_state(states: list[str]) -> str:
@@ -37,6 +38,7 @@ class ResultLine:
     usage: Usage = Usage()
     model_version: str | None = None
     reason: str | None = None
+    request_digest: str | None = None  # of the request the line echoes (Reply.echoed), else None
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,7 @@ def classify(reply: Reply, require_thoughts: bool = True) -> ResultLine:
             usage=reply.usage,
             model_version=reply.model_version,
             reason=reply.reason,
+            request_digest=reply.echoed,
         )
     result = dict(
         key=reply.key,
@@ -61,6 +64,7 @@ def classify(reply: Reply, require_thoughts: bool = True) -> ResultLine:
         finish_reason=reply.finish_reason,
         usage=reply.usage,
         model_version=reply.model_version,
+        request_digest=reply.echoed,
     )
     if reply.finish == CUT_OFF:
         reason = f"output truncated at the token limit ({reply.finish_reason})"

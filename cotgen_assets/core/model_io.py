@@ -76,6 +76,7 @@ class Reply:
     model_version: str | None = None
     failure: str | None = None
     reason: str | None = None
+    echoed: str | None = None  # a digest of the request the line carries (WireFormat.sent_digest), if it does
 
 
 # How a batch job ended, in neutral words (WireFormat.job_end); "" while it runs.
@@ -112,6 +113,10 @@ class WireFormat(Protocol):
 
     def job_end(self, state: str) -> str:
         """How a job in the API's `state` ended (SUCCEEDED, ...), "" while it runs."""
+
+    def sent_digest(self, raw: bytes) -> str:
+        """A digest of what the request in an input line asks, comparable with `Reply.echoed`. Only
+        read for a line that echoes its request (so a wire whose lines never do may skip it)."""
 
 
 _WIRES: dict[str, WireFormat] = {}
