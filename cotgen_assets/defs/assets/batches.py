@@ -13,9 +13,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
+from cotgen_assets.backends.lifecycle import adopt, submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
-from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.budget import refuse_over_budget
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
 from cotgen_assets.core.scenarios import Scenario, get_scenario
@@ -34,7 +36,6 @@ from cotgen_assets.defs.history import (
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.locks import submission_lock
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, submit
 
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
 THINKING_LEVELS = (
@@ -201,7 +202,7 @@ def _send(
     if not submission.num_requests or config.dry_run:
         return Sent(prepared, [])
     refuse_over_budget(submission, config.max_cost_usd, spent_before)
-    jobs = submit(submission, gemini, context.run.run_id)
+    jobs = submit(submission, gemini.batch_api(), context.run.run_id)
     context.log.info(f"submitted {submission.batch_names}")
     return Sent(prepared, [job.name for job in jobs if job.reused])
 
@@ -212,7 +213,7 @@ def adopt_orphan(context, gemini, scenario: str, stage: Stage) -> Sent | None:
     None when there is none: then this run plans as usual."""
     for orphan in orphan_submissions(context.instance, scenario, stage):
         died = orphan.sent_by
-        jobs = adopt(orphan, gemini, context.run.run_id)
+        jobs = adopt(orphan, gemini.batch_api(), context.run.run_id)
         if jobs is None:
             context.log.info(
                 f"submission {orphan.submission_id} (run {died}) was written, but its jobs were never "
