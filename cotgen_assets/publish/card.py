@@ -8,20 +8,21 @@ and off the submissions on disk (thinking level, dates) into `CardFacts`, a plai
 
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cotgen_assets.core import prompts
 from cotgen_assets.core.decontamination import RULE
+from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import arrow_schema, field_table
 from cotgen_assets.core.stages import STAGES, Stage
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.parquet import data_file
 from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
-from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, Split
+from cotgen_assets.publish.selection import CONFIG_FIELDS, NOT_CLEAN_REASONS, PAIRS, PROBLEMS, Split
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -51,7 +52,7 @@ class MadeWith:
 class ScenarioFacts:
     name: str
     dataset: str
-    rows: int  # exported, in each config
+    rows: int  # exported, in `cot` and in `cod`
     num_cot_records: int  # in the samples files
     num_cod_records: int
     left_out: dict[str, int]  # reason -> problems
@@ -61,6 +62,8 @@ class ScenarioFacts:
     num_repeats: int | None
     num_left_out_unclean: int  # samples of problems source_problems left out
     rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
+    rows_by_config: dict[str, int] = field(default_factory=dict)
+    passes: PassFigures = PassFigures()  # over the `problems` rows: every graded answer of a clean problem
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,15 @@ class CardFacts:
     def exported(self) -> list[ScenarioFacts]:
         """The scenarios with rows: the splits of both configs."""
         return [s for s in self.scenarios if s.rows]
+
+    @property
+    def with_problems(self) -> list[ScenarioFacts]:
+        """The scenarios with rows in `problems`."""
+        return [s for s in self.scenarios if s.rows_by_config.get(PROBLEMS)]
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(s.rows_by_config.get(PAIRS, 0) for s in self.scenarios)
 
 
 def gather(export: "Export", repo_id: str | None = None) -> CardFacts:
@@ -124,6 +136,8 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
         num_repeats=saved["num_duplicates"] if saved else None,
         num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
         rounds=tuple(round_rows(files)),
+        rows_by_config={config: len(rows) for config, rows in split.rows.items()},
+        passes=split.passes,
     )
 
 
@@ -136,7 +150,9 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         template_path=str(TEMPLATE),
         facts=facts,
         image=image or f"![{PICTURE_ALT}]({PICTURE})",
-        fields={stage.prefix: field_table(stage.fields) for stage in STAGES},
+        fields={config: field_table(fields) for config, fields in CONFIG_FIELDS.items()},
+        problems=PROBLEMS,
+        pairs=PAIRS,
         prompts=prompts,
         draft_schema=json.dumps(prompts.DRAFT_SCHEMA, indent=2),
         rule=RULE,
@@ -175,21 +191,22 @@ def front_matter(export: "Export") -> dict:
     """The YAML the Hub reads: licence, tags, configs with their data files, features and split sizes."""
     from datasets import Features
 
-    splits = [s.name for s in export.splits if s.cot]
     configs, infos = [], []
-    for stage in STAGES:
-        config = stage.prefix
+    for config, fields in CONFIG_FIELDS.items():
+        tables = export.tables[config]
+        splits = [s.name for s in export.splits if s.name in tables]
+        if not splits:  # `pairs` when no problem has a correct and a wrong answer
+            continue
         configs.append(
             {
                 "config_name": config,
                 "data_files": [{"split": s, "path": data_file(config, s)} for s in splits],
             }
         )
-        tables = export.tables[config]
         infos.append(
             {
                 "config_name": config,
-                "features": Features.from_arrow_schema(arrow_schema(stage.fields))._to_yaml_list(),
+                "features": Features.from_arrow_schema(arrow_schema(fields))._to_yaml_list(),
                 "splits": [
                     {"name": s, "num_bytes": tables[s].nbytes, "num_examples": tables[s].num_rows}
                     for s in splits
@@ -206,8 +223,8 @@ def front_matter(export: "Export") -> dict:
         "tags": TAGS + (["offline-emulator"] if export.offline else []),
         "size_categories": [size_category(export.num_rows)],
         "source_datasets": sorted({s.scenario.dataset for s in export.splits if s.cot}) or ["original"],
-        "configs": configs if splits else [],
-        "dataset_info": infos if splits else [],
+        "configs": configs,
+        "dataset_info": infos,
     }
 
 

@@ -7,7 +7,9 @@ Parquet (`parquet`), gathers and renders the card (`card`) and swaps the folder 
     README.md                       the dataset card (YAML the Hub reads, then sections from the data)
     dataset_report.png              the picture of the exported rows
     data/cot/<scenario>.parquet     config `cot`, one split per scenario
-    data/cod/<scenario>.parquet     config `cod`, the same ids
+    data/cod/<scenario>.parquet     config `cod`, the same (id, sample) keys
+    data/problems/<scenario>.parquet    config `problems`, one row per problem with a graded answer
+    data/pairs/<scenario>.parquet       config `pairs`, DPO preference pairs (no file: no pair)
 
 The fingerprint covers the data files only; the card may carry dates and is not part of it.
 """
@@ -18,12 +20,11 @@ from pathlib import Path
 import pyarrow as pa
 
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
-from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import data_dir
 from cotgen_assets.publish.card import PICTURE, CardFacts, dataset_card, gather
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
 from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
-from cotgen_assets.publish.selection import Split, select
+from cotgen_assets.publish.selection import CONFIG_FIELDS, Split, select
 
 CARD = "README.md"
 
@@ -51,7 +52,8 @@ class Export:
 
     @property
     def rows(self) -> dict[str, dict[str, int]]:
-        """Rows per config and split (splits with no rows are not in the export)."""
+        """Rows per config and split (splits with no rows are not in the export; nor is a config
+        with no split: `pairs` when no problem has both a correct and a wrong answer)."""
         return {c: {s: t.num_rows for s, t in by_split.items()} for c, by_split in self.tables.items()}
 
     @property
@@ -95,15 +97,14 @@ def write_export(
         offline=any(s.offline for s in splits),
         figures=figures,
         report_figures=report_figures,
-        tables={stage.prefix: {} for stage in STAGES},
+        tables={config: {} for config in CONFIG_FIELDS},
     )
     for split in splits:
-        if not split.cot:
-            continue
-        for stage in STAGES:
-            data, table = parquet_bytes(split.rows[stage.prefix], stage)
-            export.files[data_file(stage.prefix, split.name)] = data
-            export.tables[stage.prefix][split.name] = table
+        for config, fields in CONFIG_FIELDS.items():
+            if split.rows[config]:
+                data, table = parquet_bytes(split.rows[config], fields)
+                export.files[data_file(config, split.name)] = data
+                export.tables[config][split.name] = table
     export.fingerprint = fingerprint(export.files)
     export.facts = gather(export, repo_id)
     export.card = str(dataset_card(export.facts))
