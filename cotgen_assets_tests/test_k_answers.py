@@ -246,7 +246,7 @@ def test_the_card_states_the_measured_pass_figures_and_pairs(k4, easy_only):
     assert "7 pairs in all." in card
     for config in ("cot", "cod", "problems", "pairs"):
         assert re.search(rf"- config_name: {config}\n  data_files:\n  - split: easy\n", card), config
-    assert "| `pairs` | `easy` | 7 | `openai/gsm8k` |" in card
+    assert "| `pairs` | `easy` | 7 | `gsm8k` |" in card
 
 
 def test_the_report_shows_pass_at_k(k4, easy_only):

@@ -18,6 +18,7 @@ from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, sampl
 from cotgen_assets.core.submissions import ingested_submissions, load_submission, total_cost_usd
 
 THOUGHT_COLOR = "#4C72B0"
+PASS_RATES_PICTURE = "pass_rates.png"  # beside the report's picture
 DRAFT_COLOR = "#DD8452"
 
 
@@ -158,6 +159,11 @@ def totals(figures: list[ScenarioFigures]) -> ScenarioFigures:
 ROWS = [
     ("CoT samples", lambda f: f.cot.num_samples, "{:,}"),
     ("CoT accuracy", lambda f: f.cot.accuracy if f.cot.num_samples else None, "{:.1%}"),
+    ("Problems (with a graded CoT)", lambda f: f.cot.passes.num_problems, "{:,}"),
+    ("Answers per problem (k)", lambda f: f.cot.passes.k or None, "{:,}"),
+    ("pass@1", lambda f: f.cot.passes.pass_at_1, "{:.1%}"),
+    ("pass@k", lambda f: f.cot.passes.pass_at_k, "{:.1%}"),
+    ("maj@k", lambda f: f.cot.passes.maj_at_k, "{:.1%}"),
     ("CoT input tokens", lambda f: f.cot.input_tokens, "{:,}"),
     ("CoT thinking tokens", lambda f: f.cot.thinking_tokens, "{:,}"),
     ("CoT output tokens", lambda f: f.cot.output_tokens, "{:,}"),
@@ -223,6 +229,9 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
         "num_cot_samples": total.cot.num_samples,
         "num_cod_samples": total.cod.num_samples,
         "cot_accuracy": total.cot.accuracy,
+        "pass_at_1": total.cot.passes.pass_at_1 or 0.0,
+        "pass_at_k": total.cot.passes.pass_at_k or 0.0,
+        "maj_at_k": total.cot.passes.maj_at_k or 0.0,
         "cod_accuracy": total.cod.accuracy,
         "input_tokens": total.cot.input_tokens + total.cod.input_tokens,
         "thinking_tokens": total.cot.thinking_tokens + total.cod.thinking_tokens,
@@ -410,6 +419,38 @@ def _draw_costs(costs, figures: list[ScenarioFigures]) -> None:
     costs.grid(axis="y", alpha=0.3)
 
 
+def render_pass_rates(figures: list[ScenarioFigures]) -> bytes:
+    """PNG: per scenario, how many problems are solved 0/k, 1/k, …, k/k (how RL problems are picked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(
+        figsize=(3.2 * max(len(figures), 1), 3.4), dpi=100, layout="constrained", facecolor="white"
+    )
+    axes = figure.subplots(1, max(len(figures), 1), squeeze=False)[0]
+    for ax, item in zip(axes, figures):
+        passes = item.cot.passes
+        ax.set_title(item.scenario, fontsize=10)
+        if not passes.num_problems:
+            ax.text(0.5, 0.5, "no graded\nanswers yet", ha="center", va="center", color="grey")
+            ax.set_axis_off()
+            continue
+        solved = range(passes.k + 1)
+        bars = ax.bar(solved, passes.histogram, color=THOUGHT_COLOR, alpha=0.8)
+        ax.bar_label(bars, fontsize=8)
+        ax.set_xticks(list(solved), [f"{j}/{passes.k}" for j in solved])
+        ax.set_xlabel("correct answers per problem")
+        ax.set_ylabel("problems")
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("Pass rates: problems by correct answers out of k", fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white", transparent=False)
+    return buffer.getvalue()
+
+
 def picture_path() -> Path:
     return data_dir() / "report" / "dataset_report.png"
 
@@ -426,6 +467,7 @@ class Report:
     picture: Path
     png: bytes
     rounds: str = ""  # the generation rounds per scenario (markdown)
+    pass_rates_png: bytes = b""  # problems by correct answers out of k, per scenario
 
 
 def build_report(scenarios: dict[str, Scenario] | None = None) -> Report:
@@ -435,10 +477,14 @@ def build_report(scenarios: dict[str, Scenario] | None = None) -> Report:
     path = picture_path()
     with atomic_write(path) as handle:
         handle.write(png)
+    pass_rates = render_pass_rates(figures)
+    with atomic_write(path.with_name(PASS_RATES_PICTURE)) as handle:
+        handle.write(pass_rates)
     table = markdown_table(figures)
     rounds = rounds_markdown(figures)
     with atomic_write(path.with_suffix(".md"), "w") as handle:
         handle.write(
             f"# Dataset report\n\n{table}\n\n## Rounds\n\n{rounds}\n\n![dataset report]({path.name})\n"
+            f"\n## Pass rates\n\n![pass rates]({PASS_RATES_PICTURE})\n"
         )
-    return Report(figures, table, path, png, rounds)
+    return Report(figures, table, path, png, rounds, pass_rates)

@@ -20,6 +20,7 @@ from cotgen_assets.defs.history import latest_submission
 from cotgen_assets.defs.locks import samples_lock
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.publish.previews import preview_rows
+from cotgen_assets.publish.report import ScenarioFigures, markdown_image, render_pass_rates
 
 OFFLINE_NOTE = "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)"
 
@@ -90,6 +91,8 @@ def ingest_stage(context, stage: Stage, lineage) -> dg.MaterializeResult:
     metadata["dagster/column_lineage"] = lineage(scenario.name)
     for figure in stage.figures:
         metadata[figure] = dg.MetadataValue.float(getattr(stats, figure))
+    if stage.summarizes is None:
+        metadata |= pass_metadata(scenario.name, stats)
     if submission.offline:  # first row of the metadata table, where a person looks first
         metadata = {"gemini_endpoint": OFFLINE_NOTE, **metadata}
     return dg.MaterializeResult(metadata=metadata, check_results=gate_checks(stats))
@@ -120,6 +123,20 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
         "path": dg.MetadataValue.path(str(path)),
         "dagster/row_count": stats.num_samples,
         "preview": sample_preview(stats.preview, stats.stage),
+    }
+
+
+def pass_metadata(scenario: str, stats: SampleStats) -> dict:
+    """A CoT file's k answers per problem: pass@1, pass@k, maj@k and the picture of pass rates."""
+    passes = stats.passes
+    figures = ScenarioFigures(scenario, cot=stats)
+    return {
+        "num_problems": passes.num_problems,
+        "answers_per_problem": passes.k,
+        "pass_at_1": dg.MetadataValue.float(passes.pass_at_1 or 0.0),
+        "pass_at_k": dg.MetadataValue.float(passes.pass_at_k or 0.0),
+        "maj_at_k": dg.MetadataValue.float(passes.maj_at_k or 0.0),
+        "pass_rates": dg.MetadataValue.md(markdown_image(render_pass_rates([figures]), "pass rates")),
     }
 
 
