@@ -89,7 +89,7 @@ def status(scenario_names: list[str]) -> str:
         return render(status_screen(instance, gemini_from_env(), scenarios))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -103,7 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     status_parser = commands.add_parser("status", help="where every scenario's batches are")
     status_parser.add_argument("scenario", nargs="*", help="only these scenarios")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "cancel":
             print(cancel(args.scenario, stage_named(args.stage)))

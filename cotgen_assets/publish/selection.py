@@ -33,7 +33,7 @@ OVER_LIMIT = "over the scenario's limit (cap_at_limit)"
 NOT_CLEAN_REASONS = (CONTAMINATED, REPEAT, NOT_CLEAN)
 PROBLEMS, PAIRS = "problems", "pairs"  # the per-problem configs
 CONFIG_FIELDS: dict[str, tuple[Field, ...]] = {
-    **{stage.prefix: stage.fields for stage in STAGES},
+    **{stage.record_kind: stage.fields for stage in STAGES},
     PROBLEMS: PROBLEM_FIELDS,
     PAIRS: PAIR_FIELDS,
 }
@@ -87,10 +87,10 @@ class Split:
 
     @property
     def rows(self) -> dict[str, list[dict]]:
-        """Rows by export config: a stage's prefix (`cot`, `cod`), then `problems` and `pairs`."""
+        """Rows by export config: a stage's record kind (`cot`, `cod`), then `problems` and `pairs`."""
         return {
-            GENERATION.prefix: self.cot,
-            SUMMARIZATION.prefix: self.cod,
+            GENERATION.record_kind: self.cot,
+            SUMMARIZATION.record_kind: self.cod,
             PROBLEMS: self.problems,
             PAIRS: self.pairs,
         }
@@ -149,7 +149,7 @@ def select(
             del split.cot[limit:], split.cod[limit:]
             split.left_out[OVER_LIMIT] = split.num_over_limit
     for stage in STAGES:
-        refuse_undescribed_fields(split.rows[stage.prefix], stage, samples_path(stage, scenario.suffix))
+        refuse_undescribed_fields(split.rows[stage.record_kind], stage, samples_path(stage, scenario.suffix))
     split.problems, split.passes = problem_rows([cot[k] for k in sorted(cot, key=sort_key) if k[0] in clean])
     split.pairs = preference_pairs(split.problems)
     return split
