@@ -21,7 +21,7 @@ from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.exported import CardFacts, Export, MadeWith, ScenarioFacts
 from cotgen_assets.publish.parquet import data_file
 from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
-from cotgen_assets.publish.selection import CONFIG_FIELDS, NOT_CLEAN_REASONS, PAIRS, PROBLEMS, Split
+from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, PAIRS, PROBLEMS, Split, config_fields
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -84,7 +84,7 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         template_path=str(TEMPLATE),
         facts=facts,
         image=image or f"![{PICTURE_ALT}]({PICTURE})",
-        fields={config: field_table(fields) for config, fields in CONFIG_FIELDS.items()},
+        fields={config: field_table(fields) for config, fields in config_fields().items()},
         problems=PROBLEMS,
         pairs=PAIRS,
         prompts=prompts,
@@ -126,7 +126,7 @@ def front_matter(export: Export) -> dict:
     from datasets import Features
 
     configs, infos = [], []
-    for config, fields in CONFIG_FIELDS.items():
+    for config, fields in config_fields().items():
         tables = export.tables[config]
         splits = [s.name for s in export.splits if s.name in tables]
         if not splits:  # `pairs` when no problem has a correct and a wrong answer

@@ -22,7 +22,7 @@ from cotgen_assets.publish.card import PICTURE, dataset_card, gather
 from cotgen_assets.publish.exported import Export
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
 from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
-from cotgen_assets.publish.selection import CONFIG_FIELDS, Split, select
+from cotgen_assets.publish.selection import Split, config_fields, select
 
 CARD = "README.md"
 
@@ -62,10 +62,10 @@ def write_export(
         offline=any(s.offline for s in splits),
         figures=figures,
         report_figures=report_figures,
-        tables={config: {} for config in CONFIG_FIELDS},
+        tables={config: {} for config in config_fields()},
     )
     for split in splits:
-        for config, fields in CONFIG_FIELDS.items():
+        for config, fields in config_fields().items():
             if split.rows[config]:
                 data, table = parquet_bytes(split.rows[config], fields)
                 export.files[data_file(config, split.name)] = data

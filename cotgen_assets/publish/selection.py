@@ -32,11 +32,15 @@ DISAGREES = "CoD answer disagrees with CoT"
 OVER_LIMIT = "over the scenario's limit (cap_at_limit)"
 NOT_CLEAN_REASONS = (CONTAMINATED, REPEAT, NOT_CLEAN)
 PROBLEMS, PAIRS = "problems", "pairs"  # the per-problem configs
-CONFIG_FIELDS: dict[str, tuple[Field, ...]] = {
-    **{stage.record_kind: stage.fields for stage in STAGES},
-    PROBLEMS: PROBLEM_FIELDS,
-    PAIRS: PAIR_FIELDS,
-}
+
+
+def config_fields() -> dict[str, tuple[Field, ...]]:
+    """Every export config and its fields (`records`): a stage's record kind, then the per-problem ones."""
+    return {
+        **{stage.record_kind: stage.fields for stage in STAGES},
+        PROBLEMS: PROBLEM_FIELDS,
+        PAIRS: PAIR_FIELDS,
+    }
 
 
 class ExportError(Exception):

@@ -180,6 +180,7 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
 SECTIONS = [
     "Contents",
     "How to load",
+    "k answers per problem: `problems` and `pairs`",
     "Fields",
     "How it was made",
     "Figures per scenario",
