@@ -15,11 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import prompts
-from cotgen_assets.core.problems import pass_figures, problem_figures
-from cotgen_assets.core.quality import SampleStats
+from cotgen_assets.core.problems import file_passes, pass_figures, problem_figures
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS
 from cotgen_assets.core.scenarios import load_scenarios
-from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.publish import export, report
 from cotgen_assets.publish.trace import trace
 
@@ -74,7 +72,14 @@ def question(pid: str) -> str:
 
 def source(pid: str) -> dict:
     row = int(pid.rsplit("-", 1)[1])
-    return {"dataset": "openai/gsm8k", "config": "main", "split": "train", "row": row, "level": "", "type": ""}
+    return {
+        "dataset": "openai/gsm8k",
+        "config": "main",
+        "split": "train",
+        "row": row,
+        "level": "",
+        "type": "",
+    }
 
 
 def cot_record(pid: str, sample: int | None, predicted: str, correct: bool) -> dict:
@@ -178,11 +183,11 @@ def test_each_problem_has_its_pass_rate_and_majority_vote():
         assert (figures[pid].majority_answer, figures[pid].majority_correct) == MAJORITY[pid], pid
 
 
-def test_pass_at_1_pass_at_k_and_maj_at_k_over_a_scenario():
-    stats = SampleStats(GENERATION)
-    for record in k_answer_records():
-        stats(record)
-    passes = stats.passes
+@pytest.mark.parametrize("bucket_answers", [200_000, 3])  # one bucket; then five passes over the file
+def test_pass_at_1_pass_at_k_and_maj_at_k_over_a_samples_file(tmp_path, bucket_answers):
+    path = tmp_path / "cot_easy.jsonl"
+    write_jsonl(path, k_answer_records())
+    passes = file_passes(path, bucket_answers=bucket_answers)
     assert (passes.num_problems, passes.num_answers, passes.k) == (5, 20, 4)
     assert passes.pass_at_1 == 9 / 20  # 3 + 1 + 0 + 3 + 2 correct answers
     assert passes.pass_at_k == 4 / 5  # all but easy-3
@@ -226,7 +231,10 @@ def test_the_export_has_a_problems_and_a_pairs_config_matching_the_records(k4, e
         (pid, chosen, rejected) for pid, found in PAIRS.items() for chosen, rejected in found
     ]
     for pair in pairs:  # TRL's conversational preference format, a correct CoT over a wrong one
-        chosen, rejected = records[pair["id"], pair["chosen_sample"]], records[pair["id"], pair["rejected_sample"]]
+        chosen, rejected = (
+            records[pair["id"], pair["chosen_sample"]],
+            records[pair["id"], pair["rejected_sample"]],
+        )
         assert chosen["correct"] and not rejected["correct"]
         assert pair["prompt"] == [{"role": "user", "content": question(pair["id"])}]
         assert pair["chosen"] == [{"role": "assistant", "content": chosen["cot"]}]

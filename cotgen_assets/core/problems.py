@@ -7,10 +7,16 @@ grader (`grading.grade_many`: "1/2" and "0.5" are one answer), so it needs no re
 and could label a problem that has none.
 """
 
-from dataclasses import dataclass
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from itertools import combinations
 
 from cotgen_assets.core.grading import grade_many
+from cotgen_assets.core.storage import read_jsonl
+
+BUCKET_ANSWERS = 200_000  # answers grouped in memory at once by `file_passes`
 
 # (sample, predicted answer, correct) of one graded answer
 Answer = tuple[int, str | None, bool]
@@ -103,17 +109,49 @@ def problem_figures(answers_by_id: dict[str, list[Answer]]) -> list[ProblemFigur
     return figures
 
 
-@dataclass(frozen=True)
+@dataclass
 class PassFigures:
-    """A scenario's figures over its problems' graded answers."""
+    """A scenario's figures over its problems' graded answers, summed problem by problem.
 
-    num_problems: int = 0
-    num_answers: int = 0
-    num_correct: int = 0
-    num_solved: int = 0  # problems with at least one correct answer
+    Kept as counts of (correct, graded) outcomes, so that two scenarios' figures add up and the
+    memory is a few integers whatever the number of problems.
+    """
+
+    outcomes: Counter = field(default_factory=Counter)  # (correct answers, graded answers) -> problems
     num_majority_correct: int = 0
-    k: int = 0  # the most graded answers a problem has
-    histogram: tuple[int, ...] = ()  # problems solved j/k, j = 0..k (fewer answers: at the nearest j/k)
+
+    def add(self, problem: ProblemFigures) -> None:
+        self.outcomes[problem.num_correct, len(problem.correctness)] += 1
+        self.num_majority_correct += problem.majority_correct
+
+    def merge(self, other: "PassFigures") -> None:
+        self.outcomes.update(other.outcomes)
+        self.num_majority_correct += other.num_majority_correct
+
+    @property
+    def num_problems(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def num_answers(self) -> int:
+        return sum(graded * n for (_, graded), n in self.outcomes.items())
+
+    @property
+    def num_correct(self) -> int:
+        return sum(correct * n for (correct, _), n in self.outcomes.items())
+
+    @property
+    def k(self) -> int:
+        """The most graded answers a problem has."""
+        return max((graded for _, graded in self.outcomes), default=0)
+
+    @property
+    def histogram(self) -> tuple[int, ...]:
+        """Problems solved j/k, j = 0..k; a problem with fewer graded answers counts at the nearest j/k."""
+        counts = [0] * (self.k + 1) if self.outcomes else []
+        for (correct, graded), n in self.outcomes.items():
+            counts[round(correct / graded * self.k)] += n
+        return tuple(counts)
 
     @property
     def pass_at_1(self) -> float | None:
@@ -122,24 +160,41 @@ class PassFigures:
 
     @property
     def pass_at_k(self) -> float | None:
-        return self.num_solved / self.num_problems if self.num_problems else None
+        """Share of problems with at least one correct answer."""
+        solved = sum(n for (correct, _), n in self.outcomes.items() if correct)
+        return solved / self.num_problems if self.num_problems else None
 
     @property
     def maj_at_k(self) -> float | None:
+        """Share of problems whose majority answer is correct."""
         return self.num_majority_correct / self.num_problems if self.num_problems else None
 
 
-def pass_figures(problems: list[ProblemFigures]) -> PassFigures:
-    k = max((len(p.correctness) for p in problems), default=0)
-    histogram = [0] * (k + 1)
+def pass_figures(problems: Iterable[ProblemFigures]) -> PassFigures:
+    figures = PassFigures()
     for problem in problems:
-        histogram[round(problem.pass_rate * k)] += 1
-    return PassFigures(
-        num_problems=len(problems),
-        num_answers=sum(len(p.correctness) for p in problems),
-        num_correct=sum(p.num_correct for p in problems),
-        num_solved=sum(p.num_correct > 0 for p in problems),
-        num_majority_correct=sum(p.majority_correct for p in problems),
-        k=k,
-        histogram=tuple(histogram) if problems else (),
-    )
+        figures.add(problem)
+    return figures
+
+
+def file_passes(path, bucket_answers: int = BUCKET_ANSWERS) -> PassFigures:
+    """pass@1, pass@k, maj@k of a CoT samples file, streamed.
+
+    A problem's answers may sit anywhere in the file (a retry is appended), so they are grouped in
+    memory, a bucket of problem ids at a time (by a hash of the id; one pass over the file per
+    bucket): memory stays bounded by about `bucket_answers` answers however large the file.
+    """
+    figures = PassFigures()
+    if not path.exists():
+        return figures
+    with path.open("rb") as handle:
+        num_lines = sum(1 for line in handle if line.strip())
+    buckets = max(1, -(-num_lines // bucket_answers))
+    for bucket in range(buckets):
+        answers: dict[str, list[Answer]] = {}
+        for record in read_jsonl(path, ("id",)):
+            if buckets == 1 or zlib.crc32(record["id"].encode()) % buckets == bucket:
+                graded = (record.get("sample", 0), record.get("predicted_answer"), record.get("correct"))
+                answers.setdefault(record["id"], []).append(graded)
+        figures.merge(pass_figures(problem_figures(answers)))
+    return figures

@@ -9,7 +9,6 @@ check results.
 from array import array
 from dataclasses import dataclass, field
 
-from cotgen_assets.core.problems import Answer, PassFigures, pass_figures, problem_figures
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.text import tagged_block
 
@@ -50,9 +49,6 @@ class SampleStats:
     thought_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample, its CoT's
     draft_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample
     preview: list[dict] = field(default_factory=list)
-    # CoT files: each problem's answers, for pass@k and maj@k (a sample, its predicted answer, its grade)
-    answers: dict[str, list[Answer]] = field(default_factory=dict)
-    _passes: tuple[int, PassFigures] | None = field(default=None, repr=False)
 
     def __call__(self, record: dict) -> None:
         self.num_samples += 1
@@ -70,9 +66,6 @@ class SampleStats:
         self.num_malformed += text is None
         if self.stage.summarizes is not None:
             self._add_draft(record, text)
-        else:
-            answer = (record.get("sample", 0), record.get("predicted_answer"), record.get("correct"))
-            self.answers.setdefault(record["id"], []).append(answer)
         if len(self.preview) < PREVIEW_SAMPLES:
             self.preview.append(record)
 
@@ -89,16 +82,8 @@ class SampleStats:
     def merge(self, other: "SampleStats") -> None:
         """Add another file's figures (the report's `all` column)."""
         for name, value in vars(other).items():
-            if name not in ("stage", "excluded", "preview", "answers", "_passes"):
+            if name not in ("stage", "excluded", "preview"):
                 setattr(self, name, getattr(self, name) + value)
-        self.answers.update(other.answers)  # problem ids differ between scenarios
-
-    @property
-    def passes(self) -> PassFigures:
-        """pass@1, pass@k, maj@k of a CoT file's problems (grading the votes once per file state)."""
-        if self._passes is None or self._passes[0] != self.num_samples:
-            self._passes = (self.num_samples, pass_figures(problem_figures(self.answers)))
-        return self._passes[1]
 
     def share(self, count: int) -> float:
         return count / self.num_samples if self.num_samples else 0.0

@@ -34,6 +34,7 @@ def export_dir() -> Path:
 def exported_figures(split: Split, files: ScenarioFigures) -> ScenarioFigures:
     """The report's figures, over the exported rows; spent, rounds and limit are the scenario's."""
     figures = ScenarioFigures(split.name, spent_usd=files.spent_usd, rounds=files.rounds, limit=files.limit)
+    figures.passes = split.passes  # this dataset's problems: those of its `problems` config
     for record in split.cot:
         figures.cot(record)
     for record in split.cod:

@@ -1,8 +1,9 @@
-"""The dataset report: every scenario side by side, as a table and a picture.
+"""The dataset report: every scenario side by side, as a table and pictures.
 
 The report streams every scenario's `cot_<suffix>.jsonl` and `cod_<suffix>.jsonl` once through
 `quality.SampleStats` (the same pass the samples assets use), keeping only sums and two small
-integer arrays per scenario, so memory stays flat however large the files grow.
+integer arrays per scenario, so memory stays flat however large the files grow; the CoT file is
+read again, a bucket of problems at a time, for pass@k and maj@k (`problems.file_passes`).
 """
 
 import base64
@@ -11,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cotgen_assets.core.problems import PassFigures, file_passes
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
@@ -90,6 +92,7 @@ class ScenarioFigures:
     rounds: list[RoundFigures] = field(default_factory=list)
     limit: int = 0  # the newest fill's limit, else the scenario's
     num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
+    passes: PassFigures = field(default_factory=PassFigures)  # k answers per problem: pass@1, pass@k, maj@k
 
     def merge(self, other: "ScenarioFigures") -> None:
         """Add another scenario's sums (for the `all` column)."""
@@ -99,6 +102,7 @@ class ScenarioFigures:
         self.rounds += other.rounds
         self.limit += other.limit
         self.num_pairs += other.num_pairs
+        self.passes.merge(other.passes)
 
     def add_cod(self, record: dict) -> None:
         self.cod(record)
@@ -130,6 +134,7 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
             correct_by_submission[made_by] = correct_by_submission.get(made_by, 0) + 1
     for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
         figures.add_cod(record)
+    figures.passes = file_passes(samples_path(GENERATION, scenario.suffix))
     figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
     figures.rounds = round_figures(scenario, correct_by_submission)
     figures.limit = fill_limit(scenario, figures.rounds)
@@ -160,11 +165,11 @@ def totals(figures: list[ScenarioFigures]) -> ScenarioFigures:
 ROWS = [
     ("CoT samples", lambda f: f.cot.num_samples, "{:,}"),
     ("CoT accuracy", lambda f: f.cot.accuracy if f.cot.num_samples else None, "{:.1%}"),
-    ("Problems (with a graded CoT)", lambda f: f.cot.passes.num_problems, "{:,}"),
-    ("Answers per problem (k)", lambda f: f.cot.passes.k or None, "{:,}"),
-    ("pass@1", lambda f: f.cot.passes.pass_at_1, "{:.1%}"),
-    ("pass@k", lambda f: f.cot.passes.pass_at_k, "{:.1%}"),
-    ("maj@k", lambda f: f.cot.passes.maj_at_k, "{:.1%}"),
+    ("Problems (with a graded CoT)", lambda f: f.passes.num_problems, "{:,}"),
+    ("Answers per problem (k)", lambda f: f.passes.k or None, "{:,}"),
+    ("pass@1", lambda f: f.passes.pass_at_1, "{:.1%}"),
+    ("pass@k", lambda f: f.passes.pass_at_k, "{:.1%}"),
+    ("maj@k", lambda f: f.passes.maj_at_k, "{:.1%}"),
     ("CoT input tokens", lambda f: f.cot.input_tokens, "{:,}"),
     ("CoT thinking tokens", lambda f: f.cot.thinking_tokens, "{:,}"),
     ("CoT output tokens", lambda f: f.cot.output_tokens, "{:,}"),
@@ -230,9 +235,9 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
         "num_cot_samples": total.cot.num_samples,
         "num_cod_samples": total.cod.num_samples,
         "cot_accuracy": total.cot.accuracy,
-        "pass_at_1": total.cot.passes.pass_at_1 or 0.0,
-        "pass_at_k": total.cot.passes.pass_at_k or 0.0,
-        "maj_at_k": total.cot.passes.maj_at_k or 0.0,
+        "pass_at_1": total.passes.pass_at_1 or 0.0,
+        "pass_at_k": total.passes.pass_at_k or 0.0,
+        "maj_at_k": total.passes.maj_at_k or 0.0,
         "cod_accuracy": total.cod.accuracy,
         "input_tokens": total.cot.input_tokens + total.cod.input_tokens,
         "thinking_tokens": total.cot.thinking_tokens + total.cod.thinking_tokens,
@@ -432,7 +437,7 @@ def render_pass_rates(figures: list[ScenarioFigures]) -> bytes:
     )
     axes = figure.subplots(1, max(len(figures), 1), squeeze=False)[0]
     for ax, item in zip(axes, figures):
-        passes = item.cot.passes
+        passes = item.passes
         ax.set_title(item.scenario, fontsize=10)
         if not passes.num_problems:
             ax.text(0.5, 0.5, "no graded\nanswers yet", ha="center", va="center", color="grey")

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.ingest import IngestStats, ingest_submission
 from cotgen_assets.core.pricing import UnknownModelError
+from cotgen_assets.core.problems import file_passes
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
@@ -93,7 +94,7 @@ def ingest_stage(context, stage: Stage, lineage) -> dg.MaterializeResult:
     for figure in stage.figures:
         metadata[figure] = dg.MetadataValue.float(getattr(stats, figure))
     if stage.summarizes is None:
-        metadata |= pass_metadata(scenario.name, stats)
+        metadata |= pass_metadata(scenario.name, path)
     if submission.offline:  # first row of the metadata table, where a person looks first
         metadata = {"gemini_endpoint": OFFLINE_NOTE, **metadata}
     return dg.MaterializeResult(metadata=metadata, check_results=gate_checks(stats))
@@ -127,10 +128,11 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
     }
 
 
-def pass_metadata(scenario: str, stats: SampleStats) -> dict:
-    """A CoT file's k answers per problem: pass@1, pass@k, maj@k and the picture of pass rates."""
-    passes = stats.passes
-    figures = ScenarioFigures(scenario, cot=stats)
+def pass_metadata(scenario: str, path) -> dict:
+    """A CoT file's k answers per problem: pass@1, pass@k, maj@k and the picture of pass rates
+    (the file read again, a bucket of problems at a time: the ingestion's pass keeps no per-problem state)."""
+    passes = file_passes(path)
+    figures = ScenarioFigures(scenario, passes=passes)
     return {
         "num_problems": passes.num_problems,
         "answers_per_problem": passes.k,
