@@ -37,7 +37,9 @@ class ScenarioFacts:
     num_left_out_unclean: int  # samples of problems source_problems left out
     rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
     rows_by_config: dict[str, int] = field(default_factory=dict)
-    passes: PassFigures = PassFigures()  # over the `problems` rows: every graded answer of a clean problem
+    passes: PassFigures = field(
+        default_factory=PassFigures
+    )  # over the `problems` rows: every graded answer of a clean problem
 
 
 @dataclass(frozen=True)

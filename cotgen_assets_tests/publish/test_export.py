@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import prompts
+from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import arrow_schema
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.stages import STAGES, SUMMARIZATION
@@ -214,6 +216,8 @@ def test_the_card_is_rendered_from_its_facts_alone():
         num_contaminated=None,
         num_repeats=None,
         num_left_out_unclean=0,
+        rows_by_config={"cot": 1234, "cod": 1234, "problems": 650, "pairs": 34},
+        passes=PassFigures(Counter({(2, 2): 600, (1, 2): 34, (0, 2): 16}), num_majority_correct=610),
     )
     facts = CardFacts(
         title="Algebra drafts",
@@ -237,6 +241,11 @@ def test_the_card_is_rendered_from_its_facts_alone():
     assert "OFFLINE" not in text and "This export is empty" not in text
     for line in (
         "| `cot` | `algebra` | 1,234 | `someone/algebra` |",
+        "| `problems` | `algebra` | 650 | `someone/algebra` |",
+        "| `pairs` | `algebra` | 34 | `someone/algebra` |",
+        "| `algebra` | 650 | 2 | 94.9% | 97.5% | 93.8% | 34 |",  # 1234/1300, 634/650, 610/650
+        "34 pairs in all.",
+        'pairs = load_dataset("someone/drafts", "pairs", split="algebra")',
         "| `algebra` | 1,300 | 1,250 | 1,234 | CoT incorrect: 16 |",
         'cot = load_dataset("someone/drafts", "cot", split="algebra")',
         "| batches submitted and ingested (UTC) | 2026-01-02 to 2026-01-05 | 2026-01-02 to 2026-01-05 |",
