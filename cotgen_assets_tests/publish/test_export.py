@@ -24,9 +24,9 @@ import pytest
 
 from cotgen_assets.core import prompts
 from cotgen_assets.core.problems import PassFigures
-from cotgen_assets.core.records import arrow_schema
+from cotgen_assets.core.records import PROBLEM_FIELDS
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
-from cotgen_assets.core.stages import STAGES, SUMMARIZATION
+from cotgen_assets.core.stages import SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
@@ -139,7 +139,12 @@ def test_both_configs_hold_the_same_ids_and_metadata_counts_them(chain):
         cot = pq.read_table(data / "export" / "data" / "cot" / f"{split}.parquet")["id"].to_pylist()
         cod = pq.read_table(data / "export" / "data" / "cod" / f"{split}.parquet")["id"].to_pylist()
         assert cot == cod == expected_ids(data, split)
-    assert metadata["rows"] == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
+    assert metadata["rows"] == {
+        "cot": {"easy": 22, "hard": 4},
+        "cod": {"easy": 22, "hard": 4},
+        "problems": {"easy": 23, "hard": 4},  # every clean problem, the planted wrong answer's too
+        "pairs": {},  # one answer per problem: no problem has a right and a wrong one
+    }
     assert metadata["num_rows_cod_hard"] == 4 and metadata["num_rows"] == 26
     assert metadata["left_out"]["easy"] == {selection.CONTAMINATED: 1, selection.COT_INCORRECT: 1}
     assert metadata["offline"] is True and metadata["path"] == str(data / "export")
@@ -162,14 +167,19 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
     assert info["license"] == "mit" and "offline-emulator" in info["tags"]
     assert {c["config_name"]: c["data_files"] for c in info["configs"]} == {
         config: [{"split": s, "path": f"data/{config}/{s}.parquet"} for s in ("easy", "hard")]
-        for config in ("cot", "cod")
-    }
+        for config in ("cot", "cod", "problems")
+    }, "no pairs: the config is left out"
     sizes = {
         i["config_name"]: {s["name"]: s["num_examples"] for s in i["splits"]} for i in info["dataset_info"]
     }
-    assert sizes == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
+    assert sizes == {
+        "cot": {"easy": 22, "hard": 4},
+        "cod": {"easy": 22, "hard": 4},
+        "problems": {"easy": 23, "hard": 4},
+    }
     features = {i["config_name"]: [f["name"] for f in i["features"]] for i in info["dataset_info"]}
     assert features["cod"] == [f.name for f in SUMMARIZATION.fields]
+    assert features["problems"] == [f.name for f in PROBLEM_FIELDS]
     assert info["size_categories"] == ["n<1K"]
     assert info["source_datasets"] == ["gsm8k", "qwedsacf/competition_math"]
     # OFFLINE in the title and the first paragraph
@@ -320,7 +330,10 @@ def test_push_refuses_without_token_offline_or_empty(chain, tmp_path, monkeypatc
         hub.push_export(folder, "someone/cotgen", FAKE_TOKEN, endpoint="http://127.0.0.1:9")
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "empty"))
     empty = export.write_export()
-    assert empty.rows == {"cot": {}, "cod": {}} and "This export is empty" in empty.card
+    assert (
+        empty.rows == {"cot": {}, "cod": {}, "problems": {}, "pairs": {}}
+        and "This export is empty" in empty.card
+    )
     with pytest.raises(hub.PushRefused, match="empty"):
         hub.push_export(empty.folder, "someone/cotgen", FAKE_TOKEN, endpoint="http://127.0.0.1:9")
 
@@ -418,9 +431,7 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        [stage] = [s for s in STAGES if s.record_kind == path.parent.name]  # data/<record kind>/
-        schema = arrow_schema(stage.fields)
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
     return target
 
 
