@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from cotgen_assets.core.grading import grade_many
-from cotgen_assets.core.storage import read_jsonl
+from cotgen_assets.core.stages import GENERATION
+from cotgen_assets.core.storage import samples_lines
 
 BUCKET_ANSWERS = 200_000  # answers grouped in memory at once by `file_passes`
 
@@ -192,9 +193,9 @@ def file_passes(path, bucket_answers: int = BUCKET_ANSWERS) -> PassFigures:
     buckets = max(1, -(-num_lines // bucket_answers))
     for bucket in range(buckets):
         answers: dict[str, list[Answer]] = {}
-        for record in read_jsonl(path, ("id",)):
+        for _, record in samples_lines(GENERATION, path):
             if buckets == 1 or zlib.crc32(record["id"].encode()) % buckets == bucket:
-                graded = (record.get("sample", 0), record.get("predicted_answer"), record.get("correct"))
+                graded = (record["sample"], record["predicted_answer"], record["correct"])
                 answers.setdefault(record["id"], []).append(graded)
         figures.merge(pass_figures(problem_figures(answers)))
     return figures

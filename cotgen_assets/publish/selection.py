@@ -16,7 +16,7 @@ from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PAIR_FIELDS, PROBLEM_FIELDS, Field, record_key
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, read_parquet, samples_path, scenario_dir
+from cotgen_assets.core.storage import read_parquet, read_samples, samples_path, scenario_dir
 from cotgen_assets.core.storage import source_problems_path as problems_path
 from cotgen_assets.publish.problem_rows import preference_pairs, problem_rows
 
@@ -56,11 +56,6 @@ def id_key(sample_id: str) -> tuple:
 def sort_key(key: tuple[str, int]) -> tuple:
     """(id, sample) keys in source order, then sample order."""
     return id_key(key[0]), key[1]
-
-
-def read_records(path) -> dict[tuple[str, int], dict]:
-    """A samples file's records by (id, sample); a record written before samples existed is sample 0."""
-    return {record_key(r): r | {"sample": record_key(r)[1]} for r in read_jsonl(path)}
 
 
 def saved_decontamination(scenario: str) -> dict | None:
@@ -119,8 +114,8 @@ def select(
     by id (source order), so the same files always give the same rows. A scenario with samples but
     no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
     """
-    cot = read_records(samples_path(GENERATION, scenario.suffix))
-    cod = read_records(samples_path(SUMMARIZATION, scenario.suffix))
+    cot = {record_key(r): r for r in read_samples(GENERATION, scenario.suffix)}
+    cod = {record_key(r): r for r in read_samples(SUMMARIZATION, scenario.suffix)}
     split = Split(scenario, num_cot_records=len(cot), num_cod_records=len(cod))
     if not cot and not cod:
         return split

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 
 from cotgen_assets.core.decontamination import excluded_problems
-from cotgen_assets.core.records import MADE_BY_KEYS, record_key
+from cotgen_assets.core.records import MADE_BY_KEYS, Field, record_key, record_problem
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import (
@@ -47,11 +47,14 @@ def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) ->
     return max(matches, key=lambda s: len(s.name))
 
 
-def lines_of(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+def lines_of(
+    path: Path, sample_id: str, required: tuple[str, ...] = (), schema: tuple[Field, ...] = ()
+) -> Iterator[tuple[int, dict]]:
     """(1-based line number, record) of each line with the id in a JSONL file, streamed.
 
-    A damaged line that may be the id's (it holds the id, but is not JSON, or lacks a `required`
-    key) is a DamagedFile naming the file and line, not a silent miss nor a bare KeyError.
+    A damaged line that may be the id's (it holds the id, but is not JSON, lacks a `required`
+    key, or is no record of the `schema`: a samples file's) is a DamagedFile naming the file and
+    line, not a silent miss nor a bare KeyError.
     """
     if not path.exists():
         return
@@ -66,8 +69,8 @@ def lines_of(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> Iter
                 if not isinstance(record, dict):
                     raise damaged_file(path, number, required)
                 if record.get("id") == sample_id:
-                    if any(key not in record for key in required):
-                        raise damaged_file(path, number, required)
+                    if any(key not in record for key in required) or record_problem(record, schema):
+                        raise damaged_file(path, number, required, schema)
                     yield number, record
 
 
@@ -76,9 +79,9 @@ def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tup
     return next(lines_of(path, sample_id, required), None)
 
 
-def find_records(path: Path, sample_id: str) -> list[tuple[int, dict]]:
-    """Every record of the problem in a samples file, by sample."""
-    return sorted(lines_of(path, sample_id), key=lambda hit: record_key(hit[1])[1])
+def find_records(path: Path, sample_id: str, stage: Stage) -> list[tuple[int, dict]]:
+    """Every record of the problem in the stage's samples file, by sample."""
+    return sorted(lines_of(path, sample_id, schema=stage.fields), key=lambda hit: record_key(hit[1])[1])
 
 
 def parse_query(query: str) -> tuple[str, int | None]:
@@ -264,7 +267,8 @@ def trace(query: str) -> dict:
     cod_path = samples_path(SUMMARIZATION, scenario.suffix)
     source = source_row(scenario, sample_id)
     tried = attempts(scenario, sample_id)
-    cots, cods = find_records(cot_path, sample_id), find_records(cod_path, sample_id)
+    cots = find_records(cot_path, sample_id, GENERATION)
+    cods = find_records(cod_path, sample_id, SUMMARIZATION)
     samples = sample_summaries(scenario, sample_id, (cot_path, cots), (cod_path, cods), tried)
     if not (source or samples or tried):
         raise LookupError(
