@@ -16,8 +16,10 @@ import pytest
 
 from cotgen_assets.core import prompts
 from cotgen_assets.core.problems import file_passes, pass_figures, problem_figures
-from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS
+from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, record_key
 from cotgen_assets.core.scenarios import load_scenarios
+from cotgen_assets.core.stages import GENERATION
+from cotgen_assets.core.storage import DamagedFile, samples_lines
 from cotgen_assets.publish import export, report
 from cotgen_assets.publish.trace import trace
 
@@ -302,3 +304,17 @@ def test_one_answer_per_problem_exports_as_before_but_for_sample(tmp_path, monke
     assert not (tmp_path / "new" / "export" / "data" / "pairs").exists()
     assert "**This export has no pairs, so the config is left out**" in new.card
     assert new.rows["problems"] == {"easy": 5}
+
+
+def test_the_samples_reader_keys_records_by_id_and_sample(tmp_path):
+    """k answers of one problem are k records; two different records of one (id, sample) are damage."""
+    path = tmp_path / "cot_easy.jsonl"
+    records = k_answer_records()
+    write_jsonl(path, records + [records[0]])  # a line repeated word for word counts once
+    assert [record_key(r) for _, r in samples_lines(GENERATION, path)] == [record_key(r) for r in records]
+    other = records[0] | {"predicted_answer": "9", "correct": False}
+    write_jsonl(path, records + [other])
+    with pytest.raises(
+        DamagedFile, match=r"line 21 holds another record of id 'easy-1' sample 0, already on line 1"
+    ):
+        list(samples_lines(GENERATION, path))
