@@ -1,7 +1,7 @@
 """`cotgen`: small commands beside the Dagster UI.
 
 cotgen cancel SCENARIO STAGE   cancel the stage's batch still in flight (the sensor then records it)
-cotgen trace ID                everything about one sample: source row, batches, models, prompts, cost
+cotgen trace ID[#N]            everything about a problem's samples (or sample N): source row, batches, cost
 cotgen status [SCENARIO ...]   per scenario and stage: job state, requests done, age, rounds, correct
                                samples vs limit, cost so far
 """
@@ -111,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     cancel_parser = commands.add_parser("cancel", help="cancel a batch still in flight")
     cancel_parser.add_argument("scenario")
     cancel_parser.add_argument("stage", choices=[stage.name for stage in STAGES])
-    trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
-    trace_parser.add_argument("id", help="a record id, e.g. easy-17")
+    trace_parser = commands.add_parser("trace", help="show the lineage of a problem's samples")
+    trace_parser.add_argument(
+        "id", help="a problem id for every sample, e.g. easy-17; ID#N for sample N: easy-17#2"
+    )
     status_parser = commands.add_parser("status", help="where every scenario's batches are")
     status_parser.add_argument("scenario", nargs="*", help="only these scenarios")
     return parser

@@ -385,7 +385,8 @@ def merge_samples(
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        for raw, record in samples_lines(stage, samples_file, skip=is_new):
+        # the request key is the problem id until requests carry their sample (the request side's step)
+        for raw, record in samples_lines(stage, samples_file, skip=lambda key: is_new(key[0])):
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
             observe(record)
         with open(new_path, "rb") as new:

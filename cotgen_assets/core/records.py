@@ -72,6 +72,11 @@ MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])
 
 _HEAD = (
     Field("id", pa.string(), "stable problem id, `<scenario>-<source row>`: same problem, same id, forever"),
+    Field(
+        "sample",
+        pa.int64(),
+        "0-based index of this answer among the problem's answers; a record is identified by (id, sample)",
+    ),
     Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
     Field("question", pa.string(), "the problem text, from the source dataset"),
     Field(
@@ -113,6 +118,40 @@ COD_FIELDS = (
     _GENERATION,
     Field("summarization", MADE_BY_TYPE, f"how the draft was made: {_names(MADE_BY_TYPE)}"),
 )
+
+# The export's per-problem configs, made from the CoT records (publish/problem_rows.py).
+PROBLEM_FIELDS = (
+    Field("id", pa.string(), "the problem id, as in `cot` and `cod`"),
+    Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
+    Field("question", pa.string(), "the problem text"),
+    Field("answer", pa.string(), "the reference final answer"),
+    Field(
+        "samples", pa.list_(pa.int64()), "the graded answers' `sample` indices; the lists below follow them"
+    ),
+    Field("generations", pa.list_(pa.string()), "the CoT text (`cot`) of each answer"),
+    Field("predicted_answers", pa.list_(pa.string()), "each answer's predicted_answer"),
+    Field("correctness", pa.list_(pa.bool_()), "each answer's grade"),
+    Field("pass_rate", pa.float64(), "correct answers / graded answers"),
+    Field(
+        "majority_answer",
+        pa.string(),
+        "the answer most samples gave, equivalent answers counted together (tie: the one given first)",
+    ),
+    Field("majority_correct", pa.bool_(), "majority_answer is graded correct"),
+)
+PAIR_FIELDS = (
+    Field("id", pa.string(), "the problem id"),
+    Field("prompt", MESSAGES, "[user question]: TRL's conversational preference format"),
+    Field("chosen", MESSAGES, "[assistant turn]: a CoT graded correct"),
+    Field("rejected", MESSAGES, "[assistant turn]: a CoT of the same problem graded wrong"),
+    Field("chosen_sample", pa.int64(), "the chosen answer's `sample`"),
+    Field("rejected_sample", pa.int64(), "the rejected answer's `sample`"),
+)
+
+
+def record_key(record: dict) -> tuple[str, int]:
+    """What identifies a record: (problem id, sample). Records written before samples are sample 0."""
+    return record["id"], record.get("sample", 0)
 
 
 _PYTHON_TYPES = {  # exact types, as orjson reads them (so a bool is no int)
@@ -237,6 +276,7 @@ def cot_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     predicted = extract_predicted_answer(line.answer)
     record = {
         "id": context["id"],
+        "sample": context.get("sample", 0),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],
@@ -259,6 +299,7 @@ def cod_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     cod = "<draft>" + "\n".join(steps) + "</draft>\n" + f"\\boxed{{{final_answer}}}"
     record = {
         "id": context["id"],
+        "sample": context.get("sample", 0),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],

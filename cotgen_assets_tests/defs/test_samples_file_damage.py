@@ -54,14 +54,15 @@ def test_a_line_repeated_15_times_counts_once_in_status(shell, data_dir):
     assert "5/1000" in generation_row(status.stdout), status.stdout
 
 
-def test_another_record_under_an_id_already_read_is_damage(shell, data_dir):
+def test_another_record_under_an_id_and_sample_already_read_is_damage(shell, data_dir):
     records = [cot_record(f"easy-{row}") for row in range(3)] + [cot_record("easy-1", correct=False)]
     path = write_jsonl(data_dir / "cot_easy.jsonl", records)
 
     status = cotgen("status", "easy", env=shell)
     assert status.returncode == 1, status.stdout
     assert (
-        f"{path} is damaged: line 4 holds another record of id 'easy-1', already on line 2" in status.stderr
+        f"{path} is damaged: line 4 holds another record of id 'easy-1' sample 0, already on line 2"
+        in status.stderr
     )
 
 

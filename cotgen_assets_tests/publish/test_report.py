@@ -206,6 +206,7 @@ def test_previews_show_excerpts_not_whole_texts():
     [row], columns = previews.preview_rows([record], GENERATION)
     assert columns == [
         "id",
+        "sample",
         "question",
         "thought (excerpt)",
         "thinking tokens",
