@@ -297,9 +297,13 @@ def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[d
 
 
 def samples_lines(
-    stage: Stage, path: Path | UPath, skip: Callable[[str], bool] = lambda sample_id: False
+    stage: Stage,
+    path: Path | UPath,
+    skip: Callable[[str], bool] = lambda sample_id: False,
+    repeated: Callable[[str], None] = lambda sample_id: None,
 ) -> Iterator[tuple[bytes, dict]]:
-    """(line, record) of a samples file, each id once, streamed; ids `skip` says yes to are left out.
+    """(line, record) of a samples file, each id once, streamed; ids `skip` says yes to are left out,
+    and `repeated` hears the id of each line left out as a repeat.
 
     The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
     (`records`), or the file is damaged, as for a torn line. A line repeated word for word counts
@@ -322,6 +326,7 @@ def samples_lines(
             first = seen.setdefault(record["id"], (digest, number))
             if first[1] != number:
                 if first[0] == digest:
+                    repeated(record["id"])
                     continue  # the same line again: one sample
                 raise DamagedFile(
                     f"{path} is damaged: line {number} holds another record of id {record['id']!r}, "

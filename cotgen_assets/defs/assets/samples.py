@@ -12,7 +12,7 @@ from cotgen_assets.core.pricing import UnknownModelError
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import samples_path, source_problems_path
+from cotgen_assets.core.storage import MAX_LINES_NAMED, samples_path, source_problems_path
 from cotgen_assets.core.submission_history import total_cost_usd
 from cotgen_assets.core.submissions import Submission, SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP, preview_table
@@ -87,6 +87,8 @@ def ingest_stage(context, stage: Stage, lineage) -> dg.MaterializeResult:
         )
     if ingest.unknown_keys or ingest.duplicate_keys:
         context.log.warning(unused_lines_note(ingest, submission.submission_id, stage))
+    if ingest.repeated_lines:
+        context.log.warning(repeated_lines_note(ingest, path))
     metadata = samples_metadata(submission, ingest, stats, path)
     metadata["dagster/column_lineage"] = lineage(scenario.name)
     for figure in stage.figures:
@@ -106,6 +108,7 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
         "failed_by_reason": dg.MetadataValue.json({k: v for k, v in ingest.statuses.items() if k != "ok"}),
         "num_unknown_keys": ingest.unknown_keys,
         "num_duplicate_keys": ingest.duplicate_keys,
+        "num_repeated_lines_dropped": ingest.repeated_lines,
         "unused_lines_cost_usd": dg.MetadataValue.float(ingest.unused_cost_usd),
         "input_tokens": usage.input_tokens,
         "cached_tokens": usage.cached_tokens,
@@ -132,6 +135,16 @@ def unused_lines_note(ingest: IngestStats, submission_id: str, stage: Stage) -> 
         f"{ingest.unknown_keys} had no key, or one never asked. Their answers (tokens worth "
         f"${ingest.unused_cost_usd:.4f}, not in cost_usd) are no samples; they stay in the results "
         f"files of submission {submission_id} ({stage.results_asset})"
+    )
+
+
+def repeated_lines_note(ingest: IngestStats, path) -> str:
+    """Lines of the samples file the merge wrote once, said once rather than dropped silently."""
+    more = " and more" if len(ingest.repeated_ids) == MAX_LINES_NAMED else ""
+    return (
+        f"{path}: {ingest.repeated_lines} lines repeated a line word for word (ids "
+        f"{', '.join(ingest.repeated_ids)}{more}; a file appended twice?): each sample counts once, "
+        "and the file now holds it once"
     )
 
 
