@@ -83,12 +83,33 @@ def samples_path(stage: Stage, suffix: str) -> Path | UPath:
     return data_dir() / stage.samples_file(suffix)
 
 
+@contextmanager
+def arrow_readable(path: Path | UPath) -> Iterator[str]:
+    """`path` as a local file name Arrow opens itself: the path, or a local copy of an object in a bucket.
+
+    Never a Python file object: Arrow reads one from its own I/O threads (even with `use_threads=False`),
+    and such a thread still holding it when the interpreter exits takes the GIL during finalization:
+    the process aborts ("terminate called without an active exception", SIGABRT), as `cotgen status`
+    and `cotgen trace` did now and then after their last line.
+    """
+    if is_local(path):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="cotgen-parquet-") as folder:
+        yield str(local_copy(path, Path(folder)))
+
+
+@contextmanager
+def parquet_file(path: Path | UPath) -> Iterator[pq.ParquetFile]:
+    """A Parquet file (local or in a bucket) to read in batches; see `arrow_readable` for why."""
+    with arrow_readable(path) as local, pq.ParquetFile(local) as parquet:
+        yield parquet
+
+
 def read_parquet(path: Path | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:
-    """A Parquet file (local or in a bucket) read through a Python file handle, with no read-ahead:
-    Arrow's I/O threads would otherwise still hold the handle while the interpreter exits, and one
-    then aborts the process (seen as `cotgen trace` ending in SIGABRT)."""
-    with path.open("rb") as handle:
-        return pq.read_table(handle, columns=columns, filters=filters, pre_buffer=False, use_threads=False)
+    """A Parquet file (local or in a bucket) as a table; see `arrow_readable` for why."""
+    with arrow_readable(path) as local:
+        return pq.read_table(local, columns=columns, filters=filters)
 
 
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}

@@ -70,7 +70,7 @@ def test_another_record_under_an_id_already_read_is_damage(shell, data_dir):
     path = write_jsonl(data_dir / "cot_easy.jsonl", records)
 
     status = cotgen("status", "easy", env=shell)
-    assert status.returncode == 1, status.stdout
+    assert status.returncode == 1, (status.returncode, status.stderr)  # -6: aborted at exit
     assert (
         f"{path} is damaged: line 4 holds another record of id 'easy-1', already on line 2" in status.stderr
     )

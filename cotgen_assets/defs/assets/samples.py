@@ -4,7 +4,6 @@ graded and merged into the stage's samples file, with the stage's quality gates 
 from collections.abc import Callable
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.ingest import IngestStats, ingest_submission
@@ -12,7 +11,7 @@ from cotgen_assets.core.pricing import UnknownModelError
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import MAX_LINES_NAMED, samples_path, source_problems_path
+from cotgen_assets.core.storage import MAX_LINES_NAMED, parquet_file, samples_path, source_problems_path
 from cotgen_assets.core.submission_history import total_cost_usd
 from cotgen_assets.core.submissions import Submission, SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP, preview_table
@@ -168,8 +167,8 @@ def cot_lineage(scenario: str) -> dg.TableColumnLineage:
     source_columns = ["source_dataset", "source_config", "source_split", "source_row"]
     path = source_problems_path(scenario)
     if path.exists():
-        with path.open("rb") as handle:
-            source_columns += [c for c in ("level", "type") if c in pq.read_schema(handle).names]
+        with parquet_file(path) as problems:
+            source_columns += [c for c in ("level", "type") if c in problems.schema_arrow.names]
     return dg.TableColumnLineage(
         {
             "id": _dep("source_problems", "problem_id"),
