@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -317,6 +318,58 @@ def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[d
                 yield record
 
 
+class _DigestTable:
+    """id digest -> line digest, two 8-byte words an id in flat arrays (open addressing): a million ids
+    take 32 MB, where a dict of id -> (hash, line number) took over 200."""
+
+    def __init__(self, capacity: int = 1 << 12):
+        self.keys, self.values, self.size = array("Q", [0]) * capacity, array("Q", [0]) * capacity, 0
+
+    def get_or_add(self, key: int, value: int) -> int | None:
+        """The value stored under `key` (not 0); None when there was none and `value` is now stored."""
+        keys, mask = self.keys, len(self.keys) - 1
+        slot = key & mask
+        while keys[slot]:
+            if keys[slot] == key:
+                return self.values[slot]
+            slot = (slot + 1) & mask
+        keys[slot], self.values[slot] = key, value
+        self.size += 1
+        if 2 * self.size > len(keys):
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        keys, values = self.keys, self.values
+        self.__init__(2 * len(keys))
+        for key, value in zip(keys, values):
+            if key:
+                self.get_or_add(key, value)
+
+
+def _digest(data: str | bytes) -> int:
+    """A nonzero 64-bit digest (Python's `hash`, as the line check always used)."""
+    return (hash(data) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+
+def _repeats_its_first_line(path: Path | UPath, sample_id: str, number: int, digest: int) -> bool:
+    """Whether line `number` (of `digest`) repeats the first line of `sample_id` word for word; False
+    when no line before it holds that id (another id's digest collided with this one's). Another record
+    there is damage: the file is read again to name its line, on this rare path only."""
+    with path.open("rb") as handle:
+        for first, line in enumerate(handle, 1):
+            if first == number:
+                return False
+            if line.strip() and orjson.loads(line)["id"] == sample_id:
+                if _digest(line.rstrip(b"\r\n")) == digest:
+                    return True
+                raise DamagedFile(
+                    f"{path} is damaged: line {number} holds another record of id {sample_id!r}, "
+                    f"already on line {first}: keep the one that is the sample" + REPAIR
+                )
+    return False
+
+
 def samples_lines(
     stage: Stage,
     path: Path | UPath,
@@ -329,11 +382,12 @@ def samples_lines(
     The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
     (`records`), or the file is damaged, as for a torn line. A line repeated word for word counts
     once (a hand edit, a copy appended twice); another record under an id already read is damage:
-    nobody can tell which of the two is the sample.
+    nobody can tell which of the two is the sample. Memory: an 8-byte digest of each id and of its
+    first line; the file is read again only when they disagree.
     """
     if not path.exists():
         return
-    seen: dict[str, tuple[int, int]] = {}  # id -> (hash of its line, line number)
+    seen = _DigestTable()  # id digest -> digest of its first line
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -343,16 +397,13 @@ def samples_lines(
                 raise damaged_file(path, number, (), stage.fields)
             if skip(record["id"]):
                 continue
-            digest = hash(line.rstrip(b"\r\n"))
-            first = seen.setdefault(record["id"], (digest, number))
-            if first[1] != number:
-                if first[0] == digest:
-                    repeated(record["id"])
-                    continue  # the same line again: one sample
-                raise DamagedFile(
-                    f"{path} is damaged: line {number} holds another record of id {record['id']!r}, "
-                    f"already on line {first[1]}: keep the one that is the sample" + REPAIR
-                )
+            digest = _digest(line.rstrip(b"\r\n"))
+            first = seen.get_or_add(_digest(record["id"]), digest)
+            if first == digest or (
+                first is not None and _repeats_its_first_line(path, record["id"], number, digest)
+            ):
+                repeated(record["id"])
+                continue  # the same line again: one sample
             yield line, record
 
 
