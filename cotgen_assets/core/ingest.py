@@ -31,6 +31,7 @@ from cotgen_assets.core.pricing import cost_usd, load_prices
 from cotgen_assets.core.records import made_by, usage_dict
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
+    MAX_LINES_NAMED,
     atomic_write,
     is_local,
     local_copy,
@@ -64,6 +65,13 @@ class IngestStats:
     unknown_keys: int = 0  # lines without a key, or with one never asked
     duplicate_keys: int = 0  # lines for a key answered before in the file (the first one counts)
     unused_cost_usd: float = 0.0  # what the answers on those lines cost; they stay in the results file
+    repeated_lines: int = 0  # lines of the old samples file that repeated a line word for word
+    repeated_ids: list[str] = field(default_factory=list)  # their ids, the first MAX_LINES_NAMED
+
+    def repeated_line(self, sample_id: str) -> None:
+        self.repeated_lines += 1
+        if len(self.repeated_ids) < MAX_LINES_NAMED and sample_id not in self.repeated_ids:
+            self.repeated_ids.append(sample_id)
 
     @property
     def num_failed(self) -> int:
@@ -253,7 +261,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             for number, shard, batch in answered:
                 results = local_copy(submission.results_path(shard), scratch)
                 _ingest_shard(submission, number, shard, batch, results, index, output, prices)
-        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe)
+        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe, stats.repeated_line)
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
@@ -374,11 +382,13 @@ def merge_samples(
     new_path: Path,
     is_new: Callable[[str], bool],
     observe: Callable[[dict], None],
+    repeated: Callable[[str], None] = lambda sample_id: None,
 ) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
     when written); atomically in place of `samples_file`. `new_path` is a local file, beside
     `samples_file` when that is local. The old file is read as every samples file is
-    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once."""
+    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once (and its
+    id told to `repeated`)."""
     if is_local(samples_file) and not samples_file.exists():
         with open(new_path, "rb+") as new:
             os.fsync(new.fileno())
@@ -386,7 +396,9 @@ def merge_samples(
         return
     with atomic_write(samples_file) as out:
         # the request key is the problem id until requests carry their sample (the request side's step)
-        for raw, record in samples_lines(stage, samples_file, skip=lambda key: is_new(key[0])):
+        for raw, record in samples_lines(
+            stage, samples_file, skip=lambda key: is_new(key[0]), repeated=repeated
+        ):
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
             observe(record)
         with open(new_path, "rb") as new:

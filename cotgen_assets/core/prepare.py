@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.ask import Ask, GenerationAsk, SummarizationAsk
 from cotgen_assets.core.decontamination import excluded_problems
@@ -29,7 +28,7 @@ from cotgen_assets.core.requests import (
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_samples
+from cotgen_assets.core.storage import parquet_file, read_samples
 from cotgen_assets.core.submission_history import asked_so_far, source_problem_ids, tries_by_problem
 from cotgen_assets.core.submissions import Submission
 
@@ -99,8 +98,8 @@ def prepare_generation(
 
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
-        with problems_path.open("rb") as handle:
-            yield from generation_requests(ask, pq.ParquetFile(handle), asked, wire_for(backend))
+        with parquet_file(problems_path) as problems:
+            yield from generation_requests(ask, problems, asked, wire_for(backend))
 
     return _finish(submission, plan, items, ask.max_requests_per_job, average.value())
 

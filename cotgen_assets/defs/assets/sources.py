@@ -17,7 +17,7 @@ from cotgen_assets.core.scenarios import (
     load_scenarios_and_benchmarks,
 )
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.core.storage import atomic_write, read_parquet, source_problems_path
+from cotgen_assets.core.storage import StorageError, atomic_write, read_parquet, source_problems_path
 from cotgen_assets.defs.assets.ui import GROUP, PREVIEW_ROWS, preview_table
 from cotgen_assets.defs.partitions import scenario_partitions
 
@@ -96,12 +96,12 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         benchmarks = load_benchmarks()
         problems, dropped, dataset_rows = load_source_problems(scenario)
         clean, contamination = decontaminate(problems, scenario, benchmarks)
-    except ScenarioError as error:
+        path = source_problems_path(scenario.name)
+        with atomic_write(path) as handle:
+            pq.write_table(clean, handle)
+        save_decontamination(scenario.name, contamination)
+    except (ScenarioError, StorageError) as error:  # StorageError: a read-only folder, a full disk
         raise dg.Failure(description=str(error)) from None  # the reason as the run's headline
-    path = source_problems_path(scenario.name)
-    with atomic_write(path) as handle:
-        pq.write_table(clean, handle)
-    save_decontamination(scenario.name, contamination)
     if dropped:
         context.log.warning(
             f"{len(dropped)} matching rows have no reference answer in their solution and were "
