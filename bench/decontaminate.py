@@ -6,7 +6,7 @@ leave them out), and two baselines: an exact-only pass (one normalised-text look
 floor) and a naive O(n*m) pass (each problem's 13-grams against each benchmark problem's), timed on a
 sample and extrapolated. Target: under 10 s for the 12,500 rows. Not a timed test.
 `--edits` also prints, per benchmark and edit (an instruction added, HTML entities, look-alike
-letters: cotgen_assets_tests/decontamination_harness.py), how many edited benchmark problems escape.
+letters: cotgen_assets_tests.harness.decontamination.py), how many edited benchmark problems escape.
 
     COTGEN_DATASETS_DIR=../shared/data .venv/bin/python bench/decontaminate.py [--sample 100] [--edits]
 """
@@ -88,7 +88,7 @@ def main() -> None:
 
 
 def print_escaped_edits(index, questions: dict[str, list[str]]) -> None:
-    from cotgen_assets_tests.decontamination_harness import EDITS, escaped
+    from cotgen_assets_tests.harness.decontamination import EDITS, escaped
 
     print("| edit | " + " | ".join(f"{name} escaped / altered" for name in questions) + " |")
     print("|---|" + "---|" * len(questions))

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cotgen_assets_tests.emulator_harness import start_emulator  # noqa: E402
+from cotgen_assets_tests.harness.emulator import start_emulator  # noqa: E402
 
 SCENARIOS = ("easy", "medium", "hard")
 MODEL = "gemini-3.1-pro-preview"
@@ -48,7 +48,7 @@ def run_inprocess(base_url: str, limit: int, deadline: float) -> dict:
 
     from cotgen_assets.defs.assets.batches import generation_batch
     from cotgen_assets.defs.assets.sources import source_problems
-    from cotgen_assets_tests.pipeline_harness import Pipeline
+    from cotgen_assets_tests.harness.pipeline import Pipeline
 
     phases = {}
     with dg.instance_for_test() as instance:
@@ -96,7 +96,7 @@ RUNS = """
 
 
 def run_daemon(base_url: str, limit: int, deadline: float, home: Path, env: dict) -> dict:
-    from cotgen_assets_tests.dagster_harness import start_dagster_dev
+    from cotgen_assets_tests.harness.dagster import start_dagster_dev
 
     began = time.perf_counter()
     dev = start_dagster_dev(

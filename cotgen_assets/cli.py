@@ -65,7 +65,8 @@ def cancel(scenario: str, stage: Stage) -> str:
         raise ApiUnavailable(str(error)) from None
     return (
         f"cancelled {live} (submission {submission.submission_id}); "
-        "batch_completion_sensor records the cancellation and keeps any finished results; "
+        "batch_completion_sensor records the cancellation, keeps any finished results and ends an "
+        "auto_fill run of rounds; "
         "materialize the batch asset again to resubmit what is missing"
     )
 
@@ -88,7 +89,7 @@ def status(scenario_names: list[str]) -> str:
         return render(status_screen(instance, gemini_from_env(), scenarios))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -100,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     trace_parser.add_argument("id", help="a record id, e.g. easy-17")
     status_parser = commands.add_parser("status", help="where every scenario's batches are")
     status_parser.add_argument("scenario", nargs="*", help="only these scenarios")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "cancel":
             print(cancel(args.scenario, stage_named(args.stage)))

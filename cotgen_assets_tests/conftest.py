@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets_tests.emulator_harness import start_emulator
+from cotgen_assets_tests.harness.emulator import start_emulator
 
 # Offline copies of GSM8K and MATH (see ../shared/data/README.md), unless the caller chose others.
 os.environ.setdefault("COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve()))
@@ -57,7 +57,7 @@ def source_cache(tmp_path_factory):
 @pytest.fixture
 def pipeline(instance, emulator, data_dir):
     """The pipeline in-process on a test instance, against a fresh emulator."""
-    from cotgen_assets_tests.pipeline_harness import Pipeline
+    from cotgen_assets_tests.harness.pipeline import Pipeline
 
     return Pipeline(instance, emulator.base_url)
 
@@ -78,13 +78,41 @@ def sources(data_dir, source_cache):
     return seed
 
 
-# --------------------------------------------------------------------------- order
+# --------------------------------------------------------------------------- marks and order
+
+# Fixtures that make a Dagster instance in this process: a test using one is a `pipeline` test.
+DAGSTER_FIXTURES = {"instance", "pipeline"}
+# Marks of the tests that may run Dagster; the quick loop (-m "not pipeline and not e2e and not
+# browser") leaves them out.
+DAGSTER_MARKS = ("pipeline", "e2e", "browser")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by mark
 def pytest_collection_modifyitems(items):
-    """Modules that start `dagster dev` or a browser first: on several workers (scripts/test.sh) each
+    """A test using a Dagster fixture is marked `pipeline` whether or not its module says so. Then the
+    modules that start `dagster dev` or a browser first: on several workers (scripts/test.sh) each
     takes minutes, and one started last would keep the whole run waiting for it."""
+    for item in items:
+        if DAGSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pipeline)
     platform = {
         item.path for item in items if item.get_closest_marker("e2e") or item.get_closest_marker("browser")
     }
     items.sort(key=lambda item: item.path not in platform)
+
+
+@pytest.fixture(autouse=True)
+def no_dagster_instance_unless_marked(request, monkeypatch):
+    """A test that makes a Dagster instance in-process (dg.materialize, a sensor tick, a lock in the
+    storage) without a `pipeline` mark fails, so the quick loop stays pure functions and the wire."""
+    if any(request.node.get_closest_marker(mark) for mark in DAGSTER_MARKS):
+        return
+    import dagster as dg
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(
+            f"{request.node.nodeid} makes a Dagster instance in this process: use the `instance` or "
+            "`pipeline` fixture, or mark it `pipeline`"
+        )
+
+    monkeypatch.setattr(dg.DagsterInstance, "__init__", refuse)

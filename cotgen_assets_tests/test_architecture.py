@@ -10,12 +10,13 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import grimp
 import pytest
 
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, MADE_BY_KEYS
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.definitions import defs
-from cotgen_assets_tests.dagster_harness import ROOT
+from cotgen_assets_tests.harness.dagster import ROOT
 
 ASSETS = [
     "source_problems",
@@ -68,14 +69,12 @@ def test_column_schemas_are_the_record_fields():
         ]
 
 
-def test_the_readme_record_section_names_every_field():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Records") : readme.index("\n## ", readme.index("## Records") + 5)]
-    named = set(re.findall(r"[a-z_]+", section))
+def test_the_records_page_names_every_field():
+    named = set(re.findall(r"[a-z_]+", (ROOT / "docs" / "records.md").read_text()))
     for field in [*COT_FIELDS, *COD_FIELDS]:
-        assert field.name in named, f"README's Records section does not name {field.name!r}"
+        assert field.name in named, f"docs/records.md does not name {field.name!r}"
     for key in MADE_BY_KEYS:
-        assert key in named, f"README's Records section does not name generation.{key}"
+        assert key in named, f"docs/records.md does not name generation.{key}"
 
 
 def test_builders_make_exactly_the_described_fields(tmp_path):
@@ -166,6 +165,19 @@ def test_every_file_the_package_reads_is_package_data():
         )
 
 
+def test_no_module_of_the_package_imports_itself_back():
+    """No import circle: a module that another imports (type-only imports too) never leads back to
+    it, so each can be read, tested and moved with what it imports and nothing that imports it."""
+    graph = grimp.build_graph("cotgen_assets", cache_dir=None)
+    circles = {
+        " -> ".join((importer, *graph.find_shortest_chain(importer=imported, imported=importer)))
+        for importer in graph.modules
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if graph.chain_exists(importer=imported, imported=importer)
+    }
+    assert not circles, "import circles:\n" + "\n".join(sorted(circles))
+
+
 MAX_FUNCTION_LINES = 80
 
 
@@ -185,7 +197,7 @@ OUTSIDE_POINTER = re.compile(r"DESIGN|§|\b[Ii]ssue \d+|reference/|reference doc
 
 
 def test_comments_point_inside_the_repository():
-    """Comments and docstrings explain themselves or point to the README, not to files a reader lacks."""
+    """Comments and docstrings explain themselves or point to the docs, not to files a reader lacks."""
     found = []
     for root in ("cotgen_assets", "cotgen_assets_tests", "bench"):
         for path in sorted((ROOT / root).rglob("*.py")):

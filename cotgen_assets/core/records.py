@@ -2,7 +2,7 @@
 
 `COT_FIELDS` / `COD_FIELDS` are the one description of a record: each field carries its Arrow
 type and what it holds. The builders below produce exactly these keys; the export's Parquet
-schema, the samples assets' column schemas and the README's Records section are made from them.
+schema, the samples assets' column schemas and docs/records.md are made from them.
 Which stage makes which record is said in `stages`.
 """
 
@@ -13,7 +13,7 @@ import pyarrow as pa
 from cotgen_assets.core.batch_output import ResultLine, Usage
 from cotgen_assets.core.grading import extract_predicted_answer
 from cotgen_assets.core.prompts import parse_draft
-from cotgen_assets.core.quality import numbers_in
+from cotgen_assets.core.text import numbers_in
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:
 
 
 def field_table(fields: tuple[Field, ...]) -> str:
-    """Fields as a markdown table (the README and the dataset card show it)."""
+    """Fields as a markdown table (docs/records.md and the dataset card show it)."""
     rows = [f"| `{f.name}` | {f.type} | {f.description.replace('|', '/')} |" for f in fields]
     return "\n".join(["| field | type | meaning |", "|---|---|---|", *rows])
 

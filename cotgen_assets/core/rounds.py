@@ -116,12 +116,19 @@ def expected_correct(retries: int, new: int, accuracy: Accuracy) -> float:
 LIMIT_REACHED = "limit reached"
 ROUNDS_USED_UP = "rounds used up"
 NOTHING_LEFT = "problems given up"  # no problem left to ask: every one is good, given up, or asked
+CANCELLED = "cancelled"  # a job of the round was cancelled: someone asked the rounds to stop
 
 
-def after_round(num_good: int, limit: int, round_number: int, max_rounds: int) -> str | None:
-    """None when another round should be asked once round `round_number` is saved; else why not."""
+def after_round(
+    num_good: int, limit: int, round_number: int, max_rounds: int, cancelled: bool = False
+) -> str | None:
+    """None when another round should be asked once round `round_number` is saved; else why not.
+
+    A cancelled round ends the run: asking its requests again would undo the cancel."""
     if num_good >= limit:
         return LIMIT_REACHED
+    if cancelled:
+        return CANCELLED
     if round_number >= max_rounds:
         return ROUNDS_USED_UP
     return None

@@ -15,13 +15,13 @@ summarization_results_job = dg.define_asset_job(
     description="Download a finished summarization batch and save CoD samples.",
 )
 summarization_batch_job = dg.define_asset_job(
-    "summarization_batch_job",
+    SUMMARIZATION.batch_job,
     selection=[SUMMARIZATION.batch_asset],
     description="Submit the CoT samples still lacking a CoD, once an earlier summarization is ingested.",
 )
 generation_batch_job = dg.define_asset_job(
-    "generation_batch_job",
-    selection=["generation_batch"],
+    GENERATION.batch_job,
+    selection=[GENERATION.batch_asset],
     description="Submit the next fill round of a scenario with auto_fill that is still short of its limit.",
 )
 JOBS = [generation_results_job, summarization_results_job, summarization_batch_job, generation_batch_job]

@@ -1,5 +1,5 @@
 """Locks in the Dagster storage: one submission per stage and scenario, one ingestion per samples
-file at a time, across every process and machine of a deployment (the README's Locks section).
+file at a time, across every process and machine of a deployment (docs/past-one-machine.md, Locks).
 
 A lock is one row of the run storage's key-value table (`kvs`, unique on its key), taken by a
 plain INSERT: the database lets exactly one of two racing inserts through, on SQLite (`dagster

@@ -3,7 +3,7 @@ submission's output files, downloaded unchanged, and how each of its batch jobs 
 
 import dagster as dg
 
-from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.batch_output import CANCELLED_STATE, overall_state
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
@@ -60,6 +60,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
             "num_succeeded": sum(job.succeeded_count or 0 for job in jobs),
             "num_failed": sum(job.failed_count or 0 for job in jobs),
             "num_failed_jobs": len(failed),
+            "num_cancelled_jobs": sum(job.state == CANCELLED_STATE for job in jobs),
             "job_errors": dg.MetadataValue.json({job.name: job.error for job in failed}),
             "result_files": dg.MetadataValue.json([str(p) for p in results]),
         },

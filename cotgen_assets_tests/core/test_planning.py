@@ -1,0 +1,58 @@
+"""What a batch asks for: the summarization plan, a plain function beside generation's, and the ask."""
+
+import pytest
+
+from cotgen_assets.core.ask import GenerationAsk
+from cotgen_assets.core.planning import plan_summarization
+from cotgen_assets.core.prepare import prepare_generation
+from cotgen_assets.core.scenarios import get_scenario
+
+
+def cot(problem_id: str, batch: str = "batches/g1", correct: bool = True) -> dict:
+    return {
+        "id": problem_id,
+        "question": "What is 2+2?",
+        "cot": "<thought>2+2=4</thought>\n\\boxed{4}",
+        "correct": correct,
+        "generation": {"batch": batch},
+    }
+
+
+def test_only_correct_samples_lacking_a_draft_of_that_very_cot_are_asked():
+    records = [
+        cot("easy-1"),  # drafted from this very CoT: nothing to do
+        cot("easy-2", batch="batches/g2"),  # CoT made again since its draft: draft it again
+        cot("easy-3", correct=False),  # wrong reasoning: never paid for
+        cot("easy-4"),  # a benchmark match: never summarized
+        cot("easy-5"),  # new
+    ]
+    drafted = {"easy-1": "batches/g1", "easy-2": "batches/g1"}
+    plan = plan_summarization(records, drafted, {"easy-4"}, {"easy-2": 1}, only_correct=True, max_tries=3)
+    assert plan.items == [("easy-2", 2), ("easy-5", 1)]
+    assert plan.skipped == {"incorrect": 1, "contaminated_or_repeat": 1}
+    assert plan.skipped_chars == 2 * (len(records[2]["question"]) + len(records[2]["cot"]))
+    assert plan.given_up == []
+
+
+def test_all_drafts_incorrect_samples_too_and_gives_up_after_max_tries():
+    records = [cot("easy-1", correct=False), cot("easy-2")]
+    plan = plan_summarization(records, {}, set(), {"easy-2": 3}, only_correct=False, max_tries=3)
+    assert plan.items == [("easy-1", 1)]
+    assert plan.given_up == ["easy-2"]
+    assert plan.skipped == {}
+
+
+def test_an_ask_for_more_than_one_answer_per_problem_is_refused_before_anything_is_written(data_dir):
+    """Answers per problem is carried by the ask but not built yet: asking for 2 must not quietly get 1."""
+    ask = GenerationAsk(
+        scenario=get_scenario("easy"),
+        limit=2,
+        max_tries=3,
+        model="gemini-3.1-pro-preview",
+        thinking_level="high",
+        max_requests_per_job=10,
+        answers_per_problem=2,
+    )
+    with pytest.raises(ValueError, match="answers_per_problem must be 1 for now, got 2"):
+        prepare_generation(ask, offline=True)
+    assert not data_dir.exists() or not any(data_dir.rglob("*"))

@@ -1,0 +1,79 @@
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pyarrow.parquet as pq
+import pytest
+
+from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets_tests.harness.dagster import ROOT
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_materialize_medium_writes_parquet_and_metadata(tmp_path, monkeypatch):
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
+    result = dg.materialize([source_problems], partition_key="medium")
+    assert result.success
+    metadata = result.asset_materializations_for_node("source_problems")[0].metadata
+    # 3,099 match the filters; 1,387 of them are MATH test problems (or share 13 telling words with one)
+    assert (metadata["num_matched"].value, metadata["num_contaminated"].value) == (3099, 1387)
+    assert metadata["num_rows"].value == 1712 and metadata["decontaminated"].value is True
+    assert metadata["dataset"].value == "qwedsacf/competition_math"
+    assert metadata["filters"].value == [
+        "level=Level 1,Level 2,Level 3",
+        "type=Algebra,Intermediate Algebra,Precalculus",
+    ]
+    preview = metadata["preview"].value
+    assert len(preview.records) == 5 and preview.records[0].data["answer"]
+    table = pq.read_table(tmp_path / "medium" / "source_problems.parquet")
+    assert table.num_rows == 1712
+
+    again = dg.materialize([source_problems], partition_key="medium")
+    assert again.success
+    assert pq.read_table(tmp_path / "medium" / "source_problems.parquet")["problem_id"].equals(
+        table["problem_id"]
+    )
+
+
+def test_hard_reports_the_rows_it_drops(tmp_path, monkeypatch):
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
+    metadata = (
+        dg.materialize([source_problems], partition_key="hard")
+        .asset_materializations_for_node("source_problems")[0]
+        .metadata
+    )
+    assert (metadata["num_matched"].value, metadata["num_dropped_no_answer"].value) == (4118, 2)
+    assert metadata["dropped_ids"].value == ["hard-5529", "hard-5531"]
+    # of the 4,116 gradable ones, 1,846 are benchmark problems and 3 repeat an earlier problem
+    assert (metadata["num_contaminated"].value, metadata["num_duplicates"].value) == (1846, 3)
+    assert metadata["num_rows"].value == 4116 - 1846 - 3
+
+
+def test_dagster_cli_materializes_a_partition(tmp_path):
+    # `dagster asset materialize` has no -w option: it takes the module (as in the README).
+    env = {**os.environ, "COTGEN_DATA_DIR": str(tmp_path / "data"), "DAGSTER_HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "cotgen_assets.definitions",
+            "--select",
+            "source_problems",
+            "--partition",
+            "medium",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert pq.read_table(tmp_path / "data" / "medium" / "source_problems.parquet").num_rows == 1712
