@@ -130,10 +130,14 @@ def _fold(text: str) -> str:
     unbraced arguments and spacing folded."""
     text = text or ""
     if text.isascii() and "\\" not in text and "&" not in text:
-        # Every other step needs a non-ASCII character, a LaTeX command or an entity (most problems
-        # have none): the same result without eleven passes over the text.
+        # Every other step of `_fold_all` needs a non-ASCII character, a LaTeX command or an entity
+        # (most problems have none): the same result without eleven passes over the text.
         text = text.lower()
         return _THOUSANDS.sub("", text) if "," in text else text
+    return _fold_all(text)
+
+
+def _fold_all(text: str) -> str:
     if "&" in text:  # scraped pages: &lt; is <, &#39; is '
         text = html.unescape(text)
     text = _INVISIBLE.sub("", text).translate(_SUPERSCRIPTS)
@@ -350,17 +354,6 @@ def benchmark_index(benchmarks: Iterable[Benchmark], n: int = NGRAM) -> Benchmar
     """The index of these benchmarks, loaded once per process (every materialization needs it)."""
     benchmarks = tuple(benchmarks)
     return _cached_index(benchmarks, tuple(benchmark_location(b) for b in benchmarks), n)
-
-
-def deduplicate(questions: Sequence[str]) -> dict[int, int]:
-    """Rows whose normalised text repeats an earlier row: {later row: first row}."""
-    first: dict[str, int] = {}
-    repeats = {}
-    for row, question in enumerate(questions):
-        earlier = first.setdefault(normalize(question), row)
-        if earlier != row:
-            repeats[row] = earlier
-    return repeats
 
 
 @dataclass

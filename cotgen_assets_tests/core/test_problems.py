@@ -1,0 +1,80 @@
+"""The problems table written a batch at a time (issue 29): the same rows, ids and report as the
+whole-table way, whatever the batch size and the number of worker processes."""
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cotgen_assets.core import decontamination, problems, sources
+from cotgen_assets.core.decontamination import decontaminate, verify_no_overlap
+from cotgen_assets.core.scenarios import get_scenario, load_scenarios_and_benchmarks
+from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
+
+DATA = Path(os.environ["COTGEN_DATASETS_DIR"])
+KEPT = {"easy": 7469, "medium": 1712, "hard": 2267}  # as before streaming (test_decontamination)
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Batches of 1,000 rows and two forked workers: the shipped scenarios take the big-source path."""
+    monkeypatch.setattr(sources, "BATCH_ROWS", 1000)
+    monkeypatch.setattr(problems, "BATCH_ROWS", 1000)
+    monkeypatch.setenv("COTGEN_SOURCE_WORKERS", "2")
+
+
+@pytest.mark.parametrize("name", ["easy", "hard"])
+def test_batches_and_workers_write_the_table_and_report_of_one_pass(name, small_batches, tmp_path):
+    scenarios, benchmarks = load_scenarios_and_benchmarks()
+    scenario = scenarios[name]
+    table, dropped, rows = load_source_problems(scenario)
+    whole, report = decontaminate(table.combine_chunks(), scenario, benchmarks)  # one batch, in process
+    path = tmp_path / "source_problems.parquet"
+
+    written = problems.write_problems(scenario, benchmarks, path, preview_rows=5)
+
+    assert pq.read_table(path).equals(whole) and whole.num_rows == KEPT[name] == written.num_rows
+    assert written.contamination.metadata() == report.metadata()
+    assert (written.dropped, written.dataset_rows) == (dropped, rows)
+    assert written.num_matched == table.num_rows + len(dropped)
+    assert written.preview == whole.slice(0, 5).to_pylist()
+    assert problems.overlapping_ids(path, [benchmarks[b] for b in scenario.decontaminate]) == []
+
+
+def test_a_parquet_path_read_in_batches_gives_the_rows_and_ids_of_the_datasets_copy(monkeypatch):
+    """`medium` (filtered) from its Parquet file, 500 rows a batch: each kept row keeps its source row."""
+    medium = get_scenario("medium")
+    expected, expected_dropped, _ = load_source_problems(medium)
+    monkeypatch.setattr(sources, "BATCH_ROWS", 500)
+    from_file = dataclasses.replace(medium, path=str(DATA / "competition_math" / "train.parquet"))
+
+    table, dropped, rows = load_source_problems(from_file)
+
+    assert rows == 12500 and table.num_rows == 3099
+    assert table.equals(expected) and dropped == expected_dropped
+
+
+def test_workers_find_the_overlap_one_process_finds():
+    _, benchmarks = load_scenarios_and_benchmarks()
+    math500 = load_benchmark_questions(benchmarks["math500"])[:40]
+    questions = [q if i % 3 else f"Problem: {q}" for i, q in enumerate(math500)] + ["What is 1 + 1?"] * 20
+    table = pa.table({"problem_id": [f"p-{i}" for i in range(len(questions))], "question": questions})
+    batches = table.to_batches(max_chunksize=7)
+
+    in_process = verify_no_overlap(batches, [benchmarks["math500"]], workers=1)
+    forked = verify_no_overlap(batches, [benchmarks["math500"]], workers=2)
+
+    assert in_process == forked == [f"p-{i}" for i in range(40)]
+
+
+def test_plain_ascii_text_folds_as_the_full_folding_does():
+    """The shortcut for text with nothing to fold (ASCII, no LaTeX command, no entity) changes nothing."""
+    gsm8k = pq.read_table(DATA / "gsm8k" / "main" / "train.parquet")["question"].to_pylist()
+    math = pq.read_table(DATA / "competition_math" / "train.parquet")["problem"].to_pylist()
+    made = ["He paid $6,432 {,} 1,2345 (1,2) and 7{,}000.", "", "A  B\tC\n", "x^2 + 1 = 10,000,000"]
+    plain = [t for t in gsm8k + math + made if t.isascii() and "\\" not in t and "&" not in t]
+    assert len(plain) > 9000
+    assert [decontamination._fold(t) for t in plain] == [decontamination._fold_all(t) for t in plain]
