@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cotgen_assets.core.scenarios import Benchmark, Scenario, ScenarioError
 from cotgen_assets.core.sources import benchmark_location, load_benchmark_questions
@@ -120,8 +121,11 @@ _COMMAND = re.compile(r"\\[a-z]+")
 _WORD = re.compile(r"[^\W_]+")
 _DIGITS = re.compile(r"\d+")
 # Where a sentence ends: a line break, or a space after . ? ! or : (closing $, brackets or quotes may
-# come between) or after a displayed formula or figure ($$, \], [/asy]).
-_SENTENCE_END = re.compile(r"(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<=\[/asy\]))\s+|\n")
+# come between) or after a displayed formula or figure ($$, \], [/asy]). Every such run begins with
+# a space or a closing character: the look-ahead says so first, which makes the split twice as fast.
+_SENTENCE_END = re.compile(
+    r"(?=[\s$\\\])}'\"])(?:(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<=\[/asy\]))\s+|\n)"
+)
 
 
 def _fold(text: str) -> str:
@@ -479,8 +483,9 @@ def _examine(questions: list[str]) -> list[tuple[Match | None, int, Match | None
 
 
 class Decontaminator:
-    """`decontaminate` one batch of problems at a time, holding only the benchmark indexes and an
-    8-byte digest per kept problem (and the ids it reports): a million rows stay small in memory.
+    """`decontaminate` one batch of problems at a time, holding only the benchmark indexes, an 8-byte
+    digest and the id of each kept problem (Arrow arrays) and the ids it reports: a million rows stay
+    small in memory.
 
     With `workers` > 1 the batches are matched in that many forked processes, in order.
     """
@@ -504,7 +509,8 @@ class Decontaminator:
         indexes = (benchmark_index(chosen) if chosen else None, skipped_index)
         self._pool = _pool(indexes, workers)
         _set_worker_indexes(*indexes)
-        self._first: dict[int, str] = {}  # digest of a kept problem -> its id
+        # The kept problems' digests and ids as Arrow arrays (16-24 bytes a problem), for repeats.
+        self._kept_digests, self._kept_ids = pa.array([], pa.uint64()), pa.array([], pa.string())
 
     def __enter__(self) -> "Decontaminator":
         return self
@@ -517,11 +523,25 @@ class Decontaminator:
         """The batch's problems that are kept, in order."""
         ids = batch.column("problem_id").to_pylist()
         questions = batch.column("question").to_pylist()
-        keep = [
-            self._decide(ids, questions, row, *found) for row, found in enumerate(self._matches(questions))
-        ]
+        found = list(self._matches(questions))
+        earlier = self._kept_before([digest for _, digest, _ in found])
+        firsts: dict[int, str] = {}  # this batch's kept problems: digest -> id
+        keep = []
+        for row, ((match, digest, other), first) in enumerate(zip(found, earlier)):
+            if match is None and first is None:
+                first = firsts.setdefault(digest, ids[row])
+            keep.append(self._decide(ids, questions, row, match, first, other))
         self.outcome.num_input += len(ids)
+        self._kept_digests = pa.concat_arrays([self._kept_digests, pa.array(list(firsts), pa.uint64())])
+        self._kept_ids = pa.concat_arrays([self._kept_ids, pa.array(list(firsts.values()), pa.string())])
         return batch.filter(pa.array(keep, type=pa.bool_()))
+
+    def _kept_before(self, digests: list[int]) -> list[str | None]:
+        """For each digest, the id of the problem kept in an earlier batch with it, else None."""
+        if not len(self._kept_digests):
+            return [None] * len(digests)
+        positions = pc.index_in(pa.array(digests, pa.uint64()), value_set=self._kept_digests)
+        return self._kept_ids.take(positions).to_pylist()
 
     def finish(self) -> Decontamination:
         outcome = self.outcome
@@ -536,9 +556,8 @@ class Decontaminator:
         chunks = [questions[i : i + self.CHUNK] for i in range(0, len(questions), self.CHUNK)]
         return (found for chunk in self._pool.imap(_examine, chunks) for found in chunk)
 
-    def _decide(
-        self, ids, questions, row: int, match: Match | None, digest: int, other: Match | None
-    ) -> bool:
+    def _decide(self, ids, questions, row: int, match: Match | None, first: str, other: Match | None) -> bool:
+        """Is the row kept? Not when it matches a benchmark, or repeats the problem `first`."""
         outcome = self.outcome
         if match is not None:
             outcome.contaminated_ids.append(ids[row])
@@ -557,7 +576,6 @@ class Decontaminator:
                     }
                 )
             return False
-        first = self._first.setdefault(digest, ids[row])
         if first != ids[row]:
             outcome.duplicate_ids[ids[row]] = first
             return False
