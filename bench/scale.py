@@ -139,12 +139,15 @@ def _join(parts: list[str], numbers: list[str], mapping: dict[str, str]) -> str:
     return "".join(part + mapping.get(number, number) for part, number in zip(parts, numbers)) + parts[-1]
 
 
-def variant(template: Template, row: int) -> tuple[str, str]:
-    """Row `row`'s variant of the problem: deterministic; the problem itself when no variation works
+def variant(template: Template, number: int, row: int) -> tuple[str, str]:
+    """The problem's `number`-th variant (from 1), deterministic: its first varied number multiplied
+    by `number + 1`, so that no two variants of a problem are the same text, the others by random
+    multipliers, or all by `number + 1` (ratios kept); the problem itself when no variation works
     (a repeat, which source_problems leaves out)."""
     rng = random.Random(row)
-    for attempt in range(6):  # one multiplier per number first, then one for all (ratios kept)
-        varied = template.vary([rng.randint(2, 99) for _ in range(8 if attempt < 3 else 1)])
+    for attempt in range(4):
+        others = [rng.randint(2, 20) for _ in range(8)] if attempt < 3 else []
+        varied = template.vary([number + 1, *others])
         if varied:
             return varied
     return template.question, template.solution
@@ -168,8 +171,9 @@ def write_dataset(rows: int, path: Path) -> dict:
                 if row < len(problems):
                     question, answer = problems[row].question, problems[row].solution
                 else:
-                    problem = variable[(row - len(problems)) % len(variable)]
-                    question, answer = variant(problem, row)
+                    number, position = divmod(row - len(problems), len(variable))
+                    problem = variable[position]
+                    question, answer = variant(problem, number + 1, row)
                     repeats += question == problem.question
                 questions.append(question)
                 answers.append(answer)
@@ -308,7 +312,7 @@ def print_row(label: str, figures: dict) -> None:
     print(
         f"{label:9} {figures['step']:16} {figures['rows']:>10,} {figures['seconds']:8.1f} s "
         f"{figures['cpu_seconds']:8.1f} s {figures['peak_rss_mb']:8.0f} MB "
-        f"{figures['children_peak_rss_mb']:8.0f} MB"
+        f"{figures['children_peak_rss_mb']:8.0f} MB {figures['after_imports_mb']:6.0f} MB"
         f"   {figures['detail']}"
     )
 
@@ -349,7 +353,10 @@ def main() -> None:
             shutil.rmtree(workdir / "baseline-tree", ignore_errors=True)
             trees = {f"baseline ({args.baseline_ref})": baseline_tree(args.baseline_ref, workdir), **trees}
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        print(f"{'tree':9} {'step':16} {'rows':>10} {'wall':>10} {'cpu':>10} {'peak':>11} {'children':>11}")
+        print(
+            f"{'tree':9} {'step':16} {'rows':>10} {'wall':>10} {'cpu':>10} {'peak':>11} {'children':>11} "
+            f"{'imports':>9}"
+        )
         for label, tree in trees.items():
             name = label.split()[0]
             shutil.rmtree(workdir / f"data-{name}", ignore_errors=True)
