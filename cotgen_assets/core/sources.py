@@ -217,7 +217,7 @@ def stream_source_problems(scenario: Scenario) -> SourceProblems:
 
     def batches() -> Iterator[pa.RecordBatch]:
         first_row = 0
-        for batch in split.batches:
+        for batch in _read(split.batches, scenario, split.num_rows):
             prepared, dropped = prepare_batch(scenario, batch, first_row, schema)
             first_row += batch.num_rows
             problems.dropped.extend(dropped)
@@ -232,6 +232,20 @@ def stream_source_problems(scenario: Scenario) -> SourceProblems:
 
     problems.batches = batches()
     return problems
+
+
+def _read(batches: Iterator[pa.RecordBatch], scenario: Scenario, rows: int) -> Iterator[pa.RecordBatch]:
+    """The batches, a file that turns out unreadable part way (a torn copy) said in one line."""
+    read = 0
+    try:
+        for batch in batches:
+            read += batch.num_rows
+            yield batch
+    except (OSError, pa.ArrowException) as error:
+        raise ScenarioError(
+            f"scenario {scenario.name!r}: dataset {scenario.dataset!r} ({scenario.path or 'its local copy'}) "
+            f"could not be read past row {read} of {rows}: {type(error).__name__}: {error}"
+        ) from None
 
 
 def load_source_problems(scenario: Scenario) -> tuple[pa.Table, list[str], int]:

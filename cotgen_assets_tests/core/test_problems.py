@@ -11,7 +11,7 @@ import pytest
 
 from cotgen_assets.core import decontamination, problems, sources
 from cotgen_assets.core.decontamination import decontaminate, verify_no_overlap
-from cotgen_assets.core.scenarios import get_scenario, load_scenarios_and_benchmarks
+from cotgen_assets.core.scenarios import ScenarioError, get_scenario, load_scenarios_and_benchmarks
 from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
 
 DATA = Path(os.environ["COTGEN_DATASETS_DIR"])
@@ -78,3 +78,23 @@ def test_plain_ascii_text_folds_as_the_full_folding_does():
     plain = [t for t in gsm8k + math + made if t.isascii() and "\\" not in t and "&" not in t]
     assert len(plain) > 9000
     assert [decontamination._fold(t) for t in plain] == [decontamination._fold_all(t) for t in plain]
+
+
+def test_a_file_unreadable_part_way_is_one_line_naming_the_row(tmp_path, monkeypatch):
+    """A torn copy fails as it is read, batches in: said as the scenario's error, not a thrift trace."""
+    monkeypatch.setattr(sources, "BATCH_ROWS", 500)
+    table = pa.table(
+        {"question": [f"q{i} " * 50 for i in range(4000)], "answer": [f"#### {i}" for i in range(4000)]}
+    )
+    path = tmp_path / "torn.parquet"
+    pq.write_table(table, path, row_group_size=1000)
+    offset = pq.ParquetFile(path).metadata.row_group(2).column(0).data_page_offset
+    torn = bytearray(path.read_bytes())
+    torn[offset + 30 : offset + 2000] = b"\xff" * 1970
+    path.write_bytes(bytes(torn))
+    scenario = dataclasses.replace(get_scenario("easy"), path=str(path))
+
+    with pytest.raises(
+        ScenarioError, match=r"scenario 'easy'.*could not be read past row 2000 of 4000: OSError"
+    ):
+        load_source_problems(scenario)
