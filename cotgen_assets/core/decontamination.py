@@ -31,6 +31,7 @@ import html
 import json
 import multiprocessing
 import re
+import signal
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -470,6 +471,14 @@ def _set_worker_indexes(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex |
     _WORKER_INDEXES = (chosen, skipped)
 
 
+def _start_worker(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex | None) -> None:
+    """A forked worker: SIGTERM ends it again. It inherits the run's handlers (Dagster's only note
+    an interrupt), with which a worker waiting for work outlived `Pool.terminate` and hung the run."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
+    _set_worker_indexes(chosen, skipped)
+
+
 def _examine(questions: list[str]) -> list[tuple[Match | None, int, Match | None]]:
     """For each question: its match with the chosen benchmarks, its digest, and (when clean) its
     match with the skipped ones."""
@@ -516,8 +525,7 @@ class Decontaminator:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
+        _end(self._pool, failed=exc[0] is not None)
 
     def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch's problems that are kept, in order."""
@@ -591,7 +599,18 @@ def _pool(indexes: tuple, workers: int):
     if workers <= 1:
         return None
     context = multiprocessing.get_context("fork")
-    return context.Pool(workers, initializer=_set_worker_indexes, initargs=indexes)
+    return context.Pool(workers, initializer=_start_worker, initargs=indexes)
+
+
+def _end(pool, failed: bool) -> None:
+    """Let the workers finish and exit (killed only when the work failed part way)."""
+    if pool is None:
+        return
+    if failed:
+        pool.terminate()
+    else:
+        pool.close()
+    pool.join()
 
 
 def verify_no_overlap(
@@ -603,6 +622,7 @@ def verify_no_overlap(
     batches = problems.to_batches() if isinstance(problems, pa.Table) else problems
     _set_worker_indexes(index, None)
     pool = _pool((index, None), workers)
+    failed = True
     try:
         overlapping = []
         for batch in batches:
@@ -615,10 +635,10 @@ def verify_no_overlap(
             matches = [match for chunk in found for match, _, _ in chunk]
             ids = batch.column("problem_id").to_pylist()
             overlapping.extend(pid for pid, match in zip(ids, matches) if match is not None)
+        failed = False
         return overlapping
     finally:
-        if pool is not None:
-            pool.terminate()
+        _end(pool, failed)
 
 
 def decontamination_path(scenario: str):
