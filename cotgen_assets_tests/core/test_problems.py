@@ -3,6 +3,7 @@ whole-table way, whatever the batch size and the number of worker processes."""
 
 import dataclasses
 import os
+import signal
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import decontamination, problems, sources
-from cotgen_assets.core.decontamination import decontaminate, verify_no_overlap
+from cotgen_assets.core.decontamination import Decontaminator, decontaminate, verify_no_overlap
 from cotgen_assets.core.scenarios import ScenarioError, get_scenario, load_scenarios_and_benchmarks
 from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
 
@@ -98,3 +99,21 @@ def test_a_file_unreadable_part_way_is_one_line_naming_the_row(tmp_path, monkeyp
         ScenarioError, match=r"scenario 'easy'.*could not be read past row 2000 of 4000: OSError"
     ):
         load_source_problems(scenario)
+
+
+@pytest.mark.timeout(120)
+def test_workers_end_when_the_run_only_notes_sigterm():
+    """A Dagster run notes SIGTERM instead of dying, and forked workers inherit that handler: the
+    pool must still end when the work fails part way (it hung the run, waiting for its workers)."""
+    scenarios, benchmarks = load_scenarios_and_benchmarks()
+    batch = pa.RecordBatch.from_pydict({"problem_id": ["p-0", "p-1"], "question": ["What is 2 + 2?"] * 2})
+    noted = []
+    previous = signal.signal(signal.SIGTERM, lambda *signal_and_frame: noted.append(signal_and_frame))
+    try:
+        with pytest.raises(RuntimeError, match="part way"):
+            with Decontaminator(scenarios["easy"], benchmarks, workers=2) as decontaminator:
+                assert decontaminator.filter(batch)["problem_id"].to_pylist() == ["p-0"]
+                raise RuntimeError("failed part way")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert noted == []  # the workers were ended, not the test process
