@@ -101,7 +101,7 @@ def test_a_file_unreadable_part_way_is_one_line_naming_the_row(tmp_path, monkeyp
         load_source_problems(scenario)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120, method="thread")  # a hang ends the session with the stacks, not forever
 def test_workers_end_when_the_run_only_notes_sigterm():
     """A Dagster run notes SIGTERM instead of dying, and forked workers inherit that handler: the
     pool must still end when the work fails part way (it hung the run, waiting for its workers)."""
