@@ -18,7 +18,7 @@ extracted with `git archive` into the workdir, first on the children's PYTHONPAT
 `--no-baseline`.
 Printed: step, rows, wall seconds, CPU seconds (the process and its children), peak RSS of the
 step's process and of its largest child (a forked decontamination worker, or another child of the
-run). Limits (issue 29): source_problems at 1M rows <= 2 min and <= 1 GB; request files for 1M
+run). Limits: source_problems at 1M rows <= 2 min and <= 1 GB; request files for 1M
 problems <= 1 min. A step for the batch side (click to CoT and CoD against the emulator at a quota)
 is one more entry of `STEPS`.
 """
@@ -41,7 +41,7 @@ GSM8K = Path(os.environ.get("COTGEN_DATASETS_DIR") or ROOT.parent.parent / "shar
 SCENARIO = "scale"
 MB = 1024 * 1024
 CHUNK_ROWS = 100_000
-BEFORE_STREAMING = "42b092e"  # main before source_problems streamed (issue 29): the default baseline
+BEFORE_STREAMING = "42b092e"  # main before source_problems streamed: the default baseline
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")
 ANNOTATION = re.compile(r"<<([^=<>]+)=([^<>]+)>>")

@@ -1,4 +1,4 @@
-"""The problems table written a batch at a time (issue 29): the same rows, ids and report as the
+"""The problems table written a batch at a time: the same rows, ids and report as the
 whole-table way, whatever the batch size and the number of worker processes."""
 
 import dataclasses
