@@ -265,6 +265,17 @@ def test_lost_create_response_does_not_pay_twice(gemini, emulator, requests_file
     assert len(list(gemini.list_batches())) == 1
 
 
+def test_a_create_answered_after_its_timeout_does_not_pay_twice(emulator, requests_file, caplog):
+    """The create's answer is lost to the client's timeout, but the job is made a moment later."""
+    caplog.set_level(logging.INFO)
+    gemini = make_resource(emulator.base_url, timeout_seconds=2.0)
+    emulator.set_faults(slow_create_seconds=3.0, slow_create_count=1)
+    info = gemini.submit_jsonl(requests_file, MODEL, "cotgen-test-slow-create")
+    emulator.wait_for_stalled_creates()
+    assert any("timed out" in r.getMessage() for r in caplog.records), "the client did give up"
+    assert [b.name for b in batches_named(gemini, "cotgen-test-slow-create")] == [info.name]
+
+
 def test_permanent_errors_carry_the_api_message(gemini, requests_file, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     with pytest.raises(GeminiError) as missing:

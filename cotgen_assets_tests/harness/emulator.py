@@ -172,6 +172,14 @@ class EmulatorProcess:
     def get_faults(self) -> dict[str, Any]:
         return self.admin("GET", "faults")
 
+    def wait_for_stalled_creates(self, timeout: float = 30.0) -> None:
+        """Until no create stalls in the slow_create fault: every job such a create makes exists."""
+        deadline = time.monotonic() + timeout
+        while self.admin("GET", "health")["stalled_creates"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"a create still stalls after {timeout:.0f}s")
+            time.sleep(0.05)
+
     def hold(self, name: str | None = None) -> dict[str, Any]:
         """Hold `name` (a batch name), or every unfinished and every new job, until released: a held
         job stays as it is (a new one PENDING). To hold only the next N new jobs:
