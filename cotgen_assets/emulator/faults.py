@@ -3,9 +3,10 @@
 Per-line faults are drawn from a hash of (seed, batch name, key, fault kind), so a run is
 reproducible for a given seed while the same key in a later batch gets a fresh draw. Job-level
 faults are counters ("the next N jobs") consumed when a job is created (a slow create stalls
-before its job exists, so that a client's timeout can lose the answer of a create that succeeds); HTTP faults come from a
-seeded random stream. A held job (`hold`, `hold_count`) stays PENDING until released through
-`POST /_emulator/hold`, so a test can keep a job in flight without racing its latency.
+before its job exists, so that a client's timeout can lose the answer of a create that succeeds);
+HTTP faults come from a seeded random stream. A held job (`hold`, `hold_count`) stays PENDING
+until released through `POST /_emulator/hold`, so a test can keep a job in flight without racing
+its latency.
 """
 
 from __future__ import annotations

@@ -337,6 +337,7 @@ class Handler(BaseHTTPRequestHandler):
                     "state_dir": str(self.server.store.root),
                     "latency": self.server.store.latency,
                     "stalled_creates": faults.stalled_creates,
+                    "references_loaded": self.server.store.responder.references.loaded,
                 }
             )
         elif path == "/_emulator/faults" and self.command == "GET":
