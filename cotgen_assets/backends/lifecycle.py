@@ -1,10 +1,11 @@
 """A submission's life on any batch backend, written once: its jobs sent, adopted, fetched.
 
 `BatchJobs` wraps a `base.Backend` with what every API needs and none provides: retries with
-backoff, the lookup of a job whose create answer was lost (creating is not idempotent), and never
-paying twice for one display name. Below it, what the batch and results assets do with a
-submission: `submit` its shards, `adopt` one whose run died before recording its jobs, and
-`download_finished` what ended.
+backoff, the lookup of a job whose create answer was lost (creating is not idempotent; the job may
+appear only after the client gave up, so it is looked for over a grace period), and never paying
+twice for one display name (of two jobs, the oldest is kept and the other cancelled). Below it,
+what the batch and results assets do with a submission: `submit` its shards, `adopt` one whose
+run died before recording its jobs, and `download_finished` what ended.
 """
 
 import dataclasses
@@ -106,7 +107,8 @@ class BatchJobs:
     ) -> BatchInfo:
         """Upload and create a batch, never paying twice for the same display name.
 
-        A live or succeeded job with this display name is returned as it is. `same_ask` is the start
+        A live or succeeded job with this display name is returned as it is (the oldest, if a lost
+        create made two: the others are cancelled). `same_ask` is the start
         of the display names of jobs that ask the same but may send other bytes: such a job is not
         reused, and the log says why.
         """
