@@ -15,6 +15,10 @@ from typing import Any
 from cotgen_assets.backends.retries import Retrying
 from cotgen_assets.core.model_io import ANSWERED_ENDS, UNANSWERED_ENDS, Prompt, Reply, WireFormat
 
+# A create is not idempotent and may be slow, so it waits longer than other calls: a create that
+# times out may still make its job, which the lifecycle then looks for as long again.
+CREATE_TIMEOUT_SECONDS = 120.0
+
 
 @dataclass(frozen=True)
 class BatchInfo:
@@ -66,6 +70,7 @@ class BackendSettings:
     location: str = "global"
     staging: str | None = None
     timeout_seconds: float = 30.0
+    create_timeout_seconds: float = CREATE_TIMEOUT_SECONDS
     max_attempts: int = 6
     backoff_seconds: float = 1.0
 
@@ -103,6 +108,8 @@ class Backend:
     """
 
     wire: WireFormat  # request and output lines, limits; `wire.name` is the backend's name
+    # how long a create may take; a create that timed out is looked for as long (`lifecycle`)
+    create_timeout_seconds: float = CREATE_TIMEOUT_SECONDS
 
     def __init__(self, retrying: Retrying):
         self.retrying = retrying

@@ -32,6 +32,11 @@ def timeout_ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))  # HttpOptions.timeout is in milliseconds
 
 
+def create_options(timeout_seconds: float) -> genai_types.HttpOptions:
+    """A create's own timeout, longer than other calls' (see `base.CREATE_TIMEOUT_SECONDS`)."""
+    return genai_types.HttpOptions(timeout=timeout_ms(timeout_seconds))
+
+
 def raw_get(client: genai.Client, path: str, timeout_seconds: float | None = None) -> dict:
     """GET through the SDK's own transport, for fields the SDK drops; `{}` for an empty body."""
     options = None if timeout_seconds is None else {"timeout": timeout_ms(timeout_seconds)}
@@ -117,10 +122,11 @@ class DeveloperBatches(Backend):
         base_url: str | None,
         emulator_url: str,
         timeout_seconds: float,
+        create_timeout_seconds: float,
     ):
         super().__init__(retrying)
         self.api_key, self.base_url, self.emulator_url = api_key, base_url, emulator_url
-        self.timeout_seconds = timeout_seconds
+        self.timeout_seconds, self.create_timeout_seconds = timeout_seconds, create_timeout_seconds
         self._client: Any = None
         self._emulator_answers: bool | None = None
 
@@ -196,7 +202,8 @@ class DeveloperBatches(Backend):
             return self.client().files.upload(file=handle, config=config).name
 
     def create(self, model: str, source: str, display_name: str) -> BatchInfo:
-        job = self.client().batches.create(model=model, src=source, config={"display_name": display_name})
+        config = {"display_name": display_name, "http_options": create_options(self.create_timeout_seconds)}
+        job = self.client().batches.create(model=model, src=source, config=config)
         return batch_info_from_job(job)
 
     def check_name(self, name: str) -> None:
@@ -239,5 +246,10 @@ class DeveloperBatches(Backend):
 def from_settings(settings: BackendSettings) -> DeveloperBatches:
     retrying = Retrying(settings.max_attempts, settings.backoff_seconds, secret=settings.api_key)
     return DeveloperBatches(
-        retrying, settings.api_key, settings.base_url, settings.emulator_url, settings.timeout_seconds
+        retrying,
+        settings.api_key,
+        settings.base_url,
+        settings.emulator_url,
+        settings.timeout_seconds,
+        settings.create_timeout_seconds,
     )

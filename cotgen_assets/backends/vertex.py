@@ -27,7 +27,7 @@ from google.genai import types as genai_types
 from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
 from cotgen_assets.backends.config import check_vertex
-from cotgen_assets.backends.developer import raw_get, timeout_ms
+from cotgen_assets.backends.developer import create_options, raw_get, timeout_ms
 from cotgen_assets.backends.gemini_wire import job_end, job_state
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
@@ -151,10 +151,12 @@ class VertexBatches(Backend):
         staging: str,
         base_url: str | None,
         timeout_seconds: float,
+        create_timeout_seconds: float,
     ):
         super().__init__(retrying)
         self.project, self.location, self.staging = project, location, staging.rstrip("/")
         self.base_url, self.timeout_seconds = base_url, timeout_seconds
+        self.create_timeout_seconds = create_timeout_seconds
         self._client: Any = None
 
     @property
@@ -226,7 +228,11 @@ class VertexBatches(Backend):
         return uri
 
     def create(self, model: str, source: str, display_name: str) -> BatchInfo:
-        config = genai_types.CreateBatchJobConfig(dest=predictions_prefix(source), display_name=display_name)
+        config = genai_types.CreateBatchJobConfig(
+            dest=predictions_prefix(source),
+            display_name=display_name,
+            http_options=create_options(self.create_timeout_seconds),
+        )
         return batch_info_from_job(self.client().batches.create(model=model, src=source, config=config))
 
     def check_name(self, name: str) -> None:
@@ -287,4 +293,5 @@ def from_settings(settings: BackendSettings) -> VertexBatches:
         settings.staging,
         settings.base_url,
         settings.timeout_seconds,
+        settings.create_timeout_seconds,
     )

@@ -336,6 +336,8 @@ class Handler(BaseHTTPRequestHandler):
                     "pid": os.getpid(),
                     "state_dir": str(self.server.store.root),
                     "latency": self.server.store.latency,
+                    "stalled_creates": faults.stalled_creates,
+                    "references_loaded": self.server.store.responder.references.loaded,
                 }
             )
         elif path == "/_emulator/faults" and self.command == "GET":
@@ -618,6 +620,8 @@ FAULT_HELP = {
     "slow_latency": "latency of the next --fault-slow-count jobs",
     "slow_count": "how many new jobs take --fault-slow-latency",
     "lose_create_count": "the next N creates make the job but answer HTTP 500",
+    "slow_create_seconds": "how long the next --fault-slow-create-count creates stall before making the job",
+    "slow_create_count": "the next N creates stall --fault-slow-create-seconds, then make the job and answer",
     "hold": "hold every new job PENDING until released (POST /_emulator/hold)",
     "hold_count": "hold the next N new jobs PENDING until released",
     "download_error_count": "the next N result downloads answer HTTP 503",

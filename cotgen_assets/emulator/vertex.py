@@ -169,6 +169,7 @@ class VertexJobs:
                 400, "INVALID_ARGUMENT", f"{shown} holds {count} requests; a job takes 1 to {MAX_REQUESTS}."
             )
         store = self.store
+        store.faults.stall_create()  # outside the lock: other calls go on meanwhile
         with store.lock:
             job, rates, seed = store.faults.take_job_faults(JOB_FAULT_STATES)
             seq, unique = store.new_job()

@@ -172,6 +172,21 @@ class EmulatorProcess:
     def get_faults(self) -> dict[str, Any]:
         return self.admin("GET", "faults")
 
+    def wait_for_stalled_creates(self) -> None:
+        """Until no create stalls in the slow_create fault: every job such a create makes exists."""
+        self._wait_for_health(lambda health: health["stalled_creates"] == 0, "a create still stalls")
+
+    def wait_for_references(self) -> None:
+        """Until the reference problems are loaded: before, every call that answers a job waits."""
+        self._wait_for_health(lambda health: health["references_loaded"], "references still load")
+
+    def _wait_for_health(self, ready, failure: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready(self.admin("GET", "health")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{failure} after {timeout:.0f}s")
+            time.sleep(0.05)
+
     def hold(self, name: str | None = None) -> dict[str, Any]:
         """Hold `name` (a batch name), or every unfinished and every new job, until released: a held
         job stays as it is (a new one PENDING). To hold only the next N new jobs:
