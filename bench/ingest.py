@@ -123,8 +123,9 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
     """A submission folder as `generation_batch` leaves it, plus downloaded results; returns its id."""
     from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
+    from cotgen_assets.core.shards import write_shards
     from cotgen_assets.core.stages import GENERATION
-    from cotgen_assets.core.submissions import Submission, write_shards
+    from cotgen_assets.core.submissions import Submission
 
     pool = problem_pool()
     submission = Submission(
@@ -211,12 +212,22 @@ def run_prepare(data: Path, out: Path) -> int:
     """`prepare_generation` for every problem: plan, then write request shards and contexts."""
     import pyarrow.parquet as pq
 
+    from cotgen_assets.core.ask import GenerationAsk
+    from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.core.submissions import prepare_generation
 
     rows = pq.read_metadata(data / SCENARIO / "source_problems.parquet").num_rows
     submission = prepare_generation(
-        get_scenario(SCENARIO), rows, "extend", 3, MODEL, "high", 10_000, True
+        GenerationAsk(
+            scenario=get_scenario(SCENARIO),
+            limit=rows,
+            mode="extend",
+            max_tries=3,
+            model=MODEL,
+            thinking_level="high",
+            max_requests_per_job=10_000,
+        ),
+        offline=True,
     ).submission
     written = sum(
         submission.requests_path(s).stat().st_size + submission.context_path(s).stat().st_size
@@ -333,7 +344,7 @@ def child(variant: str, workdir: Path, memory_limit_mb: int) -> None:
         limit = memory_limit_mb * MB
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if variant == "prepare":
-        import cotgen_assets.core.submissions
+        import cotgen_assets.core.prepare
     if variant in PROJECT_VARIANTS:
         import cotgen_assets.core.ingest  # imports are not ingestion time
         import cotgen_assets.core.quality  # noqa: F401

@@ -33,11 +33,13 @@ MODEL = "gemini-3.1-pro-preview"
 
 def fill_until_done(base_url: str, limit: int, ask_enough: bool, max_rounds: int) -> dict:
     """Rounds of fill until `limit` good samples (or `max_rounds`): rounds, requests, cost, good."""
+    from cotgen_assets.core.ask import GenerationAsk
     from cotgen_assets.core.ingest import ingest_submission
+    from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.storage import samples_path
-    from cotgen_assets.core.submissions import num_good_samples, prepare_generation, submission_cost_usd
+    from cotgen_assets.core.submission_history import num_good_samples, submission_cost_usd
     from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     scenario = get_scenario("easy")
@@ -45,9 +47,16 @@ def fill_until_done(base_url: str, limit: int, ask_enough: bool, max_rounds: int
     rounds = requests = 0
     cost = 0.0
     while num_good_samples(scenario) < limit and rounds < max_rounds:
-        submission = prepare_generation(
-            scenario, limit, "fill", 3, MODEL, "high", 10_000, True, {"round": rounds + 1}, ask_enough
-        ).submission
+        ask = GenerationAsk(
+            scenario=scenario,
+            limit=limit,
+            max_tries=3,
+            model=MODEL,
+            thinking_level="high",
+            max_requests_per_job=10_000,
+            ask_enough=ask_enough,
+        )
+        submission = prepare_generation(ask, offline=True, rounds={"round": rounds + 1}).submission
         if not submission.num_requests:
             break  # nothing left to ask
         submit(submission, gemini, "bench")

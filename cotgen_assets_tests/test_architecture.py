@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import grimp
 import pytest
 
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, MADE_BY_KEYS
@@ -164,6 +165,19 @@ def test_every_file_the_package_reads_is_package_data():
         assert any(fnmatch.fnmatch(path.name, p) for p in patterns), (
             f"{path.relative_to(ROOT)} is not in [tool.setuptools.package-data] {package!r}"
         )
+
+
+def test_no_module_of_the_package_imports_itself_back():
+    """No import circle: a module that another imports (type-only imports too) never leads back to
+    it, so each can be read, tested and moved with what it imports and nothing that imports it."""
+    graph = grimp.build_graph("cotgen_assets", cache_dir=None)
+    circles = {
+        " -> ".join((importer, *graph.find_shortest_chain(importer=imported, imported=importer)))
+        for importer in graph.modules
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if graph.chain_exists(importer=imported, imported=importer)
+    }
+    assert not circles, "import circles:\n" + "\n".join(sorted(circles))
 
 
 MAX_FUNCTION_LINES = 80

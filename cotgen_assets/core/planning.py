@@ -3,7 +3,7 @@
 Generation: `fill` tops a scenario up to `limit` good samples (retrying failed or wrong problems
 first), `extend` takes `limit` problems never asked before. Summarization: every CoT sample
 still lacking a CoD of that very CoT, correct ones only by default. Plain functions over ids and
-records; `submissions` reads the files and writes the requests.
+records; `prepare` reads the files and writes the requests.
 """
 
 from collections.abc import Container, Iterable

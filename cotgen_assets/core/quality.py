@@ -6,13 +6,11 @@ each stage names its gates (`stages`), and `defs/checks.py` turns the verdicts i
 check results.
 """
 
-import re
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.text import tagged_block
 
 PREVIEW_SAMPLES = 5
 MIN_ACCURACY = 0.5
@@ -22,24 +20,6 @@ MAX_DRAFT_WORDS = 5
 MIN_SHORT_STEPS = 0.8  # share of draft steps with at most MAX_DRAFT_WORDS words
 MAX_UNSUPPORTED = 0.1  # share of drafts with a number that is not in their thought
 ERROR, WARN = "ERROR", "WARN"
-
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-
-
-def tagged_block(text: str, tag: str) -> str | None:
-    """The body of `<tag>body</tag>\nanswer` when that is exactly the text's shape, else None.
-
-    Plain string operations: a regex with look-aheads scanned each multi-KB record several times.
-    """
-    opening, closing = f"<{tag}>", f"</{tag}>"
-    if not text.startswith(opening) or text.count(opening) != 1 or text.count(closing) != 1:
-        return None
-    body, separator, answer = text[len(opening) :].partition(closing + "\n")
-    return body if separator and body and answer else None
-
-
-def numbers_in(text: str) -> set[str]:
-    return set(_NUMBER.findall(text or ""))
 
 
 @dataclass
@@ -51,7 +31,7 @@ class SampleStats:
     picture) and a few preview records.
     """
 
-    stage: "Stage"
+    stage: Stage
     excluded: dict[str, str] = field(default_factory=dict)  # problem id -> why source_problems left it out
     num_samples: int = 0
     num_correct: int = 0
@@ -82,7 +62,7 @@ class SampleStats:
         self.thinking_tokens += block["usage"]["thinking_tokens"]
         self.output_tokens += block["usage"]["output_tokens"]
         self.cost_usd += block["cost_usd"]
-        text = tagged_block(record[self.stage.prefix], self.stage.tag)
+        text = tagged_block(record[self.stage.record_kind], self.stage.tag)
         self.num_malformed += text is None
         if self.stage.summarizes is not None:
             self._add_draft(record, text)
@@ -172,15 +152,22 @@ def common_verdicts(stats: SampleStats) -> list[Verdict]:
     ]
 
 
-def cot_verdicts(stats: SampleStats) -> list[Verdict]:
-    return common_verdicts(stats)
+def verdicts(stats: SampleStats) -> list[Verdict]:
+    """The stage's gates over its samples file: a stage that drafts another's records adds the
+    draft gates to the shared ones, as its figures add the draft figures (`SampleStats`)."""
+    return common_verdicts(stats) + (draft_verdicts(stats) if stats.stage.summarizes else [])
 
 
-def cod_verdicts(stats: SampleStats) -> list[Verdict]:
+def gate_names(stage: Stage) -> list[str]:
+    """The gates' names, read off the gates themselves (the samples asset's check specs)."""
+    return [verdict.name for verdict in verdicts(SampleStats(stage))]
+
+
+def draft_verdicts(stats: SampleStats) -> list[Verdict]:
     low, high = RATIO_BAND
     ratio = stats.draft_to_thought_token_ratio
     unsupported = stats.share(stats.num_unsupported)
-    return common_verdicts(stats) + [
+    return [
         _verdict(
             "answer_agrees_with_cot",
             stats.answer_agreement >= MIN_AGREEMENT,

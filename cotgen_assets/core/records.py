@@ -13,7 +13,7 @@ import pyarrow as pa
 from cotgen_assets.core.batch_output import ResultLine, Usage
 from cotgen_assets.core.grading import extract_predicted_answer
 from cotgen_assets.core.prompts import parse_draft
-from cotgen_assets.core.quality import numbers_in
+from cotgen_assets.core.text import numbers_in
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 cuts each into a CoD record.
 
 Everything that differs between the stages is a field of `Stage`: the samples file, the record's
-text and its tag, the record's fields and builder, the quality gates, the prompt version, and
-the names of its assets and job. Code takes a `Stage` and reads these, never a table keyed by
-stage name. On disk, in run tags and in Dagster metadata a stage is its `name`;
-`stage_named` finds the stage again.
+text and its tag, the record's fields and builder, the prompt version, and the names of its
+assets and job (its quality gates follow from what it makes: `quality.verdicts`). Code takes a
+`Stage` and reads these, never a table keyed by stage name. On disk, in run tags and in Dagster
+metadata a stage is its `name`; `stage_named` finds the stage again.
 """
 
 from collections.abc import Callable
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from cotgen_assets.core.batch_output import ResultLine, Usage
 from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, SUMMARIZATION_PROMPT_VERSION
-from cotgen_assets.core.quality import SampleStats, Verdict, cod_verdicts, cot_verdicts
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, Field, cod_record, cot_record, field_table
 
 
@@ -22,11 +21,10 @@ class Stage:
     """One stage: what it makes and the names it goes by. Compared by identity."""
 
     name: str  # "generation": submission folders, job display names, `cotgen cancel`; the record's block
-    prefix: str  # "cot": the samples file `cot_<suffix>.jsonl`, the record's text field, the export's config
+    record_kind: str  # "cot": the samples file `cot_<suffix>.jsonl`, the text field, the export config
     tag: str  # "thought": the record's text is `<thought>…</thought>`, a newline, then the answer
     fields: tuple[Field, ...]  # the record's fields, in order
     build: Callable[[dict, ResultLine, dict], tuple[dict, list]]  # (context, line, block) -> record, gradings
-    gates: Callable[[SampleStats], list[Verdict]]  # the samples file's quality gates
     prompt_version: str
     needs_thoughts: bool  # an answer without thought parts is a failed line
     usage_prior: Usage  # the answer's size assumed by projected costs until there are samples
@@ -43,44 +41,38 @@ class Stage:
 
     @property
     def samples_asset(self) -> str:
-        return f"{self.prefix}_samples"
+        return f"{self.record_kind}_samples"
+
+    @property
+    def batch_job(self) -> str:
+        """The job the sensor launches to submit this stage's next batch."""
+        return f"{self.name}_batch_job"
 
     @property
     def results_job(self) -> str:
         """The job the sensor launches when this stage's batch ends."""
         return f"{self.name}_results_job"
 
-    @property
-    def batch_job(self) -> str:
-        """The job the sensor launches to submit this stage's batch (a catch-up, a fill round)."""
-        return f"{self.name}_batch_job"
-
     def samples_file(self, suffix: str) -> str:
-        return f"{self.prefix}_{suffix}.jsonl"
-
-    def gate_names(self) -> list[str]:
-        """The gates' names, read off the gates themselves (the samples asset's check specs)."""
-        return [verdict.name for verdict in self.gates(SampleStats(self))]
+        return f"{self.record_kind}_{suffix}.jsonl"
 
 
 GENERATION = Stage(
     name="generation",
-    prefix="cot",
+    record_kind="cot",
     tag="thought",
     fields=COT_FIELDS,
     build=cot_record,
-    gates=cot_verdicts,
     prompt_version=GENERATION_PROMPT_VERSION,
     needs_thoughts=True,
     usage_prior=Usage(thinking_tokens=3000, output_tokens=400),
 )
 SUMMARIZATION = Stage(
     name="summarization",
-    prefix="cod",
+    record_kind="cod",
     tag="draft",
     fields=COD_FIELDS,
     build=cod_record,
-    gates=cod_verdicts,
     prompt_version=SUMMARIZATION_PROMPT_VERSION,
     needs_thoughts=False,
     usage_prior=Usage(thinking_tokens=300, output_tokens=150),

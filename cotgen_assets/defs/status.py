@@ -14,7 +14,8 @@ from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import read_jsonl, samples_path
-from cotgen_assets.core.submissions import SubmissionRefused, num_good_samples, total_cost_usd
+from cotgen_assets.core.submission_history import num_good_samples, total_cost_usd
+from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.history import (
     newest_metadata_where,
     pending_submission,

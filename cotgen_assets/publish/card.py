@@ -8,7 +8,6 @@ and off the submissions on disk (thinking level, dates) into `CardFacts`, a plai
 
 import json
 import statistics
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,14 +18,13 @@ from cotgen_assets.core.records import arrow_schema, field_table
 from cotgen_assets.core.stages import STAGES, Stage
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
+from cotgen_assets.publish.exported import CardFacts, Export, MadeWith, ScenarioFacts
 from cotgen_assets.publish.parquet import data_file
 from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
 from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, Split
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
-
-    from cotgen_assets.publish.export import Export
 
 TEMPLATE = Path(__file__).with_name("card.md.j2")
 PICTURE = "dataset_report.png"
@@ -36,59 +34,7 @@ LABEL_FILES = "all samples made (dataset report)"
 TAGS = ["math", "reasoning", "chain-of-thought", "chain-of-draft", "synthetic", "distillation", "gemini"]
 
 
-@dataclass(frozen=True)
-class MadeWith:
-    """How one stage's exported rows were made, read from the rows and their submissions."""
-
-    model: list[str]
-    model_version: list[str]
-    prompt_version: list[str]
-    thinking_level: list[str]
-    dates: list[str]  # the first and last day its batches were submitted and ingested (UTC); one if equal
-
-
-@dataclass(frozen=True)
-class ScenarioFacts:
-    name: str
-    dataset: str
-    rows: int  # exported, in each config
-    num_cot_records: int  # in the samples files
-    num_cod_records: int
-    left_out: dict[str, int]  # reason -> problems
-    figures: list[tuple[str, str, str]]  # (label, exported rows' cell, all samples' cell)
-    benchmarks: list[str]  # checked by decontamination
-    num_contaminated: int | None  # None: source_problems saved no decontamination.json
-    num_repeats: int | None
-    num_left_out_unclean: int  # samples of problems source_problems left out
-    rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
-
-
-@dataclass(frozen=True)
-class CardFacts:
-    """Everything the card states, as data."""
-
-    title: str
-    offline: bool
-    include_incorrect: bool
-    where: str  # what `load_dataset` is given: the Hub repo, or the folder
-    scenarios: list[ScenarioFacts]
-    made_with: dict[str, MadeWith]  # by stage name
-    stale_prompt_versions: list[str]
-    exported_on: str
-    fingerprint: str
-    card_data: dict  # the YAML block: licence, tags, configs, features, split sizes
-
-    @property
-    def num_rows(self) -> int:
-        return sum(s.rows for s in self.scenarios)
-
-    @property
-    def exported(self) -> list[ScenarioFacts]:
-        """The scenarios with rows: the splits of both configs."""
-        return [s for s in self.scenarios if s.rows]
-
-
-def gather(export: "Export", repo_id: str | None = None) -> CardFacts:
+def gather(export: Export, repo_id: str | None = None) -> CardFacts:
     """The card's facts, from the export and the submissions of its rows."""
     made = {stage.name: made_with(export.splits, stage) for stage in STAGES}
     return CardFacts(
@@ -136,7 +82,7 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         template_path=str(TEMPLATE),
         facts=facts,
         image=image or f"![{PICTURE_ALT}]({PICTURE})",
-        fields={stage.prefix: field_table(stage.fields) for stage in STAGES},
+        fields={stage.record_kind: field_table(stage.fields) for stage in STAGES},
         prompts=prompts,
         draft_schema=json.dumps(prompts.DRAFT_SCHEMA, indent=2),
         rule=RULE,
@@ -171,14 +117,14 @@ def size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def front_matter(export: "Export") -> dict:
+def front_matter(export: Export) -> dict:
     """The YAML the Hub reads: licence, tags, configs with their data files, features and split sizes."""
     from datasets import Features
 
     splits = [s.name for s in export.splits if s.cot]
     configs, infos = [], []
     for stage in STAGES:
-        config = stage.prefix
+        config = stage.record_kind
         configs.append(
             {
                 "config_name": config,
@@ -265,7 +211,7 @@ def made_with(splits: list[Split], stage: Stage) -> MadeWith:
     found = {k: set() for k in ("model", "model_version", "prompt_version")}
     submissions = set()
     for split in splits:
-        for record in split.rows[stage.prefix]:
+        for record in split.rows[stage.record_kind]:
             block = record[stage.name]
             for key in found:
                 found[key].add(block.get(key) or "unknown")

@@ -12,15 +12,13 @@ Parquet (`parquet`), gathers and renders the card (`card`) and swaps the folder 
 The fingerprint covers the data files only; the card may carry dates and is not part of it.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import pyarrow as pa
 
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import data_dir
-from cotgen_assets.publish.card import PICTURE, CardFacts, dataset_card, gather
+from cotgen_assets.publish.card import PICTURE, dataset_card, gather
+from cotgen_assets.publish.exported import Export
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
 from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
 from cotgen_assets.publish.selection import Split, select
@@ -30,38 +28,6 @@ CARD = "README.md"
 
 def export_dir() -> Path:
     return data_dir() / "export"
-
-
-@dataclass
-class Export:
-    """One export as written: its rows by scenario, their files and figures, and the card."""
-
-    folder: Path
-    splits: list[Split]
-    include_incorrect: bool
-    png: bytes
-    offline: bool
-    figures: dict[str, ScenarioFigures]  # of the exported rows, by scenario
-    report_figures: dict[str, ScenarioFigures]  # of the whole files (the dataset report's)
-    files: dict[str, bytes] = field(default_factory=dict)  # data files, by path in the folder
-    tables: dict[str, dict[str, pa.Table]] = field(default_factory=dict)  # config -> split -> table
-    fingerprint: str = ""
-    facts: CardFacts | None = None  # what the card states
-    card: str = ""  # README.md
-
-    @property
-    def rows(self) -> dict[str, dict[str, int]]:
-        """Rows per config and split (splits with no rows are not in the export)."""
-        return {c: {s: t.num_rows for s, t in by_split.items()} for c, by_split in self.tables.items()}
-
-    @property
-    def num_rows(self) -> int:
-        return sum(self.rows["cot"].values())
-
-    @property
-    def cost_usd(self) -> float:
-        """What the exported rows cost (their CoT and CoD requests)."""
-        return sum(f.cost_usd for f in self.figures.values())
 
 
 def exported_figures(split: Split, files: ScenarioFigures) -> ScenarioFigures:
@@ -95,15 +61,15 @@ def write_export(
         offline=any(s.offline for s in splits),
         figures=figures,
         report_figures=report_figures,
-        tables={stage.prefix: {} for stage in STAGES},
+        tables={stage.record_kind: {} for stage in STAGES},
     )
     for split in splits:
         if not split.cot:
             continue
         for stage in STAGES:
-            data, table = parquet_bytes(split.rows[stage.prefix], stage)
-            export.files[data_file(stage.prefix, split.name)] = data
-            export.tables[stage.prefix][split.name] = table
+            data, table = parquet_bytes(split.rows[stage.record_kind], stage)
+            export.files[data_file(stage.record_kind, split.name)] = data
+            export.tables[stage.record_kind][split.name] = table
     export.fingerprint = fingerprint(export.files)
     export.facts = gather(export, repo_id)
     export.card = str(dataset_card(export.facts))

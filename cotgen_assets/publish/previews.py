@@ -1,8 +1,8 @@
 """What a person sees of samples in the UI: excerpts of thoughts and drafts, preview rows."""
 
-from cotgen_assets.core.quality import tagged_block
 from cotgen_assets.core.records import draft_tokens, thinking_tokens
 from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.text import tagged_block
 
 
 def excerpt(text: str | None, head: int = 90, tail: int = 45) -> str:

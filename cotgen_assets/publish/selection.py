@@ -63,8 +63,8 @@ class Split:
 
     @property
     def rows(self) -> dict[str, list[dict]]:
-        """Rows by export config: a stage's prefix (`cot`, `cod`)."""
-        return {GENERATION.prefix: self.cot, SUMMARIZATION.prefix: self.cod}
+        """Rows by export config: a stage's record kind (`cot`, `cod`)."""
+        return {GENERATION.record_kind: self.cot, SUMMARIZATION.record_kind: self.cod}
 
     @property
     def offline(self) -> bool:
@@ -119,7 +119,7 @@ def select(
             del split.cot[limit:], split.cod[limit:]
             split.left_out[OVER_LIMIT] = split.num_over_limit
     for stage in STAGES:
-        refuse_undescribed_fields(split.rows[stage.prefix], stage, samples_path(stage, scenario.suffix))
+        refuse_undescribed_fields(split.rows[stage.record_kind], stage, samples_path(stage, scenario.suffix))
     return split
 
 

@@ -210,7 +210,7 @@ def why_no_cod(scenario: Scenario, sample_id: str, cot_found, tried: list[dict])
         return "its CoT answer is wrong: only correct samples are summarized (summarize: correct)"
     last = next((a for a in reversed(tried) if a["stage"] == SUMMARIZATION.name), None)
     if last is None:
-        return "not summarized yet: summarization_batch has not asked for it"
+        return f"not summarized yet: {SUMMARIZATION.batch_asset} has not asked for it"
     return f"its last summarization request is {last['status']}" + (
         f": {last['reason']}" if last["reason"] else ""
     )
@@ -245,13 +245,13 @@ def trace(sample_id: str) -> dict:
         "total_cost_usd": sum(a["cost_usd"] or 0.0 for a in tried),
         "files": {
             "source_problems": str(source_problems_path(scenario.name)),
-            "cot_samples": str(cot_path),
-            "cod_samples": str(cod_path),
+            GENERATION.samples_asset: str(cot_path),
+            SUMMARIZATION.samples_asset: str(cod_path),
             "submissions": sorted({a["files"]["submission"].rpartition("/")[0] for a in tried}),
         },
         "in_the_ui": {
             "partition": scenario.name,
-            "assets": ["source_problems", "cot_samples", "cod_samples"],
+            "assets": ["source_problems", GENERATION.samples_asset, SUMMARIZATION.samples_asset],
             "run_tags": [f"cotgen/submission_id={s}" for s in submissions],
             "batch_names": sorted({a["batch"] for a in tried if a["batch"]}),
         },

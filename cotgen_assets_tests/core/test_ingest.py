@@ -20,7 +20,8 @@ import pytest
 from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import samples_path
-from cotgen_assets.core.submissions import load_submission, tries_by_problem
+from cotgen_assets.core.submission_history import tries_by_problem
+from cotgen_assets.core.submissions import load_submission
 from cotgen_assets.defs.locks import lock_holder
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import read_jsonl

@@ -1,6 +1,11 @@
-"""What a batch asks for: the summarization plan, a plain function beside generation's."""
+"""What a batch asks for: the summarization plan, a plain function beside generation's, and the ask."""
 
+import pytest
+
+from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.planning import plan_summarization
+from cotgen_assets.core.prepare import prepare_generation
+from cotgen_assets.core.scenarios import get_scenario
 
 
 def cot(problem_id: str, batch: str = "batches/g1", correct: bool = True) -> dict:
@@ -35,3 +40,19 @@ def test_all_drafts_incorrect_samples_too_and_gives_up_after_max_tries():
     assert plan.items == [("easy-1", 1)]
     assert plan.given_up == ["easy-2"]
     assert plan.skipped == {}
+
+
+def test_an_ask_for_more_than_one_answer_per_problem_is_refused_before_anything_is_written(data_dir):
+    """Answers per problem is carried by the ask but not built yet: asking for 2 must not quietly get 1."""
+    ask = GenerationAsk(
+        scenario=get_scenario("easy"),
+        limit=2,
+        max_tries=3,
+        model="gemini-3.1-pro-preview",
+        thinking_level="high",
+        max_requests_per_job=10,
+        answers_per_problem=2,
+    )
+    with pytest.raises(ValueError, match="answers_per_problem must be 1 for now, got 2"):
+        prepare_generation(ask, offline=True)
+    assert not data_dir.exists() or not any(data_dir.rglob("*"))

@@ -3,8 +3,9 @@
 import dagster as dg
 import pytest
 
-from cotgen_assets.core.quality import SampleStats, tagged_block
+from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
+from cotgen_assets.core.text import tagged_block
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.checks import gate_checks
 from cotgen_assets_tests.harness.pipeline import Pipeline

@@ -9,12 +9,15 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
-from cotgen_assets.core import submissions as submissions_module
+from cotgen_assets.core import requests as requests_module
+from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.ingest import ingest_submission
+from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.core.shards import write_shards
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.stages import GENERATION
-from cotgen_assets.core.submissions import Submission, prepare_generation, write_shards
+from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
@@ -203,12 +206,21 @@ def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir)
 
 def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatch):
     """prepare_generation streams the problems table; batches cut at row-group edges lose nothing."""
-    monkeypatch.setattr(submissions_module, "PROBLEM_BATCH_ROWS", 500)  # many batches, as with a large table
+    monkeypatch.setattr(requests_module, "PROBLEM_BATCH_ROWS", 500)  # many batches, as with a large table
     table, _, _ = load_source_problems(get_scenario("easy"))
     (data_dir / "easy").mkdir(parents=True)
     pq.write_table(table, data_dir / "easy" / "source_problems.parquet", row_group_size=777)
     submission = prepare_generation(
-        get_scenario("easy"), 3000, "extend", 3, MODEL, "high", 1000, True
+        GenerationAsk(
+            scenario=get_scenario("easy"),
+            limit=3000,
+            mode="extend",
+            max_tries=3,
+            model=MODEL,
+            thinking_level="high",
+            max_requests_per_job=1000,
+        ),
+        offline=True,
     ).submission
     assert len(submission.shards) == 3
     keys = [

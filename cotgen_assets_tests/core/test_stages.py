@@ -6,10 +6,12 @@ import json
 import dagster as dg
 import pytest
 
+from cotgen_assets.core.identity import ask_id_for, request_settings
 from cotgen_assets.core.prompts import generation_request, summarization_request
+from cotgen_assets.core.quality import gate_names
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, stage_named
 from cotgen_assets.core.storage import samples_path
-from cotgen_assets.core.submissions import Submission, ask_id_for, load_submission, request_settings
+from cotgen_assets.core.submissions import Submission, load_submission
 from cotgen_assets.definitions import defs
 
 MODEL = "gemini-3.1-pro-preview"
@@ -27,10 +29,14 @@ def test_the_code_location_follows_each_stage_description(stage):
     job = defs.resolve_job_def(stage.results_job)
     selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert {stage.results_asset, stage.samples_asset} <= selected
+    batch_job = defs.resolve_job_def(stage.batch_job)
+    assert {key.to_user_string() for key in batch_job.asset_layer.executable_asset_keys} == {
+        stage.batch_asset
+    }
     spec = defs.resolve_assets_def(stage.samples_asset).specs_by_key[dg.AssetKey(stage.samples_asset)]
     assert [c.name for c in spec.metadata["dagster/column_schema"].columns] == [f.name for f in stage.fields]
     checks = {c.name for c in graph.asset_check_keys if c.asset_key.to_user_string() == stage.samples_asset}
-    assert checks == set(stage.gate_names())
+    assert checks == set(gate_names(stage))
     results_checks = {
         c.name for c in graph.asset_check_keys if c.asset_key == dg.AssetKey(stage.results_asset)
     }

@@ -85,23 +85,29 @@ def test_a_dry_run_while_a_batch_is_in_flight_loses_nothing(pipeline, sources, d
 
 def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, sources, data_dir):
     """Else the new job's answers would never be downloaded, and the next fill would pay again."""
-    from cotgen_assets.core.submissions import prepare_generation
+    from cotgen_assets.core.ask import GenerationAsk
+    from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     emulator.set_faults(job_state="failed", job_count=1)
-    first = prepare_generation(
-        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True, ask_enough=False
-    ).submission
+    ask = GenerationAsk(
+        scenario=get_scenario("easy"),
+        limit=2,
+        max_tries=3,
+        model="gemini-3.1-pro-preview",
+        thinking_level="high",
+        max_requests_per_job=100,
+        ask_enough=False,
+    )
+    first = prepare_generation(ask, offline=True).submission
     submit(first, gemini)
     download_finished(first, gemini)
     stale = first.results_path(first.shards[0])
     stale.write_bytes(b"")  # as if the failed job had handed back an empty results file
 
-    again = prepare_generation(
-        get_scenario("easy"), 2, "fill", 3, "gemini-3.1-pro-preview", "high", 100, True, ask_enough=False
-    ).submission
+    again = prepare_generation(ask, offline=True).submission
     submit(again, gemini)
     assert again.submission_id == first.submission_id and again.batch_names != first.batch_names
     assert [job.state for job in download_finished(again, gemini)] == ["JOB_STATE_SUCCEEDED"]

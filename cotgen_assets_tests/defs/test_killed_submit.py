@@ -19,8 +19,9 @@ import dagster as dg
 import orjson
 import pytest
 
+from cotgen_assets.core.ask import GenerationAsk
+from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
@@ -93,6 +94,19 @@ def materialize_cli(home: Path, emulator, limit: int, **env: str) -> subprocess.
     )
 
 
+def three_problems_of_easy() -> GenerationAsk:
+    """A fill of exactly three problems of `easy`, the submission a dead run left behind."""
+    return GenerationAsk(
+        scenario=get_scenario("easy"),
+        limit=3,
+        max_tries=3,
+        model=MODEL,
+        thinking_level="high",
+        max_requests_per_job=10_000,
+        ask_enough=False,
+    )
+
+
 def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(
     tmp_path, emulator, sources, data_dir
 ):
@@ -151,9 +165,7 @@ def test_a_job_whose_create_answer_the_kill_cut_off_is_found_by_its_name(pipelin
     """Killed while the create call was in flight: the job exists, submission.json names no batch."""
     sources("easy")
     gemini = pipeline.resources["gemini"]
-    orphan = prepare_generation(
-        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
-    ).submission
+    orphan = prepare_generation(three_problems_of_easy(), offline=True).submission
     orphan.sent_by = "a-run-that-died"
     orphan.save()
     [shard], [display_name] = orphan.shards, orphan.display_names
@@ -172,9 +184,7 @@ def test_a_job_whose_create_answer_the_kill_cut_off_is_found_by_its_name(pipelin
 def test_a_submission_whose_jobs_were_never_created_is_left_alone(pipeline, sources, instance):
     """Killed before its create: nothing to adopt, so the fill plans as usual and the log says why."""
     sources("easy")
-    never_sent = prepare_generation(
-        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
-    ).submission
+    never_sent = prepare_generation(three_problems_of_easy(), offline=True).submission
     never_sent.sent_by = "a-run-that-died"
     never_sent.save()
 
@@ -194,9 +204,7 @@ def test_a_submission_whose_run_still_shows_running_is_not_taken_over(pipeline, 
     sources("easy")
     running = dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED)
     instance.add_run(running)
-    sending = prepare_generation(
-        get_scenario("easy"), 3, "fill", 3, MODEL, "high", 10_000, True, ask_enough=False
-    ).submission
+    sending = prepare_generation(three_problems_of_easy(), offline=True).submission
     submit(sending, pipeline.resources["gemini"], running.run_id)
 
     refused = pipeline.submit_generation("easy", limit=5, raise_on_error=False)

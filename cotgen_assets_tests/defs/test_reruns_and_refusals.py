@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import cotgen_assets
+from cotgen_assets.core.ask import GenerationAsk
+from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.core.submissions import prepare_generation
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.gemini.resource import GeminiBatchResource, submit
@@ -168,7 +169,18 @@ def test_a_reused_batch_is_a_warning_in_the_run_log_and_in_the_metadata(pipeline
     """A run that created its job and then died before materializing: the re-execution finds it."""
     sources("easy")
     gemini = pipeline.resources["gemini"]
-    crashed = prepare_generation(get_scenario("easy"), 2, "fill", 3, MODEL, "high", 10_000, True).submission
+    crashed = prepare_generation(
+        GenerationAsk(
+            scenario=get_scenario("easy"),
+            limit=2,
+            mode="fill",
+            max_tries=3,
+            model=MODEL,
+            thinking_level="high",
+            max_requests_per_job=10_000,
+        ),
+        offline=True,
+    ).submission
     submit(crashed, gemini)
     result = pipeline.submit_generation("easy", limit=2)
     meta = pipeline.metadata("generation_batch", "easy")

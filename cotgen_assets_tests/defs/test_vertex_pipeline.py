@@ -291,7 +291,7 @@ def test_trace_shows_the_vertex_job_and_where_its_requests_and_answers_are(verte
 
 def test_a_job_larger_than_vertex_ai_takes_is_refused_before_anything_is_written(vertex, sources, data_dir):
     """Vertex AI takes up to 200,000 requests and 1 GB of input per job; the shards stay inside both."""
-    from cotgen_assets.core.submissions import MAX_SHARD_BYTES
+    from cotgen_assets.core.shards import MAX_SHARD_BYTES
 
     sources("easy")
     refused = vertex.submit_generation("easy", raise_on_error=False, limit=3, max_requests_per_job=200_001)

@@ -3,8 +3,9 @@ for a second machine's samples in the two-instances test."""
 
 import orjson
 
+from cotgen_assets.core.shards import write_shards
 from cotgen_assets.core.stages import GENERATION
-from cotgen_assets.core.submissions import Submission, write_shards
+from cotgen_assets.core.submissions import Submission
 
 MODEL = "gemini-3.1-pro-preview"
 

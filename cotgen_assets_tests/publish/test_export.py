@@ -33,12 +33,10 @@ from cotgen_assets.publish import export, hub, parquet, report, selection
 from cotgen_assets.publish.card import (
     LABEL_EXPORTED,
     LABEL_FILES,
-    CardFacts,
-    MadeWith,
-    ScenarioFacts,
     card_body,
     dataset_card,
 )
+from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
@@ -410,7 +408,7 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        [stage] = [s for s in STAGES if s.prefix == path.parent.name]  # data/<config>/: a stage's prefix
+        [stage] = [s for s in STAGES if s.record_kind == path.parent.name]  # data/<record kind>/
         schema = arrow_schema(stage.fields)
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
     return target

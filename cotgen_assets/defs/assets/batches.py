@@ -13,18 +13,15 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
+from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
 from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.budget import refuse_over_budget
 from cotgen_assets.core.planning import Plan
+from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
 from cotgen_assets.core.scenarios import Scenario, get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.submissions import (
-    Prepared,
-    SubmissionRefused,
-    prepare_generation,
-    prepare_summarization,
-    refuse_over_budget,
-    submission_cost_usd,
-)
+from cotgen_assets.core.submission_history import submission_cost_usd
+from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
 from cotgen_assets.defs.history import (
     InFlight,
@@ -66,6 +63,15 @@ class BatchConfig(dg.Config):
     )
     model: str = Field(DEFAULT_MODEL, description="the Gemini model; it must have a row in the price table")
     thinking_level: str = Field("high", description=THINKING_LEVELS)
+
+    def asked(self) -> dict:
+        """The settings both stages' asks take from this config (`core.ask.Ask`)."""
+        return {
+            "model": self.model,
+            "thinking_level": self.thinking_level,
+            "max_tries": self.max_tries,
+            "max_requests_per_job": self.max_requests_per_job,
+        }
 
     @model_validator(mode="wrap")
     @classmethod
@@ -288,18 +294,18 @@ def generation_batch(
     )
 
     def prepare(scenario):
-        prepared = prepare_generation(
-            scenario,
-            rounds["config"]["limit"],
-            config.mode,
-            config.max_tries,
-            config.model,
-            config.thinking_level,
-            config.max_requests_per_job,
-            gemini.offline,
-            gemini.backend,
-            rounds={"round": rounds["round"], "rounds_id": rounds["rounds_id"]},
+        ask = GenerationAsk(
+            scenario=scenario,
+            limit=rounds["config"]["limit"],
+            mode=config.mode,
             ask_enough=config.ask == "enough",
+            **config.asked(),
+        )
+        prepared = prepare_generation(
+            ask,
+            offline=gemini.offline,
+            backend=gemini.backend,
+            rounds={"round": rounds["round"], "rounds_id": rounds["rounds_id"]},
         )
         context.log.info(describe_round(prepared.submission, rounds, spent, config.max_cost_usd))
         return prepared
@@ -379,16 +385,8 @@ def summarization_batch(
     context: dg.AssetExecutionContext, config: SummarizationBatchConfig, gemini: GeminiBatchResource
 ):
     def prepare(scenario):
-        return prepare_summarization(
-            scenario,
-            config.max_tries,
-            config.model,
-            config.thinking_level,
-            config.max_requests_per_job,
-            gemini.offline,
-            config.summarize,
-            gemini.backend,
-        )
+        ask = SummarizationAsk(scenario=scenario, summarize=config.summarize, **config.asked())
+        return prepare_summarization(ask, offline=gemini.offline, backend=gemini.backend)
 
     # Which cot_samples this plan saw: the sensor submits again when a newer one exists.
     cot = latest_metadata(context.instance, GENERATION.samples_asset, context.partition_key)

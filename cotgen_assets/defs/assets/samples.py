@@ -13,7 +13,8 @@ from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import samples_path, source_problems_path
-from cotgen_assets.core.submissions import Submission, SubmissionRefused, total_cost_usd
+from cotgen_assets.core.submission_history import total_cost_usd
+from cotgen_assets.core.submissions import Submission, SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP, preview_table
 from cotgen_assets.defs.checks import gate_check_specs, gate_checks
 from cotgen_assets.defs.history import latest_submission

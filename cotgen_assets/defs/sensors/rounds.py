@@ -11,7 +11,7 @@ import dagster as dg
 from cotgen_assets.core.rounds import CANCELLED, LIMIT_REACHED, NOTHING_LEFT, ROUNDS_USED_UP, after_round
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION
-from cotgen_assets.core.submissions import num_good_samples, submission_cost_usd
+from cotgen_assets.core.submission_history import num_good_samples, submission_cost_usd
 from cotgen_assets.defs.history import is_ingested, latest_metadata, newest_metadata_where, rounds_submissions
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor

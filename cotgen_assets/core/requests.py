@@ -1,0 +1,76 @@
+"""The request lines of a submission and, beside each, the context that turns its answer into a
+record. The request bodies come from `prompts`, asked as the `Ask` says (its thinking effort is
+read here, and only here)."""
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cotgen_assets.core.ask import Ask
+from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
+from cotgen_assets.core.text import numbers_in
+
+PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
+CONTEXT_COLUMNS = {
+    "problem_id",
+    "question",
+    "answer",
+    "source_dataset",
+    "source_config",
+    "source_split",
+    "source_row",
+    "level",
+    "type",
+}
+
+
+def generation_request_for(ask: Ask, question: str = "") -> dict:
+    """How `ask` asks one problem; with no question, how it asks every problem (part of its identity)."""
+    return generation_request(question, ask.thinking_level)
+
+
+def summarization_request_for(ask: Ask, question: str = "", thought: str = "", answer: str = "") -> dict:
+    """How `ask` asks for one draft; with no texts, how it asks for every draft."""
+    return summarization_request(question, thought, answer, ask.thinking_level)
+
+
+def generation_requests(
+    ask: Ask, problems: pq.ParquetFile, asked: pa.BooleanArray
+) -> Iterator[tuple[bytes, dict]]:
+    """(request line, context) of each problem row `asked` marks, in table order."""
+    columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
+    offset = 0
+    for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
+        mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
+        for row in batch.filter(mask).to_pylist():
+            source = {
+                "dataset": row["source_dataset"],
+                "config": row["source_config"],
+                "split": row["source_split"],
+                "row": row["source_row"],
+            }
+            # level/type always present ("" where the dataset has none, not null: datasets
+            # infers a null column from an all-null file and then cannot load MATH files with it)
+            source |= {c: row.get(c) or "" for c in ("level", "type")}
+            context = {
+                "id": row["problem_id"],
+                "scenario": ask.scenario.name,
+                "question": row["question"],
+                "answer": row["answer"],
+                "source": source,
+            }
+            yield (
+                request_line(row["problem_id"], generation_request_for(ask, row["question"])),
+                context,
+            )
+
+
+def summarization_request_of(record: dict, ask: Ask) -> tuple[bytes, dict]:
+    """(request line, context) that asks to cut a CoT record down to a draft."""
+    thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
+    context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
+    context["cot_predicted_answer"] = record["predicted_answer"]
+    context["thought_numbers"] = sorted(numbers_in(thought))
+    request = summarization_request_for(ask, record["question"], thought, answer)
+    return request_line(record["id"], request), context

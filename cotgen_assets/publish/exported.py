@@ -1,0 +1,94 @@
+"""What an export is, as data: the rows, files and figures written (`Export`) and what its card
+states (`CardFacts`). `export` writes one; `card` gathers its facts and renders them."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from cotgen_assets.publish.report import ScenarioFigures
+from cotgen_assets.publish.selection import Split
+
+
+@dataclass(frozen=True)
+class MadeWith:
+    """How one stage's exported rows were made, read from the rows and their submissions."""
+
+    model: list[str]
+    model_version: list[str]
+    prompt_version: list[str]
+    thinking_level: list[str]
+    dates: list[str]  # the first and last day its batches were submitted and ingested (UTC); one if equal
+
+
+@dataclass(frozen=True)
+class ScenarioFacts:
+    name: str
+    dataset: str
+    rows: int  # exported, in each config
+    num_cot_records: int  # in the samples files
+    num_cod_records: int
+    left_out: dict[str, int]  # reason -> problems
+    figures: list[tuple[str, str, str]]  # (label, exported rows' cell, all samples' cell)
+    benchmarks: list[str]  # checked by decontamination
+    num_contaminated: int | None  # None: source_problems saved no decontamination.json
+    num_repeats: int | None
+    num_left_out_unclean: int  # samples of problems source_problems left out
+    rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card states, as data."""
+
+    title: str
+    offline: bool
+    include_incorrect: bool
+    where: str  # what `load_dataset` is given: the Hub repo, or the folder
+    scenarios: list[ScenarioFacts]
+    made_with: dict[str, MadeWith]  # by stage name
+    stale_prompt_versions: list[str]
+    exported_on: str
+    fingerprint: str
+    card_data: dict  # the YAML block: licence, tags, configs, features, split sizes
+
+    @property
+    def num_rows(self) -> int:
+        return sum(s.rows for s in self.scenarios)
+
+    @property
+    def exported(self) -> list[ScenarioFacts]:
+        """The scenarios with rows: the splits of both configs."""
+        return [s for s in self.scenarios if s.rows]
+
+
+@dataclass
+class Export:
+    """One export as written: its rows by scenario, their files and figures, and the card."""
+
+    folder: Path
+    splits: list[Split]
+    include_incorrect: bool
+    png: bytes
+    offline: bool
+    figures: dict[str, ScenarioFigures]  # of the exported rows, by scenario
+    report_figures: dict[str, ScenarioFigures]  # of the whole files (the dataset report's)
+    files: dict[str, bytes] = field(default_factory=dict)  # data files, by path in the folder
+    tables: dict[str, dict[str, pa.Table]] = field(default_factory=dict)  # config -> split -> table
+    fingerprint: str = ""
+    facts: CardFacts | None = None  # what the card states
+    card: str = ""  # README.md
+
+    @property
+    def rows(self) -> dict[str, dict[str, int]]:
+        """Rows per config and split (splits with no rows are not in the export)."""
+        return {c: {s: t.num_rows for s, t in by_split.items()} for c, by_split in self.tables.items()}
+
+    @property
+    def num_rows(self) -> int:
+        return sum(self.rows["cot"].values())
+
+    @property
+    def cost_usd(self) -> float:
+        """What the exported rows cost (their CoT and CoD requests)."""
+        return sum(f.cost_usd for f in self.figures.values())
