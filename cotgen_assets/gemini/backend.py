@@ -14,10 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+
 from cotgen_assets.core.batch_output import FAILED_STATES, SUCCEEDED_STATES, TERMINAL_STATES
-from cotgen_assets.gemini.retries import GeminiError, Retrying, logger
+from cotgen_assets.core.online import FLEX, OnlineLost, OnlineRefused
+from cotgen_assets.gemini.retries import GeminiError, Retrying, is_transient, logger
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# How long one synchronous call may take: Flex targets 1-15 minutes, the standard tier seconds.
+ONLINE_TIMEOUT_SECONDS = {"standard": 600.0, FLEX: 1200.0}
+_REFUSALS = frozenset({429, 503})  # the API declined to answer now; nothing was billed
 
 
 @dataclass(frozen=True)
@@ -283,3 +291,48 @@ class Backend:
         self.retrying.call(f"download of {result_file}", lambda: self._download(result_file, dest))
         logger.info("downloaded %s to %s (%d bytes)", result_file, dest, dest.stat().st_size)
         return dest
+
+    def client(self):
+        """The google-genai client of this backend."""
+        raise NotImplementedError
+
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """One synchronous `generateContent` call for a request line (`{"key", "request"}`) at service
+        tier `tier`; its answer as the output line a batch job would write (`{"key", "response"}`).
+
+        One attempt: 429 and 503 raise OnlineRefused, an answer lost in transit OnlineLost
+        (`core.online` retries and counts them); any other failure a GeminiError, the key scrubbed."""
+        item = orjson.loads(request_line)
+        request = item["request"]
+        config = genai_types.GenerateContentConfig.model_validate(
+            {
+                **request.get("generationConfig", {}),
+                **{k: v for k, v in request.items() if k == "systemInstruction"},
+                "serviceTier": tier,
+                "httpOptions": {
+                    "timeout": int(ONLINE_TIMEOUT_SECONDS[tier] * 1000),
+                    "retryOptions": {"attempts": 1},
+                },
+            }
+        )
+        failure: BaseException | None = None
+        client = self.client()  # held for the call: a Client closes its connections when collected
+        try:
+            response = client.models.generate_content(
+                model=model, contents=request["contents"], config=config
+            )
+        except Exception as exc:  # mapped below, outside this block: the SDK's error holds the key
+            failure = self._online_failure(model, exc)
+        if failure is not None:
+            raise failure
+        body = response.model_dump(mode="json", by_alias=True, exclude_none=True)
+        body.pop("sdkHttpResponse", None)
+        return orjson.dumps({"key": item["key"], "response": body})
+
+    def _online_failure(self, model: str, exc: BaseException) -> BaseException:
+        what = f"generateContent of {model}"
+        if isinstance(exc, genai_errors.APIError) and exc.code in _REFUSALS:
+            return OnlineRefused(exc.code, f"{what}: {self.retrying.explain(exc)}")
+        if is_transient(exc) and not isinstance(exc, genai_errors.APIError):
+            return OnlineLost(f"{what}: {self.retrying.explain(exc)}")
+        return self.retrying.final_error(what, exc, 1)

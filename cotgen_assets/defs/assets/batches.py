@@ -41,13 +41,25 @@ THINKING_LEVELS = (
 )
 
 
-class BatchConfig(dg.Config):
-    """Knobs shared by both batch assets; every field has a default so a plain click works.
-
-    The launchpad shows the descriptions and checks types and enums, but not bounds: those are
+class BoundedConfig(dg.Config):
+    """The launchpad shows the descriptions and checks types and enums, but not bounds: those are
     checked as the run starts, before the asset looks at anything, and refused as a `dg.Failure`
-    naming every field out of bounds (a refusal, so the sensor does not retry it).
-    """
+    naming every field out of bounds (a refusal, so the sensor does not retry it)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_out_of_bounds(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as error:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
+            ]
+            raise dg.Failure(description="; ".join(problems)) from None
+
+
+class BatchConfig(BoundedConfig):
+    """Knobs shared by both batch assets; every field has a default so a plain click works."""
 
     dry_run: bool = Field(
         False, description="write the request file and show the projected cost; submit nothing"
@@ -72,17 +84,6 @@ class BatchConfig(dg.Config):
             "max_tries": self.max_tries,
             "max_requests_per_job": self.max_requests_per_job,
         }
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _refuse_out_of_bounds(cls, data, handler):
-        try:
-            return handler(data)
-        except ValidationError as error:
-            problems = [
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
-            ]
-            raise dg.Failure(description="; ".join(problems)) from None
 
 
 class GenerationBatchConfig(BatchConfig):
