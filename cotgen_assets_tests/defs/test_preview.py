@@ -76,3 +76,19 @@ def test_wrong_answers_get_no_draft_and_a_shed_flex_call_is_retried(pipeline, em
     meta = pipeline.metadata("problem_preview", "easy")
     assert refused and meta["num_refused"] == len(refused)
     assert meta["num_no_answer"] == 0
+
+
+@pytest.mark.parametrize(("previewed", "asked"), [(0, 13), (5, 20), (20, 12)])
+def test_the_first_fill_round_is_sized_from_the_preview(
+    pipeline, emulator, sources, data_dir, previewed, asked
+):
+    """limit 8 on easy, every answer right: the prior (0.8) asks 13. A preview's graded answers are
+    first tries, estimated with the usual caution (Wilson lower bound): 5 of 5 right is 0.57, so the
+    round asks more; 20 of 20 is 0.84, and it asks fewer."""
+    sources("easy")
+    if previewed:
+        assert pipeline.preview("easy", num_problems=previewed, concurrency=8).success
+    assert pipeline.submit_generation("easy", limit=8, dry_run=True).success
+    meta = pipeline.metadata("generation_batch", "easy")
+    assert meta["num_requests"] == asked
+    assert meta["accuracy_source"] == ("preview" if previewed else "prior")
