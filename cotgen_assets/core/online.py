@@ -135,7 +135,12 @@ def call_each(
                 stats.gave_up[label(item)] = f"no answer came back (maybe paid): {lost}"
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cotgen-online") as pool:
-        for future in [pool.submit(run, item) for item in items]:
-            future.result()  # any other error is a bug or a permanent refusal: raise it
+        futures = [pool.submit(run, item) for item in items]
+        try:
+            for future in futures:
+                future.result()  # any other error is a bug or a permanent refusal: raise it
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the calls under way end; none is started
+            raise
     stats.seconds = time.monotonic() - started
     return stats

@@ -30,7 +30,14 @@ _RATES = (
     "http_error_rate",
     "flex_shed_rate",
 )
-_COUNTS = ("job_count", "slow_count", "lose_create_count", "hold_count", "download_error_count")
+_COUNTS = (
+    "job_count",
+    "slow_count",
+    "lose_create_count",
+    "hold_count",
+    "download_error_count",
+    "online_fail_after",
+)
 
 
 @dataclasses.dataclass
@@ -53,6 +60,7 @@ class FaultConfig:
     download_error_count: int = 0  # the next N result downloads answer 503
     flex_shed_rate: float = 0.0  # share of Flex generateContent calls shed (see `online`)
     flex_shed_status: int = 503  # what a shed call answers: 503 UNAVAILABLE or 429 RESOURCE_EXHAUSTED
+    online_fail_after: int = 0  # after N answered generateContent calls, the rest answer 500 (0: off)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

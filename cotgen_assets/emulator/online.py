@@ -12,6 +12,8 @@ Served on both backends' paths (see `server`): the Developer API's
   per-line faults (`wrong_rate`, `truncate_rate`, `no_thoughts_rate`) are drawn from the request's
   bytes and how many times the same request was asked before, so a run is reproducible whatever the
   order of concurrent calls, and asking again gets a fresh draw, as a model would give.
+* `online_fail_after` N: once N calls were answered, every further call answers 500 INTERNAL until
+  the fault is changed (a run killed half-way, for tests of what a rerun asks again).
 * Latency: `--online-latency` seconds on the standard tier, `--flex-latency` on Flex.
 * Shedding: on Flex, `flex_shed_rate` of calls are answered `flex_shed_status` (503 UNAVAILABLE
   "The model is overloaded", the status Gemini gives when capacity, not the caller's quota, runs
@@ -92,6 +94,7 @@ class OnlineCalls:
         self.log = log or (lambda message: None)
         self.sleep = sleep
         self._asked: Counter[str] = Counter()
+        self._answered = 0
         self._lock = threading.Lock()
 
     def answer(self, model: str, body: dict, api_version: str) -> dict:
@@ -120,6 +123,11 @@ class OnlineCalls:
         config = self.faults.snapshot()
         seed = config["seed"]
         self.sleep(self.latency[tier])
+        with self._lock:
+            if 0 < config["online_fail_after"] <= self._answered:
+                self.log(f"generateContent {model}: fault online_fail_after, answering 500")
+                raise ApiError(500, "INTERNAL", "Internal error encountered.")
+            self._answered += 1
         draw = f"online#{attempt}"
         if tier == "flex" and unit_draw(seed, draw, digest, "shed") < config["flex_shed_rate"]:
             status = config["flex_shed_status"]

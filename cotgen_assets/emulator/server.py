@@ -655,6 +655,7 @@ FAULT_HELP = {
     "hold_count": "hold the next N new jobs PENDING until released",
     "download_error_count": "the next N result downloads answer HTTP 503",
     "flex_shed_rate": "share of Flex generateContent calls shed (answered --fault-flex-shed-status)",
+    "online_fail_after": "after N answered generateContent calls, every further one answers 500 (0: off)",
     "flex_shed_status": "what a shed Flex call answers: 503 UNAVAILABLE (default) or 429 RESOURCE_EXHAUSTED",
 }
 

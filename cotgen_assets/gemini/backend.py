@@ -65,6 +65,11 @@ class BatchInfo:
         return self.state in FAILED_STATES
 
 
+def online_batch_info(name: str) -> BatchInfo:
+    """An online round's shard (`core.online_round`): answered by synchronous calls, so ended."""
+    return BatchInfo(name, None, "JOB_STATE_SUCCEEDED", None, None, None, None, None, None, None, None)
+
+
 def job_state(state: str | None) -> str:
     """The Developer API says BATCH_STATE_*; the SDK, Vertex AI and this project say JOB_STATE_*."""
     if not state:

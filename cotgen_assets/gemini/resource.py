@@ -16,8 +16,9 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from cotgen_assets.core.online_round import is_online
 from cotgen_assets.core.submissions import Submission
-from cotgen_assets.gemini.backend import Backend, BatchInfo
+from cotgen_assets.gemini.backend import Backend, BatchInfo, online_batch_info
 from cotgen_assets.gemini.config import (
     DEVELOPER,
     VERTEX,
@@ -111,6 +112,8 @@ class GeminiBatchResource(dg.ConfigurableResource):
     def get_batch(
         self, name: str, timeout_seconds: float | None = None, max_attempts: int | None = None
     ) -> BatchInfo:
+        if is_online(name):  # an online round's shard: answered, no job to ask about
+            return online_batch_info(name)
         return self.batches().get_batch(name, timeout_seconds, max_attempts)
 
     def list_batches(self, page_size: int = 50) -> Iterator[BatchInfo]:
@@ -165,6 +168,7 @@ def submit(
     submission: Submission, gemini: GeminiBatchResource, sent_by: str = "outside a run"
 ) -> list[BatchInfo]:
     """Send every shard once; returns each shard's job, `reused` when its display name had one already.
+    A shard an online round answered (`core.online_round`) keeps its online name and is not sent.
 
     Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
     between a create and its record, the next fill finds the submission and adopts it (`adopt`).
@@ -173,10 +177,15 @@ def submit(
     """
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    online = {
+        shard: name for shard, name in zip(submission.shards, submission.batch_names) if is_online(name)
+    }
     submission.sent_by, submission.batch_names, submission.backend = sent_by, [], gemini.backend
     submission.save()
     jobs = [
-        _send(submission, gemini, shard, display_name)
+        online_batch_info(online[shard])
+        if shard in online
+        else _send(submission, gemini, shard, display_name)
         for shard, display_name in zip(submission.shards, submission.display_names)
     ]
     submission.batch_names = [job.name for job in jobs]
