@@ -2,10 +2,13 @@
 
 An output line is `{"key", "response"}` or `{"key", "error"}` (the Gemini Developer API), or
 `{"key", "request", "status", "response"}` (Vertex AI: `status` is "" on success, else why that
-request failed), in any order; the caller joins by key. Files can be large, so nothing here reads
-a whole file at once.
+request failed; `request` the request sent, re-serialized), in any order; the caller joins by key
+and, where a line carries its request, checks it is the one sent under that key (`request_digest`).
+Files can be large, so nothing here reads a whole file at once.
 """
 
+import dataclasses
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ EMPTY = "empty"
 NOT_JSON = "not_json"
 INVALID_UTF8 = "invalid_utf8"
 NO_KEY = "no_key"
+REQUEST_MISMATCH = "request_mismatch"  # the line's echoed request is not the one sent under its key
 
 # How a batch job ends, in the SDK's JOB_STATE_* spelling (the API says BATCH_STATE_*).
 SUCCEEDED_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"})
@@ -72,6 +76,7 @@ class ResultLine:
     usage: Usage = Usage()
     model_version: str | None = None
     reason: str | None = None
+    request_digest: str | None = None  # of the request the line echoes (Vertex AI), else None
 
     @property
     def ok(self) -> bool:
@@ -105,6 +110,31 @@ def _failed_status(key: str, line: dict) -> ResultLine:
     return ResultLine(key, LINE_ERROR, usage=usage, reason=reason)
 
 
+def _texts(value) -> Iterator[str]:
+    """Every `text` string inside `value`, in order."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            if name == "text" and isinstance(item, str):
+                yield item
+            else:
+                yield from _texts(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def request_digest(request) -> str | None:
+    """A digest of what a request asks: the texts of its `contents`, in order. Vertex AI echoes a
+    request re-serialized (snake_case names, nulls added), so its bytes cannot be compared; its
+    texts survive. None for something that is not a request."""
+    if not isinstance(request, dict):
+        return None
+    digest = hashlib.sha256()
+    for text in _texts(request.get("contents")):
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()
+
+
 def _unparsable(raw: bytes) -> ResultLine:
     try:
         raw.decode("utf-8")
@@ -136,7 +166,14 @@ def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
     key = line.get("key")
     if not isinstance(key, str) or not key:
         return ResultLine(None, NO_KEY, reason="line has no 'key'")
+    outcome = _classify(key, line, require_thoughts)
+    if "request" in line:
+        return dataclasses.replace(outcome, request_digest=request_digest(line["request"]) or "")
+    return outcome
 
+
+def _classify(key: str, line: dict, require_thoughts: bool) -> ResultLine:
+    """The outcome of a keyed output line."""
     if line.get("status"):
         return _failed_status(key, line)
     error = line.get("error")

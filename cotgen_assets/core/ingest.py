@@ -11,40 +11,51 @@ of the samples file (see bench/ingest.py).
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from cotgen_assets.core.batch_output import SUCCEEDED_STATES, Usage, iter_result_lines
+from cotgen_assets.core.batch_output import (
+    REQUEST_MISMATCH,
+    SUCCEEDED_STATES,
+    Usage,
+    iter_result_lines,
+    request_digest,
+)
 from cotgen_assets.core.grading import grade_many
 from cotgen_assets.core.online_round import is_online, tier_of
 from cotgen_assets.core.pricing import cost_usd, load_prices, online_cost_usd
 from cotgen_assets.core.records import made_by, usage_dict
+from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
     atomic_write,
-    damaged_file,
     is_local,
     local_copy,
     make_parents,
     read_jsonl,
     remove_tree,
+    samples_lines,
     scratch_dir,
+    writing,
 )
 from cotgen_assets.core.submissions import NOT_RUN, Submission
 
 GRADE_CHUNK = 1000
 IO_BUFFER = 1 << 20  # records are a few KB: an 8 KB buffer meant about one system call per record
 MISSING = "missing"  # a request with no line in the results file
+ECHO_DIFFERS = (
+    "the request this answer line carries is not the request sent under this key (another question): "
+    "the answer is not used"
+)
 BAD_DRAFT = "bad_draft"  # a summarization answer that is not the draft JSON asked for
 
 
@@ -91,6 +102,15 @@ def refuse_missing_results(submission: Submission) -> None:
             )
 
 
+def _lines(handle) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of each non-blank line of a file."""
+    offset = 0
+    for raw in handle:
+        if raw.strip():
+            yield offset, raw
+        offset += len(raw)
+
+
 class RequestIndex:
     """Every requested key of a submission's ingested shards -> where its context line is.
 
@@ -110,33 +130,43 @@ class RequestIndex:
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
             "CREATE TABLE request (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
-            " shard INTEGER, offset INTEGER, size INTEGER);"
+            " shard INTEGER, offset INTEGER, size INTEGER, request_offset INTEGER, request_size INTEGER);"
         )
-        self.files, self.first, n = [], [], 0
+        self.files, self.request_files, self.first, n = [], [], [], 0
+        insert = "INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?, ?, ?)"
         for number, shard in enumerate(shards):
-            handle = open(local_copy(submission.context_path(shard), scratch), "rb")
-            self.files.append(handle)
+            self.files.append(open(local_copy(submission.context_path(shard), scratch), "rb"))
+            self.request_files.append(open(local_copy(submission.requests_path(shard), scratch), "rb"))
             self.first.append(n)
-            rows, offset = [], 0
-            for raw in handle:
-                if raw.strip():
-                    rows.append((n, orjson.loads(raw)["id"], number, offset, len(raw)))
-                    n += 1
-                offset += len(raw)
+            rows = []
+            # a shard's request and context files are written in step: line i of one is line i of the other
+            for (offset, raw), request in zip(_lines(self.files[-1]), _lines(self.request_files[-1])):
+                rows.append(
+                    (n, orjson.loads(raw)["id"], number, offset, len(raw), request[0], len(request[1]))
+                )
+                n += 1
                 if len(rows) >= 10_000:
-                    self.db.executemany("INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?)", rows)
+                    self.db.executemany(insert, rows)
                     rows.clear()
-            self.db.executemany("INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?)", rows)
+            self.db.executemany(insert, rows)
         self.first.append(n)
         self.status = bytearray(n)
 
-    def find(self, key: str) -> tuple[int, int, int, int] | None:
-        """(request number, shard number, offset, size) of a key's context, or None if never asked."""
-        return self.db.execute("SELECT n, shard, offset, size FROM request WHERE key = ?", (key,)).fetchone()
+    def find(self, key: str) -> tuple[int, ...] | None:
+        """(request number, shard number, then where its context and request lines are) of a key,
+        or None if never asked."""
+        return self.db.execute(
+            "SELECT n, shard, offset, size, request_offset, request_size FROM request WHERE key = ?", (key,)
+        ).fetchone()
 
-    def context(self, found: tuple[int, int, int, int]) -> dict:
-        _, shard, offset, size = found
+    def context(self, found: tuple[int, ...]) -> dict:
+        _, shard, offset, size, _, _ = found
         return orjson.loads(os.pread(self.files[shard].fileno(), size, offset))
+
+    def sent_request(self, found: tuple[int, ...]) -> dict:
+        """The request sent under the key (read only for a line that echoes its request)."""
+        _, shard, _, _, offset, size = found
+        return orjson.loads(os.pread(self.request_files[shard].fileno(), size, offset))["request"]
 
     def unseen(self, shard_number: int):
         """Keys of one shard that no results line answered."""
@@ -152,7 +182,7 @@ class RequestIndex:
         return found is not None and self.status[found[0]] == self.NEW
 
     def close(self) -> None:
-        for handle in self.files:
+        for handle in self.files + self.request_files:
             handle.close()
         self.db.close()
         self.path.unlink(missing_ok=True)
@@ -181,7 +211,7 @@ def ingest_submission(
     unit tests), not for two machines sharing a bucket.
     """
     refuse_missing_results(submission)
-    with lock if lock is not None else machine_lock(samples_file):
+    with lock if lock is not None else machine_lock(samples_file), writing(samples_file):
         return _ingest(submission, samples_file, observe)
 
 
@@ -228,7 +258,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             for number, shard, batch in answered:
                 results = local_copy(submission.results_path(shard), scratch)
                 _ingest_shard(submission, number, shard, batch, results, index, output, prices)
-        merge_samples(samples_file, new_path, index.is_new, observe)
+        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe)
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
@@ -306,6 +336,11 @@ def _ingest_shard(
         if not line.ok:
             output.outcome(line.key, batch, line.status, line.reason, cost)
             continue
+        if line.request_digest is not None and line.request_digest != request_digest(
+            index.sent_request(found)
+        ):
+            output.outcome(line.key, batch, REQUEST_MISMATCH, ECHO_DIFFERS, cost)
+            continue
         try:
             built = submission.stage.build(index.context(found), line, made_by(submission, batch, line, cost))
         except ValueError as error:
@@ -342,29 +377,24 @@ def _write_summary(submission: Submission, stats: IngestStats) -> None:
 
 
 def merge_samples(
-    samples_file: Path, new_path: Path, is_new: Callable[[str], bool], observe: Callable[[dict], None]
+    stage: Stage,
+    samples_file: Path,
+    new_path: Path,
+    is_new: Callable[[str], bool],
+    observe: Callable[[dict], None],
 ) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
     when written); atomically in place of `samples_file`. `new_path` is a local file, beside
-    `samples_file` when that is local."""
+    `samples_file` when that is local. The old file is read as every samples file is
+    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once."""
     if is_local(samples_file) and not samples_file.exists():
         with open(new_path, "rb+") as new:
             os.fsync(new.fileno())
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        with samples_file.open("rb", buffering=IO_BUFFER) if samples_file.exists() else io.BytesIO() as old:
-            for number, raw in enumerate(old, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = orjson.loads(raw)
-                    key = record["id"]
-                except (orjson.JSONDecodeError, TypeError, KeyError):
-                    raise damaged_file(samples_file, number, ("id",)) from None
-                if is_new(key):
-                    continue
-                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                observe(record)
+        for raw, record in samples_lines(stage, samples_file, skip=is_new):
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            observe(record)
         with open(new_path, "rb") as new:
             shutil.copyfileobj(new, out, IO_BUFFER)

@@ -30,7 +30,7 @@ from cotgen_assets.core.requests import (
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, samples_path
+from cotgen_assets.core.storage import read_samples
 from cotgen_assets.core.submission_history import asked_so_far, source_problem_ids, tries_by_problem
 from cotgen_assets.core.submissions import Submission
 
@@ -112,12 +112,11 @@ def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str 
     scenario = ask.scenario
     drafted: dict[str, str] = {}
     average = UsageAverage(SUMMARIZATION.usage_prior)
-    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+    for record in read_samples(SUMMARIZATION, scenario.suffix):
         drafted[record["id"]] = record["generation"]["batch"]
         average.add(record["summarization"]["usage"])
-    cot_file = samples_path(GENERATION, scenario.suffix)
     plan = plan_summarization(
-        read_jsonl(cot_file),
+        read_samples(GENERATION, scenario.suffix),
         drafted,
         excluded_problems(scenario.name),
         tries_by_problem(scenario.name, SUMMARIZATION),
@@ -130,7 +129,7 @@ def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str 
     wanted = {problem_id for problem_id, _ in plan.items}
 
     def items():
-        for record in read_jsonl(cot_file):
+        for record in read_samples(GENERATION, scenario.suffix):
             if record["id"] in wanted:
                 yield summarization_request_of(record, ask)
 

@@ -2,10 +2,11 @@
 
 `COT_FIELDS` / `COD_FIELDS` are the one description of a record: each field carries its Arrow
 type and what it holds. The builders below produce exactly these keys; the export's Parquet
-schema, the samples assets' column schemas and the README's Records section are made from them.
+schema, the samples assets' column schemas and docs/records.md are made from them.
 Which stage makes which record is said in `stages`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -23,6 +24,9 @@ class Field:
     name: str
     arrow: pa.DataType
     description: str
+    # May be null or absent: an answer with no final answer in it; a field described after records were
+    # written (the files hold them without it), which is every field added from now on.
+    nullable: bool = False
 
     @property
     def type(self) -> str:
@@ -83,7 +87,9 @@ COT_FIELDS = (
     *_HEAD,
     Field("cot", pa.string(), "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
     Field("messages", MESSAGES, "[user question, assistant cot]: ready for SFT"),
-    Field("predicted_answer", pa.string(), "the final answer read from the model's answer text"),
+    Field(
+        "predicted_answer", pa.string(), "the final answer read from the model's answer text", nullable=True
+    ),
     Field("correct", pa.bool_(), "predicted_answer matches answer (exact/numeric, then math-verify)"),
     _SOURCE,
     _GENERATION,
@@ -96,7 +102,7 @@ COD_FIELDS = (
         "`<draft>`a few words a step, a step a line`</draft>`, newline + `\\boxed{answer}`",
     ),
     Field("messages", MESSAGES, "[user question, assistant cod]: ready for SFT"),
-    Field("predicted_answer", pa.string(), "the draft's final answer"),
+    Field("predicted_answer", pa.string(), "the draft's final answer", nullable=True),
     Field("correct", pa.bool_(), "predicted_answer matches answer"),
     Field("agrees_with_cot", pa.bool_(), "predicted_answer matches the CoT sample's predicted_answer"),
     Field(
@@ -108,13 +114,94 @@ COD_FIELDS = (
 )
 
 
+_PYTHON_TYPES = {  # exact types, as orjson reads them (so a bool is no int)
+    pa.types.is_string: {str},
+    pa.types.is_boolean: {bool},
+    pa.types.is_integer: {int},
+    pa.types.is_floating: {int, float},
+}
+Check = Callable[[object], str | None]  # a value -> what is wrong with it, from its place on, or None
+
+
+def _check_of(arrow: pa.DataType) -> Check:
+    """A check of values of `arrow`, built once per type: records are read by the million. A member
+    of a struct or list may be null."""
+    if pa.types.is_struct(arrow):
+        members = [(f.name, _check_of(f.type)) for f in arrow]
+
+        def check_struct(value):
+            if value is None:
+                return None
+            if type(value) is not dict:
+                return f" is {value!r:.60}, not a struct"
+            for name, check in members:
+                problem = check(value.get(name))
+                if problem:
+                    return f".{name}{problem}"
+            return None
+
+        return check_struct
+    if pa.types.is_list(arrow):
+        check_item = _check_of(arrow.value_type)
+
+        def check_list(value):
+            if value is None:
+                return None
+            if type(value) is not list:
+                return f" is {value!r:.60}, not a list"
+            return next((f"[]{problem}" for item in value if (problem := check_item(item))), None)
+
+        return check_list
+    allowed = next(types for test, types in _PYTHON_TYPES.items() if test(arrow))
+    name = short_type(arrow)
+
+    def check_value(value):
+        if value is None or type(value) in allowed:
+            return None
+        return f" is {value!r:.60} (a {type(value).__name__}), not a {name}"
+
+    return check_value
+
+
+_RECORD_CHECKS: dict[int, tuple[tuple[Field, ...], Callable[[dict], str | None]]] = {}
+
+
+def _record_check(fields: tuple[Field, ...]) -> Callable[[dict], str | None]:
+    checks = [(f.name, f.nullable, _check_of(f.arrow)) for f in fields]
+
+    def check_record(record: dict) -> str | None:
+        for name, nullable, check in checks:
+            value = record.get(name)
+            if value is None:
+                if nullable:
+                    continue
+                return f"{name!r} is {'null' if name in record else 'missing'}"
+            problem = check(value)
+            if problem:
+                return f"{name!r}{problem}"
+        return None
+
+    return check_record
+
+
+def record_problem(record: dict, fields: tuple[Field, ...]) -> str | None:
+    """What makes `record` no record of these fields (a field missing, or of another type), else None.
+
+    `"correct": "false"` is a string, and a string is true: read as it is, it would count as correct.
+    """
+    cached = _RECORD_CHECKS.get(id(fields))
+    if cached is None or cached[0] is not fields:
+        cached = _RECORD_CHECKS[id(fields)] = (fields, _record_check(fields))
+    return cached[1](record)
+
+
 def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:
     """Records as Arrow columns, in field order (the export's Parquet schema)."""
     return pa.schema([(f.name, f.arrow) for f in fields])
 
 
 def field_table(fields: tuple[Field, ...]) -> str:
-    """Fields as a markdown table (the README and the dataset card show it)."""
+    """Fields as a markdown table (docs/records.md and the dataset card show it)."""
     rows = [f"| `{f.name}` | {f.type} | {f.description.replace('|', '/')} |" for f in fields]
     return "\n".join(["| field | type | meaning |", "|---|---|---|", *rows])
 

@@ -91,7 +91,7 @@ def stage_named(name: str) -> Stage:
 
 
 def records_markdown() -> str:
-    """The README's Records section: one table per samples file."""
+    """docs/records.md's tables: one per samples file."""
     return "\n\n".join(
         f"Each line of `{stage.samples_file('<suffix>')}`:\n\n{field_table(stage.fields)}" for stage in STAGES
     )

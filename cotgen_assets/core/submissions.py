@@ -73,6 +73,20 @@ class Submission:
         return load_submission(self.scenario, self.stage, self.submission_id) if path.exists() else None
 
 
+def refuse_foreign_job(submission: Submission, shard: str, batch_name: str, display_name: str | None) -> None:
+    """Refuse a job that is not the one this submission made for `shard`: its display name (which
+    carries the shard's content hash) must be the one recorded for it. A hand-edited or mixed-up
+    `submission.json` would otherwise store another job's answers under these questions."""
+    expected = submission.display_names[submission.shards.index(shard)]
+    if display_name != expected or not expected.startswith(submission.job_name_prefix(shard)):
+        raise SubmissionRefused(
+            f"batch {batch_name} is not the job of submission {submission.submission_id} ({shard}): its "
+            f"display name is {display_name!r}, not {expected!r}; nothing was downloaded. Check "
+            f"batch_names in {submission.folder / 'submission.json'} (edited by hand, or copied from "
+            "another deployment?)"
+        )
+
+
 def submissions_root(scenario: str) -> Path:
     return scenario_dir(scenario) / "submissions"
 

@@ -5,17 +5,19 @@ instance), the samples and costs (the data folder) and the state of the jobs in 
 one short call per job), per scenario and stage.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
 
 from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.ingest import MISSING
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, samples_path
+from cotgen_assets.core.storage import read_samples
 from cotgen_assets.core.submission_history import num_good_samples, total_cost_usd
-from cotgen_assets.core.submissions import SubmissionRefused
+from cotgen_assets.core.submissions import NOT_RUN, SubmissionRefused, submission_folder
 from cotgen_assets.defs.history import (
     newest_metadata_where,
     pending_submission,
@@ -36,7 +38,7 @@ class StageStatus:
     stage: str
     submission_id: str = ""
     state: str = NOTHING  # the jobs' JOB_STATE_*, SAVED once ingested, NOTHING when never submitted
-    done: int | None = None  # requests answered, of `total`
+    done: int | None = None  # requests answered, of `total` (once saved: those with an answer line)
     total: int | None = None
     age_minutes: float | None = None  # since the newest submission's jobs were created
     rounds: str = NOTHING  # generation: "2 of 3, auto_fill"
@@ -44,6 +46,7 @@ class StageStatus:
     limit: int = 0
     cost_usd: float = 0.0  # ingested submissions
     in_flight_usd: float = 0.0  # projected cost of the one in flight
+    error: str = ""  # why the state is unknown (the API's whole message, shown below the table)
 
 
 def stage_status(
@@ -70,7 +73,7 @@ def stage_status(
     status.submission_id, status.total = batch["submission_id"], batch["num_requests"]
     pending = pending_submission(instance, scenario.name, stage)
     if pending is None:
-        status.state, status.done = SAVED, batch["num_requests"]
+        status.state, status.done = SAVED, answered(scenario, stage, batch["submission_id"])
         return status
     status.in_flight_usd = pending.projected_cost_usd
     try:
@@ -78,8 +81,8 @@ def stage_status(
             gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
             for name in pending.batch_names
         ]
-    except Exception as error:  # one line says so; the rest of the screen stands
-        status.state = f"unknown (the API: {' '.join(str(error).split())[:80]})"
+    except Exception as error:  # said in full below the table; the rest of the screen stands
+        status.state, status.error = UNKNOWN, " ".join(str(error).split())
         return status
     status.state = overall_state([job.state for job in jobs])
     status.done = sum((job.succeeded_count or 0) + (job.failed_count or 0) for job in jobs)
@@ -89,6 +92,17 @@ def stage_status(
     return status
 
 
+def answered(scenario: Scenario, stage: Stage, submission_id: str) -> int | None:
+    """Requests of a saved submission that got an answer line (a sample or a failed answer), from
+    what its ingestion recorded: not those its jobs never ran (cancelled, expired, partial) or left
+    without a line. None when the data folder does not hold it."""
+    summary = submission_folder(scenario.name, stage, submission_id) / "summary.json"
+    if not summary.exists():
+        return None
+    statuses = json.loads(summary.read_text())["statuses"]
+    return sum(n for status, n in statuses.items() if status not in (NOT_RUN, MISSING))
+
+
 def good_samples(scenario: Scenario, stage: Stage) -> int:
     """Generation: correct CoT samples of clean problems; summarization: correct CoD samples."""
     if stage == GENERATION:
@@ -96,8 +110,7 @@ def good_samples(scenario: Scenario, stage: Stage) -> int:
             return num_good_samples(scenario)
         except SubmissionRefused:  # no source_problems yet: nothing counts
             return 0
-    records = read_jsonl(samples_path(SUMMARIZATION, scenario.suffix), ("correct",))
-    return sum(1 for record in records if record["correct"])
+    return sum(1 for record in read_samples(SUMMARIZATION, scenario.suffix) if record["correct"])
 
 
 def status_screen(
@@ -109,6 +122,7 @@ def status_screen(
     ]
 
 
+UNKNOWN = "unknown: the API failed (below)"
 COLUMNS = ("scenario", "stage", "state", "done/total", "age", "rounds", "correct/limit", "cost so far")
 
 
@@ -119,7 +133,7 @@ def render(lines: list[StageStatus]) -> str:
             line.scenario,
             line.stage,
             line.state,
-            NOTHING if line.total is None else f"{line.done or 0}/{line.total}",
+            NOTHING if line.total is None else f"{NOTHING if line.done is None else line.done}/{line.total}",
             NOTHING if line.age_minutes is None else f"{line.age_minutes:.0f} min",
             line.rounds,
             f"{line.good}/{line.limit}",
@@ -129,6 +143,6 @@ def render(lines: list[StageStatus]) -> str:
         for line in lines
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
-    )
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    errors = [f"{line.scenario} {line.stage}: the API: {line.error}" for line in lines if line.error]
+    return "\n".join(table + ([""] + errors if errors else []))

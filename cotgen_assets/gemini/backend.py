@@ -122,6 +122,10 @@ class Backend:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def check_staging(self) -> None:
+        """Refuse, in one line naming the setting, a place for request files that cannot take them
+        (asked before a submission writes anything); the Developer API uploads to its Files API."""
+
     def _stage(self, path: Path, display_name: str, folder: str) -> str:
         """Put a request file where the API reads it; returns what `_create` takes as source."""
         raise NotImplementedError

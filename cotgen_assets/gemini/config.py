@@ -18,6 +18,13 @@ DEVELOPER, VERTEX = "developer", "vertex"
 BACKENDS = (DEVELOPER, VERTEX)
 DEFAULT_LOCATION = "global"
 _GS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?$")
+# Google's formats: a project id is 6 to 30 lower-case ASCII letters, digits or hyphens, starting with
+# a letter, not ending with a hyphen (gcloud projects create); older projects may carry a domain
+# prefix ("example.com:my-project"); the API also takes the project's number. A location is
+# `global`, a multi-region (`us`, `eu`) or a region (`us-central1`, `northamerica-northeast1`):
+# it becomes part of the API's host name.
+_PROJECT_ID = re.compile(r"^(([a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{6,20})$")
+_LOCATION = re.compile(r"^[a-z]+(-[a-z]+[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,22 @@ def backend_from_env() -> str:
     return VERTEX if _env("GOOGLE_GENAI_USE_VERTEXAI").lower() in ("true", "1") else DEVELOPER
 
 
+def check_project_and_location(project: str, location: str) -> None:
+    """Refuse a project id or location Google cannot have made, before it reaches a URL (where
+    `a?b#c` would become a query and a fragment, and the API a misleading 403)."""
+    if not _PROJECT_ID.match(project):
+        raise SettingError(
+            f"GOOGLE_CLOUD_PROJECT={project!r} is not a Google Cloud project id: it takes 6 to 30 lower-case "
+            "letters, digits or hyphens, starting with a letter and not ending with a hyphen (the id or "
+            "number, not the project's display name); fix it"
+        )
+    if not _LOCATION.match(location):
+        raise SettingError(
+            f"GOOGLE_CLOUD_LOCATION={location!r} is not a Google Cloud location: it takes a region "
+            "(e.g. us-central1, europe-west4), a multi-region (us, eu) or 'global'; fix it or unset it"
+        )
+
+
 def check_vertex(
     project: str | None, location: str | None, staging: str | None, base_url: str | None
 ) -> None:
@@ -54,8 +77,7 @@ def check_vertex(
             "its batch jobs in a Google Cloud project; set it to the project's id, or unset "
             "COTGEN_GEMINI_BACKEND to use the Gemini Developer API"
         )
-    if not location or "/" in location:
-        raise SettingError(f"GOOGLE_CLOUD_LOCATION={location!r} is not valid: it takes a region or 'global'")
+    check_project_and_location(project, location or "")
     if not staging:
         raise SettingError(
             "COTGEN_VERTEX_STAGING is not set: the Vertex AI backend uploads request files to, and reads "

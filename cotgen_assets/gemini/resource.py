@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from cotgen_assets.core.online_round import is_online
-from cotgen_assets.core.submissions import Submission
+from cotgen_assets.core.submissions import Submission, refuse_foreign_job
 from cotgen_assets.gemini.backend import Backend, BatchInfo, online_batch_info
 from cotgen_assets.gemini.config import (
     DEVELOPER,
@@ -97,6 +97,9 @@ class GeminiBatchResource(dg.ConfigurableResource):
     def describe(self) -> str:
         """For logs and metadata: which API, where; never a key."""
         return self.batches().describe()
+
+    def check_staging(self) -> None:
+        self.batches().check_staging()
 
     def upload_jsonl(self, path: str | Path, display_name: str, folder: str = "") -> str:
         return self.batches().stage(path, display_name, folder)
@@ -257,7 +260,8 @@ def download_finished(submission: Submission, gemini: GeminiBatchResource) -> li
     """Fetch each shard's job; download the results file of every finished job (once).
 
     Not only of those that succeeded: a cancelled job hands back the answers it finished, which
-    were paid for. Once every job has ended, their states are saved for the ingestion.
+    were paid for. A job that is not the one the submission made is refused (SubmissionRefused).
+    Once every job has ended, their states are saved for the ingestion.
     """
     jobs = []
     for shard, name in zip(submission.shards, submission.batch_names):
@@ -265,6 +269,7 @@ def download_finished(submission: Submission, gemini: GeminiBatchResource) -> li
         jobs.append(job)
         results = submission.results_path(shard)
         if job.done and job.result_file and not results.exists():
+            refuse_foreign_job(submission, shard, name, job.display_name)
             gemini.download_results(job.result_file, results)
     if jobs and all(job.done for job in jobs):
         submission.job_states = [job.state for job in jobs]

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from google import genai
 from google.genai import types as genai_types
 
+from cotgen_assets.core.settings import SettingError
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.gemini.backend import Backend, BatchInfo, count, job_state, timestamp
 from cotgen_assets.gemini.developer import raw_get, timeout_ms
@@ -154,6 +155,17 @@ class VertexBatches(Backend):
 
         options = {"token": "anon"} if self.offline else {}
         return UPath(uri, use_listings_cache=False, **options)
+
+    def check_staging(self) -> None:
+        """The staging bucket exists (one call): a missing one would otherwise end the upload in a
+        long FileNotFoundError that names no setting, after the submission's files were written."""
+        bucket = self.staging.removeprefix("gs://").partition("/")[0]
+        if not self.path(self.staging).fs.exists(bucket):
+            raise SettingError(
+                f"COTGEN_VERTEX_STAGING={self.staging!r}: the bucket {bucket} does not exist (or these "
+                "credentials cannot see it): create it, in the jobs' location, or point "
+                "COTGEN_VERTEX_STAGING at one that exists; nothing was written or sent"
+            )
 
     # -- single calls -----------------------------------------------------------------------
 

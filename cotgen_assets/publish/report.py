@@ -14,7 +14,7 @@ from pathlib import Path
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
-from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
+from cotgen_assets.core.storage import atomic_write, data_dir, read_samples
 from cotgen_assets.core.submission_history import ingested_submissions, total_cost_usd
 from cotgen_assets.core.submissions import load_submission
 
@@ -89,6 +89,7 @@ class ScenarioFigures:
     rounds: list[RoundFigures] = field(default_factory=list)
     limit: int = 0  # the newest fill's limit, else the scenario's
     num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
+    merged_over_limit: int | None = None  # `all`: the merged scenarios' own counts (limits do not pool)
 
     def merge(self, other: "ScenarioFigures") -> None:
         """Add another scenario's sums (for the `all` column)."""
@@ -98,6 +99,7 @@ class ScenarioFigures:
         self.rounds += other.rounds
         self.limit += other.limit
         self.num_pairs += other.num_pairs
+        self.merged_over_limit = (self.merged_over_limit or 0) + other.over_limit
 
     def add_cod(self, record: dict) -> None:
         self.cod(record)
@@ -109,7 +111,10 @@ class ScenarioFigures:
 
     @property
     def over_limit(self) -> int:
-        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped."""
+        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped.
+        Per scenario: a scenario short of its limit does not cancel another one's surplus."""
+        if self.merged_over_limit is not None:
+            return self.merged_over_limit
         return max(self.cot.num_correct - self.limit, 0)
 
     @property
@@ -122,12 +127,12 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     """Stream the scenario's samples files once."""
     figures = ScenarioFigures(scenario.name)
     correct_by_submission: dict[str, int] = {}
-    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+    for record in read_samples(GENERATION, scenario.suffix):
         figures.cot(record)
         if record["correct"]:
             made_by = record["generation"]["submission"]
             correct_by_submission[made_by] = correct_by_submission.get(made_by, 0) + 1
-    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+    for record in read_samples(SUMMARIZATION, scenario.suffix):
         figures.add_cod(record)
     figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
     figures.rounds = round_figures(scenario, correct_by_submission)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, read_parquet, samples_path, scenario_dir
+from cotgen_assets.core.storage import read_parquet, read_samples, samples_path, scenario_dir
 from cotgen_assets.core.storage import source_problems_path as problems_path
 
 # The reasons a sample is left out, in the order they are tested (a sample counts for the first).
@@ -85,8 +85,8 @@ def select(
     by id (source order), so the same files always give the same rows. A scenario with samples but
     no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
     """
-    cot = {r["id"]: r for r in read_jsonl(samples_path(GENERATION, scenario.suffix))}
-    cod = {r["id"]: r for r in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix))}
+    cot = {r["id"]: r for r in read_samples(GENERATION, scenario.suffix)}
+    cod = {r["id"]: r for r in read_samples(SUMMARIZATION, scenario.suffix)}
     split = Split(scenario, num_cot_records=len(cot), num_cod_records=len(cod))
     if not cot and not cod:
         return split

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from cotgen_assets.core.decontamination import excluded_problems
-from cotgen_assets.core.records import MADE_BY_KEYS
+from cotgen_assets.core.records import MADE_BY_KEYS, Field, record_problem
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import (
@@ -45,11 +45,14 @@ def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) ->
     return max(matches, key=lambda s: len(s.name))
 
 
-def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tuple[int, dict] | None:
+def find_line(
+    path: Path, sample_id: str, required: tuple[str, ...] = (), schema: tuple[Field, ...] = ()
+) -> tuple[int, dict] | None:
     """(1-based line number, record) of the id in a JSONL file, streamed; None if absent.
 
-    A damaged line that may be the id's (it holds the id, but is not JSON, or lacks a `required`
-    key) is a DamagedFile naming the file and line, not a silent miss nor a bare KeyError.
+    A damaged line that may be the id's (it holds the id, but is not JSON, lacks a `required`
+    key, or is no record of the `schema`: a samples file's) is a DamagedFile naming the file and
+    line, not a silent miss nor a bare KeyError.
     """
     if not path.exists():
         return None
@@ -64,8 +67,8 @@ def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tup
                 if not isinstance(record, dict):
                     raise damaged_file(path, number, required)
                 if record.get("id") == sample_id:
-                    if any(key not in record for key in required):
-                        raise damaged_file(path, number, required)
+                    if any(key not in record for key in required) or record_problem(record, schema):
+                        raise damaged_file(path, number, required, schema)
                     return number, record
     return None
 
@@ -223,7 +226,8 @@ def trace(sample_id: str) -> dict:
     cot_path = samples_path(GENERATION, scenario.suffix)
     cod_path = samples_path(SUMMARIZATION, scenario.suffix)
     source = source_row(scenario, sample_id)
-    cot_found, cod_found = find_line(cot_path, sample_id), find_line(cod_path, sample_id)
+    cot_found = find_line(cot_path, sample_id, schema=GENERATION.fields)
+    cod_found = find_line(cod_path, sample_id, schema=SUMMARIZATION.fields)
     tried = attempts(scenario, sample_id)
     if not (source or cot_found or cod_found or tried):
         raise LookupError(

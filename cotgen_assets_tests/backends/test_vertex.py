@@ -252,12 +252,46 @@ def test_settings_choose_the_backend_and_default_location_and_staging(monkeypatc
 
 
 @pytest.mark.parametrize(
+    "project, location",
+    [
+        ("my-project-123", "us-central1"),
+        ("example.com:my-project", "northamerica-northeast1"),
+        ("abcdef", "eu"),
+    ],
+)
+def test_project_ids_and_locations_in_googles_formats_are_taken(monkeypatch, project, location):
+    env = {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": project, "GOOGLE_CLOUD_LOCATION": location}
+    chosen = settings(monkeypatch, **env)
+    assert (chosen.project, chosen.location) == (project, location)
+
+
+@pytest.mark.parametrize(
     "env, message",
     [
         ({"COTGEN_GEMINI_BACKEND": "vertexai"}, "COTGEN_GEMINI_BACKEND='vertexai' is not valid: it takes"),
         (
             {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": ""},
             "GOOGLE_CLOUD_PROJECT is not set: the Vertex AI backend",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": "a?b#c"},
+            "GOOGLE_CLOUD_PROJECT='a?b#c' is not a Google Cloud project id: it takes 6 to 30 lower-case",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": "My_Project"},
+            "GOOGLE_CLOUD_PROJECT='My_Project' is not a Google Cloud project id",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": "my-project-"},
+            "GOOGLE_CLOUD_PROJECT='my-project-' is not a Google Cloud project id",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_LOCATION": "us central1"},
+            "GOOGLE_CLOUD_LOCATION='us central1' is not a Google Cloud location: it takes a region",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_LOCATION": "europe-west4?x"},
+            "GOOGLE_CLOUD_LOCATION='europe-west4?x' is not a Google Cloud location",
         ),
         (
             {**VERTEX_ENV, "COTGEN_VERTEX_STAGING": ""},

@@ -25,7 +25,7 @@ from cotgen_assets.core.submissions import load_submission
 from cotgen_assets.defs.locks import lock_holder
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import read_jsonl
-from cotgen_assets_tests.harness.results import line, make_submission, response, write_results
+from cotgen_assets_tests.harness.results import asking, line, make_submission, response, write_results
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
 def vertex_line(key: str | None, status: str = "", answer: str | None = None, **more) -> bytes:
     """An output line as Vertex AI writes it: the input's keys, the request re-serialized, a status."""
     out = {"key": key} if key is not None else {}
-    out |= {"request": {"contents": [{"role": "user", "parts": [{"text": "q"}]}]}, "status": status}
+    out |= {"request": asking(key or ""), "status": status}
     out |= {"processed_time": "2026-12-02T10:00:00.123+00:00"}
     if answer is not None:
         out["response"] = response(key or "", answer)["response"]

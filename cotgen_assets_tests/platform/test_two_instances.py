@@ -2,7 +2,7 @@
 
 Instance A is `dagster dev` (webserver and daemon, so its sensor runs); instance B is a second
 DAGSTER_HOME driven by plain processes (`dg.materialize`), as a run on another machine would be.
-Both read the README's Postgres dagster.yaml and COTGEN_DATA_DIR=gs://cotgen/data on the local GCS
+Both read the documented Postgres dagster.yaml and COTGEN_DATA_DIR=gs://cotgen/data on the local GCS
 stand-in; neither has a local folder the other sees. The emulator is the Gemini API: its batch
 list says how many batches were paid.
 """

@@ -40,6 +40,7 @@ from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
+from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
 pytestmark = pytest.mark.pipeline
 
@@ -527,7 +528,7 @@ def test_fingerprint_is_stable_and_follows_the_samples(chain, tmp_path):
 
 def test_an_export_without_source_problems_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
-    (tmp_path / "cot_easy.jsonl").write_text('{"id": "easy-0"}\n')
+    write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
     with pytest.raises(
         selection.ExportError, match="materialize source_problems|Materialize source_problems"
     ):

@@ -1,9 +1,9 @@
 """The batch assets: `generation_batch` and `summarization_batch` plan what to ask, then send it as
 Gemini batch jobs and return at once (batch_completion_sensor takes over when the jobs end).
 
-Submitting, in order: take the stage's lock, refuse while its last batch is in flight, adopt a
-batch a dead run sent without recording it, else plan and write the requests, refuse one over
-budget, and send them.
+Submitting, in order: check where request files go, claim the data folder for this Dagster storage,
+take the stage's lock, refuse while its last batch is in flight, adopt a batch a dead run sent
+without recording it, else plan and write the requests, refuse one over budget, and send them.
 """
 
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submission_history import submission_cost_usd
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
+from cotgen_assets.defs.data_folder import claim_data_folder
 from cotgen_assets.defs.history import (
     InFlight,
     latest_metadata,
@@ -160,6 +161,8 @@ def submit_stage(
     """
     scenario = get_scenario(context.partition_key)
     try:
+        gemini.check_staging()
+        claim_data_folder(context.instance)
         with submission_lock(
             context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
         ):

@@ -5,6 +5,7 @@ import dagster as dg
 
 from cotgen_assets.core.batch_output import CANCELLED_STATE, overall_state
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
+from cotgen_assets.core.storage import StorageError
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
 from cotgen_assets.defs.history import latest_submission
@@ -34,9 +35,9 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
     """Download what finished, record how each job ended; refused while a job still runs."""
     try:
         submission = latest_submission(context.instance, context.partition_key, stage)
-    except SubmissionRefused as error:
+        jobs = download_finished(submission, gemini)
+    except (SubmissionRefused, StorageError) as error:  # StorageError: a read-only folder, a full disk
         raise dg.Failure(description=str(error)) from None
-    jobs = download_finished(submission, gemini)
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
     if running:
         raise dg.Failure(
