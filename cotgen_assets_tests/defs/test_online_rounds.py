@@ -4,6 +4,9 @@ paid twice when a round is killed half-way and run again. In-process, against th
 
 import pytest
 
+from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.defs.status import cost_cell, status_screen
+from cotgen_assets.publish.report import scenario_figures
 from cotgen_assets_tests.harness.pipeline import Ticks, batches, read_jsonl
 
 pytestmark = pytest.mark.pipeline
@@ -71,6 +74,16 @@ def test_a_round_killed_half_way_and_run_again_pays_for_no_answer_twice(
     assert len(calls) == 6, "each of the round's 6 requests answered (and paid) once"
     cot = read_jsonl(data_dir / "cot_hard.jsonl")
     assert len(cot) == 6 and all(r["generation"]["batch"].startswith("online:flex:") for r in cot)
+    # spend: the online round apart from batch spend, in the report and in `cotgen status`
+    online_usd = sum(r["generation"]["cost_usd"] for r in cot)
+    figures = scenario_figures(get_scenario("hard"))
+    assert online_usd > 0 and figures.online_usd == pytest.approx(online_usd)
+    [line] = [
+        s
+        for s in status_screen(pipeline.instance, pipeline.resources["gemini"], [get_scenario("hard")])
+        if s.stage == "generation"
+    ]
+    assert f"online ${online_usd:.4f}" in cost_cell(line)
 
 
 def test_flex_shedding_too_much_sends_the_rest_to_a_batch_job(

@@ -5,6 +5,8 @@ import pytest
 
 from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.pricing import load_prices
+from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets.publish.report import scenario_figures
 from cotgen_assets_tests.harness.pipeline import read_jsonl
 
 pytestmark = pytest.mark.pipeline
@@ -50,6 +52,8 @@ def test_preview_answers_grades_and_drafts_without_touching_the_dataset(
     assert meta["tier"] == tier and meta["num_correct"] == 3 and meta["num_drafts"] == 3
     assert [row.data["correct"] for row in meta["preview"].records] == ["True"] * 3
     assert meta["click_to_table_seconds"] > 0
+    # spent, apart from batch spend, in the report
+    assert scenario_figures(get_scenario("easy")).preview_usd == pytest.approx(meta["cost_usd"])
 
 
 def test_preview_picks_what_the_next_fill_would_ask(pipeline, emulator, sources, data_dir):
