@@ -55,17 +55,17 @@ def preview_seconds(gemini, scenario, tier: str) -> float:
 
 
 def batch_seconds(gemini, scenario) -> float:
+    from cotgen_assets.backends.lifecycle import download_finished, submit
     from cotgen_assets.core.ingest import ingest_submission
     from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.storage import samples_path
-    from cotgen_assets.gemini.resource import download_finished, submit
 
     generation, _ = asks(scenario)
     started = time.monotonic()
     submission = prepare_generation(generation, offline=True).submission
-    submit(submission, gemini, "bench")
-    while not all(job.done for job in download_finished(submission, gemini)):
+    submit(submission, gemini.batch_api(), "bench")
+    while not all(job.done for job in download_finished(submission, gemini.batch_api())):
         time.sleep(0.2)
     ingest_submission(submission, samples_path(GENERATION, scenario.suffix))
     assert samples_path(GENERATION, scenario.suffix).stat().st_size > 0
@@ -74,9 +74,9 @@ def batch_seconds(gemini, scenario) -> float:
 
 def one_run(work: Path, problems: Path, measure) -> float:
     """A fresh data folder and emulator at its default latencies."""
+    from cotgen_assets.backends.resource import GeminiBatchResource
     from cotgen_assets.core.prompts import generation_request, request_line
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.gemini.resource import GeminiBatchResource
 
     data = work / "data"
     (data / "easy").mkdir(parents=True)

@@ -52,10 +52,10 @@ def cancel(scenario: str, stage: Stage) -> str:
     """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
     import dagster as dg
 
+    from cotgen_assets.backends.resource import GeminiError, gemini_from_env
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.storage import data_dir
     from cotgen_assets.defs.history import pending_submission, submitted_metadata, unsaved_results_message
-    from cotgen_assets.gemini.resource import GeminiError, gemini_from_env
 
     get_scenario(scenario)  # an unknown name is an error, not "nothing in flight"
     with dg.DagsterInstance.from_config(dagster_home(" Nothing was cancelled.")) as instance:
@@ -94,9 +94,9 @@ def status(scenario_names: list[str]) -> str:
     """One screen: every scenario's (or the named ones') stages, read from Dagster, the data and the API."""
     import dagster as dg
 
+    from cotgen_assets.backends.resource import gemini_from_env
     from cotgen_assets.core.scenarios import get_scenario, load_scenarios
     from cotgen_assets.defs.status import render, status_screen
-    from cotgen_assets.gemini.resource import gemini_from_env
 
     scenarios = [get_scenario(name) for name in scenario_names] or list(load_scenarios().values())
     with dg.DagsterInstance.from_config(dagster_home()) as instance:

@@ -24,14 +24,9 @@ from pathlib import Path
 
 import orjson
 
-from cotgen_assets.core.batch_output import (
-    REQUEST_MISMATCH,
-    SUCCEEDED_STATES,
-    Usage,
-    iter_result_lines,
-    request_digest,
-)
+from cotgen_assets.core.batch_output import REQUEST_MISMATCH, iter_result_lines
 from cotgen_assets.core.grading import grade_many
+from cotgen_assets.core.model_io import ANSWERED_ENDS, SUCCEEDED, Usage, wire_for
 from cotgen_assets.core.online_round import is_online, tier_of
 from cotgen_assets.core.pricing import cost_usd, load_prices, online_cost_usd
 from cotgen_assets.core.records import made_by, usage_dict
@@ -90,9 +85,10 @@ def refuse_missing_results(submission: Submission) -> None:
         if outcome["status"] != NOT_RUN
     }
     states = dict(zip(submission.shards, submission.job_states))
+    ends = {shard: wire_for(submission.backend).job_end(state) for shard, state in states.items()}
     for shard, batch in zip(submission.shards, submission.batch_names):
         path = submission.results_path(shard)
-        if not path.exists() and (states.get(shard) in SUCCEEDED_STATES or batch in answered_before):
+        if not path.exists() and (ends.get(shard) in ANSWERED_ENDS or batch in answered_before):
             raise MissingResults(
                 f"the results file {path} of batch {batch} ({states.get(shard) or 'state unknown'}) is "
                 "missing, so this submission was not ingested again (its outcomes, costs and tries are "
@@ -163,10 +159,10 @@ class RequestIndex:
         _, shard, offset, size, _, _ = found
         return orjson.loads(os.pread(self.files[shard].fileno(), size, offset))
 
-    def sent_request(self, found: tuple[int, ...]) -> dict:
-        """The request sent under the key (read only for a line that echoes its request)."""
+    def sent_line(self, found: tuple[int, ...]) -> bytes:
+        """The input line sent under the key (read only for a line that echoes its request)."""
         _, shard, _, _, offset, size = found
-        return orjson.loads(os.pread(self.request_files[shard].fileno(), size, offset))["request"]
+        return os.pread(self.request_files[shard].fileno(), size, offset)
 
     def unseen(self, shard_number: int):
         """Keys of one shard that no results line answered."""
@@ -314,7 +310,8 @@ def _ingest_shard(
     """One outcome per line of a shard's results (and a record for a good one), joined to its
     request by key; then an outcome for each request the results did not answer."""
     stats = output.stats
-    for line in iter_result_lines(results, require_thoughts=submission.stage.needs_thoughts):
+    wire = wire_for(submission.backend)
+    for line in iter_result_lines(results, wire, require_thoughts=submission.stage.needs_thoughts):
         found = index.find(line.key) if line.key is not None else None
         cost = (
             online_cost_usd(submission.model, line.usage, tier_of(batch), prices=prices)
@@ -336,8 +333,8 @@ def _ingest_shard(
         if not line.ok:
             output.outcome(line.key, batch, line.status, line.reason, cost)
             continue
-        if line.request_digest is not None and line.request_digest != request_digest(
-            index.sent_request(found)
+        if line.request_digest is not None and line.request_digest != wire.sent_digest(
+            index.sent_line(found)
         ):
             output.outcome(line.key, batch, REQUEST_MISMATCH, ECHO_DIFFERS, cost)
             continue
@@ -354,7 +351,7 @@ def _ingest_shard(
             output.flush()
     output.flush()
     state = dict(zip(submission.shards, submission.job_states)).get(shard)
-    if state is None or state == "JOB_STATE_SUCCEEDED":
+    if state is None or wire_for(submission.backend).job_end(state) == SUCCEEDED:
         status, reason = MISSING, "no line for this request in the results file"
     else:  # cancelled or partially succeeded: the rest was never run (nor paid), so no try
         status, reason = NOT_RUN, f"its batch job ended {state} before answering it"

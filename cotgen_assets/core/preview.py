@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 
 from cotgen_assets.core.answers_store import AnswerStore
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
-from cotgen_assets.core.batch_output import Usage, parse_result_line
+from cotgen_assets.core.batch_output import classify
 from cotgen_assets.core.grading import grade_many
+from cotgen_assets.core.model_io import Usage, wire_for
 from cotgen_assets.core.online import Generate, OnlineStats, Retry, call_each, validate_tier
 from cotgen_assets.core.planning import FILL, plan_generation
 from cotgen_assets.core.pricing import online_cost_usd
@@ -65,7 +66,7 @@ class Preview:
     stats: OnlineStats | None = None
 
 
-def preview_items(ask: GenerationAsk, num_problems: int) -> list[tuple[bytes, dict]]:
+def preview_items(ask: GenerationAsk, num_problems: int, backend: str) -> list[tuple[bytes, dict]]:
     """(request line, context) of the problems the next fill would ask first: its retries, then new
     problems in table order (`planning.plan_generation` asked for exactly `num_problems` more)."""
     validate_num_problems(num_problems)
@@ -76,7 +77,7 @@ def preview_items(ask: GenerationAsk, num_problems: int) -> list[tuple[bytes, di
     plan = plan_generation(problem_ids, good, used, tries, num_good + num_problems, FILL, ask.max_tries)
     asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
     with problems_path.open("rb") as handle:
-        return list(generation_requests(ask, pq.ParquetFile(handle), asked))
+        return list(generation_requests(ask, pq.ParquetFile(handle), asked, wire_for(backend)))
 
 
 def _submission(ask, stage, preview_id: str, offline: bool, backend: str) -> Submission:
@@ -112,7 +113,7 @@ class _PreviewRun:
         """The record `stage` builds from the answer to `line` (None and why when there is none)."""
         output = ask_line(line)
         self.store.save(f"{stage.name}:{context['id']}", output)  # saved as it arrives: it is paid for
-        result = parse_result_line(output, require_thoughts=stage.needs_thoughts)
+        result = classify(wire_for(self.backend).read_line(output), require_thoughts=stage.needs_thoughts)
         maker = self.makers[stage]
         cost = online_cost_usd(maker.model, result.usage, self.tier, backend=self.backend)
         with self.lock:
@@ -134,7 +135,9 @@ class _PreviewRun:
         if record is None:
             record = {**context, "cot": None, "correct": None, "failure": why}
         elif record["correct"]:
-            draft_line, draft_context = summarization_request_of(record, self.summarize_ask)
+            draft_line, draft_context = summarization_request_of(
+                record, self.summarize_ask, wire_for(self.backend)
+            )
             draft, why = self._answer(SUMMARIZATION, draft_line, draft_context, ask_line)
             record["cod"] = draft["cod"] if draft else None
             record["summarization"] = draft["summarization"] if draft else {"failure": why}
@@ -158,7 +161,7 @@ def run_preview(
     validate_tier(tier)
     ask.validate(backend)
     summarize_ask.validate(backend)
-    items = preview_items(ask, num_problems)
+    items = preview_items(ask, num_problems, backend)
     preview_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     folder = previews_root(ask.scenario.name) / preview_id
     run = _PreviewRun(ask, summarize_ask, tier, preview_id, offline, backend, AnswerStore(folder / "answers"))

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.model_io import Usage
 
 PRICES_ENV = "COTGEN_PRICES_FILE"
 _KINDS = ("input", "output", "cached_input")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from cotgen_assets.core.batch_output import ResultLine, Usage
+from cotgen_assets.core.batch_output import ResultLine
 from cotgen_assets.core.grading import extract_predicted_answer
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.prompts import parse_draft
 from cotgen_assets.core.text import numbers_in
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.ingest import MISSING
 from cotgen_assets.core.preview import preview_spend_usd
@@ -24,7 +25,6 @@ from cotgen_assets.defs.history import (
     pending_submission,
     submitted_metadata,
 )
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 POLL_TIMEOUT_SECONDS = 10
 SAVED = "saved"  # the newest submission's samples are saved

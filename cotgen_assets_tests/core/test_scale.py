@@ -9,6 +9,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core import requests as requests_module
 from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.ingest import ingest_submission
@@ -19,7 +20,6 @@ from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 

@@ -117,8 +117,8 @@ METADATA_TYPES = {
         contamination_ngram dagster/row_count num_requests num_retries num_new_problems num_given_up
         num_skipped_incorrect num_skipped_contaminated num_shards projected_input_tokens
         projected_thinking_tokens projected_output_tokens cot_samples_storage_id num_succeeded
-        num_failed num_failed_jobs num_samples num_new num_unknown_keys num_duplicate_keys input_tokens
-        cached_tokens thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples
+        num_failed num_failed_jobs num_cancelled_jobs num_samples num_new num_unknown_keys num_duplicate_keys
+        input_tokens cached_tokens thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples
         num_rows_cot_easy num_rows_cod_easy""",
     "Float": """accuracy_estimate retry_accuracy_estimate expected_correct earlier_rounds_cost_usd
         extra_asks_cost_usd projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd

@@ -3,7 +3,7 @@ In-process against the real emulator (its generateContent), on the real GSM8K da
 
 import pytest
 
-from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.pricing import load_prices
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.publish.report import scenario_figures

@@ -3,9 +3,9 @@ the place at fault, where a user meets them: `dagster asset materialize`, as the
 
 import pytest
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.pricing import default_prices_path
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
-from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.cli import dagster_materialize
 
 

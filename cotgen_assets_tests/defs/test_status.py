@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from cotgen_assets import cli
-from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.cli import cotgen
 from cotgen_assets_tests.harness.dagster import ROOT, wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator

@@ -16,7 +16,7 @@ import dagster as dg
 import orjson
 import pytest
 
-from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from cotgen_assets import cli
-from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets.gemini.vertex import OFFLINE_TOKEN
+from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets.backends.vertex import OFFLINE_TOKEN
 from cotgen_assets_tests.harness.dagster import wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
@@ -239,7 +239,7 @@ def test_no_credential_is_written_anywhere(
 ):
     """With a Developer API key in the environment and the emulator's bearer token, a whole chain to
     CoD on Vertex AI leaves neither in files, the bucket, logs, metadata or run config."""
-    from cotgen_assets.gemini.resource import gemini_from_env
+    from cotgen_assets.backends.resource import gemini_from_env
 
     caplog.set_level(logging.DEBUG)
     home = tmp_path / "dagster_home"

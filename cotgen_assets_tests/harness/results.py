@@ -28,7 +28,10 @@ def asking(key: str) -> dict:
     return {"contents": [{"role": "user", "parts": [{"text": f"question {key}"}]}]}
 
 
-def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Submission:
+def make_submission(
+    name: str, rows: list[int], shard_size: int = 10_000, backend: str = "developer"
+) -> Submission:
+    """A submission of `rows` sent to `backend`, whose results files the test writes."""
     submission = Submission(
         scenario="easy",
         stage=GENERATION,
@@ -36,6 +39,7 @@ def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Sub
         model=MODEL,
         prompt_version="cot-gen-v1",
         num_requests=len(rows),
+        backend=backend,
     )
     items = (
         (orjson.dumps({"key": f"easy-{n}", "request": asking(f"easy-{n}")}) + b"\n", context(n)) for n in rows

@@ -13,9 +13,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
+from cotgen_assets.backends.lifecycle import adopt, submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
-from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.budget import refuse_over_budget
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.online_round import SHED_RATE_ENV, answer_online, max_shed_rate
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
@@ -35,7 +37,6 @@ from cotgen_assets.defs.history import (
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.locks import submission_lock
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, submit
 
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
 THINKING_LEVELS = (
@@ -214,7 +215,7 @@ def _send(
     if not submission.num_requests or config.dry_run:
         return Sent(prepared, [])
     refuse_over_budget(submission, config.max_cost_usd, spent_before)
-    jobs = send(context, submission) if send else submit(submission, gemini, context.run.run_id)
+    jobs = send(context, submission) if send else submit(submission, gemini.batch_api(), context.run.run_id)
     context.log.info(f"submitted {submission.batch_names}")
     return Sent(prepared, [job.name for job in jobs if job.reused])
 
@@ -225,7 +226,7 @@ def adopt_orphan(context, gemini, scenario: str, stage: Stage) -> Sent | None:
     None when there is none: then this run plans as usual."""
     for orphan in orphan_submissions(context.instance, scenario, stage):
         died = orphan.sent_by
-        jobs = adopt(orphan, gemini, context.run.run_id)
+        jobs = adopt(orphan, gemini.batch_api(), context.run.run_id)
         if jobs is None:
             context.log.info(
                 f"submission {orphan.submission_id} (run {died}) was written, but its jobs were never "
@@ -349,7 +350,7 @@ def send_round(context, gemini, submission, online_max_requests: int, max_reques
     """A round of at most `online_max_requests` requests is answered on Flex, each answer saved as it
     arrives (`core.online_round`); what Flex would not answer goes to a batch job, as any larger round."""
     if not 0 < submission.num_requests <= online_max_requests:
-        return submit(submission, gemini, context.run.run_id)
+        return submit(submission, gemini.batch_api(), context.run.run_id)
     context.log.info(
         f"{submission.num_requests} requests <= online_max_requests={online_max_requests}: answering "
         "them on the Flex tier instead of a batch job"
@@ -369,7 +370,7 @@ def send_round(context, gemini, submission, online_max_requests: int, max_reques
             f"{submission.num_requests - len(done.stats.gave_up)} answers kept, the rest of the round "
             f"goes to a batch job ({done.batch_shards})"
         )
-    return submit(submission, gemini, context.run.run_id)
+    return submit(submission, gemini.batch_api(), context.run.run_id)
 
 
 def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -> dict:

@@ -7,6 +7,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
 from cotgen_assets.core.online import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from cotgen_assets.core.preview import MAX_PROBLEMS, MIN_PROBLEMS, Preview, preview_path, run_preview
@@ -15,7 +16,6 @@ from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.batches import DEFAULT_MODEL, THINKING_LEVELS, BoundedConfig
 from cotgen_assets.defs.assets.ui import GROUP, preview_table
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 EXCERPT_CHARS = 200
 COLUMNS = ["id", "question", "thought", "answer", "correct", "draft", "tokens", "cost_usd"]

@@ -9,13 +9,13 @@ from datetime import datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import OFFLINE_TAG, GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.defs.history import is_ingested, latest_metadata, submitted_metadata
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
-from cotgen_assets.gemini.resource import OFFLINE_TAG, GeminiBatchResource
 
 POLL_TIMEOUT_SECONDS = 10
 

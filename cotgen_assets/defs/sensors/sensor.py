@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import STAGES
 from cotgen_assets.defs.jobs import JOBS
@@ -19,7 +20,6 @@ from cotgen_assets.defs.sensors.cursor import SensorCursor
 from cotgen_assets.defs.sensors.results import launch_results_when_ended
 from cotgen_assets.defs.sensors.rounds import launch_next_round
 from cotgen_assets.defs.sensors.run_retries import TickOutcome
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 
 def sensor_interval_seconds() -> int:

@@ -38,14 +38,16 @@ def _env(name: str) -> str:
     return (os.environ.get(name) or "").strip()
 
 
-def backend_from_env() -> str:
-    """`developer` or `vertex`."""
+def backend_from_env(names: tuple[str, ...] = BACKENDS) -> str:
+    """`developer`, `vertex`, or another of the registered backends' `names`."""
     chosen = _env("COTGEN_GEMINI_BACKEND")
     if chosen:
-        if chosen.lower() not in BACKENDS:
+        if chosen.lower() not in names:
+            others = "".join(f", {name!r}" for name in names if name not in BACKENDS)
             raise SettingError(
                 f"COTGEN_GEMINI_BACKEND={chosen!r} is not valid: it takes 'developer' (the Gemini "
-                "Developer API, the default) or 'vertex' (Vertex AI batch prediction); fix it or unset it"
+                f"Developer API, the default) or 'vertex' (Vertex AI batch prediction){others}; "
+                "fix it or unset it"
             )
         return chosen.lower()
     return VERTEX if _env("GOOGLE_GENAI_USE_VERTEXAI").lower() in ("true", "1") else DEVELOPER
