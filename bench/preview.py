@@ -75,8 +75,8 @@ def batch_seconds(gemini, scenario) -> float:
 def one_run(work: Path, problems: Path, measure) -> float:
     """A fresh data folder and emulator at its default latencies."""
     from cotgen_assets.backends.resource import GeminiBatchResource
-    from cotgen_assets.core.prompts import generation_request, request_line
     from cotgen_assets.core.scenarios import get_scenario
+    from cotgen_assets_tests.harness.emulator import generation_request, request_line
 
     data = work / "data"
     (data / "easy").mkdir(parents=True)

@@ -8,8 +8,7 @@ import pytest
 from google.genai import errors, types
 
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
-from cotgen_assets.core.prompts import generation_request
-from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.emulator import generation_request, start_emulator
 
 MODEL = "gemini-3.1-pro-preview"
 DATA = Path(os.environ["COTGEN_DATASETS_DIR"])
