@@ -16,8 +16,9 @@ from google.genai import types as genai_types
 from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
 from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
-from cotgen_assets.core.model_io import Limits, Prompt, Reply
+from cotgen_assets.core.model_io import Limits
 from cotgen_assets.core.storage import atomic_write, is_local
 
 API_VERSION = "v1beta"
@@ -235,12 +236,9 @@ class DeveloperBatches(Backend):
         with atomic_write(dest) as handle:
             self.client().files.download(file=result_file, destination=handle)
 
-    def generate(self, prompt: Prompt) -> Reply:
-        """`generateContent` with the very body a batch line carries, read as a batch answer is."""
-        model = prompt.model.removeprefix("models/")
-        body = gemini_wire.request_body(prompt)
-        response = self.client()._api_client.request("post", f"models/{model}:generateContent", body, None)
-        return gemini_wire.response_reply(prompt.key, orjson.loads(response.body) if response.body else None)
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """`generateContent` with the very body a batch line carries (`backends.online`)."""
+        return generate_line(self.client(), self.retrying, model, request_line, tier)
 
 
 def from_settings(settings: BackendSettings) -> DeveloperBatches:

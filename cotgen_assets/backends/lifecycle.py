@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cotgen_assets.backends.base import Backend, BatchInfo
+from cotgen_assets.backends.online import online_batch_info
 from cotgen_assets.backends.retries import GeminiError, logger, may_have_run
+from cotgen_assets.core.online_round import is_online
 from cotgen_assets.core.submissions import Submission, refuse_foreign_job
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -137,8 +139,11 @@ class BatchJobs:
     ) -> BatchInfo:
         """The job's state and counts, in one API call (per attempt).
 
-        The sensor passes a short timeout and few attempts, so a slow API cannot stall a tick.
+        The sensor passes a short timeout and few attempts, so a slow API cannot stall a tick. An
+        online round's shard (`core.online_round`) has no job: it ended when its answers were saved.
         """
+        if is_online(name):
+            return online_batch_info(name)
         self.backend.check_name(name)
         return self.retrying.call(
             f"get of {name}", lambda: self.backend.get(name, timeout_seconds), max_attempts=max_attempts
@@ -231,6 +236,7 @@ def _log_not_reused(other: BatchInfo, display_name: str) -> None:
 
 def submit(submission: Submission, jobs: BatchJobs, sent_by: str = "outside a run") -> list[BatchInfo]:
     """Send every shard once; returns each shard's job, `reused` when its display name had one already.
+    A shard an online round answered (`core.online_round`) keeps its online name and is not sent.
 
     Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
     between a create and its record, the next fill finds the submission and adopts it (`adopt`).
@@ -239,10 +245,13 @@ def submit(submission: Submission, jobs: BatchJobs, sent_by: str = "outside a ru
     """
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    online = {
+        shard: name for shard, name in zip(submission.shards, submission.batch_names) if is_online(name)
+    }
     submission.sent_by, submission.batch_names, submission.backend = sent_by, [], jobs.backend.name
     submission.save()
     sent_jobs = [
-        _send(submission, jobs, shard, display_name)
+        online_batch_info(online[shard]) if shard in online else _send(submission, jobs, shard, display_name)
         for shard, display_name in zip(submission.shards, submission.display_names)
     ]
     submission.batch_names = [job.name for job in sent_jobs]

@@ -116,6 +116,10 @@ class GeminiBatchResource(dg.ConfigurableResource):
     def delete_batch(self, name: str) -> None:
         self.batch_api().delete_batch(name)
 
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """One synchronous call for a request line at `tier`; its answer as an output line."""
+        return self.batch_api().backend.generate(model, request_line, tier)
+
     def download_results(self, result_file: str, dest: str | Path) -> Path:
         return self.batch_api().download_results(result_file, dest)
 

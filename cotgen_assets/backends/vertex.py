@@ -29,6 +29,7 @@ from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, cou
 from cotgen_assets.backends.config import check_vertex
 from cotgen_assets.backends.developer import create_options, raw_get, timeout_ms
 from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
 from cotgen_assets.core.settings import SettingError
@@ -265,6 +266,10 @@ class VertexBatches(Backend):
 
     def delete(self, name: str) -> None:
         self.client()._api_client.request("delete", name, {}, None)
+
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """`generateContent` under the project and location (`backends.online`)."""
+        return generate_line(self.client(), self.retrying, model, request_line, tier)
 
     def download(self, result_file: str, dest: Path) -> None:
         """Every `*.jsonl` under the output directory, in name order, as one file."""

@@ -27,7 +27,8 @@ import orjson
 from cotgen_assets.core.batch_output import REQUEST_MISMATCH, iter_result_lines
 from cotgen_assets.core.grading import grade_many
 from cotgen_assets.core.model_io import ANSWERED_ENDS, SUCCEEDED, Usage, wire_for
-from cotgen_assets.core.pricing import cost_usd, load_prices
+from cotgen_assets.core.online_round import is_online, tier_of
+from cotgen_assets.core.pricing import cost_usd, load_prices, online_cost_usd
 from cotgen_assets.core.records import made_by, usage_dict
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
@@ -320,7 +321,11 @@ def _ingest_shard(
     wire = wire_for(submission.backend)
     for line in iter_result_lines(results, wire, require_thoughts=submission.stage.needs_thoughts):
         found = index.find(line.key) if line.key is not None else None
-        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
+        cost = (
+            online_cost_usd(submission.model, line.usage, tier_of(batch), prices=prices)
+            if is_online(batch)
+            else cost_usd(submission.model, line.usage, batch=True, prices=prices)
+        )
         if found is None or found[1] != number:
             stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
             stats.unused_cost_usd += cost

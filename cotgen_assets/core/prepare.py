@@ -19,6 +19,7 @@ from cotgen_assets.core.planning import (
     projected_cost_usd,
     round_facts,
 )
+from cotgen_assets.core.preview import preview_evidence
 from cotgen_assets.core.requests import (
     generation_request_for,
     generation_requests,
@@ -83,7 +84,8 @@ def prepare_generation(
     problem_ids = id_column.to_pylist()
     good, used, tries, average = asked_so_far(scenario)
     prior = scenario.expected_accuracy or DEFAULT_EXPECTED_ACCURACY
-    accuracy = accuracy_from_tries(tries, good, prior) if ask.ask_enough else None
+    preview = preview_evidence(scenario, ask.model)
+    accuracy = accuracy_from_tries(tries, good, prior, preview) if ask.ask_enough else None
     plan = plan_generation(problem_ids, good, used, tries, ask.limit, ask.mode, ask.max_tries, accuracy)
     submission = planned_submission(
         ask, GENERATION, generation_request_for(ask, wire_for(backend)), plan, offline, backend

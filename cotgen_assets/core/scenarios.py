@@ -111,6 +111,7 @@ class Scenario:
     expected_accuracy: float | None = None  # share of first tries graded correct, before any is graded
     auto_fill: bool = False  # the sensor submits the next fill round itself while short of `limit`
     max_rounds: int = 3  # fill rounds in one run of rounds (the click's and the automatic ones)
+    online_max_requests: int = 0  # an auto_fill round of at most this many requests goes to Flex; 0: off
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,7 @@ class _ScenarioFields(_Fields):
     expected_accuracy: float | None = Field(None, gt=0, le=1, strict=True)
     auto_fill: StrictBool = False
     max_rounds: StrictInt = Field(3, ge=1)
+    online_max_requests: StrictInt = Field(0, ge=0)
 
     @field_validator("decontaminate")
     @classmethod
@@ -352,6 +354,7 @@ def _scenario(name: object, fields: object, path: Path, benchmarks: dict[str, Be
         expected_accuracy=block.expected_accuracy,
         auto_fill=block.auto_fill,
         max_rounds=block.max_rounds,
+        online_max_requests=block.online_max_requests,
     )
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from cotgen_assets.core.online_round import ONLINE_PREFIX
 from cotgen_assets.core.planning import UsageAverage
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, Stage
@@ -61,6 +62,16 @@ def total_cost_usd(scenario: str, stage: Stage) -> float:
     return sum(
         json.loads((f / "summary.json").read_text())["cost_usd"]
         for f in ingested_submissions(scenario, stage)
+    )
+
+
+def online_cost_usd_so_far(scenario: str, stage: Stage) -> float:
+    """What the stage's online rounds cost (answers on the Flex tier, `online_round`), of `total_cost_usd`."""
+    return sum(
+        outcome["cost_usd"]
+        for folder in ingested_submissions(scenario, stage)
+        for outcome in read_jsonl(folder / "outcomes.jsonl")
+        if outcome["batch"].startswith(ONLINE_PREFIX)
     )
 
 

@@ -4,9 +4,9 @@ Per-line faults are drawn from a hash of (seed, batch name, key, fault kind), so
 reproducible for a given seed while the same key in a later batch gets a fresh draw. Job-level
 faults are counters ("the next N jobs") consumed when a job is created (a slow create stalls
 before its job exists, so that a client's timeout can lose the answer of a create that succeeds);
-HTTP faults come from a seeded random stream. A held job (`hold`, `hold_count`) stays PENDING
-until released through `POST /_emulator/hold`, so a test can keep a job in flight without racing
-its latency.
+HTTP faults come from a seeded random stream. Synchronous calls (`online`) draw theirs from the
+request's bytes. A held job (`hold`, `hold_count`) stays PENDING until released through
+`POST /_emulator/hold`, so a test can keep a job in flight without racing its latency.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ _RATES = (
     "garbage_line_rate",
     "wrong_rate",
     "http_error_rate",
+    "flex_shed_rate",
 )
 _COUNTS = (
     "job_count",
@@ -38,6 +39,7 @@ _COUNTS = (
     "slow_create_count",
     "hold_count",
     "download_error_count",
+    "online_fail_after",
 )
 _SECONDS = ("slow_latency", "slow_create_seconds")
 
@@ -62,6 +64,9 @@ class FaultConfig:
     hold: bool = False  # every new job is held until released
     hold_count: int = 0  # the next N new jobs are held until released
     download_error_count: int = 0  # the next N result downloads answer 503
+    flex_shed_rate: float = 0.0  # share of Flex generateContent calls shed (see `online`)
+    flex_shed_status: int = 503  # what a shed call answers: 503 UNAVAILABLE or 429 RESOURCE_EXHAUSTED
+    online_fail_after: int = 0  # after N answered generateContent calls, the rest answer 500 (0: off)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -100,6 +105,10 @@ def validate_update(update: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{key} must be a number of seconds >= 0, got {value!r}")
             clean[key] = float(value)
+        elif key == "flex_shed_status":
+            if value not in (429, 503) or isinstance(value, bool):
+                raise ValueError(f"flex_shed_status must be 429 or 503, got {value!r}")
+            clean[key] = value
         elif key == "hold":
             if not isinstance(value, bool):
                 raise ValueError(f"hold must be true or false, got {value!r}")

@@ -2,10 +2,12 @@
 
 Speaks the wire protocol the `google-genai` SDK uses:
 Files API resumable upload, get, list, delete and download; batch create (file or inlined
-input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. The same process serves
+input), get, list, cancel and delete; synchronous `generateContent` on the standard and Flex tiers
+(see `online`); under both `/v1/` and `/v1beta/`. The same process serves
 Vertex AI batch prediction (`batchPredictionJobs` under `/{v1,v1beta1}/projects/{p}/locations/{l}/`,
 see `vertex`), so one emulator and one store serve both backends. A small admin API under
-`/_emulator/` reports health, changes the injected faults and holds or releases jobs at runtime.
+`/_emulator/` reports health, changes the injected faults, holds or releases jobs at runtime and
+lists the API calls it answered (`GET /_emulator/calls`: method, path without query, status).
 
 It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
 (413) before it is read, a connection idle for `--idle-timeout` seconds is closed, so is one whose
@@ -36,6 +38,13 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .faults import JOB_FAULT_STATES, FaultConfig, Faults
+from .online import (
+    DEFAULT_FLEX_LATENCY,
+    DEFAULT_ONLINE_LATENCY,
+    DEVELOPER_GENERATE,
+    VERTEX_GENERATE,
+    OnlineCalls,
+)
 from .responder import Responder, get
 from .store import FILE_TTL_SECONDS, MAX_FILE_BYTES, ApiError, Store, rfc3339
 from .validation import MODELS_ENV, ModelCatalog, parse_models
@@ -51,6 +60,7 @@ MAX_BODY_BYTES = 64 * 1024**2  # one request; the SDK uploads in 8 MiB chunks
 IDLE_TIMEOUT = 10.0  # seconds a connection may sit without sending anything
 REQUEST_TIMEOUT = 30.0  # from a request's first byte to its last; under the resource's ~31 s of retries
 MAX_CONNECTIONS = 128
+MAX_CALLS_KEPT = 10_000  # GET /_emulator/calls lists at most this many, the newest
 EMULATOR_HEADER = "X-Cotgen-Emulator"  # on every answer: what it makes is offline data, never Gemini's
 _API = re.compile(r"^/(?P<download>download/)?(?P<ver>v1|v1beta)/(?P<rest>.+)$")
 _UPLOAD = re.compile(r"^/upload/(?P<ver>v1|v1beta)/files$")
@@ -142,7 +152,11 @@ class Handler(BaseHTTPRequestHandler):
             self.clock.deadline = None  # the next request on this connection gets its own time
 
     def send_response(self, code, message=None):
-        """Every answer says who made it, so a client with a real key can tell it is not Gemini."""
+        """Every answer says who made it, so a client with a real key can tell it is not Gemini.
+        API calls are recorded as they are answered (before the client can read the answer)."""
+        path = urlsplit(self.path).path
+        if not path.startswith("/_emulator/"):
+            self.server.record_call(self.command, path, code)
         super().send_response(code, message)
         self.send_header(EMULATOR_HEADER, "1")
 
@@ -349,6 +363,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
             _log(f"faults set: {json.dumps(snapshot)}")
             self._json(snapshot)
+        elif path == "/_emulator/calls" and self.command == "GET":
+            self._json({"calls": self.server.calls_answered()})
         elif path == "/_emulator/hold" and self.command == "GET":
             self._json(self._hold_view())
         elif path == "/_emulator/hold" and self.command == "POST":
@@ -487,6 +503,8 @@ class Handler(BaseHTTPRequestHandler):
                     match["model"], batch if isinstance(batch, dict) else payload, ver, body_size=len(body)
                 )
             )
+        elif (match := DEVELOPER_GENERATE.match(rest)) and method == "POST":
+            self._json(self.server.online.answer(match["model"], self._body_json(body), ver))
         elif (match := _BATCH.match(rest)) and method == "GET":
             self._json(store.get_batch(match["id"]))
         elif (match := _BATCH.match(rest)) and method == "DELETE":
@@ -519,6 +537,8 @@ class Handler(BaseHTTPRequestHandler):
         elif (match := VERTEX_CANCEL.match(rest)) and method == "POST":
             jobs.cancel(*where, match["id"])
             self._json({})
+        elif (match := VERTEX_GENERATE.match(rest)) and method == "POST":
+            self._json(self.server.online.answer(match["id"], self._body_json(body), path["ver"]))
         else:
             raise ApiError(404, "NOT_FOUND", f"Method not found: {method} {urlsplit(self.path).path}")
 
@@ -565,6 +585,7 @@ class EmulatorServer(ThreadingHTTPServer):
         store: Store,
         faults: Faults,
         *,
+        online: OnlineCalls | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         idle_timeout: float = IDLE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
@@ -573,9 +594,21 @@ class EmulatorServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.store, self.faults = store, faults
         self.vertex = VertexJobs(store)
+        self.online = online or OnlineCalls(store.responder, faults, store.models, log=store.log)
+        self._calls: list[dict] = []  # the last MAX_CALLS_KEPT API calls, for tests and people
+        self._calls_lock = threading.Lock()
         self.max_body_bytes, self.idle_timeout = max_body_bytes, idle_timeout
         self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
+
+    def record_call(self, method: str, path: str, status: int) -> None:
+        with self._calls_lock:
+            self._calls.append({"method": method, "path": path, "status": status})
+            del self._calls[:-MAX_CALLS_KEPT]
+
+    def calls_answered(self) -> list[dict]:
+        with self._calls_lock:
+            return list(self._calls)
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
@@ -625,6 +658,9 @@ FAULT_HELP = {
     "hold": "hold every new job PENDING until released (POST /_emulator/hold)",
     "hold_count": "hold the next N new jobs PENDING until released",
     "download_error_count": "the next N result downloads answer HTTP 503",
+    "flex_shed_rate": "share of Flex generateContent calls shed (answered --fault-flex-shed-status)",
+    "online_fail_after": "after N answered generateContent calls, every further one answers 500 (0: off)",
+    "flex_shed_status": "what a shed Flex call answers: 503 UNAVAILABLE (default) or 429 RESOURCE_EXHAUSTED",
 }
 
 
@@ -656,6 +692,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", default=".emulator", help="where files and jobs are kept")
     parser.add_argument(
         "--latency", type=float, default=10.0, help="seconds from create to a finished job (default 10)"
+    )
+    parser.add_argument(
+        "--online-latency",
+        type=float,
+        default=DEFAULT_ONLINE_LATENCY,
+        metavar="S",
+        help=f"seconds a standard-tier generateContent call takes (default {DEFAULT_ONLINE_LATENCY:g})",
+    )
+    parser.add_argument(
+        "--flex-latency",
+        type=float,
+        default=DEFAULT_FLEX_LATENCY,
+        metavar="S",
+        help=f"seconds a Flex-tier generateContent call takes (default {DEFAULT_FLEX_LATENCY:g})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every fault draw (default 0)")
     parser.add_argument(
@@ -722,6 +772,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
         if getattr(args, name) < 1:
             build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("online_latency", "flex_latency"):
+        if getattr(args, name) < 0:
+            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds >= 0")
     for name in ("idle_timeout", "request_timeout"):
         if getattr(args, name) <= 0:
             build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
@@ -740,6 +793,14 @@ def main(argv: list[str] | None = None) -> None:
         (args.host, args.port),
         store,
         faults,
+        online=OnlineCalls(
+            responder,
+            faults,
+            models,
+            latency=args.online_latency,
+            flex_latency=args.flex_latency,
+            log=_log,
+        ),
         max_body_bytes=args.max_body_bytes,
         idle_timeout=args.idle_timeout,
         request_timeout=args.request_timeout,
@@ -765,7 +826,8 @@ def main(argv: list[str] | None = None) -> None:
     host, port = server.server_address[:2]
     _log(
         f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
-        f"latency {args.latency}s, seed {args.seed}, "
+        f"latency {args.latency}s, online {args.online_latency}s, Flex {args.flex_latency}s, "
+        f"seed {args.seed}, "
         f"models {'any' if models.any else ', '.join(sorted(models.names))}, "
         f"faults {json.dumps(faults.snapshot())}, Vertex AI gs:// at "
         f"{os.environ.get('STORAGE_EMULATOR_HOST') or 'nowhere: STORAGE_EMULATOR_HOST unset'})"

@@ -6,6 +6,7 @@ vertex = emu.vertex_client()     # the same in Vertex AI mode (v1beta1, gs:// in
 emu.set_faults(line_error_rate=0.2)
 emu.set_faults(hold_count=1)     # the next job stays PENDING ...
 emu.release()                    # ... until released
+emu.calls()                      # the API calls it answered: method, path, status
 emu.restart()                    # same port, same state dir
 emu.stop()
 """
@@ -186,6 +187,10 @@ class EmulatorProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{failure} after {timeout:.0f}s")
             time.sleep(0.05)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The API calls this process answered, oldest first: `{"method", "path", "status"}`."""
+        return self.admin("GET", "calls")["calls"]
 
     def hold(self, name: str | None = None) -> dict[str, Any]:
         """Hold `name` (a batch name), or every unfinished and every new job, until released: a held
