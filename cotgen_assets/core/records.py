@@ -237,6 +237,7 @@ def cot_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     predicted = extract_predicted_answer(line.answer)
     record = {
         "id": context["id"],
+        "sample": context.get("sample", 0),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],
@@ -259,6 +260,7 @@ def cod_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     cod = "<draft>" + "\n".join(steps) + "</draft>\n" + f"\\boxed{{{final_answer}}}"
     record = {
         "id": context["id"],
+        "sample": context.get("sample", 0),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],

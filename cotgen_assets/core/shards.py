@@ -22,7 +22,8 @@ def write_shards(
 ) -> None:
     """Write request lines and their contexts into shards no larger than the limits.
 
-    `items` yields (request line, context); each context has the request's `id` (its key).
+    `items` yields (request line, context); each context has the request's `id` and `sample`
+    (its key, `sample_keys.request_key`).
     """
     submission.shards, requests, contexts, hashes = [], None, None, []
     count = size = 0

@@ -297,18 +297,19 @@ def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[d
 
 
 def samples_lines(
-    stage: Stage, path: Path | UPath, skip: Callable[[str], bool] = lambda sample_id: False
+    stage: Stage, path: Path | UPath, skip: Callable[[tuple[str, int]], bool] = lambda key: False
 ) -> Iterator[tuple[bytes, dict]]:
-    """(line, record) of a samples file, each id once, streamed; ids `skip` says yes to are left out.
+    """(line, record) of a samples file, each (id, sample) once, streamed; records whose (id, sample)
+    `skip` says yes to are left out. A record without `sample` (written before samples) is sample 0.
 
     The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
     (`records`), or the file is damaged, as for a torn line. A line repeated word for word counts
-    once (a hand edit, a copy appended twice); another record under an id already read is damage:
-    nobody can tell which of the two is the sample.
+    once (a hand edit, a copy appended twice); another record under an (id, sample) already read is
+    damage: nobody can tell which of the two is the sample.
     """
     if not path.exists():
         return
-    seen: dict[str, tuple[int, int]] = {}  # id -> (hash of its line, line number)
+    seen: dict[tuple[str, int], tuple[int, int]] = {}  # (id, sample) -> (hash of its line, line number)
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -316,16 +317,19 @@ def samples_lines(
             record, _ = _parse(line, (), stage.fields)
             if record is None:
                 raise damaged_file(path, number, (), stage.fields)
-            if skip(record["id"]):
+            key = record["id"], record.get("sample", 0)
+            if skip(key):
                 continue
             digest = hash(line.rstrip(b"\r\n"))
-            first = seen.setdefault(record["id"], (digest, number))
+            first = seen.setdefault(key, (digest, number))
             if first[1] != number:
                 if first[0] == digest:
                     continue  # the same line again: one sample
                 raise DamagedFile(
-                    f"{path} is damaged: line {number} holds another record of id {record['id']!r}, "
-                    f"already on line {first[1]}: keep the one that is the sample" + REPAIR
+                    f"{path} is damaged: line {number} holds another record of id {key[0]!r}"
+                    + (f" sample {key[1]}" if key[1] else "")
+                    + f", already on line {first[1]}: keep the one that is the sample"
+                    + REPAIR
                 )
             yield line, record
 

@@ -20,6 +20,7 @@ from cotgen_assets.core.budget import refuse_over_budget
 from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
+from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
 from cotgen_assets.core.scenarios import Scenario, get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submission_history import submission_cost_usd
@@ -112,6 +113,14 @@ class GenerationBatchConfig(BatchConfig):
         None,
         ge=1,
         description="fill rounds in this run of rounds, this one included; default: the scenario's",
+    )
+    samples_per_problem: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_SAMPLES_PER_PROBLEM,
+        description=f"answers asked of each new problem, 1 to {MAX_SAMPLES_PER_PROBLEM}, k request lines "
+        "in the same batch (input tokens paid k times); failed ones are asked again, wrong ones are kept; "
+        "default: the scenario's (1)",
     )
 
 
@@ -259,6 +268,8 @@ def batch_metadata(sent: Sent, config: BatchConfig, gemini: GeminiBatchResource)
         "adopted": sent.adopted,
         "submission_id": submission.submission_id,
         "num_requests": submission.num_requests,
+        "num_problems": plan.num_problems,
+        "samples_per_problem": plan.samples_per_problem,
         "num_retries": plan.num_retries,
         "num_new_problems": plan.num_new,
         "num_given_up": len(plan.given_up),
@@ -303,6 +314,7 @@ def generation_batch(
             limit=rounds["config"]["limit"],
             mode=config.mode,
             ask_enough=config.ask == "enough",
+            samples_per_problem=rounds["config"]["samples_per_problem"],
             **config.asked(),
         )
         prepared = prepare_generation(
@@ -331,6 +343,9 @@ def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -
         "limit": scenario.limit if config.limit is None else config.limit,
         "auto_fill": auto_fill and config.mode == "fill",
         "max_rounds": max_rounds,
+        "samples_per_problem": scenario.samples_per_problem
+        if config.samples_per_problem is None
+        else config.samples_per_problem,
         "dry_run": False,
     }
     return {
@@ -347,14 +362,19 @@ def describe_round(submission, rounds: dict, spent: float, max_cost_usd: float) 
         " (auto_fill)" if config["auto_fill"] else ""
     )
     if facts.get("accuracy") is None:
-        return f"{head}: {submission.num_requests} requests ({facts.get('mode')})"
+        return f"{head}: {submission.num_requests} requests ({facts.get('mode')}{_per_problem(facts)})"
     return (
         f"{head}: {facts['missing']} good samples missing of limit {facts['limit']}; estimated accuracy "
         f"{facts['accuracy']:.2f} on first tries, {facts['retry_accuracy']:.2f} on retries "
         f"(from {facts['accuracy_source']}); asking {facts['num_retries']} retries + {facts['num_new']} new "
-        f"problems, expecting {facts['expected_correct']:.1f} correct; projected "
+        f"problems{_per_problem(facts)}; expecting {facts['expected_correct']:.1f} correct; projected "
         f"${submission.projected_cost_usd:.4f}, earlier rounds ${spent:.4f}, max_cost_usd ${max_cost_usd:.2f}"
     )
+
+
+def _per_problem(facts: dict) -> str:
+    k = facts.get("samples_per_problem", 1)
+    return f", {k} answers per new problem" if k > 1 else ""
 
 
 def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
