@@ -43,7 +43,9 @@ def test_all_drafts_incorrect_samples_too_and_gives_up_after_max_tries():
 
 
 @pytest.mark.parametrize("samples_per_problem", [0, 65])
-def test_samples_per_problem_out_of_bounds_is_refused_before_anything_is_written(data_dir, samples_per_problem):
+def test_samples_per_problem_out_of_bounds_is_refused_before_anything_is_written(
+    data_dir, samples_per_problem
+):
     """0 answers asks nothing, more than 64 is past any dataset's k: a config error, not a batch."""
     ask = GenerationAsk(
         scenario=get_scenario("easy"),
@@ -54,6 +56,8 @@ def test_samples_per_problem_out_of_bounds_is_refused_before_anything_is_written
         max_requests_per_job=10,
         samples_per_problem=samples_per_problem,
     )
-    with pytest.raises(ValueError, match=f"samples_per_problem must be between 1 and 64, got {samples_per_problem}"):
+    with pytest.raises(
+        ValueError, match=f"samples_per_problem must be between 1 and 64, got {samples_per_problem}"
+    ):
         prepare_generation(ask, offline=True)
     assert not data_dir.exists() or not any(data_dir.rglob("*"))
