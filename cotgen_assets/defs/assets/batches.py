@@ -268,8 +268,6 @@ def batch_metadata(sent: Sent, config: BatchConfig, gemini: GeminiBatchResource)
         "adopted": sent.adopted,
         "submission_id": submission.submission_id,
         "num_requests": submission.num_requests,
-        "num_problems": plan.num_problems,
-        "samples_per_problem": plan.samples_per_problem,
         "num_retries": plan.num_retries,
         "num_new_problems": plan.num_new,
         "num_given_up": len(plan.given_up),
@@ -387,6 +385,8 @@ def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
         "max_rounds": config["max_rounds"],
         "limit": config["limit"],
         "num_missing": prepared.plan.num_missing,
+        "num_problems": prepared.plan.num_problems,  # asked k times each: num_requests in all
+        "samples_per_problem": prepared.plan.samples_per_problem,
         "accuracy_estimate": dg.MetadataValue.float(facts.get("accuracy") or 0.0),
         "retry_accuracy_estimate": dg.MetadataValue.float(facts.get("retry_accuracy") or 0.0),
         "accuracy_source": facts.get("accuracy_source") or "none",
