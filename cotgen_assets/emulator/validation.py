@@ -12,9 +12,10 @@ Where each refusal happens follows the real API:
   `{"key", "error": {"code": 400, ...}}` output line and the other lines are answered.
 
 * **`candidateCount` > 1 on a Gemini 3 model**: 400 "Multiple candidates is not enabled for this
-  model", a line's own error as above (the API refuses it on every 3.x model; it worked on 2.x:
-  discuss.ai.google.dev thread #1609, googleapis/python-genai issue #1723). So k answers to a
-  problem are k request lines (`core/sample_keys`).
+  model", a line's own error as above (the Developer API refuses it on 3.x models; it worked on
+  2.x: googleapis/js-genai issue #1609, googleapis/python-genai issue #1723, where one user reports
+  Vertex AI taking it for gemini-3.1-pro-preview). The project asks k answers as k request lines
+  (`core/sample_keys`) on both backends.
 
 Enum values are matched case-insensitively: the SDK sends its `ThinkingLevel` members upper-case
 ("HIGH") and the API's own REST samples send "low", which the project does too.

@@ -183,8 +183,8 @@ def test_a_bad_thinking_level_in_an_input_file_fails_that_line_only(client, tmp_
 
 
 def test_several_candidates_are_refused_by_gemini_3_models_line_by_line(client, tmp_path):
-    """As the API does since Gemini 3 (api-facts: thread #1609, python-genai #1723): k answers
-    must be k lines, which the emulator answers each on its own."""
+    """As the API does since Gemini 3 (js-genai #1609, python-genai #1723): k answers must be k
+    lines, which the emulator answers each on its own."""
     two = generation_request(QUESTION, "high")
     two["generationConfig"]["candidateCount"] = 2
     one = generation_request(QUESTION, "high")
