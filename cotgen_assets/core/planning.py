@@ -7,6 +7,7 @@ records; `prepare` reads the files and writes the requests.
 """
 
 import math
+from collections import Counter
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field, replace
 
@@ -102,9 +103,9 @@ def plan_generation(
     if limit <= 0:
         raise ValueError(f"limit must be a positive number of samples, got {limit}")
     validate_max_tries(max_tries)
-    clean = set(problem_ids)
+    correct_answers = Counter(problem_and_sample(key)[0] for key in good)
     plan = Plan(
-        num_good=sum(1 for key in good if problem_and_sample(key)[0] in clean),
+        num_good=sum(correct_answers.get(p, 0) for p in problem_ids),  # of problems still in the source
         samples_per_problem=samples_per_problem,
     )
     if samples_per_problem == 1:

@@ -72,6 +72,11 @@ MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])
 
 _HEAD = (
     Field("id", pa.string(), "stable problem id, `<scenario>-<source row>`: same problem, same id, forever"),
+    Field(
+        "sample",
+        pa.int64(),
+        "0-based index of this answer among the problem's answers; a record is identified by (id, sample)",
+    ),
     Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
     Field("question", pa.string(), "the problem text, from the source dataset"),
     Field(

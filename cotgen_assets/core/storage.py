@@ -233,6 +233,8 @@ def _parse(line: bytes, required: tuple[str, ...], schema: tuple[Field, ...] = (
     missing = next((key for key in required if key not in record), None)
     if missing is not None:
         return None, f"{missing!r} is missing"
+    if schema:
+        record.setdefault("sample", 0)  # written before records had samples: a problem's one answer
     problem = record_problem(record, schema) if schema else None
     return (None, problem) if problem else (record, "")
 

@@ -13,9 +13,14 @@ def test_extend_with_four_answers_per_problem_gives_every_answer_and_drafts_of_t
 ):
     sources("easy")
     emulator.set_faults(wrong_rate=0.3)
+    pipeline.submit_generation("easy", mode="extend", limit=5, samples_per_problem=4, dry_run=True)
+    dry = pipeline.metadata("generation_batch", "easy")
+    assert (dry["num_problems"], dry["samples_per_problem"], dry["num_requests"]) == (5, 4, 20)
+    assert dry["batch_names"] == [] and dry["projected_cost_usd"] > 0
     pipeline.submit_generation("easy", mode="extend", limit=5, samples_per_problem=4)
     batch = pipeline.metadata("generation_batch", "easy")
     assert (batch["num_problems"], batch["samples_per_problem"], batch["num_requests"]) == (5, 4, 20)
+    assert batch["projected_cost_usd"] == dry["projected_cost_usd"] and len(batch["batch_names"]) == 1
     problems = [f"easy-{n}" for n in range(5)]
     keys = [p if s == 0 else f"{p}#{s}" for p in problems for s in range(4)]
     assert requested_ids(batch) == keys
