@@ -30,6 +30,7 @@ from cotgen_assets.core.model_io import ANSWERED_ENDS, SUCCEEDED, Usage, wire_fo
 from cotgen_assets.core.online_round import is_online, tier_of
 from cotgen_assets.core.pricing import cost_usd, load_prices, online_cost_usd
 from cotgen_assets.core.records import made_by, usage_dict
+from cotgen_assets.core.sample_keys import request_key, sample_key
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
     MAX_LINES_NAMED,
@@ -145,9 +146,8 @@ class RequestIndex:
             rows = []
             # a shard's request and context files are written in step: line i of one is line i of the other
             for (offset, raw), request in zip(_lines(self.files[-1]), _lines(self.request_files[-1])):
-                rows.append(
-                    (n, orjson.loads(raw)["id"], number, offset, len(raw), request[0], len(request[1]))
-                )
+                key = request_key(orjson.loads(raw))  # the context's (id, sample) is its request's key
+                rows.append((n, key, number, offset, len(raw), request[0], len(request[1])))
                 n += 1
                 if len(rows) >= 10_000:
                     self.db.executemany(insert, rows)
@@ -400,9 +400,8 @@ def merge_samples(
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        # the request key is the problem id until requests carry their sample (the request side's step)
         for raw, record in samples_lines(
-            stage, samples_file, skip=lambda key: is_new(key[0]), repeated=repeated
+            stage, samples_file, skip=lambda key: is_new(sample_key(*key)), repeated=repeated
         ):
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
             observe(record)

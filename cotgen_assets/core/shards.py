@@ -23,8 +23,9 @@ def write_shards(
 ) -> None:
     """Write request lines and their contexts into shards no larger than the limits.
 
-    `items` yields (request line, context); each context has the request's `id` (its key). With
-    `first`, the submission's first shards are kept and these are written after them.
+    `items` yields (request line, context); each context has the request's `id` and `sample`
+    (its key, `sample_keys.request_key`). With `first`, the submission's first shards are kept and
+    these are written after them.
     """
     kept_names = submission.display_names[:first]
     submission.shards, requests, contexts, hashes = submission.shards[:first], None, None, []

@@ -646,7 +646,8 @@ FAULT_HELP = {
     "truncate_rate": "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)",
     "no_thoughts_rate": "share of responses without thought parts",
     "garbage_line_rate": "share of output lines that are not JSON",
-    "wrong_rate": "share of generation answers with a wrong final answer (drawn per problem and batch)",
+    "wrong_rate": "share of generation answers with a wrong final answer (drawn per request key, so per "
+    "problem and sample, and batch)",
     "http_error_rate": "share of API calls answered 429 or 500 (admin endpoints exempt)",
     "job_state": "terminal state of the next --fault-job-count jobs (partially_succeeded: Vertex AI only)",
     "job_count": "how many new jobs end in --fault-job-state",

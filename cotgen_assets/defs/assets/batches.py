@@ -21,6 +21,7 @@ from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.online_round import SHED_RATE_ENV, answer_online, max_shed_rate
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
+from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
 from cotgen_assets.core.scenarios import Scenario, get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submission_history import submission_cost_usd
@@ -120,6 +121,14 @@ class GenerationBatchConfig(BatchConfig):
         ge=0,
         description="auto_fill: a round of at most this many requests is answered on the Flex tier "
         "(minutes, half price) instead of a batch job; 0: never; default: the scenario's",
+    )
+    samples_per_problem: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_SAMPLES_PER_PROBLEM,
+        description=f"answers asked of each new problem, 1 to {MAX_SAMPLES_PER_PROBLEM}, k request lines "
+        "in the same batch (input tokens paid k times); failed ones are asked again, wrong ones are kept; "
+        "default: the scenario's (1)",
     )
 
 
@@ -316,6 +325,7 @@ def generation_batch(
             limit=rounds["config"]["limit"],
             mode=config.mode,
             ask_enough=config.ask == "enough",
+            samples_per_problem=rounds["config"]["samples_per_problem"],
             **config.asked(),
         )
         prepared = prepare_generation(
@@ -385,6 +395,9 @@ def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -
         "online_max_requests": (
             scenario.online_max_requests if config.online_max_requests is None else config.online_max_requests
         ),
+        "samples_per_problem": scenario.samples_per_problem
+        if config.samples_per_problem is None
+        else config.samples_per_problem,
         "dry_run": False,
     }
     return {
@@ -401,14 +414,19 @@ def describe_round(submission, rounds: dict, spent: float, max_cost_usd: float) 
         " (auto_fill)" if config["auto_fill"] else ""
     )
     if facts.get("accuracy") is None:
-        return f"{head}: {submission.num_requests} requests ({facts.get('mode')})"
+        return f"{head}: {submission.num_requests} requests ({facts.get('mode')}{_per_problem(facts)})"
     return (
         f"{head}: {facts['missing']} good samples missing of limit {facts['limit']}; estimated accuracy "
         f"{facts['accuracy']:.2f} on first tries, {facts['retry_accuracy']:.2f} on retries "
         f"(from {facts['accuracy_source']}); asking {facts['num_retries']} retries + {facts['num_new']} new "
-        f"problems, expecting {facts['expected_correct']:.1f} correct; projected "
+        f"problems{_per_problem(facts)}; expecting {facts['expected_correct']:.1f} correct; projected "
         f"${submission.projected_cost_usd:.4f}, earlier rounds ${spent:.4f}, max_cost_usd ${max_cost_usd:.2f}"
     )
+
+
+def _per_problem(facts: dict) -> str:
+    k = facts.get("samples_per_problem", 1)
+    return f", {k} answers per new problem" if k > 1 else ""
 
 
 def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
@@ -421,6 +439,8 @@ def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
         "max_rounds": config["max_rounds"],
         "limit": config["limit"],
         "num_missing": prepared.plan.num_missing,
+        "num_problems": prepared.plan.num_problems,  # asked k times each: num_requests in all
+        "samples_per_problem": prepared.plan.samples_per_problem,
         "accuracy_estimate": dg.MetadataValue.float(facts.get("accuracy") or 0.0),
         "retry_accuracy_estimate": dg.MetadataValue.float(facts.get("retry_accuracy") or 0.0),
         "accuracy_source": facts.get("accuracy_source") or "none",
