@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.answers_store import AnswerStore
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
@@ -30,8 +29,9 @@ from cotgen_assets.core.planning import FILL, plan_generation
 from cotgen_assets.core.pricing import online_cost_usd
 from cotgen_assets.core.records import made_by
 from cotgen_assets.core.requests import generation_requests, summarization_request_of
+from cotgen_assets.core.sample_keys import problem_and_sample
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
-from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, scenario_dir
+from cotgen_assets.core.storage import atomic_write, data_dir, parquet_file, read_jsonl, scenario_dir
 from cotgen_assets.core.submission_history import asked_so_far, source_problem_ids
 from cotgen_assets.core.submissions import Submission
 
@@ -71,13 +71,19 @@ def preview_items(ask: GenerationAsk, num_problems: int, backend: str) -> list[t
     problems in table order (`planning.plan_generation` asked for exactly `num_problems` more)."""
     validate_num_problems(num_problems)
     id_column, problems_path = source_problem_ids(ask.scenario)
-    good, used, tries, _ = asked_so_far(ask.scenario)
+    history = asked_so_far(ask.scenario)
     problem_ids = id_column.to_pylist()
-    num_good = sum(1 for p in problem_ids if p in good)
-    plan = plan_generation(problem_ids, good, used, tries, num_good + num_problems, FILL, ask.max_tries)
-    asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
-    with problems_path.open("rb") as handle:
-        return list(generation_requests(ask, pq.ParquetFile(handle), asked, wire_for(backend)))
+    num_good = sum(1 for p in problem_ids if p in history.good)  # one answer per problem: a key is its id
+    plan = plan_generation(
+        problem_ids, history.good, history.used, history.tries, num_good + num_problems, FILL, ask.max_tries
+    )
+    samples: dict[str, list[int]] = {}
+    for key, _ in plan.items:
+        problem_id, sample = problem_and_sample(key)
+        samples.setdefault(problem_id, []).append(sample)
+    asked = pc.is_in(id_column, value_set=pa.array(list(samples), pa.string())).combine_chunks()
+    with parquet_file(problems_path) as problems:
+        return list(generation_requests(ask, problems, asked, samples, wire_for(backend)))
 
 
 def _submission(ask, stage, preview_id: str, offline: bool, backend: str) -> Submission:
