@@ -6,7 +6,8 @@ import json
 import orjson
 import pytest
 
-from cotgen_assets.core.prompts import generation_request, request_line
+from cotgen_assets.backends.developer import WIRE
+from cotgen_assets.core.prompts import generation_prompt
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets_tests.harness.dagster import wait_for
@@ -29,7 +30,7 @@ def test_a_hand_edited_batch_name_naming_another_job_is_refused_before_downloadi
     gemini = pipeline.resources["gemini"]
     theirs = tmp_path / "theirs.requests.jsonl"
     theirs.write_bytes(
-        b"".join(request_line(key, generation_request(f"What is {n} + {n}?")) for n, key in enumerate(keys))
+        b"".join(WIRE.input_line(generation_prompt(key, f"What is {n} + {n}?")) for n, key in enumerate(keys))
     )
     other = gemini.submit_jsonl(
         theirs, MODEL, "cotgen-easy-generation-0123456789ab-shard-000-0123456789abcdef"
