@@ -462,7 +462,7 @@ def _digest(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
-# The indexes a worker process matches against, inherited from its parent by fork (never pickled).
+# The indexes a worker process matches against, built once when it starts.
 _WORKER_INDEXES: tuple[BenchmarkIndex | None, BenchmarkIndex | None] = (None, None)
 
 
@@ -471,12 +471,15 @@ def _set_worker_indexes(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex |
     _WORKER_INDEXES = (chosen, skipped)
 
 
-def _start_worker(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex | None) -> None:
-    """A forked worker: SIGTERM ends it again. It inherits the run's handlers (Dagster's only note
-    an interrupt), with which a worker waiting for work outlived `Pool.terminate` and hung the run."""
+def _start_worker(chosen: tuple[Benchmark, ...] | None, skipped: tuple[Benchmark, ...] | None) -> None:
+    """A worker: SIGTERM ends it (a run's handler only notes an interrupt, with which a worker waiting
+    for work outlived `Pool.terminate` and hung the run). It builds its own indexes: they hold
+    Python's `hash`, which differs from one interpreter to the next."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
-    _set_worker_indexes(chosen, skipped)
+    _set_worker_indexes(
+        benchmark_index(chosen) if chosen else None, benchmark_index(skipped) if skipped else None
+    )
 
 
 def _examine(questions: list[str]) -> list[tuple[Match | None, int, Match | None]]:
@@ -516,7 +519,8 @@ class Decontaminator:
             except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
                 self.outcome.skipped_error = str(error)
         indexes = (benchmark_index(chosen) if chosen else None, skipped_index)
-        self._pool = _pool(indexes, workers)
+        skipped_sources = tuple(benchmarks[name] for name in skipped) if skipped_index else None
+        self._pool = _pool((tuple(chosen) or None, skipped_sources), workers)
         _set_worker_indexes(*indexes)
         # The kept problems' digests and ids as Arrow arrays (16-24 bytes a problem), for repeats.
         self._kept_digests, self._kept_ids = pa.array([], pa.uint64()), pa.array([], pa.string())
@@ -594,12 +598,16 @@ class Decontaminator:
         return True
 
 
-def _pool(indexes: tuple, workers: int):
-    """Forked workers that inherit the indexes (building them again would cost seconds each)."""
+def _pool(benchmarks: tuple, workers: int):
+    """Worker processes, each building the indexes of (chosen, skipped) `benchmarks` once.
+
+    Forked from a fresh single-threaded server ("forkserver"), never from the run itself: a fork of
+    a process with threads (Dagster's, a test runner's) can inherit a lock held mid-fork, and such a
+    worker deadlocked, outlived its parent and held its pipes open."""
     if workers <= 1:
         return None
-    context = multiprocessing.get_context("fork")
-    return context.Pool(workers, initializer=_start_worker, initargs=indexes)
+    context = multiprocessing.get_context("forkserver")
+    return context.Pool(workers, initializer=_start_worker, initargs=benchmarks)
 
 
 def _end(pool, failed: bool) -> None:
@@ -618,10 +626,11 @@ def verify_no_overlap(
 ) -> list[str]:
     """Ids of the written problems that still match a benchmark (the asset check's test), read a batch
     at a time."""
+    benchmarks = tuple(benchmarks)
     index = benchmark_index(benchmarks)
     batches = problems.to_batches() if isinstance(problems, pa.Table) else problems
     _set_worker_indexes(index, None)
-    pool = _pool((index, None), workers)
+    pool = _pool((benchmarks, None), workers)
     failed = True
     try:
         overlapping = []
