@@ -112,7 +112,8 @@ def test_samples_made_before_decontamination_are_kept_counted_and_never_summariz
     drafted = {record["id"] for record in read_jsonl(data / "cod_medium.jsonl")}
     assert len(drafted) == 6 and not drafted & excluded
     contaminated = sorted(excluded)[0]
-    assert "source_problems leaves this problem out (contaminated)" in trace(contaminated)["no_cod_because"]
+    (sample,) = trace(contaminated)["samples"]
+    assert "source_problems leaves this problem out (contaminated)" in sample["no_cod_because"]
 
     # Fill counts only clean, correct samples: the six clean problems all have one, so nothing is asked.
     fill = metadata_of(pipeline.submit_generation("medium", limit=6), "generation_batch")

@@ -3,6 +3,7 @@
 import dagster as dg
 import pytest
 
+from cotgen_assets.defs.assets.previews import problem_preview
 from cotgen_assets.defs.assets.publishing import dataset_report, hf_dataset
 from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
@@ -168,6 +169,7 @@ def test_metadata_keeps_its_types_whatever_the_values(pipeline, instance, monkey
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     sources = pipeline.materialize([source_problems], "easy")
+    pipeline.materialize([problem_preview], "easy")
     pipeline.submit_generation("easy", limit=2)
     pipeline.drain()
     pipeline.submit_generation("easy", limit=2)  # nothing left to ask: zeros
