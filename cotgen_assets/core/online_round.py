@@ -19,6 +19,7 @@ import orjson
 
 from cotgen_assets.core.answers_store import AnswerStore
 from cotgen_assets.core.online import FLEX, OnlineStats, Retry, call_each
+from cotgen_assets.core.sample_keys import request_key
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.core.submissions import Submission
@@ -93,11 +94,11 @@ def answer_online(
     """Answer the submission's requests on Flex, each saved as it arrives; then write its results
     (all answered) or split its shards so that what is missing goes to a batch job."""
     store, items = answers_store(submission), _items(submission)
-    todo = [item for item in items if not store.has(item[1]["id"])]
+    todo = [item for item in items if not store.has(request_key(item[1]))]
     rate = max_shed_rate() if shed_rate is None else shed_rate
 
     def work(item, ask) -> None:
-        store.save(item[1]["id"], ask(item[0]))
+        store.save(request_key(item[1]), ask(item[0]))  # the k answers of a problem: k keys
 
     stats = call_each(
         todo,
@@ -106,10 +107,10 @@ def answer_online(
         concurrency=concurrency,
         retry=retry,
         stop=lambda so_far: sheds_too_much(so_far, rate),
-        label=lambda item: item[1]["id"],
+        label=lambda item: request_key(item[1]),
     )
-    answered = [item for item in items if store.has(item[1]["id"])]
-    missing = [item for item in items if not store.has(item[1]["id"])]
+    answered = [item for item in items if store.has(request_key(item[1]))]
+    missing = [item for item in items if not store.has(request_key(item[1]))]
     if missing:
         write_shards(submission, answered, max_requests_per_job, MAX_SHARD_BYTES)
         online_shards = list(submission.shards)

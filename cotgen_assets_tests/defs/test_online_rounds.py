@@ -103,3 +103,17 @@ def test_flex_shedding_too_much_sends_the_rest_to_a_batch_job(
     assert len(cot) == 8 and len({r["id"] for r in cot}) == 8
     kinds = {r["generation"]["batch"].split(":")[0].split("/")[0] for r in cot}
     assert kinds == {"online", "batches"}
+
+
+def test_an_online_round_asks_each_of_the_k_answers_of_a_problem_once(pipeline, emulator, sources, data_dir):
+    sources("hard")
+    # 4 good samples missing, 3 answers per problem: 2 new problems, 6 requests, all in one online round
+    config = {"limit": 4, "ask": "missing", "auto_fill": True, "online_max_requests": 10}
+    assert pipeline.submit_generation("hard", samples_per_problem=3, **config).success
+    pipeline.drain()
+    assert len(answered_online(emulator)) == 6, "2 problems x 3 answers, each answered once"
+    cot = read_jsonl(data_dir / "cot_hard.jsonl")
+    assert sorted((r["id"], r["sample"]) for r in cot) == sorted(
+        (problem_id, sample) for problem_id in {r["id"] for r in cot} for sample in range(3)
+    )
+    assert all(r["generation"]["batch"].startswith("online:flex:") for r in cot)
