@@ -4,9 +4,6 @@ its cost. Nothing is sent here; the submission folder is written once, named by 
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from cotgen_assets.core.ask import Ask, GenerationAsk, SummarizationAsk
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.identity import ask_id_for, request_settings, submission_id_for
@@ -23,11 +20,12 @@ from cotgen_assets.core.preview import preview_evidence
 from cotgen_assets.core.requests import (
     generation_request_for,
     generation_requests,
+    rows_asked,
     summarization_request_for,
     summarization_request_of,
 )
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
-from cotgen_assets.core.sample_keys import problem_and_sample, request_key
+from cotgen_assets.core.sample_keys import request_key
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import parquet_file, read_samples
@@ -107,12 +105,7 @@ def prepare_generation(
         **round_facts(plan, ask.mode, ask.limit),
         "planned_at": datetime.now(UTC).isoformat(),
     }
-    samples: dict[str, list[int]] = {}  # problem id -> the sample indices asked of it, in order
-    for key, _ in plan.items:
-        problem_id, sample = problem_and_sample(key)
-        samples.setdefault(problem_id, []).append(sample)
-    # Which rows to ask for, decided once over the id column (not once per batch).
-    asked = pc.is_in(id_column, value_set=pa.array(list(samples), pa.string())).combine_chunks()
+    asked, samples = rows_asked(id_column, (key for key, _ in plan.items))
 
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from cotgen_assets.core.answers_store import AnswerStore
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
@@ -28,8 +26,7 @@ from cotgen_assets.core.online import Generate, OnlineStats, Retry, call_each, v
 from cotgen_assets.core.planning import FILL, plan_generation
 from cotgen_assets.core.pricing import online_cost_usd
 from cotgen_assets.core.records import made_by
-from cotgen_assets.core.requests import generation_requests, summarization_request_of
-from cotgen_assets.core.sample_keys import problem_and_sample
+from cotgen_assets.core.requests import generation_requests, rows_asked, summarization_request_of
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, parquet_file, read_jsonl, scenario_dir
 from cotgen_assets.core.submission_history import asked_so_far, source_problem_ids
@@ -77,11 +74,7 @@ def preview_items(ask: GenerationAsk, num_problems: int, backend: str) -> list[t
     plan = plan_generation(
         problem_ids, history.good, history.used, history.tries, num_good + num_problems, FILL, ask.max_tries
     )
-    samples: dict[str, list[int]] = {}
-    for key, _ in plan.items:
-        problem_id, sample = problem_and_sample(key)
-        samples.setdefault(problem_id, []).append(sample)
-    asked = pc.is_in(id_column, value_set=pa.array(list(samples), pa.string())).combine_chunks()
+    asked, samples = rows_asked(id_column, (key for key, _ in plan.items))
     with parquet_file(problems_path) as problems:
         return list(generation_requests(ask, problems, asked, samples, wire_for(backend)))
 

@@ -2,15 +2,16 @@
 record. The request bodies come from `prompts`, asked as the `Ask` says (its thinking effort is
 read here, and only here)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.ask import Ask
 from cotgen_assets.core.model_io import WireFormat
 from cotgen_assets.core.prompts import generation_prompt, summarization_prompt
-from cotgen_assets.core.sample_keys import request_key, sample_key
+from cotgen_assets.core.sample_keys import problem_and_sample, request_key, sample_key
 from cotgen_assets.core.text import numbers_in
 
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
@@ -35,6 +36,20 @@ def generation_request_for(ask: Ask, wire: WireFormat) -> dict:
 def summarization_request_for(ask: Ask, wire: WireFormat) -> dict:
     """How `ask` asks for every draft, as `wire`'s API receives it."""
     return wire.request_body(summarization_prompt("", "", "", "", ask.thinking_level))
+
+
+def rows_asked(
+    id_column: pa.ChunkedArray, keys: Iterable[str]
+) -> tuple[pa.BooleanArray, dict[str, list[int]]]:
+    """What `generation_requests` needs to ask `keys` (`sample_keys`) of the source rows whose ids
+    are `id_column`: a mask of the rows asked, decided once over the column (not once per batch),
+    and the sample indices asked of each problem, in order."""
+    samples: dict[str, list[int]] = {}
+    for key in keys:
+        problem_id, sample = problem_and_sample(key)
+        samples.setdefault(problem_id, []).append(sample)
+    asked = pc.is_in(id_column, value_set=pa.array(list(samples), pa.string())).combine_chunks()
+    return asked, samples
 
 
 def generation_requests(

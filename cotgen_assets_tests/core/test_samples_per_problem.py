@@ -13,7 +13,7 @@ from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.core.model_io import wire_for
 from cotgen_assets.core.planning import plan_generation
 from cotgen_assets.core.prompts import generation_prompt
-from cotgen_assets.core.requests import generation_requests
+from cotgen_assets.core.requests import generation_requests, rows_asked
 from cotgen_assets.core.rounds import Accuracy, new_problems_to_ask
 from cotgen_assets.core.sample_keys import problem_and_sample, sample_key
 from cotgen_assets.core.scenarios import get_scenario
@@ -122,12 +122,12 @@ def ask(k: int) -> GenerationAsk:
 
 def test_k_answers_are_k_lines_of_the_same_prompt_under_their_own_keys(tmp_path):
     wire = wire_for("developer")
-    asked = pa.array([False, True, True])
-    lines = list(
-        generation_requests(
-            ask(3), problems_file(tmp_path, 3), asked, {"easy-1": [0, 1, 2], "easy-2": [1]}, wire
-        )
-    )
+    problems = problems_file(tmp_path, 3)
+    ids = problems.read(columns=["problem_id"]).column("problem_id")
+    asked, samples = rows_asked(ids, ["easy-1", "easy-1#1", "easy-1#2", "easy-2#1"])
+    assert asked.to_pylist() == [False, True, True]
+    assert samples == {"easy-1": [0, 1, 2], "easy-2": [1]}
+    lines = list(generation_requests(ask(3), problems, asked, samples, wire))
     requests = [orjson.loads(request) for request, _ in lines]
     assert [r["key"] for r in requests] == ["easy-1", "easy-1#1", "easy-1#2", "easy-2#1"]
     assert requests[0]["request"] == requests[1]["request"] == requests[2]["request"], "the same prompt"
