@@ -499,7 +499,7 @@ class Decontaminator:
     digest and the id of each kept problem (Arrow arrays) and the ids it reports: a million rows stay
     small in memory.
 
-    With `workers` > 1 the batches are matched in that many forked processes, in order.
+    With `workers` > 1 the batches are matched in that many worker processes (`_pool`), in order.
     """
 
     CHUNK = 5_000  # questions sent to a worker at a time

@@ -33,7 +33,8 @@ class WrittenProblems:
 
 def workers(rows: int) -> int:
     """Processes that match `rows` problems against the benchmarks: more than one batch is worth
-    `COTGEN_SOURCE_WORKERS` forked processes (seconds saved per million rows, not per thousand)."""
+    `COTGEN_SOURCE_WORKERS` worker processes, each building its own benchmark indexes (seconds saved
+    per million rows, not per thousand)."""
     return number("COTGEN_SOURCE_WORKERS") if rows > BATCH_ROWS else 1
 
 
