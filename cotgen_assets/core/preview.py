@@ -33,7 +33,6 @@ from cotgen_assets.core.submission_history import asked_so_far, source_problem_i
 from cotgen_assets.core.submissions import Submission
 
 MIN_PROBLEMS, MAX_PROBLEMS = 1, 50
-PREVIEW_STAGE = "preview"  # how a preview's spend is labelled beside the batch stages
 
 
 def preview_path(suffix: str):
