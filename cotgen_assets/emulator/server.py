@@ -5,7 +5,8 @@ Files API resumable upload, get, list, delete and download; batch create (file o
 input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. The same process serves
 Vertex AI batch prediction (`batchPredictionJobs` under `/{v1,v1beta1}/projects/{p}/locations/{l}/`,
 see `vertex`), so one emulator and one store serve both backends. A small admin API under
-`/_emulator/` reports health, changes the injected faults and holds or releases jobs at runtime.
+`/_emulator/` reports health, changes the injected faults and the quotas (`quotas`) and holds or
+releases jobs at runtime.
 
 It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
 (413) before it is read, a connection idle for `--idle-timeout` seconds is closed, so is one whose
@@ -36,6 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .faults import JOB_FAULT_STATES, FaultConfig, Faults
+from .quotas import Quotas
 from .responder import Responder, get
 from .store import FILE_TTL_SECONDS, MAX_FILE_BYTES, ApiError, Store, rfc3339
 from .validation import MODELS_ENV, ModelCatalog, parse_models
@@ -346,6 +348,15 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError as error:
                 raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
             _log(f"faults set: {json.dumps(snapshot)}")
+            self._json(snapshot)
+        elif path == "/_emulator/quotas" and self.command == "GET":
+            self._json(self.server.store.quotas.snapshot())
+        elif path == "/_emulator/quotas" and self.command == "POST":
+            try:
+                snapshot = self.server.store.quotas.update(self._body_json(body))
+            except ValueError as error:
+                raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
+            _log(f"quotas set: {json.dumps(snapshot)}")
             self._json(snapshot)
         elif path == "/_emulator/hold" and self.command == "GET":
             self._json(self._hold_view())
@@ -701,6 +712,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
     )
+    quotas = parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)")
+    quotas.add_argument(
+        "--max-active-jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="jobs in flight at once, both protocols together; a create past it answers 429 "
+        "RESOURCE_EXHAUSTED (the Developer API allows 100)",
+    )
+    quotas.add_argument(
+        "--max-enqueued-tokens",
+        type=int,
+        default=None,
+        metavar="T",
+        help="prompt tokens of the jobs in flight on one model; a create past it answers 429",
+    )
     _add_fault_flags(parser.add_argument_group("faults"))
     return parser
 
@@ -721,6 +748,14 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("idle_timeout", "request_timeout"):
         if getattr(args, name) <= 0:
             build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
+    try:
+        quotas = Quotas(args.max_active_jobs, args.max_enqueued_tokens)
+    except ValueError as error:
+        build_parser().error(
+            str(error)
+            .replace("max_active_jobs", "--max-active-jobs")
+            .replace("max_enqueued_tokens", "--max-enqueued-tokens")
+        )
     models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)
     store = Store(
@@ -731,6 +766,7 @@ def main(argv: list[str] | None = None) -> None:
         log=_log,
         models=models,
         max_file_bytes=args.max_file_bytes,
+        quotas=quotas,
     )
     server = EmulatorServer(
         (args.host, args.port),
@@ -763,7 +799,7 @@ def main(argv: list[str] | None = None) -> None:
         f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
         f"latency {args.latency}s, seed {args.seed}, "
         f"models {'any' if models.any else ', '.join(sorted(models.names))}, "
-        f"faults {json.dumps(faults.snapshot())}, Vertex AI gs:// at "
+        f"faults {json.dumps(faults.snapshot())}, quotas {json.dumps(quotas.snapshot())}, Vertex AI gs:// at "
         f"{os.environ.get('STORAGE_EMULATOR_HOST') or 'nowhere: STORAGE_EMULATOR_HOST unset'})"
     )
     try:
