@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from google.genai import errors as genai_errors
+
 from cotgen_assets.core.batch_output import FAILED_STATES, SUCCEEDED_STATES, TERMINAL_STATES
+from cotgen_assets.core.queue import QuotaFull
 from cotgen_assets.gemini.retries import GeminiError, Retrying, logger
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,7 +151,8 @@ class Backend:
         """Create a batch job from a staged request file.
 
         Creating is not idempotent, so after a transient failure (the job may exist although the
-        response was lost) it looks for a job with this display name before trying again.
+        response was lost) it looks for a job with this display name before trying again. A 429
+        RESOURCE_EXHAUSTED means the batch quota is full: `QuotaFull`, at once, nothing made.
         """
 
         def find_lost_create() -> BatchInfo | None:
@@ -160,11 +164,17 @@ class Backend:
                 logger.warning("create of %s failed, but the job exists: %s", display_name, found.name)
             return found
 
-        info = self.retrying.call(
-            f"create of batch {display_name!r}",
-            lambda: self._create(model.removeprefix("models/"), source, display_name),
-            on_transient=find_lost_create,
-        )
+        def create() -> BatchInfo:
+            try:
+                return self._create(model.removeprefix("models/"), source, display_name)
+            except genai_errors.APIError as error:
+                if error.code == 429:  # not retried: the quota stays full until a job ends
+                    raise QuotaFull(
+                        f"create of batch {display_name!r}: {self.retrying.explain(error)}"
+                    ) from None
+                raise
+
+        info = self.retrying.call(f"create of batch {display_name!r}", create, on_transient=find_lost_create)
         logger.info("batch %s (%s) created on %s: %s", info.name, display_name, model, info.state)
         return info
 

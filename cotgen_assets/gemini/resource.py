@@ -16,6 +16,18 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from cotgen_assets.core.queue import (
+    DROPPED,
+    QUEUED,
+    InFlight,
+    Quota,
+    QuotaFull,
+    all_submissions,
+    in_flight,
+    now_iso,
+    queued_shards,
+    shard_tokens,
+)
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.gemini.backend import Backend, BatchInfo
 from cotgen_assets.gemini.config import (
@@ -26,7 +38,7 @@ from cotgen_assets.gemini.config import (
     vertex_from_env,
 )
 from cotgen_assets.gemini.developer import DeveloperBatches
-from cotgen_assets.gemini.retries import GeminiError, Retrying
+from cotgen_assets.gemini.retries import GeminiError, Retrying, logger
 from cotgen_assets.gemini.vertex import VertexBatches
 
 OFFLINE_TAG = {"cotgen/gemini": "offline-emulator"}  # on assets and runs, so offline mode shows in the UI
@@ -93,6 +105,11 @@ class GeminiBatchResource(dg.ConfigurableResource):
         batches = self.batches()
         return batches.endpoint if isinstance(batches, DeveloperBatches) else self.base_url
 
+    @property
+    def api_calls(self) -> int:
+        """API calls made through this resource so far (each attempt and page counts one)."""
+        return self.batches().retrying.calls
+
     def describe(self) -> str:
         """For logs and metadata: which API, where; never a key."""
         return self.batches().describe()
@@ -115,6 +132,10 @@ class GeminiBatchResource(dg.ConfigurableResource):
 
     def list_batches(self, page_size: int = 50) -> Iterator[BatchInfo]:
         return self.batches().list_batches(page_size)
+
+    def batch_pages(self, page_size: int = 50) -> Iterator[list[BatchInfo]]:
+        """The API's jobs a page at a time, newest first: one call per page."""
+        return self.batches().pages(page_size)
 
     def find_batches(self, match: Callable[[str], bool], max_pages: int = 20) -> list[BatchInfo]:
         return self.batches().find_batches(match, max_pages)
@@ -158,9 +179,14 @@ def gemini_from_env() -> GeminiBatchResource:
 
 
 def submit(
-    submission: Submission, gemini: GeminiBatchResource, sent_by: str = "outside a run"
+    submission: Submission,
+    gemini: GeminiBatchResource,
+    sent_by: str = "outside a run",
+    quota: Quota | None = None,
 ) -> list[BatchInfo]:
-    """Send every shard once; returns each shard's job, `reused` when its display name had one already.
+    """Send every shard once, as far as the batch quotas allow; returns the jobs created (or reused,
+    `reused`, when their display name had one already). The rest stay queued in the submission, for
+    the sensor to send as earlier jobs end (`send_queued`).
 
     Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
     between a create and its record, the next fill finds the submission and adopts it (`adopt`).
@@ -169,19 +195,57 @@ def submit(
     """
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
-    submission.sent_by, submission.batch_names, submission.backend = sent_by, [], gemini.backend
+    submission.sent_by, submission.backend = sent_by, gemini.backend
+    submission.batch_names = [QUEUED] * len(submission.shards)
+    submission.queued_at = submission.dequeued_at = ""
+    _record_jobs(submission)
     submission.save()
-    jobs = [
-        _send(submission, gemini, shard, display_name)
-        for shard, display_name in zip(submission.shards, submission.display_names)
-    ]
-    submission.batch_names = [job.name for job in jobs]
+    jobs = send_queued(submission, gemini, in_flight(all_submissions()), quota or Quota.from_env())
     for shard, name in zip(submission.shards, submission.batch_names):
-        if before.get(shard, name) != name:
+        if before.get(shard, name) != name:  # an earlier job's answers, already ingested
             submission.results_path(shard).unlink(missing_ok=True)
-    _record_jobs(submission, jobs)
-    submission.save()
     return jobs
+
+
+def send_queued(
+    submission: Submission, gemini: GeminiBatchResource, held: InFlight, quota: Quota
+) -> list[BatchInfo]:
+    """Create the jobs of the submission's queued shards, in order, while `held` (the project's jobs
+    in flight, counted up as jobs are made) stays inside `quota`; each job is recorded at once.
+
+    Stops at the first shard that does not fit, or that the API refuses as over quota (its count
+    is fuller than the folder's, e.g. another project's work): the rest stay queued, oldest first.
+    """
+    jobs = []
+    for shard in queued_shards(submission):
+        tokens = shard_tokens(submission, shard)
+        if not held.fits(quota, submission.model, tokens):
+            break
+        index = submission.shards.index(shard)
+        try:
+            job = _send(submission, gemini, shard, submission.display_names[index])
+        except QuotaFull as full:
+            logger.info("%s stays queued: %s", submission.display_names[index], full)
+            held.jobs = max(held.jobs, quota.max_active_jobs)  # full now, whatever the folder says
+            break
+        jobs.append(job)
+        held.add(submission.model, tokens)
+        submission.batch_names[index] = job.name
+        submission.job_inputs[index] = job.source or ""
+        submission.live_states[index] = job.state
+        submission.save()
+    _note_queue(submission)
+    return jobs
+
+
+def _note_queue(submission: Submission) -> None:
+    """When the submission first waited on the quota, and when its last waiting shard got a job."""
+    waiting = bool(queued_shards(submission))
+    if waiting and not submission.queued_at:
+        submission.queued_at = now_iso()
+    elif not waiting and submission.queued_at and not submission.dequeued_at:
+        submission.dequeued_at = now_iso()
+    submission.save()
 
 
 def _send(submission: Submission, gemini: GeminiBatchResource, shard: str, display_name: str) -> BatchInfo:
@@ -195,10 +259,12 @@ def _send(submission: Submission, gemini: GeminiBatchResource, shard: str, displ
     )
 
 
-def _record_jobs(submission: Submission, jobs: list[BatchInfo]) -> None:
-    """Each shard's job from now on: no end state or answers yet, and the request file it reads."""
+def _record_jobs(submission: Submission) -> None:
+    """From now on, no job has ended or answered; per shard, the request file its job reads."""
+    count = len(submission.shards)
     submission.job_states, submission.job_outputs = [], []
-    submission.job_inputs = [job.source or "" for job in jobs]
+    submission.job_inputs, submission.live_states = [""] * count, [""] * count
+    submission.queue_dropped = False
 
 
 def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> list[BatchInfo] | None:
@@ -207,7 +273,7 @@ def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> 
     Each shard's job is the one saved for it, else the one with its display name (whose content
     hash proves it is for these very requests). None when no job of it exists: it was never
     sent, and is marked so (its run is over: none can appear). Shards the dead run did not get to
-    create are sent now, once.
+    create are queued, and sent now as far as the quota allows.
     """
     saved = dict(zip(submission.display_names, submission.batch_names))  # none if it died creating
     found = [
@@ -218,15 +284,15 @@ def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> 
         submission.sent_by = ""
         submission.save()
         return None
-    jobs = [
-        dataclasses.replace(job, reused=True) if job else _send(submission, gemini, shard, name)
-        for job, shard, name in zip(found, submission.shards, submission.display_names)
-    ]
-    submission.batch_names, submission.sent_by = [j.name for j in jobs], sent_by
-    submission.backend = gemini.backend
-    _record_jobs(submission, jobs)
+    submission.batch_names = [job.name if job else QUEUED for job in found]
+    submission.sent_by, submission.backend = sent_by, gemini.backend
+    _record_jobs(submission)
+    for index, job in enumerate(found):
+        if job:
+            submission.job_inputs[index], submission.live_states[index] = job.source or "", job.state
     submission.save()
-    return jobs
+    adopted = [dataclasses.replace(job, reused=True) for job in found if job]
+    return adopted + send_queued(submission, gemini, in_flight(all_submissions()), Quota.from_env())
 
 
 def _saved_job(gemini: GeminiBatchResource, name: str, display_name: str) -> BatchInfo | None:
@@ -244,17 +310,20 @@ def download_finished(submission: Submission, gemini: GeminiBatchResource) -> li
     """Fetch each shard's job; download the results file of every finished job (once).
 
     Not only of those that succeeded: a cancelled job hands back the answers it finished, which
-    were paid for. Once every job has ended, their states are saved for the ingestion.
+    were paid for. Once every job has ended and none is queued, their states are saved for the
+    ingestion (a shard dropped from the queue ended `DROPPED`: nothing of it was asked).
     """
-    jobs = []
+    jobs = {}
     for shard, name in zip(submission.shards, submission.batch_names):
-        job = gemini.get_batch(name)
-        jobs.append(job)
+        if name == QUEUED:
+            continue
+        jobs[shard] = job = gemini.get_batch(name)
         results = submission.results_path(shard)
         if job.done and job.result_file and not results.exists():
             gemini.download_results(job.result_file, results)
-    if jobs and all(job.done for job in jobs):
-        submission.job_states = [job.state for job in jobs]
-        submission.job_outputs = [job.result_file or "" for job in jobs]
+    if all(job.done for job in jobs.values()) and not queued_shards(submission):
+        ended = [jobs.get(shard) for shard in submission.shards]  # None: dropped from the queue
+        submission.job_states = [job.state if job else DROPPED for job in ended]
+        submission.job_outputs = [(job.result_file or "") if job else "" for job in ended]
         submission.save()
-    return jobs
+    return list(jobs.values())

@@ -1,0 +1,140 @@
+"""The queue of shards: jobs are created only while the project stays inside the batch quotas.
+
+A submission records all its shards before anything is sent; a shard whose job is not created yet
+is `queued` (its batch name is ""). What is in flight project-wide is read from the data folder:
+every submission's recorded jobs, across scenarios and stages, that have not been seen to end.
+A job's enqueued tokens are estimated from its request file: its bytes / 4 (the API's rule of
+thumb of ~4 characters a token, over the whole JSON line, so never less than the prompt's tokens).
+"""
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cotgen_assets.core.batch_output import CANCELLED_STATE, TERMINAL_STATES
+from cotgen_assets.core.settings import number
+from cotgen_assets.core.stages import stage_named
+from cotgen_assets.core.storage import data_dir
+from cotgen_assets.core.submissions import Submission, load_submission
+
+QUEUED = ""  # the batch name of a shard whose job is not created yet
+DROPPED = CANCELLED_STATE  # how a queued shard that `cotgen cancel` dropped ends: never created
+
+
+class QuotaFull(Exception):
+    """The API refused a create with 429 RESOURCE_EXHAUSTED: its batch quota is full now."""
+
+
+@dataclass(frozen=True)
+class Quota:
+    max_active_jobs: int
+    max_enqueued_tokens: int  # per model
+
+    @classmethod
+    def from_env(cls) -> "Quota":
+        return cls(number("COTGEN_MAX_ACTIVE_JOBS"), number("COTGEN_MAX_ENQUEUED_TOKENS"))
+
+
+@dataclass
+class InFlight:
+    """The project's jobs in flight: how many, and their enqueued tokens per model."""
+
+    jobs: int = 0
+    tokens: dict[str, int] = field(default_factory=dict)
+
+    def fits(self, quota: Quota, model: str, tokens: int) -> bool:
+        return (
+            self.jobs < quota.max_active_jobs
+            and self.tokens.get(model, 0) + tokens <= quota.max_enqueued_tokens
+        )
+
+    def add(self, model: str, tokens: int) -> None:
+        self.jobs += 1
+        self.tokens[model] = self.tokens.get(model, 0) + tokens
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def shard_tokens(submission: Submission, shard: str) -> int:
+    """The enqueued tokens of a shard's job, estimated from its request file."""
+    return math.ceil(submission.requests_path(shard).stat().st_size / 4)
+
+
+def queued_shards(submission: Submission) -> list[str]:
+    """The shards still waiting for a job, in order (none once the queue was dropped)."""
+    if submission.queue_dropped:
+        return []
+    return [shard for shard, name in zip(submission.shards, submission.batch_names) if name == QUEUED]
+
+
+def live_jobs(submission: Submission) -> list[str]:
+    """The shards whose job was created and not yet seen to end."""
+    if submission.job_states:  # every job ended
+        return []
+    seen = dict(zip(submission.shards, submission.live_states))
+    return [
+        shard
+        for shard, name in zip(submission.shards, submission.batch_names)
+        if name != QUEUED and seen.get(shard) not in TERMINAL_STATES
+    ]
+
+
+def all_submissions() -> list[Submission]:
+    """Every submission in the data folder, across scenarios and stages."""
+    found = []
+    for path in sorted(data_dir().glob("*/submissions/*/submission.json")):
+        stage_name, _, submission_id = path.parent.name.partition("-")
+        try:
+            found.append(
+                load_submission(path.parent.parent.parent.name, stage_named(stage_name), submission_id)
+            )
+        except (ValueError, KeyError, TypeError):  # a damaged or foreign folder holds no job of ours
+            continue
+    return found
+
+
+def in_flight(submissions: list[Submission]) -> InFlight:
+    """What the quota holds now: each submission's created jobs not yet seen to end."""
+    held = InFlight()
+    for submission in submissions:
+        for shard in live_jobs(submission):
+            held.add(submission.model, shard_tokens(submission, shard))
+    return held
+
+
+def waiting_order(submissions: list[Submission]) -> list[Submission]:
+    """Submissions with queued shards, the one queued first first."""
+    waiting = [s for s in submissions if queued_shards(s)]
+    return sorted(waiting, key=lambda s: (s.queued_at, s.submission_id))
+
+
+def recorded_as(submission: Submission, recorded_names: list[str]) -> bool:
+    """Whether a batch materialization that recorded `recorded_names` recorded this submission as
+    it is saved: the same jobs, but for shards queued then, created since by the sensor."""
+    return len(recorded_names) == len(submission.batch_names) and all(
+        recorded in (QUEUED, saved) for recorded, saved in zip(recorded_names, submission.batch_names)
+    )
+
+
+def job_counts(submission: Submission, states: dict[str, str]) -> dict[str, int]:
+    """Its jobs created / queued / running (created, not ended) / done, from each created shard's
+    state (`states`, by shard)."""
+    created = [shard for shard, name in zip(submission.shards, submission.batch_names) if name != QUEUED]
+    done = sum(1 for shard in created if states.get(shard) in TERMINAL_STATES)
+    return {
+        "jobs_created": len(created),
+        "jobs_queued": len(queued_shards(submission)),
+        "jobs_running": len(created) - done,
+        "jobs_done": done,
+    }
+
+
+def drop_queue(submission: Submission) -> int:
+    """`cotgen cancel`: the shards still queued are never created; returns how many were dropped."""
+    dropped = len(queued_shards(submission))
+    if dropped:
+        submission.queue_dropped = True
+        submission.save()
+    return dropped
