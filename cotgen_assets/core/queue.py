@@ -19,6 +19,7 @@ from cotgen_assets.core.submissions import Submission, load_submission
 
 QUEUED = ""  # the batch name of a shard whose job is not created yet
 DROPPED = CANCELLED_STATE  # how a queued shard that `cotgen cancel` dropped ends: never created
+GONE = "JOB_STATE_GONE"  # the API no longer has the job (deleted): it holds no quota
 
 
 class QuotaFull(Exception):
@@ -77,7 +78,7 @@ def live_jobs(submission: Submission) -> list[str]:
     return [
         shard
         for shard, name in zip(submission.shards, submission.batch_names)
-        if name != QUEUED and seen.get(shard) not in TERMINAL_STATES
+        if name != QUEUED and seen.get(shard) not in TERMINAL_STATES | {GONE}
     ]
 
 
@@ -138,3 +139,11 @@ def drop_queue(submission: Submission) -> int:
         submission.queue_dropped = True
         submission.save()
     return dropped
+
+
+def quota_wait_seconds(submission: Submission) -> float:
+    """How long its shards waited on the batch quota: from the first queued to the last created."""
+    if not submission.queued_at or not submission.dequeued_at:
+        return 0.0
+    waited = datetime.fromisoformat(submission.dequeued_at) - datetime.fromisoformat(submission.queued_at)
+    return waited.total_seconds()

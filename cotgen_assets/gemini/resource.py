@@ -22,8 +22,6 @@ from cotgen_assets.core.queue import (
     InFlight,
     Quota,
     QuotaFull,
-    all_submissions,
-    in_flight,
     now_iso,
     queued_shards,
     shard_tokens,
@@ -38,6 +36,7 @@ from cotgen_assets.gemini.config import (
     vertex_from_env,
 )
 from cotgen_assets.gemini.developer import DeveloperBatches
+from cotgen_assets.gemini.polling import project_in_flight
 from cotgen_assets.gemini.retries import GeminiError, Retrying, logger
 from cotgen_assets.gemini.vertex import VertexBatches
 
@@ -200,7 +199,7 @@ def submit(
     submission.queued_at = submission.dequeued_at = ""
     _record_jobs(submission)
     submission.save()
-    jobs = send_queued(submission, gemini, in_flight(all_submissions()), quota or Quota.from_env())
+    jobs = send_queued(submission, gemini, project_in_flight(gemini), quota or Quota.from_env())
     for shard, name in zip(submission.shards, submission.batch_names):
         if before.get(shard, name) != name:  # an earlier job's answers, already ingested
             submission.results_path(shard).unlink(missing_ok=True)
@@ -292,7 +291,7 @@ def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> 
             submission.job_inputs[index], submission.live_states[index] = job.source or "", job.state
     submission.save()
     adopted = [dataclasses.replace(job, reused=True) for job in found if job]
-    return adopted + send_queued(submission, gemini, in_flight(all_submissions()), Quota.from_env())
+    return adopted + send_queued(submission, gemini, project_in_flight(gemini), Quota.from_env())
 
 
 def _saved_job(gemini: GeminiBatchResource, name: str, display_name: str) -> BatchInfo | None:

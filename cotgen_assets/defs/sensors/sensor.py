@@ -44,7 +44,7 @@ def decide_launches(
     now = now or datetime.now(UTC)
     outcome = TickOutcome()
     calls_before, poller = gemini.api_calls, Poller(gemini)
-    send_queued_shards(gemini, outcome)
+    send_queued_shards(instance, gemini, poller, outcome)
     for stage in STAGES:
         for partition in partitions:
             launch_results_when_ended(instance, poller, outcome, stage, partition, cursor, now)
