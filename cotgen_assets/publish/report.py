@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cotgen_assets.core.quality import SampleStats
+from cotgen_assets.core.queue import quota_wait_seconds
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
-from cotgen_assets.core.queue import quota_wait_seconds
 from cotgen_assets.core.submission_history import ingested_submissions, total_cost_usd
 from cotgen_assets.core.submissions import load_submission
 
