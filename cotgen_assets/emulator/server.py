@@ -649,6 +649,24 @@ def _add_fault_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=help_text)
 
 
+def _add_quota_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-active-jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="jobs in flight at once, both protocols together; a create past it answers 429 "
+        "RESOURCE_EXHAUSTED (the Developer API allows 100)",
+    )
+    group.add_argument(
+        "--max-enqueued-tokens",
+        type=int,
+        default=None,
+        metavar="T",
+        help="prompt tokens of the jobs in flight on one model; a create past it answers 429",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen-emulator",
@@ -712,21 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
     )
-    quotas = parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)")
-    quotas.add_argument(
-        "--max-active-jobs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="jobs in flight at once, both protocols together; a create past it answers 429 "
-        "RESOURCE_EXHAUSTED (the Developer API allows 100)",
-    )
-    quotas.add_argument(
-        "--max-enqueued-tokens",
-        type=int,
-        default=None,
-        metavar="T",
-        help="prompt tokens of the jobs in flight on one model; a create past it answers 429",
+    _add_quota_flags(
+        parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)")
     )
     _add_fault_flags(parser.add_argument_group("faults"))
     return parser
@@ -755,6 +760,7 @@ def main(argv: list[str] | None = None) -> None:
             str(error)
             .replace("max_active_jobs", "--max-active-jobs")
             .replace("max_enqueued_tokens", "--max-enqueued-tokens")
+            .replace(" or null (no limit)", "")
         )
     models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)

@@ -6,15 +6,24 @@ not listed is then got on its own). One `Poller` per tick: the pages it read ser
 that tick.
 """
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Protocol
 
 from cotgen_assets.core.queue import GONE, InFlight, all_submissions, in_flight, live_jobs
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.gemini.backend import BatchInfo
 from cotgen_assets.gemini.retries import GeminiError
 
-if TYPE_CHECKING:  # the resource sends through this module: no import at run time
-    from cotgen_assets.gemini.resource import GeminiBatchResource
+
+class JobReader(Protocol):
+    """What polling needs of the `gemini` resource (which sends through this module)."""
+
+    def get_batch(
+        self, name: str, timeout_seconds: float | None = None, max_attempts: int | None = None
+    ) -> BatchInfo: ...
+
+    def batch_pages(self, page_size: int = 50) -> Iterator[list[BatchInfo]]: ...
+
 
 LIST_FROM = 8  # jobs followed at once from which listing pages is cheaper than a get per job
 PAGE_SIZE = 100
@@ -25,7 +34,7 @@ POLL_TIMEOUT_SECONDS = 10
 class Poller:
     """The state of the jobs a tick follows, in as few API calls as it can."""
 
-    def __init__(self, gemini: "GeminiBatchResource", list_from: int = LIST_FROM):
+    def __init__(self, gemini: JobReader, list_from: int = LIST_FROM):
         self.gemini, self.list_from = gemini, list_from
         self._listed: dict[str, BatchInfo] = {}
 
@@ -78,7 +87,7 @@ def refresh_live_states(submissions: list[Submission], poller: Poller) -> None:
             submission.save()
 
 
-def project_in_flight(gemini: "GeminiBatchResource", poller: Poller | None = None) -> InFlight:
+def project_in_flight(gemini: JobReader, poller: Poller | None = None) -> InFlight:
     """The project's jobs in flight now, across scenarios and stages, as the batch quota counts them."""
     submissions = all_submissions()
     refresh_live_states(submissions, poller or Poller(gemini))
