@@ -274,7 +274,8 @@ def adopt(submission: Submission, gemini: GeminiBatchResource, sent_by: str) -> 
     sent, and is marked so (its run is over: none can appear). Shards the dead run did not get to
     create are queued, and sent now as far as the quota allows.
     """
-    saved = dict(zip(submission.display_names, submission.batch_names))  # none if it died creating
+    # none if it died creating; a queued shard's name is ""
+    saved = {shown: name for shown, name in zip(submission.display_names, submission.batch_names) if name}
     found = [
         (_saved_job(gemini, saved[name], name) if name in saved else None) or gemini.find_batch(name)
         for name in submission.display_names

@@ -2,10 +2,12 @@
 a click creates what fits and queues the rest, the sensor creates the rest as jobs end, every
 scenario and stage sharing one quota, and everything asked is answered once."""
 
+import dagster as dg
 import pytest
 
+from cotgen_assets import cli
 from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl
 
 pytestmark = pytest.mark.pipeline
 
@@ -78,3 +80,41 @@ def test_a_429_on_create_leaves_the_shard_queued_and_the_sensor_creates_it_later
     assert len(read_jsonl(data_dir / "cod_easy.jsonl")) == sum(r["correct"] for r in cot)
     assert_each_shard_made_once_within(emu, 2)
     assert emu.log_path.read_text().count("quota: refused") >= 1
+
+
+def test_cotgen_cancel_drops_the_queue_its_shards_are_never_created_and_asked_again_later(
+    tmp_path, sources, data_dir, monkeypatch, capsys
+):
+    """`cotgen cancel` against an on-disk instance found through DAGSTER_HOME, like a user's."""
+    monkeypatch.setenv("COTGEN_MAX_ACTIVE_JOBS", "1")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    sources("easy")
+    emu = start_emulator(
+        tmp_path / "held", latency=0.0, extra_args=["--max-active-jobs", "1", "--fault-hold"]
+    )
+    try:
+        with dg.DagsterInstance.local_temp(str(home)) as instance:
+            pipeline = Pipeline(instance, emu.base_url)
+            pipeline.submit_generation("easy", limit=8, **JOBS_OF_4)
+            batch = pipeline.metadata("generation_batch", "easy")
+            assert (batch["num_jobs_created"], batch["num_jobs_queued"]) == (1, 1)
+            assert "1 shard(s) wait for the batch quota" in pipeline.tick().skip_message
+
+            monkeypatch.setenv("DAGSTER_HOME", str(home))
+            monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emu.base_url)
+            monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+            assert cli.main(["cancel", "easy", "generation"]) == 0
+            printed = capsys.readouterr().out
+            assert f"cancelled ['{batch['batch_names'][0]}'] and dropped 1 queued shard(s)" in printed
+
+            finish_generation(pipeline, "easy")
+            assert pipeline.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_CANCELLED"
+            assert len(emu.created_jobs()) == 1, "the dropped shard was never created"
+
+            emu.release()  # and hold no more
+            pipeline.submit_generation("easy", limit=8, **JOBS_OF_4)
+            again = pipeline.metadata("generation_batch", "easy")
+            assert again["num_requests"] == 8, "nothing of the cancelled submission was answered: asked again"
+    finally:
+        emu.stop()

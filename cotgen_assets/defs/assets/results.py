@@ -4,6 +4,7 @@ submission's output files, downloaded unchanged, and how each of its batch jobs 
 import dagster as dg
 
 from cotgen_assets.core.batch_output import CANCELLED_STATE, overall_state
+from cotgen_assets.core.queue import queued_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
@@ -38,6 +39,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
         raise dg.Failure(description=str(error)) from None
     jobs = download_finished(submission, gemini)
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
+    running += [f"{shard} (queued on the batch quota)" for shard in queued_shards(submission)]
     if running:
         raise dg.Failure(
             description=f"batch jobs still running: {running}; batch_completion_sensor "
@@ -49,7 +51,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
             f"batch {job.name} ended {job.state}: {job.error or 'no error message'}. "
             "Nothing is lost: the next fill asks for its problems again."
         )
-    state = overall_state([job.state for job in jobs])
+    state = overall_state(submission.job_states)  # a shard dropped from the queue: DROPPED
     results = [submission.results_path(s) for s in submission.shards if submission.results_path(s).exists()]
     return dg.MaterializeResult(
         metadata={
