@@ -7,19 +7,25 @@ A job's enqueued tokens are estimated from its request file: its bytes / 4 (the 
 thumb of ~4 characters a token, over the whole JSON line, so never less than the prompt's tokens).
 """
 
+import json
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cotgen_assets.core.batch_output import CANCELLED_STATE, TERMINAL_STATES
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import stage_named
-from cotgen_assets.core.storage import data_dir
+from cotgen_assets.core.storage import atomic_write, data_dir
 from cotgen_assets.core.submissions import Submission, load_submission
 
 QUEUED = ""  # the batch name of a shard whose job is not created yet
 DROPPED = CANCELLED_STATE  # how a queued shard that `cotgen cancel` dropped ends: never created
 GONE = "JOB_STATE_GONE"  # the API no longer has the job (deleted): it holds no quota
+# After a 429 the quota is taken to be the jobs then in flight, for this long: no create (and no
+# upload, which would pile up in the Files API's 20 GB) is tried again until one of them ends.
+REFUSAL_FILE = "batch-quota-refusal.json"
+REFUSAL_KEPT_SECONDS = 600
 
 
 class QuotaFull(Exception):
@@ -42,12 +48,19 @@ class InFlight:
 
     jobs: int = 0
     tokens: dict[str, int] = field(default_factory=dict)
+    refused_at: int | None = None  # the jobs in flight when the API last refused a create (recently)
 
     def fits(self, quota: Quota, model: str, tokens: int) -> bool:
-        return (
-            self.jobs < quota.max_active_jobs
-            and self.tokens.get(model, 0) + tokens <= quota.max_enqueued_tokens
+        ceiling = (
+            quota.max_active_jobs if self.refused_at is None else min(quota.max_active_jobs, self.refused_at)
         )
+        return self.jobs < ceiling and self.tokens.get(model, 0) + tokens <= quota.max_enqueued_tokens
+
+    def refused(self) -> None:
+        """The API refused a create: the quota is full at what is in flight now (remembered a while)."""
+        self.refused_at = self.jobs
+        with atomic_write(data_dir() / REFUSAL_FILE, "w") as handle:
+            json.dump({"jobs": self.jobs, "at": time.time()}, handle)
 
     def add(self, model: str, tokens: int) -> None:
         self.jobs += 1
@@ -98,11 +111,23 @@ def all_submissions() -> list[Submission]:
 
 def in_flight(submissions: list[Submission]) -> InFlight:
     """What the quota holds now: each submission's created jobs not yet seen to end."""
-    held = InFlight()
+    held = InFlight(refused_at=recent_refusal())
     for submission in submissions:
         for shard in live_jobs(submission):
             held.add(submission.model, shard_tokens(submission, shard))
     return held
+
+
+def recent_refusal() -> int | None:
+    """The jobs in flight when the API last refused a create, if that was recent."""
+    path = data_dir() / REFUSAL_FILE
+    if not path.exists():
+        return None
+    try:
+        refusal = json.loads(path.read_text())
+        return refusal["jobs"] if time.time() - refusal["at"] < REFUSAL_KEPT_SECONDS else None
+    except (ValueError, KeyError, TypeError):  # damaged: forget it, the API says again if need be
+        return None
 
 
 def waiting_order(submissions: list[Submission]) -> list[Submission]:

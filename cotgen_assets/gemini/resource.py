@@ -225,7 +225,7 @@ def send_queued(
             job = _send(submission, gemini, shard, submission.display_names[index])
         except QuotaFull as full:
             logger.info("%s stays queued: %s", submission.display_names[index], full)
-            held.jobs = max(held.jobs, quota.max_active_jobs)  # full now, whatever the folder says
+            held.refused()
             break
         jobs.append(job)
         held.add(submission.model, tokens)

@@ -1,6 +1,8 @@
 """The queue of shards as plain functions: what counts as in flight project-wide (from the data
 folder), what fits the quota, which submission goes first, what cancel drops, how long a run waited."""
 
+import time
+
 import orjson
 import pytest
 
@@ -8,6 +10,7 @@ from cotgen_assets.core.queue import (
     DROPPED,
     GONE,
     QUEUED,
+    REFUSAL_KEPT_SECONDS,
     InFlight,
     Quota,
     all_submissions,
@@ -91,6 +94,22 @@ def test_a_submission_whose_jobs_all_ended_holds_nothing_whatever_its_last_seen_
 def test_a_job_fits_while_both_quotas_hold(jobs, tokens, new_tokens, fits):
     held = InFlight(jobs, {MODEL: tokens, "other-model": 10**9})  # tokens count per model
     assert held.fits(Quota(max_active_jobs=2, max_enqueued_tokens=100), MODEL, new_tokens) is fits
+
+
+def test_after_a_429_no_create_is_tried_until_a_job_ends_or_a_while_has_passed(data_dir, monkeypatch):
+    made = submission(data_dir, "a", 4)
+    create(made, 0, RUNNING)
+    create(made, 1, RUNNING)
+    quota = Quota(max_active_jobs=100, max_enqueued_tokens=10**9)  # the setting; the API's is 2
+    held = in_flight(all_submissions())
+    held.refused()
+    assert not in_flight(all_submissions()).fits(quota, MODEL, 1), "remembered for the next tick"
+    create(made, 1, SUCCEEDED)
+    assert in_flight(all_submissions()).fits(quota, MODEL, 1), "one ended: room for one"
+    create(made, 1, RUNNING)
+    later = time.time() + REFUSAL_KEPT_SECONDS + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert in_flight(all_submissions()).fits(quota, MODEL, 1), "forgotten after a while: asked again"
 
 
 def test_the_submission_queued_first_goes_first_and_one_with_nothing_queued_not_at_all(data_dir):
