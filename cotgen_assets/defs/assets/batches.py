@@ -202,7 +202,7 @@ def _send(
     jobs = submit(submission, gemini, context.run.run_id)
     queued = queued_shards(submission)
     context.log.info(
-        f"submitted {len(submission.shards) - len(queued)} job(s): {[n for n in submission.batch_names if n]}"
+        f"submitted {[name for name in submission.batch_names if name]}"
         + (
             f"; {len(queued)} shard(s) queued until the batch quota has room "
             "(batch_completion_sensor creates them, oldest first, as earlier jobs end)"
