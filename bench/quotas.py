@@ -53,7 +53,7 @@ def in_flight_seconds(state_dir: Path) -> tuple[float, float, float]:
     return spans[0][0], max(end for _, end in spans), covered
 
 
-def drive(pipeline, gemini, problems: int, deadline: float) -> dict:
+def drive(pipeline, gemini, emu, problems: int, deadline: float) -> dict:
     """Click, then tick and run until every CoD sample is written; the times and each tick's calls."""
     from cotgen_assets.core.queue import all_submissions, live_jobs
     from cotgen_assets.defs.sensors import decide_launches
@@ -70,9 +70,9 @@ def drive(pipeline, gemini, problems: int, deadline: float) -> dict:
         if time.time() > deadline:
             raise TimeoutError("the chain did not finish in time")
         followed = sum(len(live_jobs(s)) for s in all_submissions())
-        before = gemini.api_calls
+        before, made = gemini.api_calls, len(emu.created_jobs())
         outcome = decide_launches(pipeline.instance, gemini, ["easy"], cursor)
-        ticks.append((followed, gemini.api_calls - before))
+        ticks.append((followed, gemini.api_calls - before, len(emu.created_jobs()) - made))
         for request in outcome.run_requests:
             assert pipeline.run(request).success, f"{request.job_name} failed"
         if "cot" not in marks and lines_in(data / "cot_easy.jsonl") >= problems:
@@ -89,28 +89,21 @@ def report(result: dict, emu) -> None:
     created = emu.created_jobs()
     names = [job["display_name"] for job in created]
     busy = [t for t in ticks if t[0]]
-    print(
-        f"problems {ARGS.problems}, {ARGS.requests_per_job} requests a job, "
-        f"quota {ARGS.max_active_jobs} jobs, latency {ARGS.latency} s, tick every {ARGS.tick_seconds} s"
-    )
-    print(f"click returned in {marks['click returned']:.1f} s")
-    print(f"click -> last CoT sample: {marks['cot']:.1f} s; click -> last CoD sample: {marks['cod']:.1f} s")
-    print(
-        f"emulator's own time (a job in flight): {covered:.1f} s of {last - first:.1f} s between its first "
-        f"create and last end; platform time beside it: {marks['cod'] - covered:.1f} s"
-    )
-    print(
-        f"jobs created: {len(created)}, distinct shards: {len(set(names))}, "
-        f"most in flight at once: {max(j['active'] for j in created)}"
-    )
     print(f"sensor ticks: {len(ticks)}; with jobs in flight: {len(busy)}")
-    if busy:
-        calls = [c for _, c in busy]
-        followed = [f for f, _ in busy]
+    polling = [calls for followed, calls, made in busy if not made]
+    creating = [(calls, made) for followed, calls, made in busy if made]
+    if polling:
+        followed = [f for f, _, made in busy if not made]
         print(
-            f"API calls per tick with jobs in flight: mean {sum(calls) / len(calls):.1f}, max {max(calls)} "
-            f"(jobs followed: mean {sum(followed) / len(followed):.1f}, max {max(followed)}; "
-            f"a get per job would be {sum(followed) / len(followed):.1f} calls a tick for polling alone)"
+            f"ticks that only polled: {len(polling)}, API calls mean {sum(polling) / len(polling):.1f}, "
+            f"max {max(polling)}, for {sum(followed) / len(followed):.1f} jobs followed on average "
+            f"(max {max(followed)}; a get per job would be as many calls)"
+        )
+    if creating:
+        calls, made = sum(c for c, _ in creating), sum(m for _, m in creating)
+        print(
+            f"ticks that created queued jobs: {len(creating)}, {made} jobs, {calls} API calls "
+            f"({calls / made:.1f} a job: the display-name lookup, the upload and the create, plus polling)"
         )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
