@@ -89,6 +89,20 @@ def report(result: dict, emu) -> None:
     created = emu.created_jobs()
     names = [job["display_name"] for job in created]
     busy = [t for t in ticks if t[0]]
+    print(
+        f"problems {ARGS.problems}, {ARGS.requests_per_job} requests a job, "
+        f"quota {ARGS.max_active_jobs} jobs, latency {ARGS.latency} s, tick every {ARGS.tick_seconds} s"
+    )
+    print(f"click returned in {marks['click returned']:.1f} s")
+    print(f"click -> last CoT sample: {marks['cot']:.1f} s; click -> last CoD sample: {marks['cod']:.1f} s")
+    print(
+        f"emulator's own time (a job in flight): {covered:.1f} s of {last - first:.1f} s between its first "
+        f"create and last end; platform time beside it: {marks['cod'] - covered:.1f} s"
+    )
+    print(
+        f"jobs created: {len(created)}, distinct shards: {len(set(names))}, "
+        f"most in flight at once: {max(j['active'] for j in created)}"
+    )
     print(f"sensor ticks: {len(ticks)}; with jobs in flight: {len(busy)}")
     polling = [calls for followed, calls, made in busy if not made]
     creating = [(calls, made) for followed, calls, made in busy if made]
