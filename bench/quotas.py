@@ -138,9 +138,8 @@ def main() -> None:
                 from cotgen_assets.defs.assets.sources import source_problems
 
                 pipeline.materialize([source_problems], "easy")
-                result = drive(
-                    pipeline, pipeline.resources["gemini"], ARGS.problems, time.time() + ARGS.timeout
-                )
+                gemini = pipeline.resources["gemini"]
+                result = drive(pipeline, gemini, emu, ARGS.problems, time.time() + ARGS.timeout)
                 report(result, emu)
         finally:
             emu.stop()
