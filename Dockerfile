@@ -13,9 +13,14 @@ ARG COTGEN_EXTRAS=postgres,gcs
 WORKDIR /opt/cotgen
 
 # Only what the package needs: no tests, no data, no local instance (see .dockerignore).
-COPY pyproject.toml README.md workspace.yaml ./
+# The versions the tests passed with: uv.lock, exported as pip constraints (docs/install.md). dagster-k8s
+# is outside the lock (the tests do not use it): pinned to the Dagster family here.
+COPY pyproject.toml uv.lock README.md workspace.yaml ./
 COPY cotgen_assets ./cotgen_assets
-RUN pip install ".[${COTGEN_EXTRAS}]" "dagster-k8s==0.29.27" \
+RUN pip install "uv>=0.13,<0.14" \
+    && uv export -q --locked --all-extras --no-emit-project --no-hashes -o /tmp/constraints.txt \
+    && pip install -c /tmp/constraints.txt ".[${COTGEN_EXTRAS}]" "dagster-k8s==0.29.27" \
+    && pip uninstall -y -q uv && rm /tmp/constraints.txt \
     && python -c "import cotgen_assets.definitions, dagster_postgres, dagster_k8s"
 
 # The chart's DAGSTER_HOME: it mounts the instance's dagster.yaml there, and Dagster writes beside it

@@ -122,7 +122,8 @@ def result_line(key: str, problem: dict, thought_size: int, rng: random.Random) 
 
 def write_submission(lines: int, requests_per_job: int, thought_size: int) -> str:
     """A submission folder as `generation_batch` leaves it, plus downloaded results; returns its id."""
-    from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_request, request_line
+    from cotgen_assets.backends.developer import WIRE
+    from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, generation_prompt
     from cotgen_assets.core.shards import write_shards
     from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.submissions import Submission
@@ -154,7 +155,7 @@ def write_submission(lines: int, requests_per_job: int, thought_size: int) -> st
                 "answer": problem["answer"],
                 "source": source,
             }
-            yield request_line(context["id"], generation_request(problem["question"])), context
+            yield WIRE.input_line(generation_prompt(context["id"], problem["question"])), context
 
     write_shards(submission, items(), requests_per_job, 1_900_000_000)
     submission.batch_names = [f"batches/bench-{shard}" for shard in submission.shards]
@@ -212,6 +213,7 @@ def run_prepare(data: Path, out: Path) -> int:
     """`prepare_generation` for every problem: plan, then write request shards and contexts."""
     import pyarrow.parquet as pq
 
+    import cotgen_assets.backends  # noqa: F401 - the Developer API's wire format, registered as in the assets
     from cotgen_assets.core.ask import GenerationAsk
     from cotgen_assets.core.prepare import prepare_generation
     from cotgen_assets.core.scenarios import get_scenario
@@ -289,6 +291,7 @@ def run_naive(data: Path, out: Path) -> int:
 
 def run_project(data: Path, out: Path, observer: bool = False) -> int:
     """The project's own path: `ingest_submission`, with the asset's observer or without."""
+    import cotgen_assets.backends  # noqa: F401 - the Developer API's wire format, registered as in the assets
     from cotgen_assets.core.ingest import ingest_submission
     from cotgen_assets.core.quality import SampleStats
     from cotgen_assets.core.stages import GENERATION

@@ -33,6 +33,8 @@ MODEL = "gemini-3.1-pro-preview"
 
 def fill_until_done(base_url: str, limit: int, ask_enough: bool, max_rounds: int) -> dict:
     """Rounds of fill until `limit` good samples (or `max_rounds`): rounds, requests, cost, good."""
+    from cotgen_assets.backends.lifecycle import download_finished, submit
+    from cotgen_assets.backends.resource import GeminiBatchResource
     from cotgen_assets.core.ask import GenerationAsk
     from cotgen_assets.core.ingest import ingest_submission
     from cotgen_assets.core.prepare import prepare_generation
@@ -40,7 +42,6 @@ def fill_until_done(base_url: str, limit: int, ask_enough: bool, max_rounds: int
     from cotgen_assets.core.stages import GENERATION
     from cotgen_assets.core.storage import samples_path
     from cotgen_assets.core.submission_history import num_good_samples, submission_cost_usd
-    from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     scenario = get_scenario("easy")
     gemini = GeminiBatchResource(base_url=base_url, backoff_seconds=0.05)
@@ -59,8 +60,8 @@ def fill_until_done(base_url: str, limit: int, ask_enough: bool, max_rounds: int
         submission = prepare_generation(ask, offline=True, rounds={"round": rounds + 1}).submission
         if not submission.num_requests:
             break  # nothing left to ask
-        submit(submission, gemini, "bench")
-        while not all(job.done for job in download_finished(submission, gemini)):
+        submit(submission, gemini.batch_api(), "bench")
+        while not all(job.done for job in download_finished(submission, gemini.batch_api())):
             time.sleep(0.2)
         ingest_submission(submission, samples_path(GENERATION, scenario.suffix))
         rounds, requests = rounds + 1, requests + submission.num_requests

@@ -1,7 +1,7 @@
 """`cotgen`: small commands beside the Dagster UI.
 
 cotgen cancel SCENARIO STAGE   cancel the stage's batch still in flight (the sensor then records it)
-cotgen trace ID                everything about one sample: source row, batches, models, prompts, cost
+cotgen trace ID[#N]            everything about a problem's samples (or sample N): source row, batches, cost
 cotgen status [SCENARIO ...]   per scenario and stage: job state, requests done, age, rounds, correct
                                samples vs limit, cost so far
 """
@@ -24,24 +24,43 @@ class Misconfigured(Exception):
     """This shell does not see the platform's Dagster home or data folder."""
 
 
+START_SH_HOME = ".dagster_home"  # scripts/start.sh, run from the project: DAGSTER_HOME=$PWD/.dagster_home
+
+
+def dagster_home(refused: str = "") -> str:
+    """`DAGSTER_HOME`, else the home `scripts/start.sh` gives the platform when it runs from this folder
+    (said on stderr); else Misconfigured, ending with `refused`."""
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        return home
+    if os.path.isfile(os.path.join(START_SH_HOME, "dagster.yaml")):
+        home = os.path.abspath(START_SH_HOME)
+        print(
+            f"cotgen: DAGSTER_HOME is not set: using {home}, the home scripts/start.sh gives the platform "
+            "run from this folder",
+            file=sys.stderr,
+        )
+        return home
+    raise Misconfigured(
+        "DAGSTER_HOME is not set: set it to the Dagster home the platform uses, or run cotgen from the "
+        "project folder (where scripts/start.sh makes .dagster_home; this folder has none), so that cotgen "
+        "sees what was submitted." + refused
+    )
+
+
 def cancel(scenario: str, stage: Stage) -> str:
     """Cancel every job of the stage's pending submission and drop its queued shards (never created);
     the sensor then ingests what finished."""
     import dagster as dg
 
+    from cotgen_assets.backends.resource import GeminiError, gemini_from_env
     from cotgen_assets.core.queue import drop_queue
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.storage import data_dir
     from cotgen_assets.defs.history import pending_submission, submitted_metadata, unsaved_results_message
-    from cotgen_assets.gemini.resource import GeminiError, gemini_from_env
 
     get_scenario(scenario)  # an unknown name is an error, not "nothing in flight"
-    if not os.environ.get("DAGSTER_HOME"):
-        raise Misconfigured(
-            "DAGSTER_HOME is not set: set it to the Dagster home the platform uses (scripts/start.sh: "
-            "the project's .dagster_home), so that cotgen sees what was submitted. Nothing was cancelled."
-        )
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(dagster_home(" Nothing was cancelled.")) as instance:
         try:
             submission = pending_submission(instance, scenario, stage)
         except FileNotFoundError:  # Dagster knows the batch; this folder's ./data does not hold it
@@ -81,21 +100,16 @@ def status(scenario_names: list[str]) -> str:
     """One screen: every scenario's (or the named ones') stages, read from Dagster, the data and the API."""
     import dagster as dg
 
+    from cotgen_assets.backends.resource import gemini_from_env
     from cotgen_assets.core.scenarios import get_scenario, load_scenarios
     from cotgen_assets.defs.status import render, status_screen
-    from cotgen_assets.gemini.resource import gemini_from_env
 
     scenarios = [get_scenario(name) for name in scenario_names] or list(load_scenarios().values())
-    if not os.environ.get("DAGSTER_HOME"):
-        raise Misconfigured(
-            "DAGSTER_HOME is not set: set it to the Dagster home the platform uses (scripts/start.sh: "
-            "the project's .dagster_home), so that cotgen sees what was submitted."
-        )
-    with dg.DagsterInstance.get() as instance:
+    with dg.DagsterInstance.from_config(dagster_home()) as instance:
         return render(status_screen(instance, gemini_from_env(), scenarios))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -103,11 +117,17 @@ def main(argv: list[str] | None = None) -> int:
     cancel_parser = commands.add_parser("cancel", help="cancel a batch still in flight")
     cancel_parser.add_argument("scenario")
     cancel_parser.add_argument("stage", choices=[stage.name for stage in STAGES])
-    trace_parser = commands.add_parser("trace", help="show the lineage of one sample")
-    trace_parser.add_argument("id", help="a record id, e.g. easy-17")
+    trace_parser = commands.add_parser("trace", help="show the lineage of a problem's samples")
+    trace_parser.add_argument(
+        "id", help="a problem id for every sample, e.g. easy-17; ID#N for sample N: easy-17#2"
+    )
     status_parser = commands.add_parser("status", help="where every scenario's batches are")
     status_parser.add_argument("scenario", nargs="*", help="only these scenarios")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "cancel":
             print(cancel(args.scenario, stage_named(args.stage)))

@@ -2,12 +2,12 @@
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import OFFLINE_TAG, gemini_from_env
 from cotgen_assets.core.settings import validate_settings
 from cotgen_assets.defs.assets import batches, publishing, results, samples, sources
 from cotgen_assets.defs.jobs import JOBS
 from cotgen_assets.defs.resources import hub_from_env
 from cotgen_assets.defs.sensors import batch_completion_sensor
-from cotgen_assets.gemini.resource import OFFLINE_TAG, gemini_from_env
 
 OFFLINE_NOTE = {  # by backend
     "developer": " OFFLINE: GEMINI_API_KEY is not set, so Gemini calls go to the local emulator "

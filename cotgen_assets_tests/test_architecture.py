@@ -69,19 +69,18 @@ def test_column_schemas_are_the_record_fields():
         ]
 
 
-def test_the_readme_record_section_names_every_field():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Records") : readme.index("\n## ", readme.index("## Records") + 5)]
-    named = set(re.findall(r"[a-z_]+", section))
+def test_the_records_page_names_every_field():
+    named = set(re.findall(r"[a-z_]+", (ROOT / "docs" / "records.md").read_text()))
     for field in [*COT_FIELDS, *COD_FIELDS]:
-        assert field.name in named, f"README's Records section does not name {field.name!r}"
+        assert field.name in named, f"docs/records.md does not name {field.name!r}"
     for key in MADE_BY_KEYS:
-        assert key in named, f"README's Records section does not name generation.{key}"
+        assert key in named, f"docs/records.md does not name generation.{key}"
 
 
 def test_builders_make_exactly_the_described_fields(tmp_path):
     """A record as ingestion builds it has the described fields, in order."""
-    from cotgen_assets.core.batch_output import ResultLine, Usage
+    from cotgen_assets.core.batch_output import ResultLine
+    from cotgen_assets.core.model_io import Usage
     from cotgen_assets.core.records import made_by
     from cotgen_assets.core.submissions import Submission
 
@@ -117,7 +116,7 @@ def test_cotgen_trace_loads_neither_dagster_nor_the_gemini_sdk(tmp_path):
 
 
 def test_the_raw_batch_read_still_has_its_sdk_path():
-    """`gemini.developer.raw_get` uses the SDK's private transport because the public
+    """`backends.developer.raw_get` uses the SDK's private transport because the public
     `batches.get` drops `batchStats` and `error` on the Gemini API (and the Vertex AI backend reads
     and cancels a job by its own resource name through it). If this fails, google-genai changed that
     path: switch `raw_get` to whatever replaced it (or to a public call that now carries the fields)."""
@@ -134,7 +133,8 @@ def test_the_raw_batch_read_still_has_its_sdk_path():
     [
         ("core/answers.py", "import dagster", "import no dagster"),
         ("publish/report.py", "import cotgen_assets.defs.assets.samples", "Layers"),
-        ("gemini/resource.py", "import cotgen_assets.publish.report", "Layers"),
+        ("backends/resource.py", "import cotgen_assets.publish.report", "Layers"),
+        ("core/model_io.py", "import cotgen_assets.backends.developer", "core imports no batch backend"),
     ],
 )
 def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):
@@ -147,6 +147,27 @@ def test_a_crossed_layer_fails_lint_imports(tmp_path, module, line, broken):
     done = subprocess.run([str(lint), "--no-cache"], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 1, done.stdout
     assert re.search(rf"{broken}.* BROKEN", done.stdout), done.stdout
+
+
+# The batch APIs' own words: request and response fields, job states, storage fields. They belong
+# to a backend (backends/), never to core, which speaks of asks, replies and job ends.
+WIRE_WORDS = re.compile(
+    r"\b(generationConfig|thinkingConfig|thinkingLevel|includeThoughts|responseJsonSchema|responseMimeType"
+    r"|usageMetadata|promptTokenCount|candidatesTokenCount|thoughtsTokenCount|cachedContentTokenCount"
+    r"|candidates|promptFeedback|blockReason|finishReason|modelVersion|systemInstruction|contents|parts"
+    r"|inputConfig|outputConfig|gcsSource|gcsDestination|batchStats|completionStats|responsesFile"
+    r"|custom_id|JOB_STATE_\w*|BATCH_STATE_\w*)\b"
+)
+
+
+def test_core_speaks_no_batch_api_words():
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {match.group(0)}"
+        for path in sorted((ROOT / "cotgen_assets" / "core").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        for match in WIRE_WORDS.finditer(line)
+    ]
+    assert found == []
 
 
 def test_every_file_the_package_reads_is_package_data():
@@ -199,7 +220,7 @@ OUTSIDE_POINTER = re.compile(r"DESIGN|§|\b[Ii]ssue \d+|reference/|reference doc
 
 
 def test_comments_point_inside_the_repository():
-    """Comments and docstrings explain themselves or point to the README, not to files a reader lacks."""
+    """Comments and docstrings explain themselves or point to the docs, not to files a reader lacks."""
     found = []
     for root in ("cotgen_assets", "cotgen_assets_tests", "bench"):
         for path in sorted((ROOT / root).rglob("*.py")):

@@ -54,7 +54,7 @@ if [ "$backend" = vertex ]; then
   .venv/bin/python - <<'PY' || exit 1
 import sys
 from cotgen_assets.core.settings import SettingError
-from cotgen_assets.gemini.resource import gemini_from_env
+from cotgen_assets.backends.resource import gemini_from_env
 try:
     print("cotgen: " + gemini_from_env().describe())
 except SettingError as error:

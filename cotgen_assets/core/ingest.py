@@ -11,39 +11,45 @@ of the samples file (see bench/ingest.py).
 
 import fcntl
 import hashlib
-import io
 import json
 import os
 import shutil
 import sqlite3
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from cotgen_assets.core.batch_output import SUCCEEDED_STATES, Usage, iter_result_lines
+from cotgen_assets.core.batch_output import REQUEST_MISMATCH, iter_result_lines
 from cotgen_assets.core.grading import grade_many
+from cotgen_assets.core.model_io import ANSWERED_ENDS, SUCCEEDED, Usage, wire_for
 from cotgen_assets.core.pricing import cost_usd, load_prices
 from cotgen_assets.core.records import made_by, usage_dict
+from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
     atomic_write,
-    damaged_file,
     is_local,
     local_copy,
     make_parents,
     read_jsonl,
     remove_tree,
+    samples_lines,
     scratch_dir,
+    writing,
 )
 from cotgen_assets.core.submissions import NOT_RUN, Submission
 
 GRADE_CHUNK = 1000
 IO_BUFFER = 1 << 20  # records are a few KB: an 8 KB buffer meant about one system call per record
 MISSING = "missing"  # a request with no line in the results file
+ECHO_DIFFERS = (
+    "the request this answer line carries is not the request sent under this key (another question): "
+    "the answer is not used"
+)
 BAD_DRAFT = "bad_draft"  # a summarization answer that is not the draft JSON asked for
 
 
@@ -78,9 +84,10 @@ def refuse_missing_results(submission: Submission) -> None:
         if outcome["status"] != NOT_RUN
     }
     states = dict(zip(submission.shards, submission.job_states))
+    ends = {shard: wire_for(submission.backend).job_end(state) for shard, state in states.items()}
     for shard, batch in zip(submission.shards, submission.batch_names):
         path = submission.results_path(shard)
-        if not path.exists() and (states.get(shard) in SUCCEEDED_STATES or batch in answered_before):
+        if not path.exists() and (ends.get(shard) in ANSWERED_ENDS or batch in answered_before):
             raise MissingResults(
                 f"the results file {path} of batch {batch} ({states.get(shard) or 'state unknown'}) is "
                 "missing, so this submission was not ingested again (its outcomes, costs and tries are "
@@ -88,6 +95,15 @@ def refuse_missing_results(submission: Submission) -> None:
                 "result files for 48 hours after the job ends); if the API no longer has it, its answers "
                 "are lost."
             )
+
+
+def _lines(handle) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) of each non-blank line of a file."""
+    offset = 0
+    for raw in handle:
+        if raw.strip():
+            yield offset, raw
+        offset += len(raw)
 
 
 class RequestIndex:
@@ -109,33 +125,43 @@ class RequestIndex:
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
             "CREATE TABLE request (n INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE,"
-            " shard INTEGER, offset INTEGER, size INTEGER);"
+            " shard INTEGER, offset INTEGER, size INTEGER, request_offset INTEGER, request_size INTEGER);"
         )
-        self.files, self.first, n = [], [], 0
+        self.files, self.request_files, self.first, n = [], [], [], 0
+        insert = "INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?, ?, ?)"
         for number, shard in enumerate(shards):
-            handle = open(local_copy(submission.context_path(shard), scratch), "rb")
-            self.files.append(handle)
+            self.files.append(open(local_copy(submission.context_path(shard), scratch), "rb"))
+            self.request_files.append(open(local_copy(submission.requests_path(shard), scratch), "rb"))
             self.first.append(n)
-            rows, offset = [], 0
-            for raw in handle:
-                if raw.strip():
-                    rows.append((n, orjson.loads(raw)["id"], number, offset, len(raw)))
-                    n += 1
-                offset += len(raw)
+            rows = []
+            # a shard's request and context files are written in step: line i of one is line i of the other
+            for (offset, raw), request in zip(_lines(self.files[-1]), _lines(self.request_files[-1])):
+                rows.append(
+                    (n, orjson.loads(raw)["id"], number, offset, len(raw), request[0], len(request[1]))
+                )
+                n += 1
                 if len(rows) >= 10_000:
-                    self.db.executemany("INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?)", rows)
+                    self.db.executemany(insert, rows)
                     rows.clear()
-            self.db.executemany("INSERT OR IGNORE INTO request VALUES (?, ?, ?, ?, ?)", rows)
+            self.db.executemany(insert, rows)
         self.first.append(n)
         self.status = bytearray(n)
 
-    def find(self, key: str) -> tuple[int, int, int, int] | None:
-        """(request number, shard number, offset, size) of a key's context, or None if never asked."""
-        return self.db.execute("SELECT n, shard, offset, size FROM request WHERE key = ?", (key,)).fetchone()
+    def find(self, key: str) -> tuple[int, ...] | None:
+        """(request number, shard number, then where its context and request lines are) of a key,
+        or None if never asked."""
+        return self.db.execute(
+            "SELECT n, shard, offset, size, request_offset, request_size FROM request WHERE key = ?", (key,)
+        ).fetchone()
 
-    def context(self, found: tuple[int, int, int, int]) -> dict:
-        _, shard, offset, size = found
+    def context(self, found: tuple[int, ...]) -> dict:
+        _, shard, offset, size, _, _ = found
         return orjson.loads(os.pread(self.files[shard].fileno(), size, offset))
+
+    def sent_line(self, found: tuple[int, ...]) -> bytes:
+        """The input line sent under the key (read only for a line that echoes its request)."""
+        _, shard, _, _, offset, size = found
+        return os.pread(self.request_files[shard].fileno(), size, offset)
 
     def unseen(self, shard_number: int):
         """Keys of one shard that no results line answered."""
@@ -151,7 +177,7 @@ class RequestIndex:
         return found is not None and self.status[found[0]] == self.NEW
 
     def close(self) -> None:
-        for handle in self.files:
+        for handle in self.files + self.request_files:
             handle.close()
         self.db.close()
         self.path.unlink(missing_ok=True)
@@ -180,7 +206,7 @@ def ingest_submission(
     unit tests), not for two machines sharing a bucket.
     """
     refuse_missing_results(submission)
-    with lock if lock is not None else machine_lock(samples_file):
+    with lock if lock is not None else machine_lock(samples_file), writing(samples_file):
         return _ingest(submission, samples_file, observe)
 
 
@@ -227,7 +253,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             for number, shard, batch in answered:
                 results = local_copy(submission.results_path(shard), scratch)
                 _ingest_shard(submission, number, shard, batch, results, index, output, prices)
-        merge_samples(samples_file, new_path, index.is_new, observe)
+        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe)
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
@@ -283,7 +309,8 @@ def _ingest_shard(
     """One outcome per line of a shard's results (and a record for a good one), joined to its
     request by key; then an outcome for each request the results did not answer."""
     stats = output.stats
-    for line in iter_result_lines(results, require_thoughts=submission.stage.needs_thoughts):
+    wire = wire_for(submission.backend)
+    for line in iter_result_lines(results, wire, require_thoughts=submission.stage.needs_thoughts):
         found = index.find(line.key) if line.key is not None else None
         cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
         if found is None or found[1] != number:
@@ -301,6 +328,11 @@ def _ingest_shard(
         if not line.ok:
             output.outcome(line.key, batch, line.status, line.reason, cost)
             continue
+        if line.request_digest is not None and line.request_digest != wire.sent_digest(
+            index.sent_line(found)
+        ):
+            output.outcome(line.key, batch, REQUEST_MISMATCH, ECHO_DIFFERS, cost)
+            continue
         try:
             built = submission.stage.build(index.context(found), line, made_by(submission, batch, line, cost))
         except ValueError as error:
@@ -314,7 +346,7 @@ def _ingest_shard(
             output.flush()
     output.flush()
     state = dict(zip(submission.shards, submission.job_states)).get(shard)
-    if state is None or state == "JOB_STATE_SUCCEEDED":
+    if state is None or wire_for(submission.backend).job_end(state) == SUCCEEDED:
         status, reason = MISSING, "no line for this request in the results file"
     else:  # cancelled or partially succeeded: the rest was never run (nor paid), so no try
         status, reason = NOT_RUN, f"its batch job ended {state} before answering it"
@@ -337,29 +369,25 @@ def _write_summary(submission: Submission, stats: IngestStats) -> None:
 
 
 def merge_samples(
-    samples_file: Path, new_path: Path, is_new: Callable[[str], bool], observe: Callable[[dict], None]
+    stage: Stage,
+    samples_file: Path,
+    new_path: Path,
+    is_new: Callable[[str], bool],
+    observe: Callable[[dict], None],
 ) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
     when written); atomically in place of `samples_file`. `new_path` is a local file, beside
-    `samples_file` when that is local."""
+    `samples_file` when that is local. The old file is read as every samples file is
+    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once."""
     if is_local(samples_file) and not samples_file.exists():
         with open(new_path, "rb+") as new:
             os.fsync(new.fileno())
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        with samples_file.open("rb", buffering=IO_BUFFER) if samples_file.exists() else io.BytesIO() as old:
-            for number, raw in enumerate(old, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    record = orjson.loads(raw)
-                    key = record["id"]
-                except (orjson.JSONDecodeError, TypeError, KeyError):
-                    raise damaged_file(samples_file, number, ("id",)) from None
-                if is_new(key):
-                    continue
-                out.write(raw if raw.endswith(b"\n") else raw + b"\n")
-                observe(record)
+        # the request key is the problem id until requests carry their sample (the request side's step)
+        for raw, record in samples_lines(stage, samples_file, skip=lambda key: is_new(key[0])):
+            out.write(raw if raw.endswith(b"\n") else raw + b"\n")
+            observe(record)
         with open(new_path, "rb") as new:
             shutil.copyfileobj(new, out, IO_BUFFER)

@@ -9,7 +9,7 @@ records; `prepare` reads the files and writes the requests.
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 
-from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.model_io import Usage, wire_for
 from cotgen_assets.core.pricing import UnknownModelError, cost_usd, model_price
 from cotgen_assets.core.prompts import validate_thinking_level
 from cotgen_assets.core.rounds import MAX_ASKS_PER_MISSING, Accuracy, expected_correct, new_problems_to_ask
@@ -19,7 +19,6 @@ EXTEND = "extend"
 MODES = (FILL, EXTEND)
 SUMMARIZE = ("correct", "all")  # which CoT samples get a draft
 CHARS_PER_TOKEN = 4  # a rough, conservative estimate for projected costs
-VERTEX_MAX_REQUESTS_PER_JOB = 200_000  # Vertex AI batch prediction's limit
 
 
 @dataclass
@@ -52,9 +51,11 @@ def validate_job_settings(
     is a config error."""
     if max_requests_per_job < 1:
         raise ValueError(f"max_requests_per_job must be at least 1, got {max_requests_per_job}")
-    if backend == "vertex" and max_requests_per_job > VERTEX_MAX_REQUESTS_PER_JOB:
+    wire = wire_for(backend)
+    most = wire.limits.max_requests_per_job
+    if most is not None and max_requests_per_job > most:
         raise ValueError(
-            f"max_requests_per_job must be at most {VERTEX_MAX_REQUESTS_PER_JOB} on Vertex AI (its limit "
+            f"max_requests_per_job must be at most {most} on {wire.label} (its limit "
             f"per batch job), got {max_requests_per_job}"
         )
     try:

@@ -9,9 +9,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.ask import Ask, GenerationAsk, SummarizationAsk
-from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.identity import ask_id_for, request_settings, submission_id_for
+from cotgen_assets.core.model_io import Usage, wire_for
 from cotgen_assets.core.planning import (
     Plan,
     UsageAverage,
@@ -29,7 +29,7 @@ from cotgen_assets.core.requests import (
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, samples_path
+from cotgen_assets.core.storage import read_samples
 from cotgen_assets.core.submission_history import asked_so_far, source_problem_ids, tries_by_problem
 from cotgen_assets.core.submissions import Submission
 
@@ -86,7 +86,9 @@ def prepare_generation(
     prior = scenario.expected_accuracy or DEFAULT_EXPECTED_ACCURACY
     accuracy = accuracy_from_tries(tries, good, prior) if ask.ask_enough else None
     plan = plan_generation(problem_ids, good, used, tries, ask.limit, ask.mode, ask.max_tries, accuracy)
-    submission = planned_submission(ask, GENERATION, generation_request_for(ask), plan, offline, backend)
+    submission = planned_submission(
+        ask, GENERATION, generation_request_for(ask, wire_for(backend)), plan, offline, backend
+    )
     submission.round = {
         **(rounds or {}),
         **round_facts(plan, ask.mode, ask.limit),
@@ -98,7 +100,7 @@ def prepare_generation(
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
         with problems_path.open("rb") as handle:
-            yield from generation_requests(ask, pq.ParquetFile(handle), asked)
+            yield from generation_requests(ask, pq.ParquetFile(handle), asked, wire_for(backend))
 
     return _finish(submission, plan, items, ask.max_requests_per_job, average.value())
 
@@ -110,12 +112,11 @@ def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str 
     scenario = ask.scenario
     drafted: dict[str, str] = {}
     average = UsageAverage(SUMMARIZATION.usage_prior)
-    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+    for record in read_samples(SUMMARIZATION, scenario.suffix):
         drafted[record["id"]] = record["generation"]["batch"]
         average.add(record["summarization"]["usage"])
-    cot_file = samples_path(GENERATION, scenario.suffix)
     plan = plan_summarization(
-        read_jsonl(cot_file),
+        read_samples(GENERATION, scenario.suffix),
         drafted,
         excluded_problems(scenario.name),
         tries_by_problem(scenario.name, SUMMARIZATION),
@@ -123,14 +124,14 @@ def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str 
         max_tries=ask.max_tries,
     )
     submission = planned_submission(
-        ask, SUMMARIZATION, summarization_request_for(ask), plan, offline, backend
+        ask, SUMMARIZATION, summarization_request_for(ask, wire_for(backend)), plan, offline, backend
     )
     wanted = {problem_id for problem_id, _ in plan.items}
 
     def items():
-        for record in read_jsonl(cot_file):
+        for record in read_samples(GENERATION, scenario.suffix):
             if record["id"] in wanted:
-                yield summarization_request_of(record, ask)
+                yield summarization_request_of(record, ask, wire_for(backend))
 
     return _finish(submission, plan, items, ask.max_requests_per_job, average.value())
 
@@ -148,7 +149,8 @@ def _finish(submission: Submission, plan: Plan, items, max_requests_per_job: int
     if already_sent:
         submission.shards, submission.display_names = sent.shards, sent.display_names
     else:
-        write_shards(submission, items(), max_requests_per_job, MAX_SHARD_BYTES)
+        file_limit = wire_for(submission.backend).limits.max_bytes_per_file or MAX_SHARD_BYTES
+        write_shards(submission, items(), max_requests_per_job, min(MAX_SHARD_BYTES, file_limit))
     request_bytes = sum(submission.requests_path(s).stat().st_size for s in submission.shards)
     submission.projected_cost_usd, usage = projected_cost_usd(
         submission.model, request_bytes, submission.num_requests, average, submission.backend

@@ -10,13 +10,14 @@ A row's `backend` (`developer`, `vertex`) says which batch API bills at those pr
 """
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.model_io import Usage
 
 PRICES_ENV = "COTGEN_PRICES_FILE"
 _KINDS = ("input", "output", "cached_input")
@@ -73,9 +74,14 @@ def _number(row: dict, column: str, where: str, default: float | None = None) ->
             raise ValueError(f"{where}: column {column!r} is empty")
         return default
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         raise ValueError(f"{where}: column {column!r} is not a number: {text!r}") from None
+    if not math.isfinite(number) or number < 0:  # nan or a negative price would defeat max_cost_usd
+        raise ValueError(
+            f"{where}: column {column!r} is {text!r}, which is no price: write a number of at least 0"
+        )
+    return number
 
 
 def _rates(row: dict, mode: str, where: str) -> tuple[Rates, Rates]:

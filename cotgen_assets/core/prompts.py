@@ -1,11 +1,12 @@
-"""Batch request bodies for the two stages: CoT generation and CoD summarization.
+"""What the two stages ask: CoT generation and CoD summarization, as neutral `Prompt`s.
 
-Requests are GenerateContentRequest objects in REST JSON (camelCase), one per JSONL line
-`{"key", "request"}`. The version strings go into every record's lineage, so change them
-whenever a prompt's wording or shape changes.
+A backend turns a `Prompt` into its API's request (`model_io.WireFormat`). The version strings go
+into every record's lineage, so change them whenever a prompt's wording or shape changes.
 """
 
 import orjson
+
+from cotgen_assets.core.model_io import Prompt
 
 GENERATION_PROMPT_VERSION = "cot-gen-v1"
 SUMMARIZATION_PROMPT_VERSION = "cod-sum-v1"
@@ -26,7 +27,7 @@ SUMMARIZATION_INSTRUCTIONS = (
     'Reply with JSON: {"draft_steps": [one string per step], "final_answer": string}.'
 )
 
-# The thinkingLevel values each model takes (Google's thinking guide: Gemini 3 Pro low and high,
+# The thinking levels each model takes (Google's thinking guide: Gemini 3 Pro low and high,
 # 3.1 Pro adds medium, only Flash has minimal). Other models: any value of the API's enum.
 MODEL_THINKING_LEVELS = {
     "gemini-3.1-pro-preview": ("low", "medium", "high"),
@@ -51,7 +52,7 @@ DRAFT_SCHEMA = {
 
 
 def thinking_levels(model: str) -> tuple[str, ...]:
-    """The thinkingLevel values `model` (with or without `models/`) takes, lower case."""
+    """The thinking levels `model` (with or without `models/`) takes, lower case."""
     return MODEL_THINKING_LEVELS.get(model.removeprefix("models/"), API_THINKING_LEVELS)
 
 
@@ -66,43 +67,37 @@ def validate_thinking_level(model: str, thinking_level: str) -> None:
         )
 
 
-def generation_request(question: str, thinking_level: str = "high") -> dict:
-    """A request that asks for a step-by-step solution with thought summaries.
+def generation_prompt(key: str, question: str, thinking_level: str = "high", model: str = "") -> Prompt:
+    """Ask for a step-by-step solution with thought summaries.
 
     The question is the last part on its own, so the emulator (and a reader of the
     request file) can find it without parsing the instructions.
     """
-    return {
-        "contents": [{"role": "user", "parts": [{"text": GENERATION_INSTRUCTIONS}, {"text": question}]}],
-        "generationConfig": {"thinkingConfig": {"includeThoughts": True, "thinkingLevel": thinking_level}},
-    }
+    return Prompt(
+        key=key,
+        texts=(GENERATION_INSTRUCTIONS, question),
+        model=model,
+        thinking=thinking_level,
+        include_thoughts=True,
+    )
 
 
-def summarization_request(question: str, thought: str, answer: str, thinking_level: str = "low") -> dict:
-    """A request that turns one CoT sample into a Chain of Draft, as structured JSON."""
-    return {
-        "contents": [
-            {
-                "role": "user",
-                "parts": [
-                    {"text": SUMMARIZATION_INSTRUCTIONS},
-                    {"text": "Problem:\n" + question},
-                    {"text": "Reasoning:\n" + thought},
-                    {"text": "Answer:\n" + answer},
-                ],
-            }
-        ],
-        "generationConfig": {
-            "responseMimeType": "application/json",
-            "responseJsonSchema": DRAFT_SCHEMA,
-            "thinkingConfig": {"thinkingLevel": thinking_level},
-        },
-    }
-
-
-def request_line(key: str, request: dict) -> bytes:
-    """One line of a batch input file."""
-    return orjson.dumps({"key": key, "request": request}) + b"\n"
+def summarization_prompt(
+    key: str, question: str, thought: str, answer: str, thinking_level: str = "low", model: str = ""
+) -> Prompt:
+    """Ask to turn one CoT sample into a Chain of Draft, as structured JSON."""
+    return Prompt(
+        key=key,
+        texts=(
+            SUMMARIZATION_INSTRUCTIONS,
+            "Problem:\n" + question,
+            "Reasoning:\n" + thought,
+            "Answer:\n" + answer,
+        ),
+        model=model,
+        schema=DRAFT_SCHEMA,
+        thinking=thinking_level,
+    )
 
 
 def parse_draft(answer_text: str) -> tuple[list[str], str]:

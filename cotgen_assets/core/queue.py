@@ -13,15 +13,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from cotgen_assets.core.batch_output import CANCELLED_STATE, TERMINAL_STATES
+from cotgen_assets.core.model_io import ANSWERED_ENDS, UNANSWERED_ENDS
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import stage_named
 from cotgen_assets.core.storage import atomic_write, data_dir
 from cotgen_assets.core.submissions import Submission, load_submission
 
 QUEUED = ""  # the batch name of a shard whose job is not created yet
-DROPPED = CANCELLED_STATE  # how a queued shard that `cotgen cancel` dropped ends: never created
-GONE = "JOB_STATE_GONE"  # the API no longer has the job (deleted): it holds no quota
+# How a queued shard that `cotgen cancel` dropped ends, never created: no backend's state, so
+# every wire reads it as not answered (ingestion: its requests were never run).
+DROPPED = "DROPPED_FROM_QUEUE"
+# A shard's live state is its job's neutral end (`model_io`), "" while it runs (or is unseen), or:
+GONE = "gone"  # the API no longer has the job (deleted): it holds no quota
+ENDED = ANSWERED_ENDS | UNANSWERED_ENDS | {GONE}
 # After a 429 the quota is taken to be the jobs then in flight, for this long: no create (and no
 # upload, which would pile up in the Files API's 20 GB) is tried again until one of them ends.
 REFUSAL_FILE = "batch-quota-refusal.json"
@@ -91,7 +95,7 @@ def live_jobs(submission: Submission) -> list[str]:
     return [
         shard
         for shard, name in zip(submission.shards, submission.batch_names)
-        if name != QUEUED and seen.get(shard) not in TERMINAL_STATES | {GONE}
+        if name != QUEUED and seen.get(shard) not in ENDED
     ]
 
 
@@ -144,11 +148,11 @@ def recorded_as(submission: Submission, recorded_names: list[str]) -> bool:
     )
 
 
-def job_counts(submission: Submission, states: dict[str, str]) -> dict[str, int]:
+def job_counts(submission: Submission, ends: dict[str, str]) -> dict[str, int]:
     """Its jobs created / queued / running (created, not ended) / done, from each created shard's
-    state (`states`, by shard)."""
+    job's neutral end (`ends`, by shard; "" while it runs)."""
     created = [shard for shard, name in zip(submission.shards, submission.batch_names) if name != QUEUED]
-    done = sum(1 for shard in created if states.get(shard) in TERMINAL_STATES)
+    done = sum(1 for shard in created if ends.get(shard) in ENDED)
     return {
         "jobs_created": len(created),
         "jobs_queued": len(queued_shards(submission)),

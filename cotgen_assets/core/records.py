@@ -2,16 +2,18 @@
 
 `COT_FIELDS` / `COD_FIELDS` are the one description of a record: each field carries its Arrow
 type and what it holds. The builders below produce exactly these keys; the export's Parquet
-schema, the samples assets' column schemas and the README's Records section are made from them.
+schema, the samples assets' column schemas and docs/records.md are made from them.
 Which stage makes which record is said in `stages`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from cotgen_assets.core.batch_output import ResultLine, Usage
+from cotgen_assets.core.batch_output import ResultLine
 from cotgen_assets.core.grading import extract_predicted_answer
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.prompts import parse_draft
 from cotgen_assets.core.text import numbers_in
 
@@ -23,6 +25,9 @@ class Field:
     name: str
     arrow: pa.DataType
     description: str
+    # May be null or absent: an answer with no final answer in it; a field described after records were
+    # written (the files hold them without it), which is every field added from now on.
+    nullable: bool = False
 
     @property
     def type(self) -> str:
@@ -67,6 +72,11 @@ MESSAGES = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])
 
 _HEAD = (
     Field("id", pa.string(), "stable problem id, `<scenario>-<source row>`: same problem, same id, forever"),
+    Field(
+        "sample",
+        pa.int64(),
+        "0-based index of this answer among the problem's answers; a record is identified by (id, sample)",
+    ),
     Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
     Field("question", pa.string(), "the problem text, from the source dataset"),
     Field(
@@ -83,7 +93,9 @@ COT_FIELDS = (
     *_HEAD,
     Field("cot", pa.string(), "`<thought>`thought summary`</thought>` + newline + the model's answer text"),
     Field("messages", MESSAGES, "[user question, assistant cot]: ready for SFT"),
-    Field("predicted_answer", pa.string(), "the final answer read from the model's answer text"),
+    Field(
+        "predicted_answer", pa.string(), "the final answer read from the model's answer text", nullable=True
+    ),
     Field("correct", pa.bool_(), "predicted_answer matches answer (exact/numeric, then math-verify)"),
     _SOURCE,
     _GENERATION,
@@ -96,7 +108,7 @@ COD_FIELDS = (
         "`<draft>`a few words a step, a step a line`</draft>`, newline + `\\boxed{answer}`",
     ),
     Field("messages", MESSAGES, "[user question, assistant cod]: ready for SFT"),
-    Field("predicted_answer", pa.string(), "the draft's final answer"),
+    Field("predicted_answer", pa.string(), "the draft's final answer", nullable=True),
     Field("correct", pa.bool_(), "predicted_answer matches answer"),
     Field("agrees_with_cot", pa.bool_(), "predicted_answer matches the CoT sample's predicted_answer"),
     Field(
@@ -107,6 +119,121 @@ COD_FIELDS = (
     Field("summarization", MADE_BY_TYPE, f"how the draft was made: {_names(MADE_BY_TYPE)}"),
 )
 
+# The export's per-problem configs, made from the CoT records (publish/problem_rows.py).
+PROBLEM_FIELDS = (
+    Field("id", pa.string(), "the problem id, as in `cot` and `cod`"),
+    Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
+    Field("question", pa.string(), "the problem text"),
+    Field("answer", pa.string(), "the reference final answer"),
+    Field(
+        "samples", pa.list_(pa.int64()), "the graded answers' `sample` indices; the lists below follow them"
+    ),
+    Field("generations", pa.list_(pa.string()), "the CoT text (`cot`) of each answer"),
+    Field("predicted_answers", pa.list_(pa.string()), "each answer's predicted_answer"),
+    Field("correctness", pa.list_(pa.bool_()), "each answer's grade"),
+    Field("pass_rate", pa.float64(), "correct answers / graded answers"),
+    Field(
+        "majority_answer",
+        pa.string(),
+        "the answer most samples gave, equivalent answers counted together (tie: the one given first)",
+    ),
+    Field("majority_correct", pa.bool_(), "majority_answer is graded correct"),
+)
+PAIR_FIELDS = (
+    Field("id", pa.string(), "the problem id"),
+    Field("prompt", MESSAGES, "[user question]: TRL's conversational preference format"),
+    Field("chosen", MESSAGES, "[assistant turn]: a CoT graded correct"),
+    Field("rejected", MESSAGES, "[assistant turn]: a CoT of the same problem graded wrong"),
+    Field("chosen_sample", pa.int64(), "the chosen answer's `sample`"),
+    Field("rejected_sample", pa.int64(), "the rejected answer's `sample`"),
+)
+
+
+def record_key(record: dict) -> tuple[str, int]:
+    """What identifies a record: (problem id, sample). Records written before samples are sample 0."""
+    return record["id"], record.get("sample", 0)
+
+
+_PYTHON_TYPES = {  # exact types, as orjson reads them (so a bool is no int)
+    pa.types.is_string: {str},
+    pa.types.is_boolean: {bool},
+    pa.types.is_integer: {int},
+    pa.types.is_floating: {int, float},
+}
+Check = Callable[[object], str | None]  # a value -> what is wrong with it, from its place on, or None
+
+
+def _check_of(arrow: pa.DataType) -> Check:
+    """A check of values of `arrow`, built once per type: records are read by the million. A member
+    of a struct or list may be null."""
+    if pa.types.is_struct(arrow):
+        members = [(f.name, _check_of(f.type)) for f in arrow]
+
+        def check_struct(value):
+            if value is None:
+                return None
+            if type(value) is not dict:
+                return f" is {value!r:.60}, not a struct"
+            for name, check in members:
+                problem = check(value.get(name))
+                if problem:
+                    return f".{name}{problem}"
+            return None
+
+        return check_struct
+    if pa.types.is_list(arrow):
+        check_item = _check_of(arrow.value_type)
+
+        def check_list(value):
+            if value is None:
+                return None
+            if type(value) is not list:
+                return f" is {value!r:.60}, not a list"
+            return next((f"[]{problem}" for item in value if (problem := check_item(item))), None)
+
+        return check_list
+    allowed = next(types for test, types in _PYTHON_TYPES.items() if test(arrow))
+    name = short_type(arrow)
+
+    def check_value(value):
+        if value is None or type(value) in allowed:
+            return None
+        return f" is {value!r:.60} (a {type(value).__name__}), not a {name}"
+
+    return check_value
+
+
+_RECORD_CHECKS: dict[int, tuple[tuple[Field, ...], Callable[[dict], str | None]]] = {}
+
+
+def _record_check(fields: tuple[Field, ...]) -> Callable[[dict], str | None]:
+    checks = [(f.name, f.nullable, _check_of(f.arrow)) for f in fields]
+
+    def check_record(record: dict) -> str | None:
+        for name, nullable, check in checks:
+            value = record.get(name)
+            if value is None:
+                if nullable:
+                    continue
+                return f"{name!r} is {'null' if name in record else 'missing'}"
+            problem = check(value)
+            if problem:
+                return f"{name!r}{problem}"
+        return None
+
+    return check_record
+
+
+def record_problem(record: dict, fields: tuple[Field, ...]) -> str | None:
+    """What makes `record` no record of these fields (a field missing, or of another type), else None.
+
+    `"correct": "false"` is a string, and a string is true: read as it is, it would count as correct.
+    """
+    cached = _RECORD_CHECKS.get(id(fields))
+    if cached is None or cached[0] is not fields:
+        cached = _RECORD_CHECKS[id(fields)] = (fields, _record_check(fields))
+    return cached[1](record)
+
 
 def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:
     """Records as Arrow columns, in field order (the export's Parquet schema)."""
@@ -114,7 +241,7 @@ def arrow_schema(fields: tuple[Field, ...]) -> pa.Schema:
 
 
 def field_table(fields: tuple[Field, ...]) -> str:
-    """Fields as a markdown table (the README and the dataset card show it)."""
+    """Fields as a markdown table (docs/records.md and the dataset card show it)."""
     rows = [f"| `{f.name}` | {f.type} | {f.description.replace('|', '/')} |" for f in fields]
     return "\n".join(["| field | type | meaning |", "|---|---|---|", *rows])
 
@@ -149,6 +276,7 @@ def cot_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     predicted = extract_predicted_answer(line.answer)
     record = {
         "id": context["id"],
+        "sample": context.get("sample", 0),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],
@@ -171,6 +299,7 @@ def cod_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     cod = "<draft>" + "\n".join(steps) + "</draft>\n" + f"\\boxed{{{final_answer}}}"
     record = {
         "id": context["id"],
+        "sample": context.get("sample", 0),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.ask import Ask
-from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
+from cotgen_assets.core.model_io import WireFormat
+from cotgen_assets.core.prompts import generation_prompt, summarization_prompt
 from cotgen_assets.core.text import numbers_in
 
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
@@ -25,18 +26,18 @@ CONTEXT_COLUMNS = {
 }
 
 
-def generation_request_for(ask: Ask, question: str = "") -> dict:
-    """How `ask` asks one problem; with no question, how it asks every problem (part of its identity)."""
-    return generation_request(question, ask.thinking_level)
+def generation_request_for(ask: Ask, wire: WireFormat) -> dict:
+    """How `ask` asks every problem, as `wire`'s API receives it (part of its identity)."""
+    return wire.request_body(generation_prompt("", "", ask.thinking_level))
 
 
-def summarization_request_for(ask: Ask, question: str = "", thought: str = "", answer: str = "") -> dict:
-    """How `ask` asks for one draft; with no texts, how it asks for every draft."""
-    return summarization_request(question, thought, answer, ask.thinking_level)
+def summarization_request_for(ask: Ask, wire: WireFormat) -> dict:
+    """How `ask` asks for every draft, as `wire`'s API receives it."""
+    return wire.request_body(summarization_prompt("", "", "", "", ask.thinking_level))
 
 
 def generation_requests(
-    ask: Ask, problems: pq.ParquetFile, asked: pa.BooleanArray
+    ask: Ask, problems: pq.ParquetFile, asked: pa.BooleanArray, wire: WireFormat
 ) -> Iterator[tuple[bytes, dict]]:
     """(request line, context) of each problem row `asked` marks, in table order."""
     columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
@@ -60,17 +61,15 @@ def generation_requests(
                 "answer": row["answer"],
                 "source": source,
             }
-            yield (
-                request_line(row["problem_id"], generation_request_for(ask, row["question"])),
-                context,
-            )
+            prompt = generation_prompt(row["problem_id"], row["question"], ask.thinking_level)
+            yield wire.input_line(prompt), context
 
 
-def summarization_request_of(record: dict, ask: Ask) -> tuple[bytes, dict]:
+def summarization_request_of(record: dict, ask: Ask, wire: WireFormat) -> tuple[bytes, dict]:
     """(request line, context) that asks to cut a CoT record down to a draft."""
     thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
     context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
     context["cot_predicted_answer"] = record["predicted_answer"]
     context["thought_numbers"] = sorted(numbers_in(thought))
-    request = summarization_request_for(ask, record["question"], thought, answer)
-    return request_line(record["id"], request), context
+    prompt = summarization_prompt(record["id"], record["question"], thought, answer, ask.thinking_level)
+    return wire.input_line(prompt), context

@@ -29,21 +29,56 @@ class ScenarioError(ValueError):
     """A scenario or filter that cannot work; the message says what to fix."""
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last one)."""
+TOP_LEVEL_KEYS = ("benchmarks", "scenarios")
+MAX_DEPTH = 10  # a scenario's fields sit at depth 3; a filter list at 4
+MAX_QUOTED = 200  # characters of a value an error quotes
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last one),
+    aliases, and deep nesting: a 1 KB file of nested aliases expands to gigabytes once read."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(
+                f"line {event.start_mark.line + 1} uses the YAML alias *{event.anchor}; aliases (and nesting "
+                f"deeper than {MAX_DEPTH} levels) are not allowed: write each value out"
+            )
+        if self.depth >= MAX_DEPTH:
+            raise _Refused(
+                f"line {self.peek_event().start_mark.line + 1} nests deeper than {MAX_DEPTH} levels, "
+                "which no field of the file takes"
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise _DuplicateKey(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+                raise _Refused(
+                    f"duplicate key {quoted(key)} at line {key_node.start_mark.line + 1}; "
+                    "each name and field may appear once"
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
-class _DuplicateKey(Exception):
+class _Refused(Exception):
     pass
+
+
+def quoted(value: object) -> str:
+    """`repr(value)`, cut to MAX_QUOTED characters: an error line stays a line whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED else f"{text[:MAX_QUOTED]}… ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -123,6 +158,12 @@ def load_scenarios_and_benchmarks(
     """Read and validate the whole file: scenarios in file order and the benchmarks they name."""
     path = Path(path) if path else scenarios_file()
     document = _read(path)
+    unknown = sorted(map(str, set(document) - set(TOP_LEVEL_KEYS))) if isinstance(document, dict) else []
+    if unknown:  # a misspelled `benchmarks:` would leave its benchmarks silently unchecked
+        raise ScenarioError(
+            f"scenarios file {path} has unknown top-level key(s) {quoted(unknown)}; "
+            f"known keys: {list(TOP_LEVEL_KEYS)}"
+        )
     entries = document.get("scenarios") if isinstance(document, dict) else None
     if not isinstance(entries, dict) or not entries:
         raise ScenarioError(f"scenarios file {path} needs a non-empty `scenarios:` mapping")
@@ -147,9 +188,9 @@ def load_scenarios_and_benchmarks(
 
 def _read(path: Path) -> object:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
-    except _DuplicateKey as error:
-        raise ScenarioError(f"scenarios file {path}: {error}; each name and field may appear once") from None
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except _Refused as error:
+        raise ScenarioError(f"scenarios file {path}: {error}") from None
     except FileNotFoundError:
         raise ScenarioError(f"scenarios file {path} does not exist") from None
     except OSError as error:
@@ -166,10 +207,12 @@ def _read(path: Path) -> object:
 def _check_identifier(value: object, field: str) -> str:
     """Refuse a name or suffix that is not a plain identifier (it becomes a file or folder name)."""
     if not isinstance(value, str):
-        raise ScenarioError(f"the {field} must be a string of [A-Za-z0-9_-]+; YAML read {value!r}, quote it")
+        raise ScenarioError(
+            f"the {field} must be a string of [A-Za-z0-9_-]+; YAML read {quoted(value)}, quote it"
+        )
     if not IDENTIFIER.fullmatch(value):
         raise ScenarioError(
-            f"the {field} {value!r} must match [A-Za-z0-9_-]+ (letters, digits, _ and -), "
+            f"the {field} {quoted(value)} must match [A-Za-z0-9_-]+ (letters, digits, _ and -), "
             f"since it names files and folders under COTGEN_DATA_DIR"
         )
     return value
@@ -221,7 +264,7 @@ class _ScenarioFields(_Fields):
         unknown = [name for name in names if name not in benchmarks]
         if unknown:
             raise ScenarioError(
-                f"decontaminate names unknown benchmarks {unknown}; benchmarks: {sorted(benchmarks)}"
+                f"decontaminate names unknown benchmarks {quoted(unknown)}; benchmarks: {sorted(benchmarks)}"
             )
         return names
 
@@ -267,7 +310,7 @@ def _validate(model: type[_Fields], name: object, fields: object, where: str, **
             if e["type"] == "value_error":  # ours: the sentence names its field
                 problems.append(str(e["ctx"]["error"]))
             elif e["type"] not in ("extra_forbidden", "missing"):
-                problems.append(f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}")
+                problems.append(f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {quoted(e['input'])}")
         raise ScenarioError(f"{where}: {'; '.join(problems)}") from None
 
 

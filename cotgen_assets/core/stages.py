@@ -11,7 +11,8 @@ metadata a stage is its `name`; `stage_named` finds the stage again.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cotgen_assets.core.batch_output import ResultLine, Usage
+from cotgen_assets.core.batch_output import ResultLine
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.prompts import GENERATION_PROMPT_VERSION, SUMMARIZATION_PROMPT_VERSION
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, Field, cod_record, cot_record, field_table
 
@@ -26,7 +27,7 @@ class Stage:
     fields: tuple[Field, ...]  # the record's fields, in order
     build: Callable[[dict, ResultLine, dict], tuple[dict, list]]  # (context, line, block) -> record, gradings
     prompt_version: str
-    needs_thoughts: bool  # an answer without thought parts is a failed line
+    needs_thoughts: bool  # an answer without thoughts is a failed line
     usage_prior: Usage  # the answer's size assumed by projected costs until there are samples
     summarizes: "Stage | None" = None  # the stage whose records this one cuts down
     figures: tuple[str, ...] = ()  # `SampleStats` figures shown in this stage's samples metadata
@@ -91,7 +92,7 @@ def stage_named(name: str) -> Stage:
 
 
 def records_markdown() -> str:
-    """The README's Records section: one table per samples file."""
+    """docs/records.md's tables: one per samples file."""
     return "\n\n".join(
         f"Each line of `{stage.samples_file('<suffix>')}`:\n\n{field_table(stage.fields)}" for stage in STAGES
     )

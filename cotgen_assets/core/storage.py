@@ -6,11 +6,12 @@
 `os.pread`) asks `local_copy` for one.
 """
 
+import errno
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from cotgen_assets.core.records import Field, record_key, record_problem
 from cotgen_assets.core.stages import Stage
 
 OBJECT_STORES = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}  # protocol -> the extra that installs it
@@ -89,10 +91,38 @@ def read_parquet(path: Path | UPath, columns: list[str] | None = None, filters=N
         return pq.read_table(handle, columns=columns, filters=filters, pre_buffer=False, use_threads=False)
 
 
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextmanager
+def writing(path: Path | UPath):
+    """Writes to `path` (and beside it) whose folder is read-only or whose disk is full end in one
+    line naming the folder (StorageError), not a traceback. Every write is whole or absent, so the
+    files there are as they were."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _READ_ONLY | _FULL:
+            raise
+        target = Path(error.filename) if error.filename else path
+        if error.errno in _FULL:
+            why = f"the disk holding {target.parent} is full"
+            fix = "Free space there"
+        else:
+            why = f"the folder {target.parent} is read-only"
+            fix = "Make it writable (or point COTGEN_DATA_DIR at a writable folder)"
+        raise StorageError(
+            f"cannot write {target}: {why} ({error.strerror}). No file there was changed or left "
+            f"half-written (each is replaced whole or not at all). {fix}, then run again"
+        ) from None
+
+
 def make_parents(path: Path | UPath) -> None:
     """A local file's folder; an object store has no folders to make."""
     if is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextmanager
@@ -110,16 +140,43 @@ def atomic_write(path: Path | UPath, mode: str = "wb"):
                 yield handle
             path.fs.put_file(str(tmp), path.path)
         return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, mode) as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def create_if_absent(path: Path | UPath, data: bytes) -> bool:
+    """Write `path` only if nothing is there yet; False when something was (of two racing
+    writers exactly one gets True).
+
+    Local: the whole content in a temporary file, then a hard link to `path` (a link fails if the
+    name exists, and readers never see the file half-written). Object store: an upload with the
+    precondition that the object does not exist (GCS `ifGenerationMatch=0`, fsspec `mode="create"`).
+    """
+    if not is_local(path):
+        try:
+            path.fs.pipe_file(path.path, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        tmp.write_bytes(data)
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
     finally:
         tmp.unlink(missing_ok=True)
+    return True
 
 
 def scratch_dir(prefix: str) -> Path:
@@ -164,38 +221,63 @@ MAX_LINES_NAMED = 20
 _ID = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
-def _record(line: bytes, required: tuple[str, ...]) -> dict | None:
-    """The line's object, or None when it is not a JSON object with the `required` keys."""
+def _parse(line: bytes, required: tuple[str, ...], schema: tuple[Field, ...] = ()) -> tuple[dict | None, str]:
+    """(the line's object, "") or (None, why it is no record): not a JSON object, a `required` key
+    missing, or a field of the `schema` missing or of another type."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, dict) or any(key not in record for key in required):
-        return None
-    return record
+        return None, "not JSON"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    missing = next((key for key in required if key not in record), None)
+    if missing is not None:
+        return None, f"{missing!r} is missing"
+    if schema:
+        record.setdefault("sample", 0)  # written before records had samples: a problem's one answer
+    problem = record_problem(record, schema) if schema else None
+    return (None, problem) if problem else (record, "")
 
 
-def damaged_file(path: Path | UPath, first: int, required: tuple[str, ...] = ()) -> DamagedFile:
-    """The error for a damaged file, naming every bad line from `first` on and how to repair it."""
-    bad, ids = [], []
+def damaged_file(
+    path: Path | UPath, first: int, required: tuple[str, ...] = (), schema: tuple[Field, ...] = ()
+) -> DamagedFile:
+    """The error for a damaged file, naming every bad line from `first` on, why the first one is bad,
+    and how to repair it."""
+    bad, ids, why = [], [], ""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
-            if number >= first and line.strip() and _record(line, required) is None:
+            if number < first or not line.strip():
+                continue
+            record, problem = _parse(line, required, schema)
+            if record is None:
                 bad.append(number)
+                why = why or f"line {number}: {problem}"
                 found = _ID.search(line)
                 if found:
                     ids.append(found.group(1).decode(errors="replace"))
-    what = f"JSON objects with {', '.join(map(repr, required))}" if required else "JSON objects"
-    named = ", ".join(map(str, bad[:MAX_LINES_NAMED])) + (
-        f" and {len(bad) - MAX_LINES_NAMED} more" if len(bad) > MAX_LINES_NAMED else ""
-    )
+    if schema:
+        what = "JSON objects of the record schema in cotgen_assets/core/records.py"
+    else:
+        what = f"JSON objects with {', '.join(map(repr, required))}" if required else "JSON objects"
     return DamagedFile(
-        f"{path} is damaged: line(s) {named} are not {what}"
+        f"{path} is damaged: line(s) {_numbers(bad)} are not {what}"
+        + (f" ({why})" if schema else "")
         + (f" (ids on them: {', '.join(ids[:MAX_LINES_NAMED])})" if ids else "")
-        + ". The file was left as it is. Repair those lines, or move them out of the file "
-        "(e.g. into a file beside it) if they cannot be repaired: a sample moved out is asked, and paid, "
-        "again by the next fill; an outcome moved out no longer counts as a try. Then run again."
+        + REPAIR
     )
+
+
+REPAIR = (
+    ". The file was left as it is. Repair those lines, or move them out of the file "
+    "(e.g. into a file beside it) if they cannot be repaired: a sample moved out is asked, and paid, "
+    "again by the next fill; an outcome moved out no longer counts as a try. Then run again."
+)
+
+
+def _numbers(numbers: list[int]) -> str:
+    named = ", ".join(map(str, numbers[:MAX_LINES_NAMED]))
+    return named + (f" and {len(numbers) - MAX_LINES_NAMED} more" if len(numbers) > MAX_LINES_NAMED else "")
 
 
 def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[dict]:
@@ -210,7 +292,50 @@ def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[d
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                record = _record(line, required)
+                record, _ = _parse(line, required)
                 if record is None:
                     raise damaged_file(path, number, required)
                 yield record
+
+
+def samples_lines(
+    stage: Stage, path: Path | UPath, skip: Callable[[tuple[str, int]], bool] = lambda key: False
+) -> Iterator[tuple[bytes, dict]]:
+    """(line, record) of a samples file, each (id, sample) once, streamed; records whose key
+    `skip` says yes to are left out.
+
+    The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
+    (`records`), or the file is damaged, as for a torn line. A record written before records had
+    `sample` is sample 0. A line repeated word for word counts once (a hand edit, a copy appended
+    twice); another record under an (id, sample) already read is damage: nobody can tell which of
+    the two is the sample.
+    """
+    if not path.exists():
+        return
+    seen: dict[tuple[str, int], tuple[int, int]] = {}  # (id, sample) -> (hash of its line, line number)
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            record, _ = _parse(line, (), stage.fields)
+            if record is None:
+                raise damaged_file(path, number, (), stage.fields)
+            key = record_key(record)
+            if skip(key):
+                continue
+            digest = hash(line.rstrip(b"\r\n"))
+            first = seen.setdefault(key, (digest, number))
+            if first[1] != number:
+                if first[0] == digest:
+                    continue  # the same line again: one sample
+                raise DamagedFile(
+                    f"{path} is damaged: line {number} holds another record of id {key[0]!r} "
+                    f"sample {key[1]}, already on line {first[1]}: keep the one that is the sample" + REPAIR
+                )
+            yield line, record
+
+
+def read_samples(stage: Stage, suffix: str) -> Iterator[dict]:
+    """The records of a scenario's samples file (`samples_lines`: validated, each id once)."""
+    for _, record in samples_lines(stage, samples_path(stage, suffix)):
+        yield record

@@ -10,7 +10,7 @@ import pyarrow as pa
 from cotgen_assets.core.planning import UsageAverage
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, Stage
-from cotgen_assets.core.storage import read_jsonl, read_parquet, samples_path, source_problems_path
+from cotgen_assets.core.storage import read_jsonl, read_parquet, read_samples, source_problems_path
 from cotgen_assets.core.submissions import (
     NOT_RUN,
     Submission,
@@ -86,7 +86,7 @@ def num_good_samples(scenario: Scenario) -> int:
     """Correct CoT samples of the scenario's clean problems: what `fill` counts towards `limit`."""
     id_column, _ = source_problem_ids(scenario)
     clean = set(id_column.to_pylist())
-    records = read_jsonl(samples_path(GENERATION, scenario.suffix), ("id", "correct"))
+    records = read_samples(GENERATION, scenario.suffix)
     return sum(1 for record in records if record["correct"] and record["id"] in clean)
 
 
@@ -94,7 +94,7 @@ def asked_so_far(scenario: Scenario) -> tuple[set[str], set[str], dict[str, int]
     """The scenario's generation asks so far: ids with a correct sample, every id asked, ingested
     tries per id, and the average answer's tokens (for projected costs)."""
     good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
-    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+    for record in read_samples(GENERATION, scenario.suffix):
         used.add(record["id"])
         average.add(record["generation"]["usage"])
         if record["correct"]:

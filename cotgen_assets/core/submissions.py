@@ -45,7 +45,7 @@ class Submission:
     job_outputs: list[str] = field(default_factory=list)  # per shard, where its job put the answers
     round: dict = field(default_factory=dict)  # generation: how the ask was sized, its round (round_facts)
     # The queue of shards (core/queue.py): a queued shard's batch name is "" until its job is created.
-    live_states: list[str] = field(default_factory=list)  # per shard, its job's state as last seen
+    live_states: list[str] = field(default_factory=list)  # per shard, its job's end as last seen ("" running)
     queued_at: str = ""  # when a shard first waited on the quota (ISO time), "" if none ever did
     dequeued_at: str = ""  # when the last of the shards that waited got its job
     queue_dropped: bool = False  # `cotgen cancel` dropped the shards still queued: never created
@@ -76,6 +76,20 @@ class Submission:
         """This submission as last saved in its folder, if it was."""
         path = self.folder / "submission.json"
         return load_submission(self.scenario, self.stage, self.submission_id) if path.exists() else None
+
+
+def refuse_foreign_job(submission: Submission, shard: str, batch_name: str, display_name: str | None) -> None:
+    """Refuse a job that is not the one this submission made for `shard`: its display name (which
+    carries the shard's content hash) must be the one recorded for it. A hand-edited or mixed-up
+    `submission.json` would otherwise store another job's answers under these questions."""
+    expected = submission.display_names[submission.shards.index(shard)]
+    if display_name != expected or not expected.startswith(submission.job_name_prefix(shard)):
+        raise SubmissionRefused(
+            f"batch {batch_name} is not the job of submission {submission.submission_id} ({shard}): its "
+            f"display name is {display_name!r}, not {expected!r}; nothing was downloaded. Check "
+            f"batch_names in {submission.folder / 'submission.json'} (edited by hand, or copied from "
+            "another deployment?)"
+        )
 
 
 def submissions_root(scenario: str) -> Path:

@@ -8,11 +8,11 @@ refused while the stage's last one is in flight (`refuse_if_in_flight`).
 
 import dagster as dg
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.queue import queued_shards, recorded_as
 from cotgen_assets.core.stages import GENERATION, Stage
 from cotgen_assets.core.submission_history import unfinished_sends
 from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 
 class InFlight(SubmissionRefused):

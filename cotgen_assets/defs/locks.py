@@ -1,5 +1,5 @@
 """Locks in the Dagster storage: one submission per stage and scenario, one ingestion per samples
-file at a time, across every process and machine of a deployment (the README's Locks section).
+file at a time, across every process and machine of a deployment (docs/past-one-machine.md, Locks).
 
 A lock is one row of the run storage's key-value table (`kvs`, unique on its key), taken by a
 plain INSERT: the database lets exactly one of two racing inserts through, on SQLite (`dagster
@@ -43,7 +43,8 @@ def _holder(run_id: str | None, step: str) -> str:
     )
 
 
-def _insert(instance: dg.DagsterInstance, key: str, value: str) -> bool:
+def insert_if_absent(instance: dg.DagsterInstance, key: str, value: str) -> bool:
+    """Add row `key` of the storage's key-value table; False when it exists (one of two racers wins)."""
     try:
         with instance.run_storage.connect() as conn:
             conn.execute(KeyValueStoreTable.insert().values(key=key, value=value))
@@ -102,7 +103,7 @@ def _try_lock(instance: dg.DagsterInstance, name: str, value: str, warn=None) ->
     """None when we took lock `name`; else its live holder. A dead holder's row is deleted and,
     if this call deleted it, `warn(message)` names the holder."""
     key = LOCK_KEY + name
-    while not _insert(instance, key, value):
+    while not insert_if_absent(instance, key, value):
         raw = instance.run_storage.get_cursor_values({key}).get(key)
         if raw is None:
             continue  # released between our insert and our read: try again

@@ -1,4 +1,4 @@
-"""The resources the assets take besides `gemini` (which is `gemini/resource.py`'s)."""
+"""The resources the assets take besides `gemini` (which is `backends/resource.py`'s)."""
 
 import os
 

@@ -6,25 +6,27 @@ a short call per job, or list pages when there are many), per scenario and stage
 queued on the batch quota / running / done, and requests done of total.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.polling import Poller
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.ingest import MISSING
 from cotgen_assets.core.queue import QUEUED, job_counts
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_jsonl, samples_path
+from cotgen_assets.core.storage import read_samples
 from cotgen_assets.core.submission_history import num_good_samples, total_cost_usd
-from cotgen_assets.core.submissions import SubmissionRefused
+from cotgen_assets.core.submissions import NOT_RUN, SubmissionRefused, submission_folder
 from cotgen_assets.defs.history import (
     newest_metadata_where,
     pending_submission,
     submitted_metadata,
 )
-from cotgen_assets.gemini.polling import Poller
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 SAVED = "saved"  # the newest submission's samples are saved
 NOTHING = "-"
@@ -38,7 +40,7 @@ class StageStatus:
     stage: str
     submission_id: str = ""
     state: str = NOTHING  # the jobs' JOB_STATE_*, SAVED once ingested, NOTHING when never submitted
-    done: int | None = None  # requests answered, of `total`
+    done: int | None = None  # requests answered, of `total` (once saved: those with an answer line)
     total: int | None = None
     age_minutes: float | None = None  # since the newest submission's jobs were created
     jobs: str = NOTHING  # its jobs created / queued (on the batch quota) / running / done
@@ -47,6 +49,7 @@ class StageStatus:
     limit: int = 0
     cost_usd: float = 0.0  # ingested submissions
     in_flight_usd: float = 0.0  # projected cost of the one in flight
+    error: str = ""  # why the state is unknown (the API's whole message, shown below the table)
 
 
 def stage_status(
@@ -73,15 +76,15 @@ def stage_status(
     status.submission_id, status.total = batch["submission_id"], batch["num_requests"]
     pending = pending_submission(instance, scenario.name, stage)
     if pending is None:
-        status.state, status.done = SAVED, batch["num_requests"]
+        status.state, status.done = SAVED, answered(scenario, stage, batch["submission_id"])
         return status
     status.in_flight_usd = pending.projected_cost_usd
     try:
         jobs = poller.jobs([name for name in pending.batch_names if name != QUEUED])
-    except Exception as error:  # one line says so; the rest of the screen stands
-        status.state = f"unknown (the API: {' '.join(str(error).split())[:80]})"
+    except Exception as error:  # said in full below the table; the rest of the screen stands
+        status.state, status.error = UNKNOWN, " ".join(str(error).split())
         return status
-    by_name = {job.name: job.state for job in jobs}
+    by_name = {job.name: job.end for job in jobs}
     counts = job_counts(pending, {s: by_name[n] for s, n in zip(pending.shards, pending.batch_names) if n})
     status.jobs = "{jobs_created}/{jobs_queued}/{jobs_running}/{jobs_done}".format(**counts)
     status.state = overall_state([job.state for job in jobs]) if jobs else "QUEUED"
@@ -92,6 +95,17 @@ def stage_status(
     return status
 
 
+def answered(scenario: Scenario, stage: Stage, submission_id: str) -> int | None:
+    """Requests of a saved submission that got an answer line (a sample or a failed answer), from
+    what its ingestion recorded: not those its jobs never ran (cancelled, expired, partial) or left
+    without a line. None when the data folder does not hold it."""
+    summary = submission_folder(scenario.name, stage, submission_id) / "summary.json"
+    if not summary.exists():
+        return None
+    statuses = json.loads(summary.read_text())["statuses"]
+    return sum(n for status, n in statuses.items() if status not in (NOT_RUN, MISSING))
+
+
 def good_samples(scenario: Scenario, stage: Stage) -> int:
     """Generation: correct CoT samples of clean problems; summarization: correct CoD samples."""
     if stage == GENERATION:
@@ -99,19 +113,19 @@ def good_samples(scenario: Scenario, stage: Stage) -> int:
             return num_good_samples(scenario)
         except SubmissionRefused:  # no source_problems yet: nothing counts
             return 0
-    records = read_jsonl(samples_path(SUMMARIZATION, scenario.suffix), ("correct",))
-    return sum(1 for record in records if record["correct"])
+    return sum(1 for record in read_samples(SUMMARIZATION, scenario.suffix) if record["correct"])
 
 
 def status_screen(
     instance: dg.DagsterInstance, gemini: GeminiBatchResource, scenarios: list[Scenario]
 ) -> list[StageStatus]:
-    now, poller = datetime.now(UTC), Poller(gemini)  # one listing serves every scenario's jobs
+    now, poller = datetime.now(UTC), Poller(gemini.batch_api())  # one listing serves every scenario's jobs
     return [
         stage_status(instance, poller, scenario, stage, now) for scenario in scenarios for stage in STAGES
     ]
 
 
+UNKNOWN = "unknown: the API failed (below)"
 COLUMNS = (
     "scenario",
     "stage",
@@ -133,7 +147,7 @@ def render(lines: list[StageStatus]) -> str:
             line.stage,
             line.state,
             line.jobs,
-            NOTHING if line.total is None else f"{line.done or 0}/{line.total}",
+            NOTHING if line.total is None else f"{NOTHING if line.done is None else line.done}/{line.total}",
             NOTHING if line.age_minutes is None else f"{line.age_minutes:.0f} min",
             line.rounds,
             f"{line.good}/{line.limit}",
@@ -143,6 +157,6 @@ def render(lines: list[StageStatus]) -> str:
         for line in lines
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
-    )
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    errors = [f"{line.scenario} {line.stage}: the API: {line.error}" for line in lines if line.error]
+    return "\n".join(table + ([""] + errors if errors else []))

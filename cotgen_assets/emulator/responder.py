@@ -1,6 +1,6 @@
 """What the emulated model answers: a thinking model that knows GSM8K and MATH by heart.
 
-Two request kinds, as built by `cotgen_assets.core.prompts`:
+Two request kinds, as the pipeline sends them (`cotgen_assets.backends.gemini_wire`):
 
 * **generation** (no response schema): the question is the text of the last part of the last
   user content. A question found in the reference datasets (`$COTGEN_DATASETS_DIR/**/*.parquet`)

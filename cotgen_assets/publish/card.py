@@ -21,7 +21,7 @@ from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.exported import CardFacts, Export, MadeWith, ScenarioFacts
 from cotgen_assets.publish.parquet import data_file
 from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
-from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, Split
+from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, PAIRS, PROBLEMS, Split, config_fields
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -70,6 +70,8 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
         num_repeats=saved["num_duplicates"] if saved else None,
         num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
         rounds=tuple(round_rows(files)),
+        rows_by_config={config: len(rows) for config, rows in split.rows.items()},
+        passes=split.passes,
     )
 
 
@@ -82,7 +84,9 @@ def dataset_card(facts: CardFacts, image: str | None = None) -> "DatasetCard":
         template_path=str(TEMPLATE),
         facts=facts,
         image=image or f"![{PICTURE_ALT}]({PICTURE})",
-        fields={stage.record_kind: field_table(stage.fields) for stage in STAGES},
+        fields={config: field_table(fields) for config, fields in config_fields().items()},
+        problems=PROBLEMS,
+        pairs=PAIRS,
         prompts=prompts,
         draft_schema=json.dumps(prompts.DRAFT_SCHEMA, indent=2),
         rule=RULE,
@@ -121,21 +125,22 @@ def front_matter(export: Export) -> dict:
     """The YAML the Hub reads: licence, tags, configs with their data files, features and split sizes."""
     from datasets import Features
 
-    splits = [s.name for s in export.splits if s.cot]
     configs, infos = [], []
-    for stage in STAGES:
-        config = stage.record_kind
+    for config, fields in config_fields().items():
+        tables = export.tables[config]
+        splits = [s.name for s in export.splits if s.name in tables]
+        if not splits:  # `pairs` when no problem has a correct and a wrong answer
+            continue
         configs.append(
             {
                 "config_name": config,
                 "data_files": [{"split": s, "path": data_file(config, s)} for s in splits],
             }
         )
-        tables = export.tables[config]
         infos.append(
             {
                 "config_name": config,
-                "features": Features.from_arrow_schema(arrow_schema(stage.fields))._to_yaml_list(),
+                "features": Features.from_arrow_schema(arrow_schema(fields))._to_yaml_list(),
                 "splits": [
                     {"name": s, "num_bytes": tables[s].nbytes, "num_examples": tables[s].num_rows}
                     for s in splits
@@ -152,8 +157,8 @@ def front_matter(export: Export) -> dict:
         "tags": TAGS + (["offline-emulator"] if export.offline else []),
         "size_categories": [size_category(export.num_rows)],
         "source_datasets": sorted({s.scenario.dataset for s in export.splits if s.cot}) or ["original"],
-        "configs": configs if splits else [],
-        "dataset_info": infos if splits else [],
+        "configs": configs,
+        "dataset_info": infos,
     }
 
 

@@ -7,7 +7,9 @@ Parquet (`parquet`), gathers and renders the card (`card`) and swaps the folder 
     README.md                       the dataset card (YAML the Hub reads, then sections from the data)
     dataset_report.png              the picture of the exported rows
     data/cot/<scenario>.parquet     config `cot`, one split per scenario
-    data/cod/<scenario>.parquet     config `cod`, the same ids
+    data/cod/<scenario>.parquet     config `cod`, the same (id, sample) keys
+    data/problems/<scenario>.parquet    config `problems`, one row per problem with a graded answer
+    data/pairs/<scenario>.parquet       config `pairs`, DPO preference pairs (no file: no pair)
 
 The fingerprint covers the data files only; the card may carry dates and is not part of it.
 """
@@ -15,13 +17,12 @@ The fingerprint covers the data files only; the card may carry dates and is not 
 from pathlib import Path
 
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
-from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import data_dir
 from cotgen_assets.publish.card import PICTURE, dataset_card, gather
 from cotgen_assets.publish.exported import Export
 from cotgen_assets.publish.parquet import data_file, fingerprint, parquet_bytes, write_folder
 from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
-from cotgen_assets.publish.selection import Split, select
+from cotgen_assets.publish.selection import Split, config_fields, select
 
 CARD = "README.md"
 
@@ -33,6 +34,7 @@ def export_dir() -> Path:
 def exported_figures(split: Split, files: ScenarioFigures) -> ScenarioFigures:
     """The report's figures, over the exported rows; spent, rounds and limit are the scenario's."""
     figures = ScenarioFigures(split.name, spent_usd=files.spent_usd, rounds=files.rounds, limit=files.limit)
+    figures.passes = split.passes  # this dataset's problems: those of its `problems` config
     for record in split.cot:
         figures.cot(record)
     for record in split.cod:
@@ -61,15 +63,14 @@ def write_export(
         offline=any(s.offline for s in splits),
         figures=figures,
         report_figures=report_figures,
-        tables={stage.record_kind: {} for stage in STAGES},
+        tables={config: {} for config in config_fields()},
     )
     for split in splits:
-        if not split.cot:
-            continue
-        for stage in STAGES:
-            data, table = parquet_bytes(split.rows[stage.record_kind], stage)
-            export.files[data_file(stage.record_kind, split.name)] = data
-            export.tables[stage.record_kind][split.name] = table
+        for config, fields in config_fields().items():
+            if split.rows[config]:
+                data, table = parquet_bytes(split.rows[config], fields)
+                export.files[data_file(config, split.name)] = data
+                export.tables[config][split.name] = table
     export.fingerprint = fingerprint(export.files)
     export.facts = gather(export, repo_id)
     export.card = str(dataset_card(export.facts))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.publish.report import ScenarioFigures
-from cotgen_assets.publish.selection import Split
+from cotgen_assets.publish.selection import PAIRS, PROBLEMS, Split
 
 
 @dataclass(frozen=True)
@@ -25,16 +26,20 @@ class MadeWith:
 class ScenarioFacts:
     name: str
     dataset: str
-    rows: int  # exported, in each config
+    rows: int  # exported, in `cot` and in `cod`
     num_cot_records: int  # in the samples files
     num_cod_records: int
-    left_out: dict[str, int]  # reason -> problems
+    left_out: dict[str, int]  # reason -> answers
     figures: list[tuple[str, str, str]]  # (label, exported rows' cell, all samples' cell)
     benchmarks: list[str]  # checked by decontamination
     num_contaminated: int | None  # None: source_problems saved no decontamination.json
     num_repeats: int | None
     num_left_out_unclean: int  # samples of problems source_problems left out
     rounds: tuple[tuple[str, ...], ...] = ()  # its generation rounds (report.round_rows)
+    rows_by_config: dict[str, int] = field(default_factory=dict)
+    passes: PassFigures = field(
+        default_factory=PassFigures
+    )  # over the `problems` rows: every graded answer of a clean problem
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,15 @@ class CardFacts:
         """The scenarios with rows: the splits of both configs."""
         return [s for s in self.scenarios if s.rows]
 
+    @property
+    def with_problems(self) -> list[ScenarioFacts]:
+        """The scenarios with rows in `problems`."""
+        return [s for s in self.scenarios if s.rows_by_config.get(PROBLEMS)]
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(s.rows_by_config.get(PAIRS, 0) for s in self.scenarios)
+
 
 @dataclass
 class Export:
@@ -81,7 +95,8 @@ class Export:
 
     @property
     def rows(self) -> dict[str, dict[str, int]]:
-        """Rows per config and split (splits with no rows are not in the export)."""
+        """Rows per config and split (splits with no rows are not in the export; nor is a config
+        with no split: `pairs` when no problem has both a correct and a wrong answer)."""
         return {c: {s: t.num_rows for s, t in by_split.items()} for c, by_split in self.tables.items()}
 
     @property

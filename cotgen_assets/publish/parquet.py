@@ -13,8 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cotgen_assets.core.records import arrow_schema
-from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.records import Field, arrow_schema
 from cotgen_assets.core.storage import atomic_write, is_local
 
 
@@ -23,9 +22,9 @@ def data_file(config: str, split: str) -> str:
     return f"data/{config}/{split}.parquet"
 
 
-def parquet_bytes(rows: list[dict], stage: Stage) -> tuple[bytes, pa.Table]:
-    """The same rows give the same bytes: the records' schema, given order, no timestamps."""
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(stage.fields))
+def parquet_bytes(rows: list[dict], fields: tuple[Field, ...]) -> tuple[bytes, pa.Table]:
+    """The same rows give the same bytes: the config's schema (`records`), given order, no timestamps."""
+    table = pa.Table.from_pylist(rows, schema=arrow_schema(fields))
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes(), table

@@ -41,13 +41,14 @@ def preview_rows(records: list[dict], stage: Stage) -> tuple[list[dict], list[st
     """
     row_of = _draft_row if stage.summarizes is not None else _thought_row
     rows = [row_of(record) | {"cost_usd": round(record[stage.name]["cost_usd"], 6)} for record in records]
-    columns = list(rows[0]) if rows else ["id", "question", "predicted / reference", "correct"]
+    columns = list(rows[0]) if rows else ["id", "sample", "question", "predicted / reference", "correct"]
     return rows, columns
 
 
 def _thought_row(record: dict) -> dict:
     return {
         "id": record["id"],
+        "sample": record.get("sample", 0),
         "question": excerpt(record["question"], 60, 25),
         "thought (excerpt)": thought_excerpt(record["cot"]),
         "thinking tokens": thinking_tokens(record),
@@ -59,6 +60,7 @@ def _thought_row(record: dict) -> dict:
 def _draft_row(record: dict) -> dict:
     return {
         "id": record["id"],
+        "sample": record.get("sample", 0),
         "question": excerpt(record["question"], 60, 25),
         "draft (excerpt)": draft_excerpt(record["cod"]),
         "tokens thought → draft": f"{thinking_tokens(record)} → {draft_tokens(record)}",

@@ -1,8 +1,9 @@
-"""The dataset report: every scenario side by side, as a table and a picture.
+"""The dataset report: every scenario side by side, as a table and pictures.
 
 The report streams every scenario's `cot_<suffix>.jsonl` and `cod_<suffix>.jsonl` once through
 `quality.SampleStats` (the same pass the samples assets use), keeping only sums and two small
-integer arrays per scenario, so memory stays flat however large the files grow.
+integer arrays per scenario, so memory stays flat however large the files grow; the CoT file is
+read again, a bucket of problems at a time, for pass@k and maj@k (`problems.file_passes`).
 """
 
 import base64
@@ -11,15 +12,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cotgen_assets.core.problems import PassFigures, file_passes
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.queue import quota_wait_seconds
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
-from cotgen_assets.core.storage import atomic_write, data_dir, read_jsonl, samples_path
+from cotgen_assets.core.storage import atomic_write, data_dir, read_samples, samples_path
 from cotgen_assets.core.submission_history import ingested_submissions, total_cost_usd
 from cotgen_assets.core.submissions import load_submission
 
 THOUGHT_COLOR = "#4C72B0"
+PASS_RATES_PICTURE = "pass_rates.png"  # beside the report's picture
 DRAFT_COLOR = "#DD8452"
 
 
@@ -91,6 +94,8 @@ class ScenarioFigures:
     limit: int = 0  # the newest fill's limit, else the scenario's
     num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
     quota_wait_minutes: float = 0.0  # its ingested submissions' waits on the batch quota, summed
+    passes: PassFigures = field(default_factory=PassFigures)  # k answers per problem: pass@1, pass@k, maj@k
+    merged_over_limit: int | None = None  # `all`: the merged scenarios' own counts (limits do not pool)
 
     def merge(self, other: "ScenarioFigures") -> None:
         """Add another scenario's sums (for the `all` column)."""
@@ -101,6 +106,8 @@ class ScenarioFigures:
         self.limit += other.limit
         self.num_pairs += other.num_pairs
         self.quota_wait_minutes += other.quota_wait_minutes
+        self.passes.merge(other.passes)
+        self.merged_over_limit = (self.merged_over_limit or 0) + other.over_limit
 
     def add_cod(self, record: dict) -> None:
         self.cod(record)
@@ -112,7 +119,10 @@ class ScenarioFigures:
 
     @property
     def over_limit(self) -> int:
-        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped."""
+        """Correct CoT samples beyond the limit: kept (they were paid for), exported unless capped.
+        Per scenario: a scenario short of its limit does not cancel another one's surplus."""
+        if self.merged_over_limit is not None:
+            return self.merged_over_limit
         return max(self.cot.num_correct - self.limit, 0)
 
     @property
@@ -125,13 +135,14 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     """Stream the scenario's samples files once."""
     figures = ScenarioFigures(scenario.name)
     correct_by_submission: dict[str, int] = {}
-    for record in read_jsonl(samples_path(GENERATION, scenario.suffix)):
+    for record in read_samples(GENERATION, scenario.suffix):
         figures.cot(record)
         if record["correct"]:
             made_by = record["generation"]["submission"]
             correct_by_submission[made_by] = correct_by_submission.get(made_by, 0) + 1
-    for record in read_jsonl(samples_path(SUMMARIZATION, scenario.suffix)):
+    for record in read_samples(SUMMARIZATION, scenario.suffix):
         figures.add_cod(record)
+    figures.passes = file_passes(samples_path(GENERATION, scenario.suffix))
     figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
     figures.rounds = round_figures(scenario, correct_by_submission)
     figures.limit = fill_limit(scenario, figures.rounds)
@@ -174,6 +185,11 @@ def totals(figures: list[ScenarioFigures]) -> ScenarioFigures:
 ROWS = [
     ("CoT samples", lambda f: f.cot.num_samples, "{:,}"),
     ("CoT accuracy", lambda f: f.cot.accuracy if f.cot.num_samples else None, "{:.1%}"),
+    ("Problems (with a graded CoT)", lambda f: f.passes.num_problems, "{:,}"),
+    ("Answers per problem (k)", lambda f: f.passes.k or None, "{:,}"),
+    ("pass@1", lambda f: f.passes.pass_at_1, "{:.1%}"),
+    ("pass@k", lambda f: f.passes.pass_at_k, "{:.1%}"),
+    ("maj@k", lambda f: f.passes.maj_at_k, "{:.1%}"),
     ("CoT input tokens", lambda f: f.cot.input_tokens, "{:,}"),
     ("CoT thinking tokens", lambda f: f.cot.thinking_tokens, "{:,}"),
     ("CoT output tokens", lambda f: f.cot.output_tokens, "{:,}"),
@@ -240,6 +256,9 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
         "num_cot_samples": total.cot.num_samples,
         "num_cod_samples": total.cod.num_samples,
         "cot_accuracy": total.cot.accuracy,
+        "pass_at_1": total.passes.pass_at_1 or 0.0,
+        "pass_at_k": total.passes.pass_at_k or 0.0,
+        "maj_at_k": total.passes.maj_at_k or 0.0,
         "cod_accuracy": total.cod.accuracy,
         "input_tokens": total.cot.input_tokens + total.cod.input_tokens,
         "thinking_tokens": total.cot.thinking_tokens + total.cod.thinking_tokens,
@@ -428,6 +447,38 @@ def _draw_costs(costs, figures: list[ScenarioFigures]) -> None:
     costs.grid(axis="y", alpha=0.3)
 
 
+def render_pass_rates(figures: list[ScenarioFigures]) -> bytes:
+    """PNG: per scenario, how many problems are solved 0/k, 1/k, …, k/k (how RL problems are picked)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(
+        figsize=(3.2 * max(len(figures), 1), 3.4), dpi=100, layout="constrained", facecolor="white"
+    )
+    axes = figure.subplots(1, max(len(figures), 1), squeeze=False)[0]
+    for ax, item in zip(axes, figures):
+        passes = item.passes
+        ax.set_title(item.scenario, fontsize=10)
+        if not passes.num_problems:
+            ax.text(0.5, 0.5, "no graded\nanswers yet", ha="center", va="center", color="grey")
+            ax.set_axis_off()
+            continue
+        solved = range(passes.k + 1)
+        bars = ax.bar(solved, passes.histogram, color=THOUGHT_COLOR, alpha=0.8)
+        ax.bar_label(bars, fontsize=8)
+        ax.set_xticks(list(solved), [f"{j}/{passes.k}" for j in solved])
+        ax.set_xlabel("correct answers per problem")
+        ax.set_ylabel("problems")
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+    figure.suptitle("Pass rates: problems by correct answers out of k", fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", facecolor="white", transparent=False)
+    return buffer.getvalue()
+
+
 def picture_path() -> Path:
     return data_dir() / "report" / "dataset_report.png"
 
@@ -444,6 +495,7 @@ class Report:
     picture: Path
     png: bytes
     rounds: str = ""  # the generation rounds per scenario (markdown)
+    pass_rates_png: bytes = b""  # problems by correct answers out of k, per scenario
 
 
 def build_report(scenarios: dict[str, Scenario] | None = None) -> Report:
@@ -453,10 +505,14 @@ def build_report(scenarios: dict[str, Scenario] | None = None) -> Report:
     path = picture_path()
     with atomic_write(path) as handle:
         handle.write(png)
+    pass_rates = render_pass_rates(figures)
+    with atomic_write(path.with_name(PASS_RATES_PICTURE)) as handle:
+        handle.write(pass_rates)
     table = markdown_table(figures)
     rounds = rounds_markdown(figures)
     with atomic_write(path.with_suffix(".md"), "w") as handle:
         handle.write(
             f"# Dataset report\n\n{table}\n\n## Rounds\n\n{rounds}\n\n![dataset report]({path.name})\n"
+            f"\n## Pass rates\n\n![pass rates]({PASS_RATES_PICTURE})\n"
         )
-    return Report(figures, table, path, png, rounds)
+    return Report(figures, table, path, png, rounds, pass_rates)

@@ -1,20 +1,22 @@
-"""`cotgen trace ID`: everything the project knows about one record id, read from its files.
+"""`cotgen trace ID`: everything the project knows about one problem id, read from its files.
 
-`trace("easy-17")` answers "where did this sample come from and what did it cost?": the source
-row, the CoT and CoD records' batch, model, prompt version, submission, usage and cost, every
-attempt made for the id (from each submission's `outcomes.jsonl`, or still in flight), and the
-paths of the files all this was read from. Files are streamed and searched by the id's bytes
+`trace("easy-17")` answers "where did these samples come from and what did they cost?": the source
+row, then every sample (answer) of the problem with its index and its CoT and CoD records' batch,
+model, prompt version, submission, usage and cost; every attempt made for the id (from each
+submission's `outcomes.jsonl`, or still in flight), and the paths of the files all this was read
+from. `trace("easy-17#2")` shows sample 2 only. Files are streamed and searched by the id's bytes
 first, so a trace stays quick on large samples files.
 """
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
 from cotgen_assets.core.decontamination import excluded_problems
-from cotgen_assets.core.records import MADE_BY_KEYS
+from cotgen_assets.core.records import MADE_BY_KEYS, Field, record_key, record_problem
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import (
@@ -45,14 +47,17 @@ def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) ->
     return max(matches, key=lambda s: len(s.name))
 
 
-def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tuple[int, dict] | None:
-    """(1-based line number, record) of the id in a JSONL file, streamed; None if absent.
+def lines_of(
+    path: Path, sample_id: str, required: tuple[str, ...] = (), schema: tuple[Field, ...] = ()
+) -> Iterator[tuple[int, dict]]:
+    """(1-based line number, record) of each line with the id in a JSONL file, streamed.
 
-    A damaged line that may be the id's (it holds the id, but is not JSON, or lacks a `required`
-    key) is a DamagedFile naming the file and line, not a silent miss nor a bare KeyError.
+    A damaged line that may be the id's (it holds the id, but is not JSON, lacks a `required`
+    key, or is no record of the `schema`: a samples file's) is a DamagedFile naming the file and
+    line, not a silent miss nor a bare KeyError.
     """
     if not path.exists():
-        return None
+        return
     needle = orjson.dumps(sample_id)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, 1):
@@ -64,10 +69,27 @@ def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tup
                 if not isinstance(record, dict):
                     raise damaged_file(path, number, required)
                 if record.get("id") == sample_id:
-                    if any(key not in record for key in required):
-                        raise damaged_file(path, number, required)
-                    return number, record
-    return None
+                    if any(key not in record for key in required) or record_problem(record, schema):
+                        raise damaged_file(path, number, required, schema)
+                    yield number, record
+
+
+def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tuple[int, dict] | None:
+    """The first line with the id, or None."""
+    return next(lines_of(path, sample_id, required), None)
+
+
+def find_records(path: Path, sample_id: str, stage: Stage) -> list[tuple[int, dict]]:
+    """Every record of the problem in the stage's samples file, by sample."""
+    return sorted(lines_of(path, sample_id, schema=stage.fields), key=lambda hit: record_key(hit[1])[1])
+
+
+def parse_query(query: str) -> tuple[str, int | None]:
+    """`easy-17` (every sample of the problem) or `easy-17#2` (sample 2 only)."""
+    problem, hash_sign, sample = query.strip().partition("#")
+    if hash_sign and not sample.isdigit():
+        raise LookupError(f"{query!r}: write ID for every sample or ID#N for one, e.g. easy-17#2")
+    return problem, int(sample) if hash_sign else None
 
 
 def source_row(scenario: Scenario, sample_id: str) -> dict | None:
@@ -216,31 +238,57 @@ def why_no_cod(scenario: Scenario, sample_id: str, cot_found, tried: list[dict])
     )
 
 
-def trace(sample_id: str) -> dict:
-    """Everything about one record id; LookupError when the project has never seen it."""
-    sample_id = sample_id.strip()
+def sample_summaries(
+    scenario: Scenario, sample_id: str, cot: tuple[Path, list], cod: tuple[Path, list], tried: list[dict]
+) -> list[dict]:
+    """Each sample of the problem, by index: its CoT and CoD records (path, found lines), why no CoD."""
+    (cot_path, cot_found), (cod_path, cod_found) = cot, cod
+    cots = {record_key(r)[1]: (n, r) for n, r in cot_found}
+    cods = {record_key(r)[1]: (n, r) for n, r in cod_found}
+    return [
+        {
+            "sample": index,
+            "cot": record_summary(cot_path, cots.get(index), GENERATION),
+            "cod": record_summary(cod_path, cods.get(index), SUMMARIZATION),
+            "no_cod_because": None
+            if index in cods
+            else why_no_cod(scenario, sample_id, cots.get(index), tried),
+        }
+        for index in sorted(set(cots) | set(cods))
+    ]
+
+
+def trace(query: str) -> dict:
+    """Everything about one problem id (`ID`) or one of its samples (`ID#N`); LookupError when
+    the project has never seen it."""
+    sample_id, only = parse_query(query)
     scenario = scenario_of(sample_id)
     cot_path = samples_path(GENERATION, scenario.suffix)
     cod_path = samples_path(SUMMARIZATION, scenario.suffix)
     source = source_row(scenario, sample_id)
-    cot_found, cod_found = find_line(cot_path, sample_id), find_line(cod_path, sample_id)
     tried = attempts(scenario, sample_id)
-    if not (source or cot_found or cod_found or tried):
+    cots = find_records(cot_path, sample_id, GENERATION)
+    cods = find_records(cod_path, sample_id, SUMMARIZATION)
+    samples = sample_summaries(scenario, sample_id, (cot_path, cots), (cod_path, cods), tried)
+    if not (source or samples or tried):
         raise LookupError(
             f"unknown id {sample_id!r}: no source problem, sample or request with this id in "
             f"{data_dir()} (scenario {scenario.name!r}; is COTGEN_DATA_DIR the data dir you meant?)"
         )
-    if source is None:  # source_problems not materialized here: the record still says where it came from
-        record = (cot_found or cod_found or (0, {}))[1]
-        source = record.get("source")
+    if only is not None:
+        if only not in [s["sample"] for s in samples]:
+            raise LookupError(
+                f"{sample_id!r} has no sample {only}: its samples are {[s['sample'] for s in samples]}"
+            )
+        samples = [s for s in samples if s["sample"] == only]
+    if source is None:  # source_problems not materialized here: a record still says where it came from
+        source = next((record.get("source") for _, record in cots + cods), None)
     submissions = sorted({a["submission"] for a in tried})
     return {
         "id": sample_id,
         "scenario": scenario.name,
         "source": source,
-        "cot": record_summary(cot_path, cot_found, GENERATION),
-        "cod": record_summary(cod_path, cod_found, SUMMARIZATION),
-        "no_cod_because": None if cod_found else why_no_cod(scenario, sample_id, cot_found, tried),
+        "samples": samples,
         "attempts": tried,
         "total_cost_usd": sum(a["cost_usd"] or 0.0 for a in tried),
         "files": {

@@ -8,11 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.backends.developer import WIRE
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
-from cotgen_assets.core.batch_output import Usage, iter_result_lines
+from cotgen_assets.core.batch_output import iter_result_lines
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.pricing import cost_usd, load_prices
-from cotgen_assets.core.prompts import generation_request, request_line
-from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets_tests.harness.emulator import generation_request, request_line
 
 try:
     from cotgen_assets.core.grading import answers_match
@@ -55,7 +57,7 @@ def test_thousand_gsm8k_questions_round_trip(emulator, gsm8k_rows, tmp_path):
 
     results_path = gemini.download_results(info.result_file, tmp_path / "results.jsonl")
     outcomes = {}
-    for result in iter_result_lines(results_path):
+    for result in iter_result_lines(results_path, WIRE):
         assert result.key not in outcomes, f"duplicate key {result.key}"
         outcomes[result.key] = result
     assert set(outcomes) == set(gsm8k_rows)  # joined by key, exactly one outcome each

@@ -8,12 +8,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cotgen_assets.core.batch_output import FAILED_STATES, SUCCEEDED_STATES, iter_result_lines
-from cotgen_assets.core.prompts import generation_request, request_line
-from cotgen_assets.gemini import developer as developer_module
-from cotgen_assets.gemini.backend import BatchInfo
-from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets.gemini.retries import GeminiError
+from cotgen_assets.backends import developer as developer_module
+from cotgen_assets.backends.base import BatchInfo
+from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets.backends.retries import GeminiError
+from cotgen_assets.core.batch_output import iter_result_lines
+from cotgen_assets_tests.harness.emulator import generation_request, request_line
 
 # Distinctive, so that any leak is found by a plain substring search.
 FAKE_KEY = "AIzaSyFAKE-cotgen-Leak-Canary-9f3b7c2e1d"
@@ -98,7 +99,7 @@ class NotTheEmulator:
 
 def test_who_answers_decides_offline_not_whether_a_key_is_set(emulator, caplog):
     """A key with the base URL left at the emulator is offline; a key with another endpoint is not."""
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     keyed = make_resource(emulator.base_url)
     assert keyed.offline
     assert keyed.describe() == f"offline: local Gemini emulator at {emulator.base_url}"
@@ -112,9 +113,12 @@ def test_who_answers_decides_offline_not_whether_a_key_is_set(emulator, caplog):
         other.stop()
 
 
-def test_state_sets():
-    assert SUCCEEDED_STATES == {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"}
-    assert FAILED_STATES == {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
+def test_job_states_end_in_neutral_words():
+    """Both spellings of the API's states: how a job ended, as core reads it; "" while it runs."""
+    states = ("BATCH_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED", "BATCH_STATE_FAILED")
+    states += ("JOB_STATE_CANCELLED", "BATCH_STATE_EXPIRED", "BATCH_STATE_RUNNING", "JOB_STATE_PENDING")
+    ends = [job_end(job_state(state)) for state in states]
+    assert ends == ["succeeded", "partially_succeeded", "failed", "cancelled", "expired", "", ""]
 
 
 # -------------------------------------------------------------------------------- every call
@@ -143,7 +147,7 @@ def test_every_call(gemini, requests_file, tmp_path):
 
     dest = tmp_path / "out" / "results.jsonl"
     assert gemini.download_results(info.result_file, dest) == dest
-    results = {r.key: r for r in iter_result_lines(dest)}
+    results = {r.key: r for r in iter_result_lines(dest, developer_module.WIRE)}
     assert set(results) == {"q-0", "q-1", "q-2"}
     assert all(r.status == "ok" and r.thought and r.answer for r in results.values())
     assert [p.name for p in dest.parent.iterdir()] == ["results.jsonl"]  # no temp file left
@@ -184,7 +188,7 @@ def test_failed_jobs_are_reported_and_resubmitted(gemini, emulator, requests_fil
 
 def test_offline_mode_uses_the_emulator_and_says_so_once(emulator, requests_file, caplog, monkeypatch):
     monkeypatch.setattr(developer_module, "_announced_offline", set())
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     offline = GeminiBatchResource(emulator_url=emulator.base_url, backoff_seconds=0.01)
     info = offline.submit_jsonl(requests_file, MODEL, "cotgen-test-offline")
     assert wait_until_done(offline, info.name).succeeded
@@ -215,7 +219,7 @@ def until_a_fault_hits(caplog, operation: str, call, tries: int = 40):
 
 
 def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     emulator.set_faults(http_error_rate=0.3)
     file_name = until_a_fault_hits(caplog, "upload of", lambda: gemini.upload_jsonl(requests_file, "flaky"))
     created = []
@@ -230,7 +234,7 @@ def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tm
     dest = until_a_fault_hits(
         caplog, "download of", lambda: gemini.download_results(info.result_file, tmp_path / "flaky.jsonl")
     )
-    assert sorted(r.key for r in iter_result_lines(dest)) == ["q-0", "q-1", "q-2"]
+    assert sorted(r.key for r in iter_result_lines(dest, developer_module.WIRE)) == ["q-0", "q-1", "q-2"]
     until_a_fault_hits(caplog, "list of", lambda: list(gemini.list_batches(page_size=1)))
     emulator.set_faults(http_error_rate=0.0)
     # every create call made exactly one batch: none lost, none doubled
@@ -251,7 +255,7 @@ def test_gives_up_on_transient_errors_after_max_attempts(emulator):
 
 
 def test_lost_create_response_does_not_pay_twice(gemini, emulator, requests_file, caplog):
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     emulator.set_faults(lose_create_count=1)
     info = gemini.submit_jsonl(requests_file, MODEL, "cotgen-test-lost-create")
     assert any("the job exists" in r.getMessage() for r in caplog.records)  # the fault did happen
@@ -262,7 +266,7 @@ def test_lost_create_response_does_not_pay_twice(gemini, emulator, requests_file
 
 
 def test_permanent_errors_carry_the_api_message(gemini, requests_file, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="cotgen_assets.gemini.resource")
+    caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     with pytest.raises(GeminiError) as missing:
         gemini.get_batch("batches/doesnotexist")
     assert missing.value.status_code == 404 and missing.value.status == "NOT_FOUND"
@@ -356,6 +360,6 @@ def test_a_key_in_an_api_message_is_scrubbed():
         400,
         {"error": {"code": 400, "message": f"API key {FAKE_KEY} not valid.", "status": "INVALID_ARGUMENT"}},
     )
-    error = gemini.batches().retrying.final_error("get of batches/x", echo, 1)
+    error = gemini.batch_api().retrying.final_error("get of batches/x", echo, 1)
     assert isinstance(error, GeminiError) and error.status_code == 400
     assert FAKE_KEY not in str(error) and "API key *** not valid." in str(error)

@@ -8,13 +8,12 @@ import sys
 
 import pytest
 
+from cotgen_assets.backends import vertex as vertex_module
+from cotgen_assets.backends.resource import GeminiBatchResource, gemini_from_env
 from cotgen_assets.core.batch_output import iter_result_lines
-from cotgen_assets.core.prompts import generation_request, request_line
 from cotgen_assets.core.settings import SettingError
-from cotgen_assets.gemini import vertex as vertex_module
-from cotgen_assets.gemini.resource import GeminiBatchResource, gemini_from_env
 from cotgen_assets_tests.harness.dagster import ROOT, wait_for
-from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
 
 BUCKET = "cotgen-staging"
@@ -102,9 +101,11 @@ def test_a_shard_is_staged_run_and_downloaded_by_key(gemini, gcs, requests_file,
     assert (done.request_count, done.succeeded_count, done.failed_count) == (6, 6, 0)
     assert done.result_file.startswith(f"{job.dest}/prediction-model-")
     results = gemini.download_results(done.result_file, tmp_path / "results.jsonl")
-    keys = [line.key for line in iter_result_lines(results)]
+    keys = [line.key for line in iter_result_lines(results, vertex_module.WIRE)]
     assert sorted(keys) == [f"q-{i}" for i in range(6)] and keys != sorted(keys), "by key, in another order"
-    assert all(line.ok and line.usage.thinking_tokens > 0 for line in iter_result_lines(results))
+    assert all(
+        line.ok and line.usage.thinking_tokens > 0 for line in iter_result_lines(results, vertex_module.WIRE)
+    )
 
     assert [j.name for j in gemini.list_batches(page_size=1) if j.display_name == "cotgen-v-every"] == [
         job.name
@@ -121,7 +122,7 @@ def test_every_jsonl_under_the_output_directory_is_read_and_nothing_else(
     gcs.fs().pipe_file(f"{folder}/predictions_0002.jsonl", b'{"key": "extra", "status": "late"}')
     gcs.fs().pipe_file(f"{folder}/errors.txt", b"not predictions\n")
     results = gemini.download_results(done.result_file, tmp_path / "results.jsonl")
-    keys = sorted(line.key for line in iter_result_lines(results))
+    keys = sorted(line.key for line in iter_result_lines(results, vertex_module.WIRE))
     assert keys == sorted([f"q-{i}" for i in range(6)] + ["extra"])
     assert b"not predictions" not in results.read_bytes()
 
@@ -252,12 +253,46 @@ def test_settings_choose_the_backend_and_default_location_and_staging(monkeypatc
 
 
 @pytest.mark.parametrize(
+    "project, location",
+    [
+        ("my-project-123", "us-central1"),
+        ("example.com:my-project", "northamerica-northeast1"),
+        ("abcdef", "eu"),
+    ],
+)
+def test_project_ids_and_locations_in_googles_formats_are_taken(monkeypatch, project, location):
+    env = {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": project, "GOOGLE_CLOUD_LOCATION": location}
+    chosen = settings(monkeypatch, **env)
+    assert (chosen.project, chosen.location) == (project, location)
+
+
+@pytest.mark.parametrize(
     "env, message",
     [
         ({"COTGEN_GEMINI_BACKEND": "vertexai"}, "COTGEN_GEMINI_BACKEND='vertexai' is not valid: it takes"),
         (
             {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": ""},
             "GOOGLE_CLOUD_PROJECT is not set: the Vertex AI backend",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": "a?b#c"},
+            "GOOGLE_CLOUD_PROJECT='a?b#c' is not a Google Cloud project id: it takes 6 to 30 lower-case",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": "My_Project"},
+            "GOOGLE_CLOUD_PROJECT='My_Project' is not a Google Cloud project id",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_PROJECT": "my-project-"},
+            "GOOGLE_CLOUD_PROJECT='my-project-' is not a Google Cloud project id",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_LOCATION": "us central1"},
+            "GOOGLE_CLOUD_LOCATION='us central1' is not a Google Cloud location: it takes a region",
+        ),
+        (
+            {**VERTEX_ENV, "GOOGLE_CLOUD_LOCATION": "europe-west4?x"},
+            "GOOGLE_CLOUD_LOCATION='europe-west4?x' is not a Google Cloud location",
         ),
         (
             {**VERTEX_ENV, "COTGEN_VERTEX_STAGING": ""},

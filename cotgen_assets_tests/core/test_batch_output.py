@@ -1,7 +1,14 @@
 import orjson
 import pytest
 
-from cotgen_assets.core.batch_output import ResultLine, Usage, iter_result_lines, parse_result_line
+from cotgen_assets.backends.developer import WIRE
+from cotgen_assets.core.batch_output import ResultLine, classify, iter_result_lines
+from cotgen_assets.core.model_io import Usage
+
+
+def parse_result_line(raw: bytes, require_thoughts: bool = True) -> ResultLine:
+    """A Developer API output line, read by its backend, classified by core."""
+    return classify(WIRE.read_line(raw), require_thoughts)
 
 
 def line(key="easy-1", parts=None, finish="STOP", usage=None, **extra) -> bytes:
@@ -184,7 +191,7 @@ def test_iter_result_lines_streams_a_file(tmp_path):
     path.write_bytes(
         line(key="b") + b"\n\n" + b"garbage\r\n" + line(key="a", finish="SAFETY") + b"\n   \n" + line(key="c")
     )
-    results = list(iter_result_lines(path))
+    results = list(iter_result_lines(path, WIRE))
     assert [(r.key, r.status) for r in results] == [
         ("b", "ok"),
         (None, "not_json"),
@@ -192,3 +199,16 @@ def test_iter_result_lines_streams_a_file(tmp_path):
         ("c", "ok"),
     ]
     assert {r.key: r for r in results if r.key}["c"].answer.endswith("\\boxed{72}.")
+
+
+def test_a_vertex_status_line_is_that_request_s_failure_with_its_usage_kept():
+    from cotgen_assets.backends.vertex import WIRE as VERTEX
+
+    raw = orjson.dumps(
+        {"key": "easy-2", "status": "Quota exceeded", "response": {"usageMetadata": {"promptTokenCount": 7}}}
+    )
+    failed = classify(VERTEX.read_line(raw))
+    assert (failed.key, failed.status, failed.reason) == ("easy-2", "line_error", "Quota exceeded")
+    assert failed.usage == Usage(input_tokens=7)
+    ok = classify(VERTEX.read_line(orjson.dumps({"key": "easy-1", "status": "", **orjson.loads(line())})))
+    assert ok.status == "ok" and ok.answer.endswith("\\boxed{72}.")

@@ -48,7 +48,7 @@ def results(defaults):
 
 @pytest.fixture(scope="module")
 def math_index():
-    """competition_math row -> (original MATH split, original file), the README's independent oracle."""
+    """competition_math row -> (original MATH split, original file), the docs' independent oracle."""
     with open(DATA / "competition_math" / "source_index.csv", newline="") as handle:
         return {int(r["row"]): (r["hendrycks_split"], r["hendrycks_path"]) for r in csv.DictReader(handle)}
 
@@ -327,7 +327,7 @@ def test_boilerplate_only_matches_are_kept_and_templated_ones_left_out(results):
 
 
 def test_how_many_problems_the_boilerplate_rule_gives_back(defaults, results):
-    """The README's figures: problems the plain 13-word rule would leave out that are kept now."""
+    """The docs' figures: problems the plain 13-word rule would leave out that are kept now."""
     _, benchmarks = defaults
     plain = BenchmarkIndex(
         {b.name: load_benchmark_questions(b) for b in benchmarks.values()}, ignore_boilerplate=False

@@ -25,7 +25,7 @@ from cotgen_assets.core.submissions import load_submission
 from cotgen_assets.defs.locks import lock_holder
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import read_jsonl
-from cotgen_assets_tests.harness.results import line, make_submission, response, write_results
+from cotgen_assets_tests.harness.results import asking, line, make_submission, response, write_results
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_a_cancelled_job_leaves_unanswered_requests_untried(data_dir, cot_file):
 def vertex_line(key: str | None, status: str = "", answer: str | None = None, **more) -> bytes:
     """An output line as Vertex AI writes it: the input's keys, the request re-serialized, a status."""
     out = {"key": key} if key is not None else {}
-    out |= {"request": {"contents": [{"role": "user", "parts": [{"text": "q"}]}]}, "status": status}
+    out |= {"request": asking(key or ""), "status": status}
     out |= {"processed_time": "2026-12-02T10:00:00.123+00:00"}
     if answer is not None:
         out["response"] = response(key or "", answer)["response"]
@@ -123,7 +123,7 @@ def vertex_line(key: str | None, status: str = "", answer: str | None = None, **
 def test_vertex_lines_are_matched_by_key_and_a_status_text_is_that_requests_failure(data_dir, cot_file):
     """Vertex AI answers in another order, says a request failed only by a non-empty `status`, and
     may carry a key twice, one never asked, or none: each counted, none a crash or a second sample."""
-    submission = make_submission("vertex", list(range(5)))
+    submission = make_submission("vertex", list(range(5)), backend="vertex")
     failure = "INVALID_ARGUMENT: Request contains an invalid argument."
     submission.results_path("shard-000").write_bytes(
         vertex_line("easy-3", answer="6")
@@ -151,7 +151,7 @@ def test_vertex_lines_are_matched_by_key_and_a_status_text_is_that_requests_fail
 def test_a_partially_succeeded_job_leaves_unanswered_requests_untried(data_dir, cot_file):
     """Vertex AI's PARTIALLY_SUCCEEDED: the answered requests count (failed ones as a try), the ones it
     never ran do not, so the next fill asks for both without spending a try on the unrun ones."""
-    submission = make_submission("partial", list(range(4)))
+    submission = make_submission("partial", list(range(4)), backend="vertex")
     submission.job_states = ["JOB_STATE_PARTIALLY_SUCCEEDED"]
     submission.save()
     submission.results_path("shard-000").write_bytes(
@@ -171,6 +171,7 @@ CHILD = r"""
 import os, signal, sys, time
 from pathlib import Path
 
+import cotgen_assets.backends  # registers the batch APIs' wire formats, as the code location does
 import cotgen_assets.core.ingest as samples
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import load_submission

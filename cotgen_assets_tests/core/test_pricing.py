@@ -1,6 +1,6 @@
 import pytest
 
-from cotgen_assets.core.batch_output import Usage
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.pricing import UnknownModelError, cost_usd, load_prices
 
 PRO = "gemini-3.1-pro-preview"

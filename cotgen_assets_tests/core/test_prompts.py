@@ -1,13 +1,14 @@
 import orjson
 import pytest
 
+from cotgen_assets.backends.gemini_wire import input_line, request_body
 from cotgen_assets.core.prompts import (
+    DRAFT_SCHEMA,
     GENERATION_PROMPT_VERSION,
     SUMMARIZATION_PROMPT_VERSION,
-    generation_request,
+    generation_prompt,
     parse_draft,
-    request_line,
-    summarization_request,
+    summarization_prompt,
 )
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then half as many in May. How many in all?"
@@ -18,8 +19,16 @@ def test_versions_are_named():
     assert SUMMARIZATION_PROMPT_VERSION == "cod-sum-v1"
 
 
+def test_asks_say_what_to_ask_in_no_api_words():
+    ask = generation_prompt("easy-1", QUESTION)
+    assert ask.texts[-1] == QUESTION and ask.include_thoughts and ask.thinking == "high"
+    assert ask.schema is None and ask.answers == 1
+    draft = summarization_prompt("easy-1", QUESTION, "thought", "answer")
+    assert draft.schema == DRAFT_SCHEMA and not draft.include_thoughts and draft.thinking == "low"
+
+
 def test_generation_request_puts_the_question_last():
-    request = generation_request(QUESTION)
+    request = request_body(generation_prompt("", QUESTION))
     last_user = [c for c in request["contents"] if c["role"] == "user"][-1]
     assert last_user["parts"][-1] == {"text": QUESTION}
     instructions = " ".join(p["text"] for p in last_user["parts"][:-1])
@@ -27,11 +36,12 @@ def test_generation_request_puts_the_question_last():
     config = request["generationConfig"]
     assert config["thinkingConfig"] == {"includeThoughts": True, "thinkingLevel": "high"}
     assert "responseJsonSchema" not in config and "responseSchema" not in config
-    assert generation_request(QUESTION, "low")["generationConfig"]["thinkingConfig"]["thinkingLevel"] == "low"
+    low = request_body(generation_prompt("", QUESTION, "low"))
+    assert low["generationConfig"]["thinkingConfig"]["thinkingLevel"] == "low"
 
 
 def test_summarization_request_parts_and_schema():
-    request = summarization_request(QUESTION, "She sold 48/2 = 24 in May.", "\\boxed{72}")
+    request = request_body(summarization_prompt("", QUESTION, "She sold 48/2 = 24 in May.", "\\boxed{72}"))
     parts = [p["text"] for p in request["contents"][-1]["parts"]]
     assert len(parts) == 4
     assert "Chain of Draft" in parts[0] and "five words" in parts[0]
@@ -51,7 +61,7 @@ def test_summarization_request_parts_and_schema():
 
 
 def test_request_line_is_one_json_line():
-    line = request_line("easy-00001", generation_request("π ≈ 3.14?"))
+    line = input_line(generation_prompt("easy-00001", "π ≈ 3.14?"))
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     data = orjson.loads(line)
     assert data["key"] == "easy-00001"

@@ -9,6 +9,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core import requests as requests_module
 from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.ingest import ingest_submission
@@ -19,8 +20,8 @@ from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.assets.sources import source_problems
-from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
 MODEL = "gemini-3.1-pro-preview"
 
@@ -153,9 +154,10 @@ def leftovers(*folders) -> list[str]:
 
 def test_results_join_by_key_in_any_order_and_merge_without_duplicates(data_dir):
     samples_file = data_dir / "cot_easy.jsonl"
-    old = [{"id": f"easy-{i}", "generation": {"batch": "batches/old"}, "correct": False} for i in (100, 0, 3)]
-    data_dir.mkdir(parents=True)
-    samples_file.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in old))
+    old = [cot_record(f"easy-{i}", correct=False) for i in (100, 0, 3)]
+    for record in old:
+        record["generation"]["batch"] = "batches/old"
+    write_jsonl(samples_file, old)
 
     def lines(shard, numbers):
         rng = random.Random(shard)
@@ -267,8 +269,7 @@ def test_shards_stay_under_the_request_and_byte_limits(data_dir):
 
 def test_a_failure_during_ingestion_leaves_the_samples_file_as_it_was(data_dir):
     samples_file = data_dir / "cot_easy.jsonl"
-    data_dir.mkdir(parents=True)
-    samples_file.write_bytes(orjson.dumps({"id": "easy-100", "generation": {}}) + b"\n")
+    write_jsonl(samples_file, [cot_record("easy-100")])
     before = samples_file.read_bytes()
     submission = submission_with_results(5, 10, lambda shard, numbers: [result(i) for i in numbers])
 

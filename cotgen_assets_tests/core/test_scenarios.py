@@ -77,7 +77,12 @@ def test_fill_round_settings_are_read(tmp_path):
     "text, message",
     [
         ("scenarios: [", "not valid YAML"),
-        ("other: 1", "needs a non-empty `scenarios:` mapping"),
+        ("scenarios: {}", "needs a non-empty `scenarios:` mapping"),
+        (
+            "other: 1",
+            "unknown top-level key\\(s\\) \\['other'\\]; known keys: \\['benchmarks', 'scenarios'\\]",
+        ),
+        ("scenarios:\n  tiny: [[[[[[[[[[[1]]]]]]]]]]]", "line 2 nests deeper than 10 levels"),
         (GOOD.replace("split: test", "split: test\n    colour: red"), "unknown fields \\['colour'\\]"),
         (GOOD.replace("    dataset: gsm8k\n", ""), "lacks required fields \\['dataset'\\]"),
         (GOOD + "    limit: 0\n", "limit: Input should be greater than 0, got 0"),

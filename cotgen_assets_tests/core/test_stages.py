@@ -7,12 +7,12 @@ import dagster as dg
 import pytest
 
 from cotgen_assets.core.identity import ask_id_for, request_settings
-from cotgen_assets.core.prompts import generation_request, summarization_request
 from cotgen_assets.core.quality import gate_names
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, stage_named
 from cotgen_assets.core.storage import samples_path
 from cotgen_assets.core.submissions import Submission, load_submission
 from cotgen_assets.definitions import defs
+from cotgen_assets_tests.harness.emulator import generation_request, summarization_request
 
 MODEL = "gemini-3.1-pro-preview"
 

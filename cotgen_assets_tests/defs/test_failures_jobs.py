@@ -85,9 +85,10 @@ def test_a_dry_run_while_a_batch_is_in_flight_loses_nothing(pipeline, sources, d
 
 def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, sources, data_dir):
     """Else the new job's answers would never be downloaded, and the next fill would pay again."""
+    from cotgen_assets.backends.lifecycle import download_finished, submit
+    from cotgen_assets.backends.resource import GeminiBatchResource
     from cotgen_assets.core.ask import GenerationAsk
     from cotgen_assets.core.prepare import prepare_generation
-    from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished, submit
 
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
@@ -102,15 +103,15 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
         ask_enough=False,
     )
     first = prepare_generation(ask, offline=True).submission
-    submit(first, gemini)
-    download_finished(first, gemini)
+    submit(first, gemini.batch_api())
+    download_finished(first, gemini.batch_api())
     stale = first.results_path(first.shards[0])
     stale.write_bytes(b"")  # as if the failed job had handed back an empty results file
 
     again = prepare_generation(ask, offline=True).submission
-    submit(again, gemini)
+    submit(again, gemini.batch_api())
     assert again.submission_id == first.submission_id and again.batch_names != first.batch_names
-    assert [job.state for job in download_finished(again, gemini)] == ["JOB_STATE_SUCCEEDED"]
+    assert [job.state for job in download_finished(again, gemini.batch_api())] == ["JOB_STATE_SUCCEEDED"]
     assert len(stale.read_bytes().splitlines()) == 2, "the new job's answers were downloaded"
 
 
@@ -189,7 +190,7 @@ def api_calls(emulator) -> list[tuple[str, str]]:
 
 def test_transient_http_errors_are_ridden_through_by_a_whole_run(pipeline, emulator, sources, data_dir):
     """Half the calls fail; with the resource's small backoff and enough attempts nothing is lost."""
-    from cotgen_assets.gemini.resource import GeminiBatchResource
+    from cotgen_assets.backends.resource import GeminiBatchResource
 
     pipeline.resources["gemini"] = GeminiBatchResource(
         base_url=emulator.base_url, backoff_seconds=0.01, max_attempts=12

@@ -128,7 +128,7 @@ CLICK = """
 import json, os, sys, time
 import dagster as dg
 from cotgen_assets.defs.assets.batches import generation_batch
-from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.pipeline import ALL_ASSETS
 
 print("ready", flush=True)

@@ -19,10 +19,11 @@ import dagster as dg
 import orjson
 import pytest
 
+from cotgen_assets.backends.lifecycle import submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
@@ -205,7 +206,7 @@ def test_a_submission_whose_run_still_shows_running_is_not_taken_over(pipeline, 
     running = dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED)
     instance.add_run(running)
     sending = prepare_generation(three_problems_of_easy(), offline=True).submission
-    submit(sending, pipeline.resources["gemini"], running.run_id)
+    submit(sending, pipeline.resources["gemini"].batch_api(), running.run_id)
 
     refused = pipeline.submit_generation("easy", limit=5, raise_on_error=False)
     message = refused.failure_data_for_node("generation_batch").error.message

@@ -8,9 +8,9 @@ and hf_dataset refuses to push them. The key itself appears nowhere.
 import dagster as dg
 import pytest
 
+from cotgen_assets.backends.resource import gemini_from_env
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.resources import HubResource
-from cotgen_assets.gemini.resource import gemini_from_env
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 
 pytestmark = pytest.mark.pipeline

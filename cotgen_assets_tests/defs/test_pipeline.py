@@ -48,6 +48,10 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     assert cot_meta["num_samples"] == cot_meta["num_new"] == asked and cot_meta["accuracy"] == 1.0
     assert cot_meta["cost_usd"] == pytest.approx(sum(r["generation"]["cost_usd"] for r in cot))
     assert cot_meta["thinking_tokens"] == sum(r["generation"]["usage"]["thinking_tokens"] for r in cot)
+    assert all(r["sample"] == 0 for r in cot), "one answer per problem: every record is sample 0"
+    assert (cot_meta["num_problems"], cot_meta["answers_per_problem"]) == (asked, 1)
+    assert cot_meta["pass_at_1"] == cot_meta["pass_at_k"] == cot_meta["maj_at_k"] == cot_meta["accuracy"]
+    assert cot_meta["pass_rates"].startswith("![pass rates](data:image/png;base64,")
 
     summarization = pipeline.metadata("summarization_batch", "easy")
     assert summarization["num_requests"] == asked
@@ -56,7 +60,7 @@ def test_easy_chain_from_click_to_cod(pipeline, data_dir):
     assert pipeline.run(request).success
 
     cod = read_jsonl(data_dir / "cod_easy.jsonl")
-    assert [r["id"] for r in cod] == [r["id"] for r in cot]
+    assert [(r["id"], r["sample"]) for r in cod] == [(r["id"], r["sample"]) for r in cot]
     assert cod[0]["cod"].startswith("<draft>") and cod[0]["cod"].endswith("\\boxed{72}")
     assert cod[0]["generation"] == generation and cod[0]["summarization"]["prompt_version"] == "cod-sum-v1"
     cod_meta = pipeline.metadata("cod_samples", "easy")
@@ -117,8 +121,8 @@ METADATA_TYPES = {
         contamination_ngram dagster/row_count num_requests num_retries num_new_problems num_given_up
         num_skipped_incorrect num_skipped_contaminated num_shards projected_input_tokens
         projected_thinking_tokens projected_output_tokens cot_samples_storage_id num_succeeded
-        num_failed num_failed_jobs num_samples num_new num_unknown_keys num_duplicate_keys input_tokens
-        cached_tokens thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples
+        num_failed num_failed_jobs num_cancelled_jobs num_samples num_new num_unknown_keys num_duplicate_keys
+        input_tokens cached_tokens thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples
         num_rows_cot_easy num_rows_cod_easy""",
     "Float": """accuracy_estimate retry_accuracy_estimate expected_correct earlier_rounds_cost_usd
         extra_asks_cost_usd projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd

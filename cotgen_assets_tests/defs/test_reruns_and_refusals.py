@@ -17,13 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import cotgen_assets
+from cotgen_assets.backends.lifecycle import submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
-from cotgen_assets.gemini.resource import GeminiBatchResource, submit
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
@@ -181,7 +182,7 @@ def test_a_reused_batch_is_a_warning_in_the_run_log_and_in_the_metadata(pipeline
         ),
         offline=True,
     ).submission
-    submit(crashed, gemini)
+    submit(crashed, gemini.batch_api())
     result = pipeline.submit_generation("easy", limit=2)
     meta = pipeline.metadata("generation_batch", "easy")
     assert meta["batch_names"] == crashed.batch_names == meta["reused_batches"]

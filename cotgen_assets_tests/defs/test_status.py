@@ -3,11 +3,16 @@ against a held emulator job whose counts then move from 0 to done. In-process (s
 on-disk instance the CLI finds through DAGSTER_HOME, as a user's shell would); over GraphQL, as the
 UI reads them, in test_auto_fill_e2e.py."""
 
+import os
+import shutil
+
 import dagster as dg
 import pytest
 
 from cotgen_assets import cli
-from cotgen_assets_tests.harness.dagster import wait_for
+from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets_tests.harness.cli import cotgen
+from cotgen_assets_tests.harness.dagster import ROOT, wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.pipeline import Pipeline
 
@@ -76,3 +81,67 @@ def test_a_held_job_is_shown_at_0_then_its_counts_move_to_done(
         line = status_line(capsys, "generation")
         assert line.split()[2] == "saved" and f" {total}/{total} " in line and f" {total}/5 " in line
         assert "in flight" not in line
+
+
+@pytest.fixture
+def held_hard(tmp_path, sources, data_dir, monkeypatch):
+    """`hard` submitted (limit 5) to an emulator holding its job, on an instance `cotgen` finds."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    sources("hard")
+    emulator = start_emulator(tmp_path / "emulator", latency=0.0)
+    with emulator, dg.DagsterInstance.local_temp(str(home)) as instance:
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emulator.base_url)
+        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+        pipeline = Pipeline(instance, emulator.base_url)
+        emulator.set_faults(hold_count=1)
+        pipeline.submit_generation("hard", limit=5, ask="missing")
+        yield pipeline, emulator
+
+
+def test_a_saved_batch_shows_the_requests_answered_not_those_asked(held_hard, capsys):
+    pipeline, emulator = held_hard
+    total = pipeline.metadata("generation_batch", "hard")["num_requests"]
+    assert cli.main(["cancel", "hard", "generation"]) == 0
+    emulator.release()
+    [request] = pipeline.tick_until_launch()
+    assert pipeline.run(request).success
+    capsys.readouterr()
+
+    line = status_line(capsys, "generation")
+    assert line.split()[2:4] == ["saved", f"0/{total}"], line
+
+
+def test_an_api_error_is_shown_whole_below_the_table(held_hard, capsys):
+    pipeline, emulator = held_hard
+    [name] = pipeline.metadata("generation_batch", "hard")["batch_names"]
+    emulator.set_faults(http_error_rate=1.0)
+    with pytest.raises(Exception) as raised:
+        GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05).get_batch(
+            name, timeout_seconds=10, max_attempts=2
+        )
+    message = " ".join(str(raised.value).split())
+    assert len(message) > 80
+
+    line = status_line(capsys, "generation")
+    assert "unknown: the API failed (below)" in line
+    assert cli.main(["status", "hard"]) == 0
+    assert f"\nhard generation: the API: {message}\n" in capsys.readouterr().out
+
+
+def test_cotgen_status_from_the_project_folder_finds_start_shs_home(tmp_path):
+    """start.sh, run from the project folder, makes DAGSTER_HOME=$PWD/.dagster_home; a new shell there
+    does not have the variable."""
+    (tmp_path / ".dagster_home").mkdir()
+    shutil.copy(ROOT / "scripts" / "dagster.yaml", tmp_path / ".dagster_home" / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env["COTGEN_DATA_DIR"] = str(tmp_path / "data")
+
+    done = cotgen("status", "easy", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"cotgen: DAGSTER_HOME is not set: using {tmp_path / '.dagster_home'}, the home scripts/start.sh "
+        "gives the platform run from this folder"
+    ]
+    assert done.stdout.splitlines()[1].split()[:3] == ["easy", "generation", "-"]

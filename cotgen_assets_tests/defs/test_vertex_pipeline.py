@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from cotgen_assets import cli
-from cotgen_assets.gemini.resource import GeminiBatchResource
-from cotgen_assets.gemini.vertex import OFFLINE_TOKEN
+from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets.backends.vertex import OFFLINE_TOKEN
+from cotgen_assets_tests.harness.dagster import wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
@@ -59,7 +60,9 @@ def clean_faults(emu):
 def project(request) -> str:
     """A project of its own per test: tests ask alike, and a job with these very requests in the
     project would be reused (by design: its display name holds their content hash)."""
-    return "p-" + request.node.name.removeprefix("test_")[:24].replace("_", "-")
+    return "p-" + request.node.name.removeprefix("test_")[:24].replace("_", "-").rstrip(
+        "-"
+    )  # an id Google takes
 
 
 @pytest.fixture
@@ -236,7 +239,7 @@ def test_no_credential_is_written_anywhere(
 ):
     """With a Developer API key in the environment and the emulator's bearer token, a whole chain to
     CoD on Vertex AI leaves neither in files, the bucket, logs, metadata or run config."""
-    from cotgen_assets.gemini.resource import gemini_from_env
+    from cotgen_assets.backends.resource import gemini_from_env
 
     caplog.set_level(logging.DEBUG)
     home = tmp_path / "dagster_home"
@@ -299,3 +302,58 @@ def test_a_job_larger_than_vertex_ai_takes_is_refused_before_anything_is_written
     assert "max_requests_per_job must be at most 200000 on Vertex AI" in message
     assert not (data_dir / "easy" / "submissions").exists(), "nothing written"
     assert MAX_SHARD_BYTES <= 1_000_000_000
+
+
+def test_a_missing_staging_bucket_is_one_line_naming_the_setting_before_anything_is_written(
+    instance, emu, sources, data_dir, project
+):
+    sources("easy")
+    pipeline = Pipeline(instance, emu.base_url)
+    pipeline.resources["gemini"] = gemini = GeminiBatchResource(
+        backend="vertex",
+        project=project,
+        location=LOCATION,
+        staging="gs://no-such-bucket/x",
+        base_url=emu.base_url,
+        backoff_seconds=0.05,
+    )
+    refused = pipeline.submit_generation("easy", raise_on_error=False, limit=3)
+    error = refused.failure_data_for_node("generation_batch").error
+    assert error.cls_name == "Failure" and "\n" not in error.message.strip(), error.message
+    said = "COTGEN_VERTEX_STAGING='gs://no-such-bucket/x': the bucket no-such-bucket does not exist"
+    assert said in error.message
+    assert sorted(p.name for p in (data_dir / "easy").iterdir()) == ["source_problems.parquet"], (
+        "nothing written"
+    )
+    assert list(gemini.list_batches()) == [], "nothing sent"
+
+
+def test_an_answer_line_whose_request_is_not_the_one_sent_under_its_key_is_a_failure_never_a_sample(
+    vertex, emu, sources, data_dir
+):
+    """Vertex AI echoes each request in its answer line: keys swapped between two lines (a mixed-up
+    or hand-edited results file) would store each question with the other's answer."""
+    from cotgen_assets.defs.assets.results import generation_results
+    from cotgen_assets.defs.assets.samples import cot_samples
+
+    sources("easy")
+    vertex.submit_generation("easy", limit=4, ask="missing")
+    batch = vertex.metadata("generation_batch", "easy")
+    gemini = vertex.resources["gemini"]
+    wait_for(lambda: gemini.get_batch(batch["batch_names"][0]).done, 30)
+    vertex.materialize([generation_results], "easy")
+    results = (
+        data_dir / "easy" / "submissions" / f"generation-{batch['submission_id']}" / "shard-000.results.jsonl"
+    )
+    lines = [orjson.loads(line) for line in results.read_bytes().splitlines()]
+    first, second = lines[0]["key"], lines[1]["key"]
+    lines[0]["key"], lines[1]["key"] = second, first
+    results.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+
+    vertex.materialize([cot_samples], "easy")
+    ended = outcomes(data_dir, batch)
+    for key in (first, second):
+        assert ended[key]["status"] == "request_mismatch", ended[key]
+        assert "is not the request sent under this key" in ended[key]["reason"]
+    records = read_jsonl(data_dir / "cot_easy.jsonl")
+    assert sorted(r["id"] for r in records) == sorted(set(ended) - {first, second}), "the others are kept"

@@ -15,8 +15,12 @@ import pytest
 from google.genai import errors, types
 
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
-from cotgen_assets.core.prompts import generation_request, request_line, summarization_request
-from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.emulator import (
+    generation_request,
+    request_line,
+    start_emulator,
+    summarization_request,
+)
 
 MODEL = "gemini-3.1-pro-preview"
 DATA = Path(os.environ["COTGEN_DATASETS_DIR"])

@@ -11,10 +11,9 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from google.genai import errors, types
 
-from cotgen_assets.core.prompts import generation_request, request_line
 from cotgen_assets.emulator.quotas import DEVELOPER_MESSAGE
 from cotgen_assets.emulator.responder import prompt_tokens
-from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
 
 MODEL = "gemini-3.1-pro-preview"

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from google.genai import errors, types
 
-from cotgen_assets.core.prompts import generation_request, request_line
-from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
 
 MODEL = "gemini-3.1-pro-preview"
 QUESTION = "How many emulators does it take to change a light bulb, in base 7?"

@@ -18,9 +18,8 @@ from google.cloud import storage
 from google.genai import errors, types
 
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
-from cotgen_assets.core.prompts import generation_request, request_line
 from cotgen_assets_tests.harness.dagster import wait_for
-from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
 
 BUCKET = "vertex-bkt"

@@ -28,6 +28,29 @@ from typing import Any
 STARTUP_TIMEOUT = 20.0
 
 
+def generation_request(question: str, thinking_level: str = "high") -> dict:
+    """A generation request as the pipeline sends it to a Gemini API (a line's `request`)."""
+    from cotgen_assets.backends.gemini_wire import request_body
+    from cotgen_assets.core.prompts import generation_prompt
+
+    return request_body(generation_prompt("", question, thinking_level))
+
+
+def summarization_request(question: str, thought: str, answer: str, thinking_level: str = "low") -> dict:
+    """A summarization request as the pipeline sends it to a Gemini API."""
+    from cotgen_assets.backends.gemini_wire import request_body
+    from cotgen_assets.core.prompts import summarization_prompt
+
+    return request_body(summarization_prompt("", question, thought, answer, thinking_level))
+
+
+def request_line(key: str, request: dict) -> bytes:
+    """One line of a Gemini batch input file, for any request body (a test may bend one)."""
+    import orjson
+
+    return orjson.dumps({"key": key, "request": request}) + b"\n"
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -5,6 +5,7 @@ import time
 import dagster as dg
 import orjson
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.definitions import defs
 from cotgen_assets.defs.assets.batches import generation_batch, summarization_batch
 from cotgen_assets.defs.assets.results import generation_results, summarization_results
@@ -12,7 +13,6 @@ from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.sensors import batch_completion_sensor, decide_launches
 from cotgen_assets.defs.sensors.cursor import SensorCursor
-from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.dagster import wait_for
 
 ALL_ASSETS = [

@@ -27,7 +27,7 @@ from cotgen_assets_tests.harness.dagster import ROOT, free_port, wait_for
 
 USER = "dagster"
 DATABASE = "dagster"
-# The README's Postgres instance file, which the tests run on.
+# The documented Postgres instance file (docs/past-one-machine.md), which the tests run on.
 POSTGRES_DAGSTER_YAML = ROOT / "scripts" / "dagster-postgres.yaml"
 
 

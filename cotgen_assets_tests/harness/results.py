@@ -23,7 +23,15 @@ def context(n: int) -> dict:
     }
 
 
-def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Submission:
+def asking(key: str) -> dict:
+    """The request sent under `key` (Vertex AI echoes it in the key's answer line)."""
+    return {"contents": [{"role": "user", "parts": [{"text": f"question {key}"}]}]}
+
+
+def make_submission(
+    name: str, rows: list[int], shard_size: int = 10_000, backend: str = "developer"
+) -> Submission:
+    """A submission of `rows` sent to `backend`, whose results files the test writes."""
     submission = Submission(
         scenario="easy",
         stage=GENERATION,
@@ -31,8 +39,11 @@ def make_submission(name: str, rows: list[int], shard_size: int = 10_000) -> Sub
         model=MODEL,
         prompt_version="cot-gen-v1",
         num_requests=len(rows),
+        backend=backend,
     )
-    items = ((orjson.dumps({"key": f"easy-{n}", "request": {}}) + b"\n", context(n)) for n in rows)
+    items = (
+        (orjson.dumps({"key": f"easy-{n}", "request": asking(f"easy-{n}")}) + b"\n", context(n)) for n in rows
+    )
     write_shards(submission, items, shard_size, 1 << 30)
     submission.batch_names = [f"batches/{name}-{i}" for i in range(len(submission.shards))]
     submission.job_states = ["JOB_STATE_SUCCEEDED"] * len(submission.shards)

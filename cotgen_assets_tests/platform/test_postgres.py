@@ -1,4 +1,4 @@
-"""Postgres for real: the README's Postgres dagster.yaml on a PostgreSQL server the test starts itself.
+"""Postgres for real: the documented Postgres dagster.yaml on a PostgreSQL server the test starts itself.
 
 The whole flow on it (`dagster dev`, the sensor carrying a submission to CoD, runs, events and ticks
 read back from Postgres's tables) is test_two_instances.py's machine A.

@@ -2,7 +2,7 @@
 
 Instance A is `dagster dev` (webserver and daemon, so its sensor runs); instance B is a second
 DAGSTER_HOME driven by plain processes (`dg.materialize`), as a run on another machine would be.
-Both read the README's Postgres dagster.yaml and COTGEN_DATA_DIR=gs://cotgen/data on the local GCS
+Both read the documented Postgres dagster.yaml and COTGEN_DATA_DIR=gs://cotgen/data on the local GCS
 stand-in; neither has a local folder the other sees. The emulator is the Gemini API: its batch
 list says how many batches were paid.
 """
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from dagster_postgres import PostgresRunStorage
 
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.gemini.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.dagster import ROOT, start_dagster_dev, wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
@@ -37,7 +37,7 @@ CLICK = r"""
 import json, os, sys, time
 import dagster as dg
 from cotgen_assets.defs.assets.batches import generation_batch
-from cotgen_assets.gemini.resource import GeminiBatchResource
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets_tests.harness.pipeline import ALL_ASSETS
 
 instance = dg.DagsterInstance.get()

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -22,9 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import prompts
-from cotgen_assets.core.records import arrow_schema
+from cotgen_assets.core.problems import PassFigures
+from cotgen_assets.core.records import PROBLEM_FIELDS
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
-from cotgen_assets.core.stages import STAGES, SUMMARIZATION
+from cotgen_assets.core.stages import SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
@@ -40,6 +42,7 @@ from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
+from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
 pytestmark = pytest.mark.pipeline
 
@@ -137,7 +140,12 @@ def test_both_configs_hold_the_same_ids_and_metadata_counts_them(chain):
         cot = pq.read_table(data / "export" / "data" / "cot" / f"{split}.parquet")["id"].to_pylist()
         cod = pq.read_table(data / "export" / "data" / "cod" / f"{split}.parquet")["id"].to_pylist()
         assert cot == cod == expected_ids(data, split)
-    assert metadata["rows"] == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
+    assert metadata["rows"] == {
+        "cot": {"easy": 22, "hard": 4},
+        "cod": {"easy": 22, "hard": 4},
+        "problems": {"easy": 23, "hard": 4},  # every clean problem, the planted wrong answer's too
+        "pairs": {},  # one answer per problem: no problem has a right and a wrong one
+    }
     assert metadata["num_rows_cod_hard"] == 4 and metadata["num_rows"] == 26
     assert metadata["left_out"]["easy"] == {selection.CONTAMINATED: 1, selection.COT_INCORRECT: 1}
     assert metadata["offline"] is True and metadata["path"] == str(data / "export")
@@ -160,14 +168,19 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
     assert info["license"] == "mit" and "offline-emulator" in info["tags"]
     assert {c["config_name"]: c["data_files"] for c in info["configs"]} == {
         config: [{"split": s, "path": f"data/{config}/{s}.parquet"} for s in ("easy", "hard")]
-        for config in ("cot", "cod")
-    }
+        for config in ("cot", "cod", "problems")
+    }, "no pairs: the config is left out"
     sizes = {
         i["config_name"]: {s["name"]: s["num_examples"] for s in i["splits"]} for i in info["dataset_info"]
     }
-    assert sizes == {"cot": {"easy": 22, "hard": 4}, "cod": {"easy": 22, "hard": 4}}
+    assert sizes == {
+        "cot": {"easy": 22, "hard": 4},
+        "cod": {"easy": 22, "hard": 4},
+        "problems": {"easy": 23, "hard": 4},
+    }
     features = {i["config_name"]: [f["name"] for f in i["features"]] for i in info["dataset_info"]}
     assert features["cod"] == [f.name for f in SUMMARIZATION.fields]
+    assert features["problems"] == [f.name for f in PROBLEM_FIELDS]
     assert info["size_categories"] == ["n<1K"]
     assert info["source_datasets"] == ["gsm8k", "qwedsacf/competition_math"]
     # OFFLINE in the title and the first paragraph
@@ -180,6 +193,7 @@ def test_the_card_yaml_lists_every_config_and_split_with_its_size(chain):
 SECTIONS = [
     "Contents",
     "How to load",
+    "k answers per problem: `problems` and `pairs`",
     "Fields",
     "How it was made",
     "Figures per scenario",
@@ -213,6 +227,8 @@ def test_the_card_is_rendered_from_its_facts_alone():
         num_contaminated=None,
         num_repeats=None,
         num_left_out_unclean=0,
+        rows_by_config={"cot": 1234, "cod": 1234, "problems": 650, "pairs": 34},
+        passes=PassFigures(Counter({(2, 2): 600, (1, 2): 34, (0, 2): 16}), num_majority_correct=610),
     )
     facts = CardFacts(
         title="Algebra drafts",
@@ -236,6 +252,11 @@ def test_the_card_is_rendered_from_its_facts_alone():
     assert "OFFLINE" not in text and "This export is empty" not in text
     for line in (
         "| `cot` | `algebra` | 1,234 | `someone/algebra` |",
+        "| `problems` | `algebra` | 650 | `someone/algebra` |",
+        "| `pairs` | `algebra` | 34 | `someone/algebra` |",
+        "| `algebra` | 650 | 2 | 94.9% | 97.5% | 93.8% | 34 |",  # 1234/1300, 634/650, 610/650
+        "34 pairs in all.",
+        'pairs = load_dataset("someone/drafts", "pairs", split="algebra")',
         "| `algebra` | 1,300 | 1,250 | 1,234 | CoT incorrect: 16 |",
         'cot = load_dataset("someone/drafts", "cot", split="algebra")',
         "| batches submitted and ingested (UTC) | 2026-01-02 to 2026-01-05 | 2026-01-02 to 2026-01-05 |",
@@ -310,7 +331,10 @@ def test_push_refuses_without_token_offline_or_empty(chain, tmp_path, monkeypatc
         hub.push_export(folder, "someone/cotgen", FAKE_TOKEN, endpoint="http://127.0.0.1:9")
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "empty"))
     empty = export.write_export()
-    assert empty.rows == {"cot": {}, "cod": {}} and "This export is empty" in empty.card
+    assert (
+        empty.rows == {"cot": {}, "cod": {}, "problems": {}, "pairs": {}}
+        and "This export is empty" in empty.card
+    )
     with pytest.raises(hub.PushRefused, match="empty"):
         hub.push_export(empty.folder, "someone/cotgen", FAKE_TOKEN, endpoint="http://127.0.0.1:9")
 
@@ -408,9 +432,7 @@ def online_copy(folder: Path, target: Path) -> Path:
             for block in ("generation", "summarization"):
                 if block in row:
                     row[block]["offline"] = False
-        [stage] = [s for s in STAGES if s.record_kind == path.parent.name]  # data/<record kind>/
-        schema = arrow_schema(stage.fields)
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(path)), path)
     return target
 
 
@@ -527,7 +549,7 @@ def test_fingerprint_is_stable_and_follows_the_samples(chain, tmp_path):
 
 def test_an_export_without_source_problems_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
-    (tmp_path / "cot_easy.jsonl").write_text('{"id": "easy-0"}\n')
+    write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
     with pytest.raises(
         selection.ExportError, match="materialize source_problems|Materialize source_problems"
     ):

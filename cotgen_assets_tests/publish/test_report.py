@@ -11,6 +11,7 @@ import re
 import dagster as dg
 import pytest
 
+from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import data_dir
 from cotgen_assets.defs.assets.publishing import dataset_report
@@ -19,6 +20,7 @@ from cotgen_assets.publish import previews, report
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.pipeline import Pipeline, Ticks, batches, read_jsonl
 from cotgen_assets_tests.harness.publish import table_rows
+from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
 pytestmark = pytest.mark.pipeline
 
@@ -204,6 +206,7 @@ def test_previews_show_excerpts_not_whole_texts():
     [row], columns = previews.preview_rows([record], GENERATION)
     assert columns == [
         "id",
+        "sample",
         "question",
         "thought (excerpt)",
         "thinking tokens",
@@ -279,3 +282,26 @@ def test_the_report_shows_each_round_and_the_money_to_the_target(pipeline, emula
     rounds = [line for line in per_round.splitlines() if line.startswith("| hard |")]
     assert len(rounds) == len(sent) and rounds[0].startswith("| hard | 1 (fill) |")
     assert metadata["generation_rounds"] == len(sent) and metadata["num_correct_pairs"] == pairs
+
+
+def over_limit_row(table: str) -> list[str]:
+    [row] = [line for line in table.splitlines() if "Correct CoT samples over the limit (kept)" in line]
+    return [cell.strip() for cell in row.strip("|").split("|")[1:]]
+
+
+def test_the_all_column_sums_each_scenarios_samples_over_its_limit(tmp_path, monkeypatch, instance):
+    """easy and hard 5 over a limit of 3 each, medium far under its 1,000: all is 10, not 0."""
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    text = DEFAULT_SCENARIOS_FILE.read_text().replace("    limit: 1000\n", "    limit: 3\n")
+    medium = text.index("  medium:")
+    text = text[:medium] + text[medium:].replace("limit: 3", "limit: 1000", 1)
+    (tmp_path / "scenarios.yaml").write_text(text)
+    monkeypatch.setenv("COTGEN_SCENARIOS_FILE", str(tmp_path / "scenarios.yaml"))
+    for scenario in ("easy", "hard"):
+        records = [cot_record(f"{scenario}-{row}") for row in range(8)]
+        write_jsonl(tmp_path / "data" / f"cot_{scenario}.jsonl", records)
+    write_jsonl(tmp_path / "data" / "cot_medium.jsonl", [cot_record("medium-1")])
+
+    result = dg.materialize([dataset_report], instance=instance)
+    table = result.asset_materializations_for_node("dataset_report")[0].metadata["rounds"].value
+    assert over_limit_row(table) == ["5", "0", "5", "10"]

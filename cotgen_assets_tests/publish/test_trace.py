@@ -93,12 +93,15 @@ def test_trace_follows_a_retried_sample_from_source_row_to_cod(chain):
 
     cot = next(r for r in read_jsonl(data / "cot_easy.jsonl") if r["id"] == sample_id)
     cod = next(r for r in read_jsonl(data / "cod_easy.jsonl") if r["id"] == sample_id)
-    for block, record, stage in ((found["cot"], cot, "generation"), (found["cod"], cod, "summarization")):
+    [answer] = found["samples"]  # one answer per problem: sample 0
+    assert answer["sample"] == cot["sample"] == cod["sample"] == 0 and answer["no_cod_because"] is None
+    for block, record, stage in ((answer["cot"], cot, "generation"), (answer["cod"], cod, "summarization")):
         for key in ("batch", "model", "prompt_version", "submission", "usage", "cost_usd"):
             assert block[key] == record[stage][key], (stage, key)
         assert Path(block["file"]).exists()
-    assert found["cot"]["prompt_version"] == "cot-gen-v1" and found["cod"]["prompt_version"] == "cod-sum-v1"
-    assert found["cod"]["agrees_with_cot"] is True and found["cot"]["offline"] is True
+    assert answer["cot"]["prompt_version"] == "cot-gen-v1" and answer["cod"]["prompt_version"] == "cod-sum-v1"
+    assert answer["cod"]["agrees_with_cot"] is True and answer["cot"]["offline"] is True
+    assert trace(f"{sample_id}#0")["samples"] == found["samples"]
 
     attempts = found["attempts"]
     assert [(a["stage"], a["try"], a["status"]) for a in attempts] == [
@@ -132,10 +135,10 @@ def test_trace_of_a_math_problem_not_yet_answered(chain):
     asked, never_asked = trace(ids[0]), trace(ids[1])
     assert asked["source"]["dataset"] == "qwedsacf/competition_math"
     assert asked["source"]["level"] in {"Level 1", "Level 2", "Level 3"} and asked["source"]["type"]
-    assert asked["cot"] is None and asked["cod"] is None
+    assert asked["samples"] == []
     [attempt] = asked["attempts"]
     assert attempt["status"] == "in_flight" and attempt["batch"].startswith("batches/")
-    assert never_asked["attempts"] == [] and never_asked["cot"] is None
+    assert never_asked["attempts"] == [] and never_asked["samples"] == []
 
 
 def test_cli_prints_the_same_trace_as_json(chain):

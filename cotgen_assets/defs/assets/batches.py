@@ -1,9 +1,9 @@
 """The batch assets: `generation_batch` and `summarization_batch` plan what to ask, then send it as
 Gemini batch jobs and return at once (batch_completion_sensor takes over when the jobs end).
 
-Submitting, in order: take the stage's lock, refuse while its last batch is in flight, adopt a
-batch a dead run sent without recording it, else plan and write the requests, refuse one over
-budget, and send them.
+Submitting, in order: check where request files go, claim the data folder for this Dagster storage,
+take the stage's lock, refuse while its last batch is in flight, adopt a batch a dead run sent
+without recording it, else plan and write the requests, refuse one over budget, and send them.
 """
 
 from collections.abc import Callable
@@ -13,9 +13,11 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, ValidationError, model_validator
 
+from cotgen_assets.backends.lifecycle import adopt, submit
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
-from cotgen_assets.core.batch_output import Usage
 from cotgen_assets.core.budget import refuse_over_budget
+from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
 from cotgen_assets.core.queue import queued_shards
@@ -24,6 +26,7 @@ from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submission_history import submission_cost_usd
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
+from cotgen_assets.defs.data_folder import claim_data_folder
 from cotgen_assets.defs.history import (
     InFlight,
     latest_metadata,
@@ -34,7 +37,6 @@ from cotgen_assets.defs.history import (
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.locks import submission_lock
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource, adopt, submit
 
 DEFAULT_MODEL = "gemini-3.1-pro-preview"
 THINKING_LEVELS = (
@@ -151,6 +153,8 @@ def submit_stage(
     """
     scenario = get_scenario(context.partition_key)
     try:
+        gemini.check_staging()
+        claim_data_folder(context.instance)
         with submission_lock(
             context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
         ):
@@ -199,7 +203,7 @@ def _send(
     if not submission.num_requests or config.dry_run:
         return Sent(prepared, [])
     refuse_over_budget(submission, config.max_cost_usd, spent_before)
-    jobs = submit(submission, gemini, context.run.run_id)
+    jobs = submit(submission, gemini.batch_api(), context.run.run_id)
     queued = queued_shards(submission)
     context.log.info(
         f"submitted {[name for name in submission.batch_names if name]}"
@@ -219,7 +223,7 @@ def adopt_orphan(context, gemini, scenario: str, stage: Stage) -> Sent | None:
     None when there is none: then this run plans as usual."""
     for orphan in orphan_submissions(context.instance, scenario, stage):
         died = orphan.sent_by
-        jobs = adopt(orphan, gemini, context.run.run_id)
+        jobs = adopt(orphan, gemini.batch_api(), context.run.run_id)
         if jobs is None:
             context.log.info(
                 f"submission {orphan.submission_id} (run {died}) was written, but its jobs were never "

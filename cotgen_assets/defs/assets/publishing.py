@@ -26,8 +26,9 @@ EVERY_SCENARIOS_SAMPLES = [
     kinds={"matplotlib", "markdown"},
     deps=EVERY_SCENARIOS_SAMPLES,
     description="Every scenario side by side: samples, accuracy, tokens, cost per 1,000 samples, "
-    "CoD/CoT token ratio, answer agreement, generation rounds and what they cost, spent per 1,000 "
-    "correct CoT+CoD pairs, and a picture of thought vs draft length.",
+    "CoD/CoT token ratio, answer agreement, pass@1 / pass@k / maj@k, generation rounds and what they "
+    "cost, spent per 1,000 correct CoT+CoD pairs, a picture of thought vs draft length and one of "
+    "pass rates.",
 )
 def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     report = build_report()
@@ -44,6 +45,9 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
                 markdown_image(report.png, "thought vs draft tokens per scenario")
             ),
             "picture_path": dg.MetadataValue.path(str(report.picture)),
+            "pass_rates": dg.MetadataValue.md(
+                markdown_image(report.pass_rates_png, "pass rates per scenario")
+            ),
             **numbers,
             "by_scenario": dg.MetadataValue.json(by_scenario(report.figures)),
         }
@@ -67,8 +71,9 @@ class HfDatasetConfig(dg.Config):
     group_name=GROUP,
     kinds={"huggingface", "parquet"},
     deps=EVERY_SCENARIOS_SAMPLES,
-    description="The samples as a Hugging Face dataset folder (`export/`: configs `cot` and `cod`, one "
-    "split per scenario, the dataset card), pushed to the Hub when `hub_repo` or COTGEN_HF_REPO is set.",
+    description="The samples as a Hugging Face dataset folder (`export/`: configs `cot`, `cod`, `problems` "
+    "and `pairs`, one split per scenario, the dataset card), pushed to the Hub when `hub_repo` or "
+    "COTGEN_HF_REPO is set.",
 )
 def hf_dataset(
     context: dg.AssetExecutionContext, config: HfDatasetConfig, hub: HubResource

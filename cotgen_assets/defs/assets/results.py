@@ -3,14 +3,17 @@ submission's output files, downloaded unchanged, and how each of its batch jobs 
 
 import dagster as dg
 
-from cotgen_assets.core.batch_output import CANCELLED_STATE, overall_state
+from cotgen_assets.backends.lifecycle import download_finished
+from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.model_io import CANCELLED
 from cotgen_assets.core.queue import queued_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
+from cotgen_assets.core.storage import StorageError
 from cotgen_assets.core.submissions import SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP
 from cotgen_assets.defs.history import latest_submission
 from cotgen_assets.defs.partitions import scenario_partitions
-from cotgen_assets.gemini.resource import GeminiBatchResource, download_finished
 
 
 def results_asset(stage: Stage) -> dg.AssetsDefinition:
@@ -35,9 +38,9 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
     """Download what finished, record how each job ended; refused while a job still runs."""
     try:
         submission = latest_submission(context.instance, context.partition_key, stage)
-    except SubmissionRefused as error:
+        jobs = download_finished(submission, gemini.batch_api())
+    except (SubmissionRefused, StorageError) as error:  # StorageError: a read-only folder, a full disk
         raise dg.Failure(description=str(error)) from None
-    jobs = download_finished(submission, gemini)
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
     running += [f"{shard} (queued on the batch quota)" for shard in queued_shards(submission)]
     if running:
@@ -62,7 +65,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
             "num_succeeded": sum(job.succeeded_count or 0 for job in jobs),
             "num_failed": sum(job.failed_count or 0 for job in jobs),
             "num_failed_jobs": len(failed),
-            "num_cancelled_jobs": sum(job.state == CANCELLED_STATE for job in jobs),
+            "num_cancelled_jobs": sum(job.end == CANCELLED for job in jobs),
             "job_errors": dg.MetadataValue.json({job.name: job.error for job in failed}),
             "result_files": dg.MetadataValue.json([str(p) for p in results]),
         },

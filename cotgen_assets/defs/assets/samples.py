@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.ingest import IngestStats, ingest_submission
 from cotgen_assets.core.pricing import UnknownModelError
+from cotgen_assets.core.problems import file_passes
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
@@ -21,6 +22,7 @@ from cotgen_assets.defs.history import latest_submission
 from cotgen_assets.defs.locks import samples_lock
 from cotgen_assets.defs.partitions import scenario_partitions
 from cotgen_assets.publish.previews import preview_rows
+from cotgen_assets.publish.report import ScenarioFigures, markdown_image, render_pass_rates
 
 OFFLINE_NOTE = "OFFLINE: made by the local Gemini emulator, not by Gemini (no real cost)"
 
@@ -91,6 +93,8 @@ def ingest_stage(context, stage: Stage, lineage) -> dg.MaterializeResult:
     metadata["dagster/column_lineage"] = lineage(scenario.name)
     for figure in stage.figures:
         metadata[figure] = dg.MetadataValue.float(getattr(stats, figure))
+    if stage.summarizes is None:
+        metadata |= pass_metadata(scenario.name, path)
     if submission.offline:  # first row of the metadata table, where a person looks first
         metadata = {"gemini_endpoint": OFFLINE_NOTE, **metadata}
     return dg.MaterializeResult(metadata=metadata, check_results=gate_checks(stats))
@@ -121,6 +125,21 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
         "path": dg.MetadataValue.path(str(path)),
         "dagster/row_count": stats.num_samples,
         "preview": sample_preview(stats.preview, stats.stage),
+    }
+
+
+def pass_metadata(scenario: str, path) -> dict:
+    """A CoT file's k answers per problem: pass@1, pass@k, maj@k and the picture of pass rates
+    (the file read again, a bucket of problems at a time: the ingestion's pass keeps no per-problem state)."""
+    passes = file_passes(path)
+    figures = ScenarioFigures(scenario, passes=passes)
+    return {
+        "num_problems": passes.num_problems,
+        "answers_per_problem": passes.k,
+        "pass_at_1": dg.MetadataValue.float(passes.pass_at_1 or 0.0),
+        "pass_at_k": dg.MetadataValue.float(passes.pass_at_k or 0.0),
+        "maj_at_k": dg.MetadataValue.float(passes.maj_at_k or 0.0),
+        "pass_rates": dg.MetadataValue.md(markdown_image(render_pass_rates([figures]), "pass rates")),
     }
 
 

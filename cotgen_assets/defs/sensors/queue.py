@@ -10,12 +10,13 @@ into two jobs.
 
 import dagster as dg
 
+from cotgen_assets.backends.lifecycle import send_queued
+from cotgen_assets.backends.polling import Poller, project_in_flight
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.queue import Quota, all_submissions, queued_shards, recorded_as, waiting_order
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.history import submitted_metadata
 from cotgen_assets.defs.sensors.run_retries import TickOutcome
-from cotgen_assets.gemini.polling import Poller, project_in_flight
-from cotgen_assets.gemini.resource import GeminiBatchResource, send_queued
 
 
 def send_queued_shards(
@@ -25,11 +26,11 @@ def send_queued_shards(
     waiting = [s for s in waiting_order(all_submissions()) if recorded(instance, s)]
     if not waiting:
         return
-    quota, held = Quota.from_env(), project_in_flight(gemini, poller)
+    quota, held = Quota.from_env(), project_in_flight(gemini.batch_api(), poller)
     created = 0
     for submission in waiting:
         try:
-            created += len(send_queued(submission, gemini, held, quota))
+            created += len(send_queued(submission, gemini.batch_api(), held, quota))
         except Exception as error:  # the API unwell: say so, the shards stay queued for the next tick
             outcome.messages.append(f"could not create queued batch jobs ({error}); will try next tick")
             break

@@ -10,6 +10,8 @@ from datetime import datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.polling import Poller
+from cotgen_assets.backends.resource import OFFLINE_TAG
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.queue import QUEUED, job_counts, queued_shards
 from cotgen_assets.core.settings import number
@@ -18,8 +20,6 @@ from cotgen_assets.core.submissions import Submission, load_submission
 from cotgen_assets.defs.history import is_ingested, latest_metadata, submitted_metadata
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
-from cotgen_assets.gemini.polling import Poller
-from cotgen_assets.gemini.resource import OFFLINE_TAG
 
 
 def stale_after_seconds() -> float:
@@ -105,9 +105,10 @@ def launch_results_when_ended(
 
 
 def record_live_states(submission: Submission, jobs: list) -> dict[str, str]:
-    """Each created shard's job state as seen now, saved in the submission when it changed: what
-    the queue counts as in flight (core/queue.py). Returns the states by shard."""
-    by_name = {job.name: job.state for job in jobs}
+    """Each created shard's job's neutral end as seen now ("" while it runs), saved in the
+    submission when it changed: what the queue counts as in flight (core/queue.py). Returns the
+    ends by shard."""
+    by_name = {job.name: job.end for job in jobs}
     states = {shard: by_name[name] for shard, name in zip(submission.shards, submission.batch_names) if name}
     live = [states.get(shard, "") for shard in submission.shards]
     if live != submission.live_states:

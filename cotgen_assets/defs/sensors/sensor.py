@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.polling import Poller
+from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import STAGES
 from cotgen_assets.defs.jobs import JOBS
@@ -21,8 +23,6 @@ from cotgen_assets.defs.sensors.queue import send_queued_shards
 from cotgen_assets.defs.sensors.results import launch_results_when_ended
 from cotgen_assets.defs.sensors.rounds import launch_next_round
 from cotgen_assets.defs.sensors.run_retries import TickOutcome
-from cotgen_assets.gemini.polling import Poller
-from cotgen_assets.gemini.resource import GeminiBatchResource
 
 
 def sensor_interval_seconds() -> int:
@@ -43,7 +43,7 @@ def decide_launches(
     """
     now = now or datetime.now(UTC)
     outcome = TickOutcome()
-    calls_before, poller = gemini.api_calls, Poller(gemini)
+    calls_before, poller = gemini.api_calls, Poller(gemini.batch_api())
     send_queued_shards(instance, gemini, poller, outcome)
     for stage in STAGES:
         for partition in partitions:

@@ -20,13 +20,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from google import genai
 from google.genai import types as genai_types
 
+from cotgen_assets.backends import gemini_wire
+from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
+from cotgen_assets.backends.config import check_vertex
+from cotgen_assets.backends.developer import raw_get, timeout_ms
+from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.retries import Retrying, logger
+from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
+from cotgen_assets.core.settings import SettingError
 from cotgen_assets.core.storage import atomic_write
-from cotgen_assets.gemini.backend import Backend, BatchInfo, count, job_state, timestamp
-from cotgen_assets.gemini.developer import raw_get, timeout_ms
-from cotgen_assets.gemini.retries import Retrying, logger
 
 API_VERSION = "v1"
 OFFLINE_TOKEN = "cotgen-offline-token"  # the bearer token sent to a local server: no Google account needed
@@ -47,7 +53,8 @@ def batch_info_from_vertex(job: dict) -> BatchInfo:
     return BatchInfo(
         name=job.get("name"),
         display_name=job.get("displayName"),
-        state=job_state(job.get("state")),
+        state=(state := job_state(job.get("state"))),
+        end=job_end(state),
         model=model.removeprefix(MODEL_PREFIX) if model else None,
         result_file=(job.get("outputInfo") or {}).get("gcsOutputDirectory"),
         create_time=timestamp(job.get("createTime")),
@@ -68,6 +75,7 @@ def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
         name=job.name,
         display_name=job.display_name,
         state=job_state(state),
+        end=job_end(job_state(state)),
         model=job.model.removeprefix(MODEL_PREFIX) if job.model else None,
         result_file=job.output_info.gcs_output_directory if job.output_info else None,
         create_time=timestamp(job.create_time),
@@ -86,6 +94,45 @@ def predictions_prefix(source: str) -> str:
     return source.removesuffix(".jsonl").removesuffix(".requests") + ".predictions"
 
 
+def read_line(raw: bytes) -> Reply:
+    """`{"key", "request", "status", "response"}`: `status` is "" on success, else why that
+    request failed (its usage still billed); `request` the request sent, re-serialized, whose
+    digest ingestion compares with the one sent under the key."""
+    line, refused = gemini_wire.keyed_line(raw)
+    if refused is not None:
+        return refused
+    return gemini_wire.with_echo(line, _reply(line))
+
+
+def _reply(line: dict) -> Reply:
+    status, response = line.get("status"), line.get("response")
+    if status:
+        reason = status if isinstance(status, str) else orjson.dumps(status).decode()
+        usage = gemini_wire.usage(response.get("usageMetadata")) if isinstance(response, dict) else Usage()
+        return Reply(line["key"], usage=usage, failure=LINE_ERROR, reason=reason)
+    if line.get("error") is not None:
+        return gemini_wire.line_error(line["key"], line["error"])
+    return gemini_wire.response_reply(line["key"], response)
+
+
+class VertexWire:
+    """Vertex AI's batch files: the Developer API's input lines (Vertex carries the extra `key`
+    into the output line), output lines with a `status`. Up to 200,000 requests per job and 1 GB
+    per input file."""
+
+    name = "vertex"
+    label = "Vertex AI"
+    limits = Limits(max_requests_per_job=200_000, max_bytes_per_file=1_000_000_000)
+    request_body = staticmethod(gemini_wire.request_body)
+    input_line = staticmethod(gemini_wire.input_line)
+    job_end = staticmethod(gemini_wire.job_end)
+    sent_digest = staticmethod(gemini_wire.sent_digest)
+    read_line = staticmethod(read_line)
+
+
+WIRE = VertexWire()
+
+
 class VertexBatches(Backend):
     """Batch jobs of one Google Cloud project and location, staged in a gs:// prefix.
 
@@ -94,7 +141,7 @@ class VertexBatches(Backend):
     `$STORAGE_EMULATOR_HOST`, read anonymously.
     """
 
-    kind = "vertex"
+    wire = WIRE
 
     def __init__(
         self,
@@ -114,6 +161,10 @@ class VertexBatches(Backend):
     def offline(self) -> bool:
         """A local server: it gets a fixed token, which Google would refuse, so it is never Gemini."""
         return bool(self.base_url)
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.base_url
 
     def describe(self) -> str:
         where = f"project {self.project}, location {self.location}, staging {self.staging}"
@@ -155,15 +206,26 @@ class VertexBatches(Backend):
         options = {"token": "anon"} if self.offline else {}
         return UPath(uri, use_listings_cache=False, **options)
 
-    # -- single calls -----------------------------------------------------------------------
+    def check_staging(self) -> None:
+        """The staging bucket exists (one call): a missing one would otherwise end the upload in a
+        long FileNotFoundError that names no setting, after the submission's files were written."""
+        bucket = self.staging.removeprefix("gs://").partition("/")[0]
+        if not self.path(self.staging).fs.exists(bucket):
+            raise SettingError(
+                f"COTGEN_VERTEX_STAGING={self.staging!r}: the bucket {bucket} does not exist (or these "
+                "credentials cannot see it): create it, in the jobs' location, or point "
+                "COTGEN_VERTEX_STAGING at one that exists; nothing was written or sent"
+            )
 
-    def _stage(self, path: Path, display_name: str, folder: str) -> str:
+    # -- single calls (lifecycle.BatchJobs retries them) -----------------------------------
+
+    def upload(self, path: Path, display_name: str, folder: str) -> str:
         uri = "/".join(part for part in (self.staging, folder.strip("/"), path.name) if part)
         with path.open("rb") as source, atomic_write(self.path(uri)) as staged:
             shutil.copyfileobj(source, staged, 1 << 20)
         return uri
 
-    def _create(self, model: str, source: str, display_name: str) -> BatchInfo:
+    def create(self, model: str, source: str, display_name: str) -> BatchInfo:
         config = genai_types.CreateBatchJobConfig(dest=predictions_prefix(source), display_name=display_name)
         return batch_info_from_job(self.client().batches.create(model=model, src=source, config=config))
 
@@ -181,10 +243,10 @@ class VertexBatches(Backend):
                 f"{self.location!r}: set GOOGLE_CLOUD_LOCATION={match['location']} to reach it"
             )
 
-    def _get(self, name: str, timeout_seconds: float | None) -> BatchInfo:
+    def get(self, name: str, timeout_seconds: float | None) -> BatchInfo:
         return batch_info_from_vertex(raw_get(self.client(), name, timeout_seconds))
 
-    def _page(self, page_size: int, token: str | None) -> tuple[list[BatchInfo], str | None]:
+    def page(self, page_size: int, token: str | None) -> tuple[list[BatchInfo], str | None]:
         path = f"batchPredictionJobs?pageSize={int(page_size)}"
         if token:
             path += f"&pageToken={quote(token, safe='')}"
@@ -192,13 +254,13 @@ class VertexBatches(Backend):
         jobs = [batch_info_from_vertex(job) for job in page.get("batchPredictionJobs") or []]
         return jobs, page.get("nextPageToken")
 
-    def _cancel(self, name: str) -> None:
+    def cancel(self, name: str) -> None:
         self.client()._api_client.request("post", f"{name}:cancel", {}, None)
 
-    def _delete(self, name: str) -> None:
+    def delete(self, name: str) -> None:
         self.client()._api_client.request("delete", name, {}, None)
 
-    def _download(self, result_file: str, dest: Path) -> None:
+    def download(self, result_file: str, dest: Path) -> None:
         """Every `*.jsonl` under the output directory, in name order, as one file."""
         folder = self.path(result_file)
         files = sorted(p for p in folder.fs.find(folder.path) if p.endswith(".jsonl"))
@@ -212,3 +274,17 @@ class VertexBatches(Backend):
                 if last != b"\n":  # the next file's first line must not join this one's last
                     out.write(b"\n")
         logger.info("read %d file(s) under %s: %s", len(files), result_file, [Path(f).name for f in files])
+
+
+def from_settings(settings: BackendSettings) -> VertexBatches:
+    """A bad setting is a SettingError naming the variable."""
+    check_vertex(settings.project, settings.location, settings.staging, settings.base_url)
+    retrying = Retrying(settings.max_attempts, settings.backoff_seconds)
+    return VertexBatches(
+        retrying,
+        settings.project,
+        settings.location,
+        settings.staging,
+        settings.base_url,
+        settings.timeout_seconds,
+    )

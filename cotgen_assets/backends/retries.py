@@ -26,7 +26,7 @@ except ImportError:
 
 # Dagster's logger: inside a run its messages (retries, reused batches, lost creates) go to the
 # run's event log, where a person looks; outside one they reach Python logging as before.
-logger = dg.get_dagster_logger("cotgen_assets.gemini")
+logger = dg.get_dagster_logger("cotgen_assets.backends")
 
 _TRANSIENT_CODES = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = tuple(

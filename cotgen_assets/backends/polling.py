@@ -9,20 +9,20 @@ that tick.
 from collections.abc import Iterator
 from typing import Protocol
 
+from cotgen_assets.backends.base import BatchInfo
+from cotgen_assets.backends.retries import GeminiError
 from cotgen_assets.core.queue import GONE, InFlight, all_submissions, in_flight, live_jobs
 from cotgen_assets.core.submissions import Submission
-from cotgen_assets.gemini.backend import BatchInfo
-from cotgen_assets.gemini.retries import GeminiError
 
 
 class JobReader(Protocol):
-    """What polling needs of the `gemini` resource (which sends through this module)."""
+    """What polling needs of `lifecycle.BatchJobs` (which sends through this module)."""
 
     def get_batch(
         self, name: str, timeout_seconds: float | None = None, max_attempts: int | None = None
     ) -> BatchInfo: ...
 
-    def batch_pages(self, page_size: int = 50) -> Iterator[list[BatchInfo]]: ...
+    def pages(self, page_size: int) -> Iterator[list[BatchInfo]]: ...
 
 
 LIST_FROM = 8  # jobs followed at once from which listing pages is cheaper than a get per job
@@ -34,8 +34,8 @@ POLL_TIMEOUT_SECONDS = 10
 class Poller:
     """The state of the jobs a tick follows, in as few API calls as it can."""
 
-    def __init__(self, gemini: JobReader, list_from: int = LIST_FROM):
-        self.gemini, self.list_from = gemini, list_from
+    def __init__(self, jobs_api: JobReader, list_from: int = LIST_FROM):
+        self.jobs_api, self.list_from = jobs_api, list_from
         self._listed: dict[str, BatchInfo] = {}
 
     def jobs(self, names: list[str]) -> list[BatchInfo]:
@@ -50,7 +50,7 @@ class Poller:
             self._list_until_seen(set(missing))
 
     def _list_until_seen(self, wanted: set[str]) -> None:
-        for number, page in enumerate(self.gemini.batch_pages(PAGE_SIZE), start=1):
+        for number, page in enumerate(self.jobs_api.pages(PAGE_SIZE), start=1):
             for job in page:
                 self._listed[job.name] = job
             wanted -= {job.name for job in page}
@@ -58,7 +58,7 @@ class Poller:
                 return
 
     def _get(self, name: str) -> BatchInfo:
-        job = self.gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
+        job = self.jobs_api.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
         self._listed[name] = job
         return job
 
@@ -77,7 +77,7 @@ def refresh_live_states(submissions: list[Submission], poller: Poller) -> None:
         states = dict(zip(submission.shards, submission.live_states))
         for shard in shards:
             try:
-                states[shard] = poller.jobs([submission.batch_names[submission.shards.index(shard)]])[0].state
+                states[shard] = poller.jobs([submission.batch_names[submission.shards.index(shard)]])[0].end
             except GeminiError as error:
                 if error.status_code == 404:
                     states[shard] = GONE
@@ -87,8 +87,8 @@ def refresh_live_states(submissions: list[Submission], poller: Poller) -> None:
             submission.save()
 
 
-def project_in_flight(gemini: JobReader, poller: Poller | None = None) -> InFlight:
+def project_in_flight(jobs_api: JobReader, poller: Poller | None = None) -> InFlight:
     """The project's jobs in flight now, across scenarios and stages, as the batch quota counts them."""
     submissions = all_submissions()
-    refresh_live_states(submissions, poller or Poller(gemini))
+    refresh_live_states(submissions, poller or Poller(jobs_api))
     return in_flight(submissions)

@@ -13,9 +13,12 @@ import orjson
 from google import genai
 from google.genai import types as genai_types
 
+from cotgen_assets.backends import gemini_wire
+from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
+from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.retries import Retrying, logger
+from cotgen_assets.core.model_io import Limits, Prompt, Reply
 from cotgen_assets.core.storage import atomic_write, is_local
-from cotgen_assets.gemini.backend import Backend, BatchInfo, count, job_state, timestamp
-from cotgen_assets.gemini.retries import Retrying, logger
 
 API_VERSION = "v1beta"
 REAL_API_HOST = "generativelanguage.googleapis.com"
@@ -48,7 +51,8 @@ def batch_info_from_operation(operation: dict) -> BatchInfo:
     return BatchInfo(
         name=operation.get("name") or metadata.get("name"),
         display_name=metadata.get("displayName"),
-        state=job_state(metadata.get("state")),
+        state=(state := job_state(metadata.get("state"))),
+        end=job_end(state),
         model=model.removeprefix("models/") if model else None,
         result_file=output.get("responsesFile"),
         create_time=timestamp(metadata.get("createTime")),
@@ -68,6 +72,7 @@ def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
         name=job.name,
         display_name=job.display_name,
         state=job_state(state),
+        end=job_end(job_state(state)),
         model=job.model.removeprefix("models/") if job.model else None,
         result_file=job.dest.file_name if job.dest else None,
         create_time=timestamp(job.create_time),
@@ -79,6 +84,23 @@ def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
     )
 
 
+class DeveloperWire:
+    """The Developer API's batch files: `{"key", "request"}` lines in, `{"key", "response"}` or
+    `{"key", "error"}` lines out. No limit on requests per job; input files up to 2 GB."""
+
+    name = "developer"
+    label = "the Gemini Developer API"
+    limits = Limits(max_requests_per_job=None, max_bytes_per_file=2_000_000_000)
+    request_body = staticmethod(gemini_wire.request_body)
+    input_line = staticmethod(gemini_wire.input_line)
+    job_end = staticmethod(gemini_wire.job_end)
+    sent_digest = staticmethod(gemini_wire.sent_digest)
+    read_line = staticmethod(gemini_wire.read_line)
+
+
+WIRE = DeveloperWire()
+
+
 class DeveloperBatches(Backend):
     """Upload request files, run batch jobs and download their results on the Gemini Developer API.
 
@@ -86,7 +108,7 @@ class DeveloperBatches(Backend):
     a key it is offline too when the endpoint at `base_url` turns out to be the emulator.
     """
 
-    kind = "developer"
+    wire = WIRE
 
     def __init__(
         self,
@@ -163,9 +185,9 @@ class DeveloperBatches(Backend):
             )
         return self._client
 
-    # -- single calls -----------------------------------------------------------------------
+    # -- single calls (lifecycle.BatchJobs retries them) -----------------------------------
 
-    def _stage(self, path: Path, display_name: str, folder: str) -> str:
+    def upload(self, path: Path, display_name: str, folder: str) -> str:
         """Through the Files API; the SDK reads a bucket's object as a binary file object."""
         config = {"mime_type": "jsonl", "display_name": display_name[:512]}
         if is_local(path):
@@ -173,7 +195,7 @@ class DeveloperBatches(Backend):
         with path.open("rb") as handle:
             return self.client().files.upload(file=handle, config=config).name
 
-    def _create(self, model: str, source: str, display_name: str) -> BatchInfo:
+    def create(self, model: str, source: str, display_name: str) -> BatchInfo:
         job = self.client().batches.create(model=model, src=source, config={"display_name": display_name})
         return batch_info_from_job(job)
 
@@ -183,11 +205,11 @@ class DeveloperBatches(Backend):
             other = " (a Vertex AI job: set COTGEN_GEMINI_BACKEND=vertex to reach it)" if vertex else ""
             raise ValueError(f"batch name must look like 'batches/ID', not {name!r}{other}")
 
-    def _get(self, name: str, timeout_seconds: float | None) -> BatchInfo:
+    def get(self, name: str, timeout_seconds: float | None) -> BatchInfo:
         path = "batches/" + quote(name.removeprefix("batches/"), safe="")
         return batch_info_from_operation(raw_get(self.client(), path, timeout_seconds))
 
-    def _page(self, page_size: int, token: str | None) -> tuple[list[BatchInfo], str | None]:
+    def page(self, page_size: int, token: str | None) -> tuple[list[BatchInfo], str | None]:
         path = f"batches?pageSize={int(page_size)}"
         if token:
             path += f"&pageToken={quote(token, safe='')}"
@@ -196,12 +218,26 @@ class DeveloperBatches(Backend):
             "nextPageToken"
         )
 
-    def _cancel(self, name: str) -> None:
+    def cancel(self, name: str) -> None:
         self.client().batches.cancel(name=name)
 
-    def _delete(self, name: str) -> None:
+    def delete(self, name: str) -> None:
         self.client().batches.delete(name=name)
 
-    def _download(self, result_file: str, dest: Path) -> None:
+    def download(self, result_file: str, dest: Path) -> None:
         with atomic_write(dest) as handle:
             self.client().files.download(file=result_file, destination=handle)
+
+    def generate(self, prompt: Prompt) -> Reply:
+        """`generateContent` with the very body a batch line carries, read as a batch answer is."""
+        model = prompt.model.removeprefix("models/")
+        body = gemini_wire.request_body(prompt)
+        response = self.client()._api_client.request("post", f"models/{model}:generateContent", body, None)
+        return gemini_wire.response_reply(prompt.key, orjson.loads(response.body) if response.body else None)
+
+
+def from_settings(settings: BackendSettings) -> DeveloperBatches:
+    retrying = Retrying(settings.max_attempts, settings.backoff_seconds, secret=settings.api_key)
+    return DeveloperBatches(
+        retrying, settings.api_key, settings.base_url, settings.emulator_url, settings.timeout_seconds
+    )

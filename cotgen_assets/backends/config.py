@@ -18,6 +18,13 @@ DEVELOPER, VERTEX = "developer", "vertex"
 BACKENDS = (DEVELOPER, VERTEX)
 DEFAULT_LOCATION = "global"
 _GS_PREFIX = re.compile(r"^gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?$")
+# Google's formats: a project id is 6 to 30 lower-case ASCII letters, digits or hyphens, starting with
+# a letter, not ending with a hyphen (gcloud projects create); older projects may carry a domain
+# prefix ("example.com:my-project"); the API also takes the project's number. A location is
+# `global`, a multi-region (`us`, `eu`) or a region (`us-central1`, `northamerica-northeast1`):
+# it becomes part of the API's host name.
+_PROJECT_ID = re.compile(r"^(([a-z0-9][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]|[0-9]{6,20})$")
+_LOCATION = re.compile(r"^[a-z]+(-[a-z]+[0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -31,17 +38,35 @@ def _env(name: str) -> str:
     return (os.environ.get(name) or "").strip()
 
 
-def backend_from_env() -> str:
-    """`developer` or `vertex`."""
+def backend_from_env(names: tuple[str, ...] = BACKENDS) -> str:
+    """`developer`, `vertex`, or another of the registered backends' `names`."""
     chosen = _env("COTGEN_GEMINI_BACKEND")
     if chosen:
-        if chosen.lower() not in BACKENDS:
+        if chosen.lower() not in names:
+            others = "".join(f", {name!r}" for name in names if name not in BACKENDS)
             raise SettingError(
                 f"COTGEN_GEMINI_BACKEND={chosen!r} is not valid: it takes 'developer' (the Gemini "
-                "Developer API, the default) or 'vertex' (Vertex AI batch prediction); fix it or unset it"
+                f"Developer API, the default) or 'vertex' (Vertex AI batch prediction){others}; "
+                "fix it or unset it"
             )
         return chosen.lower()
     return VERTEX if _env("GOOGLE_GENAI_USE_VERTEXAI").lower() in ("true", "1") else DEVELOPER
+
+
+def check_project_and_location(project: str, location: str) -> None:
+    """Refuse a project id or location Google cannot have made, before it reaches a URL (where
+    `a?b#c` would become a query and a fragment, and the API a misleading 403)."""
+    if not _PROJECT_ID.match(project):
+        raise SettingError(
+            f"GOOGLE_CLOUD_PROJECT={project!r} is not a Google Cloud project id: it takes 6 to 30 lower-case "
+            "letters, digits or hyphens, starting with a letter and not ending with a hyphen (the id or "
+            "number, not the project's display name); fix it"
+        )
+    if not _LOCATION.match(location):
+        raise SettingError(
+            f"GOOGLE_CLOUD_LOCATION={location!r} is not a Google Cloud location: it takes a region "
+            "(e.g. us-central1, europe-west4), a multi-region (us, eu) or 'global'; fix it or unset it"
+        )
 
 
 def check_vertex(
@@ -54,8 +79,7 @@ def check_vertex(
             "its batch jobs in a Google Cloud project; set it to the project's id, or unset "
             "COTGEN_GEMINI_BACKEND to use the Gemini Developer API"
         )
-    if not location or "/" in location:
-        raise SettingError(f"GOOGLE_CLOUD_LOCATION={location!r} is not valid: it takes a region or 'global'")
+    check_project_and_location(project, location or "")
     if not staging:
         raise SettingError(
             "COTGEN_VERTEX_STAGING is not set: the Vertex AI backend uploads request files to, and reads "

@@ -1,0 +1,352 @@
+"""A submission's life on any batch backend, written once: its jobs sent, adopted, fetched.
+
+`BatchJobs` wraps a `base.Backend` with what every API needs and none provides: retries with
+backoff, the lookup of a job whose create answer was lost (creating is not idempotent), and never
+paying twice for one display name. Below it, what the batch and results assets do with a
+submission: `submit` its shards, `adopt` one whose run died before recording its jobs, and
+`download_finished` what ended.
+"""
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from google.genai import errors as genai_errors
+
+from cotgen_assets.backends.base import Backend, BatchInfo
+from cotgen_assets.backends.polling import project_in_flight
+from cotgen_assets.backends.retries import GeminiError, logger
+from cotgen_assets.core.queue import (
+    DROPPED,
+    QUEUED,
+    InFlight,
+    Quota,
+    QuotaFull,
+    now_iso,
+    queued_shards,
+    shard_tokens,
+)
+from cotgen_assets.core.submissions import Submission, refuse_foreign_job
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class BatchJobs:
+    """Every call of `backend` retried, with the rules all backends share."""
+
+    def __init__(self, backend: Backend):
+        self.backend, self.retrying = backend, backend.retrying
+
+    def upload(self, path: str | Path, display_name: str, folder: str = "") -> str:
+        """Upload a request file (local, or an object in a bucket); `folder` names its submission
+        (`<scenario>/<stage>-<id>`) where the API keeps files in folders."""
+        path = Path(path) if isinstance(path, str) else path
+        if not path.is_file():
+            raise FileNotFoundError(f"request file {path} does not exist")
+        source = self.retrying.call(
+            f"upload of {path.name}", lambda: self.backend.upload(path, display_name, folder)
+        )
+        logger.info("uploaded %s (%d bytes) as %s", path.name, path.stat().st_size, source)
+        return source
+
+    def create_batch(self, model: str, source: str, display_name: str) -> BatchInfo:
+        """Create a batch job from an uploaded request file.
+
+        Creating is not idempotent, so after a transient failure (the job may exist although the
+        response was lost) it looks for a job with this display name before trying again. A 429
+        RESOURCE_EXHAUSTED means the batch quota is full: `QuotaFull`, at once, nothing made.
+        """
+
+        def find_lost_create() -> BatchInfo | None:
+            try:
+                found = self.find_batch(display_name)
+            except GeminiError:
+                return None  # the API is still unwell; the next attempt decides
+            if found is not None:
+                logger.warning("create of %s failed, but the job exists: %s", display_name, found.name)
+            return found
+
+        def create() -> BatchInfo:
+            try:
+                return self.backend.create(model.removeprefix("models/"), source, display_name)
+            except genai_errors.APIError as error:
+                if error.code == 429:  # not retried: the quota stays full until a job ends
+                    raise QuotaFull(
+                        f"create of batch {display_name!r}: {self.retrying.explain(error)}"
+                    ) from None
+                raise
+
+        info = self.retrying.call(f"create of batch {display_name!r}", create, on_transient=find_lost_create)
+        logger.info("batch %s (%s) created on %s: %s", info.name, display_name, model, info.state)
+        return info
+
+    def submit_jsonl(
+        self, path: str | Path, model: str, display_name: str, same_ask: str = "", folder: str = ""
+    ) -> BatchInfo:
+        """Upload and create a batch, never paying twice for the same display name.
+
+        A live or succeeded job with this display name is returned as it is. `same_ask` is the start
+        of the display names of jobs that ask the same but may send other bytes: such a job is not
+        reused, and the log says why.
+        """
+        found = self.find_batches(
+            lambda name: name == display_name or bool(same_ask and name.startswith(same_ask))
+        )
+        existing = next((job for job in found if job.display_name == display_name), None)
+        if existing is not None:
+            logger.warning(
+                "REUSED: batch %r exists already as %s (%s), so it is not submitted again; its "
+                "answers are used (the content hash in its name is that of these very requests)",
+                display_name,
+                existing.name,
+                existing.state,
+            )
+            return dataclasses.replace(existing, reused=True)
+        for other in found:
+            _log_not_reused(other, display_name)
+        source = self.upload(path, display_name, folder)
+        created = self.create_batch(model, source, display_name)
+        return dataclasses.replace(created, source=created.source or source)
+
+    def get_batch(
+        self, name: str, timeout_seconds: float | None = None, max_attempts: int | None = None
+    ) -> BatchInfo:
+        """The job's state and counts, in one API call (per attempt).
+
+        The sensor passes a short timeout and few attempts, so a slow API cannot stall a tick.
+        """
+        self.backend.check_name(name)
+        return self.retrying.call(
+            f"get of {name}", lambda: self.backend.get(name, timeout_seconds), max_attempts=max_attempts
+        )
+
+    def pages(self, page_size: int) -> Iterator[list[BatchInfo]]:
+        token = None
+        while True:
+            page, token = self.retrying.call(
+                "list of batches", lambda token=token: self.backend.page(page_size, token)
+            )
+            yield page
+            if not token:
+                return
+
+    def list_batches(self, page_size: int = 50) -> Iterator[BatchInfo]:
+        """Every batch job the API lists, fetching pages as the caller iterates."""
+        for page in self.pages(page_size):
+            yield from page
+
+    def find_batches(self, match: Callable[[str], bool], max_pages: int = 20) -> list[BatchInfo]:
+        """Live or succeeded jobs whose display name passes `match`, newest first."""
+        matches = []
+        for number, page in enumerate(self.pages(50), start=1):
+            matches += [i for i in page if i.display_name and match(i.display_name) and not i.failed]
+            if number >= max_pages:
+                break
+        return sorted(matches, key=lambda i: i.create_time or _EPOCH, reverse=True)
+
+    def find_batch(self, display_name: str, max_pages: int = 20) -> BatchInfo | None:
+        """The newest job with this display name that is live or succeeded, if any."""
+        found = self.find_batches(lambda name: name == display_name, max_pages)
+        return found[0] if found else None
+
+    def cancel_batch(self, name: str) -> None:
+        """Ask the API to cancel a job; it then ends cancelled."""
+        self.backend.check_name(name)
+        self.retrying.call(f"cancel of {name}", lambda: self.backend.cancel(name))
+        logger.info("cancel requested for %s", name)
+
+    def delete_batch(self, name: str) -> None:
+        """Delete a job; a job already gone after a retried delete counts as deleted."""
+        retried = False
+
+        def gone() -> None:
+            nonlocal retried
+            retried = True
+            return None
+
+        self.backend.check_name(name)
+        try:
+            self.retrying.call(f"delete of {name}", lambda: self.backend.delete(name), on_transient=gone)
+        except GeminiError as exc:
+            if not (retried and exc.status_code == 404):
+                raise
+        logger.info("deleted %s", name)
+
+    def download_results(self, result_file: str, dest: str | Path) -> Path:
+        """Download a job's answers to `dest` (local, or an object in a bucket); a crash or a failed
+        attempt leaves no half-written `dest`."""
+        dest = Path(dest) if isinstance(dest, str) else dest
+        self.retrying.call(f"download of {result_file}", lambda: self.backend.download(result_file, dest))
+        logger.info("downloaded %s to %s (%d bytes)", result_file, dest, dest.stat().st_size)
+        return dest
+
+
+def _log_not_reused(other: BatchInfo, display_name: str) -> None:
+    logger.warning(
+        "NOT REUSED: batch %s (%r, %s) asks for the same problems, tries and settings, but its "
+        "requests differ from these (content hash %s, ours %s: other questions or prompts under "
+        "the same ids, e.g. another deployment on this project or key, or a changed dataset); "
+        "submitting %r anew",
+        other.name,
+        other.display_name,
+        other.state,
+        other.display_name.rpartition("-")[2],
+        display_name.rpartition("-")[2],
+        display_name,
+    )
+
+
+# --------------------------------------------------------------------------- submissions
+
+
+def submit(
+    submission: Submission,
+    jobs: BatchJobs,
+    sent_by: str = "outside a run",
+    quota: Quota | None = None,
+) -> list[BatchInfo]:
+    """Send every shard once, as far as the batch quotas allow; returns the jobs created (or reused,
+    `reused`, when their display name had one already). The rest stay queued in the submission, for
+    the sensor to send as earlier jobs end (`send_queued`).
+
+    Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
+    between a create and its record, the next fill finds the submission and adopts it (`adopt`).
+    A shard sent again to a new job loses the results file of its earlier job (already
+    ingested), so the new job's answers are downloaded.
+    """
+    sent = submission.saved()
+    before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    submission.sent_by, submission.backend = sent_by, jobs.backend.name
+    submission.batch_names = [QUEUED] * len(submission.shards)
+    submission.queued_at = submission.dequeued_at = ""
+    _record_jobs(submission)
+    submission.save()
+    sent_jobs = send_queued(submission, jobs, project_in_flight(jobs), quota or Quota.from_env())
+    for shard, name in zip(submission.shards, submission.batch_names):
+        if before.get(shard, name) != name:  # an earlier job's answers, already ingested
+            submission.results_path(shard).unlink(missing_ok=True)
+    return sent_jobs
+
+
+def send_queued(submission: Submission, jobs: BatchJobs, held: InFlight, quota: Quota) -> list[BatchInfo]:
+    """Create the jobs of the submission's queued shards, in order, while `held` (the project's jobs
+    in flight, counted up as jobs are made) stays inside `quota`; each job is recorded at once.
+
+    Stops at the first shard that does not fit, or that the API refuses as over quota (its count
+    is fuller than the folder's, e.g. another project's work): the rest stay queued, oldest first.
+    """
+    created = []
+    for shard in queued_shards(submission):
+        tokens = shard_tokens(submission, shard)
+        if not held.fits(quota, submission.model, tokens):
+            break
+        index = submission.shards.index(shard)
+        try:
+            job = _send(submission, jobs, shard, submission.display_names[index])
+        except QuotaFull as full:
+            logger.info("%s stays queued: %s", submission.display_names[index], full)
+            held.refused()
+            break
+        created.append(job)
+        held.add(submission.model, tokens)
+        submission.batch_names[index] = job.name
+        submission.job_inputs[index] = job.source or ""
+        submission.live_states[index] = job.end
+        submission.save()
+    _note_queue(submission)
+    return created
+
+
+def _note_queue(submission: Submission) -> None:
+    """When the submission first waited on the quota, and when its last waiting shard got a job."""
+    waiting = bool(queued_shards(submission))
+    if waiting and not submission.queued_at:
+        submission.queued_at = now_iso()
+    elif not waiting and submission.queued_at and not submission.dequeued_at:
+        submission.dequeued_at = now_iso()
+    submission.save()
+
+
+def _send(submission: Submission, jobs: BatchJobs, shard: str, display_name: str) -> BatchInfo:
+    """One shard to its job (an existing one with its display name, else a new one)."""
+    return jobs.submit_jsonl(
+        submission.requests_path(shard),
+        submission.model,
+        display_name,
+        submission.job_name_prefix(shard),
+        folder=f"{submission.scenario}/{submission.folder.name}",
+    )
+
+
+def _record_jobs(submission: Submission) -> None:
+    """From now on, no job has ended or answered; per shard, the request file its job reads."""
+    count = len(submission.shards)
+    submission.job_states, submission.job_outputs = [], []
+    submission.job_inputs, submission.live_states = [""] * count, [""] * count
+    submission.queue_dropped = False
+
+
+def adopt(submission: Submission, jobs: BatchJobs, sent_by: str) -> list[BatchInfo] | None:
+    """Take over a submission whose run died after creating its jobs, before recording them.
+
+    Each shard's job is the one saved for it, else the one with its display name (whose content
+    hash proves it is for these very requests). None when no job of it exists: it was never
+    sent, and is marked so (its run is over: none can appear). Shards the dead run did not get to
+    create are queued, and sent now as far as the quota allows.
+    """
+    # none if it died creating; a queued shard's name is ""
+    saved = {shown: name for shown, name in zip(submission.display_names, submission.batch_names) if name}
+    found = [
+        (_saved_job(jobs, saved[name], name) if name in saved else None) or jobs.find_batch(name)
+        for name in submission.display_names
+    ]
+    if not any(found):
+        submission.sent_by = ""
+        submission.save()
+        return None
+    submission.batch_names = [job.name if job else QUEUED for job in found]
+    submission.sent_by, submission.backend = sent_by, jobs.backend.name
+    _record_jobs(submission)
+    for index, job in enumerate(found):
+        if job:
+            submission.job_inputs[index], submission.live_states[index] = job.source or "", job.end
+    submission.save()
+    adopted = [dataclasses.replace(job, reused=True) for job in found if job]
+    return adopted + send_queued(submission, jobs, project_in_flight(jobs), Quota.from_env())
+
+
+def _saved_job(jobs: BatchJobs, name: str, display_name: str) -> BatchInfo | None:
+    """The job saved under `name`, if it still exists and is the one named `display_name`."""
+    try:
+        job = jobs.get_batch(name)
+    except GeminiError as error:
+        if error.status_code == 404:
+            return None
+        raise
+    return job if job.display_name == display_name else None
+
+
+def download_finished(submission: Submission, jobs: BatchJobs) -> list[BatchInfo]:
+    """Fetch each shard's job; download the results file of every finished job (once).
+
+    Not only of those that succeeded: a cancelled job hands back the answers it finished, which
+    were paid for. A job that is not the one the submission made is refused (SubmissionRefused).
+    Once every job has ended and none is queued, how they ended is saved for the ingestion (a shard
+    dropped from the queue ended `DROPPED`: nothing of it was asked).
+    """
+    fetched = {}
+    for shard, name in zip(submission.shards, submission.batch_names):
+        if name == QUEUED:
+            continue
+        fetched[shard] = job = jobs.get_batch(name)
+        results = submission.results_path(shard)
+        if job.done and job.result_file and not results.exists():
+            refuse_foreign_job(submission, shard, name, job.display_name)
+            jobs.download_results(job.result_file, results)
+    if all(job.done for job in fetched.values()) and not queued_shards(submission):
+        ended = [fetched.get(shard) for shard in submission.shards]  # None: dropped from the queue
+        submission.job_states = [job.state if job else DROPPED for job in ended]
+        submission.job_outputs = [(job.result_file or "") if job else "" for job in ended]
+        submission.save()
+    return list(fetched.values())

@@ -1,1 +1,0 @@
-"""The Gemini batch backends behind one resource."""
