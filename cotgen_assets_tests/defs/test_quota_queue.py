@@ -109,7 +109,8 @@ def test_cotgen_cancel_drops_the_queue_its_shards_are_never_created_and_asked_ag
             assert f"cancelled ['{batch['batch_names'][0]}'] and dropped 1 queued shard(s)" in printed
 
             finish_generation(pipeline, "easy")
-            assert pipeline.metadata("generation_results", "easy")["job_state"] == "JOB_STATE_CANCELLED"
+            ended = pipeline.metadata("generation_results", "easy")["job_state"]
+            assert ended == "MIXED(DROPPED_FROM_QUEUE, JOB_STATE_CANCELLED)"  # the dropped shard, the job
             assert len(emu.created_jobs()) == 1, "the dropped shard was never created"
 
             emu.release()  # and hold no more
