@@ -227,7 +227,7 @@ def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tm
 
     def create() -> None:
         """A 500 is retried; a 429 on create is the batch quota, full: QuotaFull at once, nothing made
-        (the shard stays queued for the sensor, issue 29)."""
+        (the shard stays queued for the sensor)."""
         try:
             created.append(gemini.create_batch(MODEL, file_name, f"flaky-{len(created)}"))
         except QuotaFull as full:

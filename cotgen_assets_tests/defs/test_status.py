@@ -110,7 +110,7 @@ def test_a_saved_batch_shows_the_requests_answered_not_those_asked(held_hard, ca
     capsys.readouterr()
 
     line = status_line(capsys, "generation")
-    assert line.split()[2:4] == ["saved", f"0/{total}"], line
+    assert line.split()[2:5] == ["saved", "-", f"0/{total}"], line  # state, jobs c/q/r/d, done/total
 
 
 def test_an_api_error_is_shown_whole_below_the_table(held_hard, capsys):
