@@ -4,7 +4,7 @@ import dagster as dg
 
 from cotgen_assets.backends.resource import OFFLINE_TAG, gemini_from_env
 from cotgen_assets.core.settings import validate_settings
-from cotgen_assets.defs.assets import batches, publishing, results, samples, sources
+from cotgen_assets.defs.assets import batches, previews, publishing, results, samples, sources
 from cotgen_assets.defs.jobs import JOBS
 from cotgen_assets.defs.resources import hub_from_env
 from cotgen_assets.defs.sensors import batch_completion_sensor
@@ -15,6 +15,7 @@ OFFLINE_NOTE = {  # by backend
     "vertex": " OFFLINE: COTGEN_GEMINI_BASE_URL points Vertex AI at the local emulator (no real cost).",
 }
 GEMINI_ASSETS = [
+    previews.problem_preview,
     batches.generation_batch,
     results.generation_results,
     samples.cot_samples,

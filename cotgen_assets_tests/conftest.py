@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+import cotgen_assets.backends  # noqa: F401 - registers the batch APIs' wire formats, as the code location does
 from cotgen_assets_tests.harness.emulator import start_emulator
 
 # Offline copies of GSM8K and MATH (see ../shared/data/README.md), unless the caller chose others.

@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from cotgen_assets.backends.retries import Retrying
-from cotgen_assets.core.model_io import ANSWERED_ENDS, UNANSWERED_ENDS, Prompt, Reply, WireFormat
+from cotgen_assets.core.model_io import ANSWERED_ENDS, UNANSWERED_ENDS, WireFormat
+
+# A create is not idempotent and may be slow, so it waits longer than other calls: a create that
+# times out may still make its job, which the lifecycle then looks for as long again.
+CREATE_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class BackendSettings:
     location: str = "global"
     staging: str | None = None
     timeout_seconds: float = 30.0
+    create_timeout_seconds: float = CREATE_TIMEOUT_SECONDS
     max_attempts: int = 6
     backoff_seconds: float = 1.0
 
@@ -103,6 +108,8 @@ class Backend:
     """
 
     wire: WireFormat  # request and output lines, limits; `wire.name` is the backend's name
+    # how long a create may take; a create that timed out is looked for as long (`lifecycle`)
+    create_timeout_seconds: float = CREATE_TIMEOUT_SECONDS
 
     def __init__(self, retrying: Retrying):
         self.retrying = retrying
@@ -156,6 +163,9 @@ class Backend:
     def check_name(self, name: str) -> None:
         """A ValueError for a name this API cannot have given (e.g. one of another backend)."""
 
-    def generate(self, prompt: Prompt) -> Reply:
-        """One synchronous answer to `prompt` (no batch), for previews and small last rounds."""
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """One synchronous answer (no batch) to one request line in `wire`'s format, at service tier
+        `tier` (`core.online.TIERS`), as the output line a batch job would write: previews and small
+        last rounds are read, priced and ingested as batch answers are. One attempt: a refusal (429,
+        503) raises `core.online.OnlineRefused`, an answer lost in transit `OnlineLost`."""
         raise NotImplementedError(f"the {self.name} backend answers in batches only")

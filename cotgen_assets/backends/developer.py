@@ -16,8 +16,9 @@ from google.genai import types as genai_types
 from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
 from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
-from cotgen_assets.core.model_io import Limits, Prompt, Reply
+from cotgen_assets.core.model_io import Limits
 from cotgen_assets.core.storage import atomic_write, is_local
 
 API_VERSION = "v1beta"
@@ -30,6 +31,11 @@ _announced_offline: set[str] = set()
 
 def timeout_ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))  # HttpOptions.timeout is in milliseconds
+
+
+def create_options(timeout_seconds: float) -> genai_types.HttpOptions:
+    """A create's own timeout, longer than other calls' (see `base.CREATE_TIMEOUT_SECONDS`)."""
+    return genai_types.HttpOptions(timeout=timeout_ms(timeout_seconds))
 
 
 def raw_get(client: genai.Client, path: str, timeout_seconds: float | None = None) -> dict:
@@ -117,10 +123,11 @@ class DeveloperBatches(Backend):
         base_url: str | None,
         emulator_url: str,
         timeout_seconds: float,
+        create_timeout_seconds: float,
     ):
         super().__init__(retrying)
         self.api_key, self.base_url, self.emulator_url = api_key, base_url, emulator_url
-        self.timeout_seconds = timeout_seconds
+        self.timeout_seconds, self.create_timeout_seconds = timeout_seconds, create_timeout_seconds
         self._client: Any = None
         self._emulator_answers: bool | None = None
 
@@ -196,7 +203,8 @@ class DeveloperBatches(Backend):
             return self.client().files.upload(file=handle, config=config).name
 
     def create(self, model: str, source: str, display_name: str) -> BatchInfo:
-        job = self.client().batches.create(model=model, src=source, config={"display_name": display_name})
+        config = {"display_name": display_name, "http_options": create_options(self.create_timeout_seconds)}
+        job = self.client().batches.create(model=model, src=source, config=config)
         return batch_info_from_job(job)
 
     def check_name(self, name: str) -> None:
@@ -228,16 +236,18 @@ class DeveloperBatches(Backend):
         with atomic_write(dest) as handle:
             self.client().files.download(file=result_file, destination=handle)
 
-    def generate(self, prompt: Prompt) -> Reply:
-        """`generateContent` with the very body a batch line carries, read as a batch answer is."""
-        model = prompt.model.removeprefix("models/")
-        body = gemini_wire.request_body(prompt)
-        response = self.client()._api_client.request("post", f"models/{model}:generateContent", body, None)
-        return gemini_wire.response_reply(prompt.key, orjson.loads(response.body) if response.body else None)
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """`generateContent` with the very body a batch line carries (`backends.online`)."""
+        return generate_line(self.client(), self.retrying, model, request_line, tier)
 
 
 def from_settings(settings: BackendSettings) -> DeveloperBatches:
     retrying = Retrying(settings.max_attempts, settings.backoff_seconds, secret=settings.api_key)
     return DeveloperBatches(
-        retrying, settings.api_key, settings.base_url, settings.emulator_url, settings.timeout_seconds
+        retrying,
+        settings.api_key,
+        settings.base_url,
+        settings.emulator_url,
+        settings.timeout_seconds,
+        settings.create_timeout_seconds,
     )

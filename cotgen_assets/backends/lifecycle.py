@@ -1,13 +1,15 @@
 """A submission's life on any batch backend, written once: its jobs sent, adopted, fetched.
 
 `BatchJobs` wraps a `base.Backend` with what every API needs and none provides: retries with
-backoff, the lookup of a job whose create answer was lost (creating is not idempotent), and never
-paying twice for one display name. Below it, what the batch and results assets do with a
-submission: `submit` its shards, `adopt` one whose run died before recording its jobs, and
-`download_finished` what ended.
+backoff, the lookup of a job whose create answer was lost (creating is not idempotent; the job may
+appear only after the client gave up, so it is looked for over a grace period), and never paying
+twice for one display name (of two jobs, the oldest is kept and the other cancelled). Below it,
+what the batch and results assets do with a submission: `submit` its shards, `adopt` one whose
+run died before recording its jobs, and `download_finished` what ended.
 """
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +17,10 @@ from pathlib import Path
 from google.genai import errors as genai_errors
 
 from cotgen_assets.backends.base import Backend, BatchInfo
+from cotgen_assets.backends.online import online_batch_info
 from cotgen_assets.backends.polling import project_in_flight
-from cotgen_assets.backends.retries import GeminiError, logger
+from cotgen_assets.backends.retries import GeminiError, logger, may_have_run
+from cotgen_assets.core.online_round import is_online
 from cotgen_assets.core.queue import (
     DROPPED,
     QUEUED,
@@ -30,6 +34,7 @@ from cotgen_assets.core.queue import (
 from cotgen_assets.core.submissions import Submission, refuse_foreign_job
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LOST_CREATE_LOOKUPS = 10  # how often a lost create's job is looked for during its grace period
 
 
 class BatchJobs:
@@ -53,19 +58,20 @@ class BatchJobs:
     def create_batch(self, model: str, source: str, display_name: str) -> BatchInfo:
         """Create a batch job from an uploaded request file.
 
-        Creating is not idempotent, so after a transient failure (the job may exist although the
-        response was lost) it looks for a job with this display name before trying again. A 429
-        RESOURCE_EXHAUSTED means the batch quota is full: `QuotaFull`, at once, nothing made.
+        Creating is not idempotent: a create whose answer was lost (a timeout, a dropped connection,
+        a server error) may still make its job, even after the client gave up. So after such a
+        failure it looks for the job by display name for up to the create timeout before creating
+        again, and after any retried create it keeps the oldest job of that name and cancels the
+        others (`_keep_oldest`).
+        A 429 RESOURCE_EXHAUSTED means the batch quota is full: `QuotaFull`, at once, nothing made.
         """
+        retried = False
 
-        def find_lost_create() -> BatchInfo | None:
-            try:
-                found = self.find_batch(display_name)
-            except GeminiError:
-                return None  # the API is still unwell; the next attempt decides
-            if found is not None:
-                logger.warning("create of %s failed, but the job exists: %s", display_name, found.name)
-            return found
+        def find_lost_create(failure: BaseException) -> BatchInfo | None:
+            nonlocal retried
+            retried = True
+            grace = self.backend.create_timeout_seconds if may_have_run(failure) else 0.0
+            return self._await_job(display_name, grace)
 
         def create() -> BatchInfo:
             try:
@@ -77,24 +83,67 @@ class BatchJobs:
                     ) from None
                 raise
 
-        info = self.retrying.call(f"create of batch {display_name!r}", create, on_transient=find_lost_create)
+        info = self.retrying.call(
+            f"create of batch {display_name!r}",
+            create,
+            on_transient=find_lost_create,
+        )
+        if retried:
+            named = {job.name: job for job in (info, *self.find_batches(lambda name: name == display_name))}
+            info = self._keep_oldest(display_name, list(named.values()))
         logger.info("batch %s (%s) created on %s: %s", info.name, display_name, model, info.state)
         return info
+
+    def _await_job(self, display_name: str, grace_seconds: float) -> BatchInfo | None:
+        """The job of a create whose answer was lost, looked up until it appears or `grace_seconds`
+        pass (a server may commit it only after the client timed out); None if it did not appear."""
+        deadline = time.monotonic() + grace_seconds
+        while True:
+            try:
+                found = self.find_batch(display_name)
+            except GeminiError:
+                found = None  # the API is still unwell; look again, or let the next attempt decide
+            if found is not None:
+                logger.warning("create of %s failed, but the job exists: %s", display_name, found.name)
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(left, grace_seconds / _LOST_CREATE_LOOKUPS))
+
+    def _keep_oldest(self, display_name: str, named: list[BatchInfo]) -> BatchInfo:
+        """Of the jobs named `display_name`, the oldest (its answers come first); the others that
+        have not ended are cancelled at once, so that the requests are paid for once."""
+        keep = min(named, key=_age)
+        for job in named:
+            if job.name != keep.name and not job.done:
+                logger.warning(
+                    "PAID TWICE AVERTED: batch %r exists twice (a create whose answer was lost made "
+                    "its job after all); keeping %s, the oldest, and cancelling %s now (a job "
+                    "cancelled before it runs costs nothing)",
+                    display_name,
+                    keep.name,
+                    job.name,
+                )
+                self.cancel_batch(job.name)
+        return keep
 
     def submit_jsonl(
         self, path: str | Path, model: str, display_name: str, same_ask: str = "", folder: str = ""
     ) -> BatchInfo:
         """Upload and create a batch, never paying twice for the same display name.
 
-        A live or succeeded job with this display name is returned as it is. `same_ask` is the start
+        A live or succeeded job with this display name is returned as it is (the oldest, if a lost
+        create made two: the others are cancelled). `same_ask` is the start
         of the display names of jobs that ask the same but may send other bytes: such a job is not
         reused, and the log says why.
         """
         found = self.find_batches(
             lambda name: name == display_name or bool(same_ask and name.startswith(same_ask))
         )
-        existing = next((job for job in found if job.display_name == display_name), None)
-        if existing is not None:
+        named = [job for job in found if job.display_name == display_name]
+        if named:
+            existing = self._keep_oldest(display_name, named)
             logger.warning(
                 "REUSED: batch %r exists already as %s (%s), so it is not submitted again; its "
                 "answers are used (the content hash in its name is that of these very requests)",
@@ -114,8 +163,11 @@ class BatchJobs:
     ) -> BatchInfo:
         """The job's state and counts, in one API call (per attempt).
 
-        The sensor passes a short timeout and few attempts, so a slow API cannot stall a tick.
+        The sensor passes a short timeout and few attempts, so a slow API cannot stall a tick. An
+        online round's shard (`core.online_round`) has no job: it ended when its answers were saved.
         """
+        if is_online(name):
+            return online_batch_info(name)
         self.backend.check_name(name)
         return self.retrying.call(
             f"get of {name}", lambda: self.backend.get(name, timeout_seconds), max_attempts=max_attempts
@@ -143,12 +195,13 @@ class BatchJobs:
             matches += [i for i in page if i.display_name and match(i.display_name) and not i.failed]
             if number >= max_pages:
                 break
-        return sorted(matches, key=lambda i: i.create_time or _EPOCH, reverse=True)
+        return sorted(matches, key=_age, reverse=True)
 
     def find_batch(self, display_name: str, max_pages: int = 20) -> BatchInfo | None:
-        """The newest job with this display name that is live or succeeded, if any."""
+        """The oldest job with this display name that is live or succeeded, if any: the one kept
+        when a lost create made two (`_keep_oldest`)."""
         found = self.find_batches(lambda name: name == display_name, max_pages)
-        return found[0] if found else None
+        return found[-1] if found else None
 
     def cancel_batch(self, name: str) -> None:
         """Ask the API to cancel a job; it then ends cancelled."""
@@ -160,7 +213,7 @@ class BatchJobs:
         """Delete a job; a job already gone after a retried delete counts as deleted."""
         retried = False
 
-        def gone() -> None:
+        def gone(_failure: BaseException) -> None:
             nonlocal retried
             retried = True
             return None
@@ -180,6 +233,11 @@ class BatchJobs:
         self.retrying.call(f"download of {result_file}", lambda: self.backend.download(result_file, dest))
         logger.info("downloaded %s to %s (%d bytes)", result_file, dest, dest.stat().st_size)
         return dest
+
+
+def _age(job: BatchInfo) -> tuple[datetime, str]:
+    """Sorts jobs oldest first (by name when created at the same instant)."""
+    return job.create_time or _EPOCH, job.name
 
 
 def _log_not_reused(other: BatchInfo, display_name: str) -> None:
@@ -209,6 +267,7 @@ def submit(
     """Send every shard once, as far as the batch quotas allow; returns the jobs created (or reused,
     `reused`, when their display name had one already). The rest stay queued in the submission, for
     the sensor to send as earlier jobs end (`send_queued`).
+    A shard an online round answered (`core.online_round`) keeps its online name and is not sent.
 
     Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
     between a create and its record, the next fill finds the submission and adopts it (`adopt`).
@@ -217,12 +276,18 @@ def submit(
     """
     sent = submission.saved()
     before = dict(zip(sent.shards, sent.batch_names)) if sent else {}
+    online = {
+        shard: name for shard, name in zip(submission.shards, submission.batch_names) if is_online(name)
+    }
     submission.sent_by, submission.backend = sent_by, jobs.backend.name
-    submission.batch_names = [QUEUED] * len(submission.shards)
+    submission.batch_names = [online.get(shard, QUEUED) for shard in submission.shards]
     submission.queued_at = submission.dequeued_at = ""
     _record_jobs(submission)
+    answered = [online_batch_info(name) for name in online.values()]
+    for job in answered:  # ended: they hold no quota
+        submission.live_states[submission.batch_names.index(job.name)] = job.end
     submission.save()
-    sent_jobs = send_queued(submission, jobs, project_in_flight(jobs), quota or Quota.from_env())
+    sent_jobs = answered + send_queued(submission, jobs, project_in_flight(jobs), quota or Quota.from_env())
     for shard, name in zip(submission.shards, submission.batch_names):
         if before.get(shard, name) != name:  # an earlier job's answers, already ingested
             submission.results_path(shard).unlink(missing_ok=True)

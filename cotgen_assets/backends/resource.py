@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cotgen_assets.backends.base import BackendSettings, BatchInfo
+from cotgen_assets.backends.base import CREATE_TIMEOUT_SECONDS, BackendSettings, BatchInfo
 from cotgen_assets.backends.config import DEVELOPER, VERTEX, backend_from_env, vertex_from_env
 from cotgen_assets.backends.lifecycle import BatchJobs
 from cotgen_assets.backends.registry import backend_names, make_backend, surely_offline
@@ -41,6 +41,7 @@ class GeminiBatchResource(dg.ConfigurableResource):
     location: str = "global"
     staging: str | None = None
     timeout_seconds: float = 30.0
+    create_timeout_seconds: float = CREATE_TIMEOUT_SECONDS
     max_attempts: int = 6
     backoff_seconds: float = 1.0
 
@@ -119,6 +120,10 @@ class GeminiBatchResource(dg.ConfigurableResource):
 
     def delete_batch(self, name: str) -> None:
         self.batch_api().delete_batch(name)
+
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """One synchronous call for a request line at `tier`; its answer as an output line."""
+        return self.batch_api().backend.generate(model, request_line, tier)
 
     def download_results(self, result_file: str, dest: str | Path) -> Path:
         return self.batch_api().download_results(result_file, dest)

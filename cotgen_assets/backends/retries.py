@@ -61,6 +61,13 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSPORT_ERRORS)
 
 
+def may_have_run(exc: BaseException) -> bool:
+    """A transient failure that may hide a call the server carried out: a timeout, a dropped
+    connection or a server error, unlike a rate limit (429), which refused it."""
+    rate_limited = isinstance(exc, genai_errors.APIError) and exc.code == 429
+    return is_transient(exc) and not rate_limited
+
+
 class Retrying:
     """Runs API calls with retries; `secret` (an API key, or None) is scrubbed from every message."""
 
@@ -105,19 +112,19 @@ class Retrying:
         self,
         what: str,
         call: Callable[[], T],
-        on_transient: Callable[[], T | None] | None = None,
+        on_transient: Callable[[BaseException], T | None] | None = None,
         max_attempts: int | None = None,
     ) -> T:
         """Run `call`, retrying transient failures with exponential backoff.
 
-        `on_transient()` runs after each transient failure and returns a result to use instead of
+        `on_transient(exc)` runs after each transient failure and returns a result to use instead of
         retrying, or None to go on (create uses it to find a job whose create response was lost).
         The final exception is raised outside the `except` block, so the SDK's exception, whose
         request holds the key, is not chained to it.
         """
         attempts = max(1, max_attempts or self.max_attempts)
         for attempt in range(1, attempts + 1):
-            failure = None
+            failure = transient = None
             self.calls += 1
             try:
                 return call()
@@ -125,11 +132,11 @@ class Retrying:
                 if not is_transient(exc) or attempt == attempts:
                     failure = self.final_error(what, exc, attempt)
                 else:
-                    explanation = self.explain(exc)
+                    transient, explanation = exc, self.explain(exc)
             if failure is not None:
                 raise failure
             if on_transient is not None:
-                found = on_transient()
+                found = on_transient(transient)
                 if found is not None:
                     return found
             delay = self.delay(attempt)

@@ -27,8 +27,9 @@ from google.genai import types as genai_types
 from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
 from cotgen_assets.backends.config import check_vertex
-from cotgen_assets.backends.developer import raw_get, timeout_ms
+from cotgen_assets.backends.developer import create_options, raw_get, timeout_ms
 from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
 from cotgen_assets.core.settings import SettingError
@@ -151,10 +152,12 @@ class VertexBatches(Backend):
         staging: str,
         base_url: str | None,
         timeout_seconds: float,
+        create_timeout_seconds: float,
     ):
         super().__init__(retrying)
         self.project, self.location, self.staging = project, location, staging.rstrip("/")
         self.base_url, self.timeout_seconds = base_url, timeout_seconds
+        self.create_timeout_seconds = create_timeout_seconds
         self._client: Any = None
 
     @property
@@ -226,7 +229,11 @@ class VertexBatches(Backend):
         return uri
 
     def create(self, model: str, source: str, display_name: str) -> BatchInfo:
-        config = genai_types.CreateBatchJobConfig(dest=predictions_prefix(source), display_name=display_name)
+        config = genai_types.CreateBatchJobConfig(
+            dest=predictions_prefix(source),
+            display_name=display_name,
+            http_options=create_options(self.create_timeout_seconds),
+        )
         return batch_info_from_job(self.client().batches.create(model=model, src=source, config=config))
 
     def check_name(self, name: str) -> None:
@@ -260,6 +267,10 @@ class VertexBatches(Backend):
     def delete(self, name: str) -> None:
         self.client()._api_client.request("delete", name, {}, None)
 
+    def generate(self, model: str, request_line: bytes, tier: str) -> bytes:
+        """`generateContent` under the project and location (`backends.online`)."""
+        return generate_line(self.client(), self.retrying, model, request_line, tier)
+
     def download(self, result_file: str, dest: Path) -> None:
         """Every `*.jsonl` under the output directory, in name order, as one file."""
         folder = self.path(result_file)
@@ -287,4 +298,5 @@ def from_settings(settings: BackendSettings) -> VertexBatches:
         settings.staging,
         settings.base_url,
         settings.timeout_seconds,
+        settings.create_timeout_seconds,
     )

@@ -5,6 +5,7 @@ problem, ...) is one field here, not a parameter threaded through every function
 from dataclasses import dataclass
 
 from cotgen_assets.core.planning import FILL, validate_job_settings, validate_max_tries, validate_summarize
+from cotgen_assets.core.sample_keys import validate_samples_per_problem
 from cotgen_assets.core.scenarios import Scenario
 
 
@@ -17,12 +18,9 @@ class Ask:
     thinking_level: str  # the thinking effort every request asks for (a level the model takes)
     max_tries: int  # asks per problem before it is given up
     max_requests_per_job: int  # larger submissions are split into several batch jobs
-    answers_per_problem: int = 1  # answers wanted per problem; only 1 so far
 
     def validate(self, backend: str) -> None:
         """Refuse, before anything is read or written, settings no batch of `backend` could run."""
-        if self.answers_per_problem != 1:
-            raise ValueError(f"answers_per_problem must be 1 for now, got {self.answers_per_problem}")
         validate_job_settings(self.model, self.thinking_level, self.max_requests_per_job, backend)
 
 
@@ -35,6 +33,11 @@ class GenerationAsk(Ask):
     ask_enough: bool = (
         True  # fill: enough to reach `limit` at the estimated accuracy, else exactly the missing
     )
+    samples_per_problem: int = 1  # answers asked of each new problem, k request lines in the same batch
+
+    def validate(self, backend: str) -> None:
+        validate_samples_per_problem(self.samples_per_problem)
+        super().validate(backend)
 
 
 @dataclass(frozen=True, kw_only=True)

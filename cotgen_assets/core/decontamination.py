@@ -26,9 +26,12 @@ Plain logic (no dagster): the source_problems asset calls `decontaminate`, its c
 `verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
 """
 
+import hashlib
 import html
 import json
+import multiprocessing
 import re
+import signal
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cotgen_assets.core.scenarios import Benchmark, Scenario, ScenarioError
 from cotgen_assets.core.sources import benchmark_location, load_benchmark_questions
@@ -118,8 +122,11 @@ _COMMAND = re.compile(r"\\[a-z]+")
 _WORD = re.compile(r"[^\W_]+")
 _DIGITS = re.compile(r"\d+")
 # Where a sentence ends: a line break, or a space after . ? ! or : (closing $, brackets or quotes may
-# come between) or after a displayed formula or figure ($$, \], [/asy]).
-_SENTENCE_END = re.compile(r"(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<=\[/asy\]))\s+|\n")
+# come between) or after a displayed formula or figure ($$, \], [/asy]). Every such run begins with
+# a space or a closing character: the look-ahead says so first, which makes the split twice as fast.
+_SENTENCE_END = re.compile(
+    r"(?=[\s$\\\])}'\"])(?:(?:(?<=[.?!:])[$\\\])}'\"]*|(?<=\$\$)|(?<=\\\])|(?<=\[/asy\]))\s+|\n)"
+)
 
 
 def _fold(text: str) -> str:
@@ -127,6 +134,15 @@ def _fold(text: str) -> str:
     dropped, Unicode forms, look-alike letters, symbols, thousands separators, synonymous commands,
     unbraced arguments and spacing folded."""
     text = text or ""
+    if text.isascii() and "\\" not in text and "&" not in text:
+        # Every other step of `_fold_all` needs a non-ASCII character, a LaTeX command or an entity
+        # (most problems have none): the same result without eleven passes over the text.
+        text = text.lower()
+        return _THOUSANDS.sub("", text) if "," in text else text
+    return _fold_all(text)
+
+
+def _fold_all(text: str) -> str:
     if "&" in text:  # scraped pages: &lt; is <, &#39; is '
         text = html.unescape(text)
     text = _INVISIBLE.sub("", text).translate(_SUPERSCRIPTS)
@@ -155,7 +171,9 @@ def _key(folded: str) -> str:
 
 
 def _words(folded: str) -> list[str]:
-    return _WORD.findall(_COMMAND.sub(" ", _ASY.sub(" ", folded)))
+    if "[asy]" in folded:
+        folded = _ASY.sub(" ", folded)
+    return _WORD.findall(_COMMAND.sub(" ", folded) if "\\" in folded else folded)
 
 
 def ngrams(tokens: Sequence[str], n: int = NGRAM) -> list[tuple[str, ...]]:
@@ -211,6 +229,9 @@ class BenchmarkIndex:
         self.grams: dict[int, dict[str, int]] = {}  # n-gram or short problem -> benchmark -> first row
         self.templates: dict[str, dict[str, int]] = {}  # words, numbers masked -> benchmark -> row
         lengths = set()
+        # Adjacent word pairs of the indexed problems: a run of words can only be an indexed n-gram
+        # if each of its pairs is one of these, which rules out nearly every window of a problem.
+        self.pairs: set[tuple[str, str]] = set()
         for name, problems in tokens.items():
             for row, problem in enumerate(problems):
                 if len(problem) >= n:
@@ -221,7 +242,11 @@ class BenchmarkIndex:
                 elif len(problem) >= short_min:
                     self.grams.setdefault(hash(tuple(problem)), {}).setdefault(name, row)
                     lengths.add(len(problem))
+                else:
+                    continue
+                self.pairs.update(zip(problem, problem[1:]))
         self.lengths = (n, *sorted(lengths))
+        self._pair_runs = re.compile(b"\x01{%d,}" % (min(self.lengths) - 1))
 
     def _add_sentences(self, sentences: tuple[str, ...], name: str, row: int) -> None:
         """The problem's sentences, and each beginning of them (so that a search knows to read on)."""
@@ -234,6 +259,10 @@ class BenchmarkIndex:
         return tuple(self.questions)
 
     def match(self, question: str) -> Match | None:
+        return self.match_with_key(question)[0]
+
+    def match_with_key(self, question: str) -> tuple[Match | None, str]:
+        """The question's match, and its `normalize`d text (for repeats: one folding for both)."""
         folded = _fold(question)
         sentences = _sentence_keys(folded)
         key, tokens = " ".join(sentences), _words(folded)
@@ -247,22 +276,24 @@ class BenchmarkIndex:
         if len(found) < len(self.names):
             self._match_sentences(sentences, found)
         if not found:
-            return None
+            return None, key
         names = [name for name in self.names if name in found]
         first = min(names, key=lambda name: found[name][0] != "exact")  # exact explains best; else file order
         kind, row, shared = found[first]
-        return Match(first, kind, self.questions[first][row], tuple(names), shared)
+        return Match(first, kind, self.questions[first][row], tuple(names), shared), key
 
     def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
         """Add the benchmarks not found yet that share a telling n-gram, or boilerplate and the same
         words apart from numbers."""
-        table = self.grams
+        table, runs = self.grams, self._runs(tokens)
         for length in self.lengths:  # 13-grams first, then whole short problems
-            for gram in ngrams(tokens, length):
-                hits = table.get(hash(gram))
-                if hits:
-                    for name, row in hits.items():
-                        found.setdefault(name, ("ngram", row, " ".join(gram)))
+            for run_start, run_end in runs:
+                for start in range(run_start, run_end - length + 1):
+                    gram = tuple(tokens[start : start + length])
+                    hits = table.get(hash(gram))
+                    if hits:
+                        for name, row in hits.items():
+                            found.setdefault(name, ("ngram", row, " ".join(gram)))
         if len(found) == len(self.names):
             return
         for name, row in self.templates.get(_masked(tokens), {}).items():
@@ -270,6 +301,12 @@ class BenchmarkIndex:
                 shared = _first_shared(tokens, words(self.questions[name][row]), self.n)
                 if shared:
                     found[name] = ("ngram", row, shared)
+
+    def _runs(self, tokens: list[str]) -> list[tuple[int, int]]:
+        """The spans of at least `min(self.lengths)` words whose adjacent pairs are all indexed pairs:
+        only there can an indexed n-gram or short problem lie."""
+        indexed = bytes([pair in self.pairs for pair in zip(tokens, tokens[1:])])
+        return [(run.start(), run.end() + 1) for run in self._pair_runs.finditer(indexed)]
 
     def _match_sentences(self, sentences: tuple[str, ...], found: dict[str, tuple[str, int, str]]) -> None:
         """Add the benchmarks not found yet with a problem that is a run of this one's sentences: the
@@ -322,22 +359,6 @@ def benchmark_index(benchmarks: Iterable[Benchmark], n: int = NGRAM) -> Benchmar
     """The index of these benchmarks, loaded once per process (every materialization needs it)."""
     benchmarks = tuple(benchmarks)
     return _cached_index(benchmarks, tuple(benchmark_location(b) for b in benchmarks), n)
-
-
-def find_contamination(questions: Iterable[str], index: BenchmarkIndex) -> list[Match | None]:
-    """For each question, its match with a benchmark, or None when it is clean."""
-    return [index.match(q) for q in questions]
-
-
-def deduplicate(questions: Sequence[str]) -> dict[int, int]:
-    """Rows whose normalised text repeats an earlier row: {later row: first row}."""
-    first: dict[str, int] = {}
-    repeats = {}
-    for row, question in enumerate(questions):
-        earlier = first.setdefault(normalize(question), row)
-        if earlier != row:
-            repeats[row] = earlier
-    return repeats
 
 
 @dataclass
@@ -422,26 +443,131 @@ def _select(scenario: Scenario, benchmarks: dict[str, Benchmark]) -> tuple[Bench
 
 
 def decontaminate(
-    problems: pa.Table, scenario: Scenario, benchmarks: dict[str, Benchmark]
+    problems: pa.Table, scenario: Scenario, benchmarks: dict[str, Benchmark], workers: int = 1
 ) -> tuple[pa.Table, Decontamination]:
     """Leave out the problems that match one of the scenario's benchmarks, then repeats (first id kept).
 
-    `problems` is sources.build_source_problems' table; rows are only dropped, so every other
+    `problems` is sources.load_source_problems' table; rows are only dropped, so every other
     problem keeps its id (`<scenario>-<source row>`) and a dropped id is never given to another.
+    A whole table at once: `Decontaminator` does the same a batch at a time.
     """
-    chosen = _select(scenario, benchmarks)
-    skipped = tuple(name for name in benchmarks if name not in scenario.decontaminate)
-    ids = problems["problem_id"].to_pylist()
-    questions = problems["question"].to_pylist()
-    outcome = Decontamination(tuple(b.name for b in chosen), problems.num_rows, 0, skipped=skipped)
-    keep = [True] * len(ids)
-    if chosen:
-        outcome.by_benchmark = {b.name: 0 for b in chosen}
-        outcome.by_match = {"exact": 0, "ngram": 0, "contained": 0}
-        for row, match in enumerate(find_contamination(questions, benchmark_index(chosen))):
-            if match is None:
-                continue
-            keep[row] = False
+    with Decontaminator(scenario, benchmarks, workers) as decontaminator:
+        kept = [decontaminator.filter(batch) for batch in problems.to_batches()]
+        outcome = decontaminator.finish()
+    return pa.Table.from_batches(kept, problems.schema), outcome
+
+
+def _digest(key: str) -> int:
+    """8 bytes standing for a normalised text: what repeats are found by, a million rows in ~100 MB."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+# The indexes a worker process matches against, inherited from its parent by fork (never pickled).
+_WORKER_INDEXES: tuple[BenchmarkIndex | None, BenchmarkIndex | None] = (None, None)
+
+
+def _set_worker_indexes(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex | None) -> None:
+    global _WORKER_INDEXES
+    _WORKER_INDEXES = (chosen, skipped)
+
+
+def _start_worker(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex | None) -> None:
+    """A forked worker: SIGTERM ends it again. It inherits the run's handlers (Dagster's only note
+    an interrupt), with which a worker waiting for work outlived `Pool.terminate` and hung the run."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
+    _set_worker_indexes(chosen, skipped)
+
+
+def _examine(questions: list[str]) -> list[tuple[Match | None, int, Match | None]]:
+    """For each question: its match with the chosen benchmarks, its digest, and (when clean) its
+    match with the skipped ones."""
+    chosen, skipped = _WORKER_INDEXES
+    out = []
+    for question in questions:
+        match, key = chosen.match_with_key(question) if chosen else (None, normalize(question))
+        other = skipped.match(question) if skipped and match is None else None
+        out.append((match, _digest(key), other))
+    return out
+
+
+class Decontaminator:
+    """`decontaminate` one batch of problems at a time, holding only the benchmark indexes, an 8-byte
+    digest and the id of each kept problem (Arrow arrays) and the ids it reports: a million rows stay
+    small in memory.
+
+    With `workers` > 1 the batches are matched in that many forked processes, in order.
+    """
+
+    CHUNK = 5_000  # questions sent to a worker at a time
+
+    def __init__(self, scenario: Scenario, benchmarks: dict[str, Benchmark], workers: int = 1):
+        chosen = _select(scenario, benchmarks)
+        skipped = tuple(name for name in benchmarks if name not in scenario.decontaminate)
+        self.outcome = Decontamination(tuple(b.name for b in chosen), 0, 0, skipped=skipped)
+        if chosen:
+            self.outcome.by_benchmark = {b.name: 0 for b in chosen}
+            self.outcome.by_match = {"exact": 0, "ngram": 0, "contained": 0}
+        skipped_index = None
+        if skipped:
+            try:
+                skipped_index = benchmark_index(benchmarks[name] for name in skipped)
+                self.outcome.skipped_overlap = {name: 0 for name in skipped}
+            except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
+                self.outcome.skipped_error = str(error)
+        indexes = (benchmark_index(chosen) if chosen else None, skipped_index)
+        self._pool = _pool(indexes, workers)
+        _set_worker_indexes(*indexes)
+        # The kept problems' digests and ids as Arrow arrays (16-24 bytes a problem), for repeats.
+        self._kept_digests, self._kept_ids = pa.array([], pa.uint64()), pa.array([], pa.string())
+
+    def __enter__(self) -> "Decontaminator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _end(self._pool, failed=exc[0] is not None)
+
+    def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The batch's problems that are kept, in order."""
+        ids = batch.column("problem_id").to_pylist()
+        questions = batch.column("question").to_pylist()
+        found = list(self._matches(questions))
+        earlier = self._kept_before([digest for _, digest, _ in found])
+        firsts: dict[int, str] = {}  # this batch's kept problems: digest -> id
+        keep = []
+        for row, ((match, digest, other), first) in enumerate(zip(found, earlier)):
+            if match is None and first is None:
+                first = firsts.setdefault(digest, ids[row])
+            keep.append(self._decide(ids, questions, row, match, first, other))
+        self.outcome.num_input += len(ids)
+        self._kept_digests = pa.concat_arrays([self._kept_digests, pa.array(list(firsts), pa.uint64())])
+        self._kept_ids = pa.concat_arrays([self._kept_ids, pa.array(list(firsts.values()), pa.string())])
+        return batch.filter(pa.array(keep, type=pa.bool_()))
+
+    def _kept_before(self, digests: list[int]) -> list[str | None]:
+        """For each digest, the id of the problem kept in an earlier batch with it, else None."""
+        if not len(self._kept_digests):
+            return [None] * len(digests)
+        positions = pc.index_in(pa.array(digests, pa.uint64()), value_set=self._kept_digests)
+        return self._kept_ids.take(positions).to_pylist()
+
+    def finish(self) -> Decontamination:
+        outcome = self.outcome
+        outcome.num_contaminated = len(outcome.contaminated_ids)
+        outcome.num_duplicates = len(outcome.duplicate_ids)
+        outcome.num_kept = outcome.num_input - outcome.num_contaminated - outcome.num_duplicates
+        return outcome
+
+    def _matches(self, questions: list[str]) -> Iterable[tuple[Match | None, int, Match | None]]:
+        if self._pool is None:
+            return _examine(questions)
+        chunks = [questions[i : i + self.CHUNK] for i in range(0, len(questions), self.CHUNK)]
+        return (found for chunk in self._pool.imap(_examine, chunks) for found in chunk)
+
+    def _decide(self, ids, questions, row: int, match: Match | None, first: str, other: Match | None) -> bool:
+        """Is the row kept? Not when it matches a benchmark, or repeats the problem `first`."""
+        outcome = self.outcome
+        if match is not None:
             outcome.contaminated_ids.append(ids[row])
             outcome.by_match[match.match] += 1
             for name in match.benchmarks:
@@ -457,41 +583,62 @@ def decontaminate(
                         "shared": match.shared,
                     }
                 )
-        outcome.num_contaminated = len(outcome.contaminated_ids)
-    clean_rows = [row for row in range(len(ids)) if keep[row]]
-    repeats = deduplicate([questions[row] for row in clean_rows])
-    for position, first in repeats.items():
-        keep[clean_rows[position]] = False
-        outcome.duplicate_ids[ids[clean_rows[position]]] = ids[clean_rows[first]]
-    outcome.num_duplicates = len(repeats)
-    clean = problems.filter(pa.array(keep, type=pa.bool_()))
-    outcome.num_kept = clean.num_rows
-    if skipped:
-        _compare_with_skipped(clean, tuple(benchmarks[name] for name in skipped), outcome)
-    return clean, outcome
-
-
-def _compare_with_skipped(clean: pa.Table, skipped: tuple[Benchmark, ...], outcome: Decontamination):
-    """Count the kept problems that the benchmarks the scenario skips would have left out: skipping a
-    benchmark that shares problems with the scenario's dataset (its own family) leaves them in."""
-    try:
-        index = benchmark_index(skipped)
-    except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
-        outcome.skipped_error = str(error)
-        return
-    outcome.skipped_overlap = {b.name: 0 for b in skipped}
-    matches = find_contamination(clean["question"].to_pylist(), index)
-    for problem_id, match in zip(clean["problem_id"].to_pylist(), matches):
-        if match is not None:
-            outcome.skipped_overlap_ids.append(problem_id)
-            for name in match.benchmarks:
+            return False
+        if first != ids[row]:
+            outcome.duplicate_ids[ids[row]] = first
+            return False
+        if other is not None:  # kept, but a benchmark the scenario skips would have left it out
+            outcome.skipped_overlap_ids.append(ids[row])
+            for name in other.benchmarks:
                 outcome.skipped_overlap[name] += 1
+        return True
 
 
-def verify_no_overlap(table: pa.Table, benchmarks: Iterable[Benchmark]) -> list[str]:
-    """Ids of the written table's problems that still match a benchmark (the asset check's test)."""
-    matches = find_contamination(table["question"].to_pylist(), benchmark_index(benchmarks))
-    return [pid for pid, match in zip(table["problem_id"].to_pylist(), matches) if match is not None]
+def _pool(indexes: tuple, workers: int):
+    """Forked workers that inherit the indexes (building them again would cost seconds each)."""
+    if workers <= 1:
+        return None
+    context = multiprocessing.get_context("fork")
+    return context.Pool(workers, initializer=_start_worker, initargs=indexes)
+
+
+def _end(pool, failed: bool) -> None:
+    """Let the workers finish and exit (killed only when the work failed part way)."""
+    if pool is None:
+        return
+    if failed:
+        pool.terminate()
+    else:
+        pool.close()
+    pool.join()
+
+
+def verify_no_overlap(
+    problems: pa.Table | Iterable[pa.RecordBatch], benchmarks: Iterable[Benchmark], workers: int = 1
+) -> list[str]:
+    """Ids of the written problems that still match a benchmark (the asset check's test), read a batch
+    at a time."""
+    index = benchmark_index(benchmarks)
+    batches = problems.to_batches() if isinstance(problems, pa.Table) else problems
+    _set_worker_indexes(index, None)
+    pool = _pool((index, None), workers)
+    failed = True
+    try:
+        overlapping = []
+        for batch in batches:
+            questions = batch.column("question").to_pylist()
+            chunks = [
+                questions[i : i + Decontaminator.CHUNK]
+                for i in range(0, len(questions), Decontaminator.CHUNK)
+            ]
+            found = pool.imap(_examine, chunks) if pool else map(_examine, chunks)
+            matches = [match for chunk in found for match, _, _ in chunk]
+            ids = batch.column("problem_id").to_pylist()
+            overlapping.extend(pid for pid, match in zip(ids, matches) if match is not None)
+        failed = False
+        return overlapping
+    finally:
+        _end(pool, failed)
 
 
 def decontamination_path(scenario: str):

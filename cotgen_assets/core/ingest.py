@@ -27,10 +27,13 @@ import orjson
 from cotgen_assets.core.batch_output import REQUEST_MISMATCH, iter_result_lines
 from cotgen_assets.core.grading import grade_many
 from cotgen_assets.core.model_io import ANSWERED_ENDS, SUCCEEDED, Usage, wire_for
-from cotgen_assets.core.pricing import cost_usd, load_prices
+from cotgen_assets.core.online_round import is_online, tier_of
+from cotgen_assets.core.pricing import cost_usd, load_prices, online_cost_usd
 from cotgen_assets.core.records import made_by, usage_dict
+from cotgen_assets.core.sample_keys import request_key, sample_key
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.storage import (
+    MAX_LINES_NAMED,
     atomic_write,
     is_local,
     local_copy,
@@ -64,6 +67,13 @@ class IngestStats:
     unknown_keys: int = 0  # lines without a key, or with one never asked
     duplicate_keys: int = 0  # lines for a key answered before in the file (the first one counts)
     unused_cost_usd: float = 0.0  # what the answers on those lines cost; they stay in the results file
+    repeated_lines: int = 0  # lines of the old samples file that repeated a line word for word
+    repeated_ids: list[str] = field(default_factory=list)  # their ids, the first MAX_LINES_NAMED
+
+    def repeated_line(self, sample_id: str) -> None:
+        self.repeated_lines += 1
+        if len(self.repeated_ids) < MAX_LINES_NAMED and sample_id not in self.repeated_ids:
+            self.repeated_ids.append(sample_id)
 
     @property
     def num_failed(self) -> int:
@@ -136,9 +146,8 @@ class RequestIndex:
             rows = []
             # a shard's request and context files are written in step: line i of one is line i of the other
             for (offset, raw), request in zip(_lines(self.files[-1]), _lines(self.request_files[-1])):
-                rows.append(
-                    (n, orjson.loads(raw)["id"], number, offset, len(raw), request[0], len(request[1]))
-                )
+                key = request_key(orjson.loads(raw))  # the context's (id, sample) is its request's key
+                rows.append((n, key, number, offset, len(raw), request[0], len(request[1])))
                 n += 1
                 if len(rows) >= 10_000:
                     self.db.executemany(insert, rows)
@@ -253,7 +262,7 @@ def _ingest(submission: Submission, samples_file: Path, observe: Callable[[dict]
             for number, shard, batch in answered:
                 results = local_copy(submission.results_path(shard), scratch)
                 _ingest_shard(submission, number, shard, batch, results, index, output, prices)
-        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe)
+        merge_samples(submission.stage, samples_file, new_path, index.is_new, observe, stats.repeated_line)
     finally:
         index.close()
         new_path.unlink(missing_ok=True)
@@ -312,7 +321,11 @@ def _ingest_shard(
     wire = wire_for(submission.backend)
     for line in iter_result_lines(results, wire, require_thoughts=submission.stage.needs_thoughts):
         found = index.find(line.key) if line.key is not None else None
-        cost = cost_usd(submission.model, line.usage, batch=True, prices=prices)
+        cost = (
+            online_cost_usd(submission.model, line.usage, tier_of(batch), prices=prices)
+            if is_online(batch)
+            else cost_usd(submission.model, line.usage, batch=True, prices=prices)
+        )
         if found is None or found[1] != number:
             stats.unknown_keys += 1  # unparsable without a key, or a key we never sent
             stats.unused_cost_usd += cost
@@ -374,19 +387,22 @@ def merge_samples(
     new_path: Path,
     is_new: Callable[[str], bool],
     observe: Callable[[dict], None],
+    repeated: Callable[[str], None] = lambda sample_id: None,
 ) -> None:
     """The old records not replaced by a new one (observed here), then the new ones (observed
     when written); atomically in place of `samples_file`. `new_path` is a local file, beside
     `samples_file` when that is local. The old file is read as every samples file is
-    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once."""
+    (`storage.samples_lines`): a damaged one is refused, a repeated line is written once (and its
+    id told to `repeated`)."""
     if is_local(samples_file) and not samples_file.exists():
         with open(new_path, "rb+") as new:
             os.fsync(new.fileno())
         os.replace(new_path, samples_file)  # nothing to merge with: no copy
         return
     with atomic_write(samples_file) as out:
-        # the request key is the problem id until requests carry their sample (the request side's step)
-        for raw, record in samples_lines(stage, samples_file, skip=lambda key: is_new(key[0])):
+        for raw, record in samples_lines(
+            stage, samples_file, skip=lambda key: is_new(sample_key(*key)), repeated=repeated
+        ):
             out.write(raw if raw.endswith(b"\n") else raw + b"\n")
             observe(record)
         with open(new_path, "rb") as new:

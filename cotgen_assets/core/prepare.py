@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.ask import Ask, GenerationAsk, SummarizationAsk
 from cotgen_assets.core.decontamination import excluded_problems
@@ -20,6 +19,7 @@ from cotgen_assets.core.planning import (
     projected_cost_usd,
     round_facts,
 )
+from cotgen_assets.core.preview import preview_evidence
 from cotgen_assets.core.requests import (
     generation_request_for,
     generation_requests,
@@ -27,9 +27,10 @@ from cotgen_assets.core.requests import (
     summarization_request_of,
 )
 from cotgen_assets.core.rounds import DEFAULT_EXPECTED_ACCURACY, accuracy_from_tries
+from cotgen_assets.core.sample_keys import problem_and_sample, request_key
 from cotgen_assets.core.shards import MAX_SHARD_BYTES, write_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_samples
+from cotgen_assets.core.storage import parquet_file, read_samples
 from cotgen_assets.core.submission_history import asked_so_far, source_problem_ids, tries_by_problem
 from cotgen_assets.core.submissions import Submission
 
@@ -82,10 +83,22 @@ def prepare_generation(
     scenario = ask.scenario
     id_column, problems_path = source_problem_ids(scenario)
     problem_ids = id_column.to_pylist()
-    good, used, tries, average = asked_so_far(scenario)
+    history = asked_so_far(scenario)
     prior = scenario.expected_accuracy or DEFAULT_EXPECTED_ACCURACY
-    accuracy = accuracy_from_tries(tries, good, prior) if ask.ask_enough else None
-    plan = plan_generation(problem_ids, good, used, tries, ask.limit, ask.mode, ask.max_tries, accuracy)
+    preview = preview_evidence(scenario, ask.model)
+    accuracy = accuracy_from_tries(history.tries, history.good, prior, preview) if ask.ask_enough else None
+    plan = plan_generation(
+        problem_ids,
+        history.good,
+        history.used,
+        history.tries,
+        ask.limit,
+        ask.mode,
+        ask.max_tries,
+        accuracy,
+        samples_per_problem=ask.samples_per_problem,
+        answered=history.answered,
+    )
     submission = planned_submission(
         ask, GENERATION, generation_request_for(ask, wire_for(backend)), plan, offline, backend
     )
@@ -94,15 +107,19 @@ def prepare_generation(
         **round_facts(plan, ask.mode, ask.limit),
         "planned_at": datetime.now(UTC).isoformat(),
     }
+    samples: dict[str, list[int]] = {}  # problem id -> the sample indices asked of it, in order
+    for key, _ in plan.items:
+        problem_id, sample = problem_and_sample(key)
+        samples.setdefault(problem_id, []).append(sample)
     # Which rows to ask for, decided once over the id column (not once per batch).
-    asked = pc.is_in(id_column, value_set=pa.array([p for p, _ in plan.items], pa.string())).combine_chunks()
+    asked = pc.is_in(id_column, value_set=pa.array(list(samples), pa.string())).combine_chunks()
 
     def items():
         """Requests in table order, one Parquet batch at a time (never the whole table as rows)."""
-        with problems_path.open("rb") as handle:
-            yield from generation_requests(ask, pq.ParquetFile(handle), asked, wire_for(backend))
+        with parquet_file(problems_path) as problems:
+            yield from generation_requests(ask, problems, asked, samples, wire_for(backend))
 
-    return _finish(submission, plan, items, ask.max_requests_per_job, average.value())
+    return _finish(submission, plan, items, ask.max_requests_per_job, history.average.value())
 
 
 def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str = "developer") -> Prepared:
@@ -110,10 +127,10 @@ def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str 
     their request shards; `offline`: for the emulator."""
     ask.validate(backend)
     scenario = ask.scenario
-    drafted: dict[str, str] = {}
+    drafted: dict[str, str] = {}  # key of the CoT (`request_key`) -> the batch its draft was made from
     average = UsageAverage(SUMMARIZATION.usage_prior)
     for record in read_samples(SUMMARIZATION, scenario.suffix):
-        drafted[record["id"]] = record["generation"]["batch"]
+        drafted[request_key(record)] = record["generation"]["batch"]
         average.add(record["summarization"]["usage"])
     plan = plan_summarization(
         read_samples(GENERATION, scenario.suffix),
@@ -126,11 +143,11 @@ def prepare_summarization(ask: SummarizationAsk, *, offline: bool, backend: str 
     submission = planned_submission(
         ask, SUMMARIZATION, summarization_request_for(ask, wire_for(backend)), plan, offline, backend
     )
-    wanted = {problem_id for problem_id, _ in plan.items}
+    wanted = {key for key, _ in plan.items}
 
     def items():
         for record in read_samples(GENERATION, scenario.suffix):
-            if record["id"] in wanted:
+            if request_key(record) in wanted:
                 yield summarization_request_of(record, ask, wire_for(backend))
 
     return _finish(submission, plan, items, ask.max_requests_per_job, average.value())

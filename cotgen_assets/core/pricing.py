@@ -1,7 +1,10 @@
 """What a request costs, from the price table in `prices.csv`.
 
 Prices are USD per 1M tokens, standard and batch, with a higher tier for requests whose
-prompt is longer than `tier_threshold_tokens` (200k for Gemini). Thinking tokens are billed
+prompt is longer than `tier_threshold_tokens` (200k for Gemini). A synchronous call is billed at
+the rates of its service tier (`ONLINE_TIERS`): `standard` (the standard columns) or `flex` (the
+optional `flex_*` columns, with their own `flex_source_url` and `flex_as_of`; blank: no Flex price,
+and a Flex call with that model is refused before it is sent). Thinking tokens are billed
 as output; cached tokens are part of the prompt count and billed at the cached rate.
 Users override the table with `COTGEN_PRICES_FILE` (same columns) or an explicit path.
 Blank `*_over_200k` cells mean "no higher tier"; a blank cached price means "no discount".
@@ -22,6 +25,7 @@ from cotgen_assets.core.model_io import Usage
 PRICES_ENV = "COTGEN_PRICES_FILE"
 _KINDS = ("input", "output", "cached_input")
 _MODES = ("standard", "batch")
+ONLINE_TIERS = ("standard", "flex")  # the synchronous tiers the project prices (priority: not offered)
 
 
 class UnknownModelError(KeyError):
@@ -50,13 +54,29 @@ class ModelPrice:
     tier_threshold_tokens: int
     source_url: str
     as_of: str
+    flex: Rates | None = None  # None: no Flex price in the table
+    flex_over_threshold: Rates | None = None
+    flex_source_url: str = ""
+    flex_as_of: str = ""
 
     def rates(self, prompt_tokens: int, batch: bool = True) -> Rates:
         """The rates that apply to one request with this many prompt tokens."""
+        return self.mode_rates("batch" if batch else "standard", prompt_tokens)
+
+    def mode_rates(self, mode: str, prompt_tokens: int) -> Rates:
+        """The rates of `mode` (batch, standard, flex) for one request with this many prompt tokens."""
         over = prompt_tokens > self.tier_threshold_tokens
-        if batch:
-            return self.batch_over_threshold if over else self.batch
-        return self.standard_over_threshold if over else self.standard
+        base, higher = {
+            "batch": (self.batch, self.batch_over_threshold),
+            "standard": (self.standard, self.standard_over_threshold),
+            "flex": (self.flex, self.flex_over_threshold),
+        }[mode]
+        if base is None:
+            raise UnknownModelError(
+                f"no {mode} price for model {self.model!r} in the price table: add its {mode}_* columns "
+                f"(or point {PRICES_ENV} at a file that has them), or use another tier"
+            )
+        return higher if over else base
 
 
 def default_prices_path() -> Path:
@@ -112,6 +132,11 @@ def _load(path: str, mtime_ns: int) -> dict[tuple[str, str], ModelPrice]:
             where = f"price file {path}, line {number} ({model})"
             standard, standard_over = _rates(row, "standard", where)
             batch, batch_over = _rates(row, "batch", where)
+            flex, flex_over = (
+                _rates(row, "flex", where)
+                if (row.get("flex_input_usd_per_1m") or "").strip()
+                else (None, None)
+            )
             prices[(row.get("backend") or "").strip(), model] = ModelPrice(
                 model=model,
                 standard=standard,
@@ -121,6 +146,10 @@ def _load(path: str, mtime_ns: int) -> dict[tuple[str, str], ModelPrice]:
                 tier_threshold_tokens=int(_number(row, "tier_threshold_tokens", where)),
                 source_url=(row.get("source_url") or "").strip(),
                 as_of=(row.get("as_of") or "").strip(),
+                flex=flex,
+                flex_over_threshold=flex_over,
+                flex_source_url=(row.get("flex_source_url") or "").strip(),
+                flex_as_of=(row.get("flex_as_of") or "").strip(),
             )
     if not prices:
         raise ValueError(f"price file {path} has no model rows")
@@ -158,7 +187,21 @@ def cost_usd(
     model: str, usage: Usage, batch: bool = True, prices: dict | None = None, backend: str = "developer"
 ) -> float:
     """USD cost of ONE request's usage; sum per request, since the tier is per request."""
-    rates = model_price(model, prices, backend).rates(usage.input_tokens, batch=batch)
+    return _cost(model_price(model, prices, backend).rates(usage.input_tokens, batch=batch), usage)
+
+
+def online_cost_usd(
+    model: str, usage: Usage, tier: str, prices: dict | None = None, backend: str = "developer"
+) -> float:
+    """USD cost of ONE synchronous call's usage at service tier `tier` (one of ONLINE_TIERS)."""
+    if tier not in ONLINE_TIERS:
+        raise ValueError(
+            f"service tier {tier!r} is not one the project prices; use one of {', '.join(ONLINE_TIERS)}"
+        )
+    return _cost(model_price(model, prices, backend).mode_rates(tier, usage.input_tokens), usage)
+
+
+def _cost(rates: Rates, usage: Usage) -> float:
     cached = min(usage.cached_tokens, usage.input_tokens)
     return (
         (usage.input_tokens - cached) * rates.input

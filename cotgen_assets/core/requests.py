@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from cotgen_assets.core.ask import Ask
 from cotgen_assets.core.model_io import WireFormat
 from cotgen_assets.core.prompts import generation_prompt, summarization_prompt
+from cotgen_assets.core.sample_keys import request_key, sample_key
 from cotgen_assets.core.text import numbers_in
 
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
@@ -37,39 +38,56 @@ def summarization_request_for(ask: Ask, wire: WireFormat) -> dict:
 
 
 def generation_requests(
-    ask: Ask, problems: pq.ParquetFile, asked: pa.BooleanArray, wire: WireFormat
+    ask: Ask,
+    problems: pq.ParquetFile,
+    asked: pa.BooleanArray,
+    samples: dict[str, list[int]],
+    wire: WireFormat,
 ) -> Iterator[tuple[bytes, dict]]:
-    """(request line, context) of each problem row `asked` marks, in table order."""
+    """(request line, context) of each answer asked of the problem rows `asked` marks, in table
+    order: one per sample index `samples` lists for the problem. The k answers of a problem are k
+    lines of the same prompt under their own keys (`sample_keys`): Gemini 3 models refuse
+    `candidateCount` > 1, so k answers cannot come from one request."""
     columns = [c for c in problems.schema_arrow.names if c in CONTEXT_COLUMNS]  # not the long solutions
     offset = 0
     for batch in problems.iter_batches(batch_size=PROBLEM_BATCH_ROWS, columns=columns):
         mask, offset = asked.slice(offset, batch.num_rows), offset + batch.num_rows
         for row in batch.filter(mask).to_pylist():
-            source = {
-                "dataset": row["source_dataset"],
-                "config": row["source_config"],
-                "split": row["source_split"],
-                "row": row["source_row"],
-            }
-            # level/type always present ("" where the dataset has none, not null: datasets
-            # infers a null column from an all-null file and then cannot load MATH files with it)
-            source |= {c: row.get(c) or "" for c in ("level", "type")}
-            context = {
-                "id": row["problem_id"],
-                "scenario": ask.scenario.name,
-                "question": row["question"],
-                "answer": row["answer"],
-                "source": source,
-            }
-            prompt = generation_prompt(row["problem_id"], row["question"], ask.thinking_level)
-            yield wire.input_line(prompt), context
+            context = _generation_context(ask, row)
+            for sample in samples[row["problem_id"]]:
+                key = sample_key(row["problem_id"], sample)
+                prompt = generation_prompt(key, row["question"], ask.thinking_level)
+                yield wire.input_line(prompt), context | {"sample": sample}
+
+
+def _generation_context(ask: Ask, row: dict) -> dict:
+    """What turns an answer to `row` into a record (the builders add nothing the context lacks)."""
+    source = {
+        "dataset": row["source_dataset"],
+        "config": row["source_config"],
+        "split": row["source_split"],
+        "row": row["source_row"],
+    }
+    # level/type always present ("" where the dataset has none, not null: datasets
+    # infers a null column from an all-null file and then cannot load MATH files with it)
+    source |= {c: row.get(c) or "" for c in ("level", "type")}
+    return {
+        "id": row["problem_id"],
+        "scenario": ask.scenario.name,
+        "question": row["question"],
+        "answer": row["answer"],
+        "source": source,
+    }
 
 
 def summarization_request_of(record: dict, ask: Ask, wire: WireFormat) -> tuple[bytes, dict]:
     """(request line, context) that asks to cut a CoT record down to a draft."""
     thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
     context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
+    context["sample"] = record.get("sample", 0)
     context["cot_predicted_answer"] = record["predicted_answer"]
     context["thought_numbers"] = sorted(numbers_in(thought))
-    prompt = summarization_prompt(record["id"], record["question"], thought, answer, ask.thinking_level)
+    prompt = summarization_prompt(
+        request_key(record), record["question"], thought, answer, ask.thinking_level
+    )
     return wire.input_line(prompt), context

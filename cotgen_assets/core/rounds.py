@@ -7,7 +7,10 @@ conservative estimate of the scenario's accuracy, it reaches `limit` with probab
 * the accuracy of first tries and of retries are estimated apart (a problem the model got wrong
   once is harder), each as the lower end of a 95 % Wilson interval over the scenario's own asks,
   so a lucky small sample does not under-ask; with no asks yet, the scenario's
-  `expected_accuracy` (first tries) and half of it (retries) stand in;
+  `expected_accuracy` (first tries) and half of it (retries) stand in. A preview's graded answers
+  (`core.preview`) are first tries too: they count, with the same caution (5 of 5 right gives
+  0.57, below the 0.8 prior, so a round asks more; 16 of 16 is the first all-correct preview
+  above the prior, and with limit 8, 20 of 20 asks 12 instead of the prior's 13);
 * the number of correct samples of a round is a sum of two binomials; the round asks the fewest
   new problems whose normal approximation (continuity-corrected) reaches the missing count at
   `CONFIDENCE`. Retries are asked first, as `fill` always did, so wrong problems are not left out;
@@ -15,6 +18,7 @@ conservative estimate of the scenario's accuracy, it reaches `limit` with probab
   asks that many and the next round asks again.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -46,7 +50,7 @@ class Accuracy:
     retry: float
     first_try_asked: int = 0
     retry_asked: int = 0
-    source: str = "prior"  # "prior" before any ask was graded, else "samples"
+    source: str = "prior"  # "prior" before any ask was graded, else "samples", "preview" or both
 
 
 def estimate_accuracy(
@@ -62,13 +66,17 @@ def estimate_accuracy(
     return Accuracy(first, retry, first_try_asked, retry_asked, source)
 
 
-def accuracy_from_tries(tries: dict[str, int], good: set[str], prior: float) -> Accuracy:
-    """The estimate from a scenario's ingested asks (`tries` per problem) and its correct samples.
+def accuracy_from_tries(
+    tries: dict[str, int], good: set[str], prior: float, preview: tuple[int, int] = (0, 0)
+) -> Accuracy:
+    """The estimate from a scenario's ingested asks (`tries` per problem) and its correct samples,
+    plus a preview's (correct, graded) first answers, which are first tries like any other.
 
     `fill` never asks a good problem again, so a good problem's last try was the correct one and
     its earlier tries were wrong; a problem that is not good got every try wrong.
     """
-    first_correct = first_asked = retry_correct = retry_asked = 0
+    first_correct, first_asked = preview
+    retry_correct = retry_asked = 0
     for problem, asked in tries.items():
         if asked < 1:
             continue
@@ -79,7 +87,11 @@ def accuracy_from_tries(tries: dict[str, int], good: set[str], prior: float) -> 
                 first_correct += 1
             else:
                 retry_correct += 1
-    return estimate_accuracy(first_correct, first_asked, retry_correct, retry_asked, prior)
+    accuracy = estimate_accuracy(first_correct, first_asked, retry_correct, retry_asked, prior)
+    if preview[1]:
+        source = "preview" if first_asked == preview[1] and not retry_asked else "samples and preview"
+        accuracy = dataclasses.replace(accuracy, source=source)
+    return accuracy
 
 
 def reaches(missing: int, retries: int, new: int, accuracy: Accuracy) -> bool:

@@ -20,8 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
+
 DEFAULT_SCENARIOS_FILE = Path(__file__).parents[1] / "scenarios.yaml"
-# Names and suffixes become file and folder names under COTGEN_DATA_DIR: no separators, no `..`.
+# Names and suffixes become file and folder names under COTGEN_DATA_DIR: no separators, no `..`;
+# nor `#`, so a problem id `<name>-<row>` never holds the separator of request keys (`sample_keys`).
 IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -111,6 +114,8 @@ class Scenario:
     expected_accuracy: float | None = None  # share of first tries graded correct, before any is graded
     auto_fill: bool = False  # the sensor submits the next fill round itself while short of `limit`
     max_rounds: int = 3  # fill rounds in one run of rounds (the click's and the automatic ones)
+    online_max_requests: int = 0  # an auto_fill round of at most this many requests goes to Flex; 0: off
+    samples_per_problem: int = 1  # answers asked of each new problem (k request lines, one batch)
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,8 @@ class _ScenarioFields(_Fields):
     expected_accuracy: float | None = Field(None, gt=0, le=1, strict=True)
     auto_fill: StrictBool = False
     max_rounds: StrictInt = Field(3, ge=1)
+    online_max_requests: StrictInt = Field(0, ge=0)
+    samples_per_problem: StrictInt = Field(1, ge=1, le=MAX_SAMPLES_PER_PROBLEM)
 
     @field_validator("decontaminate")
     @classmethod
@@ -352,6 +359,8 @@ def _scenario(name: object, fields: object, path: Path, benchmarks: dict[str, Be
         expected_accuracy=block.expected_accuracy,
         auto_fill=block.auto_fill,
         max_rounds=block.max_rounds,
+        online_max_requests=block.online_max_requests,
+        samples_per_problem=block.samples_per_problem,
     )
 
 

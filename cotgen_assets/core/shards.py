@@ -19,12 +19,16 @@ def write_shards(
     items: Iterable[tuple[bytes, dict]],
     max_requests_per_shard: int,
     max_bytes_per_shard: int,
+    first: int = 0,
 ) -> None:
     """Write request lines and their contexts into shards no larger than the limits.
 
-    `items` yields (request line, context); each context has the request's `id` (its key).
+    `items` yields (request line, context); each context has the request's `id` and `sample`
+    (its key, `sample_keys.request_key`). With `first`, the submission's first shards are kept and
+    these are written after them.
     """
-    submission.shards, requests, contexts, hashes = [], None, None, []
+    kept_names = submission.display_names[:first]
+    submission.shards, requests, contexts, hashes = submission.shards[:first], None, None, []
     count = size = 0
     shard_files = ExitStack()  # each shard's two files, written atomically (whole, or not at all)
     try:
@@ -47,7 +51,7 @@ def write_shards(
         raise
     shard_files.close()
     # A job found by this name later is provably for these very bytes.
-    submission.display_names = [
+    submission.display_names = kept_names + [
         submission.job_name_prefix(shard) + digest.hexdigest()[:CONTENT_HASH_CHARS]
-        for shard, digest in zip(submission.shards, hashes)
+        for shard, digest in zip(submission.shards[first:], hashes)
     ]

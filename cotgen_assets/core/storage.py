@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,12 +84,33 @@ def samples_path(stage: Stage, suffix: str) -> Path | UPath:
     return data_dir() / stage.samples_file(suffix)
 
 
+@contextmanager
+def arrow_readable(path: Path | UPath) -> Iterator[str]:
+    """`path` as a local file name Arrow opens itself: the path, or a local copy of an object in a bucket.
+
+    Never a Python file object: Arrow reads one from its own I/O threads (even with `use_threads=False`),
+    and such a thread still holding it when the interpreter exits takes the GIL during finalization:
+    the process aborts ("terminate called without an active exception", SIGABRT), as `cotgen status`
+    and `cotgen trace` did now and then after their last line.
+    """
+    if is_local(path):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="cotgen-parquet-") as folder:
+        yield str(local_copy(path, Path(folder)))
+
+
+@contextmanager
+def parquet_file(path: Path | UPath) -> Iterator[pq.ParquetFile]:
+    """A Parquet file (local or in a bucket) to read in batches; see `arrow_readable` for why."""
+    with arrow_readable(path) as local, pq.ParquetFile(local) as parquet:
+        yield parquet
+
+
 def read_parquet(path: Path | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:
-    """A Parquet file (local or in a bucket) read through a Python file handle, with no read-ahead:
-    Arrow's I/O threads would otherwise still hold the handle while the interpreter exits, and one
-    then aborts the process (seen as `cotgen trace` ending in SIGABRT)."""
-    with path.open("rb") as handle:
-        return pq.read_table(handle, columns=columns, filters=filters, pre_buffer=False, use_threads=False)
+    """A Parquet file (local or in a bucket) as a table; see `arrow_readable` for why."""
+    with arrow_readable(path) as local:
+        return pq.read_table(local, columns=columns, filters=filters)
 
 
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -298,21 +320,77 @@ def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[d
                 yield record
 
 
+class _DigestTable:
+    """id digest -> line digest, two 8-byte words an id in flat arrays (open addressing): a million ids
+    take 32 MB, where a dict of id -> (hash, line number) took over 200."""
+
+    def __init__(self, capacity: int = 1 << 12):
+        self.keys, self.values, self.size = array("Q", [0]) * capacity, array("Q", [0]) * capacity, 0
+
+    def get_or_add(self, key: int, value: int) -> int | None:
+        """The value stored under `key` (not 0); None when there was none and `value` is now stored."""
+        keys, mask = self.keys, len(self.keys) - 1
+        slot = key & mask
+        while keys[slot]:
+            if keys[slot] == key:
+                return self.values[slot]
+            slot = (slot + 1) & mask
+        keys[slot], self.values[slot] = key, value
+        self.size += 1
+        if 2 * self.size > len(keys):
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        keys, values = self.keys, self.values
+        self.__init__(2 * len(keys))
+        for key, value in zip(keys, values):
+            if key:
+                self.get_or_add(key, value)
+
+
+def _digest(data: str | bytes) -> int:
+    """A nonzero 64-bit digest (Python's `hash`, as the line check always used)."""
+    return (hash(data) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+
+
+def _repeats_its_first_line(path: Path | UPath, key: tuple[str, int], number: int, digest: int) -> bool:
+    """Whether line `number` (of `digest`) repeats the first line of `key` (id, sample) word for word;
+    False when no line before it holds that key (another key's digest collided with this one's).
+    Another record there is damage: the file is read again to name its line, on this rare path only."""
+    with path.open("rb") as handle:
+        for first, line in enumerate(handle, 1):
+            if first == number:
+                return False
+            if line.strip() and record_key(orjson.loads(line)) == key:
+                if _digest(line.rstrip(b"\r\n")) == digest:
+                    return True
+                raise DamagedFile(
+                    f"{path} is damaged: line {number} holds another record of id {key[0]!r} "
+                    f"sample {key[1]}, already on line {first}: keep the one that is the sample" + REPAIR
+                )
+    return False
+
+
 def samples_lines(
-    stage: Stage, path: Path | UPath, skip: Callable[[tuple[str, int]], bool] = lambda key: False
+    stage: Stage,
+    path: Path | UPath,
+    skip: Callable[[tuple[str, int]], bool] = lambda key: False,
+    repeated: Callable[[str], None] = lambda sample_id: None,
 ) -> Iterator[tuple[bytes, dict]]:
-    """(line, record) of a samples file, each (id, sample) once, streamed; records whose key
-    `skip` says yes to are left out.
+    """(line, record) of a samples file, each (id, sample) once, streamed; records whose key `skip`
+    says yes to are left out, and `repeated` hears the id of each line left out as a repeat.
 
     The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
     (`records`), or the file is damaged, as for a torn line. A record written before records had
     `sample` is sample 0. A line repeated word for word counts once (a hand edit, a copy appended
     twice); another record under an (id, sample) already read is damage: nobody can tell which of
-    the two is the sample.
+    the two is the sample. Memory: an 8-byte digest of each key and of its first line; the file is
+    read again only when they disagree.
     """
     if not path.exists():
         return
-    seen: dict[tuple[str, int], tuple[int, int]] = {}  # (id, sample) -> (hash of its line, line number)
+    seen = _DigestTable()  # (id, sample) digest -> digest of its first line
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -323,15 +401,11 @@ def samples_lines(
             key = record_key(record)
             if skip(key):
                 continue
-            digest = hash(line.rstrip(b"\r\n"))
-            first = seen.setdefault(key, (digest, number))
-            if first[1] != number:
-                if first[0] == digest:
-                    continue  # the same line again: one sample
-                raise DamagedFile(
-                    f"{path} is damaged: line {number} holds another record of id {key[0]!r} "
-                    f"sample {key[1]}, already on line {first[1]}: keep the one that is the sample" + REPAIR
-                )
+            digest = _digest(line.rstrip(b"\r\n"))
+            first = seen.get_or_add(_digest(f"{key[0]}\x1f{key[1]}"), digest)
+            if first == digest or (first is not None and _repeats_its_first_line(path, key, number, digest)):
+                repeated(record["id"])
+                continue  # the same line again: one sample
             yield line, record
 
 

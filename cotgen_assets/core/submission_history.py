@@ -3,11 +3,14 @@ submissions sent and ingested (their tries and costs)."""
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
+from cotgen_assets.core.online_round import ONLINE_PREFIX
 from cotgen_assets.core.planning import UsageAverage
+from cotgen_assets.core.sample_keys import problem_and_sample, request_key
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, Stage
 from cotgen_assets.core.storage import read_jsonl, read_parquet, read_samples, source_problems_path
@@ -46,14 +49,19 @@ def unfinished_sends(scenario: str, stage: Stage) -> Iterator[Submission]:
         yield submission
 
 
-def tries_by_problem(scenario: str, stage: Stage) -> dict[str, int]:
-    """How many ingested submissions asked for each problem id (requests no job ran don't count)."""
+def tries_by_key(scenario: str, stage: Stage) -> dict[str, int]:
+    """How many ingested submissions asked each request key (a problem id, or `<id>#<sample>`):
+    requests no job ran count no try, but their key is there (with 0), known as asked."""
     tries: dict[str, int] = {}
     for folder in ingested_submissions(scenario, stage):
         for outcome in read_jsonl(folder / "outcomes.jsonl", ("id", "status")):
-            if outcome["status"] != NOT_RUN:
-                tries[outcome["id"]] = tries.get(outcome["id"], 0) + 1
+            tries[outcome["id"]] = tries.get(outcome["id"], 0) + (outcome["status"] != NOT_RUN)
     return tries
+
+
+def tries_by_problem(scenario: str, stage: Stage) -> dict[str, int]:
+    """The keys asked at least once (`tries_by_key`), with their tries."""
+    return {key: n for key, n in tries_by_key(scenario, stage).items() if n}
 
 
 def total_cost_usd(scenario: str, stage: Stage) -> float:
@@ -61,6 +69,16 @@ def total_cost_usd(scenario: str, stage: Stage) -> float:
     return sum(
         json.loads((f / "summary.json").read_text())["cost_usd"]
         for f in ingested_submissions(scenario, stage)
+    )
+
+
+def online_cost_usd_so_far(scenario: str, stage: Stage) -> float:
+    """What the stage's online rounds cost (answers on the Flex tier, `online_round`), of `total_cost_usd`."""
+    return sum(
+        outcome["cost_usd"]
+        for folder in ingested_submissions(scenario, stage)
+        for outcome in read_jsonl(folder / "outcomes.jsonl")
+        if outcome["batch"].startswith(ONLINE_PREFIX)
     )
 
 
@@ -90,14 +108,27 @@ def num_good_samples(scenario: Scenario) -> int:
     return sum(1 for record in records if record["correct"] and record["id"] in clean)
 
 
-def asked_so_far(scenario: Scenario) -> tuple[set[str], set[str], dict[str, int], UsageAverage]:
-    """The scenario's generation asks so far: ids with a correct sample, every id asked, ingested
-    tries per id, and the average answer's tokens (for projected costs)."""
-    good, used, average = set(), set(), UsageAverage(GENERATION.usage_prior)
+@dataclass
+class AskedSoFar:
+    """A scenario's generation asks so far, by request key (`sample_keys`) and by problem."""
+
+    good: set[str]  # keys with a correct answer
+    answered: set[str]  # keys with an answer
+    used: set[str]  # problem ids ever asked (an answer, or a try)
+    tries: dict[str, int]  # ingested tries per key (0: sent, never run)
+    average: UsageAverage  # the average answer's tokens (for projected costs)
+
+
+def asked_so_far(scenario: Scenario) -> AskedSoFar:
+    """What the scenario's CoT records and ingested generation outcomes say was asked."""
+    good, answered, average = set(), set(), UsageAverage(GENERATION.usage_prior)
     for record in read_samples(GENERATION, scenario.suffix):
-        used.add(record["id"])
+        key = request_key(record)
+        answered.add(key)
         average.add(record["generation"]["usage"])
         if record["correct"]:
-            good.add(record["id"])
-    tries = tries_by_problem(scenario.name, GENERATION)
-    return good, used | tries.keys(), tries, average
+            good.add(key)
+    tries = tries_by_key(scenario.name, GENERATION)
+    tried = (problem_and_sample(key)[0] for key, n in tries.items() if n)
+    used = {problem_and_sample(key)[0] for key in answered}.union(tried)
+    return AskedSoFar(good, answered, used, tries, average)

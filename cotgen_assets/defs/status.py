@@ -16,11 +16,12 @@ from cotgen_assets.backends.polling import Poller
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.ingest import MISSING
+from cotgen_assets.core.preview import preview_spend_usd
 from cotgen_assets.core.queue import QUEUED, job_counts
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import read_samples
-from cotgen_assets.core.submission_history import num_good_samples, total_cost_usd
+from cotgen_assets.core.submission_history import num_good_samples, online_cost_usd_so_far, total_cost_usd
 from cotgen_assets.core.submissions import NOT_RUN, SubmissionRefused, submission_folder
 from cotgen_assets.defs.history import (
     newest_metadata_where,
@@ -48,6 +49,8 @@ class StageStatus:
     good: int = 0  # correct samples (generation: of clean problems, what fill counts)
     limit: int = 0
     cost_usd: float = 0.0  # ingested submissions
+    online_usd: float = 0.0  # of it: rounds answered on the Flex tier (generation)
+    preview_usd: float = 0.0  # previews, never in the dataset (shown on the generation line)
     in_flight_usd: float = 0.0  # projected cost of the one in flight
     error: str = ""  # why the state is unknown (the API's whole message, shown below the table)
 
@@ -61,6 +64,9 @@ def stage_status(
 ) -> StageStatus:
     now = now or datetime.now(UTC)
     status = StageStatus(scenario.name, stage.name, cost_usd=total_cost_usd(scenario.name, stage))
+    if stage == GENERATION:
+        status.online_usd = online_cost_usd_so_far(scenario.name, stage)
+        status.preview_usd = preview_spend_usd(scenario.name)
     newest = newest_metadata_where(
         instance, GENERATION.batch_asset, scenario.name, lambda m: not m.get("dry_run")
     )
@@ -139,6 +145,18 @@ COLUMNS = (
 )
 
 
+def cost_cell(line: StageStatus) -> str:
+    """What was spent: batch and online rounds apart when a round went online, then previews."""
+    text = f"${line.cost_usd:.4f}"
+    if line.online_usd:
+        text += f" (batch ${line.cost_usd - line.online_usd:.4f}, online ${line.online_usd:.4f})"
+    if line.in_flight_usd:
+        text += f" (+${line.in_flight_usd:.4f} in flight)"
+    if line.preview_usd:
+        text += f" + previews ${line.preview_usd:.4f}"
+    return text
+
+
 def render(lines: list[StageStatus]) -> str:
     """A plain table, columns aligned."""
     rows = [COLUMNS] + [
@@ -151,8 +169,7 @@ def render(lines: list[StageStatus]) -> str:
             NOTHING if line.age_minutes is None else f"{line.age_minutes:.0f} min",
             line.rounds,
             f"{line.good}/{line.limit}",
-            f"${line.cost_usd:.4f}"
-            + (f" (+${line.in_flight_usd:.4f} in flight)" if line.in_flight_usd else ""),
+            cost_cell(line),
         )
         for line in lines
     ]

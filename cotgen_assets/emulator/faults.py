@@ -2,8 +2,10 @@
 
 Per-line faults are drawn from a hash of (seed, batch name, key, fault kind), so a run is
 reproducible for a given seed while the same key in a later batch gets a fresh draw. Job-level
-faults are counters ("the next N jobs") consumed when a job is created; HTTP faults come from a
-seeded random stream. A held job (`hold`, `hold_count`) stays PENDING until released through
+faults are counters ("the next N jobs") consumed when a job is created (a slow create stalls
+before its job exists, so that a client's timeout can lose the answer of a create that succeeds);
+HTTP faults come from a seeded random stream. Synchronous calls (`online`) draw theirs from the
+request's bytes. A held job (`hold`, `hold_count`) stays PENDING until released through
 `POST /_emulator/hold`, so a test can keep a job in flight without racing its latency.
 """
 
@@ -13,6 +15,7 @@ import dataclasses
 import hashlib
 import random
 import threading
+import time
 from typing import Any
 
 JOB_FAULT_STATES = ("failed", "expired", "cancelled", "partially_succeeded")
@@ -27,8 +30,18 @@ _RATES = (
     "garbage_line_rate",
     "wrong_rate",
     "http_error_rate",
+    "flex_shed_rate",
 )
-_COUNTS = ("job_count", "slow_count", "lose_create_count", "hold_count", "download_error_count")
+_COUNTS = (
+    "job_count",
+    "slow_count",
+    "lose_create_count",
+    "slow_create_count",
+    "hold_count",
+    "download_error_count",
+    "online_fail_after",
+)
+_SECONDS = ("slow_latency", "slow_create_seconds")
 
 
 @dataclasses.dataclass
@@ -46,9 +59,14 @@ class FaultConfig:
     slow_latency: float = 0.0
     slow_count: int = 0
     lose_create_count: int = 0
+    slow_create_seconds: float = 0.0  # how long the next --fault-slow-create-count creates stall
+    slow_create_count: int = 0  # ... before the job exists and the create is answered
     hold: bool = False  # every new job is held until released
     hold_count: int = 0  # the next N new jobs are held until released
     download_error_count: int = 0  # the next N result downloads answer 503
+    flex_shed_rate: float = 0.0  # share of Flex generateContent calls shed (see `online`)
+    flex_shed_status: int = 503  # what a shed call answers: 503 UNAVAILABLE or 429 RESOURCE_EXHAUSTED
+    online_fail_after: int = 0  # after N answered generateContent calls, the rest answer 500 (0: off)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,10 +101,14 @@ def validate_update(update: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{key} must be an integer >= 0, got {value!r}")
             clean[key] = value
-        elif key == "slow_latency":
+        elif key in _SECONDS:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"slow_latency must be a number of seconds >= 0, got {value!r}")
+                raise ValueError(f"{key} must be a number of seconds >= 0, got {value!r}")
             clean[key] = float(value)
+        elif key == "flex_shed_status":
+            if value not in (429, 503) or isinstance(value, bool):
+                raise ValueError(f"flex_shed_status must be 429 or 503, got {value!r}")
+            clean[key] = value
         elif key == "hold":
             if not isinstance(value, bool):
                 raise ValueError(f"hold must be true or false, got {value!r}")
@@ -135,6 +157,7 @@ class Faults:
         self.seed = seed
         self._lock = threading.Lock()
         self._http_random = random.Random(f"{seed}:http")
+        self.stalled_creates = 0  # creates sleeping in `stall_create` now
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -175,6 +198,22 @@ class Faults:
                 return False
             self.config.download_error_count -= 1
             return True
+
+    def stall_create(self) -> None:
+        """Sleep `slow_create_seconds` when the slow_create fault takes this create (one of
+        `slow_create_count`), before its job exists: a client that gives up sooner has sent a
+        create that still makes its job afterwards, as a real API may."""
+        with self._lock:
+            if self.config.slow_create_count <= 0:
+                return
+            self.config.slow_create_count -= 1
+            seconds = self.config.slow_create_seconds
+            self.stalled_creates += 1
+        try:
+            time.sleep(seconds)
+        finally:
+            with self._lock:
+                self.stalled_creates -= 1
 
     def take_job_faults(
         self, end_states: tuple[str, ...] = DEVELOPER_FAULT_STATES

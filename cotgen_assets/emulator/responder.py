@@ -100,6 +100,11 @@ class ReferenceIndex:
     def __len__(self) -> int:
         return len(self._ensure())
 
+    @property
+    def loaded(self) -> bool:
+        """Whether the index is in memory: until then, answering a job waits for it."""
+        return self._index is not None
+
     def _ensure(self) -> dict[str, tuple[str, str]]:
         if self._index is None:
             with self._lock:

@@ -2,11 +2,13 @@
 
 Speaks the wire protocol the `google-genai` SDK uses:
 Files API resumable upload, get, list, delete and download; batch create (file or inlined
-input), get, list, cancel and delete; under both `/v1/` and `/v1beta/`. The same process serves
+input), get, list, cancel and delete; synchronous `generateContent` on the standard and Flex tiers
+(see `online`); under both `/v1/` and `/v1beta/`. The same process serves
 Vertex AI batch prediction (`batchPredictionJobs` under `/{v1,v1beta1}/projects/{p}/locations/{l}/`,
 see `vertex`), so one emulator and one store serve both backends. A small admin API under
-`/_emulator/` reports health, changes the injected faults and the quotas (`quotas`) and holds or
-releases jobs at runtime.
+`/_emulator/` reports health, changes the injected faults and the quotas (`quotas`), holds or
+releases jobs at runtime and lists the API calls it answered (`GET /_emulator/calls`: method,
+path without query, status).
 
 It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
 (413) before it is read, a connection idle for `--idle-timeout` seconds is closed, so is one whose
@@ -37,6 +39,13 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from .faults import JOB_FAULT_STATES, FaultConfig, Faults
+from .online import (
+    DEFAULT_FLEX_LATENCY,
+    DEFAULT_ONLINE_LATENCY,
+    DEVELOPER_GENERATE,
+    VERTEX_GENERATE,
+    OnlineCalls,
+)
 from .quotas import Quotas
 from .responder import Responder, get
 from .store import FILE_TTL_SECONDS, MAX_FILE_BYTES, ApiError, Store, rfc3339
@@ -53,6 +62,7 @@ MAX_BODY_BYTES = 64 * 1024**2  # one request; the SDK uploads in 8 MiB chunks
 IDLE_TIMEOUT = 10.0  # seconds a connection may sit without sending anything
 REQUEST_TIMEOUT = 30.0  # from a request's first byte to its last; under the resource's ~31 s of retries
 MAX_CONNECTIONS = 128
+MAX_CALLS_KEPT = 10_000  # GET /_emulator/calls lists at most this many, the newest
 EMULATOR_HEADER = "X-Cotgen-Emulator"  # on every answer: what it makes is offline data, never Gemini's
 _API = re.compile(r"^/(?P<download>download/)?(?P<ver>v1|v1beta)/(?P<rest>.+)$")
 _UPLOAD = re.compile(r"^/upload/(?P<ver>v1|v1beta)/files$")
@@ -144,7 +154,11 @@ class Handler(BaseHTTPRequestHandler):
             self.clock.deadline = None  # the next request on this connection gets its own time
 
     def send_response(self, code, message=None):
-        """Every answer says who made it, so a client with a real key can tell it is not Gemini."""
+        """Every answer says who made it, so a client with a real key can tell it is not Gemini.
+        API calls are recorded as they are answered (before the client can read the answer)."""
+        path = urlsplit(self.path).path
+        if not path.startswith("/_emulator/"):
+            self.server.record_call(self.command, path, code)
         super().send_response(code, message)
         self.send_header(EMULATOR_HEADER, "1")
 
@@ -338,6 +352,8 @@ class Handler(BaseHTTPRequestHandler):
                     "pid": os.getpid(),
                     "state_dir": str(self.server.store.root),
                     "latency": self.server.store.latency,
+                    "stalled_creates": faults.stalled_creates,
+                    "references_loaded": self.server.store.responder.references.loaded,
                 }
             )
         elif path == "/_emulator/faults" and self.command == "GET":
@@ -358,6 +374,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
             _log(f"quotas set: {json.dumps(snapshot)}")
             self._json(snapshot)
+        elif path == "/_emulator/calls" and self.command == "GET":
+            self._json({"calls": self.server.calls_answered()})
         elif path == "/_emulator/hold" and self.command == "GET":
             self._json(self._hold_view())
         elif path == "/_emulator/hold" and self.command == "POST":
@@ -496,6 +514,8 @@ class Handler(BaseHTTPRequestHandler):
                     match["model"], batch if isinstance(batch, dict) else payload, ver, body_size=len(body)
                 )
             )
+        elif (match := DEVELOPER_GENERATE.match(rest)) and method == "POST":
+            self._json(self.server.online.answer(match["model"], self._body_json(body), ver))
         elif (match := _BATCH.match(rest)) and method == "GET":
             self._json(store.get_batch(match["id"]))
         elif (match := _BATCH.match(rest)) and method == "DELETE":
@@ -528,6 +548,8 @@ class Handler(BaseHTTPRequestHandler):
         elif (match := VERTEX_CANCEL.match(rest)) and method == "POST":
             jobs.cancel(*where, match["id"])
             self._json({})
+        elif (match := VERTEX_GENERATE.match(rest)) and method == "POST":
+            self._json(self.server.online.answer(match["id"], self._body_json(body), path["ver"]))
         else:
             raise ApiError(404, "NOT_FOUND", f"Method not found: {method} {urlsplit(self.path).path}")
 
@@ -574,6 +596,7 @@ class EmulatorServer(ThreadingHTTPServer):
         store: Store,
         faults: Faults,
         *,
+        online: OnlineCalls | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         idle_timeout: float = IDLE_TIMEOUT,
         request_timeout: float = REQUEST_TIMEOUT,
@@ -582,9 +605,21 @@ class EmulatorServer(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.store, self.faults = store, faults
         self.vertex = VertexJobs(store)
+        self.online = online or OnlineCalls(store.responder, faults, store.models, log=store.log)
+        self._calls: list[dict] = []  # the last MAX_CALLS_KEPT API calls, for tests and people
+        self._calls_lock = threading.Lock()
         self.max_body_bytes, self.idle_timeout = max_body_bytes, idle_timeout
         self.request_timeout = request_timeout
         self._slots = threading.BoundedSemaphore(max_connections)
+
+    def record_call(self, method: str, path: str, status: int) -> None:
+        with self._calls_lock:
+            self._calls.append({"method": method, "path": path, "status": status})
+            del self._calls[:-MAX_CALLS_KEPT]
+
+    def calls_answered(self) -> list[dict]:
+        with self._calls_lock:
+            return list(self._calls)
 
     def process_request(self, request, client_address):
         if not self._slots.acquire(blocking=False):
@@ -622,16 +657,22 @@ FAULT_HELP = {
     "truncate_rate": "share of responses cut short (finishReason MAX_TOKENS, no boxed answer)",
     "no_thoughts_rate": "share of responses without thought parts",
     "garbage_line_rate": "share of output lines that are not JSON",
-    "wrong_rate": "share of generation answers with a wrong final answer (drawn per problem and batch)",
+    "wrong_rate": "share of generation answers with a wrong final answer (drawn per request key, so per "
+    "problem and sample, and batch)",
     "http_error_rate": "share of API calls answered 429 or 500 (admin endpoints exempt)",
     "job_state": "terminal state of the next --fault-job-count jobs (partially_succeeded: Vertex AI only)",
     "job_count": "how many new jobs end in --fault-job-state",
     "slow_latency": "latency of the next --fault-slow-count jobs",
     "slow_count": "how many new jobs take --fault-slow-latency",
     "lose_create_count": "the next N creates make the job but answer HTTP 500",
+    "slow_create_seconds": "how long the next --fault-slow-create-count creates stall before making the job",
+    "slow_create_count": "the next N creates stall --fault-slow-create-seconds, then make the job and answer",
     "hold": "hold every new job PENDING until released (POST /_emulator/hold)",
     "hold_count": "hold the next N new jobs PENDING until released",
     "download_error_count": "the next N result downloads answer HTTP 503",
+    "flex_shed_rate": "share of Flex generateContent calls shed (answered --fault-flex-shed-status)",
+    "online_fail_after": "after N answered generateContent calls, every further one answers 500 (0: off)",
+    "flex_shed_status": "what a shed Flex call answers: 503 UNAVAILABLE (default) or 429 RESOURCE_EXHAUSTED",
 }
 
 
@@ -667,6 +708,45 @@ def _add_quota_flags(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        metavar="B",
+        help=f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
+    )
+    group.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=MAX_FILE_BYTES,
+        metavar="B",
+        help=f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT,
+        metavar="S",
+        help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="S",
+        help="close a connection whose request (line, headers, body) is not in within S seconds of "
+        f"its first byte (default {REQUEST_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen-emulator",
@@ -682,6 +762,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency", type=float, default=10.0, help="seconds from create to a finished job (default 10)"
     )
+    parser.add_argument(
+        "--online-latency",
+        type=float,
+        default=DEFAULT_ONLINE_LATENCY,
+        metavar="S",
+        help=f"seconds a standard-tier generateContent call takes (default {DEFAULT_ONLINE_LATENCY:g})",
+    )
+    parser.add_argument(
+        "--flex-latency",
+        type=float,
+        default=DEFAULT_FLEX_LATENCY,
+        metavar="S",
+        help=f"seconds a Flex-tier generateContent call takes (default {DEFAULT_FLEX_LATENCY:g})",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every fault draw (default 0)")
     parser.add_argument(
         "--datasets-dir", default=None, help="reference problems (*.parquet); default $COTGEN_DATASETS_DIR"
@@ -693,48 +787,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated model ids accepted besides the built-in ones ('*': any); "
         f"default ${MODELS_ENV}",
     )
-    limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=MAX_BODY_BYTES,
-        metavar="B",
-        help=f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
-    )
-    limits.add_argument(
-        "--max-file-bytes",
-        type=int,
-        default=MAX_FILE_BYTES,
-        metavar="B",
-        help=f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
-    )
-    limits.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=IDLE_TIMEOUT,
-        metavar="S",
-        help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
-    )
-    limits.add_argument(
-        "--request-timeout",
-        type=float,
-        default=REQUEST_TIMEOUT,
-        metavar="S",
-        help="close a connection whose request (line, headers, body) is not in within S seconds of "
-        f"its first byte (default {REQUEST_TIMEOUT:g})",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=int,
-        default=MAX_CONNECTIONS,
-        metavar="N",
-        help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
-    )
+    _add_limit_flags(parser.add_argument_group("limits"))
     _add_quota_flags(
         parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)")
     )
     _add_fault_flags(parser.add_argument_group("faults"))
     return parser
+
+
+def _checked_limits(args: argparse.Namespace) -> Quotas:
+    """The limit and quota flags checked (a bad one is a usage error naming its flag); the quotas."""
+    for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
+        if getattr(args, name) < 1:
+            build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("online_latency", "flex_latency"):
+        if getattr(args, name) < 0:
+            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds >= 0")
+    for name in ("idle_timeout", "request_timeout"):
+        if getattr(args, name) <= 0:
+            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
+    try:
+        return Quotas(args.max_active_jobs, args.max_enqueued_tokens)
+    except ValueError as error:
+        build_parser().error(
+            str(error)
+            .replace("max_active_jobs", "--max-active-jobs")
+            .replace("max_enqueued_tokens", "--max-enqueued-tokens")
+            .replace(" or null (no limit)", "")
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -747,21 +827,7 @@ def main(argv: list[str] | None = None) -> None:
         faults.update(config.to_json())
     except ValueError as error:
         build_parser().error(str(error))
-    for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
-        if getattr(args, name) < 1:
-            build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("idle_timeout", "request_timeout"):
-        if getattr(args, name) <= 0:
-            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
-    try:
-        quotas = Quotas(args.max_active_jobs, args.max_enqueued_tokens)
-    except ValueError as error:
-        build_parser().error(
-            str(error)
-            .replace("max_active_jobs", "--max-active-jobs")
-            .replace("max_enqueued_tokens", "--max-enqueued-tokens")
-            .replace(" or null (no limit)", "")
-        )
+    quotas = _checked_limits(args)
     models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)
     store = Store(
@@ -778,6 +844,14 @@ def main(argv: list[str] | None = None) -> None:
         (args.host, args.port),
         store,
         faults,
+        online=OnlineCalls(
+            responder,
+            faults,
+            models,
+            latency=args.online_latency,
+            flex_latency=args.flex_latency,
+            log=_log,
+        ),
         max_body_bytes=args.max_body_bytes,
         idle_timeout=args.idle_timeout,
         request_timeout=args.request_timeout,
@@ -803,7 +877,8 @@ def main(argv: list[str] | None = None) -> None:
     host, port = server.server_address[:2]
     _log(
         f"listening on http://{host}:{port} (state {os.path.abspath(args.state_dir)}, "
-        f"latency {args.latency}s, seed {args.seed}, "
+        f"latency {args.latency}s, online {args.online_latency}s, Flex {args.flex_latency}s, "
+        f"seed {args.seed}, "
         f"models {'any' if models.any else ', '.join(sorted(models.names))}, "
         f"faults {json.dumps(faults.snapshot())}, quotas {json.dumps(quotas.snapshot())}, Vertex AI gs:// at "
         f"{os.environ.get('STORAGE_EMULATOR_HOST') or 'nowhere: STORAGE_EMULATOR_HOST unset'})"

@@ -437,6 +437,7 @@ class Store:
             raise ApiError(400, "INVALID_ARGUMENT", "batch.inputConfig needs fileName or requests.requests.")
         if not file_name and isinstance(inlined, list):
             _check_inlined(inlined, model, api_version, body_size)
+        self.faults.stall_create()  # outside the lock: other calls go on meanwhile
         with self.lock:
             if file_name:
                 source = self.file_bytes_path(str(file_name).removeprefix("files/"))

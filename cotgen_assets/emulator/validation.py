@@ -11,6 +11,12 @@ Where each refusal happens follows the real API:
   input file are only read when the job runs, so each bad line gets its own
   `{"key", "error": {"code": 400, ...}}` output line and the other lines are answered.
 
+* **`candidateCount` > 1 on a Gemini 3 model**: 400 "Multiple candidates is not enabled for this
+  model", a line's own error as above (the Developer API refuses it on 3.x models; it worked on
+  2.x: googleapis/js-genai issue #1609, googleapis/python-genai issue #1723, where one user reports
+  Vertex AI taking it for gemini-3.1-pro-preview). The project asks k answers as k request lines
+  (`core/sample_keys`) on both backends.
+
 Enum values are matched case-insensitively: the SDK sends its `ThinkingLevel` members upper-case
 ("HIGH") and the API's own REST samples send "low", which the project does too.
 """
@@ -80,6 +86,9 @@ class ModelCatalog:
         )
 
 
+MULTIPLE_CANDIDATES = "Multiple candidates is not enabled for this model"
+
+
 def request_problem(
     request: Any, model: str, field_prefix: str = "", api_version: str = "v1beta"
 ) -> str | None:
@@ -90,6 +99,9 @@ def request_problem(
         return None
     model = str(get(request, "model") or model)
     model = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+    candidates = get(get(request, "generationConfig") or {}, "candidateCount")
+    if isinstance(candidates, int) and candidates > 1 and model.startswith("models/gemini-3"):
+        return MULTIPLE_CANDIDATES
     thinking = get(get(request, "generationConfig") or {}, "thinkingConfig")
     if not isinstance(thinking, dict):
         return None

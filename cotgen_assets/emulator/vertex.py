@@ -170,6 +170,7 @@ class VertexJobs:
                 400, "INVALID_ARGUMENT", f"{shown} holds {count} requests; a job takes 1 to {MAX_REQUESTS}."
             )
         store = self.store
+        store.faults.stall_create()  # outside the lock: other calls go on meanwhile
         tokens = input_tokens(line for line in data.splitlines() if line.strip())
         with store.lock:
             active = store.admit(model, tokens, "vertex", display_name)

@@ -8,10 +8,9 @@ The token is passed to `huggingface_hub` only; every message that leaves here is
 from pathlib import Path
 
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.stages import STAGES
-from cotgen_assets.core.storage import is_local
+from cotgen_assets.core.storage import is_local, parquet_file
 
 DATA_GLOB = "data/*/*.parquet"
 
@@ -33,16 +32,15 @@ def pushable_rows(folder: Path) -> int:
     files = sorted(folder.glob(DATA_GLOB))
     rows = 0
     for path in files:
-        with path.open("rb") as handle:
-            rows += pq.read_metadata(handle).num_rows
+        with parquet_file(path) as parquet:
+            rows += parquet.metadata.num_rows
     if not (folder / "README.md").exists() or not rows:
         raise PushRefused(
             f"the export in {folder} is empty (no data rows): nothing to publish. Make samples, then "
             "materialize hf_dataset again. Nothing was uploaded."
         )
     for path in files:
-        with path.open("rb") as handle:
-            parquet = pq.ParquetFile(handle)
+        with parquet_file(path) as parquet:
             blocks = [s.name for s in STAGES if s.name in parquet.schema_arrow.names]
             offline = any(
                 pc.any(pc.struct_field(parquet.read(columns=[b])[b], "offline")).as_py() for b in blocks

@@ -12,13 +12,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cotgen_assets.core.preview import preview_spend_usd
 from cotgen_assets.core.problems import PassFigures, file_passes
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.queue import quota_wait_seconds
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, read_samples, samples_path
-from cotgen_assets.core.submission_history import ingested_submissions, total_cost_usd
+from cotgen_assets.core.submission_history import ingested_submissions, online_cost_usd_so_far, total_cost_usd
 from cotgen_assets.core.submissions import load_submission
 
 THOUGHT_COLOR = "#4C72B0"
@@ -89,7 +90,11 @@ class ScenarioFigures:
     scenario: str
     cot: SampleStats = field(default_factory=lambda: SampleStats(GENERATION))
     cod: SampleStats = field(default_factory=lambda: SampleStats(SUMMARIZATION))
-    spent_usd: float = 0.0  # every ingested request of both stages, failed and retried ones included
+    spent_usd: float = (
+        0.0  # every ingested request of both stages, failed and retried ones included, and previews
+    )
+    online_usd: float = 0.0  # of it: generation rounds answered on the Flex tier
+    preview_usd: float = 0.0  # of it: previews (never in the dataset)
     rounds: list[RoundFigures] = field(default_factory=list)
     limit: int = 0  # the newest fill's limit, else the scenario's
     num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
@@ -102,6 +107,8 @@ class ScenarioFigures:
         self.cot.merge(other.cot)
         self.cod.merge(other.cod)
         self.spent_usd += other.spent_usd
+        self.online_usd += other.online_usd
+        self.preview_usd += other.preview_usd
         self.rounds += other.rounds
         self.limit += other.limit
         self.num_pairs += other.num_pairs
@@ -143,7 +150,9 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     for record in read_samples(SUMMARIZATION, scenario.suffix):
         figures.add_cod(record)
     figures.passes = file_passes(samples_path(GENERATION, scenario.suffix))
-    figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES)
+    figures.online_usd = online_cost_usd_so_far(scenario.name, GENERATION)
+    figures.preview_usd = preview_spend_usd(scenario.name)
+    figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES) + figures.preview_usd
     figures.rounds = round_figures(scenario, correct_by_submission)
     figures.limit = fill_limit(scenario, figures.rounds)
     figures.quota_wait_minutes = quota_wait_minutes(scenario)
@@ -220,7 +229,9 @@ ROWS = [
         lambda f: f.cod.answer_agreement if f.cod.num_samples else None,
         "{:.1%}",
     ),
-    ("Spent, failed requests included (USD)", lambda f: f.spent_usd, "${:,.4f}"),
+    ("Spent, failed requests and previews included (USD)", lambda f: f.spent_usd, "${:,.4f}"),
+    ("of it, online rounds on Flex (USD)", lambda f: f.online_usd, "${:,.4f}"),
+    ("of it, previews (USD)", lambda f: f.preview_usd, "${:,.4f}"),
 ]
 # Money and rounds to the target: a table of their own (metadata `rounds`), so that `report` stays
 # short enough for the UI to show it inline.
@@ -267,6 +278,8 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
         "cod_cost_usd": total.cod.cost_usd,
         "cost_usd": total.cost_usd,
         "spent_usd": total.spent_usd,
+        "online_rounds_usd": total.online_usd,
+        "preview_usd": total.preview_usd,
         "cot_cost_per_1000_samples_usd": total.cot.cost_per_1000_usd,
         "cod_cost_per_1000_samples_usd": total.cod.cost_per_1000_usd,
         "draft_to_thought_token_ratio": total.cod.draft_to_thought_token_ratio,

@@ -272,6 +272,36 @@ def test_lost_create_response_does_not_pay_twice(gemini, emulator, requests_file
     assert len(list(gemini.list_batches())) == 1
 
 
+def test_a_create_answered_after_its_timeout_does_not_pay_twice(emulator, requests_file, caplog):
+    """The create's answer is lost to the client's timeout, but the job is made a moment later."""
+    caplog.set_level(logging.INFO)
+    gemini = make_resource(emulator.base_url, create_timeout_seconds=5.0)
+    emulator.wait_for_references()  # until then the emulator's calls are slow, not only the create
+    emulator.set_faults(slow_create_seconds=6.0, slow_create_count=1)
+    info = gemini.submit_jsonl(requests_file, MODEL, "cotgen-test-slow-create")
+    emulator.wait_for_stalled_creates()
+    assert [b.name for b in batches_named(gemini, "cotgen-test-slow-create")] == [info.name]
+    assert any("failed, but the job exists" in r.getMessage() for r in caplog.records), "it timed out"
+    assert wait_until_done(gemini, info.name).succeeded
+
+
+def test_of_two_jobs_of_one_display_name_a_retried_create_keeps_the_oldest(
+    gemini, emulator, requests_file, caplog
+):
+    """As when a lost create made its job after the retry had made another: the later is cancelled."""
+    caplog.set_level(logging.INFO)
+    file_name = gemini.upload_jsonl(requests_file, "twice")
+    emulator.set_faults(hold=True)
+    oldest = gemini.create_batch(MODEL, file_name, "cotgen-test-twice")
+    emulator.set_faults(lose_create_count=1)
+    kept = gemini.create_batch(MODEL, file_name, "cotgen-test-twice")
+    assert kept.name == oldest.name
+    (cancelled,) = [b for b in gemini.list_batches() if b.name != oldest.name]
+    assert cancelled.state == "JOB_STATE_CANCELLED"
+    assert any(oldest.name in r.getMessage() and cancelled.name in r.getMessage() for r in caplog.records)
+    assert gemini.submit_jsonl(requests_file, MODEL, "cotgen-test-twice").name == oldest.name
+
+
 def test_permanent_errors_carry_the_api_message(gemini, requests_file, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     with pytest.raises(GeminiError) as missing:

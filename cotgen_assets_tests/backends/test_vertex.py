@@ -165,6 +165,21 @@ def test_a_lost_create_response_does_not_pay_twice(gemini, emu, requests_file, c
     assert gemini.submit_jsonl(requests_file, MODEL, "cotgen-v-lost").name == job.name
 
 
+def test_a_create_answered_after_its_timeout_does_not_pay_twice(emu, requests_file, caplog):
+    """The create's answer is lost to the client's timeout, but the job is made a moment later.
+
+    Its stall is 1 s longer than the timeout: the rest of the grace (as long as the timeout) leaves
+    room for a loaded machine's slow staging reads."""
+    caplog.set_level(logging.INFO)
+    gemini = vertex(emu, create_timeout_seconds=10.0)
+    emu.wait_for_references()  # until then the emulator's calls are slow, not only the create
+    emu.set_faults(slow_create_seconds=11.0, slow_create_count=1)
+    job = gemini.submit_jsonl(requests_file, MODEL, "cotgen-v-slow-create")
+    emu.wait_for_stalled_creates()
+    assert [j.name for j in gemini.list_batches() if j.display_name == "cotgen-v-slow-create"] == [job.name]
+    assert any("failed, but the job exists" in r.getMessage() for r in caplog.records), "it timed out"
+
+
 def test_names_of_the_other_backend_or_location_are_refused_saying_why(gemini):
     with pytest.raises(ValueError, match="Gemini Developer API batch: unset COTGEN_GEMINI_BACKEND"):
         gemini.get_batch("batches/abc123")

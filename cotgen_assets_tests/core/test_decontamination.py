@@ -17,7 +17,6 @@ from cotgen_assets.core.decontamination import (
     BenchmarkIndex,
     benchmark_index,
     decontaminate,
-    deduplicate,
     normalize,
     verify_no_overlap,
     words,
@@ -429,8 +428,11 @@ def test_a_partial_list_says_what_it_did_not_check(defaults):
     assert metadata["num_overlapping_skipped"] == {"math_test": 2, "math500": 2}
 
 
-def test_repeats_keep_the_first_id():
-    assert deduplicate(["A  b?", "c", "a B", "c.", "d"]) == {2: 0, 3: 1}
+def test_repeats_keep_the_first_id(defaults):
+    _, benchmarks = defaults
+    kept, report = decontaminate(_table(["A  b?", "c", "a B", "c.", "d"]), _probe(defaults), benchmarks)
+    assert kept["problem_id"].to_pylist() == ["probe-0", "probe-1", "probe-4"]
+    assert report.duplicate_ids == {"probe-2": "probe-0", "probe-3": "probe-1"}
 
 
 def test_unknown_benchmark_in_a_hand_made_scenario(defaults):

@@ -42,8 +42,11 @@ def test_all_drafts_incorrect_samples_too_and_gives_up_after_max_tries():
     assert plan.skipped == {}
 
 
-def test_an_ask_for_more_than_one_answer_per_problem_is_refused_before_anything_is_written(data_dir):
-    """Answers per problem is carried by the ask but not built yet: asking for 2 must not quietly get 1."""
+@pytest.mark.parametrize("samples_per_problem", [0, 65])
+def test_samples_per_problem_out_of_bounds_is_refused_before_anything_is_written(
+    data_dir, samples_per_problem
+):
+    """0 answers asks nothing, more than 64 is past any dataset's k: a config error, not a batch."""
     ask = GenerationAsk(
         scenario=get_scenario("easy"),
         limit=2,
@@ -51,8 +54,10 @@ def test_an_ask_for_more_than_one_answer_per_problem_is_refused_before_anything_
         model="gemini-3.1-pro-preview",
         thinking_level="high",
         max_requests_per_job=10,
-        answers_per_problem=2,
+        samples_per_problem=samples_per_problem,
     )
-    with pytest.raises(ValueError, match="answers_per_problem must be 1 for now, got 2"):
+    with pytest.raises(
+        ValueError, match=f"samples_per_problem must be between 1 and 64, got {samples_per_problem}"
+    ):
         prepare_generation(ask, offline=True)
     assert not data_dir.exists() or not any(data_dir.rglob("*"))

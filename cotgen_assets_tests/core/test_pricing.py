@@ -1,7 +1,7 @@
 import pytest
 
 from cotgen_assets.core.model_io import Usage
-from cotgen_assets.core.pricing import UnknownModelError, cost_usd, load_prices
+from cotgen_assets.core.pricing import UnknownModelError, cost_usd, load_prices, online_cost_usd
 
 PRO = "gemini-3.1-pro-preview"
 
@@ -126,3 +126,41 @@ def test_a_row_for_one_backend_beats_a_row_for_both(tmp_path):
     )
     with pytest.raises(KeyError, match=r"known models: m \(on the developer batch API\)"):
         cost_usd("x", usage, prices=load_prices(path))
+
+
+def test_online_cost_at_each_tier_by_hand():
+    # 1,000 prompt (200 cached) + 300 thinking + 200 answer tokens
+    usage = Usage(input_tokens=1000, cached_tokens=200, thinking_tokens=300, output_tokens=200)
+    standard = (800 * 2.00 + 200 * 0.20 + 500 * 12.00) / 1e6
+    flex = (800 * 1.00 + 200 * 0.10 + 500 * 6.00) / 1e6
+    assert online_cost_usd(PRO, usage, "standard") == pytest.approx(standard)
+    assert online_cost_usd(PRO, usage, "flex") == pytest.approx(flex)
+    over = Usage(200_001, 0, 1000, 0)
+    assert online_cost_usd(PRO, over, "flex") == pytest.approx((200_001 * 2.00 + 1000 * 9.00) / 1e6)
+
+
+def test_flex_rows_have_their_own_source():
+    pro = load_prices()[PRO]
+    assert pro.flex_source_url.startswith("https://") and pro.flex_as_of
+    assert load_prices(backend="vertex")[PRO].flex_source_url.startswith("https://")
+
+
+def test_a_tier_without_a_price_is_refused_by_name():
+    with pytest.raises(KeyError, match="no flex price for model 'gemini-2.5-flash'"):
+        online_cost_usd("gemini-2.5-flash", Usage(1, 0, 0, 1), "flex")
+    with pytest.raises(ValueError, match="'priority' is not one the project prices"):
+        online_cost_usd(PRO, Usage(1, 0, 0, 1), "priority")
+
+
+def test_a_price_file_without_flex_columns_still_loads(tmp_path):
+    """Users' own price files predate the Flex columns: they keep working, without Flex."""
+    path = tmp_path / "prices.csv"
+    path.write_text(
+        "model,standard_input_usd_per_1m,standard_output_usd_per_1m,batch_input_usd_per_1m,"
+        "batch_output_usd_per_1m,tier_threshold_tokens,source_url,as_of\n"
+        "my-model,2,8,1,4,200000,https://example.com,2026-01-01\n"
+    )
+    prices = load_prices(path)
+    assert online_cost_usd("my-model", Usage(1_000_000, 0, 0, 0), "standard", prices=prices) == 2.0
+    with pytest.raises(KeyError, match="no flex price"):
+        online_cost_usd("my-model", Usage(1, 0, 0, 0), "flex", prices=prices)

@@ -140,3 +140,23 @@ def test_a_cancelled_round_ends_the_run_of_rounds_unless_the_limit_was_reached()
     assert after_round(3, 10, 1, 3) is None
     assert after_round(3, 10, 1, 3, cancelled=True) == CANCELLED
     assert after_round(10, 10, 1, 3, cancelled=True) == LIMIT_REACHED
+
+
+def test_a_preview_counts_as_first_tries_with_the_usual_caution():
+    """limit 8, nothing asked yet: the prior (0.8) asks 13. A preview's answers are first tries,
+    estimated by the Wilson lower bound like any: 5 of 5 right (0.57) asks more, 20 of 20 (0.84) fewer."""
+    prior = accuracy_from_tries({}, set(), 0.8)
+    five = accuracy_from_tries({}, set(), 0.8, preview=(5, 5))
+    twenty = accuracy_from_tries({}, set(), 0.8, preview=(20, 20))
+    assert (prior.source, five.source, twenty.source) == ("prior", "preview", "preview")
+    assert five.first_try == pytest.approx(wilson_lower_bound(5, 5)) and five.first_try_asked == 5
+    asks = [new_problems_to_ask(8, 0, a, 7000) for a in (prior, five, twenty)]
+    assert asks == [13, 20, 12]
+
+
+def test_preview_and_samples_add_up():
+    tries = {"a": 1, "b": 1, "c": 2}
+    both = accuracy_from_tries(tries, {"a", "c"}, 0.8, preview=(3, 4))
+    assert both.source == "samples and preview"
+    assert both.first_try == pytest.approx(wilson_lower_bound(1 + 3, 3 + 4))
+    assert both.retry == pytest.approx(wilson_lower_bound(1, 1))

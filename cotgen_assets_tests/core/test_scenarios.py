@@ -115,7 +115,9 @@ def test_every_problem_of_a_scenario_is_named_at_once(tmp_path):
     assert str(raised.value) == (
         f"scenario 'tiny' in {path}: has unknown fields ['colour']; known fields: ['answer_format', "
         "'auto_fill', 'config', 'dataset', 'decontaminate', 'expected_accuracy', 'filters', 'limit', "
-        "'max_rounds', 'path', 'question_column', 'solution_column', 'split', 'suffix']; "
+        "'max_rounds', 'online_max_requests', 'path', 'question_column', 'samples_per_problem', "
+        "'solution_column', 'split', "
+        "'suffix']; "
         "answer_format: Input should be 'gsm8k' or 'boxed', got 'guess'; "
         "limit: Input should be greater than 0, got 0"
     )

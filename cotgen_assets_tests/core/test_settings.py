@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from cotgen_assets.core.source_writer import workers
+from cotgen_assets.core.sources import BATCH_ROWS
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets.defs.locks import lock_wait_seconds
@@ -22,6 +24,7 @@ READERS = {
     "COTGEN_RUN_ATTEMPTS": max_attempts,
     "COTGEN_RETRY_DELAY_SECONDS": lambda: retry_delay_seconds(1),
     "COTGEN_LOCK_WAIT_SECONDS": lock_wait_seconds,
+    "COTGEN_SOURCE_WORKERS": lambda: workers(BATCH_ROWS + 1),
 }
 
 
@@ -36,6 +39,7 @@ READERS = {
         ("COTGEN_RETRY_DELAY_SECONDS", "nan", "a number of at least 0"),
         ("COTGEN_LOCK_WAIT_SECONDS", "abc", "a number of at least 0"),
         ("COTGEN_LOCK_WAIT_SECONDS", "inf", "a number of at least 0"),
+        ("COTGEN_SOURCE_WORKERS", "0", "a whole number of at least 1"),
     ],
 )
 def test_a_bad_value_is_one_error_naming_the_variable_and_what_it_takes(name, value, takes, monkeypatch):

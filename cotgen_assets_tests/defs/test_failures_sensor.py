@@ -16,6 +16,7 @@ from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.defs.assets.batches import summarization_batch
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
+from cotgen_assets.defs.data_folder import OWNER_FILE
 from cotgen_assets.defs.locks import submission_lock
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.emulator import start_emulator
@@ -155,7 +156,10 @@ def test_two_submissions_at_once_make_one_batch(tmp_path, pipeline, emulator, so
     assert "is submitting right now; this one submits nothing" in failure_message(refused, "generation_batch")
     assert list(pipeline.resources["gemini"].list_batches()) == []
 
-    # Two real processes click at the same moment, on one Dagster instance and one data dir.
+    # Two real processes click at the same moment, on one Dagster instance and one data dir. That
+    # instance is not the test instance above, which claimed the data folder: release the claim,
+    # as a user whose old instance is gone does (docs/failures.md).
+    (data_dir / OWNER_FILE).unlink()
     home, go = tmp_path / "dagster_home", tmp_path / "go"
     home.mkdir()
     # The instance's SQLite schema exists before the race, as it would on a running platform.

@@ -119,6 +119,7 @@ METADATA_TYPES = {
     "Int": """generation_requests_asked generation_rounds limit max_rounds num_correct_pairs num_missing round
         num_rows num_matched num_dropped_no_answer num_contaminated num_duplicates dataset_rows
         contamination_ngram dagster/row_count num_requests num_retries num_new_problems num_given_up
+        num_problems samples_per_problem
         num_skipped_incorrect num_skipped_contaminated num_shards projected_input_tokens
         projected_thinking_tokens projected_output_tokens cot_samples_storage_id num_succeeded
         num_failed num_failed_jobs num_cancelled_jobs num_samples num_new num_unknown_keys num_duplicate_keys

@@ -2,9 +2,11 @@
 a torn line; a line repeated word for word counts once. Where the probe met them: `cotgen status` and
 the count a `fill` (and auto-fill's end) is sized by."""
 
+import logging
 import os
 import shutil
 
+import dagster as dg
 import orjson
 import pytest
 
@@ -24,6 +26,15 @@ def shell(tmp_path, sources, data_dir):
     home.mkdir()
     shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     return {**os.environ, "DAGSTER_HOME": str(home), "COTGEN_GEMINI_BASE_URL": "http://127.0.0.1:9"}
+
+
+def warnings(pipeline, asset: str, partition: str) -> list[str]:
+    """The warnings logged by the run of the asset's newest materialization."""
+    [record] = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+    ).records
+    logs = pipeline.instance.all_logs(record.run_id)
+    return [entry.user_message for entry in logs if entry.level == logging.WARNING]
 
 
 def generation_row(output: str) -> list[str]:
@@ -59,7 +70,7 @@ def test_another_record_under_an_id_and_sample_already_read_is_damage(shell, dat
     path = write_jsonl(data_dir / "cot_easy.jsonl", records)
 
     status = cotgen("status", "easy", env=shell)
-    assert status.returncode == 1, status.stdout
+    assert status.returncode == 1, (status.returncode, status.stderr)  # -6: aborted at exit
     assert (
         f"{path} is damaged: line 4 holds another record of id 'easy-1' sample 0, already on line 2"
         in status.stderr
@@ -81,3 +92,16 @@ def test_a_fill_counts_a_repeated_sample_once_and_the_merge_writes_it_once(pipel
     assert len(ids) == len(set(ids)) == 8, ids
     assert pipeline.metadata("cot_samples", "easy")["num_samples"] == 8
     assert path.read_bytes().count(orjson.dumps(records[-1])) == 1
+
+
+def test_the_merge_says_how_many_repeated_lines_it_dropped(pipeline, sources, data_dir):
+    sources("easy")
+    records = [cot_record(f"easy-{row}") for row in range(5)]
+    path = write_jsonl(data_dir / "cot_easy.jsonl", records + records[3:] * 2)
+
+    pipeline.submit_generation("easy", limit=6, ask="missing")
+    pipeline.drain()
+    assert len(read_jsonl(path)) == 6
+    assert pipeline.metadata("cot_samples", "easy")["num_repeated_lines_dropped"] == 4
+    [said] = [line for line in warnings(pipeline, "cot_samples", "easy") if "repeated" in line]
+    assert said.startswith(f"{path}: 4 lines repeated a line word for word (ids easy-3, easy-4;"), said

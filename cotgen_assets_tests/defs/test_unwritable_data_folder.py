@@ -81,3 +81,14 @@ def test_a_full_disk_is_one_line_naming_the_folder(pipeline, disk):
     filler.unlink()
     assert pipeline.run(request).success
     assert len(read_jsonl(disk / "data" / "cot_easy.jsonl")) == 3
+
+
+def test_source_problems_on_a_read_only_data_folder_is_one_line_naming_it(pipeline, disk):
+    before = (disk / "data" / "easy" / "source_problems.parquet").read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+
+    result = pipeline.materialize("source_problems", "easy", raise_on_error=False)
+    message = failure(result)
+    assert "\n" not in message
+    assert f"the folder {disk / 'data' / 'easy'} is read-only (Read-only file system)" in message, message
+    assert (disk / "data" / "easy" / "source_problems.parquet").read_bytes() == before

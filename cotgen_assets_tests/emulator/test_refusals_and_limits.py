@@ -182,6 +182,23 @@ def test_a_bad_thinking_level_in_an_input_file_fails_that_line_only(client, tmp_
     assert stats["failedRequestCount"] == "2" and stats["successfulRequestCount"] == str(len(requests) - 2)
 
 
+def test_several_candidates_are_refused_by_gemini_3_models_line_by_line(client, tmp_path):
+    """As the API does since Gemini 3 (js-genai #1609, python-genai #1723): k answers must be k
+    lines, which the emulator answers each on its own."""
+    two = generation_request(QUESTION, "high")
+    two["generationConfig"]["candidateCount"] = 2
+    one = generation_request(QUESTION, "high")
+    one["generationConfig"]["candidateCount"] = 1
+    job = wait_done(client, submit_file(client, tmp_path, {"two": two, "one": one, "plain": one}).name)
+    lines = output_lines(client, job)
+    assert lines["two"]["error"] == {
+        "code": 400,
+        "message": "Multiple candidates is not enabled for this model",
+        "status": "INVALID_ARGUMENT",
+    }
+    assert "response" in lines["one"] and "response" in lines["plain"]
+
+
 @pytest.mark.parametrize(
     "model, takes",
     [

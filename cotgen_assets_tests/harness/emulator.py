@@ -6,6 +6,7 @@ vertex = emu.vertex_client()     # the same in Vertex AI mode (v1beta1, gs:// in
 emu.set_faults(line_error_rate=0.2)
 emu.set_faults(hold_count=1)     # the next job stays PENDING ...
 emu.release()                    # ... until released
+emu.calls()                      # the API calls it answered: method, path, status
 emu.restart()                    # same port, same state dir
 emu.stop()
 """
@@ -182,6 +183,25 @@ class EmulatorProcess:
         jobs were in flight with it."""
         found = re.findall(r'created (\S+) "([^"]*)" \(.*?, (\d+) active,', self.log_path.read_text())
         return [{"name": n, "display_name": d, "active": int(a)} for n, d, a in found]
+
+    def wait_for_stalled_creates(self) -> None:
+        """Until no create stalls in the slow_create fault: every job such a create makes exists."""
+        self._wait_for_health(lambda health: health["stalled_creates"] == 0, "a create still stalls")
+
+    def wait_for_references(self) -> None:
+        """Until the reference problems are loaded: before, every call that answers a job waits."""
+        self._wait_for_health(lambda health: health["references_loaded"], "references still load")
+
+    def _wait_for_health(self, ready, failure: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready(self.admin("GET", "health")):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{failure} after {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The API calls this process answered, oldest first: `{"method", "path", "status"}`."""
+        return self.admin("GET", "calls")["calls"]
 
     def hold(self, name: str | None = None) -> dict[str, Any]:
         """Hold `name` (a batch name), or every unfinished and every new job, until released: a held

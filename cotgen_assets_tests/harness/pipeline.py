@@ -8,6 +8,7 @@ import orjson
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.definitions import defs
 from cotgen_assets.defs.assets.batches import generation_batch, summarization_batch
+from cotgen_assets.defs.assets.previews import problem_preview
 from cotgen_assets.defs.assets.results import generation_results, summarization_results
 from cotgen_assets.defs.assets.samples import cod_samples, cot_samples
 from cotgen_assets.defs.assets.sources import source_problems
@@ -17,6 +18,7 @@ from cotgen_assets_tests.harness.dagster import wait_for
 
 ALL_ASSETS = [
     source_problems,
+    problem_preview,
     generation_batch,
     generation_results,
     cot_samples,
@@ -56,6 +58,11 @@ class Pipeline:
             partition,
             {"ops": {"generation_batch": {"config": config}}},
             raise_on_error,
+        )
+
+    def preview(self, partition: str, raise_on_error=True, **config):
+        return self.materialize(
+            [problem_preview], partition, {"ops": {"problem_preview": {"config": config}}}, raise_on_error
         )
 
     def tick(self):

@@ -3,6 +3,7 @@ for a second machine's samples in the two-instances test."""
 
 import orjson
 
+from cotgen_assets.core.sample_keys import request_key, sample_key
 from cotgen_assets.core.shards import write_shards
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission
@@ -29,20 +30,30 @@ def asking(key: str) -> dict:
 
 
 def make_submission(
-    name: str, rows: list[int], shard_size: int = 10_000, backend: str = "developer"
+    name: str,
+    rows: list[int],
+    shard_size: int = 10_000,
+    backend: str = "developer",
+    samples: tuple[int, ...] = (0,),
 ) -> Submission:
-    """A submission of `rows` sent to `backend`, whose results files the test writes."""
+    """A submission of `rows` sent to `backend`, each asked once per index of `samples` (its key
+    `sample_key`), whose results files the test writes."""
     submission = Submission(
         scenario="easy",
         stage=GENERATION,
         submission_id=name,
         model=MODEL,
         prompt_version="cot-gen-v1",
-        num_requests=len(rows),
+        num_requests=len(rows) * len(samples),
         backend=backend,
     )
     items = (
-        (orjson.dumps({"key": f"easy-{n}", "request": asking(f"easy-{n}")}) + b"\n", context(n)) for n in rows
+        (
+            orjson.dumps({"key": sample_key(f"easy-{n}", s), "request": asking(f"easy-{n}")}) + b"\n",
+            context(n) | {"sample": s},
+        )
+        for n in rows
+        for s in samples
     )
     write_shards(submission, items, shard_size, 1 << 30)
     submission.batch_names = [f"batches/{name}-{i}" for i in range(len(submission.shards))]
@@ -79,5 +90,6 @@ def write_results(submission: Submission, answer_offset: int = 0) -> None:
             submission.context_path(shard).open("rb") as asked,
         ):
             for raw in asked:
-                key = orjson.loads(raw)["id"]
-                out.write(line(response(key, str(2 * int(key.split("-")[1]) + answer_offset))))
+                asked_context = orjson.loads(raw)
+                answer = str(2 * int(asked_context["id"].split("-")[1]) + answer_offset)
+                out.write(line(response(request_key(asked_context), answer)))

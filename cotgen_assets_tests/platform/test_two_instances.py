@@ -60,6 +60,7 @@ else:
 INGEST = r"""
 import os, sys, time
 import dagster as dg
+import cotgen_assets.backends  # registers the batch APIs' wire formats, as the code location does
 from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.defs.locks import samples_lock
 from cotgen_assets.core.stages import GENERATION

@@ -165,7 +165,7 @@ def test_markdown_table_reads_like_the_records(chain):
         rows["CoD-to-CoT token ratio (draft / thought)"][0]
         == f"{easy['cod_output'] / easy['thought_of_cod']:.3f}"
     )
-    assert rows["Spent, failed requests included (USD)"][0] == f"${easy['spent']:,.4f}"
+    assert rows["Spent, failed requests and previews included (USD)"][0] == f"${easy['spent']:,.4f}"
 
 
 def test_picture_is_a_png_on_disk_and_embedded_in_the_metadata(chain):

@@ -18,9 +18,11 @@ from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk, SummarizationAsk
 from cotgen_assets.core.budget import refuse_over_budget
 from cotgen_assets.core.model_io import Usage
+from cotgen_assets.core.online_round import SHED_RATE_ENV, answer_online, max_shed_rate
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
 from cotgen_assets.core.queue import queued_shards
+from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
 from cotgen_assets.core.scenarios import Scenario, get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.submission_history import submission_cost_usd
@@ -44,13 +46,25 @@ THINKING_LEVELS = (
 )
 
 
-class BatchConfig(dg.Config):
-    """Knobs shared by both batch assets; every field has a default so a plain click works.
-
-    The launchpad shows the descriptions and checks types and enums, but not bounds: those are
+class BoundedConfig(dg.Config):
+    """The launchpad shows the descriptions and checks types and enums, but not bounds: those are
     checked as the run starts, before the asset looks at anything, and refused as a `dg.Failure`
-    naming every field out of bounds (a refusal, so the sensor does not retry it).
-    """
+    naming every field out of bounds (a refusal, so the sensor does not retry it)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refuse_out_of_bounds(cls, data, handler):
+        try:
+            return handler(data)
+        except ValidationError as error:
+            problems = [
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
+            ]
+            raise dg.Failure(description="; ".join(problems)) from None
+
+
+class BatchConfig(BoundedConfig):
+    """Knobs shared by both batch assets; every field has a default so a plain click works."""
 
     dry_run: bool = Field(
         False, description="write the request file and show the projected cost; submit nothing"
@@ -75,17 +89,6 @@ class BatchConfig(dg.Config):
             "max_tries": self.max_tries,
             "max_requests_per_job": self.max_requests_per_job,
         }
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _refuse_out_of_bounds(cls, data, handler):
-        try:
-            return handler(data)
-        except ValidationError as error:
-            problems = [
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}, got {e['input']!r}" for e in error.errors()
-            ]
-            raise dg.Failure(description="; ".join(problems)) from None
 
 
 class GenerationBatchConfig(BatchConfig):
@@ -113,6 +116,20 @@ class GenerationBatchConfig(BatchConfig):
         None,
         ge=1,
         description="fill rounds in this run of rounds, this one included; default: the scenario's",
+    )
+    online_max_requests: int | None = Field(
+        None,
+        ge=0,
+        description="auto_fill: a round of at most this many requests is answered on the Flex tier "
+        "(minutes, half price) instead of a batch job; 0: never; default: the scenario's",
+    )
+    samples_per_problem: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_SAMPLES_PER_PROBLEM,
+        description=f"answers asked of each new problem, 1 to {MAX_SAMPLES_PER_PROBLEM}, k request lines "
+        "in the same batch (input tokens paid k times); failed ones are asked again, wrong ones are kept; "
+        "default: the scenario's (1)",
     )
 
 
@@ -144,12 +161,14 @@ def submit_stage(
     extra_metadata: dict | None = None,
     spent_before: float = 0.0,
     plan_metadata: Callable[[Prepared], dict] = lambda prepared: {},
+    send: Callable | None = None,
 ) -> dg.MaterializeResult | None:
     """The batch assets' body: under the stage's lock, send what `prepare` plans (or adopt an orphan).
 
     With `wait_if_in_flight`, a batch still in flight is not an error: nothing is materialized,
     and batch_completion_sensor submits what is left once that batch is ingested. `spent_before`
-    counts against `max_cost_usd` (earlier fill rounds); `plan_metadata(prepared)` adds metadata.
+    counts against `max_cost_usd` (earlier fill rounds); `plan_metadata(prepared)` adds metadata;
+    `send(context, submission)` sends it (default: as batch jobs, `submit`).
     """
     scenario = get_scenario(context.partition_key)
     try:
@@ -158,7 +177,9 @@ def submit_stage(
         with submission_lock(
             context.instance, scenario.name, stage, context.run.run_id, warn=context.log.warning
         ):
-            sent = _send(context, gemini, stage, scenario, config, prepare, wait_if_in_flight, spent_before)
+            sent = _send(
+                context, gemini, stage, scenario, config, prepare, wait_if_in_flight, spent_before, send
+            )
     except (SubmissionRefused, ValueError) as error:
         raise dg.Failure(description=str(error)) from None
     if sent is None:
@@ -181,6 +202,7 @@ def _send(
     prepare,
     wait_if_in_flight: bool,
     spent_before: float,
+    send: Callable | None = None,
 ) -> Sent | None:
     """Adopt an orphan, or plan and send (a dry run only plans); None while a batch is in flight."""
     if not config.dry_run:
@@ -203,7 +225,7 @@ def _send(
     if not submission.num_requests or config.dry_run:
         return Sent(prepared, [])
     refuse_over_budget(submission, config.max_cost_usd, spent_before)
-    jobs = submit(submission, gemini.batch_api(), context.run.run_id)
+    jobs = send(context, submission) if send else submit(submission, gemini.batch_api(), context.run.run_id)
     queued = queued_shards(submission)
     context.log.info(
         f"submitted {[name for name in submission.batch_names if name]}"
@@ -315,6 +337,7 @@ def generation_batch(
             limit=rounds["config"]["limit"],
             mode=config.mode,
             ask_enough=config.ask == "enough",
+            samples_per_problem=rounds["config"]["samples_per_problem"],
             **config.asked(),
         )
         prepared = prepare_generation(
@@ -329,9 +352,47 @@ def generation_batch(
     def plan_metadata(prepared: Prepared) -> dict:
         return round_metadata(prepared, rounds, spent)
 
+    def send(context, submission):
+        online_max = rounds["config"]["online_max_requests"] if rounds["config"]["auto_fill"] else 0
+        return send_round(context, gemini, submission, online_max, config.max_requests_per_job)
+
     return submit_stage(
-        context, gemini, GENERATION, config, prepare, spent_before=spent, plan_metadata=plan_metadata
+        context,
+        gemini,
+        GENERATION,
+        config,
+        prepare,
+        spent_before=spent,
+        plan_metadata=plan_metadata,
+        send=send,
     )
+
+
+def send_round(context, gemini, submission, online_max_requests: int, max_requests_per_job: int) -> list:
+    """A round of at most `online_max_requests` requests is answered on Flex, each answer saved as it
+    arrives (`core.online_round`); what Flex would not answer goes to a batch job, as any larger round."""
+    if not 0 < submission.num_requests <= online_max_requests:
+        return submit(submission, gemini.batch_api(), context.run.run_id)
+    context.log.info(
+        f"{submission.num_requests} requests <= online_max_requests={online_max_requests}: answering "
+        "them on the Flex tier instead of a batch job"
+    )
+    done = answer_online(
+        submission,
+        lambda line, tier: gemini.generate(submission.model, line, tier),
+        max_requests_per_job=max_requests_per_job,
+    )
+    context.log.info(
+        f"online round: {done.asked} asked now, {done.reused} answers saved by an earlier run reused "
+        f"(not paid again); {done.stats.summary()}"
+    )
+    if done.batch_shards:
+        context.log.warning(
+            f"FLEX FELL SHORT ({done.stats.summary()}; {SHED_RATE_ENV}={max_shed_rate()}): the "
+            f"{submission.num_requests - len(done.stats.gave_up)} answers kept, the rest of the round "
+            f"goes to a batch job ({done.batch_shards})"
+        )
+    return submit(submission, gemini.batch_api(), context.run.run_id)
 
 
 def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -> dict:
@@ -343,6 +404,12 @@ def _run_of_rounds(context, scenario: Scenario, config: GenerationBatchConfig) -
         "limit": scenario.limit if config.limit is None else config.limit,
         "auto_fill": auto_fill and config.mode == "fill",
         "max_rounds": max_rounds,
+        "online_max_requests": (
+            scenario.online_max_requests if config.online_max_requests is None else config.online_max_requests
+        ),
+        "samples_per_problem": scenario.samples_per_problem
+        if config.samples_per_problem is None
+        else config.samples_per_problem,
         "dry_run": False,
     }
     return {
@@ -359,14 +426,19 @@ def describe_round(submission, rounds: dict, spent: float, max_cost_usd: float) 
         " (auto_fill)" if config["auto_fill"] else ""
     )
     if facts.get("accuracy") is None:
-        return f"{head}: {submission.num_requests} requests ({facts.get('mode')})"
+        return f"{head}: {submission.num_requests} requests ({facts.get('mode')}{_per_problem(facts)})"
     return (
         f"{head}: {facts['missing']} good samples missing of limit {facts['limit']}; estimated accuracy "
         f"{facts['accuracy']:.2f} on first tries, {facts['retry_accuracy']:.2f} on retries "
         f"(from {facts['accuracy_source']}); asking {facts['num_retries']} retries + {facts['num_new']} new "
-        f"problems, expecting {facts['expected_correct']:.1f} correct; projected "
+        f"problems{_per_problem(facts)}; expecting {facts['expected_correct']:.1f} correct; projected "
         f"${submission.projected_cost_usd:.4f}, earlier rounds ${spent:.4f}, max_cost_usd ${max_cost_usd:.2f}"
     )
+
+
+def _per_problem(facts: dict) -> str:
+    k = facts.get("samples_per_problem", 1)
+    return f", {k} answers per new problem" if k > 1 else ""
 
 
 def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
@@ -379,6 +451,8 @@ def round_metadata(prepared: Prepared, rounds: dict, spent: float) -> dict:
         "max_rounds": config["max_rounds"],
         "limit": config["limit"],
         "num_missing": prepared.plan.num_missing,
+        "num_problems": prepared.plan.num_problems,  # asked k times each: num_requests in all
+        "samples_per_problem": prepared.plan.samples_per_problem,
         "accuracy_estimate": dg.MetadataValue.float(facts.get("accuracy") or 0.0),
         "retry_accuracy_estimate": dg.MetadataValue.float(facts.get("retry_accuracy") or 0.0),
         "accuracy_source": facts.get("accuracy_source") or "none",

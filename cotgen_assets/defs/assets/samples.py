@@ -4,7 +4,6 @@ graded and merged into the stage's samples file, with the stage's quality gates 
 from collections.abc import Callable
 
 import dagster as dg
-import pyarrow.parquet as pq
 
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.ingest import IngestStats, ingest_submission
@@ -13,7 +12,7 @@ from cotgen_assets.core.problems import file_passes
 from cotgen_assets.core.quality import SampleStats
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import samples_path, source_problems_path
+from cotgen_assets.core.storage import MAX_LINES_NAMED, parquet_file, samples_path, source_problems_path
 from cotgen_assets.core.submission_history import total_cost_usd
 from cotgen_assets.core.submissions import Submission, SubmissionRefused
 from cotgen_assets.defs.assets.ui import GROUP, preview_table
@@ -89,6 +88,8 @@ def ingest_stage(context, stage: Stage, lineage) -> dg.MaterializeResult:
         )
     if ingest.unknown_keys or ingest.duplicate_keys:
         context.log.warning(unused_lines_note(ingest, submission.submission_id, stage))
+    if ingest.repeated_lines:
+        context.log.warning(repeated_lines_note(ingest, path))
     metadata = samples_metadata(submission, ingest, stats, path)
     metadata["dagster/column_lineage"] = lineage(scenario.name)
     for figure in stage.figures:
@@ -110,6 +111,7 @@ def samples_metadata(submission: Submission, ingest: IngestStats, stats: SampleS
         "failed_by_reason": dg.MetadataValue.json({k: v for k, v in ingest.statuses.items() if k != "ok"}),
         "num_unknown_keys": ingest.unknown_keys,
         "num_duplicate_keys": ingest.duplicate_keys,
+        "num_repeated_lines_dropped": ingest.repeated_lines,
         "unused_lines_cost_usd": dg.MetadataValue.float(ingest.unused_cost_usd),
         "input_tokens": usage.input_tokens,
         "cached_tokens": usage.cached_tokens,
@@ -154,6 +156,16 @@ def unused_lines_note(ingest: IngestStats, submission_id: str, stage: Stage) -> 
     )
 
 
+def repeated_lines_note(ingest: IngestStats, path) -> str:
+    """Lines of the samples file the merge wrote once, said once rather than dropped silently."""
+    more = " and more" if len(ingest.repeated_ids) == MAX_LINES_NAMED else ""
+    return (
+        f"{path}: {ingest.repeated_lines} lines repeated a line word for word (ids "
+        f"{', '.join(ingest.repeated_ids)}{more}; a file appended twice?): each sample counts once, "
+        "and the file now holds it once"
+    )
+
+
 def sample_preview(records: list[dict], stage: Stage) -> dg.MetadataValue:
     """The first samples with excerpts of their thought or draft (the whole text is in the file)."""
     rows, columns = preview_rows(records, stage)
@@ -174,8 +186,8 @@ def cot_lineage(scenario: str) -> dg.TableColumnLineage:
     source_columns = ["source_dataset", "source_config", "source_split", "source_row"]
     path = source_problems_path(scenario)
     if path.exists():
-        with path.open("rb") as handle:
-            source_columns += [c for c in ("level", "type") if c in pq.read_schema(handle).names]
+        with parquet_file(path) as problems:
+            source_columns += [c for c in ("level", "type") if c in problems.schema_arrow.names]
     return dg.TableColumnLineage(
         {
             "id": _dep("source_problems", "problem_id"),

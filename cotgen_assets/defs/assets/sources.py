@@ -1,14 +1,8 @@
 """`source_problems`: a scenario's problems, decontaminated, as the first asset of its chain."""
 
 import dagster as dg
-import pyarrow.parquet as pq
 
-from cotgen_assets.core.decontamination import (
-    Decontamination,
-    decontaminate,
-    save_decontamination,
-    verify_no_overlap,
-)
+from cotgen_assets.core.decontamination import Decontamination, save_decontamination
 from cotgen_assets.core.scenarios import (
     Scenario,
     ScenarioError,
@@ -16,8 +10,8 @@ from cotgen_assets.core.scenarios import (
     load_benchmarks,
     load_scenarios_and_benchmarks,
 )
-from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.core.storage import atomic_write, read_parquet, source_problems_path
+from cotgen_assets.core.source_writer import overlapping_ids, write_problems
+from cotgen_assets.core.storage import StorageError, source_problems_path
 from cotgen_assets.defs.assets.ui import GROUP, PREVIEW_ROWS, preview_table
 from cotgen_assets.defs.partitions import scenario_partitions
 
@@ -91,32 +85,29 @@ def _overlap_checks(
     "without benchmark problems (GSM8K test, MATH test, MATH-500) or repeats." + _decontamination_note(),
 )
 def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    path = source_problems_path(context.partition_key)
     try:
         scenario = get_scenario(context.partition_key)
         benchmarks = load_benchmarks()
-        problems, dropped, dataset_rows = load_source_problems(scenario)
-        clean, contamination = decontaminate(problems, scenario, benchmarks)
-    except ScenarioError as error:
+        written = write_problems(scenario, benchmarks, path, PREVIEW_ROWS)
+        save_decontamination(scenario.name, written.contamination)
+    except (ScenarioError, StorageError) as error:  # StorageError: a read-only folder, a full disk
         raise dg.Failure(description=str(error)) from None  # the reason as the run's headline
-    path = source_problems_path(scenario.name)
-    with atomic_write(path) as handle:
-        pq.write_table(clean, handle)
-    save_decontamination(scenario.name, contamination)
+    contamination, dropped = written.contamination, written.dropped
     if dropped:
         context.log.warning(
             f"{len(dropped)} matching rows have no reference answer in their solution and were "
             f"left out, since they could never be graded: {dropped}"
         )
     (context.log.info if contamination.decontaminated else context.log.warning)(contamination.note())
-    checked = [benchmarks[name] for name in scenario.decontaminate]
-    overlap = verify_no_overlap(read_parquet(path, columns=["problem_id", "question"]), checked)
+    overlap = overlapping_ids(path, [benchmarks[name] for name in scenario.decontaminate])
     found = contamination.metadata()
     examples = found.pop("contamination_examples")
-    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in clean.schema])
+    schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in written.schema])
     return dg.MaterializeResult(
         metadata={
-            "num_rows": clean.num_rows,
-            "num_matched": problems.num_rows + len(dropped),
+            "num_rows": written.num_rows,
+            "num_matched": written.num_matched,
             "num_dropped_no_answer": len(dropped),
             "dropped_ids": dg.MetadataValue.json(dropped),
             "num_contaminated": found.pop("num_contaminated"),
@@ -129,17 +120,15 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "contamination_rule": found.pop("contamination_rule"),
             "contamination_ngram": found.pop("contamination_ngram"),
             **{key: dg.MetadataValue.json(value) for key, value in found.items()},  # ids, counts by kind
-            "dataset_rows": dataset_rows,
+            "dataset_rows": written.dataset_rows,
             "dataset": scenario.dataset,
             "config": scenario.config or "",
             "split": scenario.split,
             "filters": dg.MetadataValue.json([str(f) for f in scenario.filters]),
             "path": dg.MetadataValue.path(str(path)),
-            "dagster/row_count": clean.num_rows,
+            "dagster/row_count": written.num_rows,
             "dagster/column_schema": schema,
-            "preview": preview_table(
-                clean.slice(0, PREVIEW_ROWS).to_pylist(), ["problem_id", "question", "answer"]
-            ),
+            "preview": preview_table(written.preview, ["problem_id", "question", "answer"]),
         },
         check_results=_overlap_checks(scenario, overlap, contamination),
     )

@@ -1,0 +1,33 @@
+"""The key of one request line, and of one record: which problem, which of its k answers.
+
+Sample 0 keeps the problem id as its key, so a scenario asked once per problem sends and stores
+exactly what it always did; sample s > 0 is `<id>#<s>`. Problem ids are `<scenario>-<source row>`
+with scenario names of `[A-Za-z0-9_-]` (`scenarios.IDENTIFIER`), so an id never holds the separator.
+"""
+
+SEPARATOR = "#"
+MAX_SAMPLES_PER_PROBLEM = 64  # answers per problem: 64 is already past what datasets keep (16)
+
+
+def sample_key(problem_id: str, sample: int) -> str:
+    """The key of answer `sample` (0-based) of `problem_id`."""
+    return problem_id if sample == 0 else f"{problem_id}{SEPARATOR}{sample}"
+
+
+def problem_and_sample(key: str) -> tuple[str, int]:
+    """(problem id, sample) of a key made by `sample_key`."""
+    problem_id, _, sample = key.partition(SEPARATOR)
+    return problem_id, int(sample) if sample else 0
+
+
+def request_key(record: dict) -> str:
+    """The key a CoT/CoD record (or a request's context) was asked under; records written before
+    samples existed have no `sample` and are sample 0."""
+    return sample_key(record["id"], record.get("sample", 0))
+
+
+def validate_samples_per_problem(samples_per_problem: int) -> None:
+    if not 1 <= samples_per_problem <= MAX_SAMPLES_PER_PROBLEM:
+        raise ValueError(
+            f"samples_per_problem must be between 1 and {MAX_SAMPLES_PER_PROBLEM}, got {samples_per_problem}"
+        )
