@@ -13,9 +13,8 @@ import orjson
 from google import genai
 from google.genai import types as genai_types
 
-from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
-from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.gemini_wire import GeminiWire, job_end, job_state
 from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import Limits
@@ -90,18 +89,13 @@ def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
     )
 
 
-class DeveloperWire:
+class DeveloperWire(GeminiWire):
     """The Developer API's batch files: `{"key", "request"}` lines in, `{"key", "response"}` or
     `{"key", "error"}` lines out. No limit on requests per job; input files up to 2 GB."""
 
     name = "developer"
     label = "the Gemini Developer API"
     limits = Limits(max_requests_per_job=None, max_bytes_per_file=2_000_000_000)
-    request_body = staticmethod(gemini_wire.request_body)
-    input_line = staticmethod(gemini_wire.input_line)
-    job_end = staticmethod(gemini_wire.job_end)
-    sent_digest = staticmethod(gemini_wire.sent_digest)
-    read_line = staticmethod(gemini_wire.read_line)
 
 
 WIRE = DeveloperWire()

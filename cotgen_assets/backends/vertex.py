@@ -28,7 +28,7 @@ from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
 from cotgen_assets.backends.config import check_vertex
 from cotgen_assets.backends.developer import create_options, raw_get, timeout_ms
-from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.gemini_wire import GeminiWire, job_end, job_state
 from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
@@ -116,7 +116,7 @@ def _reply(line: dict) -> Reply:
     return gemini_wire.response_reply(line["key"], response)
 
 
-class VertexWire:
+class VertexWire(GeminiWire):
     """Vertex AI's batch files: the Developer API's input lines (Vertex carries the extra `key`
     into the output line), output lines with a `status`. Up to 200,000 requests per job and 1 GB
     per input file."""
@@ -124,10 +124,6 @@ class VertexWire:
     name = "vertex"
     label = "Vertex AI"
     limits = Limits(max_requests_per_job=200_000, max_bytes_per_file=1_000_000_000)
-    request_body = staticmethod(gemini_wire.request_body)
-    input_line = staticmethod(gemini_wire.input_line)
-    job_end = staticmethod(gemini_wire.job_end)
-    sent_digest = staticmethod(gemini_wire.sent_digest)
     read_line = staticmethod(read_line)
 
 
