@@ -225,6 +225,12 @@ def job_end(state: str) -> str:
     return _ENDS.get(state, "")
 
 
+def job_status(state) -> dict[str, str]:
+    """A BatchInfo's `state` (JOB_STATE_*) and `end`, from the API's state name or the SDK's enum."""
+    state = job_state(getattr(state, "value", state))
+    return {"state": state, "end": job_end(state)}
+
+
 class GeminiWire:
     """The batch files of a Gemini API: `{"key", "request"}` lines in (both APIs carry the extra
     `key` into the answer's line), the Developer API's output lines (`read_line`). A subclass
