@@ -13,9 +13,8 @@ import orjson
 from google import genai
 from google.genai import types as genai_types
 
-from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
-from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.gemini_wire import GeminiWire, job_status
 from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import Limits
@@ -57,8 +56,7 @@ def batch_info_from_operation(operation: dict) -> BatchInfo:
     return BatchInfo(
         name=operation.get("name") or metadata.get("name"),
         display_name=metadata.get("displayName"),
-        state=(state := job_state(metadata.get("state"))),
-        end=job_end(state),
+        **job_status(metadata.get("state")),
         model=model.removeprefix("models/") if model else None,
         result_file=output.get("responsesFile"),
         create_time=timestamp(metadata.get("createTime")),
@@ -73,12 +71,10 @@ def batch_info_from_operation(operation: dict) -> BatchInfo:
 
 def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
     """A BatchInfo from the SDK's BatchJob, which carries no counts on the Gemini API."""
-    state = job.state.value if hasattr(job.state, "value") else job.state
     return BatchInfo(
         name=job.name,
         display_name=job.display_name,
-        state=job_state(state),
-        end=job_end(job_state(state)),
+        **job_status(job.state),
         model=job.model.removeprefix("models/") if job.model else None,
         result_file=job.dest.file_name if job.dest else None,
         create_time=timestamp(job.create_time),
@@ -90,18 +86,13 @@ def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
     )
 
 
-class DeveloperWire:
+class DeveloperWire(GeminiWire):
     """The Developer API's batch files: `{"key", "request"}` lines in, `{"key", "response"}` or
     `{"key", "error"}` lines out. No limit on requests per job; input files up to 2 GB."""
 
     name = "developer"
     label = "the Gemini Developer API"
     limits = Limits(max_requests_per_job=None, max_bytes_per_file=2_000_000_000)
-    request_body = staticmethod(gemini_wire.request_body)
-    input_line = staticmethod(gemini_wire.input_line)
-    job_end = staticmethod(gemini_wire.job_end)
-    sent_digest = staticmethod(gemini_wire.sent_digest)
-    read_line = staticmethod(gemini_wire.read_line)
 
 
 WIRE = DeveloperWire()

@@ -28,6 +28,7 @@ from cotgen_assets.core.model_io import (
     OTHER_END,
     PARTIALLY_SUCCEEDED,
     SUCCEEDED,
+    Limits,
     Prompt,
     Reply,
     Usage,
@@ -222,3 +223,24 @@ def job_state(state: str | None) -> str:
 def job_end(state: str) -> str:
     """The neutral end (`model_io.SUCCEEDED`, ...) of a JOB_STATE_*; "" while the job runs."""
     return _ENDS.get(state, "")
+
+
+def job_status(state) -> dict[str, str]:
+    """A BatchInfo's `state` (JOB_STATE_*) and `end`, from the API's state name or the SDK's enum."""
+    state = job_state(getattr(state, "value", state))
+    return {"state": state, "end": job_end(state)}
+
+
+class GeminiWire:
+    """The batch files of a Gemini API: `{"key", "request"}` lines in (both APIs carry the extra
+    `key` into the answer's line), the Developer API's output lines (`read_line`). A subclass
+    names the API and its limits, and reads its own output lines if they differ."""
+
+    name: str
+    label: str
+    limits: Limits
+    request_body = staticmethod(request_body)
+    input_line = staticmethod(input_line)
+    read_line = staticmethod(read_line)
+    job_end = staticmethod(job_end)
+    sent_digest = staticmethod(sent_digest)

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from cotgen_assets.backends.base import CREATE_TIMEOUT_SECONDS, BackendSettings, BatchInfo
+from cotgen_assets.backends.base import BackendSettings, BatchInfo
 from cotgen_assets.backends.config import DEVELOPER, VERTEX, backend_from_env, vertex_from_env
 from cotgen_assets.backends.lifecycle import BatchJobs
 from cotgen_assets.backends.registry import backend_names, make_backend, surely_offline
@@ -33,17 +33,18 @@ class GeminiBatchResource(dg.ConfigurableResource):
     with `base_url`, a local server (the emulator) and the GCS stand-in instead of Google.
     """
 
+    # which backend, then BackendSettings' fields with its defaults (`settings()` hands them over)
     backend: str = DEVELOPER
     api_key: str | None = None
     base_url: str | None = None
-    emulator_url: str = "http://127.0.0.1:8765"
+    emulator_url: str = BackendSettings.emulator_url
     project: str | None = None
-    location: str = "global"
+    location: str = BackendSettings.location
     staging: str | None = None
-    timeout_seconds: float = 30.0
-    create_timeout_seconds: float = CREATE_TIMEOUT_SECONDS
-    max_attempts: int = 6
-    backoff_seconds: float = 1.0
+    timeout_seconds: float = BackendSettings.timeout_seconds
+    create_timeout_seconds: float = BackendSettings.create_timeout_seconds
+    max_attempts: int = BackendSettings.max_attempts
+    backoff_seconds: float = BackendSettings.backoff_seconds
 
     _jobs: Any = PrivateAttr(default=None)
 

@@ -28,7 +28,7 @@ from cotgen_assets.backends import gemini_wire
 from cotgen_assets.backends.base import Backend, BackendSettings, BatchInfo, count, timestamp
 from cotgen_assets.backends.config import check_vertex
 from cotgen_assets.backends.developer import create_options, raw_get, timeout_ms
-from cotgen_assets.backends.gemini_wire import job_end, job_state
+from cotgen_assets.backends.gemini_wire import GeminiWire, job_status
 from cotgen_assets.backends.online import generate_line
 from cotgen_assets.backends.retries import Retrying, logger
 from cotgen_assets.core.model_io import LINE_ERROR, Limits, Reply, Usage
@@ -54,8 +54,7 @@ def batch_info_from_vertex(job: dict) -> BatchInfo:
     return BatchInfo(
         name=job.get("name"),
         display_name=job.get("displayName"),
-        state=(state := job_state(job.get("state"))),
-        end=job_end(state),
+        **job_status(job.get("state")),
         model=model.removeprefix(MODEL_PREFIX) if model else None,
         result_file=(job.get("outputInfo") or {}).get("gcsOutputDirectory"),
         create_time=timestamp(job.get("createTime")),
@@ -71,12 +70,10 @@ def batch_info_from_vertex(job: dict) -> BatchInfo:
 
 def batch_info_from_job(job: genai_types.BatchJob) -> BatchInfo:
     """A BatchInfo from the SDK's BatchJob, as `batches.create` returns it."""
-    state = job.state.value if hasattr(job.state, "value") else job.state
     return BatchInfo(
         name=job.name,
         display_name=job.display_name,
-        state=job_state(state),
-        end=job_end(job_state(state)),
+        **job_status(job.state),
         model=job.model.removeprefix(MODEL_PREFIX) if job.model else None,
         result_file=job.output_info.gcs_output_directory if job.output_info else None,
         create_time=timestamp(job.create_time),
@@ -116,7 +113,7 @@ def _reply(line: dict) -> Reply:
     return gemini_wire.response_reply(line["key"], response)
 
 
-class VertexWire:
+class VertexWire(GeminiWire):
     """Vertex AI's batch files: the Developer API's input lines (Vertex carries the extra `key`
     into the output line), output lines with a `status`. Up to 200,000 requests per job and 1 GB
     per input file."""
@@ -124,10 +121,6 @@ class VertexWire:
     name = "vertex"
     label = "Vertex AI"
     limits = Limits(max_requests_per_job=200_000, max_bytes_per_file=1_000_000_000)
-    request_body = staticmethod(gemini_wire.request_body)
-    input_line = staticmethod(gemini_wire.input_line)
-    job_end = staticmethod(gemini_wire.job_end)
-    sent_digest = staticmethod(gemini_wire.sent_digest)
     read_line = staticmethod(read_line)
 
 

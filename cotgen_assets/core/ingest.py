@@ -117,12 +117,13 @@ def _lines(handle) -> Iterator[tuple[int, bytes]]:
 
 
 class RequestIndex:
-    """Every requested key of a submission's ingested shards -> where its context line is.
+    """Every requested key of a submission's ingested shards -> where its context line and its
+    request line are.
 
-    Kept in a SQLite file in a local `scratch` folder (with the context files, copied there when
-    the data is in a bucket: `os.pread` needs a local file), so that joining results to contexts
-    by key takes the same memory for ten requests or ten million, in any order of the results
-    file. Built anew by each ingestion. In memory: one status byte per request (`UNSEEN`,
+    Kept in a SQLite file in a local `scratch` folder (with the context and request files, copied
+    there when the data is in a bucket: `os.pread` needs a local file), so that joining results
+    to contexts by key takes the same memory for ten requests or ten million, in any order of the
+    results file. Built anew by each ingestion. In memory: one status byte per request (`UNSEEN`,
     `FAILED`, `NEW`).
     """
 
@@ -359,7 +360,7 @@ def _ingest_shard(
             output.flush()
     output.flush()
     state = dict(zip(submission.shards, submission.job_states)).get(shard)
-    if state is None or wire_for(submission.backend).job_end(state) == SUCCEEDED:
+    if state is None or wire.job_end(state) == SUCCEEDED:
         status, reason = MISSING, "no line for this request in the results file"
     else:  # cancelled or partially succeeded: the rest was never run (nor paid), so no try
         status, reason = NOT_RUN, f"its batch job ended {state} before answering it"

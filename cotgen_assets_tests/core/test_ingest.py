@@ -163,6 +163,53 @@ def test_a_partially_succeeded_job_leaves_unanswered_requests_untried(data_dir, 
     assert tries_by_problem("easy", GENERATION) == {"easy-0": 1, "easy-1": 1}
 
 
+def test_hostile_keys_and_a_huge_line_are_never_samples_nor_paths(data_dir, cot_file):
+    """Keys shaped like a path or naming a sample never asked are unknown lines (no record, no
+    file); a line of megabytes is read whole."""
+    submission = make_submission("hostile", list(range(3)), samples=(0, 1))
+    huge = "Let me think it through. " * 400_000  # 10 MB of thought on one line
+    submission.results_path("shard-000").write_bytes(
+        line(response("../x", "0"))
+        + line(response("easy-1#-1", "2"))
+        + line(response("easy-1#999", "2"))  # a sample never asked
+        + line(response("easy-1#0", "2"))  # sample 0's key is the id alone
+        + line(response("easy-2#1", "4", thought=huge))
+        + line(response("easy-0", "0"))
+    )
+
+    stats = ingest_submission(submission, cot_file)
+
+    records = read_jsonl(cot_file)
+    assert sorted((r["id"], r["sample"]) for r in records) == [("easy-0", 0), ("easy-2", 1)]
+    assert next(r for r in records if r["id"] == "easy-2")["cot"].startswith(f"<thought>{huge.strip()}</")
+    outcomes = {o["id"]: o["status"] for o in read_jsonl(submission.folder / "outcomes.jsonl")}
+    assert outcomes == {
+        "easy-0": "ok",
+        "easy-0#1": "missing",
+        "easy-1": "missing",
+        "easy-1#1": "missing",
+        "easy-2": "missing",
+        "easy-2#1": "ok",
+    }
+    assert (stats.unknown_keys, stats.duplicate_keys) == (4, 0)
+    assert not [path for path in data_dir.rglob("x")], "a key is never a path"
+
+
+def test_a_vertex_line_echoing_another_request_is_refused(data_dir, cot_file):
+    """Vertex AI echoes the request of each answer: one that is not the request sent under its key
+    (another question) is never a sample; a line echoing its own request is."""
+    submission = make_submission("echo", list(range(2)), backend="vertex")
+    submission.results_path("shard-000").write_bytes(
+        vertex_line("easy-1", answer="2", request=asking("easy-0")) + vertex_line("easy-0", answer="0")
+    )
+
+    ingest_submission(submission, cot_file)
+
+    assert [r["id"] for r in read_jsonl(cot_file)] == ["easy-0"]
+    outcomes = {o["id"]: o["status"] for o in read_jsonl(submission.folder / "outcomes.jsonl")}
+    assert outcomes == {"easy-0": "ok", "easy-1": "request_mismatch"}
+
+
 # --------------------------------------------------------------------------- killed mid-ingestion
 
 # Runs `ingest_submission` in a real process, which kills itself with SIGKILL at a chosen point.
