@@ -14,8 +14,10 @@ import os
 import socket
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
+from upath import UPath
 
 from cotgen_assets.core.storage import create_if_absent, data_dir
 from cotgen_assets.core.submissions import SubmissionRefused
@@ -44,7 +46,7 @@ def claim_data_folder(instance: dg.DagsterInstance) -> None:
     }
     if create_if_absent(owner_file, json.dumps(claim, indent=2).encode()):
         return
-    owner = json.loads(owner_file.read_bytes())
+    owner = read_claim(owner_file)
     if owner.get("storage_id") != ours:
         raise SubmissionRefused(
             f"the data folder {data_dir()} (COTGEN_DATA_DIR) belongs to another Dagster instance "
@@ -53,3 +55,24 @@ def claim_data_folder(instance: dg.DagsterInstance) -> None:
             "submitted. Use that instance, or give this one its own COTGEN_DATA_DIR, or share one "
             f"storage (Postgres) between them; if that instance is gone for good, delete {owner_file}."
         )
+
+
+def read_claim(owner_file: Path | UPath) -> dict:
+    """The claim in `owner_file`, or SubmissionRefused naming it if it holds none. It is written
+    whole (`create_if_absent`), so only a person or a failing disk damages it; it is left as it is."""
+    try:
+        owner = json.loads(owner_file.read_bytes())
+    except ValueError as error:  # empty, cut short, not UTF-8
+        raise damaged(owner_file, str(error)) from None
+    if not isinstance(owner, dict) or not isinstance(owner.get("storage_id"), str):
+        raise damaged(owner_file, "no storage_id in it")
+    return owner
+
+
+def damaged(owner_file: Path | UPath, problem: str) -> SubmissionRefused:
+    return SubmissionRefused(
+        f"{owner_file} is damaged ({problem}): it says which Dagster storage owns this data folder "
+        "(COTGEN_DATA_DIR); nothing was submitted. If no other Dagster instance uses this folder, "
+        "delete the file (the next submission claims the folder for this one); otherwise put back "
+        "that instance's claim."
+    )

@@ -31,13 +31,18 @@ OUTCOME_KEYS = ("id", "batch", "status", "reason", "cost_usd")  # what ingestion
 STAGE_NAMES = [stage.name for stage in STAGES]  # an attempt's stage is its submission.json's name
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes "²" and "٣", which `int` refuses or reads as 3."""
+    return text.isascii() and text.isdigit()
+
+
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
     """The scenario an id belongs to: ids are `<scenario>-<source row>` (scenario names may hold `-`)."""
     scenarios = load_scenarios() if scenarios is None else scenarios
     matches = [
         s
         for name, s in scenarios.items()
-        if sample_id.startswith(f"{name}-") and sample_id[len(name) + 1 :].isdigit()
+        if sample_id.startswith(f"{name}-") and is_number(sample_id[len(name) + 1 :])
     ]
     if not matches:
         raise LookupError(
@@ -87,7 +92,7 @@ def find_records(path: Path, sample_id: str, stage: Stage) -> list[tuple[int, di
 def parse_query(query: str) -> tuple[str, int | None]:
     """`easy-17` (every sample of the problem) or `easy-17#2` (sample 2 only)."""
     problem, hash_sign, sample = query.strip().partition("#")
-    if hash_sign and not sample.isdigit():
+    if hash_sign and not is_number(sample):
         raise LookupError(f"{query!r}: write ID for every sample or ID#N for one, e.g. easy-17#2")
     return problem, int(sample) if hash_sign else None
 

@@ -141,7 +141,7 @@ METADATA_TYPES = {
     "Text": """accuracy_source rounds_id decontamination contamination_rule dataset config split submission_id
         model prompt_version gemini_endpoint job_state fingerprint preview_id tier""",
     "Path": "path picture_path",
-    "Markdown": "report picture card rounds pass_rates",
+    "Markdown": "report costs picture card rounds pass_rates",
     "Table": "preview contamination_examples",
     "TableSchema": "dagster/column_schema",
     "TableColumnLineage": "dagster/column_lineage",

@@ -1,6 +1,7 @@
 """`problem_preview`: a few problems through synchronous calls, shown before any batch is paid for.
 In-process against the real emulator (its generateContent), on the real GSM8K data."""
 
+import dagster as dg
 import pytest
 
 from cotgen_assets.core.model_io import Usage
@@ -96,3 +97,29 @@ def test_the_first_fill_round_is_sized_from_the_preview(
     meta = pipeline.metadata("generation_batch", "easy")
     assert meta["num_requests"] == asked
     assert meta["accuracy_source"] == ("preview" if previewed else "prior")
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"num_problems": 0}, "num_problems: Input should be greater than or equal to 1, got 0"),
+        ({"num_problems": 51}, "num_problems: Input should be less than or equal to 50, got 51"),
+        ({"concurrency": 17}, "concurrency: Input should be less than or equal to 16, got 17"),
+    ],
+)
+def test_preview_config_out_of_bounds_is_one_failure_naming_it_and_pays_nothing(
+    pipeline, sources, data_dir, config, message
+):
+    sources("easy")
+    result = pipeline.preview("easy", raise_on_error=False, **config)
+    error = result.failure_data_for_node("problem_preview").error
+    assert error.cls_name == "Failure" and error.message.strip().endswith(message), error.message
+    assert not (data_dir / "easy" / "previews").exists() and not (data_dir / "preview_easy.jsonl").exists()
+
+
+def test_a_tier_that_does_not_exist_is_refused_before_the_run_naming_the_tiers(pipeline, sources, data_dir):
+    sources("easy")
+    with pytest.raises(dg.DagsterInvalidConfigError, match="tier") as refused:
+        pipeline.preview("easy", tier="premium")
+    assert "standard" in str(refused.value) and "flex" in str(refused.value)
+    assert not (data_dir / "easy" / "previews").exists()

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets_tests.harness.cli import dagster_materialize
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 
@@ -80,3 +81,28 @@ def test_two_homes_on_one_data_folder_pay_once_and_the_other_is_refused(
     records = read_jsonl(data_dir / "cot_medium.jsonl")
     assert len(records) == batch["num_requests"] >= LIMIT, "every answer of the paid batch ingested"
     assert {record["generation"]["batch"] for record in records} == {jobs[0].name}
+
+
+@pytest.mark.parametrize("damage", ["", '{"storage_id": "ab', "[]"])
+def test_a_damaged_owner_file_is_refused_naming_it_and_nothing_is_submitted(
+    tmp_path, emulator, sources, data_dir, damage
+):
+    """An emptied, cut-short or rewritten `dagster_storage.json`: one line naming it, nothing paid."""
+    sources("medium")
+    owner_file = data_dir / "dagster_storage.json"
+    owner_file.write_text(damage)
+
+    run = dagster_materialize(
+        tmp_path / "home",
+        "generation_batch",
+        "medium",
+        {"limit": LIMIT, "ask": "missing"},
+        COTGEN_GEMINI_BASE_URL=emulator.base_url,
+        GEMINI_API_KEY="",
+    )
+    assert run.returncode != 0, run.stdout[-2000:]
+    output = run.stdout + run.stderr
+    assert f"{owner_file} is damaged" in output, output[-3000:]
+    assert "JSONDecodeError" not in output and "AttributeError" not in output, output[-3000:]
+    assert list(GeminiBatchResource(base_url=emulator.base_url).list_batches()) == [], "nothing submitted"
+    assert owner_file.read_text() == damage, "the file is left for a person to look at"

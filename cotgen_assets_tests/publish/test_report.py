@@ -23,6 +23,9 @@ from cotgen_assets_tests.harness.publish import table_rows
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
 pytestmark = pytest.mark.pipeline
+UI_INLINE_MARKDOWN = (
+    1000  # Dagster's UI shows shorter markdown metadata inline, longer behind [Show Markdown]
+)
 
 
 @pytest.fixture(scope="module")
@@ -153,13 +156,16 @@ def test_asset_metadata_totals_match_the_records(chain):
 
 def test_markdown_table_reads_like_the_records(chain):
     data, metadata = chain
+    assert len(metadata["report"]) < UI_INLINE_MARKDOWN, "the UI shows `report` inline, not behind a button"
     rows = table_rows(metadata["report"])
+    costs = table_rows(metadata["costs"])
     easy, medium = expected(data, "easy"), expected(data, "medium")
     assert rows["header"] == ["**easy**", "**medium**", "**hard**", "**all**"]
     assert rows["CoT samples"] == ["8", "3", "0", "11"]
     assert rows["CoD samples"] == ["8", "0", "0", "8"]
-    assert rows["CoT thinking tokens"][0] == f"{easy['cot_thinking']:,}"
-    assert rows["CoT cost (USD)"][1] == f"${medium['cot_cost']:,.4f}"
+    assert costs["header"] == rows["header"]
+    assert costs["CoT thinking tokens"][0] == f"{easy['cot_thinking']:,}"
+    assert costs["CoT cost (USD)"][1] == f"${medium['cot_cost']:,.4f}"
     assert rows["CoD accuracy"][1:3] == ["–", "–"], "no CoD samples: no accuracy, not 0%"
     assert (
         rows["CoD-to-CoT token ratio (draft / thought)"][0]
@@ -189,6 +195,7 @@ def test_report_of_an_empty_data_dir(tmp_path, monkeypatch):
     built = report.build_report()
     assert [f.cot.num_samples for f in built.figures] == [0, 0, 0]
     assert table_rows(built.table)["CoT accuracy"] == ["–"] * 4
+    assert len(built.table) < UI_INLINE_MARKDOWN, "the UI shows `report` inline, not behind a button"
     assert built.picture == data_dir() / "report" / "dataset_report.png" and built.picture.exists()
 
 

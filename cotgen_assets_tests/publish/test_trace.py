@@ -162,3 +162,27 @@ def test_cli_unknown_id_exits_1_with_a_clear_message(chain, unknown, message):
     assert "Traceback" not in result.stderr
     with pytest.raises(LookupError, match="unknown id"):
         trace(unknown)
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("{id}#-1", "'{id}#-1': write ID for every sample or ID#N for one, e.g. easy-17#2"),
+        ("{id}#abc", "'{id}#abc': write ID for every sample or ID#N for one"),
+        ("{id}#", "'{id}#': write ID for every sample or ID#N for one"),
+        ("{id}#²", "'{id}#²': write ID for every sample or ID#N for one"),  # isdigit(), yet no int
+        ("{id}#999", "'{id}' has no sample 999: its samples are ["),
+        ("../{id}", "unknown id '../{id}': ids look like <scenario>-<source row>"),
+        (
+            "easy-../../etc/passwd",
+            "unknown id 'easy-../../etc/passwd': ids look like <scenario>-<source row>",
+        ),
+        ("", "unknown id '': ids look like <scenario>-<source row>"),
+    ],
+)
+def test_cli_hostile_query_is_one_clear_line(chain, query, message):
+    sample_id = retried_id(chain)
+    result = run_cli("trace", query.format(id=sample_id), data=chain)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith(f"cotgen: {message.format(id=sample_id)}"), result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

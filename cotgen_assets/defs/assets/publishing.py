@@ -40,6 +40,7 @@ def dataset_report(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.md(report.table),
+            "costs": dg.MetadataValue.md(report.costs),
             "rounds": dg.MetadataValue.md(report.rounds),
             "picture": dg.MetadataValue.md(
                 markdown_image(report.png, "thought vs draft tokens per scenario")

@@ -88,7 +88,7 @@ def launch_results_when_ended(
     state = overall_state([job.state for job in jobs]) if jobs else "QUEUED"
     started = min((job.create_time for job in jobs if job.create_time), default=now)
     age = (now - started).total_seconds()
-    report_progress(outcome, cursor, stage, partition, batch, submission, jobs, states, age)
+    report_progress(outcome, cursor, stage, partition, batch, submission, jobs, states, state, age)
     if all(job.done for job in jobs) and not queued:
         launch.tags["cotgen/job_state"] = state
         cursor.results_runs[stage_partition] = runs = Runs(key=launch.key)
@@ -126,12 +126,12 @@ def report_progress(
     submission: Submission,
     jobs: list,
     states: dict[str, str],
+    state: str,
     age: float,
 ) -> None:
     """An observation on the batch asset whenever a tick sees its jobs' state or counts change, so
     the asset's plots show the batch moving: jobs created / queued / running / done, requests done
     of total, age, round."""
-    state = overall_state([job.state for job in jobs]) if jobs else "QUEUED"
     done = sum((job.succeeded_count or 0) + (job.failed_count or 0) for job in jobs)
     total = submission.num_requests or sum(job.request_count or 0 for job in jobs)
     counts = job_counts(submission, states)
@@ -139,21 +139,19 @@ def report_progress(
     if cursor.progress.get(f"{stage.name}|{partition}") == list(seen):
         return
     cursor.progress[f"{stage.name}|{partition}"] = list(seen)
-    outcome.observations.append(
-        dg.AssetObservation(
-            asset_key=dg.AssetKey(stage.batch_asset),
-            partition=partition,
-            metadata={
-                "job_state": state,
-                **counts,
-                "requests_done": done,
-                "requests_total": total,
-                "share_done": done / total if total else 0.0,
-                "age_minutes": age / 60,
-                "round": batch.get("round") or 0,
-                "submission_id": batch["submission_id"],
-            },
-        )
+    outcome.observe(
+        stage.batch_asset,
+        partition,
+        {
+            "job_state": state,
+            **counts,
+            "requests_done": done,
+            "requests_total": total,
+            "share_done": done / total if total else 0.0,
+            "age_minutes": age / 60,
+            "round": batch.get("round") or 0,
+            "submission_id": batch["submission_id"],
+        },
     )
 
 
@@ -177,15 +175,8 @@ def report_stale_once(
         f"materialize {stage.batch_asset} again (nothing is lost or paid twice)"
     )
     outcome.messages.append(f"{stage_partition}: STALE: {advice}")
-    outcome.observations.append(
-        dg.AssetObservation(
-            asset_key=dg.AssetKey(stage.batch_asset),
-            partition=partition,
-            metadata={
-                "stale": True,
-                "pending_hours": age / 3600,
-                "job_state": state,
-                "advice": advice,
-            },
-        )
+    outcome.observe(
+        stage.batch_asset,
+        partition,
+        {"stale": True, "pending_hours": age / 3600, "job_state": state, "advice": advice},
     )

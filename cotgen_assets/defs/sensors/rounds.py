@@ -115,18 +115,16 @@ def report_rounds_end(
         outcome.messages.append(f"{stage_partition}: AUTO-FILL CANCELLED: {text}. To go on: {advice}")
     else:
         outcome.alerts.append(f"{stage_partition}: AUTO-FILL ENDED SHORT: {text}. To go on: {advice}")
-    outcome.observations.append(
-        dg.AssetObservation(
-            asset_key=dg.AssetKey(GENERATION.batch_asset),
-            partition=partition,
-            metadata={
-                "auto_fill_ended": why,
-                "rounds_used": number,
-                "num_good": num_good,
-                "limit": limit,
-                "spent_usd": float(spent),
-                "reason": text,
-                "advice": advice,
-            },
-        )
+    outcome.observe(
+        GENERATION.batch_asset,
+        partition,
+        {
+            "auto_fill_ended": why,
+            "rounds_used": number,
+            "num_good": num_good,
+            "limit": limit,
+            "spent_usd": float(spent),
+            "reason": text,
+            "advice": advice,
+        },
     )

@@ -40,6 +40,12 @@ class TickOutcome:
     observations: list = field(default_factory=list)
     alerts: list = field(default_factory=list)  # given up: logged as errors
 
+    def observe(self, asset: str, partition: str, metadata: dict) -> None:
+        """Record `metadata` as an observation on one partition of `asset`."""
+        self.observations.append(
+            dg.AssetObservation(asset_key=dg.AssetKey(asset), partition=partition, metadata=metadata)
+        )
+
 
 @dataclass
 class Launch:
@@ -125,21 +131,19 @@ def report_end(
         f"{slot}: {launch.headline}{headline}: {launch.job_name} for {launch.subject} failed in "
         f"run {run_id}: {reason}. To go on: {launch.advice}"
     )
-    outcome.observations.append(
-        dg.AssetObservation(
-            asset_key=dg.AssetKey(launch.asset),
-            partition=launch.partition,
-            metadata={
-                "run_failed": True,
-                "retried": not refused,
-                "attempts": tried,
-                "last_run": dg.MetadataValue.dagster_run(run_id),
-                "job": launch.job_name,
-                "about": launch.subject,
-                "reason": reason,
-                "advice": launch.advice,
-            },
-        )
+    outcome.observe(
+        launch.asset,
+        launch.partition,
+        {
+            "run_failed": True,
+            "retried": not refused,
+            "attempts": tried,
+            "last_run": dg.MetadataValue.dagster_run(run_id),
+            "job": launch.job_name,
+            "about": launch.subject,
+            "reason": reason,
+            "advice": launch.advice,
+        },
     )
 
 
