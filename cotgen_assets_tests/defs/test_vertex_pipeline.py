@@ -17,43 +17,14 @@ from cotgen_assets import cli
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.backends.vertex import OFFLINE_TOKEN
 from cotgen_assets_tests.harness.dagster import wait_for
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.gcs import BUCKET
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
-pytestmark = pytest.mark.pipeline
+# The assets stage through gcsfs in this process.
+pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("gcs_env")]
 
-BUCKET = "cotgen-vertex"
 LOCATION = "us-central1"
 FAKE_KEY = "AIzaSyFAKE-cotgen-Pipeline-Canary-77aa01"  # a Developer API key Vertex AI must never use
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in server.env().items():
-            env.setenv(name, value)
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def emu(gcs, tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("vertex") / "emulator", env=gcs.env())
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(emu):
-    emu.set_faults(reset=True)
-    yield
-    emu.release()
 
 
 @pytest.fixture

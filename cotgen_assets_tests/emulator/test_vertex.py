@@ -20,9 +20,8 @@ from google.genai import errors, types
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
 from cotgen_assets_tests.harness.dagster import wait_for
 from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
-from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.gcs import BUCKET
 
-BUCKET = "vertex-bkt"
 PROJECT, LOCATION = "test-proj", "us-central1"
 MODEL = "gemini-3.1-pro-preview"
 TOKEN = "vertex-token-5c1e77"  # must never show up in the emulator's log
@@ -35,33 +34,6 @@ TERMINAL = {
     S.JOB_STATE_CANCELLED,
     S.JOB_STATE_EXPIRED,
 }
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def emu(gcs, tmp_path_factory):
-    """One emulator for the module, told only where the stand-in is, as a user would."""
-    state_dir = tmp_path_factory.mktemp("vertex") / "emulator"
-    emulator = start_emulator(state_dir, latency=0.0, env={"STORAGE_EMULATOR_HOST": gcs.url})
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(emu):
-    emu.set_faults(reset=True)
-    yield
-    emu.release()
 
 
 @pytest.fixture
@@ -495,7 +467,7 @@ def test_a_missing_output_config_is_refused(emu, client, bucket):
     [
         ({"format": "jsonl", "gcs_uri": ["s3://elsewhere/in.jsonl"]}, "s3://elsewhere/in.jsonl"),
         ("bq://proj.dataset.table", "bigquery"),
-        ("gs://vertex-bkt/refuse-source/none.jsonl", "gs://vertex-bkt/refuse-source/none.jsonl"),
+        (f"gs://{BUCKET}/refuse-source/none.jsonl", f"gs://{BUCKET}/refuse-source/none.jsonl"),
     ],
 )
 def test_a_source_outside_gs_or_missing_is_refused_naming_it(emu, client, src, said):

@@ -17,6 +17,7 @@ from pathlib import Path
 from cotgen_assets_tests.harness.dagster import free_port, wait_for
 
 BIN = Path(sys.executable).with_name("gcp-storage-emulator")
+BUCKET = "cotgen"  # the bucket of the `gcs` fixture's stand-in
 
 
 class GcsServer:
