@@ -6,7 +6,6 @@ the files; the last ones check that `records` is the only description of a recor
 
 import shutil
 
-import dagster as dg
 import datasets
 import orjson
 import pyarrow as pa
@@ -19,8 +18,7 @@ from cotgen_assets.defs.assets.samples import column_schema
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import export
 from cotgen_assets_tests.harness.dagster import ROOT, wait_for
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline
+from cotgen_assets_tests.harness.pipeline import Pipeline, chain_pipeline
 
 pytestmark = pytest.mark.pipeline
 
@@ -48,18 +46,12 @@ def run_next(pipeline: Pipeline, job_name: str, partitions) -> None:
 def data(tmp_path_factory):
     """Data dir after the whole chain ran for `easy` and `medium`."""
     root = tmp_path_factory.mktemp("records")
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        env.setenv("COTGEN_DATA_DIR", str(root / "data"))
-        emulator = start_emulator(root / "emulator", latency=0.0)
-        try:
-            pipeline = Pipeline(instance, emulator.base_url)
-            for partition in PARTITIONS:
-                pipeline.materialize([source_problems], partition)
-                pipeline.submit_generation(partition, limit=LIMIT, ask="missing")
-            run_next(pipeline, "generation_results_job", PARTITIONS)
-            run_next(pipeline, "summarization_results_job", PARTITIONS)
-        finally:
-            emulator.stop()
+    with chain_pipeline(root) as (pipeline, _, _):
+        for partition in PARTITIONS:
+            pipeline.materialize([source_problems], partition)
+            pipeline.submit_generation(partition, limit=LIMIT, ask="missing")
+        run_next(pipeline, "generation_results_job", PARTITIONS)
+        run_next(pipeline, "summarization_results_job", PARTITIONS)
     return root / "data"
 
 

@@ -39,8 +39,7 @@ from cotgen_assets.publish.card import (
     dataset_card,
 )
 from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.pipeline import chain_pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
@@ -81,26 +80,20 @@ def chain(tmp_path_factory):
     opted_out = base / "scenarios-no-decontamination.yaml"
     text = DEFAULT_SCENARIOS_FILE.read_text()
     opted_out.write_text(text.replace("    suffix: easy\n", "    suffix: easy\n    decontaminate: []\n", 1))
-    emulator = start_emulator(base / "emulator", latency=0.0)
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        env.setenv("COTGEN_DATA_DIR", str(base / "data"))
+    with chain_pipeline(base) as (pipeline, _, env):
         env.setenv("COTGEN_SCENARIOS_FILE", str(opted_out))
         env.delenv("COTGEN_HF_REPO", raising=False)
         env.delenv("HF_TOKEN", raising=False)
-        pipeline = Pipeline(instance, emulator.base_url)
-        try:
-            for scenario, limit in (("easy", 24), ("hard", 4)):
-                pipeline.materialize([source_problems], scenario)
-                pipeline.submit_generation(scenario, limit=limit, ask="missing")
-            pipeline.drain()
-            env.setenv("COTGEN_SCENARIOS_FILE", str(DEFAULT_SCENARIOS_FILE))
-            pipeline.materialize([source_problems], "easy")  # decontaminated now: easy-20 out
-            plant_wrong_answer(base / "data" / "cot_easy.jsonl", PLANTED)
-            result = materialize_export(instance)
-            assert result.success
-            yield base / "data", instance, pipeline, export_metadata(result)
-        finally:
-            emulator.stop()
+        for scenario, limit in (("easy", 24), ("hard", 4)):
+            pipeline.materialize([source_problems], scenario)
+            pipeline.submit_generation(scenario, limit=limit, ask="missing")
+        pipeline.drain()
+        env.setenv("COTGEN_SCENARIOS_FILE", str(DEFAULT_SCENARIOS_FILE))
+        pipeline.materialize([source_problems], "easy")  # decontaminated now: easy-20 out
+        plant_wrong_answer(base / "data" / "cot_easy.jsonl", PLANTED)
+        result = materialize_export(pipeline.instance)
+        assert result.success
+        yield base / "data", pipeline.instance, pipeline, export_metadata(result)
 
 
 @pytest.fixture(autouse=True)
