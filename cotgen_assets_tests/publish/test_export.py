@@ -10,9 +10,7 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 import json
 import re
 import shutil
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -39,6 +37,7 @@ from cotgen_assets.publish.card import (
     dataset_card,
 )
 from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
+from cotgen_assets_tests.harness.http import JsonHandler, LocalHttpServer
 from cotgen_assets_tests.harness.pipeline import chain_pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
@@ -347,25 +346,14 @@ def test_push_refuses_without_token_offline_or_empty(chain, tmp_path, monkeypatc
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
 
 
-class HubStandIn:
+class HubStandIn(LocalHttpServer):
     """Answers the few Hub API calls a commit makes, and records them (nothing leaves the machine)."""
 
     def __init__(self, refuse_create: bool = False):
         self.calls = []
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def answer(self, body, status: int = 200):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self):
                 stand_in.calls.append(("GET", self.path, dict(self.headers), b""))
                 if refuse_create:  # asked whether the repo exists after all
@@ -403,13 +391,7 @@ class HubStandIn:
                 else:
                     self.answer({})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def online_copy(folder: Path, target: Path) -> Path:
