@@ -127,6 +127,13 @@ def check_messages(record: dict, text_field: str) -> None:
     ]
 
 
+def check_tagged(text: str, tag: str) -> None:
+    """`<tag>` reasoning `</tag>` on its own line, then the answer: neither part empty."""
+    inner, separator, answer = text.partition(f"</{tag}>\n")
+    assert text.startswith(f"<{tag}>") and separator
+    assert inner.removeprefix(f"<{tag}>").strip() and answer.strip()
+
+
 @pytest.mark.parametrize("partition", PARTITIONS)
 def test_cot_records_carry_every_field(data, partition):
     records = raw(data / f"cot_{partition}.jsonl")
@@ -134,9 +141,7 @@ def test_cot_records_carry_every_field(data, partition):
     for record in records:
         check_common(record, partition)
         check_messages(record, "cot")
-        thought, separator, answer = record["cot"].partition("</thought>\n")
-        assert record["cot"].startswith("<thought>") and separator
-        assert thought.removeprefix("<thought>").strip() and answer.strip()
+        check_tagged(record["cot"], "thought")
         assert record["cot"].count("<thought>") == record["cot"].count("</thought>") == 1
         assert record["generation"]["usage"]["thinking_tokens"] > 0
     assert sum(r["correct"] for r in records) >= LIMIT - 1, "the emulator answers with the reference"
@@ -150,9 +155,7 @@ def test_cod_records_carry_every_field_and_their_cot_lineage(data, partition):
     for record in records:
         check_common(record, partition)
         check_messages(record, "cod")
-        draft, separator, answer = record["cod"].partition("</draft>\n")
-        assert record["cod"].startswith("<draft>") and separator
-        assert draft.removeprefix("<draft>").strip() and answer.strip()
+        check_tagged(record["cod"], "draft")
         check_lineage(record["summarization"], "cod-sum-v1")
         source_cot = cot[record["id"]]
         for field in ("scenario", "question", "answer", "source", "generation"):
