@@ -52,6 +52,18 @@ def vertex_resource(emu, staging: str) -> GeminiBatchResource:
     )
 
 
+def vertex_env(emu, project: str, staging: str) -> dict[str, str]:
+    """What a user sets for Vertex AI (the emulator standing in), as `cotgen` and the code location
+    read it: the settings `vertex_resource` passes in directly."""
+    return {
+        "COTGEN_GEMINI_BACKEND": "vertex",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "GOOGLE_CLOUD_LOCATION": LOCATION,
+        "COTGEN_VERTEX_STAGING": staging,
+        "COTGEN_GEMINI_BASE_URL": emu.base_url,
+    }
+
+
 @pytest.fixture
 def vertex(instance, emu, data_dir, staging):
     pipeline = Pipeline(instance, emu.base_url)
@@ -184,14 +196,7 @@ def test_cotgen_cancel_cancels_a_vertex_job_and_the_next_fill_asks_again(
         batch = pipeline.metadata("generation_batch", "easy")
         [name] = batch["batch_names"]
 
-        for variable, value in {
-            "DAGSTER_HOME": str(home),
-            "COTGEN_GEMINI_BACKEND": "vertex",
-            "GOOGLE_CLOUD_PROJECT": project,
-            "GOOGLE_CLOUD_LOCATION": LOCATION,
-            "COTGEN_VERTEX_STAGING": staging,
-            "COTGEN_GEMINI_BASE_URL": emu.base_url,
-        }.items():
+        for variable, value in {"DAGSTER_HOME": str(home), **vertex_env(emu, project, staging)}.items():
             monkeypatch.setenv(variable, value)
         assert cli.main(["cancel", "easy", "generation"]) == 0
         assert f"cancelled ['{name}']" in capsys.readouterr().out
@@ -215,15 +220,8 @@ def test_no_credential_is_written_anywhere(
     caplog.set_level(logging.DEBUG)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    for variable, value in {
-        "GEMINI_API_KEY": FAKE_KEY,
-        "GOOGLE_API_KEY": FAKE_KEY,
-        "COTGEN_GEMINI_BACKEND": "vertex",
-        "GOOGLE_CLOUD_PROJECT": project,
-        "GOOGLE_CLOUD_LOCATION": LOCATION,
-        "COTGEN_VERTEX_STAGING": staging,
-        "COTGEN_GEMINI_BASE_URL": emu.base_url,
-    }.items():
+    keys = {"GEMINI_API_KEY": FAKE_KEY, "GOOGLE_API_KEY": FAKE_KEY}
+    for variable, value in {**keys, **vertex_env(emu, project, staging)}.items():
         monkeypatch.setenv(variable, value)
     sources("easy")
     with dg.DagsterInstance.local_temp(str(home)) as instance:
