@@ -25,11 +25,8 @@ def datasets_cache(tmp_path_factory):
 @pytest.fixture
 def emulator(tmp_path):
     """A fresh `cotgen-emulator` process (latency 0, state in tmp_path), stopped afterwards."""
-    emu = start_emulator(tmp_path / "emulator", latency=0.0)
-    try:
+    with start_emulator(tmp_path / "emulator", latency=0.0) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 # --------------------------------------------------------------------------- GCS and Vertex AI
@@ -58,11 +55,8 @@ def vertex_emulator(gcs, tmp_path_factory):
     """One emulator for the module's Vertex AI jobs, told only where the GCS stand-in is, as a user
     would tell it."""
     state_dir = tmp_path_factory.mktemp("vertex") / "emulator"
-    emulator = start_emulator(state_dir, env={"STORAGE_EMULATOR_HOST": gcs.url})
-    try:
+    with start_emulator(state_dir, env={"STORAGE_EMULATOR_HOST": gcs.url}) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture
