@@ -13,6 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The assets from the sources to CoD, each the one before's only upstream, as the UI draws them.
+CHAIN = (
+    "source_problems",
+    "generation_batch",
+    "generation_results",
+    "cot_samples",
+    "summarization_batch",
+    "summarization_results",
+    "cod_samples",
+)
 
 
 def free_port() -> int:
