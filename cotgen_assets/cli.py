@@ -49,10 +49,12 @@ def dagster_home(refused: str = "") -> str:
 
 
 def cancel(scenario: str, stage: Stage) -> str:
-    """Cancel every job of the stage's pending submission; the sensor then ingests what finished."""
+    """Cancel every job of the stage's pending submission and drop its queued shards (never created);
+    the sensor then ingests what finished."""
     import dagster as dg
 
     from cotgen_assets.backends.resource import GeminiError, gemini_from_env
+    from cotgen_assets.core.queue import drop_queue
     from cotgen_assets.core.scenarios import get_scenario
     from cotgen_assets.core.storage import data_dir
     from cotgen_assets.defs.history import pending_submission, submitted_metadata, unsaved_results_message
@@ -71,10 +73,12 @@ def cancel(scenario: str, stage: Stage) -> str:
     if submission is None:
         return f"no {stage.name} batch of scenario {scenario!r} is in flight: nothing to cancel"
     gemini = gemini_from_env()
+    dropped = drop_queue(submission)
     try:
-        jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in submission.batch_names]
+        names = [name for name in submission.batch_names if name]
+        jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in names]
         live = [job.name for job in jobs if not job.done]
-        if not live:
+        if not live and not dropped:
             return "nothing to cancel: " + unsaved_results_message(
                 submission, ", ".join(f"{j.name} ({j.state})" for j in jobs)
             )
@@ -83,7 +87,9 @@ def cancel(scenario: str, stage: Stage) -> str:
     except GeminiError as error:
         raise ApiUnavailable(str(error)) from None
     return (
-        f"cancelled {live} (submission {submission.submission_id}); "
+        f"cancelled {live}"
+        + (f" and dropped {dropped} queued shard(s), never created," if dropped else "")
+        + f" (submission {submission.submission_id}); "
         "batch_completion_sensor records the cancellation, keeps any finished results and ends an "
         "auto_fill run of rounds; "
         "materialize the batch asset again to resubmit what is missing"

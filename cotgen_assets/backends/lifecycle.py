@@ -14,10 +14,23 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from google.genai import errors as genai_errors
+
 from cotgen_assets.backends.base import Backend, BatchInfo
 from cotgen_assets.backends.online import online_batch_info
+from cotgen_assets.backends.polling import project_in_flight
 from cotgen_assets.backends.retries import GeminiError, logger, may_have_run
 from cotgen_assets.core.online_round import is_online
+from cotgen_assets.core.queue import (
+    DROPPED,
+    QUEUED,
+    InFlight,
+    Quota,
+    QuotaFull,
+    now_iso,
+    queued_shards,
+    shard_tokens,
+)
 from cotgen_assets.core.submissions import Submission, refuse_foreign_job
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,6 +63,7 @@ class BatchJobs:
         failure it looks for the job by display name for up to the create timeout before creating
         again, and after any retried create it keeps the oldest job of that name and cancels the
         others (`_keep_oldest`).
+        A 429 RESOURCE_EXHAUSTED means the batch quota is full: `QuotaFull`, at once, nothing made.
         """
         retried = False
 
@@ -59,9 +73,19 @@ class BatchJobs:
             grace = self.backend.create_timeout_seconds if may_have_run(failure) else 0.0
             return self._await_job(display_name, grace)
 
+        def create() -> BatchInfo:
+            try:
+                return self.backend.create(model.removeprefix("models/"), source, display_name)
+            except genai_errors.APIError as error:
+                if error.code == 429:  # not retried: the quota stays full until a job ends
+                    raise QuotaFull(
+                        f"create of batch {display_name!r}: {self.retrying.explain(error)}"
+                    ) from None
+                raise
+
         info = self.retrying.call(
             f"create of batch {display_name!r}",
-            lambda: self.backend.create(model.removeprefix("models/"), source, display_name),
+            create,
             on_transient=find_lost_create,
         )
         if retried:
@@ -234,8 +258,15 @@ def _log_not_reused(other: BatchInfo, display_name: str) -> None:
 # --------------------------------------------------------------------------- submissions
 
 
-def submit(submission: Submission, jobs: BatchJobs, sent_by: str = "outside a run") -> list[BatchInfo]:
-    """Send every shard once; returns each shard's job, `reused` when its display name had one already.
+def submit(
+    submission: Submission,
+    jobs: BatchJobs,
+    sent_by: str = "outside a run",
+    quota: Quota | None = None,
+) -> list[BatchInfo]:
+    """Send every shard once, as far as the batch quotas allow; returns the jobs created (or reused,
+    `reused`, when their display name had one already). The rest stay queued in the submission, for
+    the sensor to send as earlier jobs end (`send_queued`).
     A shard an online round answered (`core.online_round`) keeps its online name and is not sent.
 
     Who sends it (`sent_by`, a run id) is saved before the first upload, so that if that run dies
@@ -248,19 +279,58 @@ def submit(submission: Submission, jobs: BatchJobs, sent_by: str = "outside a ru
     online = {
         shard: name for shard, name in zip(submission.shards, submission.batch_names) if is_online(name)
     }
-    submission.sent_by, submission.batch_names, submission.backend = sent_by, [], jobs.backend.name
+    submission.sent_by, submission.backend = sent_by, jobs.backend.name
+    submission.batch_names = [online.get(shard, QUEUED) for shard in submission.shards]
+    submission.queued_at = submission.dequeued_at = ""
+    _record_jobs(submission)
+    answered = [online_batch_info(name) for name in online.values()]
+    for job in answered:  # ended: they hold no quota
+        submission.live_states[submission.batch_names.index(job.name)] = job.end
     submission.save()
-    sent_jobs = [
-        online_batch_info(online[shard]) if shard in online else _send(submission, jobs, shard, display_name)
-        for shard, display_name in zip(submission.shards, submission.display_names)
-    ]
-    submission.batch_names = [job.name for job in sent_jobs]
+    sent_jobs = answered + send_queued(submission, jobs, project_in_flight(jobs), quota or Quota.from_env())
     for shard, name in zip(submission.shards, submission.batch_names):
-        if before.get(shard, name) != name:
+        if before.get(shard, name) != name:  # an earlier job's answers, already ingested
             submission.results_path(shard).unlink(missing_ok=True)
-    _record_jobs(submission, sent_jobs)
-    submission.save()
     return sent_jobs
+
+
+def send_queued(submission: Submission, jobs: BatchJobs, held: InFlight, quota: Quota) -> list[BatchInfo]:
+    """Create the jobs of the submission's queued shards, in order, while `held` (the project's jobs
+    in flight, counted up as jobs are made) stays inside `quota`; each job is recorded at once.
+
+    Stops at the first shard that does not fit, or that the API refuses as over quota (its count
+    is fuller than the folder's, e.g. another project's work): the rest stay queued, oldest first.
+    """
+    created = []
+    for shard in queued_shards(submission):
+        tokens = shard_tokens(submission, shard)
+        if not held.fits(quota, submission.model, tokens):
+            break
+        index = submission.shards.index(shard)
+        try:
+            job = _send(submission, jobs, shard, submission.display_names[index])
+        except QuotaFull as full:
+            logger.info("%s stays queued: %s", submission.display_names[index], full)
+            held.refused()
+            break
+        created.append(job)
+        held.add(submission.model, tokens)
+        submission.batch_names[index] = job.name
+        submission.job_inputs[index] = job.source or ""
+        submission.live_states[index] = job.end
+        submission.save()
+    _note_queue(submission)
+    return created
+
+
+def _note_queue(submission: Submission) -> None:
+    """When the submission first waited on the quota, and when its last waiting shard got a job."""
+    waiting = bool(queued_shards(submission))
+    if waiting and not submission.queued_at:
+        submission.queued_at = now_iso()
+    elif not waiting and submission.queued_at and not submission.dequeued_at:
+        submission.dequeued_at = now_iso()
+    submission.save()
 
 
 def _send(submission: Submission, jobs: BatchJobs, shard: str, display_name: str) -> BatchInfo:
@@ -274,10 +344,12 @@ def _send(submission: Submission, jobs: BatchJobs, shard: str, display_name: str
     )
 
 
-def _record_jobs(submission: Submission, sent: list[BatchInfo]) -> None:
-    """Each shard's job from now on: no end state or answers yet, and the request file it reads."""
+def _record_jobs(submission: Submission) -> None:
+    """From now on, no job has ended or answered; per shard, the request file its job reads."""
+    count = len(submission.shards)
     submission.job_states, submission.job_outputs = [], []
-    submission.job_inputs = [job.source or "" for job in sent]
+    submission.job_inputs, submission.live_states = [""] * count, [""] * count
+    submission.queue_dropped = False
 
 
 def adopt(submission: Submission, jobs: BatchJobs, sent_by: str) -> list[BatchInfo] | None:
@@ -286,9 +358,10 @@ def adopt(submission: Submission, jobs: BatchJobs, sent_by: str) -> list[BatchIn
     Each shard's job is the one saved for it, else the one with its display name (whose content
     hash proves it is for these very requests). None when no job of it exists: it was never
     sent, and is marked so (its run is over: none can appear). Shards the dead run did not get to
-    create are sent now, once.
+    create are queued, and sent now as far as the quota allows.
     """
-    saved = dict(zip(submission.display_names, submission.batch_names))  # none if it died creating
+    # none if it died creating; a queued shard's name is ""
+    saved = {shown: name for shown, name in zip(submission.display_names, submission.batch_names) if name}
     found = [
         (_saved_job(jobs, saved[name], name) if name in saved else None) or jobs.find_batch(name)
         for name in submission.display_names
@@ -297,15 +370,15 @@ def adopt(submission: Submission, jobs: BatchJobs, sent_by: str) -> list[BatchIn
         submission.sent_by = ""
         submission.save()
         return None
-    adopted = [
-        dataclasses.replace(job, reused=True) if job else _send(submission, jobs, shard, name)
-        for job, shard, name in zip(found, submission.shards, submission.display_names)
-    ]
-    submission.batch_names, submission.sent_by = [j.name for j in adopted], sent_by
-    submission.backend = jobs.backend.name
-    _record_jobs(submission, adopted)
+    submission.batch_names = [job.name if job else QUEUED for job in found]
+    submission.sent_by, submission.backend = sent_by, jobs.backend.name
+    _record_jobs(submission)
+    for index, job in enumerate(found):
+        if job:
+            submission.job_inputs[index], submission.live_states[index] = job.source or "", job.end
     submission.save()
-    return adopted
+    adopted = [dataclasses.replace(job, reused=True) for job in found if job]
+    return adopted + send_queued(submission, jobs, project_in_flight(jobs), Quota.from_env())
 
 
 def _saved_job(jobs: BatchJobs, name: str, display_name: str) -> BatchInfo | None:
@@ -324,18 +397,21 @@ def download_finished(submission: Submission, jobs: BatchJobs) -> list[BatchInfo
 
     Not only of those that succeeded: a cancelled job hands back the answers it finished, which
     were paid for. A job that is not the one the submission made is refused (SubmissionRefused).
-    Once every job has ended, how they ended is saved for the ingestion.
+    Once every job has ended and none is queued, how they ended is saved for the ingestion (a shard
+    dropped from the queue ended `DROPPED`: nothing of it was asked).
     """
-    fetched = []
+    fetched = {}
     for shard, name in zip(submission.shards, submission.batch_names):
-        job = jobs.get_batch(name)
-        fetched.append(job)
+        if name == QUEUED:
+            continue
+        fetched[shard] = job = jobs.get_batch(name)
         results = submission.results_path(shard)
         if job.done and job.result_file and not results.exists():
             refuse_foreign_job(submission, shard, name, job.display_name)
             jobs.download_results(job.result_file, results)
-    if fetched and all(job.done for job in fetched):
-        submission.job_states = [job.state for job in fetched]
-        submission.job_outputs = [job.result_file or "" for job in fetched]
+    if all(job.done for job in fetched.values()) and not queued_shards(submission):
+        ended = [fetched.get(shard) for shard in submission.shards]  # None: dropped from the queue
+        submission.job_states = [job.state if job else DROPPED for job in ended]
+        submission.job_outputs = [(job.result_file or "") if job else "" for job in ended]
         submission.save()
-    return fetched
+    return list(fetched.values())

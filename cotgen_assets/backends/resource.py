@@ -78,6 +78,11 @@ class GeminiBatchResource(dg.ConfigurableResource):
         """The base URL in use; None means the API's own endpoint."""
         return self.batch_api().backend.endpoint
 
+    @property
+    def api_calls(self) -> int:
+        """API calls made through this resource so far (each attempt and page counts one)."""
+        return self.batch_api().retrying.calls
+
     def describe(self) -> str:
         """For logs and metadata: which API, where; never a key."""
         return self.batch_api().backend.describe()

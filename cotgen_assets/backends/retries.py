@@ -73,6 +73,7 @@ class Retrying:
 
     def __init__(self, max_attempts: int, backoff_seconds: float, secret: str | None = None):
         self.max_attempts, self.backoff_seconds, self.secret = max_attempts, backoff_seconds, secret
+        self.calls = 0  # API calls made (each attempt, each page), for the sensor's log and the benchmark
 
     def scrub(self, text: str) -> str:
         if self.secret:
@@ -124,6 +125,7 @@ class Retrying:
         attempts = max(1, max_attempts or self.max_attempts)
         for attempt in range(1, attempts + 1):
             failure = transient = None
+            self.calls += 1
             try:
                 return call()
             except Exception as exc:  # classified below; unknown errors re-raised as they are

@@ -16,6 +16,10 @@ NUMBERS = {
     "COTGEN_RETRY_DELAY_SECONDS": (60, 0, False),
     "COTGEN_LOCK_WAIT_SECONDS": (1800, 0, False),  # a million-line ingestion takes minutes, not half an hour
     "COTGEN_SOURCE_WORKERS": (2, 1, True),  # processes decontaminating a source of more than one batch
+    # Batch quotas (ai.google.dev/gemini-api/docs/rate-limits, "Batch API rate limits"): 100 concurrent
+    # batch jobs per project; Tier 1 enqueues 50,000,000 tokens of Gemini 3 Pro Preview at once.
+    "COTGEN_MAX_ACTIVE_JOBS": (100, 1, True),
+    "COTGEN_MAX_ENQUEUED_TOKENS": (50_000_000, 1, True),
 }
 
 

@@ -44,6 +44,11 @@ class Submission:
     job_inputs: list[str] = field(default_factory=list)  # per shard, the request file its job reads
     job_outputs: list[str] = field(default_factory=list)  # per shard, where its job put the answers
     round: dict = field(default_factory=dict)  # generation: how the ask was sized, its round (round_facts)
+    # The queue of shards (core/queue.py): a queued shard's batch name is "" until its job is created.
+    live_states: list[str] = field(default_factory=list)  # per shard, its job's end as last seen ("" running)
+    queued_at: str = ""  # when a shard first waited on the quota (ISO time), "" if none ever did
+    dequeued_at: str = ""  # when the last of the shards that waited got its job
+    queue_dropped: bool = False  # `cotgen cancel` dropped the shards still queued: never created
 
     @property
     def folder(self) -> Path:

@@ -9,6 +9,7 @@ refused while the stage's last one is in flight (`refuse_if_in_flight`).
 import dagster as dg
 
 from cotgen_assets.backends.resource import GeminiBatchResource
+from cotgen_assets.core.queue import queued_shards, recorded_as
 from cotgen_assets.core.stages import GENERATION, Stage
 from cotgen_assets.core.submission_history import unfinished_sends
 from cotgen_assets.core.submissions import Submission, SubmissionRefused, load_submission
@@ -91,14 +92,13 @@ def orphan_submissions(instance: dg.DagsterInstance, scenario: str, stage: Stage
     sends = list(unfinished_sends(scenario, stage))
     if not sends:
         return []
-    recorded = {
-        (m["submission_id"], tuple(m["batch_names"]))
-        for m in every_metadata(instance, stage.batch_asset, scenario)
-        if m.get("batch_names")
-    }
+    recorded: dict[str, list[list[str]]] = {}
+    for m in every_metadata(instance, stage.batch_asset, scenario):
+        if m.get("batch_names"):
+            recorded.setdefault(m["submission_id"], []).append(m["batch_names"])
     orphans = []
     for submission in sends:
-        if (submission.submission_id, tuple(submission.batch_names)) in recorded:
+        if any(recorded_as(submission, names) for names in recorded.get(submission.submission_id, [])):
             continue
         run = instance.get_run_by_id(submission.sent_by)
         if run is not None and not run.is_finished:
@@ -139,8 +139,12 @@ def refuse_if_in_flight(
     pending = pending_submission(instance, scenario, stage)
     if pending is None:
         return
-    states, ended = [], bool(pending.batch_names)
-    for name in pending.batch_names:
+    queued = len(queued_shards(pending))
+    states, ended = (
+        ([f"{queued} shard(s) queued"] if queued else []),
+        bool(pending.batch_names) and not queued,
+    )
+    for name in filter(None, pending.batch_names):
         try:
             job = gemini.get_batch(name, timeout_seconds=10)
         except Exception:  # the refusal matters more than the state

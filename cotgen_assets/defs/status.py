@@ -1,8 +1,9 @@
 """`cotgen status`: where every scenario's batches are, on one screen.
 
 Between a click and a dataset lie hours. This reads what was submitted and saved (the Dagster
-instance), the samples and costs (the data folder) and the state of the jobs in flight (the API,
-one short call per job), per scenario and stage.
+instance), the samples and costs (the data folder) and the state of the jobs in flight (the API:
+a short call per job, or list pages when there are many), per scenario and stage: jobs created /
+queued on the batch quota / running / done, and requests done of total.
 """
 
 import json
@@ -11,10 +12,12 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from cotgen_assets.backends.polling import Poller
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.ingest import MISSING
 from cotgen_assets.core.preview import preview_spend_usd
+from cotgen_assets.core.queue import QUEUED, job_counts
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import read_samples
@@ -26,7 +29,6 @@ from cotgen_assets.defs.history import (
     submitted_metadata,
 )
 
-POLL_TIMEOUT_SECONDS = 10
 SAVED = "saved"  # the newest submission's samples are saved
 NOTHING = "-"
 
@@ -42,6 +44,7 @@ class StageStatus:
     done: int | None = None  # requests answered, of `total` (once saved: those with an answer line)
     total: int | None = None
     age_minutes: float | None = None  # since the newest submission's jobs were created
+    jobs: str = NOTHING  # its jobs created / queued (on the batch quota) / running / done
     rounds: str = NOTHING  # generation: "2 of 3, auto_fill"
     good: int = 0  # correct samples (generation: of clean problems, what fill counts)
     limit: int = 0
@@ -54,7 +57,7 @@ class StageStatus:
 
 def stage_status(
     instance: dg.DagsterInstance,
-    gemini: GeminiBatchResource,
+    poller: Poller,
     scenario: Scenario,
     stage: Stage,
     now: datetime | None = None,
@@ -83,14 +86,14 @@ def stage_status(
         return status
     status.in_flight_usd = pending.projected_cost_usd
     try:
-        jobs = [
-            gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
-            for name in pending.batch_names
-        ]
+        jobs = poller.jobs([name for name in pending.batch_names if name != QUEUED])
     except Exception as error:  # said in full below the table; the rest of the screen stands
         status.state, status.error = UNKNOWN, " ".join(str(error).split())
         return status
-    status.state = overall_state([job.state for job in jobs])
+    by_name = {job.name: job.end for job in jobs}
+    counts = job_counts(pending, {s: by_name[n] for s, n in zip(pending.shards, pending.batch_names) if n})
+    status.jobs = "{jobs_created}/{jobs_queued}/{jobs_running}/{jobs_done}".format(**counts)
+    status.state = overall_state([job.state for job in jobs]) if jobs else "QUEUED"
     status.done = sum((job.succeeded_count or 0) + (job.failed_count or 0) for job in jobs)
     status.total = sum(job.request_count or 0 for job in jobs) or pending.num_requests
     started = min((job.create_time for job in jobs if job.create_time), default=None)
@@ -122,14 +125,24 @@ def good_samples(scenario: Scenario, stage: Stage) -> int:
 def status_screen(
     instance: dg.DagsterInstance, gemini: GeminiBatchResource, scenarios: list[Scenario]
 ) -> list[StageStatus]:
-    now = datetime.now(UTC)
+    now, poller = datetime.now(UTC), Poller(gemini.batch_api())  # one listing serves every scenario's jobs
     return [
-        stage_status(instance, gemini, scenario, stage, now) for scenario in scenarios for stage in STAGES
+        stage_status(instance, poller, scenario, stage, now) for scenario in scenarios for stage in STAGES
     ]
 
 
 UNKNOWN = "unknown: the API failed (below)"
-COLUMNS = ("scenario", "stage", "state", "done/total", "age", "rounds", "correct/limit", "cost so far")
+COLUMNS = (
+    "scenario",
+    "stage",
+    "state",
+    "jobs c/q/r/d",
+    "done/total",
+    "age",
+    "rounds",
+    "correct/limit",
+    "cost so far",
+)
 
 
 def cost_cell(line: StageStatus) -> str:
@@ -151,6 +164,7 @@ def render(lines: list[StageStatus]) -> str:
             line.scenario,
             line.stage,
             line.state,
+            line.jobs,
             NOTHING if line.total is None else f"{NOTHING if line.done is None else line.done}/{line.total}",
             NOTHING if line.age_minutes is None else f"{line.age_minutes:.0f} min",
             line.rounds,

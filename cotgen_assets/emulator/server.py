@@ -6,8 +6,9 @@ input), get, list, cancel and delete; synchronous `generateContent` on the stand
 (see `online`); under both `/v1/` and `/v1beta/`. The same process serves
 Vertex AI batch prediction (`batchPredictionJobs` under `/{v1,v1beta1}/projects/{p}/locations/{l}/`,
 see `vertex`), so one emulator and one store serve both backends. A small admin API under
-`/_emulator/` reports health, changes the injected faults, holds or releases jobs at runtime and
-lists the API calls it answered (`GET /_emulator/calls`: method, path without query, status).
+`/_emulator/` reports health, changes the injected faults and the quotas (`quotas`), holds or
+releases jobs at runtime and lists the API calls it answered (`GET /_emulator/calls`: method,
+path without query, status).
 
 It defends itself like a public endpoint would: a request body over `--max-body-bytes` is refused
 (413) before it is read, a connection idle for `--idle-timeout` seconds is closed, so is one whose
@@ -45,6 +46,7 @@ from .online import (
     VERTEX_GENERATE,
     OnlineCalls,
 )
+from .quotas import Quotas
 from .responder import Responder, get
 from .store import FILE_TTL_SECONDS, MAX_FILE_BYTES, ApiError, Store, rfc3339
 from .validation import MODELS_ENV, ModelCatalog, parse_models
@@ -363,6 +365,15 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
             _log(f"faults set: {json.dumps(snapshot)}")
             self._json(snapshot)
+        elif path == "/_emulator/quotas" and self.command == "GET":
+            self._json(self.server.store.quotas.snapshot())
+        elif path == "/_emulator/quotas" and self.command == "POST":
+            try:
+                snapshot = self.server.store.quotas.update(self._body_json(body))
+            except ValueError as error:
+                raise ApiError(400, "INVALID_ARGUMENT", str(error)) from None
+            _log(f"quotas set: {json.dumps(snapshot)}")
+            self._json(snapshot)
         elif path == "/_emulator/calls" and self.command == "GET":
             self._json({"calls": self.server.calls_answered()})
         elif path == "/_emulator/hold" and self.command == "GET":
@@ -679,6 +690,63 @@ def _add_fault_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=help_text)
 
 
+def _add_quota_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-active-jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="jobs in flight at once, both protocols together; a create past it answers 429 "
+        "RESOURCE_EXHAUSTED (the Developer API allows 100)",
+    )
+    group.add_argument(
+        "--max-enqueued-tokens",
+        type=int,
+        default=None,
+        metavar="T",
+        help="prompt tokens of the jobs in flight on one model; a create past it answers 429",
+    )
+
+
+def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        metavar="B",
+        help=f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
+    )
+    group.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=MAX_FILE_BYTES,
+        metavar="B",
+        help=f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT,
+        metavar="S",
+        help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="S",
+        help="close a connection whose request (line, headers, body) is not in within S seconds of "
+        f"its first byte (default {REQUEST_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cotgen-emulator",
@@ -719,45 +787,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated model ids accepted besides the built-in ones ('*': any); "
         f"default ${MODELS_ENV}",
     )
-    limits = parser.add_argument_group("limits")
-    limits.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=MAX_BODY_BYTES,
-        metavar="B",
-        help=f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
-    )
-    limits.add_argument(
-        "--max-file-bytes",
-        type=int,
-        default=MAX_FILE_BYTES,
-        metavar="B",
-        help=f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
-    )
-    limits.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=IDLE_TIMEOUT,
-        metavar="S",
-        help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
-    )
-    limits.add_argument(
-        "--request-timeout",
-        type=float,
-        default=REQUEST_TIMEOUT,
-        metavar="S",
-        help="close a connection whose request (line, headers, body) is not in within S seconds of "
-        f"its first byte (default {REQUEST_TIMEOUT:g})",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=int,
-        default=MAX_CONNECTIONS,
-        metavar="N",
-        help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
+    _add_limit_flags(parser.add_argument_group("limits"))
+    _add_quota_flags(
+        parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)")
     )
     _add_fault_flags(parser.add_argument_group("faults"))
     return parser
+
+
+def _checked_limits(args: argparse.Namespace) -> Quotas:
+    """The limit and quota flags checked (a bad one is a usage error naming its flag); the quotas."""
+    for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
+        if getattr(args, name) < 1:
+            build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("online_latency", "flex_latency"):
+        if getattr(args, name) < 0:
+            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds >= 0")
+    for name in ("idle_timeout", "request_timeout"):
+        if getattr(args, name) <= 0:
+            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
+    try:
+        return Quotas(args.max_active_jobs, args.max_enqueued_tokens)
+    except ValueError as error:
+        build_parser().error(
+            str(error)
+            .replace("max_active_jobs", "--max-active-jobs")
+            .replace("max_enqueued_tokens", "--max-enqueued-tokens")
+            .replace(" or null (no limit)", "")
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -770,15 +827,7 @@ def main(argv: list[str] | None = None) -> None:
         faults.update(config.to_json())
     except ValueError as error:
         build_parser().error(str(error))
-    for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
-        if getattr(args, name) < 1:
-            build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("online_latency", "flex_latency"):
-        if getattr(args, name) < 0:
-            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds >= 0")
-    for name in ("idle_timeout", "request_timeout"):
-        if getattr(args, name) <= 0:
-            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
+    quotas = _checked_limits(args)
     models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)
     store = Store(
@@ -789,6 +838,7 @@ def main(argv: list[str] | None = None) -> None:
         log=_log,
         models=models,
         max_file_bytes=args.max_file_bytes,
+        quotas=quotas,
     )
     server = EmulatorServer(
         (args.host, args.port),
@@ -830,7 +880,7 @@ def main(argv: list[str] | None = None) -> None:
         f"latency {args.latency}s, online {args.online_latency}s, Flex {args.flex_latency}s, "
         f"seed {args.seed}, "
         f"models {'any' if models.any else ', '.join(sorted(models.names))}, "
-        f"faults {json.dumps(faults.snapshot())}, Vertex AI gs:// at "
+        f"faults {json.dumps(faults.snapshot())}, quotas {json.dumps(quotas.snapshot())}, Vertex AI gs:// at "
         f"{os.environ.get('STORAGE_EMULATOR_HOST') or 'nowhere: STORAGE_EMULATOR_HOST unset'})"
     )
     try:

@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from .faults import Faults, JobFaults, line_faults, unit_draw
+from .quotas import Quotas, input_tokens
 from .responder import Responder, get
 from .validation import ModelCatalog, request_problem
 
@@ -174,6 +175,17 @@ def _check_inlined(inlined: list, model: str, api_version: str, body_size: int) 
             raise ApiError(400, "INVALID_ARGUMENT", problem)
 
 
+def _count_and_tokens(path: Path) -> tuple[int, int]:
+    """(requests, prompt tokens) of an input file, in one pass."""
+    count = tokens = 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                count += 1
+                tokens += input_tokens((line,))
+    return count, tokens
+
+
 def _write_input(input_path: Path, source: Path | None, inlined: list | None) -> None:
     """A job's input lines: the uploaded file (linked, else copied) or its inlined requests."""
     if source is not None:
@@ -208,8 +220,10 @@ class Store:
         log=None,
         models: ModelCatalog | None = None,
         max_file_bytes: int = MAX_FILE_BYTES,
+        quotas: Quotas | None = None,
     ):
         self.root = Path(state_dir)
+        self.quotas = quotas or Quotas()
         self.latency = latency
         self.faults = faults
         self.responder = responder
@@ -429,14 +443,15 @@ class Store:
                 source = self.file_bytes_path(str(file_name).removeprefix("files/"))
                 if self.get_file(str(file_name).removeprefix("files/"))["source"] != "UPLOADED":
                     raise ApiError(400, "INVALID_ARGUMENT", f"{file_name} is not an uploaded file.")
-                with open(source, "rb") as handle:
-                    count = sum(1 for line in handle if line.strip())
+                count, tokens = _count_and_tokens(source)
             else:
                 if not isinstance(inlined, list):
                     raise ApiError(400, "INVALID_ARGUMENT", "inputConfig.requests.requests must be a list.")
                 count = len(inlined)
+                tokens = input_tokens(orjson.dumps(item) for item in inlined)
             if count == 0:
                 raise ApiError(400, "INVALID_ARGUMENT", "The batch has no requests.")
+            active = self.admit(model, tokens, "developer", get(batch, "displayName"))
             job, rates, seed = self.faults.take_job_faults()
             seq, unique = self.new_job()
             batch_id = unique.hex()
@@ -454,9 +469,10 @@ class Store:
                 "results_file": None,
                 "inlined_responses": None,
                 **self.lifecycle_fields(seq, count, job, rates, seed, now),
+                "input_tokens": tokens,
             }
             self.save_job(record)
-        self.announce_created(record, job, f"{count} requests")
+        self.announce_created(record, job, f"{count} requests", active)
         return self._operation(record, time.time(), created=True)
 
     def lifecycle_fields(
@@ -479,10 +495,25 @@ class Store:
             "stats": None,
         }
 
-    def announce_created(self, record: dict, job: JobFaults, what: str) -> None:
-        """Logs a new job, then answers 500 for it when the lose_create fault took it (the job exists)."""
+    def admit(self, model: str, tokens: int, protocol: str, display_name: str | None) -> int:
+        """How many jobs are in flight with a new one of `tokens` on `model` (call under the lock);
+        429 RESOURCE_EXHAUSTED, logged, when it would pass a quota."""
+        now = time.time()
+        active = [r for r in self.jobs() if phase(r, now)[0] in IN_FLIGHT]
+        refused = self.quotas.refusal(active, model, tokens, protocol)
+        if refused:
+            message, why = refused
+            self.log(f'quota: refused create of "{display_name}" ({tokens} tokens): {why}')
+            raise ApiError(429, "RESOURCE_EXHAUSTED", message)
+        return len(active) + 1
+
+    def announce_created(self, record: dict, job: JobFaults, what: str, active: int) -> None:
+        """Logs a new job (its display name, and how many are in flight with it, so a log shows that
+        no shard was made twice and no quota passed), then answers 500 for it when the lose_create
+        fault took it (the job exists)."""
         self.log(
-            f"created {record['name']} ({what}, latency {record['latency']}s"
+            f'created {record["name"]} "{record["display_name"]}" ({what}, '
+            f"{record['input_tokens']} tokens, {active} active, latency {record['latency']}s"
             + (f", will end {job.end_state}" if job.end_state else "")
             + (", held" if job.held else "")
             + ")"

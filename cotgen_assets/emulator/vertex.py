@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from .faults import JOB_FAULT_STATES
+from .quotas import input_tokens
 from .responder import get
 from .store import (
     IN_FLIGHT,
@@ -170,7 +171,9 @@ class VertexJobs:
             )
         store = self.store
         store.faults.stall_create()  # outside the lock: other calls go on meanwhile
+        tokens = input_tokens(line for line in data.splitlines() if line.strip())
         with store.lock:
+            active = store.admit(model, tokens, "vertex", display_name)
             job, rates, seed = store.faults.take_job_faults(JOB_FAULT_STATES)
             seq, unique = store.new_job()
             job_id = str(10**18 + int.from_bytes(unique[:8], "big") % (9 * 10**18))
@@ -190,9 +193,10 @@ class VertexJobs:
                 "inlined": False,
                 "output_dir": None,
                 **store.lifecycle_fields(seq, count, job, rates, seed, now),
+                "input_tokens": tokens,
             }
             store.save_job(record)
-        store.announce_created(record, job, f"{count} requests from {', '.join(uris)}")
+        store.announce_created(record, job, f"{count} requests from {', '.join(uris)}", active)
         return self._render(record, "queued" if job.held else "pending", now)
 
     def get(self, project: str, location: str, job_id: str) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 from cotgen_assets.core.preview import preview_spend_usd
 from cotgen_assets.core.problems import PassFigures, file_passes
 from cotgen_assets.core.quality import SampleStats
+from cotgen_assets.core.queue import quota_wait_seconds
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, read_samples, samples_path
@@ -97,6 +98,7 @@ class ScenarioFigures:
     rounds: list[RoundFigures] = field(default_factory=list)
     limit: int = 0  # the newest fill's limit, else the scenario's
     num_pairs: int = 0  # CoD samples graded correct that agree with their (correct) CoT
+    quota_wait_minutes: float = 0.0  # its ingested submissions' waits on the batch quota, summed
     passes: PassFigures = field(default_factory=PassFigures)  # k answers per problem: pass@1, pass@k, maj@k
     merged_over_limit: int | None = None  # `all`: the merged scenarios' own counts (limits do not pool)
 
@@ -110,6 +112,7 @@ class ScenarioFigures:
         self.rounds += other.rounds
         self.limit += other.limit
         self.num_pairs += other.num_pairs
+        self.quota_wait_minutes += other.quota_wait_minutes
         self.passes.merge(other.passes)
         self.merged_over_limit = (self.merged_over_limit or 0) + other.over_limit
 
@@ -152,7 +155,19 @@ def scenario_figures(scenario: Scenario) -> ScenarioFigures:
     figures.spent_usd = sum(total_cost_usd(scenario.name, stage) for stage in STAGES) + figures.preview_usd
     figures.rounds = round_figures(scenario, correct_by_submission)
     figures.limit = fill_limit(scenario, figures.rounds)
+    figures.quota_wait_minutes = quota_wait_minutes(scenario)
     return figures
+
+
+def quota_wait_minutes(scenario: Scenario) -> float:
+    """How long the scenario's ingested submissions (both stages) waited on the batch quota: each
+    from its first shard queued to its last job created."""
+    waited = 0.0
+    for stage in STAGES:
+        for folder in ingested_submissions(scenario.name, stage):
+            submission_id = folder.name.removeprefix(f"{stage.name}-")
+            waited += quota_wait_seconds(load_submission(scenario.name, stage, submission_id))
+    return waited / 60
 
 
 def fill_limit(scenario: Scenario, rounds: list[RoundFigures] | None = None) -> int:
@@ -228,6 +243,7 @@ TARGET_ROWS = [
     ("Cost of asks beyond the missing (USD)", lambda f: sum(r.extra_cost_usd for r in f.rounds), "${:,.4f}"),
     ("Correct CoT+CoD pairs", lambda f: f.num_pairs, "{:,}"),
     ("Spent per 1,000 correct CoT+CoD pairs (USD)", lambda f: f.cost_per_1000_pairs_usd, "${:,.4f}"),
+    ("Waited on the batch quota (minutes)", lambda f: f.quota_wait_minutes, "{:,.1f}"),
 ]
 
 
@@ -273,6 +289,7 @@ def numeric_totals(figures: list[ScenarioFigures]) -> dict[str, float | int]:
         "extra_asks_cost_usd": sum(r.extra_cost_usd for r in total.rounds),
         "num_correct_pairs": total.num_pairs,
         "spent_per_1000_correct_pairs_usd": total.cost_per_1000_pairs_usd or 0.0,
+        "quota_wait_minutes": total.quota_wait_minutes,
     }
 
 

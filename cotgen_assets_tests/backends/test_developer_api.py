@@ -12,6 +12,7 @@ from cotgen_assets.backends.gemini_wire import job_end, job_state
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.backends.retries import GeminiError
 from cotgen_assets.core.batch_output import iter_result_lines
+from cotgen_assets.core.queue import QuotaFull
 from cotgen_assets_tests.harness.emulator import generation_request, request_line
 from cotgen_assets_tests.harness.http import JsonHandler, LocalHttpServer
 
@@ -208,12 +209,17 @@ def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tm
     caplog.set_level(logging.INFO, logger="cotgen_assets.backends.resource")
     emulator.set_faults(http_error_rate=0.3)
     file_name = until_a_fault_hits(caplog, "upload of", lambda: gemini.upload_jsonl(requests_file, "flaky"))
-    created = []
-    until_a_fault_hits(
-        caplog,
-        "create of",
-        lambda: created.append(gemini.create_batch(MODEL, file_name, f"flaky-{len(created)}")),
-    )
+    created, refused = [], []
+
+    def create() -> None:
+        """A 500 is retried; a 429 on create is the batch quota, full: QuotaFull at once, nothing made
+        (the shard stays queued for the sensor)."""
+        try:
+            created.append(gemini.create_batch(MODEL, file_name, f"flaky-{len(created)}"))
+        except QuotaFull as full:
+            refused.append(str(full))
+
+    until_a_fault_hits(caplog, "create of", create)
     info = until_a_fault_hits(caplog, "get of", lambda: gemini.get_batch(created[0].name))
     info = wait_until_done(gemini, created[0].name)
     assert info.succeeded and info.request_count == 3
@@ -227,6 +233,7 @@ def test_rides_through_transient_http_errors(gemini, emulator, requests_file, tm
     assert sorted(b.display_name for b in gemini.list_batches()) == sorted(c.display_name for c in created)
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "429 RESOURCE_EXHAUSTED" in messages and "500 INTERNAL" in messages
+    assert all("429 RESOURCE_EXHAUSTED" in why for why in refused)
 
 
 def test_gives_up_on_transient_errors_after_max_attempts(emulator):

@@ -63,10 +63,12 @@ def test_a_held_job_is_shown_at_0_then_its_counts_move_to_done(
         assert metadata["job_state"] == "JOB_STATE_PENDING"
         assert (metadata["requests_done"], metadata["requests_total"], metadata["round"]) == (0, total, 1)
         assert metadata["submission_id"] == batch["submission_id"] and metadata["age_minutes"] >= 0
+        jobs = ("jobs_created", "jobs_queued", "jobs_running", "jobs_done")
+        assert [metadata[name] for name in jobs] == [1, 0, 1, 0]
         assert progress(pipeline.tick()) == [], "nothing changed: nothing recorded"
         line = status_line(capsys, "generation")
         assert "JOB_STATE_PENDING" in line and f" 0/{total} " in line and "1 of 3" in line
-        assert " 0/5 " in line and "in flight" in line
+        assert " 0/5 " in line and "in flight" in line and " 1/0/1/0 " in line  # jobs c/q/r/d
         assert status_line(capsys, "summarization").split()[2] == "-", "nothing submitted yet"
 
         emulator.release()
@@ -82,7 +84,7 @@ def test_a_held_job_is_shown_at_0_then_its_counts_move_to_done(
         assert done == sorted(done) and done[0] == 0 and done[-1] == total, done
         assert seen[-1].metadata["job_state"].value == "JOB_STATE_SUCCEEDED"
         line = status_line(capsys, "generation")
-        assert "JOB_STATE_SUCCEEDED" in line and f" {total}/{total} " in line
+        assert "JOB_STATE_SUCCEEDED" in line and f" {total}/{total} " in line and " 1/0/0/1 " in line
 
         assert pipeline.run(request).success
         line = status_line(capsys, "generation")
@@ -106,7 +108,7 @@ def test_a_saved_batch_shows_the_requests_answered_not_those_asked(held_hard, ca
     capsys.readouterr()
 
     line = status_line(capsys, "generation")
-    assert line.split()[2:4] == ["saved", f"0/{total}"], line
+    assert line.split()[2:5] == ["saved", "-", f"0/{total}"], line  # state, jobs c/q/r/d, done/total
 
 
 def test_an_api_error_is_shown_whole_below_the_table(held_hard, capsys):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -160,6 +161,16 @@ class EmulatorProcess:
 
     def get_faults(self) -> dict[str, Any]:
         return self.admin("GET", "faults")
+
+    def set_quotas(self, **quotas: int | None) -> dict[str, Any]:
+        """`max_active_jobs` and/or `max_enqueued_tokens` (None lifts one); returns both."""
+        return self.admin("POST", "quotas", quotas)
+
+    def created_jobs(self) -> list[dict[str, Any]]:
+        """Each job this emulator's log says it created, in order: name, display name, and how many
+        jobs were in flight with it."""
+        found = re.findall(r'created (\S+) "([^"]*)" \(.*?, (\d+) active,', self.log_path.read_text())
+        return [{"name": n, "display_name": d, "active": int(a)} for n, d, a in found]
 
     def wait_for_stalled_creates(self) -> None:
         """Until no create stalls in the slow_create fault: every job such a create makes exists."""

@@ -115,15 +115,19 @@ def offline_platform(
     dagster_yaml: Path | None = None,
     more_logs: dict | None = None,
     emulator_env: dict | None = None,
+    emulator_args: tuple[str, ...] = (),
 ):
     """A fresh emulator and `dagster dev` (data in tmp_path/data, home in tmp_path/dagster_home).
 
     Yields the Platform, with `.instance` and `.emulator`; prints the logs' tails if the test fails
     (`more_logs`: name -> a function returning more log text, e.g. Postgres'). `emulator_env` goes
-    to the emulator only (e.g. STORAGE_EMULATOR_HOST for Vertex AI jobs).
+    to the emulator only (e.g. STORAGE_EMULATOR_HOST for Vertex AI jobs), and so do `emulator_args`
+    (e.g. its quotas).
     """
     data, home = tmp_path / "data", tmp_path / "dagster_home"
-    emulator = start_emulator(tmp_path / "emulator", latency=latency, env=emulator_env)
+    emulator = start_emulator(
+        tmp_path / "emulator", latency=latency, extra_args=emulator_args, env=emulator_env
+    )
     dev = instance = None
     try:
         dev = start_dagster_dev(

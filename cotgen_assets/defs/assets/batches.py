@@ -21,6 +21,7 @@ from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.online_round import SHED_RATE_ENV, answer_online, max_shed_rate
 from cotgen_assets.core.planning import Plan
 from cotgen_assets.core.prepare import Prepared, prepare_generation, prepare_summarization
+from cotgen_assets.core.queue import queued_shards
 from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
 from cotgen_assets.core.scenarios import Scenario, get_scenario
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
@@ -225,7 +226,16 @@ def _send(
         return Sent(prepared, [])
     refuse_over_budget(submission, config.max_cost_usd, spent_before)
     jobs = send(context, submission) if send else submit(submission, gemini.batch_api(), context.run.run_id)
-    context.log.info(f"submitted {submission.batch_names}")
+    queued = queued_shards(submission)
+    context.log.info(
+        f"submitted {[name for name in submission.batch_names if name]}"
+        + (
+            f"; {len(queued)} shard(s) queued until the batch quota has room "
+            "(batch_completion_sensor creates them, oldest first, as earlier jobs end)"
+            if queued
+            else ""
+        )
+    )
     return Sent(prepared, [job.name for job in jobs if job.reused])
 
 
@@ -276,7 +286,9 @@ def batch_metadata(sent: Sent, config: BatchConfig, gemini: GeminiBatchResource)
     prepared = sent.prepared
     submission, plan, usage = prepared.submission, prepared.plan, prepared.projected_usage
     return {
-        "batch_names": dg.MetadataValue.json(submission.batch_names),
+        "batch_names": dg.MetadataValue.json(submission.batch_names),  # "": queued, see submission.json
+        "num_jobs_created": sum(1 for name in submission.batch_names if name),
+        "num_jobs_queued": len(queued_shards(submission)),
         "reused_batches": dg.MetadataValue.json(sent.reused),
         "adopted": sent.adopted,
         "submission_id": submission.submission_id,

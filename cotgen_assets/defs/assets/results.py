@@ -7,6 +7,7 @@ from cotgen_assets.backends.lifecycle import download_finished
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.model_io import CANCELLED
+from cotgen_assets.core.queue import queued_shards
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import StorageError
 from cotgen_assets.core.submissions import SubmissionRefused
@@ -41,6 +42,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
     except (SubmissionRefused, StorageError) as error:  # StorageError: a read-only folder, a full disk
         raise dg.Failure(description=str(error)) from None
     running = [f"{job.name} ({job.state})" for job in jobs if not job.done]
+    running += [f"{shard} (queued on the batch quota)" for shard in queued_shards(submission)]
     if running:
         raise dg.Failure(
             description=f"batch jobs still running: {running}; batch_completion_sensor "
@@ -52,7 +54,7 @@ def fetch_results(context, gemini: GeminiBatchResource, stage: Stage) -> dg.Mate
             f"batch {job.name} ended {job.state}: {job.error or 'no error message'}. "
             "Nothing is lost: the next fill asks for its problems again."
         )
-    state = overall_state([job.state for job in jobs])
+    state = overall_state(submission.job_states)  # a shard dropped from the queue: DROPPED
     results = [submission.results_path(s) for s in submission.shards if submission.results_path(s).exists()]
     return dg.MaterializeResult(
         metadata={

@@ -34,8 +34,9 @@ class SensorCursor(BaseModel):
     version: Literal[2] = CURSOR_VERSION
     # "<stage>|<scenario>" -> the storage id of the batch materialization whose results are handled
     handled: dict[str, int] = {}
-    # "<stage>|<scenario>" -> (storage id, job state, requests done) last observed on the batch asset
-    progress: dict[str, tuple[int, str, int]] = {}
+    # "<stage>|<scenario>" -> [storage id, job state, requests done, jobs created, jobs done] last
+    # observed on the batch asset (an older cursor's first three are read as they are)
+    progress: dict[str, list[int | str]] = {}
     # "<stage>|<scenario>" -> the storage id of the submission reported stale
     stale_reported: dict[str, int] = {}
     results_runs: dict[str, Runs] = {}  # "<stage>|<scenario>" -> its results runs

@@ -1,23 +1,25 @@
-"""Polling and launching results: one API call per pending job per tick, with a short timeout (no
-downloads here: the results assets do that). Once all of a submission's jobs have ended, its
-results run is launched (and again if it fails); a submission whose samples are saved is never
-polled again. On the way, the batch asset gets an observation whenever its jobs move, and a job
-pending far longer than usual is reported once.
+"""Polling and launching results: the jobs' states read through the tick's `Poller` (a get per job
+for a few, list pages for many; short timeouts; no downloads here: the results assets do that).
+Once all of a submission's jobs have ended and none is queued, its results run is launched (and
+again if it fails); a submission whose samples are saved is never polled again. On the way, each
+job's state is saved in its submission (what the queue counts as in flight), the batch asset gets
+an observation whenever its jobs move, and a job pending far longer than usual is reported once.
 """
 
 from datetime import datetime
 
 import dagster as dg
 
-from cotgen_assets.backends.resource import OFFLINE_TAG, GeminiBatchResource
+from cotgen_assets.backends.polling import Poller
+from cotgen_assets.backends.resource import OFFLINE_TAG
 from cotgen_assets.core.batch_output import overall_state
+from cotgen_assets.core.queue import QUEUED, job_counts, queued_shards
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.submissions import Submission, load_submission
 from cotgen_assets.defs.history import is_ingested, latest_metadata, submitted_metadata
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
-
-POLL_TIMEOUT_SECONDS = 10
 
 
 def stale_after_seconds() -> float:
@@ -48,15 +50,16 @@ def results_launch(stage: Stage, partition: str, batch: dict) -> Launch:
 
 def launch_results_when_ended(
     instance: dg.DagsterInstance,
-    gemini: GeminiBatchResource,
+    poller: Poller,
     outcome: TickOutcome,
     stage: Stage,
     partition: str,
     cursor: SensorCursor,
     now: datetime,
 ) -> None:
-    """Poll the stage's newest submission; once all its jobs have ended, launch its results run
-    (and again if it fails). A submission whose samples are saved is never polled again."""
+    """Poll the stage's newest submission; once all its jobs have ended and none is queued, launch
+    its results run (and again if it fails). A submission whose samples are saved is never polled
+    again."""
     stage_partition = f"{stage.name}|{partition}"
     batch = submitted_metadata(instance, partition, stage)
     if not batch or cursor.handled.get(stage_partition) == batch["_storage_id"]:
@@ -72,21 +75,21 @@ def launch_results_when_ended(
     if saved:
         cursor.handled[stage_partition] = batch["_storage_id"]  # ingested already (e.g. by hand)
         return
+    submission = load_submission(partition, stage, batch["submission_id"])
     try:
-        jobs = [
-            gemini.get_batch(name, timeout_seconds=POLL_TIMEOUT_SECONDS, max_attempts=2)
-            for name in batch["batch_names"]
-        ]
+        jobs = poller.jobs([name for name in submission.batch_names if name != QUEUED])
     except Exception as error:  # any failure: say so, try again next tick
         outcome.messages.append(
             f"{stage_partition}: could not reach the Gemini API ({error}); will try again next tick"
         )
         return
-    state = overall_state([job.state for job in jobs])
+    states = record_live_states(submission, jobs)
+    queued = queued_shards(submission)
+    state = overall_state([job.state for job in jobs]) if jobs else "QUEUED"
     started = min((job.create_time for job in jobs if job.create_time), default=now)
     age = (now - started).total_seconds()
-    report_progress(outcome, cursor, stage, partition, batch, jobs, age)
-    if all(job.done for job in jobs):
+    report_progress(outcome, cursor, stage, partition, batch, submission, jobs, states, age)
+    if all(job.done for job in jobs) and not queued:
         launch.tags["cotgen/job_state"] = state
         cursor.results_runs[stage_partition] = runs = Runs(key=launch.key)
         launch_with_retries(instance, outcome, stage_partition, launch, runs, now)
@@ -95,9 +98,23 @@ def launch_results_when_ended(
             f"launching {stage.results_job}"
         )
         return
-    outcome.messages.append(f"{stage_partition}: {state} for {age / 60:.0f} min")
+    waiting = f", {len(queued)} shard(s) queued on the batch quota" if queued else ""
+    outcome.messages.append(f"{stage_partition}: {state} for {age / 60:.0f} min{waiting}")
     if age > stale_after_seconds():
         report_stale_once(outcome, cursor, stage, partition, batch, state, age)
+
+
+def record_live_states(submission: Submission, jobs: list) -> dict[str, str]:
+    """Each created shard's job's neutral end as seen now ("" while it runs), saved in the
+    submission when it changed: what the queue counts as in flight (core/queue.py). Returns the
+    ends by shard."""
+    by_name = {job.name: job.end for job in jobs}
+    states = {shard: by_name[name] for shard, name in zip(submission.shards, submission.batch_names) if name}
+    live = [states.get(shard, "") for shard in submission.shards]
+    if live != submission.live_states:
+        submission.live_states = live
+        submission.save()
+    return states
 
 
 def report_progress(
@@ -106,24 +123,29 @@ def report_progress(
     stage: Stage,
     partition: str,
     batch: dict,
+    submission: Submission,
     jobs: list,
+    states: dict[str, str],
     age: float,
 ) -> None:
     """An observation on the batch asset whenever a tick sees its jobs' state or counts change, so
-    the asset's plots show the batch moving (requests done of total, age, round)."""
-    state = overall_state([job.state for job in jobs])
+    the asset's plots show the batch moving: jobs created / queued / running / done, requests done
+    of total, age, round."""
+    state = overall_state([job.state for job in jobs]) if jobs else "QUEUED"
     done = sum((job.succeeded_count or 0) + (job.failed_count or 0) for job in jobs)
-    total = sum(job.request_count or 0 for job in jobs) or batch.get("num_requests", 0)
-    seen = (batch["_storage_id"], state, done)
-    if cursor.progress.get(f"{stage.name}|{partition}") == seen:
+    total = submission.num_requests or sum(job.request_count or 0 for job in jobs)
+    counts = job_counts(submission, states)
+    seen = (batch["_storage_id"], state, done, counts["jobs_created"], counts["jobs_done"])
+    if cursor.progress.get(f"{stage.name}|{partition}") == list(seen):
         return
-    cursor.progress[f"{stage.name}|{partition}"] = seen
+    cursor.progress[f"{stage.name}|{partition}"] = list(seen)
     outcome.observations.append(
         dg.AssetObservation(
             asset_key=dg.AssetKey(stage.batch_asset),
             partition=partition,
             metadata={
                 "job_state": state,
+                **counts,
                 "requests_done": done,
                 "requests_total": total,
                 "share_done": done / total if total else 0.0,
