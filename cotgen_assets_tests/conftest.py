@@ -9,6 +9,7 @@ import pytest
 
 import cotgen_assets.backends  # noqa: F401 - registers the batch APIs' wire formats, as the code location does
 from cotgen_assets_tests.harness.emulator import start_emulator
+from cotgen_assets_tests.harness.gcs import BUCKET, start_gcs
 
 # Offline copies of GSM8K and MATH (see ../shared/data/README.md), unless the caller chose others.
 os.environ.setdefault("COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve()))
@@ -24,11 +25,46 @@ def datasets_cache(tmp_path_factory):
 @pytest.fixture
 def emulator(tmp_path):
     """A fresh `cotgen-emulator` process (latency 0, state in tmp_path), stopped afterwards."""
-    emu = start_emulator(tmp_path / "emulator", latency=0.0)
-    try:
+    with start_emulator(tmp_path / "emulator", latency=0.0) as emu:
         yield emu
+
+
+# --------------------------------------------------------------------------- GCS and Vertex AI
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """A GCS stand-in (`gcp-storage-emulator`) for the module, with the bucket `BUCKET`."""
+    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
+    try:
+        yield server
     finally:
-        emu.stop()
+        server.stop()
+
+
+@pytest.fixture
+def gcs_env(gcs, monkeypatch):
+    """gcsfs in this process (the data folder, Vertex AI's staging) goes to the module's stand-in."""
+    for name, value in gcs.env().items():
+        monkeypatch.setenv(name, value)
+    return gcs
+
+
+@pytest.fixture(scope="module")
+def vertex_emulator(gcs, tmp_path_factory):
+    """One emulator for the module's Vertex AI jobs, told only where the GCS stand-in is, as a user
+    would tell it."""
+    state_dir = tmp_path_factory.mktemp("vertex") / "emulator"
+    with start_emulator(state_dir, env={"STORAGE_EMULATOR_HOST": gcs.url}) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emu(vertex_emulator):
+    """The module's Vertex AI emulator, with no faults; the jobs a test held are released after it."""
+    vertex_emulator.set_faults(reset=True)
+    yield vertex_emulator
+    vertex_emulator.release()
 
 
 # --------------------------------------------------------------------------- pipeline fixtures

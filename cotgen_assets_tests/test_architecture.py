@@ -16,19 +16,9 @@ import pytest
 from cotgen_assets.core.records import COD_FIELDS, COT_FIELDS, MADE_BY_KEYS
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.definitions import defs
-from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.dagster import CHAIN, ROOT
 
-ASSETS = [
-    "source_problems",
-    "generation_batch",
-    "generation_results",
-    "cot_samples",
-    "summarization_batch",
-    "summarization_results",
-    "cod_samples",
-    "dataset_report",
-    "hf_dataset",
-]
+ASSETS = [*CHAIN, "dataset_report", "hf_dataset"]
 
 
 def test_definitions_load_and_validate():
@@ -37,12 +27,7 @@ def test_definitions_load_and_validate():
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert set(ASSETS) <= keys
     lineage = [
-        ("source_problems", "generation_batch"),
-        ("generation_batch", "generation_results"),
-        ("generation_results", "cot_samples"),
-        ("cot_samples", "summarization_batch"),
-        ("summarization_batch", "summarization_results"),
-        ("summarization_results", "cod_samples"),
+        *zip(CHAIN, CHAIN[1:]),
         ("cod_samples", "dataset_report"),
         ("cod_samples", "hf_dataset"),
         ("cot_samples", "hf_dataset"),

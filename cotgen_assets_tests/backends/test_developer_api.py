@@ -2,9 +2,7 @@
 
 import logging
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,6 +14,7 @@ from cotgen_assets.backends.retries import GeminiError
 from cotgen_assets.core.batch_output import iter_result_lines
 from cotgen_assets.core.queue import QuotaFull
 from cotgen_assets_tests.harness.emulator import generation_request, request_line
+from cotgen_assets_tests.harness.http import JsonHandler, LocalHttpServer
 
 # Distinctive, so that any leak is found by a plain substring search.
 FAKE_KEY = "AIzaSyFAKE-cotgen-Leak-Canary-9f3b7c2e1d"
@@ -74,28 +73,15 @@ def test_where_it_talks_to_and_the_key_stays_hidden():
     assert "api_key='***'" in repr(real)
 
 
-class NotTheEmulator:
+class NotTheEmulator(LocalHttpServer):
     """An endpoint that answers like the API (an empty batch list) but is not the emulator."""
 
     def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
+                self.answer({})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_who_answers_decides_offline_not_whether_a_key_is_set(emulator, caplog):

@@ -13,43 +13,16 @@ from cotgen_assets.backends.resource import GeminiBatchResource, gemini_from_env
 from cotgen_assets.core.batch_output import iter_result_lines
 from cotgen_assets.core.settings import SettingError
 from cotgen_assets_tests.harness.dagster import ROOT, wait_for
-from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
-from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.emulator import generation_request, request_line
+from cotgen_assets_tests.harness.gcs import BUCKET
 
-BUCKET = "cotgen-staging"
 STAGING = f"gs://{BUCKET}/vertex"
 PROJECT, LOCATION = "cotgen-test", "us-central1"
 MODEL = "gemini-3.1-pro-preview"
 QUESTIONS = [f"What is {n} + {n}?" for n in range(6)]
 FAKE_KEY = "AIzaSyFAKE-cotgen-Vertex-Canary-51d0e7"  # a Developer API key that must never be used
 
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in server.env().items():  # this process stages through gcsfs too
-            env.setenv(name, value)
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def emu(gcs, tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("vertex") / "emulator", env=gcs.env())
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(emu):
-    emu.set_faults(reset=True)
-    yield
-    emu.release()
+pytestmark = pytest.mark.usefixtures("gcs_env")  # the resource stages through gcsfs in this process
 
 
 def vertex(emu, **overrides) -> GeminiBatchResource:

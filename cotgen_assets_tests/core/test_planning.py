@@ -2,10 +2,9 @@
 
 import pytest
 
-from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.planning import plan_summarization
 from cotgen_assets.core.prepare import prepare_generation
-from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets_tests.harness.asks import generation_ask
 
 
 def cot(problem_id: str, batch: str = "batches/g1", correct: bool = True) -> dict:
@@ -47,15 +46,7 @@ def test_samples_per_problem_out_of_bounds_is_refused_before_anything_is_written
     data_dir, samples_per_problem
 ):
     """0 answers asks nothing, more than 64 is past any dataset's k: a config error, not a batch."""
-    ask = GenerationAsk(
-        scenario=get_scenario("easy"),
-        limit=2,
-        max_tries=3,
-        model="gemini-3.1-pro-preview",
-        thinking_level="high",
-        max_requests_per_job=10,
-        samples_per_problem=samples_per_problem,
-    )
+    ask = generation_ask(limit=2, max_requests_per_job=10, samples_per_problem=samples_per_problem)
     with pytest.raises(
         ValueError, match=f"samples_per_problem must be between 1 and 64, got {samples_per_problem}"
     ):

@@ -6,7 +6,6 @@ the files; the last ones check that `records` is the only description of a recor
 
 import shutil
 
-import dagster as dg
 import datasets
 import orjson
 import pyarrow as pa
@@ -19,8 +18,7 @@ from cotgen_assets.defs.assets.samples import column_schema
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import export
 from cotgen_assets_tests.harness.dagster import ROOT, wait_for
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline
+from cotgen_assets_tests.harness.pipeline import Pipeline, chain_pipeline
 
 pytestmark = pytest.mark.pipeline
 
@@ -48,18 +46,12 @@ def run_next(pipeline: Pipeline, job_name: str, partitions) -> None:
 def data(tmp_path_factory):
     """Data dir after the whole chain ran for `easy` and `medium`."""
     root = tmp_path_factory.mktemp("records")
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        env.setenv("COTGEN_DATA_DIR", str(root / "data"))
-        emulator = start_emulator(root / "emulator", latency=0.0)
-        try:
-            pipeline = Pipeline(instance, emulator.base_url)
-            for partition in PARTITIONS:
-                pipeline.materialize([source_problems], partition)
-                pipeline.submit_generation(partition, limit=LIMIT, ask="missing")
-            run_next(pipeline, "generation_results_job", PARTITIONS)
-            run_next(pipeline, "summarization_results_job", PARTITIONS)
-        finally:
-            emulator.stop()
+    with chain_pipeline(root) as (pipeline, _, _):
+        for partition in PARTITIONS:
+            pipeline.materialize([source_problems], partition)
+            pipeline.submit_generation(partition, limit=LIMIT, ask="missing")
+        run_next(pipeline, "generation_results_job", PARTITIONS)
+        run_next(pipeline, "summarization_results_job", PARTITIONS)
     return root / "data"
 
 
@@ -135,6 +127,13 @@ def check_messages(record: dict, text_field: str) -> None:
     ]
 
 
+def check_tagged(text: str, tag: str) -> None:
+    """`<tag>` reasoning `</tag>` on its own line, then the answer: neither part empty."""
+    inner, separator, answer = text.partition(f"</{tag}>\n")
+    assert text.startswith(f"<{tag}>") and separator
+    assert inner.removeprefix(f"<{tag}>").strip() and answer.strip()
+
+
 @pytest.mark.parametrize("partition", PARTITIONS)
 def test_cot_records_carry_every_field(data, partition):
     records = raw(data / f"cot_{partition}.jsonl")
@@ -142,9 +141,7 @@ def test_cot_records_carry_every_field(data, partition):
     for record in records:
         check_common(record, partition)
         check_messages(record, "cot")
-        thought, separator, answer = record["cot"].partition("</thought>\n")
-        assert record["cot"].startswith("<thought>") and separator
-        assert thought.removeprefix("<thought>").strip() and answer.strip()
+        check_tagged(record["cot"], "thought")
         assert record["cot"].count("<thought>") == record["cot"].count("</thought>") == 1
         assert record["generation"]["usage"]["thinking_tokens"] > 0
     assert sum(r["correct"] for r in records) >= LIMIT - 1, "the emulator answers with the reference"
@@ -158,9 +155,7 @@ def test_cod_records_carry_every_field_and_their_cot_lineage(data, partition):
     for record in records:
         check_common(record, partition)
         check_messages(record, "cod")
-        draft, separator, answer = record["cod"].partition("</draft>\n")
-        assert record["cod"].startswith("<draft>") and separator
-        assert draft.removeprefix("<draft>").strip() and answer.strip()
+        check_tagged(record["cod"], "draft")
         check_lineage(record["summarization"], "cod-sum-v1")
         source_cot = cot[record["id"]]
         for field in ("scenario", "question", "answer", "source", "generation"):

@@ -16,10 +16,10 @@ from cotgen_assets.core.prompts import generation_prompt
 from cotgen_assets.core.requests import generation_requests, rows_asked
 from cotgen_assets.core.rounds import Accuracy, new_problems_to_ask
 from cotgen_assets.core.sample_keys import problem_and_sample, sample_key
-from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import samples_path
 from cotgen_assets.core.submission_history import tries_by_problem
+from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.pipeline import read_jsonl
 from cotgen_assets_tests.harness.results import line, make_submission, response
 
@@ -109,15 +109,7 @@ def problems_file(tmp_path, rows: int) -> pq.ParquetFile:
 
 
 def ask(k: int) -> GenerationAsk:
-    return GenerationAsk(
-        scenario=get_scenario("easy"),
-        limit=2,
-        max_tries=3,
-        model="gemini-3.1-pro-preview",
-        thinking_level="high",
-        max_requests_per_job=10,
-        samples_per_problem=k,
-    )
+    return generation_ask(limit=2, max_requests_per_job=10, samples_per_problem=k)
 
 
 def test_k_answers_are_k_lines_of_the_same_prompt_under_their_own_keys(tmp_path):

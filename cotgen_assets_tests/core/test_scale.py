@@ -11,20 +11,17 @@ import pytest
 
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core import requests as requests_module
-from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.shards import write_shards
 from cotgen_assets.core.sources import load_source_problems
-from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.results import MODEL, context, easy_submission
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
-
-MODEL = "gemini-3.1-pro-preview"
-
 
 # --------------------------------------------------------------------------- sharded batches, end to end
 
@@ -73,16 +70,6 @@ def test_a_submission_split_into_three_jobs_is_ingested_once_all_three_ended(ins
 # --------------------------------------------------------------------------- ingestion, as plain functions
 
 
-def context(i: int) -> dict:
-    return {
-        "id": f"easy-{i}",
-        "scenario": "easy",
-        "question": f"What is {i} + {i}?",
-        "answer": str(2 * i),
-        "source": {"dataset": "gsm8k", "config": "main", "split": "train", "row": i},
-    }
-
-
 def result(i: int, answer: int | None = None, error: bool = False) -> bytes:
     if error:
         return orjson.dumps(
@@ -118,14 +105,7 @@ def result(i: int, answer: int | None = None, error: bool = False) -> bytes:
 
 def submission_with_results(count: int, per_shard: int, lines_by_shard) -> Submission:
     """A written submission whose shard k's downloaded results are `lines_by_shard(k, keys)`."""
-    submission = Submission(
-        scenario="easy",
-        stage=GENERATION,
-        submission_id="scale",
-        model=MODEL,
-        prompt_version="cot-gen-v1",
-        num_requests=count,
-    )
+    submission = easy_submission("scale", count)
     write_shards(
         submission,
         ((orjson.dumps({"key": f"easy-{i}"}) + b"\n", context(i)) for i in range(count)),
@@ -213,16 +193,7 @@ def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatc
     (data_dir / "easy").mkdir(parents=True)
     pq.write_table(table, data_dir / "easy" / "source_problems.parquet", row_group_size=777)
     submission = prepare_generation(
-        GenerationAsk(
-            scenario=get_scenario("easy"),
-            limit=3000,
-            mode="extend",
-            max_tries=3,
-            model=MODEL,
-            thinking_level="high",
-            max_requests_per_job=1000,
-        ),
-        offline=True,
+        generation_ask(limit=3000, mode="extend", max_requests_per_job=1000), offline=True
     ).submission
     assert len(submission.shards) == 3
     keys = [
@@ -244,14 +215,7 @@ def test_requests_are_written_batch_by_batch_in_table_order(data_dir, monkeypatc
 
 def test_shards_stay_under_the_request_and_byte_limits(data_dir):
     """A job's input file must stay under the Batch API's 2 GB: shards split on bytes too."""
-    submission = Submission(
-        scenario="easy",
-        stage=GENERATION,
-        submission_id="bytes",
-        model=MODEL,
-        prompt_version="cot-gen-v1",
-        num_requests=10,
-    )
+    submission = easy_submission("bytes", 10)
     lines = [orjson.dumps({"key": f"easy-{i}", "pad": "x" * 90}) + b"\n" for i in range(10)]
     write_shards(submission, ((line, context(i)) for i, line in enumerate(lines)), 4, 3 * len(lines[0]) + 5)
     sizes = [len(submission.requests_path(s).read_bytes().splitlines()) for s in submission.shards]

@@ -24,27 +24,15 @@ from cotgen_assets.publish.export import write_export
 from cotgen_assets.publish.report import build_report
 from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.harness.dagster import ROOT
-from cotgen_assets_tests.harness.gcs import start_gcs
 from cotgen_assets_tests.harness.pipeline import Pipeline
 
 
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs("cotgen", tmp_path_factory.mktemp("gcs"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
-def bucket(gcs, monkeypatch, request):
+def bucket(gcs_env, monkeypatch, request):
     """COTGEN_DATA_DIR=gs://cotgen/<test name> on the stand-in; the gcsfs filesystem to look at it."""
-    for name, value in gcs.env().items():
-        monkeypatch.setenv(name, value)
     prefix = request.node.name
-    monkeypatch.setenv("COTGEN_DATA_DIR", gcs.data_url(prefix))
-    return gcs.fs(), f"{gcs.bucket}/{prefix}"
+    monkeypatch.setenv("COTGEN_DATA_DIR", gcs_env.data_url(prefix))
+    return gcs_env.fs(), f"{gcs_env.bucket}/{prefix}"
 
 
 @pytest.mark.parametrize(

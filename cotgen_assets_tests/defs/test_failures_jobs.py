@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.pipeline import finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
@@ -87,21 +87,12 @@ def test_a_shard_sent_to_a_new_job_drops_the_results_of_the_old_one(emulator, so
     """Else the new job's answers would never be downloaded, and the next fill would pay again."""
     from cotgen_assets.backends.lifecycle import download_finished, submit
     from cotgen_assets.backends.resource import GeminiBatchResource
-    from cotgen_assets.core.ask import GenerationAsk
     from cotgen_assets.core.prepare import prepare_generation
 
     sources("easy")
     gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
     emulator.set_faults(job_state="failed", job_count=1)
-    ask = GenerationAsk(
-        scenario=get_scenario("easy"),
-        limit=2,
-        max_tries=3,
-        model="gemini-3.1-pro-preview",
-        thinking_level="high",
-        max_requests_per_job=100,
-        ask_enough=False,
-    )
+    ask = generation_ask(limit=2, max_requests_per_job=100, ask_enough=False)
     first = prepare_generation(ask, offline=True).submission
     submit(first, gemini.batch_api())
     download_finished(first, gemini.batch_api())

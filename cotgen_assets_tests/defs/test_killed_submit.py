@@ -23,7 +23,7 @@ from cotgen_assets.backends.lifecycle import submit
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.prepare import prepare_generation
-from cotgen_assets.core.scenarios import get_scenario
+from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
@@ -97,15 +97,7 @@ def materialize_cli(home: Path, emulator, limit: int, **env: str) -> subprocess.
 
 def three_problems_of_easy() -> GenerationAsk:
     """A fill of exactly three problems of `easy`, the submission a dead run left behind."""
-    return GenerationAsk(
-        scenario=get_scenario("easy"),
-        limit=3,
-        max_tries=3,
-        model=MODEL,
-        thinking_level="high",
-        max_requests_per_job=10_000,
-        ask_enough=False,
-    )
+    return generation_ask(limit=3, ask_enough=False)
 
 
 def test_a_batch_made_by_a_killed_run_is_adopted_ingested_and_never_asked_again(

@@ -16,12 +16,11 @@ JOBS_OF_4 = {"ask": "missing", "max_requests_per_job": 4}
 
 @pytest.fixture
 def emu(tmp_path):
-    """Two jobs in flight at most; each takes 5 s, longer than a click, so the quota is met."""
-    emulator = start_emulator(tmp_path / "emulator", latency=5.0, extra_args=["--max-active-jobs", "2"])
-    try:
+    """Two jobs in flight at most; the first two stay PENDING until the test releases them, so the
+    quota is met however slow the machine is (a latency of a few seconds was not, on a busy one)."""
+    extra_args = ["--max-active-jobs", "2", "--fault-hold-count", "2"]
+    with start_emulator(tmp_path / "emulator", latency=0.0, extra_args=extra_args) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 @pytest.fixture
@@ -49,6 +48,7 @@ def test_two_scenarios_submitted_at_once_share_the_quota_and_both_finish(
     assert (easy["num_jobs_created"], easy["num_jobs_queued"]) == (2, 0)
     assert (medium["num_jobs_created"], medium["num_jobs_queued"]) == (0, 2), "the quota is easy's"
 
+    emu.release()
     quota_pipeline.drain(timeout=240)
 
     for scenario in ("easy", "medium"):
@@ -73,6 +73,7 @@ def test_a_429_on_create_leaves_the_shard_queued_and_the_sensor_creates_it_later
     assert (batch["num_jobs_created"], batch["num_jobs_queued"]) == (2, 1)
     assert batch["batch_names"][2] == ""
 
+    emu.release()
     quota_pipeline.drain(timeout=240)
 
     cot = read_jsonl(data_dir / "cot_easy.jsonl")
@@ -90,32 +91,29 @@ def test_cotgen_cancel_drops_the_queue_its_shards_are_never_created_and_asked_ag
     home = tmp_path / "dagster_home"
     home.mkdir()
     sources("easy")
-    emu = start_emulator(
+    held = start_emulator(
         tmp_path / "held", latency=0.0, extra_args=["--max-active-jobs", "1", "--fault-hold"]
     )
-    try:
-        with dg.DagsterInstance.local_temp(str(home)) as instance:
-            pipeline = Pipeline(instance, emu.base_url)
-            pipeline.submit_generation("easy", limit=8, **JOBS_OF_4)
-            batch = pipeline.metadata("generation_batch", "easy")
-            assert (batch["num_jobs_created"], batch["num_jobs_queued"]) == (1, 1)
-            assert "1 shard(s) wait for the batch quota" in pipeline.tick().skip_message
+    with held as emu, dg.DagsterInstance.local_temp(str(home)) as instance:
+        pipeline = Pipeline(instance, emu.base_url)
+        pipeline.submit_generation("easy", limit=8, **JOBS_OF_4)
+        batch = pipeline.metadata("generation_batch", "easy")
+        assert (batch["num_jobs_created"], batch["num_jobs_queued"]) == (1, 1)
+        assert "1 shard(s) wait for the batch quota" in pipeline.tick().skip_message
 
-            monkeypatch.setenv("DAGSTER_HOME", str(home))
-            monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emu.base_url)
-            monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-            assert cli.main(["cancel", "easy", "generation"]) == 0
-            printed = capsys.readouterr().out
-            assert f"cancelled ['{batch['batch_names'][0]}'] and dropped 1 queued shard(s)" in printed
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emu.base_url)
+        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+        assert cli.main(["cancel", "easy", "generation"]) == 0
+        printed = capsys.readouterr().out
+        assert f"cancelled ['{batch['batch_names'][0]}'] and dropped 1 queued shard(s)" in printed
 
-            finish_generation(pipeline, "easy")
-            ended = pipeline.metadata("generation_results", "easy")["job_state"]
-            assert ended == "MIXED(DROPPED_FROM_QUEUE, JOB_STATE_CANCELLED)"  # the dropped shard, the job
-            assert len(emu.created_jobs()) == 1, "the dropped shard was never created"
+        finish_generation(pipeline, "easy")
+        ended = pipeline.metadata("generation_results", "easy")["job_state"]
+        assert ended == "MIXED(DROPPED_FROM_QUEUE, JOB_STATE_CANCELLED)"  # the dropped shard, the job
+        assert len(emu.created_jobs()) == 1, "the dropped shard was never created"
 
-            emu.release()  # and hold no more
-            pipeline.submit_generation("easy", limit=8, **JOBS_OF_4)
-            again = pipeline.metadata("generation_batch", "easy")
-            assert again["num_requests"] == 8, "nothing of the cancelled submission was answered: asked again"
-    finally:
-        emu.stop()
+        emu.release()  # and hold no more
+        pipeline.submit_generation("easy", limit=8, **JOBS_OF_4)
+        again = pipeline.metadata("generation_batch", "easy")
+        assert again["num_requests"] == 8, "nothing of the cancelled submission was answered: asked again"

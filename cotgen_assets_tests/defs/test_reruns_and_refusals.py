@@ -19,12 +19,12 @@ import pytest
 import cotgen_assets
 from cotgen_assets.backends.lifecycle import submit
 from cotgen_assets.backends.resource import GeminiBatchResource
-from cotgen_assets.core.ask import GenerationAsk
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
+from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
 pytestmark = pytest.mark.pipeline
@@ -170,18 +170,7 @@ def test_a_reused_batch_is_a_warning_in_the_run_log_and_in_the_metadata(pipeline
     """A run that created its job and then died before materializing: the re-execution finds it."""
     sources("easy")
     gemini = pipeline.resources["gemini"]
-    crashed = prepare_generation(
-        GenerationAsk(
-            scenario=get_scenario("easy"),
-            limit=2,
-            mode="fill",
-            max_tries=3,
-            model=MODEL,
-            thinking_level="high",
-            max_requests_per_job=10_000,
-        ),
-        offline=True,
-    ).submission
+    crashed = prepare_generation(generation_ask(limit=2, mode="fill"), offline=True).submission
     submit(crashed, gemini.batch_api())
     result = pipeline.submit_generation("easy", limit=2)
     meta = pipeline.metadata("generation_batch", "easy")

@@ -1,8 +1,8 @@
 """Where is my batch? The sensor's progress observations on the batch asset, and `cotgen status`,
-against a held emulator job whose counts then move from 0 to done. In-process (sensor ticks on an
-on-disk instance the CLI finds through DAGSTER_HOME, as a user's shell would); over GraphQL, as the
-UI reads them, in test_auto_fill_e2e.py."""
+against a held emulator job whose counts then move from 0 to done. In-process: sensor ticks on an
+on-disk instance the CLI finds through DAGSTER_HOME, as a user's shell would."""
 
+import contextlib
 import os
 import shutil
 
@@ -31,20 +31,29 @@ def status_line(capsys, stage: str) -> str:
     return line
 
 
-def test_a_held_job_is_shown_at_0_then_its_counts_move_to_done(
-    tmp_path, sources, data_dir, monkeypatch, capsys
-):
+@contextlib.contextmanager
+def hard_held(tmp_path, sources, monkeypatch, latency: float = 0.0, **config):
+    """`hard` submitted (limit 5, `config`) to an emulator holding its job, on an instance `cotgen`
+    finds; yields the pipeline and the emulator."""
     home = tmp_path / "dagster_home"
     home.mkdir()
     sources("hard")
-    emulator = start_emulator(tmp_path / "emulator", latency=3.0)  # once released: running for 3 s
+    emulator = start_emulator(tmp_path / "emulator", latency=latency)
     with emulator, dg.DagsterInstance.local_temp(str(home)) as instance:
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emulator.base_url)
         monkeypatch.delenv("GEMINI_API_KEY", raising=False)
         pipeline = Pipeline(instance, emulator.base_url)
         emulator.set_faults(hold_count=1)
-        pipeline.submit_generation("hard", limit=5)
+        pipeline.submit_generation("hard", limit=5, **config)
+        yield pipeline, emulator
+
+
+def test_a_held_job_is_shown_at_0_then_its_counts_move_to_done(
+    tmp_path, sources, data_dir, monkeypatch, capsys
+):
+    # once released: running for 3 s
+    with hard_held(tmp_path, sources, monkeypatch, latency=3.0) as (pipeline, emulator):
         batch = pipeline.metadata("generation_batch", "hard")
         total = batch["num_requests"]
 
@@ -85,19 +94,8 @@ def test_a_held_job_is_shown_at_0_then_its_counts_move_to_done(
 
 @pytest.fixture
 def held_hard(tmp_path, sources, data_dir, monkeypatch):
-    """`hard` submitted (limit 5) to an emulator holding its job, on an instance `cotgen` finds."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    sources("hard")
-    emulator = start_emulator(tmp_path / "emulator", latency=0.0)
-    with emulator, dg.DagsterInstance.local_temp(str(home)) as instance:
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emulator.base_url)
-        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
-        pipeline = Pipeline(instance, emulator.base_url)
-        emulator.set_faults(hold_count=1)
-        pipeline.submit_generation("hard", limit=5, ask="missing")
-        yield pipeline, emulator
+    with hard_held(tmp_path, sources, monkeypatch, ask="missing") as held:
+        yield held
 
 
 def test_a_saved_batch_shows_the_requests_answered_not_those_asked(held_hard, capsys):

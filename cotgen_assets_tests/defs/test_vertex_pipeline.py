@@ -17,43 +17,14 @@ from cotgen_assets import cli
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.backends.vertex import OFFLINE_TOKEN
 from cotgen_assets_tests.harness.dagster import wait_for
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.gcs import BUCKET
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
 
-pytestmark = pytest.mark.pipeline
+# The assets stage through gcsfs in this process.
+pytestmark = [pytest.mark.pipeline, pytest.mark.usefixtures("gcs_env")]
 
-BUCKET = "cotgen-vertex"
 LOCATION = "us-central1"
 FAKE_KEY = "AIzaSyFAKE-cotgen-Pipeline-Canary-77aa01"  # a Developer API key Vertex AI must never use
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in server.env().items():
-            env.setenv(name, value)
-        try:
-            yield server
-        finally:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def emu(gcs, tmp_path_factory):
-    emulator = start_emulator(tmp_path_factory.mktemp("vertex") / "emulator", env=gcs.env())
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(emu):
-    emu.set_faults(reset=True)
-    yield
-    emu.release()
 
 
 @pytest.fixture
@@ -79,6 +50,18 @@ def vertex_resource(emu, staging: str) -> GeminiBatchResource:
         base_url=emu.base_url,
         backoff_seconds=0.05,
     )
+
+
+def vertex_env(emu, project: str, staging: str) -> dict[str, str]:
+    """What a user sets for Vertex AI (the emulator standing in), as `cotgen` and the code location
+    read it: the settings `vertex_resource` passes in directly."""
+    return {
+        "COTGEN_GEMINI_BACKEND": "vertex",
+        "GOOGLE_CLOUD_PROJECT": project,
+        "GOOGLE_CLOUD_LOCATION": LOCATION,
+        "COTGEN_VERTEX_STAGING": staging,
+        "COTGEN_GEMINI_BASE_URL": emu.base_url,
+    }
 
 
 @pytest.fixture
@@ -213,14 +196,7 @@ def test_cotgen_cancel_cancels_a_vertex_job_and_the_next_fill_asks_again(
         batch = pipeline.metadata("generation_batch", "easy")
         [name] = batch["batch_names"]
 
-        for variable, value in {
-            "DAGSTER_HOME": str(home),
-            "COTGEN_GEMINI_BACKEND": "vertex",
-            "GOOGLE_CLOUD_PROJECT": project,
-            "GOOGLE_CLOUD_LOCATION": LOCATION,
-            "COTGEN_VERTEX_STAGING": staging,
-            "COTGEN_GEMINI_BASE_URL": emu.base_url,
-        }.items():
+        for variable, value in {"DAGSTER_HOME": str(home), **vertex_env(emu, project, staging)}.items():
             monkeypatch.setenv(variable, value)
         assert cli.main(["cancel", "easy", "generation"]) == 0
         assert f"cancelled ['{name}']" in capsys.readouterr().out
@@ -244,15 +220,8 @@ def test_no_credential_is_written_anywhere(
     caplog.set_level(logging.DEBUG)
     home = tmp_path / "dagster_home"
     home.mkdir()
-    for variable, value in {
-        "GEMINI_API_KEY": FAKE_KEY,
-        "GOOGLE_API_KEY": FAKE_KEY,
-        "COTGEN_GEMINI_BACKEND": "vertex",
-        "GOOGLE_CLOUD_PROJECT": project,
-        "GOOGLE_CLOUD_LOCATION": LOCATION,
-        "COTGEN_VERTEX_STAGING": staging,
-        "COTGEN_GEMINI_BASE_URL": emu.base_url,
-    }.items():
+    keys = {"GEMINI_API_KEY": FAKE_KEY, "GOOGLE_API_KEY": FAKE_KEY}
+    for variable, value in {**keys, **vertex_env(emu, project, staging)}.items():
         monkeypatch.setenv(variable, value)
     sources("easy")
     with dg.DagsterInstance.local_temp(str(home)) as instance:

@@ -88,6 +88,18 @@ def raw(
         return error.code, error.headers, error.read()
 
 
+def finalize_upload(emu, upload_path: str, path) -> tuple:
+    """Send the whole of `path` to a started resumable upload in one step, as the SDK does."""
+    return raw(
+        emu,
+        "POST",
+        upload_path,
+        body=path.read_bytes(),
+        key=None,
+        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
+    )
+
+
 def raw_batch(emu, name: str) -> dict:
     status, _, body = raw(emu, "GET", f"/v1beta/{name}")
     assert status == 200, body
@@ -206,14 +218,8 @@ def test_upload_names_spellings_and_file_listing(emulator, client, tmp_path):
         headers={"X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start"},
     )
     assert status == 200 and headers["X-Goog-Upload-URL"].startswith(f"{emulator.base_url}/upload/v1/files?")
-    status, headers, body = raw(
-        emulator,
-        "POST",
-        headers["X-Goog-Upload-URL"].removeprefix(emulator.base_url),
-        body=path.read_bytes(),
-        key=None,
-        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
-    )
+    upload_path = headers["X-Goog-Upload-URL"].removeprefix(emulator.base_url)
+    status, headers, body = finalize_upload(emulator, upload_path, path)
     assert status == 200 and headers["X-Goog-Upload-Status"] == "final"
     camel = client.files.get(name=json.loads(body)["file"]["name"])
     assert (camel.display_name, camel.mime_type, camel.size_bytes) == (
@@ -502,14 +508,7 @@ def test_transient_http_errors(emulator, client, tmp_path):
 
     emulator.set_faults(http_error_rate=1.0)
     assert emulator.admin("GET", "health")["ok"]  # admin endpoints are exempt
-    status, headers, body = raw(
-        emulator,
-        "POST",
-        upload_path,
-        body=path.read_bytes(),
-        key=None,
-        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
-    )
+    status, headers, body = finalize_upload(emulator, upload_path, path)
     assert status in (429, 500) and headers["X-Goog-Upload-Status"]
     assert json.loads(body)["error"]["code"] == status
     codes = set()
@@ -524,14 +523,7 @@ def test_transient_http_errors(emulator, client, tmp_path):
     assert time.monotonic() - started < 2  # no SDK back-off sleeps: the status header is set
 
     emulator.set_faults(http_error_rate=0.0)  # the upload interrupted above resumes where it was
-    status, headers, body = raw(
-        emulator,
-        "POST",
-        upload_path,
-        body=path.read_bytes(),
-        key=None,
-        headers={"X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0"},
-    )
+    status, headers, body = finalize_upload(emulator, upload_path, path)
     assert status == 200 and headers["X-Goog-Upload-Status"] == "final"
     assert client.files.get(name=json.loads(body)["file"]["name"]).size_bytes == path.stat().st_size
 

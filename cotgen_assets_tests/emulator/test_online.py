@@ -25,11 +25,8 @@ def gsm8k_problems():
 @pytest.fixture(scope="module")
 def shared_emulator(tmp_path_factory):
     path = tmp_path_factory.mktemp("online") / "emulator"
-    emu = start_emulator(path, extra_args=["--online-latency", "0", "--flex-latency", "0"])
-    try:
+    with start_emulator(path, extra_args=["--online-latency", "0", "--flex-latency", "0"]) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture
@@ -118,18 +115,14 @@ def test_wrong_rate_is_deterministic_and_drawn_afresh_per_ask(tmp_path, gsm8k_pr
     order of asks; the second ask of a question is a fresh draw, not a replay."""
 
     def run(name: str) -> list[bool]:
-        emu = start_emulator(
-            tmp_path / name, extra_args=["--online-latency", "0", "--fault-wrong-rate", "0.5"]
-        )
-        try:
+        extra_args = ["--online-latency", "0", "--fault-wrong-rate", "0.5"]
+        with start_emulator(tmp_path / name, extra_args=extra_args) as emu:
             client = emu.client()
             right = []
             for _ in range(2):
                 for question, reference in gsm8k_problems:
                     right.append(extract_boxed_answer(answer_parts(ask(client, question))[1]) == reference)
             return right
-        finally:
-            emu.stop()
 
     first, second = run("a"), run("b")
     assert first == second
@@ -167,13 +160,11 @@ def test_latency_per_tier_is_what_the_flags_say(tmp_path, gsm8k_problems):
     """--flex-latency holds a Flex call that long (a lower bound: the delay is the fault, not speed)."""
     import time
 
-    emu = start_emulator(tmp_path / "emulator", extra_args=["--online-latency", "0", "--flex-latency", "1.5"])
-    try:
+    extra_args = ["--online-latency", "0", "--flex-latency", "1.5"]
+    with start_emulator(tmp_path / "emulator", extra_args=extra_args) as emu:
         client = emu.client()
         question, _ = gsm8k_problems[0]
         started = time.monotonic()
         ask(client, question, "flex")
         flex = time.monotonic() - started
-    finally:
-        emu.stop()
     assert flex >= 1.5

@@ -6,42 +6,25 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
 from google.genai import errors, types
 
 from cotgen_assets.emulator.quotas import DEVELOPER_MESSAGE
 from cotgen_assets.emulator.responder import prompt_tokens
 from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
-from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.gcs import BUCKET
 
 MODEL = "gemini-3.1-pro-preview"
-BUCKET = "quota-bkt"
 QUESTION = "How many quotas does it take to change a light bulb?"
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def emu(gcs, tmp_path):
     """Jobs held in flight until released, so the count of active jobs is the test's to decide."""
-    emulator = start_emulator(
-        tmp_path / "emulator",
-        extra_args=["--max-active-jobs", "2", "--fault-hold"],
-        env={"STORAGE_EMULATOR_HOST": gcs.url},
-    )
-    try:
+    extra_args = ["--max-active-jobs", "2", "--fault-hold"]
+    with start_emulator(
+        tmp_path / "emulator", extra_args=extra_args, env={"STORAGE_EMULATOR_HOST": gcs.url}
+    ) as emulator:
         yield emulator
-    finally:
-        emulator.stop()
 
 
 def upload(client, tmp_path: Path, name: str, questions: list[str]) -> str:
@@ -55,11 +38,7 @@ def create(client, source: str, name: str):
 
 
 def create_vertex(client, gcs, name: str):
-    gcs_client = storage.Client(
-        project="test", credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=gcs.url)
-    )
-    blob = gcs_client.bucket(BUCKET).blob(f"{name}/in.jsonl")
-    blob.upload_from_string(request_line("k0", generation_request(QUESTION)))
+    gcs.fs().pipe_file(f"{BUCKET}/{name}/in.jsonl", request_line("k0", generation_request(QUESTION)))
     config = types.CreateBatchJobConfig(dest=f"gs://{BUCKET}/{name}/out", display_name=name)
     return client.batches.create(model=MODEL, src=f"gs://{BUCKET}/{name}/in.jsonl", config=config)
 

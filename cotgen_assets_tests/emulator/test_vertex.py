@@ -20,9 +20,8 @@ from google.genai import errors, types
 from cotgen_assets.core.answers import extract_boxed_answer, extract_gsm8k_answer
 from cotgen_assets_tests.harness.dagster import wait_for
 from cotgen_assets_tests.harness.emulator import generation_request, request_line, start_emulator
-from cotgen_assets_tests.harness.gcs import start_gcs
+from cotgen_assets_tests.harness.gcs import BUCKET
 
-BUCKET = "vertex-bkt"
 PROJECT, LOCATION = "test-proj", "us-central1"
 MODEL = "gemini-3.1-pro-preview"
 TOKEN = "vertex-token-5c1e77"  # must never show up in the emulator's log
@@ -35,33 +34,6 @@ TERMINAL = {
     S.JOB_STATE_CANCELLED,
     S.JOB_STATE_EXPIRED,
 }
-
-
-@pytest.fixture(scope="module")
-def gcs(tmp_path_factory):
-    server = start_gcs(BUCKET, tmp_path_factory.mktemp("gcs"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def emu(gcs, tmp_path_factory):
-    """One emulator for the module, told only where the stand-in is, as a user would."""
-    state_dir = tmp_path_factory.mktemp("vertex") / "emulator"
-    emulator = start_emulator(state_dir, latency=0.0, env={"STORAGE_EMULATOR_HOST": gcs.url})
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_faults(emu):
-    emu.set_faults(reset=True)
-    yield
-    emu.release()
 
 
 @pytest.fixture
@@ -451,42 +423,35 @@ def test_an_output_write_that_fails_is_retried_to_the_same_place_once_storage_is
 # ---- refusals -------------------------------------------------------------------------------
 
 
-def refused(emu, client, call) -> errors.ClientError:
-    """The error `call` raises; no job was made by it."""
+def refused(
+    client, src, model: str = MODEL, dest: str | dict | None = f"gs://{BUCKET}/o"
+) -> errors.ClientError:
+    """The error creating a job of `model` from `src` into `dest` (None: no output config) raises;
+    no job was made by it."""
     before = len(names_listed(client))
     with pytest.raises(errors.ClientError) as error:
-        call()
+        client.batches.create(model=model, src=src, config=None if dest is None else {"dest": dest})
     assert len(names_listed(client)) == before
     return error.value
 
 
 def test_a_developer_api_model_name_is_refused(emu, client, bucket):
     src = put_input(bucket, "refuse-model/in.jsonl", synthetic(1, "m"))
-    error = refused(
-        emu,
-        client,
-        lambda: client.batches.create(model=f"models/{MODEL}", src=src, config={"dest": f"gs://{BUCKET}/o"}),
-    )
+    error = refused(client, src, model=f"models/{MODEL}")
     assert error.code == 400 and f"models/{MODEL}" in error.message
     assert "publishers/google/models/" in error.message
 
 
 def test_an_unknown_model_is_not_found(emu, client, bucket):
     src = put_input(bucket, "refuse-unknown/in.jsonl", synthetic(1, "u"))
-    error = refused(
-        emu,
-        client,
-        lambda: client.batches.create(
-            model="gemini-0-nonesuch", src=src, config={"dest": f"gs://{BUCKET}/o"}
-        ),
-    )
+    error = refused(client, src, model="gemini-0-nonesuch")
     assert error.code == 404 and "gemini-0-nonesuch" in error.message
 
 
 def test_a_missing_output_config_is_refused(emu, client, bucket):
     # the SDK fills dest in only for a source ending in .jsonl: this one reaches the API without
     src = put_input(bucket, "refuse-dest/requests", synthetic(1, "o"))
-    error = refused(emu, client, lambda: client.batches.create(model=MODEL, src=src))
+    error = refused(client, src, dest=None)
     assert error.code == 400 and "outputConfig" in error.message
 
 
@@ -495,35 +460,23 @@ def test_a_missing_output_config_is_refused(emu, client, bucket):
     [
         ({"format": "jsonl", "gcs_uri": ["s3://elsewhere/in.jsonl"]}, "s3://elsewhere/in.jsonl"),
         ("bq://proj.dataset.table", "bigquery"),
-        ("gs://vertex-bkt/refuse-source/none.jsonl", "gs://vertex-bkt/refuse-source/none.jsonl"),
+        (f"gs://{BUCKET}/refuse-source/none.jsonl", f"gs://{BUCKET}/refuse-source/none.jsonl"),
     ],
 )
 def test_a_source_outside_gs_or_missing_is_refused_naming_it(emu, client, src, said):
-    error = refused(
-        emu, client, lambda: client.batches.create(model=MODEL, src=src, config={"dest": f"gs://{BUCKET}/o"})
-    )
+    error = refused(client, src)
     assert error.code == 400 and said in error.message
 
 
 def test_a_destination_outside_gs_is_refused(emu, client, bucket):
     src = put_input(bucket, "refuse-out/in.jsonl", synthetic(1, "d"))
-    error = refused(
-        emu,
-        client,
-        lambda: client.batches.create(
-            model=MODEL, src=src, config={"dest": {"format": "jsonl", "gcs_uri": "/tmp/out"}}
-        ),
-    )
+    error = refused(client, src, dest={"format": "jsonl", "gcs_uri": "/tmp/out"})
     assert error.code == 400 and "/tmp/out" in error.message
 
 
 def test_an_output_bucket_that_does_not_exist_is_refused_naming_it(emu, client, bucket):
     src = put_input(bucket, "refuse-bucket/in.jsonl", synthetic(1, "b"))
-    error = refused(
-        emu,
-        client,
-        lambda: client.batches.create(model=MODEL, src=src, config={"dest": "gs://no-such-bucket/out"}),
-    )
+    error = refused(client, src, dest="gs://no-such-bucket/out")
     assert error.code == 400 and "no-such-bucket" in error.message
 
 

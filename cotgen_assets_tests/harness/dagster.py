@@ -13,12 +13,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The assets from the sources to CoD, each the one before's only upstream, as the UI draws them.
+CHAIN = (
+    "source_problems",
+    "generation_batch",
+    "generation_results",
+    "cot_samples",
+    "summarization_batch",
+    "summarization_results",
+    "cod_samples",
+)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def wait_for(condition, timeout: float, interval: float = 0.5, message: str = "condition"):

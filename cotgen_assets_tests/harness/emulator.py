@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from cotgen_assets_tests.harness.dagster import free_port, stop_process
 
 STARTUP_TIMEOUT = 20.0
 
@@ -50,13 +51,6 @@ def request_line(key: str, request: dict) -> bytes:
     import orjson
 
     return orjson.dumps({"key": key, "request": request}) + b"\n"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class EmulatorProcess:
@@ -129,13 +123,7 @@ class EmulatorProcess:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> EmulatorProcess:

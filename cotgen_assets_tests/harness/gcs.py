@@ -14,9 +14,10 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from cotgen_assets_tests.harness.dagster import free_port, wait_for
+from cotgen_assets_tests.harness.dagster import free_port, stop_process, wait_for
 
 BIN = Path(sys.executable).with_name("gcp-storage-emulator")
+BUCKET = "cotgen"  # the bucket of the `gcs` fixture's stand-in
 
 
 class GcsServer:
@@ -45,13 +46,7 @@ class GcsServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def start_gcs(bucket: str, log_dir: Path, timeout: float = 30) -> GcsServer:

@@ -13,17 +13,11 @@ import dagster as dg
 import orjson
 
 from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets_tests.harness.dagster import CHAIN
 from cotgen_assets_tests.harness.pipeline import read_jsonl
 
 GOLDEN_DIR = Path(__file__).parents[1] / "golden"
-ASSETS = (
-    "generation_batch",
-    "generation_results",
-    "cot_samples",
-    "summarization_batch",
-    "summarization_results",
-    "cod_samples",
-)
+ASSETS = CHAIN[1:]  # every asset after source_problems: a batch, its results, its samples
 # The figures each asset's metadata must keep: counts, tokens and money, no paths or endpoints.
 KEPT_METADATA = {
     "submission_id",

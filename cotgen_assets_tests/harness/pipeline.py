@@ -1,9 +1,13 @@
 """Drive the pipeline in-process: materialize assets and evaluate sensor ticks on a test instance."""
 
+import contextlib
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import orjson
+import pytest
 
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.definitions import defs
@@ -15,6 +19,7 @@ from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.sensors import batch_completion_sensor, decide_launches
 from cotgen_assets.defs.sensors.cursor import SensorCursor
 from cotgen_assets_tests.harness.dagster import wait_for
+from cotgen_assets_tests.harness.emulator import EmulatorProcess, start_emulator
 
 ALL_ASSETS = [
     source_problems,
@@ -113,6 +118,20 @@ class Pipeline:
             dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
         ).records
         return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+
+@contextlib.contextmanager
+def chain_pipeline(base: Path) -> Iterator[tuple[Pipeline, EmulatorProcess, pytest.MonkeyPatch]]:
+    """For a module that runs one chain and checks it in many tests: the pipeline on its own test
+    instance and emulator, COTGEN_DATA_DIR=`base`/data; and the environment, for the chain to
+    change further. All undone afterwards."""
+    emulator = start_emulator(base / "emulator", latency=0.0)
+    try:
+        with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
+            env.setenv("COTGEN_DATA_DIR", str(base / "data"))
+            yield Pipeline(instance, emulator.base_url), emulator, env
+    finally:
+        emulator.stop()
 
 
 def requested_ids(meta: dict) -> list[str]:

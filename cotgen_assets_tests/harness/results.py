@@ -29,6 +29,19 @@ def asking(key: str) -> dict:
     return {"contents": [{"role": "user", "parts": [{"text": f"question {key}"}]}]}
 
 
+def easy_submission(name: str, num_requests: int, backend: str = "developer") -> Submission:
+    """An `easy` generation submission of `num_requests` to MODEL, nothing written yet."""
+    return Submission(
+        scenario="easy",
+        stage=GENERATION,
+        submission_id=name,
+        model=MODEL,
+        prompt_version="cot-gen-v1",
+        num_requests=num_requests,
+        backend=backend,
+    )
+
+
 def make_submission(
     name: str,
     rows: list[int],
@@ -38,15 +51,7 @@ def make_submission(
 ) -> Submission:
     """A submission of `rows` sent to `backend`, each asked once per index of `samples` (its key
     `sample_key`), whose results files the test writes."""
-    submission = Submission(
-        scenario="easy",
-        stage=GENERATION,
-        submission_id=name,
-        model=MODEL,
-        prompt_version="cot-gen-v1",
-        num_requests=len(rows) * len(samples),
-        backend=backend,
-    )
+    submission = easy_submission(name, len(rows) * len(samples), backend)
     items = (
         (
             orjson.dumps({"key": sample_key(f"easy-{n}", s), "request": asking(f"easy-{n}")}) + b"\n",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cotgen_assets_tests.harness.dagster import ROOT, start_dagster_dev, wait_for
+from cotgen_assets_tests.harness.dagster import CHAIN, ROOT, start_dagster_dev, wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator
 
 pytestmark = pytest.mark.browser
@@ -30,15 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHAIN = [
-    "source_problems",
-    "generation_batch",
-    "generation_results",
-    "cot_samples",
-    "summarization_batch",
-    "summarization_results",
-    "cod_samples",
-]
 LIMIT = 5
 
 MATERIALIZATIONS = """

@@ -10,9 +10,7 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 import json
 import re
 import shutil
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -39,8 +37,8 @@ from cotgen_assets.publish.card import (
     dataset_card,
 )
 from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.http import JsonHandler, LocalHttpServer
+from cotgen_assets_tests.harness.pipeline import chain_pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
@@ -81,26 +79,20 @@ def chain(tmp_path_factory):
     opted_out = base / "scenarios-no-decontamination.yaml"
     text = DEFAULT_SCENARIOS_FILE.read_text()
     opted_out.write_text(text.replace("    suffix: easy\n", "    suffix: easy\n    decontaminate: []\n", 1))
-    emulator = start_emulator(base / "emulator", latency=0.0)
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        env.setenv("COTGEN_DATA_DIR", str(base / "data"))
+    with chain_pipeline(base) as (pipeline, _, env):
         env.setenv("COTGEN_SCENARIOS_FILE", str(opted_out))
         env.delenv("COTGEN_HF_REPO", raising=False)
         env.delenv("HF_TOKEN", raising=False)
-        pipeline = Pipeline(instance, emulator.base_url)
-        try:
-            for scenario, limit in (("easy", 24), ("hard", 4)):
-                pipeline.materialize([source_problems], scenario)
-                pipeline.submit_generation(scenario, limit=limit, ask="missing")
-            pipeline.drain()
-            env.setenv("COTGEN_SCENARIOS_FILE", str(DEFAULT_SCENARIOS_FILE))
-            pipeline.materialize([source_problems], "easy")  # decontaminated now: easy-20 out
-            plant_wrong_answer(base / "data" / "cot_easy.jsonl", PLANTED)
-            result = materialize_export(instance)
-            assert result.success
-            yield base / "data", instance, pipeline, export_metadata(result)
-        finally:
-            emulator.stop()
+        for scenario, limit in (("easy", 24), ("hard", 4)):
+            pipeline.materialize([source_problems], scenario)
+            pipeline.submit_generation(scenario, limit=limit, ask="missing")
+        pipeline.drain()
+        env.setenv("COTGEN_SCENARIOS_FILE", str(DEFAULT_SCENARIOS_FILE))
+        pipeline.materialize([source_problems], "easy")  # decontaminated now: easy-20 out
+        plant_wrong_answer(base / "data" / "cot_easy.jsonl", PLANTED)
+        result = materialize_export(pipeline.instance)
+        assert result.success
+        yield base / "data", pipeline.instance, pipeline, export_metadata(result)
 
 
 @pytest.fixture(autouse=True)
@@ -354,25 +346,14 @@ def test_push_refuses_without_token_offline_or_empty(chain, tmp_path, monkeypatc
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path
 
 
-class HubStandIn:
+class HubStandIn(LocalHttpServer):
     """Answers the few Hub API calls a commit makes, and records them (nothing leaves the machine)."""
 
     def __init__(self, refuse_create: bool = False):
         self.calls = []
         stand_in = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def answer(self, body, status: int = 200):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self):
                 stand_in.calls.append(("GET", self.path, dict(self.headers), b""))
                 if refuse_create:  # asked whether the repo exists after all
@@ -410,13 +391,7 @@ class HubStandIn:
                 else:
                     self.answer({})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def online_copy(folder: Path, target: Path) -> Path:

@@ -17,8 +17,7 @@ from cotgen_assets.core.storage import data_dir
 from cotgen_assets.defs.assets.publishing import dataset_report
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish import previews, report
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline, Ticks, batches, read_jsonl
+from cotgen_assets_tests.harness.pipeline import Ticks, batches, chain_pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import table_rows
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
@@ -31,33 +30,27 @@ UI_INLINE_MARKDOWN = (
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
-    emulator = start_emulator(base / "emulator", latency=0.0)
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        env.setenv("COTGEN_DATA_DIR", str(base / "data"))
-        pipeline = Pipeline(instance, emulator.base_url)
-        try:
-            pipeline.materialize([source_problems], "easy")
-            emulator.set_faults(truncate_rate=1.0)  # every first try is cut short, and paid for
-            pipeline.submit_generation("easy", limit=8, ask="missing")
-            pipeline.drain()
-            emulator.set_faults(truncate_rate=0.0)
-            pipeline.submit_generation("easy", limit=8, ask="missing")  # fill: retries what failed
-            pipeline.drain()
+    with chain_pipeline(base) as (pipeline, emulator, _):
+        pipeline.materialize([source_problems], "easy")
+        emulator.set_faults(truncate_rate=1.0)  # every first try is cut short, and paid for
+        pipeline.submit_generation("easy", limit=8, ask="missing")
+        pipeline.drain()
+        emulator.set_faults(truncate_rate=0.0)
+        pipeline.submit_generation("easy", limit=8, ask="missing")  # fill: retries what failed
+        pipeline.drain()
 
-            pipeline.materialize([source_problems], "medium")
-            pipeline.submit_generation("medium", limit=3, ask="missing")
-            [request] = pipeline.tick_until_launch()
-            assert request.job_name == "generation_results_job"
-            assert pipeline.run(request).success  # CoT saved; its summarization stays in flight
+        pipeline.materialize([source_problems], "medium")
+        pipeline.submit_generation("medium", limit=3, ask="missing")
+        [request] = pipeline.tick_until_launch()
+        assert request.job_name == "generation_results_job"
+        assert pipeline.run(request).success  # CoT saved; its summarization stays in flight
 
-            result = dg.materialize([dataset_report], instance=instance)
-            metadata = {
-                k: v.value
-                for k, v in result.asset_materializations_for_node("dataset_report")[0].metadata.items()
-            }
-            yield base / "data", metadata
-        finally:
-            emulator.stop()
+        result = dg.materialize([dataset_report], instance=pipeline.instance)
+        metadata = {
+            k: v.value
+            for k, v in result.asset_materializations_for_node("dataset_report")[0].metadata.items()
+        }
+        yield base / "data", metadata
 
 
 def expected(data, scenario: str) -> dict:

@@ -6,14 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.publish.trace import trace
-from cotgen_assets_tests.harness.emulator import start_emulator
-from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
+from cotgen_assets_tests.harness.pipeline import chain_pipeline, read_jsonl
 
 pytestmark = pytest.mark.pipeline
 
@@ -25,23 +23,17 @@ def chain(tmp_path_factory):
     """easy: every first generation line fails, a fill retries them, all reach CoD.
     medium: source problems only, plus one generation request still in flight."""
     base = tmp_path_factory.mktemp("trace")
-    emulator = start_emulator(base / "emulator", latency=0.0)
-    with pytest.MonkeyPatch.context() as env, dg.instance_for_test() as instance:
-        env.setenv("COTGEN_DATA_DIR", str(base / "data"))
-        pipeline = Pipeline(instance, emulator.base_url)
-        try:
-            pipeline.materialize([source_problems], "easy")
-            emulator.set_faults(line_error_rate=1.0)  # every first try fails (deterministic)
-            pipeline.submit_generation("easy", limit=4, ask="missing")
-            pipeline.drain()
-            emulator.set_faults(line_error_rate=0.0)
-            pipeline.submit_generation("easy", limit=4, ask="missing")
-            pipeline.drain()
-            pipeline.materialize([source_problems], "medium")
-            pipeline.submit_generation("medium", limit=1, ask="missing")  # never ticked: stays in flight
-            yield base / "data"
-        finally:
-            emulator.stop()
+    with chain_pipeline(base) as (pipeline, emulator, _):
+        pipeline.materialize([source_problems], "easy")
+        emulator.set_faults(line_error_rate=1.0)  # every first try fails (deterministic)
+        pipeline.submit_generation("easy", limit=4, ask="missing")
+        pipeline.drain()
+        emulator.set_faults(line_error_rate=0.0)
+        pipeline.submit_generation("easy", limit=4, ask="missing")
+        pipeline.drain()
+        pipeline.materialize([source_problems], "medium")
+        pipeline.submit_generation("medium", limit=1, ask="missing")  # never ticked: stays in flight
+        yield base / "data"
 
 
 def outcomes_for(data: Path, scenario: str, sample_id: str) -> list[tuple[str, dict]]:
