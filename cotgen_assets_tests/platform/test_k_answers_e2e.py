@@ -3,6 +3,7 @@
 sensor alone carries them to CoT and CoD; one click exports and reports them. Every figure checked
 is computed here from the records on disk."""
 
+import time
 from collections import Counter
 
 import dagster as dg
@@ -29,6 +30,7 @@ def test_one_extend_click_with_four_answers_each_gives_every_answer_its_drafts_e
     with offline_platform(tmp_path, {"COTGEN_HF_REPO": ""}, emulator_args=EMULATOR_ARGS) as platform:
         instance, data = platform.instance, platform.data
         # The launchpad's config as a user types it (every other field its default).
+        clicked = time.monotonic()
         run_id = platform.submit_generation(
             "easy", with_sources=True, mode="extend", limit=PROBLEMS, samples_per_problem=K
         )
@@ -49,9 +51,7 @@ def test_one_extend_click_with_four_answers_each_gives_every_answer_its_drafts_e
 
         cod_meta = platform.wait_samples(instance, "cod_samples", "easy", len(correct))
         cod = read_jsonl(data / "cod_easy.jsonl")
-        assert sorted((r["id"], r["sample"]) for r in cod) == correct, (
-            "a draft of exactly each correct answer"
-        )
+        assert sorted((r["id"], r["sample"]) for r in cod) == correct, "a draft of each correct answer"
         assert cod_meta["num_samples"] == len(correct)
         summarization = latest_metadata(instance, "summarization_batch", "easy")
         assert summarization["num_requests"] == len(correct)
@@ -60,6 +60,7 @@ def test_one_extend_click_with_four_answers_each_gives_every_answer_its_drafts_e
         assert sorted(r.job_name for r in launched) == ["generation_results_job", "summarization_results_job"]
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in launched)
         check_nothing_asked_twice(platform.emulator, cot, correct)
+        print(f"extend 5 x 4 answers: click to the last draft {time.monotonic() - clicked:.0f}s")
 
         # One click on the export (no hub_repo: local) and the report.
         platform.wait_run(
@@ -75,7 +76,8 @@ def test_one_extend_click_with_four_answers_each_gives_every_answer_its_drafts_e
         check_report(latest_metadata(instance, "dataset_report"), problems, cot)
 
 
-def key(record: dict) -> str:
+def sent_key(record: dict) -> str:
+    """The request key of an answer, as the docs give it: `<id>` for sample 0, then `<id>#<s>`."""
     return record["id"] if record["sample"] == 0 else f"{record['id']}#{record['sample']}"
 
 
@@ -86,8 +88,8 @@ def check_nothing_asked_twice(emulator, cot: dict, correct: list) -> None:
         stage: [job for job in jobs if f"-{stage}-" in job[0]] for stage in ("generation", "summarization")
     }
     assert len(jobs) == 2 and all(len(found) == 1 for found in by_stage.values()), jobs
-    assert sorted(by_stage["generation"][0][1]) == sorted(map(key, cot.values()))
-    assert sorted(by_stage["summarization"][0][1]) == sorted(key(cot[k]) for k in correct)
+    assert sorted(by_stage["generation"][0][1]) == sorted(map(sent_key, cot.values()))
+    assert sorted(by_stage["summarization"][0][1]) == sorted(sent_key(cot[k]) for k in correct)
     assert not [c for c in emulator.calls() if c["path"].endswith(":generateContent")], "no online call"
 
 
