@@ -70,10 +70,16 @@ def test_one_extend_click_with_four_answers_each_gives_every_answer_its_drafts_e
                 asset_selection=["hf_dataset", "dataset_report"],
             )
         )
-        assert "hub_repo" not in latest_metadata(instance, "hf_dataset")
+        export = latest_metadata(instance, "hf_dataset")
+        assert "hub_repo" not in export
         check_problems_config(data, problems, cot)
-        check_pairs_config(data, mixed, cot)
-        check_report(latest_metadata(instance, "dataset_report"), problems, cot)
+        num_pairs = check_pairs_config(data, mixed, cot)
+        assert (export["num_rows_problems_easy"], export["num_rows_pairs_easy"]) == (PROBLEMS, num_pairs)
+        check_report(
+            latest_metadata(instance, "dataset_report"),
+            latest_metadata(instance, "cot_samples", "easy"),
+            pass_figures(problems, cot),
+        )
 
 
 def sent_key(record: dict) -> str:
@@ -115,8 +121,9 @@ def check_problems_config(data, problems: list[str], cot: dict) -> None:
         assert (row["question"], row["answer"]) == (answers[0]["question"], answers[0]["answer"])
 
 
-def check_pairs_config(data, mixed: set[str], cot: dict) -> None:
-    """A pair for exactly the mixed problems: each wrong answer once, against a correct one."""
+def check_pairs_config(data, mixed: set[str], cot: dict) -> int:
+    """A pair for exactly the mixed problems: each wrong answer once, against a correct one. Returns
+    how many pairs."""
     pairs = pq.read_table(data / "export" / "data" / "pairs" / "easy.parquet").to_pylist()
     assert {pair["id"] for pair in pairs} == mixed
     wrong = sorted((pid, s) for (pid, s), r in cot.items() if pid in mixed and not r["correct"])
@@ -127,22 +134,31 @@ def check_pairs_config(data, mixed: set[str], cot: dict) -> None:
         assert pair["prompt"] == [{"role": "user", "content": chosen["question"]}]
         assert pair["chosen"] == [{"role": "assistant", "content": chosen["cot"]}]
         assert pair["rejected"] == [{"role": "assistant", "content": rejected["cot"]}]
+    return len(pairs)
 
 
-def check_report(report: dict, problems: list[str], cot: dict) -> None:
-    """pass@1, pass@k and maj@k of `easy`, in the report's figures and in its table."""
+def pass_figures(problems: list[str], cot: dict) -> dict[str, float]:
+    """pass@1 (the share of correct answers), pass@k (of problems with a correct one), maj@k (of
+    problems whose majority answer is right), from the records."""
     answers = {p: [cot[p, s] for s in range(K)] for p in problems}
-    expected = {
+    return {
         "pass@1": sum(r["correct"] for r in cot.values()) / len(cot),
         "pass@k": sum(any(r["correct"] for r in found) for found in answers.values()) / len(problems),
         "maj@k": sum(majority(found)[1] for found in answers.values()) / len(problems),
     }
+
+
+def check_report(report: dict, cot_samples: dict, expected: dict[str, float]) -> None:
+    """pass@1, pass@k and maj@k of `easy` in the report's figures and table, and in `cot_samples`."""
     easy = report["by_scenario"]["easy"]
     assert (easy["Problems (with a graded CoT)"], easy["Answers per problem (k)"]) == (PROBLEMS, K)
     assert {name: easy[name] for name in expected} == pytest.approx(expected)
-    assert (report["pass_at_1"], report["pass_at_k"], report["maj_at_k"]) == pytest.approx(
-        tuple(expected.values())
-    ), "the other scenarios have no answers: `all` is `easy`"
+    by_key = ("pass_at_1", "pass_at_k", "maj_at_k")
+    assert tuple(report[key] for key in by_key) == pytest.approx(tuple(expected.values())), (
+        "the other scenarios have no answers: `all` is `easy`"
+    )
     table = table_rows(report["report"])
     column = table["header"].index("**easy**")
     assert {name: table[name][column] for name in expected} == {n: f"{v:.1%}" for n, v in expected.items()}
+    assert (cot_samples["num_problems"], cot_samples["answers_per_problem"]) == (PROBLEMS, K)
+    assert tuple(cot_samples[key] for key in by_key) == pytest.approx(tuple(expected.values()))
