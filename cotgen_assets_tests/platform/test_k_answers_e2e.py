@@ -36,7 +36,11 @@ def test_one_extend_click_with_four_answers_each_gives_every_answer_its_drafts_e
         )
         platform.wait_run(run_id)
         batch = latest_metadata(instance, "generation_batch", "easy")
-        assert (batch["num_problems"], batch["samples_per_problem"], batch["num_requests"]) == (5, 4, 20)
+        assert (batch["num_problems"], batch["samples_per_problem"], batch["num_requests"]) == (
+            PROBLEMS,
+            K,
+            PROBLEMS * K,
+        )
 
         # From here on the test only waits: the sensor saves the CoT, submits the drafts, saves them.
         platform.wait_samples(instance, "cot_samples", "easy", PROBLEMS * K)
