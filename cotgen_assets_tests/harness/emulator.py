@@ -7,6 +7,7 @@ emu.set_faults(line_error_rate=0.2)
 emu.set_faults(hold_count=1)     # the next job stays PENDING ...
 emu.release()                    # ... until released
 emu.calls()                      # the API calls it answered: method, path, status
+emu.requested_keys()             # each batch job's display name and request keys
 emu.restart()                    # same port, same state dir
 emu.stop()
 """
@@ -171,6 +172,20 @@ class EmulatorProcess:
         jobs were in flight with it."""
         found = re.findall(r'created (\S+) "([^"]*)" \(.*?, (\d+) active,', self.log_path.read_text())
         return [{"name": n, "display_name": d, "active": int(a)} for n, d, a in found]
+
+    def requested_keys(self) -> list[tuple[str, list[str]]]:
+        """(display name, the key of each request line) of every batch job this emulator was
+        given, oldest first, read from its state (it keeps each job's input)."""
+        batches = self.state_dir / "batches"
+        jobs = sorted((json.loads(p.read_text()) for p in batches.glob("*.json")), key=lambda job: job["seq"])
+        return [
+            (job["display_name"], [json.loads(line)["key"] for line in self._input_lines(job["id"])])
+            for job in jobs
+        ]
+
+    def _input_lines(self, job_id: str) -> list[str]:
+        text = (self.state_dir / "batches" / f"{job_id}.input.jsonl").read_text()
+        return [line for line in text.splitlines() if line.strip()]
 
     def wait_for_stalled_creates(self) -> None:
         """Until no create stalls in the slow_create fault: every job such a create makes exists."""

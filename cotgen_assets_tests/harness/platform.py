@@ -87,9 +87,11 @@ class Platform:
         return wait_for(ended, timeout=self.remaining(), interval=1, message=f"{count} sensor runs to end")
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str) -> dict:
+def latest_metadata(instance: dg.DagsterInstance, asset: str, partition: str | None = None) -> dict:
+    """The metadata of the asset's (partition's) latest materialization."""
+    partitions = [partition] if partition else None
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=partitions), limit=1
     ).records
     assert records, f"{asset} has no materialization for {partition}"
     return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
