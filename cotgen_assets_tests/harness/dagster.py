@@ -106,9 +106,10 @@ class DagsterDev:
 
 
 def start_dagster_dev(
-    home: Path, env: dict | None = None, timeout: float = 120, dagster_yaml: Path | None = None
+    home: Path, env: dict | None = None, timeout: float = 300, dagster_yaml: Path | None = None
 ) -> DagsterDev:
-    """`dagster dev -w workspace.yaml` in the project root with its own DAGSTER_HOME (and dagster.yaml)."""
+    """`dagster dev -w workspace.yaml` in the project root with its own DAGSTER_HOME (and dagster.yaml).
+    Loading is awaited up to `timeout`: on a busy 2-core machine it took over 120 s."""
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(dagster_yaml or ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     port = free_port()
