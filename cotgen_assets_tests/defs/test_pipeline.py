@@ -126,13 +126,14 @@ METADATA_TYPES = {
         num_failed num_failed_jobs num_cancelled_jobs num_samples num_new num_unknown_keys num_duplicate_keys
         input_tokens cached_tokens thinking_tokens output_tokens num_repeats num_cot_samples num_cod_samples
         num_rows_cot_easy num_rows_cod_easy num_rows_problems_easy num_repeated_lines_dropped
-        answers_per_problem num_correct num_drafts num_no_answer num_refused""",
+        answers_per_problem num_correct num_drafts num_no_answer num_refused
+        num_jobs_created num_jobs_queued""",
     "Float": """accuracy_estimate retry_accuracy_estimate expected_correct earlier_rounds_cost_usd
         extra_asks_cost_usd projected_cost_usd skipped_projected_cost_usd cost_usd total_cost_usd
         accuracy draft_to_thought_token_ratio answer_agreement cot_accuracy cod_accuracy cot_cost_usd
         cod_cost_usd spent_usd spent_per_1000_correct_pairs_usd cot_cost_per_1000_samples_usd
         cod_cost_per_1000_samples_usd unused_lines_cost_usd pass_at_1 pass_at_k maj_at_k
-        click_to_table_seconds online_rounds_usd preview_usd""",
+        click_to_table_seconds online_rounds_usd preview_usd quota_wait_minutes""",
     "Bool": "decontaminated offline dry_run include_incorrect adopted auto_fill cap_at_limit",
     "Json": """num_over_limit rounds_config dropped_ids contaminated_ids duplicate_ids
         num_contaminated_by_benchmark num_contaminated_by_match num_overlapping_skipped
