@@ -4,6 +4,7 @@ another. Shared by `bench/quotas.py` and `bench/scale.py`; figures only, no asse
 """
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -123,14 +124,17 @@ def describe(chain: Chain, emulator) -> list[str]:
     platform's, jobs in flight and shards made twice, API calls per tick."""
     marks = chain.marks
     first, last, covered = in_flight_seconds(emulator.state_dir)
+    # The emulator makes a job's answers when it is first seen finished, inside that API call.
+    answering = sum(float(s) for s in re.findall(r"answered in ([\d.]+)s", emulator.log_path.read_text()))
     created = emulator.created_jobs()
     names = [job["display_name"] for job in created]
     twice = "no shard made into two jobs" if len(set(names)) == len(names) else "A SHARD MADE INTO TWO JOBS"
     lines = [
         f"click returned in {marks['click returned']:.1f} s; click -> last CoT sample {marks['cot']:.1f} s; "
         f"click -> last CoD sample {marks['cod']:.1f} s",
-        f"emulator's own time (a job in flight): {covered:.1f} s of {last - first:.1f} s between its first "
-        f"create and last end; platform time beside it: {marks['cod'] - covered:.1f} s",
+        f"emulator's own time: {covered + answering:.1f} s ({covered:.1f} s with a job in flight, of "
+        f"{last - first:.1f} s between its first create and last end, and {answering:.1f} s making answers); "
+        f"platform time beside it: {marks['cod'] - covered - answering:.1f} s",
         f"jobs created: {len(created)}, distinct shards: {len(set(names))} "
         f"({twice}), "
         f"most in flight at once: {max(j['active'] for j in created)}",
