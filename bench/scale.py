@@ -311,7 +311,8 @@ def asset_seconds(instance, run_id: str) -> dict[str, float]:
 
 def step_batch(rows: int) -> dict:
     """The click carried to the last CoD sample, against an emulator that knows the synthetic
-    problems (it is this step's child process: its CPU and memory are reported apart)."""
+    problems (a child of this step's process: its CPU and peak are printed apart; its CPU is also
+    in the step's total, its peak in the "children" column)."""
     import dagster as dg
     from batch_chain import BIG_BUDGET_USD, describe, drive
 
