@@ -11,16 +11,25 @@ runs in its own process, so that its peak memory is its own:
                    decontaminate against GSM8K test, MATH test and MATH-500, drop repeats, write, and
                    the asset check reading the written table again;
 * dry_run          `generation_batch` with `dry_run: true, mode: extend, limit: <rows>`: the plan and
-                   the request files (shards of 10,000) for every problem, nothing sent.
+                   the request files (shards of 10,000) for every problem, nothing sent;
+* batch            the click (`generation_batch`, `mode: extend, limit: <rows>`) carried to the last
+                   CoD sample against the emulator at a quota of `--max-active-jobs` (10) jobs in
+                   flight, jobs of `--requests-per-job` (10,000) requests, each taking `--latency` s:
+                   the sensor's ticks and the runs they ask for in this process
+                   (`bench/batch_chain.py`, as `bench/quotas.py`); the emulator knows the synthetic
+                   problems, so it answers them right and every kept problem gets its draft.
 
 The same steps run on a baseline tree (`--baseline-ref`, default main before this work: its files
 extracted with `git archive` into the workdir, first on the children's PYTHONPATH) unless
 `--no-baseline`.
 Printed: step, rows, wall seconds, CPU seconds (the process and its children), peak RSS of the
 step's process and of its largest child (a forked decontamination worker, or another child of the
-run). Limits: source_problems at 1M rows <= 2 min and <= 1 GB; request files for 1M
-problems <= 1 min. A step for the batch side (click to CoT and CoD against the emulator at a quota)
-is one more entry of `STEPS`.
+run). The batch step has a row per kind of work in its process (the click, the sensor's ticks, each
+job the sensor launched, with its assets' wall times), each with its own peak (reset before each),
+then click to CoT and to CoD, the emulator's own time (a job in flight) beside the platform's, the
+most jobs in flight, shards made into two jobs, and API calls per tick beside a get per job; the
+baseline tree (no quota queue) skips it. Limits: source_problems at 1M rows <= 2 min and <= 1 GB;
+request files for 1M problems <= 1 min.
 """
 
 import argparse
@@ -34,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +220,11 @@ def _materialize(selection: str, run_config: dict) -> dict:
 
     from cotgen_assets.defs.assets.batches import generation_batch
     from cotgen_assets.defs.assets.sources import source_problems
-    from cotgen_assets.gemini.resource import gemini_from_env
+
+    try:
+        from cotgen_assets.backends.resource import gemini_from_env
+    except ImportError:  # the baseline tree, before the backends had their folder
+        from cotgen_assets.gemini.resource import gemini_from_env
 
     assets = {"source_problems": source_problems, "generation_batch": generation_batch}
     result = dg.materialize(
@@ -240,7 +254,120 @@ def step_dry_run(rows: int) -> int:
     return metadata["num_requests"]
 
 
-STEPS = {"source_problems": step_source_problems, "dry_run": step_dry_run}
+def kept_problems(instance) -> int:
+    """The rows source_problems kept (an earlier step of this run, in the same Dagster home)."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("source_problems"), asset_partitions=[SCENARIO]), limit=1
+    ).records
+    if not records:
+        raise SystemExit(
+            "the batch step needs source_problems first: run it with --steps source_problems,batch"
+        )
+    return records[0].asset_materialization.metadata["num_rows"].value
+
+
+class Meter:
+    """Wall, CPU and peak RSS of each kind of work in this process (the peak reset before each), and
+    the wall time of each asset of the runs."""
+
+    def __init__(self, instance):
+        self.instance, self.parts = instance, {}
+
+    @contextmanager
+    def __call__(self, label: str):
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM back to the current RSS
+        note, start, cpu = {}, time.perf_counter(), cpu_seconds()
+        try:
+            yield note
+        finally:
+            part = self.parts.setdefault(
+                label, {"step": label, "count": 0, "seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0}
+            )
+            part["count"] += 1
+            part["seconds"] += time.perf_counter() - start
+            part["cpu_seconds"] += cpu_seconds() - cpu
+            part["peak_rss_mb"] = max(part["peak_rss_mb"], peak_rss_mb())
+            if "run_id" in note:
+                assets = part.setdefault("assets", {})
+                for asset, seconds in asset_seconds(self.instance, note["run_id"]).items():
+                    assets[asset] = assets.get(asset, 0.0) + seconds
+
+
+def asset_seconds(instance, run_id: str) -> dict[str, float]:
+    """Each step of a run, from its start to its success (the event log's times)."""
+    import dagster as dg
+
+    started, seconds = {}, {}
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event and event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = entry.timestamp
+        elif event and event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+            seconds[event.step_key] = entry.timestamp - started.get(event.step_key, entry.timestamp)
+    return seconds
+
+
+def step_batch(rows: int) -> dict:
+    """The click carried to the last CoD sample, against an emulator that knows the synthetic
+    problems (a child of this step's process: its CPU and peak are printed apart; its CPU is also
+    in the step's total, its peak in the "children" column)."""
+    import dagster as dg
+    from batch_chain import BIG_BUDGET_USD, describe, drive
+
+    from cotgen_assets_tests.harness.emulator import start_emulator
+    from cotgen_assets_tests.harness.pipeline import Pipeline
+
+    instance = dg.DagsterInstance.get()
+    samples = min(rows, kept_problems(instance))
+    workdir = Path(os.environ["COTGEN_SCENARIOS_FILE"]).parent
+    references = workdir / "references"  # the emulator's datasets: the synthetic one (GSM8K train first)
+    shutil.rmtree(references, ignore_errors=True)
+    references.mkdir()
+    (references / "scale.parquet").symlink_to(workdir / f"gsm8k-varied-{rows}.parquet")
+    shutil.rmtree(workdir / "emulator", ignore_errors=True)
+    (workdir / "emulator.log").unlink(missing_ok=True)  # its created jobs are read from the log
+    os.environ["COTGEN_MAX_ACTIVE_JOBS"] = str(ARGS.max_active_jobs)
+    flags = ["--max-active-jobs", str(ARGS.max_active_jobs), "--datasets-dir", str(references)]
+    emulator = start_emulator(workdir / "emulator", latency=ARGS.latency, extra_args=flags)
+    try:
+        emulator.wait_for_references()  # loaded once, before the click: not the chain's time
+        meter = Meter(instance)
+        batches = {"max_requests_per_job": ARGS.requests_per_job, "max_cost_usd": BIG_BUDGET_USD}
+        chain = drive(
+            Pipeline(instance, emulator.base_url),
+            SCENARIO,
+            samples,
+            {"mode": "extend", "limit": rows, **batches},
+            tick_seconds=ARGS.tick_seconds,
+            deadline=time.time() + ARGS.timeout,
+            summarization_config=batches,
+            measure=meter,
+        )
+        lines = describe(chain, emulator) + [emulator_usage(emulator)]
+    finally:
+        emulator.stop()
+    parts = list(meter.parts.values())
+    # The process's peak over its parts (each reset it); "children" is the emulator from here.
+    return {
+        "rows": samples,
+        "parts": parts,
+        "lines": lines,
+        "peak_rss_mb": max(p["peak_rss_mb"] for p in parts),
+    }
+
+
+def emulator_usage(emulator) -> str:
+    """The emulator process's CPU and peak memory so far (from /proc, before it is stopped)."""
+    fields = Path(f"/proc/{emulator.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    peak = next(line for line in open(f"/proc/{emulator.proc.pid}/status") if line.startswith("VmHWM:"))
+    return f"emulator process: {cpu:.1f} CPU-s, peak {int(peak.split()[1]) / 1024:.0f} MB"
+
+
+STEPS = {"source_problems": step_source_problems, "dry_run": step_dry_run, "batch": step_batch}
+NEEDS_QUEUE = {"batch"}  # steps the baseline tree (before the quota queue) cannot run
 
 
 def peak_rss_mb() -> float:
@@ -251,6 +378,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time and that of its children that ended (forked workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def stop_forkserver() -> None:
+    """End the forkserver the decontamination workers were forked from, and wait for it: only then
+    are the workers' CPU time and peak memory in this process's RUSAGE_CHILDREN (it waited for them,
+    this process waits for it). Without this a step's CPU time leaves out its workers' (a private
+    call, for a benchmark: multiprocessing has no public one)."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()
+
+
 def child(step: str, rows: int) -> None:
     """Run one step in this process (its environment set by `run_step`), print its figures as JSON."""
     import dagster  # noqa: F401  (imports are not the step's time)
@@ -258,22 +401,22 @@ def child(step: str, rows: int) -> None:
     import cotgen_assets.defs.assets.batches  # noqa: F401
 
     after_imports = peak_rss_mb()
-    start, cpu = time.perf_counter(), time.process_time()
-    count = STEPS[step](rows)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the forked decontamination workers
+    start, cpu = time.perf_counter(), cpu_seconds()
+    done = STEPS[step](rows)
+    stop_forkserver()
     figures = {
         "step": step,
-        "rows": count,
         "seconds": time.perf_counter() - start,
-        "cpu_seconds": time.process_time() - cpu + children.ru_utime + children.ru_stime,
+        "cpu_seconds": cpu_seconds() - cpu,
         "after_imports_mb": after_imports,
         "peak_rss_mb": peak_rss_mb(),
-        "children_peak_rss_mb": children.ru_maxrss / 1024,
+        "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        **(done if isinstance(done, dict) else {"rows": done}),
     }
     print(json.dumps(figures))
 
 
-def run_step(step: str, rows: int, workdir: Path, label: str, tree: Path) -> dict:
+def run_step(step: str, workdir: Path, label: str, tree: Path) -> dict:
     """One step in a fresh process on `tree`'s code, with the label's own data and Dagster home."""
     home = workdir / f"dagster-{label}"
     home.mkdir(exist_ok=True)
@@ -284,8 +427,9 @@ def run_step(step: str, rows: int, workdir: Path, label: str, tree: Path) -> dic
         "COTGEN_DATA_DIR": str(workdir / f"data-{label}"),
         "COTGEN_SCENARIOS_FILE": str(workdir / "scenarios.yaml"),
     }
-    env.pop("GEMINI_API_KEY", None)  # a dry run sends nothing; no key near a benchmark
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", step, "--rows", str(rows)]
+    env.pop("GEMINI_API_KEY", None)  # only the emulator answers; no key near a benchmark
+    flags = [f"--{name.replace('_', '-')}={getattr(ARGS, name)}" for name in BATCH_FLAGS]
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", step, f"--rows={ARGS.rows}", *flags]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tree, env=env)
     if done.returncode != 0:
         return {"step": step, "error": f"exit {done.returncode}: {done.stderr.strip()[-600:]}"}
@@ -307,7 +451,7 @@ def baseline_tree(ref: str, workdir: Path) -> Path:
 
 def print_row(label: str, figures: dict) -> None:
     if figures.get("error"):
-        print(f"{label:9} {figures['step']:16} FAILED: {figures['error']}")
+        print(f"{label:9} {figures['step']:16} FAILED: {figures['error']}", flush=True)
         return
     print(
         f"{label:9} {figures['step']:16} {figures['rows']:>10,} {figures['seconds']:8.1f} s "
@@ -315,9 +459,18 @@ def print_row(label: str, figures: dict) -> None:
         f"{figures['children_peak_rss_mb']:8.0f} MB {figures['after_imports_mb']:6.0f} MB"
         f"   {figures['detail']}"
     )
+    for part in figures.get("parts", []):  # the batch step's kinds of work, then its figures
+        assets = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in part.get("assets", {}).items())
+        print(
+            f"{'':9}   {part['step']:26} {part['count']:>4} x {part['seconds']:8.1f} s "
+            f"{part['cpu_seconds']:8.1f} s {part['peak_rss_mb']:8.0f} MB   {assets}"
+        )
+    for line in figures.get("lines", []):
+        print(f"{'':9}   {line}")
+    sys.stdout.flush()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -329,19 +482,30 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--workdir", type=Path, help="default: a temp dir, removed at the end")
     parser.add_argument("--keep", action="store_true", help="keep the workdir (the dataset is reused)")
+    batch = parser.add_argument_group("the batch step")
+    batch.add_argument("--max-active-jobs", type=int, default=10, help="the quota, emulator and platform")
+    batch.add_argument("--requests-per-job", type=int, default=10_000)
+    batch.add_argument("--latency", type=float, default=2.0, help="seconds a job takes in the emulator")
+    batch.add_argument("--tick-seconds", type=float, default=1.0, help="pause between sensor ticks")
+    batch.add_argument("--timeout", type=float, default=4 * 3600)
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        return child(args.child, args.rows)
+    return parser.parse_args()
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cotgen-bench-scale-"))
+
+BATCH_FLAGS = ("max_active_jobs", "requests_per_job", "latency", "tick_seconds", "timeout")
+
+
+def main() -> None:
+    if ARGS.child:
+        return child(ARGS.child, ARGS.rows)
+    workdir = ARGS.workdir or Path(tempfile.mkdtemp(prefix="cotgen-bench-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("COTGEN_DATASETS_DIR", str(GSM8K.parent))
     try:
-        dataset = workdir / f"gsm8k-varied-{args.rows}.parquet"
+        dataset = workdir / f"gsm8k-varied-{ARGS.rows}.parquet"
         if not dataset.exists():
             start = time.perf_counter()
-            made = write_dataset(args.rows, dataset)
+            made = write_dataset(ARGS.rows, dataset)
             print(
                 f"dataset: {made['rows']:,} rows (variants of {made['templates']:,} GSM8K problems, "
                 f"{made['unvaried']:,} left unvaried), {made['mb']:.0f} MB, "
@@ -349,27 +513,30 @@ def main() -> None:
             )
         write_scenarios(workdir, dataset)
         trees = {"this": ROOT}
-        if not args.no_baseline:
+        if not ARGS.no_baseline:
             shutil.rmtree(workdir / "baseline-tree", ignore_errors=True)
-            trees = {f"baseline ({args.baseline_ref})": baseline_tree(args.baseline_ref, workdir), **trees}
+            trees = {f"baseline ({ARGS.baseline_ref})": baseline_tree(ARGS.baseline_ref, workdir), **trees}
         print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print(
             f"{'tree':9} {'step':16} {'rows':>10} {'wall':>10} {'cpu':>10} {'peak':>11} {'children':>11} "
-            f"{'imports':>9}"
+            f"{'imports':>9}",
+            flush=True,
         )
         for label, tree in trees.items():
             name = label.split()[0]
             shutil.rmtree(workdir / f"data-{name}", ignore_errors=True)
             shutil.rmtree(workdir / f"dagster-{name}", ignore_errors=True)
-            for step in args.steps.split(","):
-                print_row(label, run_step(step, args.rows, workdir, name, tree))
-        print(f"load average after: {os.getloadavg()[0]:.1f}")
+            for step in ARGS.steps.split(","):
+                if tree == ROOT or step not in NEEDS_QUEUE:
+                    print_row(label, run_step(step, workdir, name, tree))
+                print(f"load average now: {os.getloadavg()[0]:.1f}", flush=True)
     finally:
-        for name in ("data-this", "data-baseline"):  # request files: hundreds of MB
+        for name in ("data-this", "data-baseline", "emulator"):  # request and result files: GBs
             shutil.rmtree(workdir / name, ignore_errors=True)
-        if not args.keep and not args.workdir:
+        if not ARGS.keep and not ARGS.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
+    ARGS = parse_args()
     main()

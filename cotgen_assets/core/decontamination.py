@@ -471,14 +471,16 @@ def _set_worker_indexes(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex |
     _WORKER_INDEXES = (chosen, skipped)
 
 
-def _start_worker(chosen: tuple[Benchmark, ...] | None, skipped: tuple[Benchmark, ...] | None) -> None:
+def _start_worker(chosen: dict[str, list[str]] | None, skipped: dict[str, list[str]] | None) -> None:
     """A worker: SIGTERM ends it (a run's handler only notes an interrupt, with which a worker waiting
-    for work outlived `Pool.terminate` and hung the run). It builds its own indexes: they hold
-    Python's `hash`, which differs from one interpreter to the next."""
+    for work outlived `Pool.terminate` and hung the run). It builds its own indexes, from the
+    benchmark questions the parent loaded (not loading them again saves each worker importing
+    `datasets`, seconds of CPU): they hold Python's `hash`, which differs from one interpreter to
+    the next."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
     _set_worker_indexes(
-        benchmark_index(chosen) if chosen else None, benchmark_index(skipped) if skipped else None
+        BenchmarkIndex(chosen) if chosen else None, BenchmarkIndex(skipped) if skipped else None
     )
 
 
@@ -519,8 +521,7 @@ class Decontaminator:
             except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
                 self.outcome.skipped_error = str(error)
         indexes = (benchmark_index(chosen) if chosen else None, skipped_index)
-        skipped_sources = tuple(benchmarks[name] for name in skipped) if skipped_index else None
-        self._pool = _pool((tuple(chosen) or None, skipped_sources), workers)
+        self._pool = _pool(indexes, workers)
         _set_worker_indexes(*indexes)
         # The kept problems' digests and ids as Arrow arrays (16-24 bytes a problem), for repeats.
         self._kept_digests, self._kept_ids = pa.array([], pa.uint64()), pa.array([], pa.string())
@@ -598,8 +599,8 @@ class Decontaminator:
         return True
 
 
-def _pool(benchmarks: tuple, workers: int):
-    """Worker processes, each building the indexes of (chosen, skipped) `benchmarks` once.
+def _pool(indexes: tuple[BenchmarkIndex | None, BenchmarkIndex | None], workers: int):
+    """Worker processes, each building its own copy of the (chosen, skipped) `indexes` once.
 
     Forked from a fresh single-threaded server ("forkserver"), never from the run itself: a fork of
     a process with threads (Dagster's, a test runner's) can inherit a lock held mid-fork, and such a
@@ -607,7 +608,8 @@ def _pool(benchmarks: tuple, workers: int):
     if workers <= 1:
         return None
     context = multiprocessing.get_context("forkserver")
-    return context.Pool(workers, initializer=_start_worker, initargs=benchmarks)
+    questions = tuple(index.questions if index else None for index in indexes)
+    return context.Pool(workers, initializer=_start_worker, initargs=questions)
 
 
 def _end(pool, failed: bool) -> None:
@@ -630,7 +632,7 @@ def verify_no_overlap(
     index = benchmark_index(benchmarks)
     batches = problems.to_batches() if isinstance(problems, pa.Table) else problems
     _set_worker_indexes(index, None)
-    pool = _pool((benchmarks, None), workers)
+    pool = _pool((index, None), workers)
     failed = True
     try:
         overlapping = []
