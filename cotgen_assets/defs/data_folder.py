@@ -44,7 +44,7 @@ def claim_data_folder(instance: dg.DagsterInstance) -> None:
     }
     if create_if_absent(owner_file, json.dumps(claim, indent=2).encode()):
         return
-    owner = json.loads(owner_file.read_bytes())
+    owner = read_claim(owner_file)
     if owner.get("storage_id") != ours:
         raise SubmissionRefused(
             f"the data folder {data_dir()} (COTGEN_DATA_DIR) belongs to another Dagster instance "
@@ -53,3 +53,21 @@ def claim_data_folder(instance: dg.DagsterInstance) -> None:
             "submitted. Use that instance, or give this one its own COTGEN_DATA_DIR, or share one "
             f"storage (Postgres) between them; if that instance is gone for good, delete {owner_file}."
         )
+
+
+def read_claim(owner_file) -> dict:
+    """The claim in `owner_file`; one line naming it when a hand edit left no claim there."""
+    try:
+        owner = json.loads(owner_file.read_bytes())
+    except ValueError as error:
+        owner, why = None, f"not JSON ({error})"
+    else:
+        why = "not a JSON object with a storage_id"
+    if isinstance(owner, dict) and isinstance(owner.get("storage_id"), str):
+        return owner
+    raise SubmissionRefused(
+        f"{owner_file} is damaged: {why}, so it cannot say which Dagster instance this data folder "
+        "(COTGEN_DATA_DIR) belongs to; nothing was submitted. Put back the file as the instance that "
+        "claimed the folder wrote it, or, if no other instance uses this data folder, delete it "
+        "(the next batch run claims the folder again)."
+    )

@@ -80,3 +80,29 @@ def test_two_homes_on_one_data_folder_pay_once_and_the_other_is_refused(
     records = read_jsonl(data_dir / "cot_medium.jsonl")
     assert len(records) == batch["num_requests"] >= LIMIT, "every answer of the paid batch ingested"
     assert {record["generation"]["batch"] for record in records} == {jobs[0].name}
+
+
+@pytest.mark.parametrize("claim", [b'{"storage_id": "3f7c', b"[]", b""], ids=["torn", "a list", "empty"])
+def test_a_damaged_claim_file_is_one_line_naming_it_and_nothing_is_paid(
+    tmp_path, emulator, sources, data_dir, claim
+):
+    """`dagster_storage.json` edited by hand into something that is not a claim: the batch run says
+    which file and what to do, instead of a JSON parser's message naming no file."""
+    sources("medium")
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
+    (data_dir / "dagster_storage.json").write_bytes(claim)
+
+    process = start_generation_batch(home, emulator)
+    output = process.communicate(timeout=300)[0]
+
+    assert process.returncode == 1, output[-3000:]
+    [refusal, *_] = [
+        line for line in output.splitlines() if "dagster_storage.json" in line and "Failure" in line
+    ]
+    assert f"{data_dir / 'dagster_storage.json'} is damaged" in refusal, refusal
+    assert "nothing was submitted" in refusal
+    gemini = GeminiBatchResource(base_url=emulator.base_url, backoff_seconds=0.05)
+    assert [job for job in gemini.list_batches() if "-generation-" in job.display_name] == []
+    assert (data_dir / "dagster_storage.json").read_bytes() == claim, "the file is left as it is"
