@@ -70,18 +70,24 @@ def cancel(scenario: str, stage: Stage) -> str:
                 f"files in COTGEN_DATA_DIR ({data_dir()}): run cotgen from the folder Dagster runs in, "
                 "or set COTGEN_DATA_DIR to the data folder it uses. Nothing was cancelled."
             ) from None
-    if submission is None:
-        return f"no {stage.name} batch of scenario {scenario!r} is in flight: nothing to cancel"
-    gemini = gemini_from_env()
-    dropped = drop_queue(submission)
-    try:
-        names = [name for name in submission.batch_names if name]
-        jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in names]
+        if submission is None:
+            return f"no {stage.name} batch of scenario {scenario!r} is in flight: nothing to cancel"
+        gemini = gemini_from_env()
+        dropped = drop_queue(submission)
+        try:
+            names = [name for name in submission.batch_names if name]
+            jobs = [gemini.get_batch(name, max_attempts=CANCEL_ATTEMPTS) for name in names]
+        except GeminiError as error:
+            raise ApiUnavailable(str(error)) from None
         live = [job.name for job in jobs if not job.done]
         if not live and not dropped:
-            return "nothing to cancel: " + unsaved_results_message(
-                submission, ", ".join(f"{j.name} ({j.state})" for j in jobs)
+            states = ", ".join(f"{j.name} ({j.state})" for j in jobs)
+            return (
+                "nothing to cancel: "
+                + unsaved_results_message(submission, states)
+                + end_rounds(instance, scenario, stage)
             )
+    try:
         for name in live:
             gemini.cancel_batch(name)
     except GeminiError as error:
@@ -93,6 +99,21 @@ def cancel(scenario: str, stage: Stage) -> str:
         "batch_completion_sensor records the cancellation, keeps any finished results and ends an "
         "auto_fill run of rounds; "
         "materialize the batch asset again to resubmit what is missing"
+    )
+
+
+def end_rounds(instance, scenario: str, stage: Stage) -> str:
+    """A cancel that came after the job ended still ends its auto_fill run of rounds (said as a
+    sentence to append), since that is what the user asked; nothing else has a next round."""
+    from cotgen_assets.defs.history import cancel_rounds, submitted_metadata
+
+    batch = submitted_metadata(instance, scenario, stage) or {}
+    if not batch.get("auto_fill"):
+        return ""
+    cancel_rounds(instance, batch["rounds_id"])
+    return (
+        f" Its auto_fill run of rounds ends once they are saved: no round {batch['round'] + 1} is asked; "
+        f"to go on, materialize {stage.batch_asset}."
     )
 
 

@@ -15,6 +15,7 @@ from cotgen_assets.core.batch_output import ResultLine
 from cotgen_assets.core.grading import extract_predicted_answer
 from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.prompts import parse_draft
+from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
 from cotgen_assets.core.text import numbers_in
 
 
@@ -219,6 +220,9 @@ def _record_check(fields: tuple[Field, ...]) -> Callable[[dict], str | None]:
             problem = check(value)
             if problem:
                 return f"{name!r}{problem}"
+        sample = record.get("sample", 0)
+        if type(sample) is int and not 0 <= sample < MAX_SAMPLES_PER_PROBLEM:  # no ask numbers it so
+            return f"'sample' is {sample}, not a sample number from 0 to {MAX_SAMPLES_PER_PROBLEM - 1}"
         return None
 
     return check_record

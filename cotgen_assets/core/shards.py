@@ -8,10 +8,9 @@ from contextlib import ExitStack
 import orjson
 
 from cotgen_assets.core.storage import atomic_write
-from cotgen_assets.core.submissions import Submission
+from cotgen_assets.core.submissions import CONTENT_HASH_CHARS, Submission
 
 MAX_SHARD_BYTES = 1_000_000_000  # input files: up to 1 GB on Vertex AI, 2 GB on the Developer Batch API
-CONTENT_HASH_CHARS = 16  # of a shard's sha256, at the end of its job's display name
 
 
 def write_shards(

@@ -8,6 +8,7 @@ after ingestion `outcomes.jsonl` + `summary.json`. How its id is made: `identity
 are written: `shards`; what the folders say of earlier asks: `submission_history`.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from cotgen_assets.core.stages import Stage, stage_named
 from cotgen_assets.core.storage import atomic_write, scenario_dir
 
+CONTENT_HASH_CHARS = 16  # of a shard's sha256, at the end of its job's display name
 NOT_RUN = "not_run"  # the outcome of a request its job (failed, cancelled, expired) never answered: not a try
 
 
@@ -80,16 +82,32 @@ class Submission:
 
 def refuse_foreign_job(submission: Submission, shard: str, batch_name: str, display_name: str | None) -> None:
     """Refuse a job that is not the one this submission made for `shard`: its display name (which
-    carries the shard's content hash) must be the one recorded for it. A hand-edited or mixed-up
-    `submission.json` would otherwise store another job's answers under these questions."""
+    carries the shard's content hash) must be the one recorded for it, and that hash must be the one
+    of the request file in the folder. A hand-edited or mixed-up `submission.json` would otherwise
+    store another job's answers under these questions; the request file is the proof, since the
+    file naming the job can be edited to agree with itself."""
     expected = submission.display_names[submission.shards.index(shard)]
+    requests = submission.requests_path(shard)
     if display_name != expected or not expected.startswith(submission.job_name_prefix(shard)):
-        raise SubmissionRefused(
-            f"batch {batch_name} is not the job of submission {submission.submission_id} ({shard}): its "
-            f"display name is {display_name!r}, not {expected!r}; nothing was downloaded. Check "
-            f"batch_names in {submission.folder / 'submission.json'} (edited by hand, or copied from "
-            "another deployment?)"
-        )
+        why = f"its display name is {display_name!r}, not {expected!r}"
+    elif not expected.endswith("-" + content_hash(requests)):
+        why = f"its display name {display_name!r} does not end with the content hash of {requests}"
+    else:
+        return
+    raise SubmissionRefused(
+        f"batch {batch_name} is not the job of submission {submission.submission_id} ({shard}): {why}; "
+        f"nothing was downloaded. Check batch_names in {submission.folder / 'submission.json'} "
+        "(edited by hand, or copied from another deployment?)"
+    )
+
+
+def content_hash(requests: Path) -> str:
+    """The hash a shard's job carries at the end of its display name: of its request file's bytes."""
+    digest = hashlib.sha256()
+    with requests.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:CONTENT_HASH_CHARS]
 
 
 def submissions_root(scenario: str) -> Path:

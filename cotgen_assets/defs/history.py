@@ -121,6 +121,20 @@ def rounds_submissions(instance: dg.DagsterInstance, scenario: str, rounds_id: s
     return list(dict.fromkeys(reversed(sent)))
 
 
+ROUNDS_CANCELLED_KEY = "cotgen/rounds_cancelled/"  # + a rounds_id: `cotgen cancel` came after its job ended
+
+
+def cancel_rounds(instance: dg.DagsterInstance, rounds_id: str) -> None:
+    """Ask a run of rounds to end after the round being saved: for a cancel that came once that
+    round's job had ended, when there was nothing left to cancel at the API."""
+    instance.run_storage.set_cursor_values({ROUNDS_CANCELLED_KEY + rounds_id: "cancelled"})
+
+
+def rounds_cancelled(instance: dg.DagsterInstance, rounds_id: str) -> bool:
+    key = ROUNDS_CANCELLED_KEY + rounds_id
+    return bool(instance.run_storage.get_cursor_values({key}).get(key))
+
+
 def latest_submission(instance: dg.DagsterInstance, scenario: str, stage: Stage) -> Submission:
     """The stage's newest real submission, for the results assets."""
     batch = submitted_metadata(instance, scenario, stage)

@@ -328,3 +328,35 @@ def test_cotgen_cancel_ends_the_run_of_rounds_and_says_so_once(
         assert not [r for t in said + later for r in t.run_requests if r.job_name == "generation_batch_job"]
         assert [b["round"] for b in batches(instance, "medium") if b["batch_names"]] == [1]
         assert not auto_round_runs(instance)
+
+
+def test_cotgen_cancel_while_a_round_is_ingested_ends_the_run_of_rounds(
+    tmp_path, emulator, sources, data_dir, monkeypatch, capsys
+):
+    """The round's job has ended and its results run is about to save it when `cotgen cancel` comes:
+    nothing is left to cancel at the API, but the user asked the rounds to stop, so the sensor saves
+    the round and ends the run of rounds instead of launching round 2."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    sources("medium")
+    emulator.set_faults(wrong_rate=1.0)  # round 1 gets nothing right: without the cancel, round 2 follows
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
+        pipeline = Pipeline(instance, emulator.base_url)
+        pipeline.submit_generation("medium", limit=10, auto_fill=True, max_rounds=3, max_cost_usd=5)
+        [round_one] = [b for b in batches(instance, "medium") if b["batch_names"]]
+        [results_run] = [r for r in pipeline.tick_until_launch() if r.job_name == "generation_results_job"]
+
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("COTGEN_GEMINI_BASE_URL", emulator.base_url)
+        monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+        assert cli.main(["cancel", "medium", "generation"]) == 0
+        said = capsys.readouterr().out
+        assert "nothing to cancel" in said and "no round 2" in said, said
+
+        assert pipeline.run(results_run).success
+        ticks = [pipeline.tick() for _ in range(3)]
+        assert not [r for t in ticks for r in t.run_requests if r.job_name == "generation_batch_job"]
+        [end] = [e for t in ticks for e in t.asset_events if "auto_fill_ended" in e.metadata]
+        assert end.metadata["auto_fill_ended"].value == "cancelled"
+        assert [b["round"] for b in batches(instance, "medium") if b["batch_names"]] == [1]
+        assert round_one["batch_names"]

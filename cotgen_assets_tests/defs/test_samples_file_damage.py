@@ -105,3 +105,19 @@ def test_the_merge_says_how_many_repeated_lines_it_dropped(pipeline, sources, da
     assert pipeline.metadata("cot_samples", "easy")["num_repeated_lines_dropped"] == 4
     [said] = [line for line in warnings(pipeline, "cot_samples", "easy") if "repeated" in line]
     assert said.startswith(f"{path}: 4 lines repeated a line word for word (ids easy-3, easy-4;"), said
+
+
+@pytest.mark.parametrize("sample", [-1, 64])
+def test_a_sample_number_no_ask_makes_is_damage_not_a_correct_sample(shell, data_dir, sample):
+    """Samples are numbered 0 to samples_per_problem - 1 (at most 64): another number is no answer
+    the platform asked for, and would be counted beside sample 0 of the same problem."""
+    records = [cot_record(f"easy-{row}") for row in range(4)] + [cot_record("easy-1") | {"sample": sample}]
+    path = write_jsonl(data_dir / "cot_easy.jsonl", records)
+
+    status = cotgen("status", "easy", env=shell)
+    assert status.returncode == 1, status.stdout
+    assert status.stderr.startswith(
+        f"cotgen: {path} is damaged: line(s) 5 are not JSON objects of the record schema in "
+        f"cotgen_assets/core/records.py (line 5: 'sample' is {sample}, not a sample number from 0 to 63) "
+        "(ids on them: easy-1)"
+    ), status.stderr

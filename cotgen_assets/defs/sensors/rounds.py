@@ -12,7 +12,13 @@ from cotgen_assets.core.rounds import CANCELLED, LIMIT_REACHED, NOTHING_LEFT, RO
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.submission_history import num_good_samples, submission_cost_usd
-from cotgen_assets.defs.history import is_ingested, latest_metadata, newest_metadata_where, rounds_submissions
+from cotgen_assets.defs.history import (
+    is_ingested,
+    latest_metadata,
+    newest_metadata_where,
+    rounds_cancelled,
+    rounds_submissions,
+)
 from cotgen_assets.defs.jobs import ROUND_TAG, ROUNDS_TAG
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
@@ -69,7 +75,9 @@ def why_rounds_end(instance: dg.DagsterInstance, partition: str, newest: dict, n
     if not newest.get("batch_names"):
         return NOTHING_LEFT
     results = latest_metadata(instance, GENERATION.results_asset, partition)
-    cancelled = is_ingested(newest, results) and results.get("num_cancelled_jobs", 0) > 0
+    cancelled = (
+        is_ingested(newest, results) and results.get("num_cancelled_jobs", 0) > 0
+    ) or rounds_cancelled(instance, newest["rounds_id"])
     config = newest["rounds_config"]
     return after_round(num_good, config["limit"], newest["round"], config["max_rounds"], cancelled)
 
@@ -106,7 +114,7 @@ def report_rounds_end(
     if why == NOTHING_LEFT:
         text += f"; round {number} found nothing to ask ({newest.get('num_given_up', 0)} problems given up)"
     if why == CANCELLED:
-        text += f"; round {number}'s batch was cancelled, so no round {number + 1} is asked"
+        text += f"; round {number} was cancelled, so no round {number + 1} is asked"
     advice = ADVICE[why]
     stage_partition = f"{GENERATION.name}|{partition}"
     if why == LIMIT_REACHED:
