@@ -85,11 +85,15 @@ _SYMBOLS = str.maketrans(
     }
 )
 # Cyrillic and Greek letters drawn like Latin ones (Unicode's confusables, letters only): "раst" with
-# Cyrillic р and а is "past". Greek capitals only: lowercase α, ν, ρ... are math letters (\alpha...).
+# Cyrillic р and а is "past". Greek capitals always; lowercase α, ι, κ, ν, ρ, υ, χ are math letters
+# (\alpha...) unless a Latin letter or a backslash sits beside them or two come together (no formula
+# writes a product of them so): "Whαt ιs υρ" is "What is up", "\ρι" is \pi, "2α" stays 2\alpha.
 _LOOKALIKES = str.maketrans(
     "аеорсхуіјѕԁһӏԛԝАВЕКМНОРСТХУІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧο",
     "aeopcxyijsdhlqwABEKMHOPCTXYIJSABEZHIKMNOPTYXo",
 )
+_GREEK_IN_A_WORD = re.compile(r"(?<=[A-Za-z\\])[αικνρυχ]+|[αικνρυχ]+(?=[A-Za-z])|[αικνρυχ]{2,}")
+_GREEK_AS_LATIN = str.maketrans("αικνρυχ", "aikvpux")
 _ROOT = re.compile(r"\u221a\s*(\d+(?:\.\d+)?)?")  # √23 is \sqrt{23}; √x is \sqrt x
 _VULGAR = re.compile(r"(\d+)\u2044(\d+)")  # NFKC turns ½ into 1⁄2
 # A comma (or `{,}`, `,\!`, `\,`) between a digit and exactly three digits separates thousands:
@@ -146,7 +150,9 @@ def _fold_all(text: str) -> str:
     if "&" in text:  # scraped pages: &lt; is <, &#39; is '
         text = html.unescape(text)
     text = _INVISIBLE.sub("", text).translate(_SUPERSCRIPTS)
-    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES).lower().translate(_SYMBOLS)
+    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES)
+    text = _GREEK_IN_A_WORD.sub(lambda m: m[0].translate(_GREEK_AS_LATIN), text)
+    text = text.lower().translate(_SYMBOLS)
     text = _ROOT.sub(lambda m: rf"\sqrt{{{m[1]}}}" if m[1] else r"\sqrt ", text)
     text = _THOUSANDS.sub("", _VULGAR.sub(r"\\frac{\1}{\2}", text))
     text = _ANY_COMMAND.sub(lambda m: _SAME_AS.get(m[1], m[0]), text)

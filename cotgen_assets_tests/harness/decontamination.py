@@ -2,9 +2,13 @@
 decontamination tests and bench/decontaminate.py: an instruction added, HTML entities, look-alike letters."""
 
 import html
+import re
 
 # Cyrillic letters that look like these Latin ones (what a homoglyph tool or a mixed keyboard types).
 _CYRILLIC = str.maketrans("aeopcxyAEOPCXHKMT", "аеорсхуАЕОРСХНКМТ")
+# Lowercase Greek letters drawn like these Latin ones, put inside words ("Whαt ιs"): α, ι, ο, ρ, υ.
+_GREEK_LOWER = str.maketrans("aiopu", "αιορυ")
+_INSIDE_A_WORD = re.compile(r"(?<=[A-Za-z])[aiopu]|[aiopu](?=[A-Za-z])")
 
 
 def _numeric_entities(text: str) -> str:
@@ -22,6 +26,9 @@ EDITS = {
     "html.escape": html.escape,
     "numeric HTML entities": _numeric_entities,
     "Cyrillic look-alike letters": lambda text: text.translate(_CYRILLIC),
+    "lowercase Greek look-alikes inside words": lambda text: _INSIDE_A_WORD.sub(
+        lambda m: m[0].translate(_GREEK_LOWER), text
+    ),
 }
 
 
