@@ -290,7 +290,10 @@ def prepare(lines: int, workdir: Path, args) -> None:
 
 def measure(lines: int, workdir: Path, args, trees: dict[str, Path]) -> None:
     prepare(lines, workdir, args)
-    for step in args.steps.split(","):
+    steps = args.steps.split(",")
+    if "ingest" not in steps:  # the other steps read its samples file: made, not shown
+        run_step("ingest", workdir, workdir / "data", ROOT, 0)
+    for step in steps:
         if step == "export":
             (workdir / "export-data").mkdir()
             write_export_input(workdir / "data", workdir / "export-data")

@@ -372,13 +372,13 @@ def _repeats_its_first_line(path: Path | UPath, key: tuple[str, int], number: in
     return False
 
 
-def samples_lines(
+def samples_entries(
     stage: Stage,
     path: Path | UPath,
     skip: Callable[[tuple[str, int]], bool] = lambda key: False,
     repeated: Callable[[str], None] = lambda sample_id: None,
-) -> Iterator[tuple[bytes, dict]]:
-    """(line, record) of a samples file, each (id, sample) once, streamed; records whose key `skip`
+) -> Iterator[tuple[int, bytes, dict]]:
+    """(offset, line, record) of a samples file, each (id, sample) once, streamed; records whose key `skip`
     says yes to are left out, and `repeated` hears the id of each line left out as a repeat.
 
     The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
@@ -391,8 +391,10 @@ def samples_lines(
     if not path.exists():
         return
     seen = _DigestTable()  # (id, sample) digest -> digest of its first line
+    offset = 0
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
+            offset, at = offset + len(line), offset
             if not line.strip():
                 continue
             record, _ = _parse(line, (), stage.fields)
@@ -406,7 +408,18 @@ def samples_lines(
             if first == digest or (first is not None and _repeats_its_first_line(path, key, number, digest)):
                 repeated(record["id"])
                 continue  # the same line again: one sample
-            yield line, record
+            yield at, line, record
+
+
+def samples_lines(
+    stage: Stage,
+    path: Path | UPath,
+    skip: Callable[[tuple[str, int]], bool] = lambda key: False,
+    repeated: Callable[[str], None] = lambda sample_id: None,
+) -> Iterator[tuple[bytes, dict]]:
+    """(line, record) of a samples file (`samples_entries` without the offsets)."""
+    for _, line, record in samples_entries(stage, path, skip, repeated):
+        yield line, record
 
 
 def read_samples(stage: Stage, suffix: str) -> Iterator[dict]:
