@@ -201,9 +201,10 @@ def create_if_absent(path: Path | UPath, data: bytes) -> bool:
     return True
 
 
-def scratch_dir(prefix: str) -> Path:
+def scratch_dir(prefix: str, task: str = "ingestion", undone: str = "nothing was ingested") -> Path:
     """A new local folder for state that must be on a local disk (SQLite, `os.pread`); the caller
-    removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder."""
+    removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder. When it
+    cannot be made, the error names the `task` that needed it and says what was `undone`."""
     root = os.environ.get("COTGEN_SCRATCH_DIR") or None
     try:
         if root:
@@ -213,8 +214,8 @@ def scratch_dir(prefix: str) -> Path:
         where = f"COTGEN_SCRATCH_DIR={root!r}" if root else f"the temporary folder {tempfile.gettempdir()}"
         reason = "it is a file" if isinstance(error, FileExistsError) else error.strerror or error
         raise StorageError(
-            f"{where} cannot hold ingestion's scratch folder: {reason}. Point "
-            "COTGEN_SCRATCH_DIR at a writable local folder (or unset it); nothing was ingested"
+            f"{where} cannot hold {task}'s scratch folder: {reason}. Point "
+            f"COTGEN_SCRATCH_DIR at a writable local folder (or unset it); {undone}"
         ) from None
 
 

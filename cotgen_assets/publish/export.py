@@ -24,7 +24,14 @@ from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, scratch_dir
 from cotgen_assets.publish.card import PICTURE, dataset_card, gather
 from cotgen_assets.publish.exported import Export
-from cotgen_assets.publish.parquet import DataFile, RowWriter, data_file, fingerprint, staged_folder
+from cotgen_assets.publish.parquet import (
+    EXPORT_SCRATCH,
+    DataFile,
+    RowWriter,
+    data_file,
+    fingerprint,
+    staged_folder,
+)
 from cotgen_assets.publish.problem_rows import preference_pairs, problem_rows
 from cotgen_assets.publish.report import ScenarioFigures, all_figures, fill_limit, render_picture
 from cotgen_assets.publish.selection import (
@@ -84,7 +91,7 @@ def write_export(
         report_figures=report_figures,
         data_files={config: {} for config in config_fields()},
     )
-    scratch = scratch_dir("cotgen-export-index-")
+    scratch = scratch_dir("cotgen-export-", *EXPORT_SCRATCH)
     try:
         with staged_folder(export.folder) as staging:
             for scenario in scenarios.values():

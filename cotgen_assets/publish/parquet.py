@@ -23,6 +23,7 @@ from cotgen_assets.core.storage import atomic_write, is_local, scratch_dir, writ
 
 DATA_GLOB = "data/*/*.parquet"
 ROW_GROUP_ROWS = 1_000  # a few MB to a few tens of MB of text per row group
+EXPORT_SCRATCH = ("the export", "nothing was exported")  # scratch_dir's words for a folder it cannot make
 
 
 def data_file(config: str, split: str) -> str:
@@ -97,7 +98,7 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     and new files side by side, never a torn file.
     """
     if not is_local(folder):
-        staging = scratch_dir("cotgen-export-")
+        staging = scratch_dir("cotgen-export-", *EXPORT_SCRATCH)
         try:
             yield staging
             _upload(staging, folder)

@@ -115,6 +115,7 @@ class Split:
     def close(self) -> None:
         if self.index:
             self.index.close()
+            self.index = None
 
 
 class SampleIndex:
@@ -271,12 +272,12 @@ def exported(split: Split) -> Iterator[tuple[dict, dict]]:
             split.left_out[OVER_LIMIT] = split.num_over_limit
 
 
-def problem_batches(split: Split, answers: int = PROBLEM_BATCH_ANSWERS) -> Iterator[list[dict]]:
-    """The clean problems' CoT records in (id, sample) order, about `answers` at a time, never
-    splitting a problem's answers between two batches."""
+def problem_batches(split: Split) -> Iterator[list[dict]]:
+    """The clean problems' CoT records in (id, sample) order, about `PROBLEM_BATCH_ANSWERS` at a
+    time, never splitting a problem's answers between two batches."""
     batch: list[dict] = []
     for record in split.index.clean_cot() if split.index else ():
-        if len(batch) >= answers and record["id"] != batch[-1]["id"]:
+        if len(batch) >= PROBLEM_BATCH_ANSWERS and record["id"] != batch[-1]["id"]:
             yield batch
             batch = []
         batch.append(record)
