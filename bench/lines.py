@@ -5,7 +5,8 @@ For each N, writes a synthetic generation submission of N results lines (real GS
 answer being another problem's, so math-verify decides it; 1% errors), then runs each step in its
 own process, so that its peak RSS is its own:
 
-* ingest  `ingest_submission`: the results file to a CoT samples file, graded as it goes;
+* ingest  `ingest_submission`: the results file to a CoT samples file, graded as it goes
+          (`--ingest-lines M`: only M lines, the CoT file then repeated to N for the next steps);
 * grade   every CoT sample's predicted answer graded again against its reference, streamed from
           the samples file 1,000 at a time (`grade_many`, math-verify in worker processes);
 * export  `write_export` of that scenario: configs `cot`, `cod`, `problems`, `pairs`, the card.
@@ -288,12 +289,38 @@ def prepare(lines: int, workdir: Path, args) -> None:
     print(f"{lines:,} results lines, {size / MB:,.0f} MB, written in {time.perf_counter() - start:.0f} s")
 
 
+def replicate(data: Path, lines: int) -> None:
+    """The ingested CoT file repeated, ids renumbered, to `lines` lines (the steps after ingestion)."""
+    import orjson
+
+    path = samples_file_in(data)
+    source = path.with_name("ingested.jsonl")
+    os.replace(path, source)
+    written = 0
+    with open(path, "wb") as out:
+        while written < lines:
+            with open(source, "rb") as records:
+                for line in records:
+                    record = orjson.loads(line)
+                    record["id"] = f"{SCENARIO}-{written}"
+                    out.write(orjson.dumps(record) + b"\n")
+                    written += 1
+                    if written == lines:
+                        break
+    source.unlink()
+
+
 def measure(lines: int, workdir: Path, args, trees: dict[str, Path]) -> None:
-    prepare(lines, workdir, args)
+    ingest_lines = min(args.ingest_lines or lines, lines)
+    prepare(ingest_lines, workdir, args)
     steps = args.steps.split(",")
     if "ingest" not in steps:  # the other steps read its samples file: made, not shown
         run_step("ingest", workdir, workdir / "data", ROOT, 0)
+    replicated = ingest_lines == lines
     for step in steps:
+        if step != "ingest" and not replicated:
+            replicate(workdir / "data", lines)
+            replicated = True
         if step == "export":
             (workdir / "export-data").mkdir()
             write_export_input(workdir / "data", workdir / "export-data")
@@ -304,7 +331,9 @@ def measure(lines: int, workdir: Path, args, trees: dict[str, Path]) -> None:
                 samples_file_in(workdir / "data").unlink(missing_ok=True)
             data = workdir / ("export-data" if step == "export" else "data")
             limit = args.memory_limit_mb if label != "this" else 0
-            print_row(lines, label, run_step(step, workdir, data, tree, limit))
+            print_row(
+                ingest_lines if step == "ingest" else lines, label, run_step(step, workdir, data, tree, limit)
+            )
             if step == "export":
                 os.replace(data / "export", workdir / f"export-{label}")
         if step == "export" and len(trees) > 1 and "export" in args.baseline_steps:
@@ -328,6 +357,12 @@ def main() -> None:
     parser.add_argument("--baseline-steps", default="export", help="steps also run on the baseline tree")
     parser.add_argument("--baseline-ref", default=BEFORE_STREAMING)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--ingest-lines",
+        type=int,
+        help="results lines ingested (default: N); the CoT file is then repeated to N lines for the "
+        "later steps (ingestion at 1M lines is measured by bench/ingest.py)",
+    )
     parser.add_argument("--math-share", type=float, default=0.2, help="share of MATH problems in the pool")
     parser.add_argument("--thought-bytes", type=int, default=1000, help="size of each thought summary")
     parser.add_argument(
