@@ -44,7 +44,8 @@ BEFORE_STREAMING = "fbdbb3b"  # q-merge before the export streamed: the default 
 K = 4  # answers a problem in the export's input
 GRADE_CHUNK = 1_000  # as ingestion grades
 MB = 1024 * 1024
-INGEST_RESULT_LINE = ingest_bench.result_line  # before `prepare` puts ours in its place
+# bench/ingest.py's own, before `prepare` puts ours in their place
+INGEST_PROBLEM_POOL, INGEST_RESULT_LINE = ingest_bench.problem_pool, ingest_bench.result_line
 
 
 # --------------------------------------------------------------------------- synthetic data
@@ -56,7 +57,7 @@ def problem_pool(math_share: float) -> list[dict]:
 
     from cotgen_assets.core.answers import extract_boxed_answer
 
-    gsm8k = ingest_bench.problem_pool()
+    gsm8k = INGEST_PROBLEM_POOL()
     for problem in gsm8k:
         problem["wrong"] = str(int(float(problem["answer"].replace(",", ""))) + 1)
     rows = pq.read_table(DATASETS / "competition_math" / "train.parquet").to_pylist()
