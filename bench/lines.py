@@ -335,9 +335,9 @@ def measure(lines: int, workdir: Path, args, trees: dict[str, Path]) -> None:
             print_row(
                 ingest_lines if step == "ingest" else lines, label, run_step(step, workdir, data, tree, limit)
             )
-            if step == "export":
+            if step == "export" and (data / "export").exists():
                 os.replace(data / "export", workdir / f"export-{label}")
-        if step == "export" and len(trees) > 1 and "export" in args.baseline_steps:
+        if step == "export" and all((workdir / f"export-{label}").exists() for label in ("this", "baseline")):
             same = same_exports(workdir / "export-this", workdir / "export-baseline")
             print(f"{lines:>10,} export files: {same}")
 
