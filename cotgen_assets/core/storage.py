@@ -201,9 +201,10 @@ def create_if_absent(path: Path | UPath, data: bytes) -> bool:
     return True
 
 
-def scratch_dir(prefix: str) -> Path:
+def scratch_dir(prefix: str, task: str = "ingestion", undone: str = "nothing was ingested") -> Path:
     """A new local folder for state that must be on a local disk (SQLite, `os.pread`); the caller
-    removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder."""
+    removes it. Under `$COTGEN_SCRATCH_DIR` if set, else the system's temporary folder. When it
+    cannot be made, the error names the `task` that needed it and says what was `undone`."""
     root = os.environ.get("COTGEN_SCRATCH_DIR") or None
     try:
         if root:
@@ -213,8 +214,8 @@ def scratch_dir(prefix: str) -> Path:
         where = f"COTGEN_SCRATCH_DIR={root!r}" if root else f"the temporary folder {tempfile.gettempdir()}"
         reason = "it is a file" if isinstance(error, FileExistsError) else error.strerror or error
         raise StorageError(
-            f"{where} cannot hold ingestion's scratch folder: {reason}. Point "
-            "COTGEN_SCRATCH_DIR at a writable local folder (or unset it); nothing was ingested"
+            f"{where} cannot hold {task}'s scratch folder: {reason}. Point "
+            f"COTGEN_SCRATCH_DIR at a writable local folder (or unset it); {undone}"
         ) from None
 
 
@@ -372,13 +373,13 @@ def _repeats_its_first_line(path: Path | UPath, key: tuple[str, int], number: in
     return False
 
 
-def samples_lines(
+def samples_entries(
     stage: Stage,
     path: Path | UPath,
     skip: Callable[[tuple[str, int]], bool] = lambda key: False,
     repeated: Callable[[str], None] = lambda sample_id: None,
-) -> Iterator[tuple[bytes, dict]]:
-    """(line, record) of a samples file, each (id, sample) once, streamed; records whose key `skip`
+) -> Iterator[tuple[int, bytes, dict]]:
+    """(offset, line, record) of a samples file, each (id, sample) once, streamed; records whose key `skip`
     says yes to are left out, and `repeated` hears the id of each line left out as a repeat.
 
     The one reader of `cot_`/`cod_` files: every line must be a record of the stage's schema
@@ -391,8 +392,10 @@ def samples_lines(
     if not path.exists():
         return
     seen = _DigestTable()  # (id, sample) digest -> digest of its first line
+    offset = 0
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
+            offset, at = offset + len(line), offset
             if not line.strip():
                 continue
             record, _ = _parse(line, (), stage.fields)
@@ -406,7 +409,18 @@ def samples_lines(
             if first == digest or (first is not None and _repeats_its_first_line(path, key, number, digest)):
                 repeated(record["id"])
                 continue  # the same line again: one sample
-            yield line, record
+            yield at, line, record
+
+
+def samples_lines(
+    stage: Stage,
+    path: Path | UPath,
+    skip: Callable[[tuple[str, int]], bool] = lambda key: False,
+    repeated: Callable[[str], None] = lambda sample_id: None,
+) -> Iterator[tuple[bytes, dict]]:
+    """(line, record) of a samples file (`samples_entries` without the offsets)."""
+    for _, line, record in samples_entries(stage, path, skip, repeated):
+        yield line, record
 
 
 def read_samples(stage: Stage, suffix: str) -> Iterator[dict]:

@@ -15,13 +15,20 @@ from typing import TYPE_CHECKING
 from cotgen_assets.core import prompts
 from cotgen_assets.core.decontamination import RULE
 from cotgen_assets.core.records import arrow_schema, field_table
-from cotgen_assets.core.stages import STAGES, Stage
+from cotgen_assets.core.stages import GENERATION, STAGES, Stage
 from cotgen_assets.core.storage import read_jsonl
 from cotgen_assets.core.submissions import load_submission, submission_folder
 from cotgen_assets.publish.exported import CardFacts, Export, MadeWith, ScenarioFacts
 from cotgen_assets.publish.parquet import data_file
 from cotgen_assets.publish.report import ROUND_COLUMNS, ROWS, TARGET_ROWS, ScenarioFigures, round_rows
-from cotgen_assets.publish.selection import NOT_CLEAN_REASONS, PAIRS, PROBLEMS, Split, config_fields
+from cotgen_assets.publish.selection import (
+    NOT_CLEAN_REASONS,
+    PAIRS,
+    PROBLEMS,
+    PROVENANCE_KEYS,
+    Split,
+    config_fields,
+)
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard
@@ -60,7 +67,7 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
     return ScenarioFacts(
         name=split.name,
         dataset=split.scenario.dataset,
-        rows=len(split.cot),
+        rows=split.rows.get(GENERATION.record_kind, 0),
         num_cot_records=split.num_cot_records,
         num_cod_records=split.num_cod_records,
         left_out=dict(split.left_out),
@@ -70,7 +77,7 @@ def scenario_facts(split: Split, exported: ScenarioFigures, files: ScenarioFigur
         num_repeats=saved["num_duplicates"] if saved else None,
         num_left_out_unclean=sum(split.left_out.get(r, 0) for r in NOT_CLEAN_REASONS),
         rounds=tuple(round_rows(files)),
-        rows_by_config={config: len(rows) for config, rows in split.rows.items()},
+        rows_by_config={config: split.rows.get(config, 0) for config in config_fields()},
         passes=split.passes,
     )
 
@@ -127,8 +134,8 @@ def front_matter(export: Export) -> dict:
 
     configs, infos = [], []
     for config, fields in config_fields().items():
-        tables = export.tables[config]
-        splits = [s.name for s in export.splits if s.name in tables]
+        files = export.data_files[config]
+        splits = [s.name for s in export.splits if s.name in files]
         if not splits:  # `pairs` when no problem has a correct and a wrong answer
             continue
         configs.append(
@@ -142,11 +149,10 @@ def front_matter(export: Export) -> dict:
                 "config_name": config,
                 "features": Features.from_arrow_schema(arrow_schema(fields))._to_yaml_list(),
                 "splits": [
-                    {"name": s, "num_bytes": tables[s].nbytes, "num_examples": tables[s].num_rows}
-                    for s in splits
+                    {"name": s, "num_bytes": files[s].nbytes, "num_examples": files[s].rows} for s in splits
                 ],
-                "download_size": sum(len(export.files[data_file(config, s)]) for s in splits),
-                "dataset_size": sum(tables[s].nbytes for s in splits),
+                "download_size": sum(files[s].size for s in splits),
+                "dataset_size": sum(files[s].nbytes for s in splits),
             }
         )
     return {
@@ -156,7 +162,10 @@ def front_matter(export: Export) -> dict:
         "task_categories": ["text-generation", "question-answering"],
         "tags": TAGS + (["offline-emulator"] if export.offline else []),
         "size_categories": [size_category(export.num_rows)],
-        "source_datasets": sorted({s.scenario.dataset for s in export.splits if s.cot}) or ["original"],
+        "source_datasets": sorted(
+            {s.scenario.dataset for s in export.splits if s.rows.get(GENERATION.record_kind)}
+        )
+        or ["original"],
         "configs": configs,
         "dataset_info": infos,
     }
@@ -213,14 +222,13 @@ def figure_rows(exported: ScenarioFigures, files: ScenarioFigures) -> list[tuple
 def made_with(splits: list[Split], stage: Stage) -> MadeWith:
     """The models, model versions, prompt versions and thinking levels of a stage's exported rows,
     and the days their batches were submitted and ingested (UTC)."""
-    found = {k: set() for k in ("model", "model_version", "prompt_version")}
+    found = {k: set() for k in PROVENANCE_KEYS}
     submissions = set()
     for split in splits:
-        for record in split.rows[stage.record_kind]:
-            block = record[stage.name]
-            for key in found:
-                found[key].add(block.get(key) or "unknown")
-            submissions.add((split.name, block["submission"]))
+        made_by = split.made_by[stage.name]
+        for key in found:
+            found[key] |= made_by.found[key]
+        submissions |= {(split.name, submission) for submission in made_by.submissions}
     levels, dates = set(), []
     for scenario, submission_id in submissions:
         folder = submission_folder(scenario, stage, submission_id)

@@ -4,9 +4,8 @@ states (`CardFacts`). `export` writes one; `card` gathers its facts and renders 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-
 from cotgen_assets.core.problems import PassFigures
+from cotgen_assets.publish.parquet import DataFile, data_file
 from cotgen_assets.publish.report import ScenarioFigures
 from cotgen_assets.publish.selection import PAIRS, PROBLEMS, Split
 
@@ -78,26 +77,32 @@ class CardFacts:
 
 @dataclass
 class Export:
-    """One export as written: its rows by scenario, their files and figures, and the card."""
+    """One export as written: its scenarios' splits, their files and figures, and the card."""
 
     folder: Path
-    splits: list[Split]
     include_incorrect: bool
-    png: bytes
-    offline: bool
-    figures: dict[str, ScenarioFigures]  # of the exported rows, by scenario
     report_figures: dict[str, ScenarioFigures]  # of the whole files (the dataset report's)
-    files: dict[str, bytes] = field(default_factory=dict)  # data files, by path in the folder
-    tables: dict[str, dict[str, pa.Table]] = field(default_factory=dict)  # config -> split -> table
+    data_files: dict[str, dict[str, DataFile]]  # config -> split -> its file
+    splits: list[Split] = field(default_factory=list)
+    figures: dict[str, ScenarioFigures] = field(default_factory=dict)  # of the exported rows, by scenario
+    offline: bool = False
+    png: bytes = b""
     fingerprint: str = ""
     facts: CardFacts | None = None  # what the card states
     card: str = ""  # README.md
 
     @property
+    def files(self) -> dict[str, DataFile]:
+        """The data files, by path in the folder."""
+        return {
+            data_file(c, s): file for c, by_split in self.data_files.items() for s, file in by_split.items()
+        }
+
+    @property
     def rows(self) -> dict[str, dict[str, int]]:
         """Rows per config and split (splits with no rows are not in the export; nor is a config
         with no split: `pairs` when no problem has both a correct and a wrong answer)."""
-        return {c: {s: t.num_rows for s, t in by_split.items()} for c, by_split in self.tables.items()}
+        return {c: {s: f.rows for s, f in by_split.items()} for c, by_split in self.data_files.items()}
 
     @property
     def num_rows(self) -> int:

@@ -11,8 +11,7 @@ import pyarrow.compute as pc
 
 from cotgen_assets.core.stages import STAGES
 from cotgen_assets.core.storage import is_local, parquet_file
-
-DATA_GLOB = "data/*/*.parquet"
+from cotgen_assets.publish.parquet import DATA_GLOB
 
 
 class PushRefused(Exception):

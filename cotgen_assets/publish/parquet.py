@@ -1,20 +1,29 @@
-"""The export's data files: deterministic Parquet, their fingerprint, and the folder swapped in whole.
+"""The export's data files: deterministic Parquet written a row group at a time, their fingerprint,
+and the folder swapped in whole.
 
-The same rows give the same bytes (the schema is `records`', rows keep their order, no timestamps),
-so `fingerprint`, a sha256 over the data files, tells two exports apart. The folder is built
-beside the old one and swapped in, so it never holds half an export.
+The same rows give the same bytes (the schema is `records`', rows keep their order, a row group
+every `ROW_GROUP_ROWS` rows, no timestamps), so `fingerprint`, a sha256 over the data files, tells
+two exports apart. The folder is built beside the old one and swapped in, so it never holds half an
+export; only one row group's rows are in memory at a time.
 """
 
 import hashlib
 import os
 import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.records import Field, arrow_schema
-from cotgen_assets.core.storage import atomic_write, is_local
+from cotgen_assets.core.storage import atomic_write, is_local, scratch_dir, writing
+
+DATA_GLOB = "data/*/*.parquet"
+ROW_GROUP_ROWS = 1_000  # a few MB to a few tens of MB of text per row group
+EXPORT_SCRATCH = ("the export", "nothing was exported")  # scratch_dir's words for a folder it cannot make
 
 
 def data_file(config: str, split: str) -> str:
@@ -22,48 +31,101 @@ def data_file(config: str, split: str) -> str:
     return f"data/{config}/{split}.parquet"
 
 
-def parquet_bytes(rows: list[dict], fields: tuple[Field, ...]) -> tuple[bytes, pa.Table]:
-    """The same rows give the same bytes: the config's schema (`records`), given order, no timestamps."""
-    table = pa.Table.from_pylist(rows, schema=arrow_schema(fields))
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes(), table
+@dataclass(frozen=True)
+class DataFile:
+    """One data file as written."""
+
+    rows: int
+    nbytes: int  # its rows in Arrow memory (the card's `num_bytes`)
+    size: int  # on disk (the card's `download_size`)
 
 
-def fingerprint(files: dict[str, bytes]) -> str:
-    """sha256 over the data files' paths and contents, in path order."""
+class RowWriter:
+    """One data file, written a row group at a time; no rows, no file."""
+
+    def __init__(self, path: Path, fields: tuple[Field, ...]):
+        self.path, self.schema = path, arrow_schema(fields)
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[dict] = []
+        self.rows = self.nbytes = 0
+
+    def add(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self.pending.append(row)
+            if len(self.pending) == ROW_GROUP_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        table = pa.Table.from_pylist(self.pending, schema=self.schema)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(str(self.path), self.schema, compression="zstd")
+        self.writer.write_table(table)
+        self.rows, self.nbytes, self.pending = self.rows + table.num_rows, self.nbytes + table.nbytes, []
+
+    def close(self) -> DataFile | None:
+        """The file as written, or None when it had no rows."""
+        self._flush()
+        if self.writer is None:
+            return None
+        self.writer.close()
+        with open(self.path, "rb") as handle:
+            os.fsync(handle.fileno())
+        return DataFile(self.rows, self.nbytes, self.path.stat().st_size)
+
+
+def fingerprint(folder: Path) -> str:
+    """sha256 over an export folder's data files' paths and contents, in path order."""
     digest = hashlib.sha256()
-    for path in sorted(files):
-        digest.update(path.encode() + b"\0" + hashlib.sha256(files[path]).digest())
+    for path in sorted(folder.glob(DATA_GLOB)):
+        content = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                content.update(chunk)
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + content.digest())
     return digest.hexdigest()
 
 
-def write_folder(folder: Path, files: dict[str, bytes]) -> None:
-    """Build the folder beside the old one, then swap: readers see the old export or the new one.
+@contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """A new local folder to write the export into; when the block ends without an error it
+    replaces `folder` whole (readers see the old export or the new one), else it is removed.
 
-    In a bucket, which has no folders to swap, each file is replaced atomically and files of the
-    old export that the new one lacks are removed after: a reader during the write may see old
+    In a bucket, which has no folders to swap, each file is then replaced atomically and files of
+    the old export that the new one lacks are removed after: a reader during the write may see old
     and new files side by side, never a torn file.
     """
     if not is_local(folder):
-        for path, data in files.items():
-            with atomic_write(folder / path) as handle:
-                handle.write(data)
-        for old_file in [p for p in folder.rglob("*") if p.is_file()]:
-            if old_file.relative_to(folder).as_posix() not in files:
-                old_file.unlink()
+        staging = scratch_dir("cotgen-export-", *EXPORT_SCRATCH)
+        try:
+            yield staging
+            _upload(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.with_name(f".{folder.name}.new-{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        for path, data in files.items():
-            with atomic_write(staging / path) as handle:
-                handle.write(data)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(staging, folder)
-    finally:
+    with writing(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            staging.mkdir()
+            yield staging
+            if folder.exists():
+                os.replace(folder, old)
+            os.replace(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _upload(staging: Path, folder) -> None:
+    files = {p.relative_to(staging).as_posix(): p for p in staging.rglob("*") if p.is_file()}
+    for name, local in files.items():
+        with atomic_write(folder / name) as handle, open(local, "rb") as source:
+            shutil.copyfileobj(source, handle, 1 << 20)
+    for old_file in [p for p in folder.rglob("*") if p.is_file()]:
+        if old_file.relative_to(folder).as_posix() not in files:
+            old_file.unlink()

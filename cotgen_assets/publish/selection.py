@@ -7,18 +7,26 @@ repeats). `include_incorrect` keeps the incorrect and disagreeing ones too. Both
 hold the same (id, sample) keys, so a user can join them; every answer left out is counted under
 the first reason it meets. The per-problem configs (`problems`, `pairs`) take every graded CoT
 answer of every clean problem, right or wrong, and are never capped at the limit.
+
+Memory does not grow with the number of samples: the answers are indexed on disk (`SampleIndex`)
+and read back one at a time in (id, sample) order, a problem's answers together.
 """
 
 import json
+import os
+import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
 
 from cotgen_assets.core.problems import PassFigures
-from cotgen_assets.core.records import PAIR_FIELDS, PROBLEM_FIELDS, Field, record_key
+from cotgen_assets.core.records import PAIR_FIELDS, PROBLEM_FIELDS, Field
 from cotgen_assets.core.scenarios import Scenario
-from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
-from cotgen_assets.core.storage import read_parquet, read_samples, samples_path, scenario_dir
+from cotgen_assets.core.stages import STAGES, Stage
+from cotgen_assets.core.storage import local_copy, parquet_file, samples_entries, samples_path, scenario_dir
 from cotgen_assets.core.storage import source_problems_path as problems_path
-from cotgen_assets.publish.problem_rows import preference_pairs, problem_rows
 
 # The reasons a sample is left out, in the order they are tested (a sample counts for the first).
 NOT_CLEAN = "not clean (problem not in source_problems)"
@@ -53,11 +61,6 @@ def id_key(sample_id: str) -> tuple:
     return (head, int(tail), "") if tail.isdigit() else (head, -1, tail)
 
 
-def sort_key(key: tuple[str, int]) -> tuple:
-    """(id, sample) keys in source order, then sample order."""
-    return id_key(key[0]), key[1]
-
-
 def saved_decontamination(scenario: str) -> dict | None:
     """What source_problems left out and why (`<scenario>/decontamination.json`), if it saved it."""
     path = scenario_dir(scenario) / "decontamination.json"
@@ -65,93 +68,221 @@ def saved_decontamination(scenario: str) -> dict | None:
 
 
 @dataclass
+class Provenance:
+    """Who made a stage's exported rows: each model, model version and prompt version once, and the
+    submissions they came from."""
+
+    found: dict[str, set[str]] = field(default_factory=lambda: {k: set() for k in PROVENANCE_KEYS})
+    submissions: set[str] = field(default_factory=set)
+
+    def add(self, block: dict) -> None:
+        for key in PROVENANCE_KEYS:
+            self.found[key].add(block.get(key) or "unknown")
+        self.submissions.add(block["submission"])
+
+
+PROVENANCE_KEYS = ("model", "model_version", "prompt_version")
+
+
+@dataclass
 class Split:
-    """One scenario's exported rows and what was left out of them."""
+    """One scenario's export: what goes out (read in order from `index`) and what was left out.
+
+    The figures fill in while `exported` and `problem_batches` are read: the counts left out, the
+    rows written, the pass figures, who made the rows; nothing here holds a record.
+    """
 
     scenario: Scenario
-    cot: list[dict] = field(default_factory=list)
-    cod: list[dict] = field(default_factory=list)
-    problems: list[dict] = field(default_factory=list)  # one row per clean problem with a graded answer
-    pairs: list[dict] = field(default_factory=list)  # preference pairs of those problems
-    passes: PassFigures = field(default_factory=PassFigures)  # pass@1, pass@k, maj@k of those problems
+    index: "SampleIndex | None" = None  # None: the scenario has no samples
+    include_incorrect: bool = False
+    limit: int | None = None
+    cap: bool = False
+    unclean: dict[str, str] = field(default_factory=dict)  # problem id -> why source_problems left it out
     left_out: dict[str, int] = field(default_factory=dict)  # reason -> answers
     num_cot_records: int = 0  # in the files
     num_cod_records: int = 0
     decontamination: dict | None = None
     num_over_limit: int = 0  # exportable problems beyond the limit (left out only with cap_at_limit)
+    rows: dict[str, int] = field(default_factory=dict)  # rows written, by export config
+    passes: PassFigures = field(default_factory=PassFigures)  # pass@1, pass@k, maj@k of the `problems` rows
+    offline: bool = False  # any exported row made by the emulator (either block says so)
+    made_by: dict[str, Provenance] = field(default_factory=lambda: {s.name: Provenance() for s in STAGES})
 
     @property
     def name(self) -> str:
         return self.scenario.name
 
-    @property
-    def rows(self) -> dict[str, list[dict]]:
-        """Rows by export config: a stage's record kind (`cot`, `cod`), then `problems` and `pairs`."""
-        return {
-            GENERATION.record_kind: self.cot,
-            SUMMARIZATION.record_kind: self.cod,
-            PROBLEMS: self.problems,
-            PAIRS: self.pairs,
-        }
+    def close(self) -> None:
+        if self.index:
+            self.index.close()
+            self.index = None
 
-    @property
-    def offline(self) -> bool:
-        """Any exported row made by the emulator (either block says so)."""
-        return any(
-            (record.get(block) or {}).get("offline")
-            for record in self.cot + self.cod
-            for block in (stage.name for stage in STAGES)
+
+class SampleIndex:
+    """Where each (id, sample) of a scenario's CoT and CoD files is, sorted by (id, sample) on disk.
+
+    An SQLite file in a local scratch folder holds, per answer, its sort key and its line's offset in
+    its file; the records are read back one by one in order (`os.pread`), so memory does not grow
+    with the number of samples. A file in a bucket is copied into the scratch folder first.
+    """
+
+    def __init__(self, scenario: Scenario, scratch: Path):
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(scratch / "index.sqlite")
+        self.db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
+            "CREATE TABLE answers(head TEXT, num INTEGER, tail TEXT, id TEXT, sample INTEGER, stage INTEGER,"
+            " offset INTEGER, length INTEGER);"
+            "CREATE TABLE clean(id TEXT PRIMARY KEY) WITHOUT ROWID;"
         )
+        self.files, self.counts = [], []
+        for number, stage in enumerate(STAGES):
+            path = samples_path(stage, scenario.suffix)
+            local = local_copy(path, scratch) if path.exists() else None
+            self.files.append(os.open(local, os.O_RDONLY) if local else None)
+            self.counts.append(self._add(number, stage, local))
+        self.db.execute("CREATE INDEX answers_order ON answers(head, num, tail, id, sample, stage)")
+
+    def _add(self, number: int, stage: Stage, path: Path | None) -> int:
+        """Index a samples file's answers (`samples_entries`: validated, each key once); their count."""
+        count, rows = 0, []
+        for offset, line, record in samples_entries(stage, path) if path else ():
+            head, num, tail = id_key(record["id"])
+            num = min(num, INT64_MAX)  # SQLite's integers are 64-bit; the id breaks the tie
+            rows.append((head, num, tail, record["id"], record["sample"], number, offset, len(line)))
+            count += 1
+            if len(rows) == INSERT_ROWS:
+                self.db.executemany(INSERT, rows)
+                rows = []
+        self.db.executemany(INSERT, rows)
+        return count
+
+    def add_clean(self, path) -> None:
+        """The problem ids of `source_problems.parquet`, read a batch at a time."""
+        with parquet_file(path) as parquet:
+            for batch in parquet.iter_batches(columns=["problem_id"], batch_size=INSERT_ROWS):
+                ids = batch.column(0).to_pylist()
+                self.db.executemany("INSERT OR IGNORE INTO clean VALUES (?)", ((i,) for i in ids))
+
+    def _read(self, stage: int, offset: int, length: int) -> dict:
+        """A record indexed (so validated) before; one written before records had `sample` is sample 0."""
+        record = orjson.loads(os.pread(self.files[stage], length, offset))
+        record.setdefault("sample", 0)
+        return record
+
+    def answers(self) -> Iterator[tuple[str, bool, dict | None, dict | None]]:
+        """(problem id, clean, CoT record or None, CoD record or None) of every (id, sample), in order."""
+        rows = self.db.execute(
+            "SELECT a.id, a.sample, a.stage, a.offset, a.length, c.id IS NOT NULL FROM answers a "
+            "LEFT JOIN clean c ON c.id = a.id ORDER BY a.head, a.num, a.tail, a.id, a.sample, a.stage"
+        )
+        current, records, clean = None, [None, None], False
+        for problem_id, sample, stage, offset, length, is_clean in rows:
+            if (problem_id, sample) != current:
+                if current is not None:
+                    yield current[0], clean, *records
+                current, records, clean = (problem_id, sample), [None, None], bool(is_clean)
+            records[stage] = self._read(stage, offset, length)
+        if current is not None:
+            yield current[0], clean, *records
+
+    def clean_cot(self) -> Iterator[dict]:
+        """The CoT records of clean problems, in (id, sample) order."""
+        rows = self.db.execute(
+            "SELECT a.offset, a.length FROM answers a JOIN clean c ON c.id = a.id WHERE a.stage = 0 "
+            "ORDER BY a.head, a.num, a.tail, a.id, a.sample"
+        )
+        for offset, length in rows:
+            yield self._read(0, offset, length)
+
+    def close(self) -> None:
+        self.db.close()
+        for handle in self.files:
+            if handle is not None:
+                os.close(handle)
+
+
+INSERT = "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_ROWS = 10_000
+INT64_MAX = 2**63 - 1
+PROBLEM_BATCH_ANSWERS = 2_000  # CoT records grouped into problem rows at once (whole problems)
 
 
 def select(
-    scenario: Scenario, include_incorrect: bool = False, limit: int | None = None, cap: bool = False
+    scenario: Scenario,
+    scratch: Path,
+    include_incorrect: bool = False,
+    limit: int | None = None,
+    cap: bool = False,
 ) -> Split:
-    """The scenario's samples fit for the export, the same keys in CoT and CoD, sorted by (id, sample),
-    and its clean problems' rows.
+    """The scenario's samples indexed in (id, sample) order in `scratch`, ready to be read out by
+    `exported` (the same keys in CoT and CoD) and `problem_batches` (its clean problems' answers).
 
     More than `limit` are all exported (they were paid for), unless `cap`: then the first `limit`
     by id (source order), so the same files always give the same rows. A scenario with samples but
     no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
+    The caller closes `split.index`.
     """
-    cot = {record_key(r): r for r in read_samples(GENERATION, scenario.suffix)}
-    cod = {record_key(r): r for r in read_samples(SUMMARIZATION, scenario.suffix)}
-    split = Split(scenario, num_cot_records=len(cot), num_cod_records=len(cod))
-    if not cot and not cod:
+    split = Split(scenario, include_incorrect=include_incorrect, limit=limit, cap=cap)
+    index = SampleIndex(scenario, scratch)
+    split.num_cot_records, split.num_cod_records = index.counts
+    if not split.num_cot_records and not split.num_cod_records:
+        index.close()
         return split
+    split.index = index
     path = problems_path(scenario.name)
     if not path.exists():
+        index.close()
         raise ExportError(
-            f"scenario {scenario.name!r} has {len(cot)} CoT and {len(cod)} CoD samples but no {path}, so "
-            f"nobody can tell its clean problems from contaminated ones. Materialize source_problems for "
-            f"{scenario.name!r}, then export again. Nothing was exported."
+            f"scenario {scenario.name!r} has {split.num_cot_records} CoT and {split.num_cod_records} CoD "
+            f"samples but no {path}, so nobody can tell its clean problems from contaminated ones. "
+            f"Materialize source_problems for {scenario.name!r}, then export again. Nothing was exported."
         )
-    clean = set(read_parquet(path, columns=["problem_id"])["problem_id"].to_pylist())
+    index.add_clean(path)
     split.decontamination = saved_decontamination(scenario.name)
     saved = split.decontamination or {}
-    unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
-    unclean |= {i: REPEAT for i in saved.get("duplicate_ids", {}) if i not in unclean}
-    for key in sorted(set(cot) | set(cod), key=sort_key):
-        thought, draft = cot.get(key), cod.get(key)
-        if key[0] not in clean:
-            reason = unclean.get(key[0], NOT_CLEAN)
-        else:
-            reason = why_not(thought, draft, include_incorrect)
-        if reason is None:
-            split.cot.append(thought)
-            split.cod.append(draft)
-        else:
-            split.left_out[reason] = split.left_out.get(reason, 0) + 1
-    if limit is not None:
-        split.num_over_limit = max(len(split.cot) - limit, 0)
-        if cap and split.num_over_limit:
-            del split.cot[limit:], split.cod[limit:]
-            split.left_out[OVER_LIMIT] = split.num_over_limit
-    for stage in STAGES:
-        refuse_undescribed_fields(split.rows[stage.record_kind], stage, samples_path(stage, scenario.suffix))
-    split.problems, split.passes = problem_rows([cot[k] for k in sorted(cot, key=sort_key) if k[0] in clean])
-    split.pairs = preference_pairs(split.problems)
+    split.unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
+    split.unclean |= {i: REPEAT for i in saved.get("duplicate_ids", {}) if i not in split.unclean}
     return split
+
+
+def exported(split: Split) -> Iterator[tuple[dict, dict]]:
+    """The (CoT, CoD) records that go out, in (id, sample) order; every answer left out is counted
+    under the first reason it meets, and the rows' makers are noted."""
+    exportable, paths = 0, [samples_path(stage, split.scenario.suffix) for stage in STAGES]
+    for problem_id, clean, thought, draft in split.index.answers() if split.index else ():
+        if not clean:
+            reason = split.unclean.get(problem_id, NOT_CLEAN)
+        else:
+            reason = why_not(thought, draft, split.include_incorrect)
+        if reason is not None:
+            split.left_out[reason] = split.left_out.get(reason, 0) + 1
+            continue
+        exportable += 1
+        if split.cap and split.limit is not None and exportable > split.limit:
+            continue
+        for stage, record, path in zip(STAGES, (thought, draft), paths):
+            refuse_undescribed_fields(record, stage, path)
+            split.made_by[stage.name].add(record[stage.name])
+            split.offline |= any((record.get(s.name) or {}).get("offline") for s in STAGES)
+        yield thought, draft
+    if split.limit is not None:
+        split.num_over_limit = max(exportable - split.limit, 0)
+        if split.cap and split.num_over_limit:
+            split.left_out[OVER_LIMIT] = split.num_over_limit
+
+
+def problem_batches(split: Split) -> Iterator[list[dict]]:
+    """The clean problems' CoT records in (id, sample) order, about `PROBLEM_BATCH_ANSWERS` at a
+    time, never splitting a problem's answers between two batches."""
+    batch: list[dict] = []
+    for record in split.index.clean_cot() if split.index else ():
+        if len(batch) >= PROBLEM_BATCH_ANSWERS and record["id"] != batch[-1]["id"]:
+            yield batch
+            batch = []
+        batch.append(record)
+    if batch:
+        yield batch
 
 
 def why_not(thought: dict | None, draft: dict | None, include_incorrect: bool) -> str | None:
@@ -171,14 +302,12 @@ def why_not(thought: dict | None, draft: dict | None, include_incorrect: bool) -
     return None
 
 
-def refuse_undescribed_fields(rows: list[dict], stage: Stage, path) -> None:
+def refuse_undescribed_fields(record: dict, stage: Stage, path) -> None:
     """A field `records` does not describe would be dropped from the Parquet file: refuse instead."""
-    described = {f.name for f in stage.fields}
-    for row in rows:
-        extra = sorted(set(row) - described)
-        if extra:
-            raise ExportError(
-                f"{path.name}: record {row.get('id')!r} has {', '.join(map(repr, extra))}, which "
-                "cotgen_assets/core/records.py does not describe, so the export would drop it. Describe it "
-                "there (or remove it from the file), then export again. Nothing was exported."
-            )
+    extra = sorted(set(record) - {f.name for f in stage.fields})
+    if extra:
+        raise ExportError(
+            f"{path.name}: record {record.get('id')!r} has {', '.join(map(repr, extra))}, which "
+            "cotgen_assets/core/records.py does not describe, so the export would drop it. Describe it "
+            "there (or remove it from the file), then export again. Nothing was exported."
+        )

@@ -135,7 +135,7 @@ def test_the_pipeline_runs_on_the_bucket_and_writes_nothing_local(
     assert fs.cat_file(f"{prefix}/report/dataset_report.png") == report.png
     export = write_export()
     assert fs.exists(f"{prefix}/export/data/cot/easy.parquet") and fs.exists(f"{prefix}/export/README.md")
-    assert export.splits[0].cot and len(export.splits[0].cot) == 3
+    assert export.rows["cot"] == {"easy": 3}
     found = trace(cot[0]["id"])
     assert found["attempts"] and found["files"]["cot_samples"] == f"gs://{prefix}/cot_easy.jsonl"
 
