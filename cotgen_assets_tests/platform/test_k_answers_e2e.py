@@ -1,4 +1,4 @@
-"""End to end under `dagster dev`: k answers per problem (issue 28). One click of `extend` for 5
+"""End to end under `dagster dev`: k answers per problem. One click of `extend` for 5
 `easy` problems with `samples_per_problem: 4`, the emulator answering 30 % of the answers wrong; the
 sensor alone carries them to CoT and CoD; one click exports and reports them. Every figure checked
 is computed here from the records on disk."""
