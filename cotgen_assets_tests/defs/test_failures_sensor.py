@@ -237,3 +237,19 @@ def test_repeated_fill_through_a_quarter_of_bad_lines_reaches_the_limit(
         assert pipeline.metadata("cot_samples", "easy")["num_samples"] == 20
     finally:
         emulator.stop()
+
+
+def test_a_damaged_submission_file_stops_only_its_own_scenario(pipeline, emulator, sources, data_dir):
+    """A hand-damaged `submission.json` of one scenario: the tick says so and still launches the
+    results run of the other scenario, instead of failing for every scenario."""
+    for scenario in ("easy", "hard"):
+        sources(scenario)
+        pipeline.submit_generation(scenario, limit=2, ask="missing")
+    [damaged] = (data_dir / "easy" / "submissions").glob("generation-*/submission.json")
+    damaged.write_text('{"submission_id": "cut sh')
+
+    launched = pipeline.tick_until_launch()
+    assert [request.partition_key for request in launched] == ["hard"]
+    data = pipeline.tick()
+    assert "generation|easy" in data.skip_message and str(damaged) in data.skip_message
+    assert damaged.read_text() == '{"submission_id": "cut sh', "left for a person to look at"

@@ -16,7 +16,7 @@ from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.queue import QUEUED, job_counts, queued_shards
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import Stage
-from cotgen_assets.core.submissions import Submission, load_submission
+from cotgen_assets.core.submissions import Submission, load_submission, submission_folder
 from cotgen_assets.defs.history import is_ingested, latest_metadata, submitted_metadata
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
@@ -75,7 +75,15 @@ def launch_results_when_ended(
     if saved:
         cursor.handled[stage_partition] = batch["_storage_id"]  # ingested already (e.g. by hand)
         return
-    submission = load_submission(partition, stage, batch["submission_id"])
+    try:
+        submission = load_submission(partition, stage, batch["submission_id"])
+    except (OSError, ValueError, KeyError, TypeError) as error:  # hand-damaged: this scenario waits
+        folder = submission_folder(partition, stage, batch["submission_id"])
+        outcome.messages.append(
+            f"{stage_partition}: {folder / 'submission.json'} is missing or damaged ({error!r}); "
+            "its results wait until it is put back, other scenarios go on"
+        )
+        return
     try:
         jobs = poller.jobs([name for name in submission.batch_names if name != QUEUED])
     except Exception as error:  # any failure: say so, try again next tick
