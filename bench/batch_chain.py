@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-BIG_BUDGET_USD = 1e9  # a million drafts cost more than the default max_cost_usd ($100) would let through
+BIG_BUDGET_USD = 1e9  # a million requests pass the default max_cost_usd ($100); drafts take the click's
 
 
 @dataclass
@@ -49,13 +49,14 @@ def _created_and_followed() -> tuple[int, int]:
 
 
 def with_summarization_config(request, config: dict | None):
-    """The sensor's run request with `config` for the summarization_batch it runs, if any (what a
-    deployment sets as the launchpad's defaults)."""
+    """The sensor's run request with `config` added to the summarization_batch it runs, if any (what a
+    deployment sets as the launchpad's defaults); the budget the sensor carries from the click stays."""
     if not config or request.job_name not in ("generation_results_job", "summarization_batch_job"):
         return request
     run_config = dict(request.run_config or {})
     ops = dict(run_config.get("ops", {}))
-    ops["summarization_batch"] = {"config": config}
+    carried = ops.get("summarization_batch", {}).get("config", {})
+    ops["summarization_batch"] = {"config": {**carried, **config}}
     return request.with_replaced_attrs(run_config={**run_config, "ops": ops})
 
 

@@ -334,15 +334,15 @@ def step_batch(rows: int) -> dict:
     try:
         emulator.wait_for_references()  # loaded once, before the click: not the chain's time
         meter = Meter(instance)
-        batches = {"max_requests_per_job": ARGS.requests_per_job, "max_cost_usd": BIG_BUDGET_USD}
+        jobs = {"max_requests_per_job": ARGS.requests_per_job}
         chain = drive(
             Pipeline(instance, emulator.base_url),
             SCENARIO,
             samples,
-            {"mode": "extend", "limit": rows, **batches},
+            {"mode": "extend", "limit": rows, "max_cost_usd": BIG_BUDGET_USD, **jobs},
             tick_seconds=ARGS.tick_seconds,
             deadline=time.time() + ARGS.timeout,
-            summarization_config=batches,
+            summarization_config=jobs,
             measure=meter,
         )
         lines = describe(chain, emulator) + [emulator_usage(emulator)]

@@ -28,3 +28,13 @@ JOBS = [generation_results_job, summarization_results_job, summarization_batch_j
 
 ROUND_TAG = "cotgen/round"  # which fill round of its run of rounds a generation_batch run is
 ROUNDS_TAG = "cotgen/rounds"  # the run of rounds it belongs to: the run id of the click that began it
+
+
+def drafts_run_config(generation_batch: dict | None) -> dict:
+    """The run config of a summarization the sensor submits for a click's CoT samples: the click's
+    `max_cost_usd` is the budget of the drafts too, so a budget raised to send a large generation
+    batch also lets its drafts go (the default, $100, stays $100 for both)."""
+    budget = ((generation_batch or {}).get("rounds_config") or {}).get("max_cost_usd")
+    if budget is None:
+        return {}
+    return {"ops": {SUMMARIZATION.batch_asset: {"config": {"max_cost_usd": budget}}}}

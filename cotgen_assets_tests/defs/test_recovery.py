@@ -133,7 +133,7 @@ def expensive_prices(tmp_path) -> str:
 
 def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_path, monkeypatch):
     pipeline.materialize([source_problems], "easy")
-    pipeline.submit_generation("easy", limit=2, ask="missing")
+    pipeline.submit_generation("easy", limit=2, ask="missing", max_cost_usd=150)  # the drafts' budget too
     monkeypatch.setenv("COTGEN_PRICES_FILE", expensive_prices(tmp_path))  # summarization over budget
     cursor = SensorCursor()
     results_run = first_launch(pipeline, cursor)
@@ -141,7 +141,7 @@ def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_p
     assert (
         refused
         and reason.startswith("summarization_batch: projected cost")
-        and "above max_cost_usd" in reason
+        and "above max_cost_usd $150.00" in reason
     )
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == 2, "the samples were saved before the refusal"
 
@@ -153,7 +153,7 @@ def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_p
     end = tick(pipeline, cursor, at(refused.end_time + 10_000))
     assert end.run_requests == [], "a refusal is not retried, however long one waits"
     [alert] = end.alerts
-    assert "NOT RETRIED" in alert and "above max_cost_usd" in alert and "raise max_cost_usd" in alert
+    assert "NOT RETRIED" in alert and "above max_cost_usd $150.00" in alert and "raise max_cost_usd" in alert
     assert "materialize summarization_batch for partition 'easy'" in alert
     [observation] = end.observations
     assert (observation.asset_key, observation.partition) == (dg.AssetKey("summarization_batch"), "easy")
@@ -163,6 +163,22 @@ def test_a_refusal_is_not_retried_and_is_reported_once(pipeline, data_dir, tmp_p
     later = tick(pipeline, cursor, at(refused.end_time + 100_000))
     assert (later.run_requests, later.alerts, later.observations) == ([], [], []), "said once"
     assert len(pipeline.instance.get_runs(dg.RunsFilter(tags={RETRY_KEY_TAG: catch_up.run_key}))) == 1
+
+
+def test_the_budget_given_at_the_click_lets_its_drafts_go_too(pipeline, data_dir, tmp_path, monkeypatch):
+    """A budget raised to send a large generation batch covers the drafts the sensor submits for
+    its samples: no second click with a raised budget (the default $100 would refuse them)."""
+    monkeypatch.setenv("COTGEN_PRICES_FILE", expensive_prices(tmp_path))  # both batches cost > $100
+    pipeline.materialize([source_problems], "easy")
+    budget = 10**9
+    pipeline.submit_generation("easy", limit=2, ask="missing", max_cost_usd=budget)
+    cursor = SensorCursor()
+    assert pipeline.run(first_launch(pipeline, cursor)).success, "CoT saved and the drafts submitted"
+    drafts = latest_metadata(pipeline.instance, "summarization_batch", "easy")
+    assert 100 < drafts["projected_cost_usd"] <= budget and drafts["num_requests"] == 2
+    assert pipeline.run(first_launch(pipeline, cursor)).success
+    cod = read_jsonl(data_dir / "cod_easy.jsonl")
+    assert sorted(r["id"] for r in cod) == sorted(r["id"] for r in read_jsonl(data_dir / "cot_easy.jsonl"))
 
 
 # --------------------------------------------------------------------------- under dagster dev

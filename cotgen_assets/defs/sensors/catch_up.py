@@ -8,7 +8,13 @@ from datetime import datetime
 import dagster as dg
 
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
-from cotgen_assets.defs.history import latest_metadata, newest_metadata_where, pending_submission
+from cotgen_assets.defs.history import (
+    latest_metadata,
+    newest_metadata_where,
+    pending_submission,
+    submitted_metadata,
+)
+from cotgen_assets.defs.jobs import drafts_run_config
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
 
@@ -33,6 +39,7 @@ def launch_summarization_catch_up(
         partition=partition,
         key=catch_up.run_key,
         tags=dict(catch_up.tags),
+        run_config=catch_up.run_config,
         asset=SUMMARIZATION.batch_asset,
         subject=f"the summarization of scenario {partition!r}'s newest CoT samples",
         advice=(
@@ -73,6 +80,7 @@ def summarization_catch_up(instance: dg.DagsterInstance, partition: str) -> dg.R
         job_name=SUMMARIZATION.batch_job,
         partition_key=partition,
         run_key=f"summarization-catch-up|{partition}|{cot['_storage_id']}",
+        run_config=drafts_run_config(submitted_metadata(instance, partition, GENERATION)),
     )
 
 

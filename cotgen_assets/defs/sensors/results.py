@@ -15,9 +15,10 @@ from cotgen_assets.backends.resource import OFFLINE_TAG
 from cotgen_assets.core.batch_output import overall_state
 from cotgen_assets.core.queue import QUEUED, job_counts, queued_shards
 from cotgen_assets.core.settings import number
-from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.stages import GENERATION, Stage
 from cotgen_assets.core.submissions import Submission, load_submission, submission_folder
 from cotgen_assets.defs.history import is_ingested, latest_metadata, submitted_metadata
+from cotgen_assets.defs.jobs import drafts_run_config
 from cotgen_assets.defs.sensors.cursor import Runs, SensorCursor
 from cotgen_assets.defs.sensors.run_retries import Launch, TickOutcome, launch_with_retries
 
@@ -45,6 +46,7 @@ def results_launch(stage: Stage, partition: str, batch: dict) -> Launch:
             f"{stage.results_asset} and {stage.samples_asset} for partition {partition!r}; "
             "nothing is paid twice"
         ),
+        run_config=drafts_run_config(batch) if stage == GENERATION else {},
     )
 
 
