@@ -321,8 +321,8 @@ def test_a_huge_content_length_is_refused_before_the_body_is_read(emulator, clie
         ("--flex-latency", "-0.5", "--flex-latency must be a number of seconds >= 0"),
         ("--idle-timeout", "0", "--idle-timeout must be a number of seconds > 0"),
         ("--request-timeout", "-1", "--request-timeout must be a number of seconds > 0"),
-        ("--max-active-jobs", "0", "--max-active-jobs must be a whole number >= 1"),
-        ("--max-enqueued-tokens", "-3", "--max-enqueued-tokens must be a whole number >= 1"),
+        ("--max-active-jobs", "0", "--max-active-jobs must be at least 1"),
+        ("--max-enqueued-tokens", "-3", "--max-enqueued-tokens must be at least 1"),
     ],
 )
 def test_a_limit_or_quota_flag_out_of_range_is_a_usage_error_naming_it(tmp_path, flag, value, said):
