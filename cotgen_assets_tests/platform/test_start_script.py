@@ -4,6 +4,8 @@ started is left running (dagster dev's webserver, daemon and code servers, the e
 import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 import pytest
@@ -15,8 +17,8 @@ SERVERS = ("cotgen-emulator", "dagster dev", "dagster_webserver", "dagster._daem
 
 
 def project_folder(tmp_path):
-    """A project folder of links to this one's scripts and .venv/bin, so that the emulator's state
-    and log go to tmp_path; a fresh install stamp keeps setup.sh from syncing .venv."""
+    """A project folder of links to this one's scripts and to the test run's venv (its bin), so that
+    the emulator's state and log go to tmp_path; a fresh install stamp keeps setup.sh from syncing."""
     folder = tmp_path / "project"
     (folder / "scripts").mkdir(parents=True)
     for name in ("start.sh", "setup.sh", "dagster.yaml"):
@@ -24,7 +26,7 @@ def project_folder(tmp_path):
     for name in ("workspace.yaml", "pyproject.toml", "uv.lock"):
         (folder / name).symlink_to(ROOT / name)
     (folder / ".venv").mkdir()
-    (folder / ".venv" / "bin").symlink_to(ROOT / ".venv" / "bin")
+    (folder / ".venv" / "bin").symlink_to(Path(sys.prefix) / "bin")
     (folder / ".venv" / ".cotgen-installed").touch()
     return folder
 
