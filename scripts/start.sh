@@ -25,13 +25,37 @@ if [ -z "${COTGEN_DATASETS_DIR:-}" ] && [ -d ../shared/data ]; then
   echo "cotgen: reading datasets from $COTGEN_DATASETS_DIR (set COTGEN_DATASETS_DIR to change)"
 fi
 
-start_emulator() {
-  .venv/bin/cotgen-emulator --host 127.0.0.1 --port "$port" --state-dir .emulator \
-    --latency "${COTGEN_EMULATOR_LATENCY:-10}" > .emulator.log 2>&1 &
-  pids+=($!)
+# Each server starts as the leader of its own process group (set -m), so that stopping the group stops
+# what the server started too: dagster dev's webserver, daemon and code servers.
+servers=()
+spawn() {
+  set -m
+  "$@" < /dev/null &
+  set +m
+  servers+=($!)
 }
-pids=()
-trap '[ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null' EXIT
+# Ctrl-C reaches this script alone (the servers are in their groups), as does a SIGTERM: either way
+# every group gets SIGINT (dagster dev stops on it, not on SIGTERM), and SIGKILL when still there 5 s on.
+stop_servers() {
+  trap '' INT TERM  # a second Ctrl-C must not cut the shutdown short
+  [ ${#servers[@]} -gt 0 ] || return 0
+  local group left
+  for group in "${servers[@]}"; do kill -INT -- "-$group" 2>/dev/null || true; done
+  for _ in {1..50}; do
+    left=()
+    for group in "${servers[@]}"; do ! kill -0 -- "-$group" 2>/dev/null || left+=("$group"); done
+    [ ${#left[@]} -gt 0 ] || return 0
+    sleep 0.1
+  done
+  for group in "${left[@]}"; do kill -KILL -- "-$group" 2>/dev/null || true; done
+}
+trap stop_servers EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+start_emulator() {
+  spawn .venv/bin/cotgen-emulator --host 127.0.0.1 --port "$port" --state-dir .emulator \
+    --latency "${COTGEN_EMULATOR_LATENCY:-10}" > .emulator.log 2>&1
+}
 
 if [ "$backend" = vertex ]; then
   if ! .venv/bin/python -c "import google.auth; google.auth.default()" 2>/dev/null; then
@@ -45,9 +69,8 @@ if [ "$backend" = vertex ]; then
     bucket="${COTGEN_VERTEX_STAGING#gs://}"
     echo "cotgen: no Google credentials: OFFLINE mode, Vertex AI batch prediction goes to the local emulator at $COTGEN_GEMINI_BASE_URL (log: .emulator.log) and $COTGEN_VERTEX_STAGING to a local GCS stand-in at $STORAGE_EMULATOR_HOST (files in .gcs-emulator/, log: .gcs-emulator.log)"
     mkdir -p .gcs-emulator
-    STORAGE_BASE="$PWD/.gcs-emulator" .venv/bin/gcp-storage-emulator start --host 127.0.0.1 \
-      --port "$gcs_port" --default-bucket "${bucket%%/*}" > .gcs-emulator.log 2>&1 &
-    pids+=($!)
+    STORAGE_BASE="$PWD/.gcs-emulator" spawn .venv/bin/gcp-storage-emulator start --host 127.0.0.1 \
+      --port "$gcs_port" --default-bucket "${bucket%%/*}" > .gcs-emulator.log 2>&1
     start_emulator
   fi
   # A missing or bad Vertex AI setting is one line here, not a code location that fails to load.
@@ -67,5 +90,6 @@ elif [ -z "${GEMINI_API_KEY:-}" ]; then
   start_emulator
 fi
 
-# In the foreground, so Ctrl-C stops Dagster (webserver, daemon, code server), then the emulator.
-.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${COTGEN_UI_PORT:-3000}"
+# In the background and waited for: bash runs a trap only once a foreground command has ended.
+spawn .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${COTGEN_UI_PORT:-3000}"
+wait "$!"

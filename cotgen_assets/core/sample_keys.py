@@ -14,10 +14,24 @@ def sample_key(problem_id: str, sample: int) -> str:
     return problem_id if sample == 0 else f"{problem_id}{SEPARATOR}{sample}"
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also takes "²" and "٣", which `int` refuses or reads as 3."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_key(key: str) -> tuple[str, int | None]:
+    """(problem id, sample) of `<id>#<sample>`, or (problem id, None) of an `<id>` naming no sample;
+    ValueError when what follows the separator is not a number."""
+    problem_id, separator, sample = key.partition(SEPARATOR)
+    if separator and not is_number(sample):
+        raise ValueError(f"{key!r}: the sample after {SEPARATOR!r} is not a number")
+    return problem_id, int(sample) if separator else None
+
+
 def problem_and_sample(key: str) -> tuple[str, int]:
     """(problem id, sample) of a key made by `sample_key`."""
-    problem_id, _, sample = key.partition(SEPARATOR)
-    return problem_id, int(sample) if sample else 0
+    problem_id, sample = parse_key(key)
+    return problem_id, sample or 0
 
 
 def request_key(record: dict) -> str:

@@ -64,6 +64,12 @@ def read_claim(owner_file: Path | UPath) -> dict:
         owner = json.loads(owner_file.read_bytes())
     except ValueError as error:  # empty, cut short, not UTF-8
         raise damaged(owner_file, str(error)) from None
+    except IsADirectoryError:  # made by hand: no instance has claimed the data folder yet
+        raise SubmissionRefused(
+            f"{owner_file} is a folder, where the file saying which Dagster storage owns this data "
+            "folder (COTGEN_DATA_DIR) goes; nothing was submitted. Move the folder away (the next "
+            "submission claims the data folder for this instance)."
+        ) from None
     if not isinstance(owner, dict) or not isinstance(owner.get("storage_id"), str):
         raise damaged(owner_file, "no storage_id in it")
     return owner

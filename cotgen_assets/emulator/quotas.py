@@ -13,7 +13,6 @@ A job's enqueued tokens are its input's prompt tokens, counted as the responder 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -28,18 +27,18 @@ DEVELOPER_MESSAGE = (
 QUOTA_FIELDS = ("max_active_jobs", "max_enqueued_tokens")
 
 
-def input_tokens(lines: Iterable[bytes]) -> int:
-    """The prompt tokens of a job's input lines (a line that is not a request counts none)."""
-    total = 0
-    for raw in lines:
-        try:
-            item = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        request = get(item, "request") if isinstance(item, dict) else None
-        if isinstance(request, dict):
-            total += prompt_tokens(request)
-    return total
+def item_tokens(item: Any) -> int:
+    """The prompt tokens of one input item, `{"request": {...}}` (anything else counts none)."""
+    request = get(item, "request")
+    return prompt_tokens(request) if isinstance(request, dict) else 0
+
+
+def line_tokens(line: bytes) -> int:
+    """The prompt tokens of one input line (a line that is not JSON counts none)."""
+    try:
+        return item_tokens(orjson.loads(line))
+    except orjson.JSONDecodeError:
+        return 0
 
 
 def _model_id(model: str) -> str:

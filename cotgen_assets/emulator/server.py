@@ -690,61 +690,77 @@ def _add_fault_flags(group: argparse._ArgumentGroup) -> None:
             group.add_argument(flag, type=kind, default=field.default, metavar=metavar, help=help_text)
 
 
-def _add_quota_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--max-active-jobs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="jobs in flight at once, both protocols together; a create past it answers 429 "
-        "RESOURCE_EXHAUSTED (the Developer API allows 100)",
-    )
-    group.add_argument(
-        "--max-enqueued-tokens",
-        type=int,
-        default=None,
-        metavar="T",
-        help="prompt tokens of the jobs in flight on one model; a create past it answers 429",
-    )
-
-
-def _add_limit_flags(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
+# (flag, type, default, metavar, help) of each limit and quota; their bounds are in FLAG_BOUNDS.
+LIMIT_FLAGS = (
+    (
         "--max-body-bytes",
-        type=int,
-        default=MAX_BODY_BYTES,
-        metavar="B",
-        help=f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
-    )
-    group.add_argument(
+        int,
+        MAX_BODY_BYTES,
+        "B",
+        f"largest request body, refused with 413 before it is read (default {MAX_BODY_BYTES})",
+    ),
+    (
         "--max-file-bytes",
-        type=int,
-        default=MAX_FILE_BYTES,
-        metavar="B",
-        help=f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
-    )
-    group.add_argument(
+        int,
+        MAX_FILE_BYTES,
+        "B",
+        f"largest uploaded file (default {MAX_FILE_BYTES}, the real 2 GB)",
+    ),
+    (
         "--idle-timeout",
-        type=float,
-        default=IDLE_TIMEOUT,
-        metavar="S",
-        help=f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
-    )
-    group.add_argument(
+        float,
+        IDLE_TIMEOUT,
+        "S",
+        f"close a connection that sends nothing for S seconds (default {IDLE_TIMEOUT:g})",
+    ),
+    (
         "--request-timeout",
-        type=float,
-        default=REQUEST_TIMEOUT,
-        metavar="S",
-        help="close a connection whose request (line, headers, body) is not in within S seconds of "
+        float,
+        REQUEST_TIMEOUT,
+        "S",
+        "close a connection whose request (line, headers, body) is not in within S seconds of "
         f"its first byte (default {REQUEST_TIMEOUT:g})",
-    )
-    group.add_argument(
+    ),
+    (
         "--max-connections",
-        type=int,
-        default=MAX_CONNECTIONS,
-        metavar="N",
-        help=f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
-    )
+        int,
+        MAX_CONNECTIONS,
+        "N",
+        f"connections served at once; more are answered 503 (default {MAX_CONNECTIONS})",
+    ),
+)
+QUOTA_FLAGS = (
+    (
+        "--max-active-jobs",
+        int,
+        None,
+        "N",
+        "jobs in flight at once, both protocols together; a create past it answers 429 "
+        "RESOURCE_EXHAUSTED (the Developer API allows 100)",
+    ),
+    (
+        "--max-enqueued-tokens",
+        int,
+        None,
+        "T",
+        "prompt tokens of the jobs in flight on one model; a create past it answers 429",
+    ),
+)
+# What a numeric flag must be, as its usage error says it; an unset quota (None) is no limit.
+FLAG_BOUNDS = (
+    (
+        "at least 1",
+        lambda value: value >= 1,
+        ("max_body_bytes", "max_file_bytes", "max_connections", "max_active_jobs", "max_enqueued_tokens"),
+    ),
+    ("a number of seconds >= 0", lambda value: value >= 0, ("online_latency", "flex_latency")),
+    ("a number of seconds > 0", lambda value: value > 0, ("idle_timeout", "request_timeout")),
+)
+
+
+def _add_flags(group: argparse._ArgumentGroup, flags: tuple) -> None:
+    for flag, kind, default, metavar, help_text in flags:
+        group.add_argument(flag, type=kind, default=default, metavar=metavar, help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -787,38 +803,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated model ids accepted besides the built-in ones ('*': any); "
         f"default ${MODELS_ENV}",
     )
-    _add_limit_flags(parser.add_argument_group("limits"))
-    _add_quota_flags(
-        parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)")
+    _add_flags(parser.add_argument_group("limits"), LIMIT_FLAGS)
+    _add_flags(
+        parser.add_argument_group("quotas (off unless set; POST /_emulator/quotas changes them)"), QUOTA_FLAGS
     )
     _add_fault_flags(parser.add_argument_group("faults"))
     return parser
 
 
-def _checked_limits(args: argparse.Namespace) -> Quotas:
-    """The limit and quota flags checked (a bad one is a usage error naming its flag); the quotas."""
-    for name in ("max_body_bytes", "max_file_bytes", "max_connections"):
-        if getattr(args, name) < 1:
-            build_parser().error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("online_latency", "flex_latency"):
-        if getattr(args, name) < 0:
-            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds >= 0")
-    for name in ("idle_timeout", "request_timeout"):
-        if getattr(args, name) <= 0:
-            build_parser().error(f"--{name.replace('_', '-')} must be a number of seconds > 0")
-    try:
-        return Quotas(args.max_active_jobs, args.max_enqueued_tokens)
-    except ValueError as error:
-        build_parser().error(
-            str(error)
-            .replace("max_active_jobs", "--max-active-jobs")
-            .replace("max_enqueued_tokens", "--max-enqueued-tokens")
-            .replace(" or null (no limit)", "")
-        )
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags, parsed and checked: a value out of its FLAG_BOUNDS is a usage error naming it."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for bound, holds, names in FLAG_BOUNDS:
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not holds(value):
+                parser.error(f"--{name.replace('_', '-')} must be {bound}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     config = FaultConfig(
         **{f.name: getattr(args, f"fault_{f.name}") for f in dataclasses.fields(FaultConfig)}
     )
@@ -827,7 +833,7 @@ def main(argv: list[str] | None = None) -> None:
         faults.update(config.to_json())
     except ValueError as error:
         build_parser().error(str(error))
-    quotas = _checked_limits(args)
+    quotas = Quotas(args.max_active_jobs, args.max_enqueued_tokens)
     models = ModelCatalog(parse_models(args.models) if args.models is not None else None)
     responder = Responder(args.datasets_dir)
     store = Store(

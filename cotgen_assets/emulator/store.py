@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 
 from .faults import Faults, JobFaults, line_faults, unit_draw
-from .quotas import Quotas, input_tokens
+from .quotas import Quotas, item_tokens, line_tokens
 from .responder import Responder, get
 from .validation import ModelCatalog, request_problem
 
@@ -182,7 +182,7 @@ def _count_and_tokens(path: Path) -> tuple[int, int]:
         for line in handle:
             if line.strip():
                 count += 1
-                tokens += input_tokens((line,))
+                tokens += line_tokens(line)
     return count, tokens
 
 
@@ -448,7 +448,7 @@ class Store:
                 if not isinstance(inlined, list):
                     raise ApiError(400, "INVALID_ARGUMENT", "inputConfig.requests.requests must be a list.")
                 count = len(inlined)
-                tokens = input_tokens(orjson.dumps(item) for item in inlined)
+                tokens = sum(map(item_tokens, inlined))
             if count == 0:
                 raise ApiError(400, "INVALID_ARGUMENT", "The batch has no requests.")
             active = self.admit(model, tokens, "developer", get(batch, "displayName"))

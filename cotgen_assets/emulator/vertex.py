@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from .faults import JOB_FAULT_STATES
-from .quotas import input_tokens
+from .quotas import line_tokens
 from .responder import get
 from .store import (
     IN_FLIGHT,
@@ -171,7 +171,7 @@ class VertexJobs:
             )
         store = self.store
         store.faults.stall_create()  # outside the lock: other calls go on meanwhile
-        tokens = input_tokens(line for line in data.splitlines() if line.strip())
+        tokens = sum(map(line_tokens, data.splitlines()))
         with store.lock:
             active = store.admit(model, tokens, "vertex", display_name)
             job, rates, seed = store.faults.take_job_faults(JOB_FAULT_STATES)

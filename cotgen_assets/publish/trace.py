@@ -17,6 +17,7 @@ import orjson
 
 from cotgen_assets.core.decontamination import excluded_problems
 from cotgen_assets.core.records import MADE_BY_KEYS, Field, record_key, record_problem
+from cotgen_assets.core.sample_keys import is_number, parse_key
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION, Stage
 from cotgen_assets.core.storage import (
@@ -29,11 +30,6 @@ from cotgen_assets.core.storage import (
 
 OUTCOME_KEYS = ("id", "batch", "status", "reason", "cost_usd")  # what ingestion writes per request
 STAGE_NAMES = [stage.name for stage in STAGES]  # an attempt's stage is its submission.json's name
-
-
-def is_number(text: str) -> bool:
-    """ASCII digits only: `str.isdigit` also takes "²" and "٣", which `int` refuses or reads as 3."""
-    return text.isascii() and text.isdigit()
 
 
 def scenario_of(sample_id: str, scenarios: dict[str, Scenario] | None = None) -> Scenario:
@@ -87,14 +83,6 @@ def find_line(path: Path, sample_id: str, required: tuple[str, ...] = ()) -> tup
 def find_records(path: Path, sample_id: str, stage: Stage) -> list[tuple[int, dict]]:
     """Every record of the problem in the stage's samples file, by sample."""
     return sorted(lines_of(path, sample_id, schema=stage.fields), key=lambda hit: record_key(hit[1])[1])
-
-
-def parse_query(query: str) -> tuple[str, int | None]:
-    """`easy-17` (every sample of the problem) or `easy-17#2` (sample 2 only)."""
-    problem, hash_sign, sample = query.strip().partition("#")
-    if hash_sign and not is_number(sample):
-        raise LookupError(f"{query!r}: write ID for every sample or ID#N for one, e.g. easy-17#2")
-    return problem, int(sample) if hash_sign else None
 
 
 def source_row(scenario: Scenario, sample_id: str) -> dict | None:
@@ -266,7 +254,10 @@ def sample_summaries(
 def trace(query: str) -> dict:
     """Everything about one problem id (`ID`) or one of its samples (`ID#N`); LookupError when
     the project has never seen it."""
-    sample_id, only = parse_query(query)
+    try:  # `easy-17`: every sample of the problem; `easy-17#2`: sample 2 only
+        sample_id, only = parse_key(query.strip())
+    except ValueError:
+        raise LookupError(f"{query!r}: write ID for every sample or ID#N for one, e.g. easy-17#2") from None
     scenario = scenario_of(sample_id)
     cot_path = samples_path(GENERATION, scenario.suffix)
     cod_path = samples_path(SUMMARIZATION, scenario.suffix)

@@ -83,14 +83,26 @@ def test_two_homes_on_one_data_folder_pay_once_and_the_other_is_refused(
     assert {record["generation"]["batch"] for record in records} == {jobs[0].name}
 
 
-@pytest.mark.parametrize("damage", ["", '{"storage_id": "ab', "[]"])
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("", "is damaged"),
+        ('{"storage_id": "ab', "is damaged"),
+        ("[]", "is damaged"),
+        (None, "is a folder"),  # a folder where the file goes
+    ],
+)
 def test_a_damaged_owner_file_is_refused_naming_it_and_nothing_is_submitted(
-    tmp_path, emulator, sources, data_dir, damage
+    tmp_path, emulator, sources, data_dir, damage, said
 ):
-    """An emptied, cut-short or rewritten `dagster_storage.json`: one line naming it, nothing paid."""
+    """An emptied, cut-short or rewritten `dagster_storage.json`, or a folder in its place: one line
+    naming it, nothing paid."""
     sources("medium")
     owner_file = data_dir / "dagster_storage.json"
-    owner_file.write_text(damage)
+    if damage is None:
+        owner_file.mkdir()
+    else:
+        owner_file.write_text(damage)
 
     run = dagster_materialize(
         tmp_path / "home",
@@ -102,7 +114,10 @@ def test_a_damaged_owner_file_is_refused_naming_it_and_nothing_is_submitted(
     )
     assert run.returncode != 0, run.stdout[-2000:]
     output = run.stdout + run.stderr
-    assert f"{owner_file} is damaged" in output, output[-3000:]
-    assert "JSONDecodeError" not in output and "AttributeError" not in output, output[-3000:]
+    assert f"{owner_file} {said}" in output, output[-3000:]
+    assert all(raw not in output for raw in ("JSONDecodeError", "AttributeError", "IsADirectoryError")), (
+        output[-3000:]
+    )
     assert list(GeminiBatchResource(base_url=emulator.base_url).list_batches()) == [], "nothing submitted"
-    assert owner_file.read_text() == damage, "the file is left for a person to look at"
+    left = owner_file.is_dir() if damage is None else owner_file.read_text() == damage
+    assert left, "the file is left for a person to look at"

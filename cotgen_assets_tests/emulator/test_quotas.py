@@ -99,3 +99,16 @@ def test_a_bad_quota_is_one_clear_error(emu):
     assert refused.value.code == 400
     assert "max_active_jobs must be a whole number >= 1" in refused.value.read().decode()
     assert emu.admin("GET", "quotas") == {"max_active_jobs": 2, "max_enqueued_tokens": None}
+
+
+def test_inlined_requests_and_a_vertex_ai_file_count_their_prompt_tokens(emu, gcs):
+    developer, vertex = emu.client(), emu.vertex_client()
+    inlined = types.InlinedRequest(contents=[types.Content(role="user", parts=[types.Part(text=QUESTION)])])
+    inlined_tokens = prompt_tokens({"contents": [{"parts": [{"text": QUESTION}]}]})
+    vertex_tokens = prompt_tokens(generation_request(QUESTION))
+    emu.set_quotas(max_active_jobs=None, max_enqueued_tokens=2 * inlined_tokens + vertex_tokens - 1)
+    developer.batches.create(model=MODEL, src=[inlined, inlined], config={"display_name": "inlined"})
+
+    with pytest.raises(errors.ClientError) as refused:
+        create_vertex(vertex, gcs, "vertex")
+    assert f"{2 * inlined_tokens} + {vertex_tokens} enqueued tokens on" in refused.value.message

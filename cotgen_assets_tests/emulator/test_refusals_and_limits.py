@@ -5,6 +5,8 @@ import csv
 import json
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -307,6 +309,32 @@ def test_a_huge_content_length_is_refused_before_the_body_is_read(emulator, clie
         emulator, "POST", "/v1beta/models/x:batchGenerateContent", headers={"Content-Length": "99999999999"}
     )
     assert status == 413
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "said"),
+    [
+        ("--max-body-bytes", "0", "--max-body-bytes must be at least 1"),
+        ("--max-file-bytes", "-5", "--max-file-bytes must be at least 1"),
+        ("--max-connections", "0", "--max-connections must be at least 1"),
+        ("--online-latency", "-1", "--online-latency must be a number of seconds >= 0"),
+        ("--flex-latency", "-0.5", "--flex-latency must be a number of seconds >= 0"),
+        ("--idle-timeout", "0", "--idle-timeout must be a number of seconds > 0"),
+        ("--request-timeout", "-1", "--request-timeout must be a number of seconds > 0"),
+        ("--max-active-jobs", "0", "--max-active-jobs must be at least 1"),
+        ("--max-enqueued-tokens", "-3", "--max-enqueued-tokens must be at least 1"),
+    ],
+)
+def test_a_limit_or_quota_flag_out_of_range_is_a_usage_error_naming_it(tmp_path, flag, value, said):
+    done = subprocess.run(
+        [sys.executable, "-m", "cotgen_assets.emulator.server", "--port", "0"]
+        + ["--state-dir", str(tmp_path / "emu"), f"{flag}={value}"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # a value let through would start the server: end the test instead of hanging
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"cotgen-emulator: error: {said}"), done.stderr
 
 
 def test_body_and_file_limits_from_flags(tmp_path):
