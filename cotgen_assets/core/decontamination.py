@@ -287,7 +287,7 @@ class BenchmarkIndex:
     def match(self, question: str) -> Match | None:
         return self.match_read(Read.of(question))
 
-    def match_read(self, read: "Read") -> Match | None:
+    def match_read(self, read: Read) -> Match | None:
         """The match of a question read once (`Read`): several indexes share one folding of it."""
         sentences, tokens = read.sentences, read.tokens
         found: dict[str, tuple[str, int, str]] = {}  # benchmark -> (kind, row, shared words)
@@ -499,10 +499,10 @@ _WORKER_INDEXES: Indexes = (None, None)
 
 
 def _start_worker(chosen: dict[str, list[str]] | None, skipped: dict[str, list[str]] | None) -> None:
-    """A worker: SIGTERM ends it (a run's handler only notes an interrupt, with which a worker waiting
-    for work could outlive its run). It builds its own indexes, from the benchmark questions the
-    parent loaded (not loading them again saves each worker importing `datasets`, seconds of CPU):
-    they hold Python's `hash`, which differs from one interpreter to the next."""
+    """A worker: SIGTERM ends it (the executor sends it to the other workers when one dies; a
+    handler that only noted it would keep them alive). It builds its own indexes, from the benchmark
+    questions the parent loaded (not loading them again saves each worker importing `datasets`,
+    seconds of CPU): they hold Python's `hash`, which differs from one interpreter to the next."""
     global _WORKER_INDEXES
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
