@@ -18,7 +18,7 @@ from cotgen_assets.core.sources import load_benchmark_questions
 from cotgen_assets_tests.harness.sources import (
     CountedProcess,
     decontaminate,
-    kill_a_decontamination_worker,
+    kill_a_worker_before_the_second_batch,
     load_source_problems,
 )
 
@@ -139,16 +139,7 @@ def test_a_killed_worker_is_one_clear_error_and_nothing_is_written(small_batches
     path = data_dir / "easy" / "source_problems.parquet"
     path.parent.mkdir(parents=True)
     path.write_bytes(b"the table of the last materialization")
-    batches_seen = []
-    original = Decontaminator.filter
-
-    def filter_after_a_kill(self, batch):
-        batches_seen.append(batch.num_rows)
-        if len(batches_seen) == 2:  # the workers are up: they matched the first batch
-            kill_a_decontamination_worker()
-        return original(self, batch)
-
-    monkeypatch.setattr(Decontaminator, "filter", filter_after_a_kill)
+    batches_seen = kill_a_worker_before_the_second_batch(monkeypatch)
     with pytest.raises(RuntimeError, match=r"worker process .*died.*COTGEN_SOURCE_WORKERS"):
         source_writer.write_problems(scenarios["easy"], benchmarks, path, preview_rows=5)
 

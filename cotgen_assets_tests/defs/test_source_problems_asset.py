@@ -7,11 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core import source_writer, sources
-from cotgen_assets.core.decontamination import Decontaminator
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import failure_message
-from cotgen_assets_tests.harness.sources import kill_a_decontamination_worker
+from cotgen_assets_tests.harness.sources import kill_a_worker_before_the_second_batch
 
 pytestmark = pytest.mark.pipeline
 
@@ -95,19 +94,10 @@ def test_a_killed_decontamination_worker_fails_the_run_in_one_line(tmp_path, mon
     last = {"source_problems.parquet": b"last table", "decontamination.json": b"{}"}
     for name, content in last.items():
         (tmp_path / "easy" / name).write_bytes(content)
-    batches_seen = []
-    original = Decontaminator.filter
-
-    def filter_after_a_kill(self, batch):
-        batches_seen.append(batch.num_rows)
-        if len(batches_seen) == 2:  # the workers are up: they matched the first batch
-            kill_a_decontamination_worker()
-        return original(self, batch)
-
-    monkeypatch.setattr(Decontaminator, "filter", filter_after_a_kill)
+    batches_seen = kill_a_worker_before_the_second_batch(monkeypatch)
     result = dg.materialize([source_problems], partition_key="easy", raise_on_error=False)
 
-    assert not result.success
+    assert not result.success and len(batches_seen) == 2  # it stopped where the worker died
     message = failure_message(result, "source_problems")
     assert "decontamination worker process died" in message, message
     assert "nothing was written" in message and "COTGEN_SOURCE_WORKERS=1" in message

@@ -29,13 +29,27 @@ def decontaminate(
     return pa.Table.from_batches(kept, problems.schema), outcome
 
 
-def kill_a_decontamination_worker() -> int:
-    """SIGKILL one worker process of this process's forkserver (what the OOM killer does); its pid."""
+def kill_a_worker_before_the_second_batch(monkeypatch) -> list[int]:
+    """Make `Decontaminator.filter` SIGKILL one worker (what the OOM killer does) as the second batch
+    comes, when the workers are up; the rows of each batch it was given, filled as they come."""
+    batches_seen: list[int] = []
+    original = Decontaminator.filter
+
+    def filter_after_a_kill(self, batch):
+        batches_seen.append(batch.num_rows)
+        if len(batches_seen) == 2:
+            _kill_a_forkserver_child()
+        return original(self, batch)
+
+    monkeypatch.setattr(Decontaminator, "filter", filter_after_a_kill)
+    return batches_seen
+
+
+def _kill_a_forkserver_child() -> None:
     servers = [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
     workers = [worker for server in servers for worker in server.children()]
     assert workers, "no decontamination worker is running"
     workers[0].send_signal(signal.SIGKILL)
-    return workers[0].pid
 
 
 class CountedProcess(multiprocessing.context.ForkServerProcess):
