@@ -31,7 +31,8 @@ def main() -> None:
     datasets.disable_progress_bars()
     from cotgen_assets.core import decontamination as dc
     from cotgen_assets.core.scenarios import load_scenarios_and_benchmarks
-    from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
+    from cotgen_assets.core.sources import load_benchmark_questions
+    from cotgen_assets_tests.harness.sources import decontaminate, load_source_problems
 
     scenarios, benchmarks = load_scenarios_and_benchmarks()
     everything = dataclasses.replace(scenarios["hard"], name="all", filters=())
@@ -44,7 +45,7 @@ def main() -> None:
     build = time.perf_counter() - start
     sizes = {name: len(texts) for name, texts in index.questions.items()}
     start = time.perf_counter()
-    clean, report = dc.decontaminate(problems, everything, benchmarks)
+    clean, report = decontaminate(problems, everything, benchmarks)
     run = time.perf_counter() - start
 
     # The same pass under the plain 13-word rule, where boilerplate counts as evidence.

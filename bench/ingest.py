@@ -42,7 +42,7 @@ MB = 1024 * 1024
 def problem_pool() -> list[dict]:
     """Real GSM8K problems through the project's own source code (ids, questions, answers)."""
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.core.sources import load_source_problems
+    from cotgen_assets_tests.harness.sources import load_source_problems
 
     table, _, _ = load_source_problems(get_scenario(SCENARIO))
     return table.select(
@@ -200,7 +200,7 @@ def write_source_problems(lines: int, data: Path) -> None:
     import pyarrow.parquet as pq
 
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.core.sources import load_source_problems
+    from cotgen_assets_tests.harness.sources import load_source_problems
 
     table, _, _ = load_source_problems(get_scenario(SCENARIO))
     table = pa.concat_tables([table] * -(-lines // table.num_rows)).slice(0, lines)

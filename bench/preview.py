@@ -98,7 +98,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.core.sources import load_source_problems
+    from cotgen_assets_tests.harness.sources import load_source_problems
 
     ways = {
         "preview, standard tier": lambda g, s: preview_seconds(g, s, "standard"),

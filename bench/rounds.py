@@ -94,9 +94,8 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from cotgen_assets.core.decontamination import decontaminate
     from cotgen_assets.core.scenarios import get_scenario, load_benchmarks
-    from cotgen_assets.core.sources import load_source_problems
+    from cotgen_assets_tests.harness.sources import decontaminate, load_source_problems
 
     with tempfile.TemporaryDirectory(prefix="cotgen-bench-rounds-") as tmp:
         problems = Path(tmp) / "easy.parquet"

@@ -103,7 +103,7 @@ def pipeline(instance, emulator, data_dir):
 def sources(data_dir, source_cache):
     """Put a scenario's source_problems.parquet in place, as a materialization would."""
     from cotgen_assets.core.scenarios import get_scenario
-    from cotgen_assets.core.sources import load_source_problems
+    from cotgen_assets_tests.harness.sources import load_source_problems
 
     def seed(scenario: str):
         cached = source_cache / f"{scenario}.parquet"

@@ -22,19 +22,23 @@ benchmark problem's length or phrasing ("contained"): the benchmark problem with
 benchmark problem ("Compute $\\dbinom{8}{4}$.") inside a longer formula or sentence ("Compute
 $\\dbinom{8}{4} + \\dbinom{8}{5}$.") is no match: that is another problem.
 
-Plain logic (no dagster): the source_problems asset calls `decontaminate`, its check calls
-`verify_no_overlap`. Benchmarks are read once per process (`benchmark_index` is cached).
+Plain logic (no dagster): the source_problems asset writes its table through a `Decontaminator`
+(`source_writer`), and its check re-matches the written table with `Decontaminator.overlapping`.
+Benchmarks are read once per process (`benchmark_index` is cached).
 """
 
 import hashlib
 import html
+import itertools
 import json
 import multiprocessing
 import re
 import signal
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -197,6 +201,22 @@ class Match:
     shared: str  # the shared words (n-gram matches), else ""
 
 
+@dataclass(frozen=True)
+class Read:
+    """A question folded once, as every index reads it: its sentences, its key (`normalize`: the
+    sentences joined, which is what repeats are found by) and its words."""
+
+    sentences: tuple[str, ...]
+    key: str
+    tokens: list[str]
+
+    @classmethod
+    def of(cls, question: str) -> "Read":
+        folded = _fold(question)
+        sentences = _sentence_keys(folded)
+        return cls(sentences, " ".join(sentences), _words(folded))
+
+
 class BenchmarkIndex:
     """Hash tables over the benchmarks' problems: exact keys, telling n-grams, short problems, the
     problems' words with numbers masked, and their sentences (with every beginning of them).
@@ -265,16 +285,14 @@ class BenchmarkIndex:
         return tuple(self.questions)
 
     def match(self, question: str) -> Match | None:
-        return self.match_with_key(question)[0]
+        return self.match_read(Read.of(question))
 
-    def match_with_key(self, question: str) -> tuple[Match | None, str]:
-        """The question's match, and its `normalize`d text (for repeats: one folding for both)."""
-        folded = _fold(question)
-        sentences = _sentence_keys(folded)
-        key, tokens = " ".join(sentences), _words(folded)
+    def match_read(self, read: Read) -> Match | None:
+        """The match of a question read once (`Read`): several indexes share one folding of it."""
+        sentences, tokens = read.sentences, read.tokens
         found: dict[str, tuple[str, int, str]] = {}  # benchmark -> (kind, row, shared words)
         for name, exact in self.exact.items():
-            row = exact.get(key)
+            row = exact.get(read.key)
             if row is not None:
                 found[name] = ("exact", row, "")
         if len(found) < len(self.names):
@@ -282,11 +300,11 @@ class BenchmarkIndex:
         if len(found) < len(self.names):
             self._match_sentences(sentences, found)
         if not found:
-            return None, key
+            return None
         names = [name for name in self.names if name in found]
         first = min(names, key=lambda name: found[name][0] != "exact")  # exact explains best; else file order
         kind, row, shared = found[first]
-        return Match(first, kind, self.questions[first][row], tuple(names), shared), key
+        return Match(first, kind, self.questions[first][row], tuple(names), shared)
 
     def _match_ngrams(self, tokens: list[str], found: dict[str, tuple[str, int, str]]) -> None:
         """Add the benchmarks not found yet that share a telling n-gram, or boilerplate and the same
@@ -369,7 +387,7 @@ def benchmark_index(benchmarks: Iterable[Benchmark], n: int = NGRAM) -> Benchmar
 
 @dataclass
 class Decontamination:
-    """What `decontaminate` left out and why, for the asset's metadata."""
+    """What a `Decontaminator` left out and why, for the asset's metadata."""
 
     benchmarks: tuple[str, ...]  # those checked; () = the scenario opted out
     num_input: int
@@ -448,69 +466,117 @@ def _select(scenario: Scenario, benchmarks: dict[str, Benchmark]) -> tuple[Bench
     return tuple(benchmarks[b] for b in scenario.decontaminate)
 
 
-def decontaminate(
-    problems: pa.Table, scenario: Scenario, benchmarks: dict[str, Benchmark], workers: int = 1
-) -> tuple[pa.Table, Decontamination]:
-    """Leave out the problems that match one of the scenario's benchmarks, then repeats (first id kept).
-
-    `problems` is sources.load_source_problems' table; rows are only dropped, so every other
-    problem keeps its id (`<scenario>-<source row>`) and a dropped id is never given to another.
-    A whole table at once: `Decontaminator` does the same a batch at a time.
-    """
-    with Decontaminator(scenario, benchmarks, workers) as decontaminator:
-        kept = [decontaminator.filter(batch) for batch in problems.to_batches()]
-        outcome = decontaminator.finish()
-    return pa.Table.from_batches(kept, problems.schema), outcome
-
-
 def _digest(key: str) -> int:
     """8 bytes standing for a normalised text: what repeats are found by, a million rows in ~100 MB."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
 
 
-# The indexes a worker process matches against, built once when it starts.
-_WORKER_INDEXES: tuple[BenchmarkIndex | None, BenchmarkIndex | None] = (None, None)
+Indexes = tuple[BenchmarkIndex | None, BenchmarkIndex | None]  # (chosen, skipped)
+Found = tuple[Match | None, int, Match | None]  # (match with the chosen, digest, match with the skipped)
+CHUNK_ROWS = 5_000  # questions sent to a worker at a time, at most
+CHUNK_BYTES = 4 << 20  # and at most this much question text, unless one question alone is longer
 
 
-def _set_worker_indexes(chosen: BenchmarkIndex | None, skipped: BenchmarkIndex | None) -> None:
-    global _WORKER_INDEXES
-    _WORKER_INDEXES = (chosen, skipped)
+class WorkersLost(RuntimeError):
+    """A worker process died part way (killed by the system, e.g. the out-of-memory killer)."""
 
 
-def _start_worker(chosen: dict[str, list[str]] | None, skipped: dict[str, list[str]] | None) -> None:
-    """A worker: SIGTERM ends it (a run's handler only notes an interrupt, with which a worker waiting
-    for work outlived `Pool.terminate` and hung the run). It builds its own indexes, from the
-    benchmark questions the parent loaded (not loading them again saves each worker importing
-    `datasets`, seconds of CPU): they hold Python's `hash`, which differs from one interpreter to
-    the next."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
-    _set_worker_indexes(
-        BenchmarkIndex(chosen) if chosen else None, BenchmarkIndex(skipped) if skipped else None
-    )
-
-
-def _examine(questions: list[str]) -> list[tuple[Match | None, int, Match | None]]:
-    """For each question: its match with the chosen benchmarks, its digest, and (when clean) its
-    match with the skipped ones."""
-    chosen, skipped = _WORKER_INDEXES
+def _examine(indexes: Indexes, questions: list[str], with_skipped: bool) -> list[Found]:
+    """For each question, read once: its match with the chosen benchmarks, its digest, and (when
+    clean and `with_skipped`) its match with the skipped ones."""
+    chosen, skipped = indexes
     out = []
     for question in questions:
-        match, key = chosen.match_with_key(question) if chosen else (None, normalize(question))
-        other = skipped.match(question) if skipped and match is None else None
-        out.append((match, _digest(key), other))
+        read = Read.of(question)
+        match = chosen.match_read(read) if chosen else None
+        other = skipped.match_read(read) if with_skipped and skipped and match is None else None
+        out.append((match, _digest(read.key), other))
     return out
 
 
+# A worker process's own indexes, built by `_start_worker` as it starts (never set in the run's process).
+_WORKER_INDEXES: Indexes = (None, None)
+
+
+def _start_worker(chosen: dict[str, list[str]] | None, skipped: dict[str, list[str]] | None) -> None:
+    """A worker: SIGTERM ends it (the executor sends it to the other workers when one dies; a
+    handler that only noted it would keep them alive). It builds its own indexes, from the benchmark
+    questions the parent loaded (not loading them again saves each worker importing `datasets`,
+    seconds of CPU): they hold Python's `hash`, which differs from one interpreter to the next."""
+    global _WORKER_INDEXES
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what an interrupt stops
+    _WORKER_INDEXES = (
+        BenchmarkIndex(chosen) if chosen else None,
+        BenchmarkIndex(skipped) if skipped else None,
+    )
+
+
+def _examine_in_worker(questions: list[str], with_skipped: bool) -> list[Found]:
+    return _examine(_WORKER_INDEXES, questions, with_skipped)
+
+
+def worker_chunks(questions: pa.Array) -> Iterator[list[str]]:
+    """The questions in runs of at most `CHUNK_ROWS` and `CHUNK_BYTES` (UTF-8), in order: a source of
+    very long rows sends no worker a huge chunk, nor holds one in the pipe."""
+    sizes = pc.binary_length(questions).fill_null(0).to_pylist()
+    start = size = 0
+    for row, length in enumerate(sizes):
+        if row > start and (row - start == CHUNK_ROWS or size + length > CHUNK_BYTES):
+            yield questions.slice(start, row - start).to_pylist()
+            start, size = row, 0
+        size += length
+    if start < len(sizes):
+        yield questions.slice(start).to_pylist()
+
+
+class _Matching:
+    """The (chosen, skipped) indexes and, for `workers` > 1, the worker processes matching against
+    them: one set of workers for a materialization's decontamination and its check.
+
+    Workers are forked from a fresh single-threaded server ("forkserver"), never from the run itself:
+    a fork of a process with threads (Dagster's, a test runner's) can inherit a lock held mid-fork.
+    A `ProcessPoolExecutor`, not a `multiprocessing.Pool`: a worker killed part way breaks the
+    executor (`BrokenProcessPool`), where the pool replaced it and waited forever for its work."""
+
+    def __init__(self, indexes: Indexes, workers: int):
+        self.indexes = indexes
+        self._executor = None
+        if workers > 1:
+            questions = tuple(index.questions if index else None for index in indexes)
+            self._executor = ProcessPoolExecutor(
+                workers, multiprocessing.get_context("forkserver"), _start_worker, questions
+            )
+
+    def examine(self, questions: pa.Array, with_skipped: bool = True) -> list[Found]:
+        if self._executor is None:
+            return _examine(self.indexes, questions.to_pylist(), with_skipped)
+        chunks = worker_chunks(questions)
+        try:
+            done = self._executor.map(_examine_in_worker, chunks, itertools.repeat(with_skipped))
+            return [found for chunk in done for found in chunk]
+        except BrokenProcessPool:
+            raise WorkersLost(
+                "a decontamination worker process died part way (killed by the system, e.g. the "
+                "out-of-memory killer or a kill -9, or crashed)"
+            ) from None
+
+    def close(self, failed: bool) -> None:
+        """Let the workers finish and exit (work not started yet dropped when the work failed)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=failed)
+
+
 class Decontaminator:
-    """`decontaminate` one batch of problems at a time, holding only the benchmark indexes, an 8-byte
-    digest and the id of each kept problem (Arrow arrays) and the ids it reports: a million rows stay
-    small in memory.
+    """Leave out the problems that match one of the scenario's benchmarks, then repeats (first id
+    kept), one batch at a time, holding only the benchmark indexes, an 8-byte digest and the id of
+    each kept problem (Arrow arrays) and the ids it reports: a million rows stay small in memory.
+    Rows are only dropped, so every other problem keeps its id (`<scenario>-<source row>`) and a
+    dropped id is never given to another.
 
-    With `workers` > 1 the batches are matched in that many worker processes (`_pool`), in order.
+    With `workers` > 1 the batches are matched in that many worker processes, in order; `overlapping`
+    (the asset check) reuses them.
     """
-
-    CHUNK = 5_000  # questions sent to a worker at a time
 
     def __init__(self, scenario: Scenario, benchmarks: dict[str, Benchmark], workers: int = 1):
         chosen = _select(scenario, benchmarks)
@@ -526,9 +592,7 @@ class Decontaminator:
                 self.outcome.skipped_overlap = {name: 0 for name in skipped}
             except ScenarioError as error:  # e.g. a benchmark skipped because it cannot be loaded here
                 self.outcome.skipped_error = str(error)
-        indexes = (benchmark_index(chosen) if chosen else None, skipped_index)
-        self._pool = _pool(indexes, workers)
-        _set_worker_indexes(*indexes)
+        self._matching = _Matching((benchmark_index(chosen) if chosen else None, skipped_index), workers)
         # The kept problems' digests and ids as Arrow arrays (16-24 bytes a problem), for repeats.
         self._kept_digests, self._kept_ids = pa.array([], pa.uint64()), pa.array([], pa.string())
 
@@ -536,13 +600,13 @@ class Decontaminator:
         return self
 
     def __exit__(self, *exc) -> None:
-        _end(self._pool, failed=exc[0] is not None)
+        self._matching.close(failed=exc[0] is not None)
 
     def filter(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """The batch's problems that are kept, in order."""
         ids = batch.column("problem_id").to_pylist()
-        questions = batch.column("question").to_pylist()
-        found = list(self._matches(questions))
+        questions = batch.column("question")
+        found = self._matching.examine(questions)
         earlier = self._kept_before([digest for _, digest, _ in found])
         firsts: dict[int, str] = {}  # this batch's kept problems: digest -> id
         keep = []
@@ -554,6 +618,16 @@ class Decontaminator:
         self._kept_digests = pa.concat_arrays([self._kept_digests, pa.array(list(firsts), pa.uint64())])
         self._kept_ids = pa.concat_arrays([self._kept_ids, pa.array(list(firsts.values()), pa.string())])
         return batch.filter(pa.array(keep, type=pa.bool_()))
+
+    def overlapping(self, batches: Iterable[pa.RecordBatch]) -> list[str]:
+        """Ids of these problems that still match a chosen benchmark: the asset check's test of the
+        written table, read a batch at a time."""
+        overlapping = []
+        for batch in batches:
+            found = self._matching.examine(batch.column("question"), with_skipped=False)
+            ids = batch.column("problem_id").to_pylist()
+            overlapping.extend(pid for pid, (match, _, _) in zip(ids, found) if match is not None)
+        return overlapping
 
     def _kept_before(self, digests: list[int]) -> list[str | None]:
         """For each digest, the id of the problem kept in an earlier batch with it, else None."""
@@ -569,12 +643,6 @@ class Decontaminator:
         outcome.num_kept = outcome.num_input - outcome.num_contaminated - outcome.num_duplicates
         return outcome
 
-    def _matches(self, questions: list[str]) -> Iterable[tuple[Match | None, int, Match | None]]:
-        if self._pool is None:
-            return _examine(questions)
-        chunks = [questions[i : i + self.CHUNK] for i in range(0, len(questions), self.CHUNK)]
-        return (found for chunk in self._pool.imap(_examine, chunks) for found in chunk)
-
     def _decide(self, ids, questions, row: int, match: Match | None, first: str, other: Match | None) -> bool:
         """Is the row kept? Not when it matches a benchmark, or repeats the problem `first`."""
         outcome = self.outcome
@@ -587,7 +655,7 @@ class Decontaminator:
                 outcome.examples.append(
                     {
                         "problem_id": ids[row],
-                        "question": questions[row],
+                        "question": questions[row].as_py(),
                         "benchmark": match.benchmark,
                         "benchmark_question": match.benchmark_question,
                         "match": match.match,
@@ -603,59 +671,6 @@ class Decontaminator:
             for name in other.benchmarks:
                 outcome.skipped_overlap[name] += 1
         return True
-
-
-def _pool(indexes: tuple[BenchmarkIndex | None, BenchmarkIndex | None], workers: int):
-    """Worker processes, each building its own copy of the (chosen, skipped) `indexes` once.
-
-    Forked from a fresh single-threaded server ("forkserver"), never from the run itself: a fork of
-    a process with threads (Dagster's, a test runner's) can inherit a lock held mid-fork, and such a
-    worker deadlocked, outlived its parent and held its pipes open."""
-    if workers <= 1:
-        return None
-    context = multiprocessing.get_context("forkserver")
-    questions = tuple(index.questions if index else None for index in indexes)
-    return context.Pool(workers, initializer=_start_worker, initargs=questions)
-
-
-def _end(pool, failed: bool) -> None:
-    """Let the workers finish and exit (killed only when the work failed part way)."""
-    if pool is None:
-        return
-    if failed:
-        pool.terminate()
-    else:
-        pool.close()
-    pool.join()
-
-
-def verify_no_overlap(
-    problems: pa.Table | Iterable[pa.RecordBatch], benchmarks: Iterable[Benchmark], workers: int = 1
-) -> list[str]:
-    """Ids of the written problems that still match a benchmark (the asset check's test), read a batch
-    at a time."""
-    benchmarks = tuple(benchmarks)
-    index = benchmark_index(benchmarks)
-    batches = problems.to_batches() if isinstance(problems, pa.Table) else problems
-    _set_worker_indexes(index, None)
-    pool = _pool((index, None), workers)
-    failed = True
-    try:
-        overlapping = []
-        for batch in batches:
-            questions = batch.column("question").to_pylist()
-            chunks = [
-                questions[i : i + Decontaminator.CHUNK]
-                for i in range(0, len(questions), Decontaminator.CHUNK)
-            ]
-            found = pool.imap(_examine, chunks) if pool else map(_examine, chunks)
-            matches = [match for chunk in found for match, _, _ in chunk]
-            ids = batch.column("problem_id").to_pylist()
-            overlapping.extend(pid for pid, match in zip(ids, matches) if match is not None)
-        failed = False
-        return overlapping
-    finally:
-        _end(pool, failed)
 
 
 def decontamination_path(scenario: str):

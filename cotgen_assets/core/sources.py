@@ -246,10 +246,3 @@ def _read(batches: Iterator[pa.RecordBatch], scenario: Scenario, rows: int) -> I
             f"scenario {scenario.name!r}: dataset {scenario.dataset!r} ({scenario.path or 'its local copy'}) "
             f"could not be read past row {read} of {rows}: {type(error).__name__}: {error}"
         ) from None
-
-
-def load_source_problems(scenario: Scenario) -> tuple[pa.Table, list[str], int]:
-    """Load, filter and prepare a scenario: (problems, dropped ids, rows in the dataset)."""
-    problems = stream_source_problems(scenario)
-    table = pa.Table.from_batches(list(problems.batches), problems.schema)
-    return table, problems.dropped, problems.dataset_rows

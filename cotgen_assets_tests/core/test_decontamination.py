@@ -15,15 +15,15 @@ from cotgen_assets.core.decontamination import (
     NGRAM,
     SHORT_MIN,
     BenchmarkIndex,
+    Decontaminator,
     benchmark_index,
-    decontaminate,
     normalize,
-    verify_no_overlap,
     words,
 )
 from cotgen_assets.core.scenarios import ScenarioError, load_scenarios_and_benchmarks
-from cotgen_assets.core.sources import load_benchmark_questions, load_source_problems
+from cotgen_assets.core.sources import load_benchmark_questions
 from cotgen_assets_tests.harness.decontamination import EDITS, escaped
+from cotgen_assets_tests.harness.sources import decontaminate, load_source_problems
 
 DATA = Path(os.environ["COTGEN_DATASETS_DIR"])
 
@@ -126,9 +126,9 @@ def test_dropping_rows_keeps_the_other_ids_and_rows(results):
 def test_the_written_table_passes_the_check_and_the_raw_one_fails(defaults, results):
     scenarios, benchmarks = defaults
     problems, clean, report = results["hard"]
-    chosen = [benchmarks[b] for b in scenarios["hard"].decontaminate]
-    assert verify_no_overlap(clean, chosen) == []
-    assert sorted(verify_no_overlap(problems, chosen)) == sorted(report.contaminated_ids)
+    with Decontaminator(scenarios["hard"], benchmarks) as check:
+        assert check.overlapping(clean.to_batches()) == []
+        assert sorted(check.overlapping(problems.to_batches())) == sorted(report.contaminated_ids)
 
 
 def _table(questions: list[str], scenario: str = "probe") -> pa.Table:

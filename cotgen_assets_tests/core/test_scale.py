@@ -15,13 +15,13 @@ from cotgen_assets.core.ingest import ingest_submission
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
 from cotgen_assets.core.shards import write_shards
-from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.pipeline import Pipeline, read_jsonl
 from cotgen_assets_tests.harness.results import MODEL, context, easy_submission
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
+from cotgen_assets_tests.harness.sources import load_source_problems
 
 # --------------------------------------------------------------------------- sharded batches, end to end
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core.scenarios import ScenarioError, get_scenario, parse_filter
-from cotgen_assets.core.sources import load_source_problems
+from cotgen_assets_tests.harness.sources import load_source_problems
 
 
 @pytest.mark.parametrize(

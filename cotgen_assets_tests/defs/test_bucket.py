@@ -15,7 +15,6 @@ import pytest
 
 from cotgen_assets.core import storage
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.core.stages import GENERATION
 from cotgen_assets.core.storage import StorageError, atomic_write, data_dir, read_jsonl
 from cotgen_assets.core.submissions import SubmissionRefused
@@ -25,6 +24,7 @@ from cotgen_assets.publish.report import build_report
 from cotgen_assets.publish.trace import trace
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline
+from cotgen_assets_tests.harness.sources import load_source_problems
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE, get_scenario
-from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.defs.assets.batches import generation_batch, summarization_batch
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.harness.dagster import ROOT
 from cotgen_assets_tests.harness.pipeline import Pipeline
+from cotgen_assets_tests.harness.sources import load_source_problems
 
 UNREACHABLE = "http://127.0.0.1:9"  # no API call is made before these refusals
 

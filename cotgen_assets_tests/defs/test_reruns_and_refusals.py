@@ -21,11 +21,11 @@ from cotgen_assets.backends.lifecycle import submit
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.prepare import prepare_generation
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets.defs.assets.results import generation_results
 from cotgen_assets.defs.assets.samples import cot_samples
 from cotgen_assets_tests.harness.asks import generation_ask
 from cotgen_assets_tests.harness.pipeline import Pipeline, finish_generation, read_jsonl, requested_ids
+from cotgen_assets_tests.harness.sources import load_source_problems
 
 pytestmark = pytest.mark.pipeline
 

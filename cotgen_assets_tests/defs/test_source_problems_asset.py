@@ -6,8 +6,11 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
+from cotgen_assets.core import source_writer, sources
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets_tests.harness.dagster import ROOT
+from cotgen_assets_tests.harness.pipeline import failure_message
+from cotgen_assets_tests.harness.sources import kill_a_worker_before_the_second_batch
 
 pytestmark = pytest.mark.pipeline
 
@@ -77,3 +80,26 @@ def test_dagster_cli_materializes_a_partition(tmp_path):
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     assert pq.read_table(tmp_path / "data" / "medium" / "source_problems.parquet").num_rows == 1712
+
+
+@pytest.mark.timeout(180, method="thread")  # a guard: the old pool waited forever for the lost work
+def test_a_killed_decontamination_worker_fails_the_run_in_one_line(tmp_path, monkeypatch):
+    """A worker killed part way (the out-of-memory killer, kill -9) ends the run with a Failure
+    saying what happened and what to do; the last table and its report stay as they were."""
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COTGEN_SOURCE_WORKERS", "2")
+    monkeypatch.setattr(sources, "BATCH_ROWS", 1000)  # 8 batches: the big-source path, with workers
+    monkeypatch.setattr(source_writer, "BATCH_ROWS", 1000)
+    (tmp_path / "easy").mkdir()
+    last = {"source_problems.parquet": b"last table", "decontamination.json": b"{}"}
+    for name, content in last.items():
+        (tmp_path / "easy" / name).write_bytes(content)
+    batches_seen = kill_a_worker_before_the_second_batch(monkeypatch)
+    result = dg.materialize([source_problems], partition_key="easy", raise_on_error=False)
+
+    assert not result.success and len(batches_seen) == 2  # it stopped where the worker died
+    message = failure_message(result, "source_problems")
+    assert "decontamination worker process died" in message, message
+    assert "nothing was written" in message and "COTGEN_SOURCE_WORKERS=1" in message
+    assert "Traceback" not in message and len(message.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "easy").iterdir()} == last

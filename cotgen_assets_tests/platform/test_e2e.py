@@ -123,9 +123,8 @@ def plant_wrong_reference(datasets: Path, source: Path) -> str:
     The emulator, which reads the real copy, answers that problem with its true answer, so its
     CoT sample grades as wrong, as if the model had erred. Returns the planted problem's id.
     """
-    from cotgen_assets.core.decontamination import decontaminate
     from cotgen_assets.core.scenarios import get_scenario, load_benchmarks
-    from cotgen_assets.core.sources import load_source_problems
+    from cotgen_assets_tests.harness.sources import decontaminate, load_source_problems
 
     hard = get_scenario("hard")
     clean, _ = decontaminate(load_source_problems(hard)[0], hard, load_benchmarks())

@@ -21,7 +21,6 @@ from dagster_postgres import PostgresRunStorage
 
 from cotgen_assets.backends.resource import GeminiBatchResource
 from cotgen_assets.core.scenarios import get_scenario
-from cotgen_assets.core.sources import load_source_problems
 from cotgen_assets_tests.harness.dagster import ROOT, start_dagster_dev, wait_for
 from cotgen_assets_tests.harness.emulator import start_emulator
 from cotgen_assets_tests.harness.gcs import start_gcs
@@ -29,6 +28,7 @@ from cotgen_assets_tests.harness.pipeline import Pipeline
 from cotgen_assets_tests.harness.platform import DEADLINE_SECONDS, Platform, latest_metadata, tail
 from cotgen_assets_tests.harness.postgres import POSTGRES_DAGSTER_YAML, start_postgres
 from cotgen_assets_tests.harness.results import make_submission, write_results
+from cotgen_assets_tests.harness.sources import load_source_problems
 
 LIMIT = 5
 

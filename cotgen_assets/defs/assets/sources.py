@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cotgen_assets.core.decontamination import Decontamination, save_decontamination
+from cotgen_assets.core.decontamination import Decontamination, WorkersLost
 from cotgen_assets.core.scenarios import (
     Scenario,
     ScenarioError,
@@ -10,7 +10,7 @@ from cotgen_assets.core.scenarios import (
     load_benchmarks,
     load_scenarios_and_benchmarks,
 )
-from cotgen_assets.core.source_writer import overlapping_ids, write_problems
+from cotgen_assets.core.source_writer import write_problems
 from cotgen_assets.core.storage import StorageError, source_problems_path
 from cotgen_assets.defs.assets.ui import GROUP, PREVIEW_ROWS, preview_table
 from cotgen_assets.defs.partitions import scenario_partitions
@@ -90,8 +90,8 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         scenario = get_scenario(context.partition_key)
         benchmarks = load_benchmarks()
         written = write_problems(scenario, benchmarks, path, PREVIEW_ROWS)
-        save_decontamination(scenario.name, written.contamination)
-    except (ScenarioError, StorageError) as error:  # StorageError: a read-only folder, a full disk
+    # StorageError: a read-only folder, a full disk; WorkersLost: a worker killed (out of memory)
+    except (ScenarioError, StorageError, WorkersLost) as error:
         raise dg.Failure(description=str(error)) from None  # the reason as the run's headline
     contamination, dropped = written.contamination, written.dropped
     if dropped:
@@ -100,7 +100,6 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             f"left out, since they could never be graded: {dropped}"
         )
     (context.log.info if contamination.decontaminated else context.log.warning)(contamination.note())
-    overlap = overlapping_ids(path, [benchmarks[name] for name in scenario.decontaminate])
     found = contamination.metadata()
     examples = found.pop("contamination_examples")
     schema = dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in written.schema])
@@ -130,5 +129,5 @@ def source_problems(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             "dagster/column_schema": schema,
             "preview": preview_table(written.preview, ["problem_id", "question", "answer"]),
         },
-        check_results=_overlap_checks(scenario, overlap, contamination),
+        check_results=_overlap_checks(scenario, written.overlap, contamination),
     )
