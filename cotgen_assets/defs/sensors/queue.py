@@ -1,7 +1,10 @@
 """Sending queued shards: each tick, the jobs of shards that waited on the batch quota are created,
 the submission queued first first, while the project's jobs in flight (read from the data folder,
-across scenarios and stages, their states read again) leave room. A 429 from the API keeps the
-shard queued; the tick says once how many shards wait, and nothing fails.
+across scenarios and stages, their states read again) leave room. Each create is tried once a tick
+(a failure keeps the shard queued for the next tick, said once); a 429 from the API keeps the
+shard queued; the tick says once how many shards wait, and nothing fails. A submission with a
+request file deleted or locked by hand, or naming a batch this backend rejects, is said and left
+out; the others go on.
 
 Only a submission its batch materialization recorded is sent from here: until then the run that
 made it is still sending it (under the submission lock), and two senders could make one shard
@@ -11,11 +14,20 @@ into two jobs.
 import dagster as dg
 
 from cotgen_assets.backends.lifecycle import send_queued
-from cotgen_assets.backends.polling import Poller, project_in_flight
+from cotgen_assets.backends.polling import Poller, refresh_live_states
 from cotgen_assets.backends.resource import GeminiBatchResource
-from cotgen_assets.core.queue import Quota, all_submissions, queued_shards, recorded_as, waiting_order
+from cotgen_assets.core.queue import (
+    InFlight,
+    Quota,
+    in_flight,
+    live_submissions,
+    queued_shards,
+    recorded_as,
+    waiting_order,
+)
 from cotgen_assets.core.submissions import Submission
 from cotgen_assets.defs.history import submitted_metadata
+from cotgen_assets.defs.sensors.results import rejected_batch_message
 from cotgen_assets.defs.sensors.run_retries import TickOutcome
 
 
@@ -23,14 +35,22 @@ def send_queued_shards(
     instance: dg.DagsterInstance, gemini: GeminiBatchResource, poller: Poller, outcome: TickOutcome
 ) -> None:
     """Create what the quota has room for, oldest first."""
-    waiting = [s for s in waiting_order(all_submissions()) if recorded(instance, s)]
+    submissions = live_submissions()
+    waiting = [s for s in waiting_order(submissions) if recorded(instance, s)]
     if not waiting:
         return
-    quota, held = Quota.from_env(), project_in_flight(gemini.batch_api(), poller)
-    created = 0
+    held = project_in_flight(submissions, poller, outcome)
+    quota, jobs, created = Quota.from_env(), gemini.batch_api().single_attempts(), 0
     for submission in waiting:
         try:
-            created += len(send_queued(submission, gemini.batch_api(), held, quota))
+            created += len(send_queued(submission, jobs, held, quota))
+        except OSError as error:  # a request file deleted or locked by hand: the younger ones go on
+            outcome.say(
+                f"{submission.stage.name}|{submission.scenario}: submission {submission.submission_id}'s "
+                f"queued shards wait: a request file cannot be read ({error}); put it back, the next "
+                "tick sends them"
+            )
+            continue
         except Exception as error:  # the API unwell: say so, the shards stay queued for the next tick
             outcome.messages.append(f"could not create queued batch jobs ({error}); will try next tick")
             break
@@ -41,6 +61,19 @@ def send_queued_shards(
         f"queue: created {created} batch job(s), {held.jobs} in flight"
         + (f"; {left} shard(s) wait for the batch quota ({quota.max_active_jobs} jobs)" if left else "")
     )
+
+
+def project_in_flight(submissions: list[Submission], poller: Poller, outcome: TickOutcome) -> InFlight:
+    """The project's jobs in flight, their states read again; what stops a submission is said."""
+    for submission, why in refresh_live_states(submissions, poller):
+        outcome.say(rejected_batch_message(submission, why))
+    held = in_flight(submissions)
+    for path in held.unreadable:
+        outcome.say(
+            f"the request file {path} of a batch job in flight cannot be read: the job still counts "
+            "in flight, its tokens do not (the API refuses a create over its token quota)"
+        )
+    return held
 
 
 def recorded(instance: dg.DagsterInstance, submission: Submission) -> bool:
