@@ -171,8 +171,9 @@ def test_a_deleted_request_file_of_a_job_in_flight_is_said_and_the_queue_goes_on
 def test_a_batch_name_this_backend_rejects_stops_only_its_submission(
     quota_pipeline, emu, data_dir, sources, monkeypatch
 ):
-    """A Vertex AI job's name in a Developer API submission (the backend switched, or a hand edit)."""
-    submit_easy_then_medium(quota_pipeline, sources, monkeypatch)
+    """A Vertex AI job's name in a Developer API submission (the backend switched, or a hand edit):
+    said once, its queued shard waits, and the younger submission gets the room."""
+    submit_easy_then_medium(quota_pipeline, sources, monkeypatch, easy_limit=12)  # easy: 2 jobs, 1 queued
     path, saved = saved_submission(data_dir, "easy")
     vertex_name = "projects/p/locations/us-central1/batchPredictionJobs/1"
     saved["batch_names"][0] = vertex_name
@@ -184,6 +185,7 @@ def test_a_batch_name_this_backend_rejects_stops_only_its_submission(
 
     emu.release()  # easy's other job ends; the rejected one is still counted in flight
     tick_until_created(quota_pipeline, data_dir, "medium", 1)
+    assert saved_submission(data_dir, "easy")[1]["batch_names"][2] == ""
     assert_each_shard_made_once_within(emu, 2)
 
 
@@ -226,4 +228,21 @@ def test_the_sensor_tries_a_queued_create_once_a_tick_and_a_lost_one_is_never_ma
 
     emu.wait_for_stalled_creates()
     tick_until_created(quota_pipeline, data_dir, "medium", 2)
+    assert_each_shard_made_once_within(emu, 2)
+
+
+def test_queued_shards_of_a_submission_sent_to_the_other_backend_wait_for_it(
+    quota_pipeline, emu, data_dir, sources, monkeypatch
+):
+    """Its request files are in the other API's format: the sensor never sends them here."""
+    submit_easy_then_medium(quota_pipeline, sources, monkeypatch, easy_limit=12)  # easy: 2 jobs, 1 queued
+    path, saved = saved_submission(data_dir, "easy")
+    path.write_text(json.dumps(saved | {"backend": "vertex"}))
+
+    said = quota_pipeline.tick().skip_message
+    assert said.count("COTGEN_GEMINI_BACKEND is 'vertex' again") == 1, said
+
+    emu.release()
+    tick_until_created(quota_pipeline, data_dir, "medium", 2)
+    assert saved_submission(data_dir, "easy")[1]["batch_names"][2] == ""
     assert_each_shard_made_once_within(emu, 2)

@@ -11,6 +11,8 @@ made it is still sending it (under the submission lock), and two senders could m
 into two jobs.
 """
 
+from pathlib import Path
+
 import dagster as dg
 
 from cotgen_assets.backends.lifecycle import send_queued
@@ -39,9 +41,18 @@ def send_queued_shards(
     waiting = [s for s in waiting_order(submissions) if recorded(instance, s)]
     if not waiting:
         return
-    held = project_in_flight(submissions, poller, outcome)
+    held, stopped = project_in_flight(submissions, poller, outcome)
     quota, jobs, created = Quota.from_env(), gemini.batch_api().single_attempts(), 0
     for submission in waiting:
+        if submission.folder in stopped:  # said: it waits until its batch names are put right
+            continue
+        if submission.backend != jobs.backend.name:  # its request files are in another API's format
+            outcome.say(
+                f"{submission.stage.name}|{submission.scenario}: submission {submission.submission_id} "
+                f"was sent to the {submission.backend} backend: its queued shards wait until "
+                f"COTGEN_GEMINI_BACKEND is {submission.backend!r} again"
+            )
+            continue
         try:
             created += len(send_queued(submission, jobs, held, quota))
         except OSError as error:  # a request file deleted or locked by hand: the younger ones go on
@@ -63,9 +74,13 @@ def send_queued_shards(
     )
 
 
-def project_in_flight(submissions: list[Submission], poller: Poller, outcome: TickOutcome) -> InFlight:
-    """The project's jobs in flight, their states read again; what stops a submission is said."""
-    for submission, why in refresh_live_states(submissions, poller):
+def project_in_flight(
+    submissions: list[Submission], poller: Poller, outcome: TickOutcome
+) -> tuple[InFlight, set[Path]]:
+    """The project's jobs in flight, their states read again, and the folders of the submissions
+    that name a batch this backend rejects; what is wrong is said."""
+    rejected = refresh_live_states(submissions, poller)
+    for submission, why in rejected:
         outcome.say(rejected_batch_message(submission, why))
     held = in_flight(submissions)
     for path in held.unreadable:
@@ -73,7 +88,7 @@ def project_in_flight(submissions: list[Submission], poller: Poller, outcome: Ti
             f"the request file {path} of a batch job in flight cannot be read: the job still counts "
             "in flight, its tokens do not (the API refuses a create over its token quota)"
         )
-    return held
+    return held, {submission.folder for submission, _ in rejected}
 
 
 def recorded(instance: dg.DagsterInstance, submission: Submission) -> bool:
