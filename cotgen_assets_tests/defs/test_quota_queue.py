@@ -246,3 +246,23 @@ def test_queued_shards_of_a_submission_sent_to_the_other_backend_wait_for_it(
     tick_until_created(quota_pipeline, data_dir, "medium", 2)
     assert saved_submission(data_dir, "easy")[1]["batch_names"][2] == ""
     assert_each_shard_made_once_within(emu, 2)
+
+
+def test_a_tick_reads_each_live_submission_once_for_the_queue(
+    quota_pipeline, emu, data_dir, sources, monkeypatch
+):
+    """On a bucket each read is a paid call: the queue reads a submission once a tick (and the
+    results step its scenario's newest once more, fresh, since it saves its jobs' states)."""
+    submit_easy_then_medium(quota_pipeline, sources, monkeypatch)
+    easy, medium = (str(saved_submission(data_dir, scenario)[0]) for scenario in ("easy", "medium"))
+    reads: list[str] = []
+    read_text = Path.read_text
+
+    def counted(path, *args, **kwargs):
+        if path.name == "submission.json":
+            reads.append(str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
+    assert "2 shard(s) wait for the batch quota" in quota_pipeline.tick().skip_message
+    assert (reads.count(easy), reads.count(medium)) == (2, 2), reads
