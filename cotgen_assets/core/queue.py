@@ -110,7 +110,7 @@ def all_submissions() -> list[Submission]:
         scenario = path.parent.parent.parent.name
         try:
             found.append(load_submission(scenario, stage_named(stage_name), submission_id))
-        except (OSError, ValueError, KeyError, TypeError):  # damaged: the results step says so
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: the sensor says so for its scenario
             continue
     return found
 

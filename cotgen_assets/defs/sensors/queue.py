@@ -41,7 +41,7 @@ def send_queued_shards(
     waiting = [s for s in waiting_order(submissions) if recorded(instance, s)]
     if not waiting:
         return
-    held, stopped = project_in_flight(submissions, poller, outcome)
+    held, stopped = count_in_flight(submissions, poller, outcome)
     quota, jobs, created = Quota.from_env(), gemini.batch_api().single_attempts(), 0
     for submission in waiting:
         if submission.folder in stopped:  # said: it waits until its batch names are put right
@@ -74,7 +74,7 @@ def send_queued_shards(
     )
 
 
-def project_in_flight(
+def count_in_flight(
     submissions: list[Submission], poller: Poller, outcome: TickOutcome
 ) -> tuple[InFlight, set[Path]]:
     """The project's jobs in flight, their states read again, and the folders of the submissions
