@@ -33,6 +33,7 @@ from cotgen_assets.core.model_io import (
     Reply,
     Usage,
 )
+from cotgen_assets.core.queue import DROPPED
 
 _FINISH = {None: COMPLETE, "STOP": COMPLETE, "MAX_TOKENS": CUT_OFF}
 # Recovers the key of a line that does not parse, so its request still counts as failed.
@@ -201,13 +202,15 @@ def read_line(raw: bytes) -> Reply:
     return response_reply(line["key"], line.get("response"))
 
 
-# How a job ends, in the SDK's JOB_STATE_* spelling (the Developer API says BATCH_STATE_*).
+# How a job ends, in the SDK's JOB_STATE_* spelling (the Developer API says BATCH_STATE_*); a
+# shard `cotgen cancel` dropped from the queue ended as a job cancelled before it ran: unanswered.
 _ENDS = {
     "JOB_STATE_SUCCEEDED": SUCCEEDED,
     "JOB_STATE_PARTIALLY_SUCCEEDED": PARTIALLY_SUCCEEDED,
     "JOB_STATE_FAILED": FAILED,
     "JOB_STATE_CANCELLED": CANCELLED,
     "JOB_STATE_EXPIRED": EXPIRED,
+    DROPPED: CANCELLED,
 }
 
 

@@ -37,11 +37,26 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LOST_CREATE_LOOKUPS = 10  # how often a lost create's job is looked for during its grace period
 
 
+class CreateLost(GeminiError):
+    """A create whose answer was lost (a timeout, a dropped connection, a server error): the API
+    may still make its job."""
+
+
+class CreatePending(GeminiError):
+    """A shard whose create lost its answer a short while ago: not created again yet."""
+
+
 class BatchJobs:
     """Every call of `backend` retried, with the rules all backends share."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, max_attempts: int | None = None):
         self.backend, self.retrying = backend, backend.retrying
+        self.max_attempts = max_attempts  # of an upload, a create, a list page; None: the backend's
+
+    def single_attempts(self) -> "BatchJobs":
+        """These calls, each tried once: for the sensor, whose tick must not wait through retries
+        (what failed is tried again next tick)."""
+        return BatchJobs(self.backend, max_attempts=1)
 
     def upload(self, path: str | Path, display_name: str, folder: str = "") -> str:
         """Upload a request file (local, or an object in a bucket); `folder` names its submission
@@ -50,7 +65,9 @@ class BatchJobs:
         if not path.is_file():
             raise FileNotFoundError(f"request file {path} does not exist")
         source = self.retrying.call(
-            f"upload of {path.name}", lambda: self.backend.upload(path, display_name, folder)
+            f"upload of {path.name}",
+            lambda: self.backend.upload(path, display_name, folder),
+            max_attempts=self.max_attempts,
         )
         logger.info("uploaded %s (%d bytes) as %s", path.name, path.stat().st_size, source)
         return source
@@ -64,6 +81,7 @@ class BatchJobs:
         again, and after any retried create it keeps the oldest job of that name and cancels the
         others (`_keep_oldest`).
         A 429 RESOURCE_EXHAUSTED means the batch quota is full: `QuotaFull`, at once, nothing made.
+        A create whose last attempt's answer was lost raises `CreateLost`.
         """
         retried = False
 
@@ -83,11 +101,17 @@ class BatchJobs:
                     ) from None
                 raise
 
-        info = self.retrying.call(
-            f"create of batch {display_name!r}",
-            create,
-            on_transient=find_lost_create,
-        )
+        try:
+            info = self.retrying.call(
+                f"create of batch {display_name!r}",
+                create,
+                on_transient=find_lost_create,
+                max_attempts=self.max_attempts,
+            )
+        except GeminiError as error:
+            if error.transient:  # a 429 is QuotaFull: what is left may have made the job
+                raise CreateLost(error.message, error.status_code, error.status, transient=True) from None
+            raise
         if retried:
             named = {job.name: job for job in (info, *self.find_batches(lambda name: name == display_name))}
             info = self._keep_oldest(display_name, list(named.values()))
@@ -177,7 +201,9 @@ class BatchJobs:
         token = None
         while True:
             page, token = self.retrying.call(
-                "list of batches", lambda token=token: self.backend.page(page_size, token)
+                "list of batches",
+                lambda token=token: self.backend.page(page_size, token),
+                max_attempts=self.max_attempts,
             )
             yield page
             if not token:
@@ -315,6 +341,7 @@ def send_queued(submission: Submission, jobs: BatchJobs, held: InFlight, quota: 
             break
         created.append(job)
         held.add(submission.model, tokens)
+        submission.lost_creates.pop(shard, None)
         submission.batch_names[index] = job.name
         submission.job_inputs[index] = job.source or ""
         submission.live_states[index] = job.end
@@ -334,14 +361,33 @@ def _note_queue(submission: Submission) -> None:
 
 
 def _send(submission: Submission, jobs: BatchJobs, shard: str, display_name: str) -> BatchInfo:
-    """One shard to its job (an existing one with its display name, else a new one)."""
-    return jobs.submit_jsonl(
-        submission.requests_path(shard),
-        submission.model,
-        display_name,
-        submission.job_name_prefix(shard),
-        folder=f"{submission.scenario}/{submission.folder.name}",
-    )
+    """One shard to its job (an existing one with its display name, else a new one).
+
+    After a create whose answer was lost, the shard's job is only looked up, until the create
+    timeout has passed since: the API may still make that job (a tick tries a create once, so
+    the next tick may come sooner than the job)."""
+    lost_at = submission.lost_creates.get(shard)
+    if lost_at is not None and time.time() < lost_at + jobs.backend.create_timeout_seconds:
+        found = jobs.find_batch(display_name)
+        if found is None:
+            raise CreatePending(
+                f"the create of batch {display_name!r} lost its answer {time.time() - lost_at:.0f} s "
+                f"ago, so its job may still appear: it is looked up, not created again, until "
+                f"{jobs.backend.create_timeout_seconds:.0f} s have passed"
+            )
+        return dataclasses.replace(found, reused=True)
+    try:
+        return jobs.submit_jsonl(
+            submission.requests_path(shard),
+            submission.model,
+            display_name,
+            submission.job_name_prefix(shard),
+            folder=f"{submission.scenario}/{submission.folder.name}",
+        )
+    except CreateLost:
+        submission.lost_creates[shard] = time.time()
+        submission.save()
+        raise
 
 
 def _record_jobs(submission: Submission) -> None:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from cotgen_assets.backends.base import BatchInfo
 from cotgen_assets.backends.retries import GeminiError
-from cotgen_assets.core.queue import GONE, InFlight, all_submissions, in_flight, live_jobs
+from cotgen_assets.core.queue import GONE, InFlight, in_flight, live_jobs, live_submissions, save_live_states
 from cotgen_assets.core.submissions import Submission
 
 
@@ -63,32 +63,35 @@ class Poller:
         return job
 
 
-def refresh_live_states(submissions: list[Submission], poller: Poller) -> None:
+def refresh_live_states(submissions: list[Submission], poller: Poller) -> list[tuple[Submission, str]]:
     """Read again the state of every job the folder counts as in flight (one listing serves them
     all), so that a submission no sensor tick follows any more (an older one, another
     deployment's) does not hold the quota after its jobs ended. A job the API no longer has is
-    `GONE`; another failure leaves the saved state (the API decides with its 429)."""
+    `GONE`; another failure leaves the saved state (the API decides with its 429). Returns the
+    submissions that name a batch this backend rejects (a hand edit, a job of the other backend),
+    with why: their jobs stay counted in flight."""
     live = [(s, live_jobs(s)) for s in submissions]
     try:
         poller.prefetch([s.batch_names[s.shards.index(shard)] for s, shards in live for shard in shards])
     except GeminiError:
-        return
+        return []
+    rejected = {}
     for submission, shards in live:
-        states = dict(zip(submission.shards, submission.live_states))
+        ends = {}
         for shard in shards:
             try:
-                states[shard] = poller.jobs([submission.batch_names[submission.shards.index(shard)]])[0].end
+                ends[shard] = poller.jobs([submission.batch_names[submission.shards.index(shard)]])[0].end
             except GeminiError as error:
                 if error.status_code == 404:
-                    states[shard] = GONE
-        seen = [states.get(shard, "") for shard in submission.shards]
-        if seen != submission.live_states:
-            submission.live_states = seen
-            submission.save()
+                    ends[shard] = GONE
+            except ValueError as error:
+                rejected.setdefault(submission.folder, (submission, str(error)))
+        save_live_states(submission, ends)
+    return list(rejected.values())
 
 
-def project_in_flight(jobs_api: JobReader, poller: Poller | None = None) -> InFlight:
+def project_in_flight(jobs_api: JobReader) -> InFlight:
     """The project's jobs in flight now, across scenarios and stages, as the batch quota counts them."""
-    submissions = all_submissions()
-    refresh_live_states(submissions, poller or Poller(jobs_api))
+    submissions = live_submissions()
+    refresh_live_states(submissions, Poller(jobs_api))
     return in_flight(submissions)

@@ -20,8 +20,8 @@ from cotgen_assets.core.storage import atomic_write, data_dir
 from cotgen_assets.core.submissions import Submission, load_submission
 
 QUEUED = ""  # the batch name of a shard whose job is not created yet
-# How a queued shard that `cotgen cancel` dropped ends, never created: no backend's state, so
-# every wire reads it as not answered (ingestion: its requests were never run).
+# How a queued shard that `cotgen cancel` dropped ends, never created: each wire reads it as a job
+# cancelled before it ran (ingestion: its requests were never run).
 DROPPED = "DROPPED_FROM_QUEUE"
 # A shard's live state is its job's neutral end (`model_io`), "" while it runs (or is unseen), or:
 GONE = "gone"  # the API no longer has the job (deleted): it holds no quota
@@ -53,6 +53,9 @@ class InFlight:
     jobs: int = 0
     tokens: dict[str, int] = field(default_factory=dict)
     refused_at: int | None = None  # the jobs in flight when the API last refused a create (recently)
+    # Request files of jobs in flight that could not be read (deleted or locked by hand): each job
+    # still holds its slot, its tokens are not counted (the API's 429 still guards the token quota).
+    unreadable: list[str] = field(default_factory=list)
 
     def fits(self, quota: Quota, model: str, tokens: int) -> bool:
         ceiling = (
@@ -104,13 +107,18 @@ def all_submissions() -> list[Submission]:
     found = []
     for path in sorted(data_dir().glob("*/submissions/*/submission.json")):
         stage_name, _, submission_id = path.parent.name.partition("-")
+        scenario = path.parent.parent.parent.name
         try:
-            found.append(
-                load_submission(path.parent.parent.parent.name, stage_named(stage_name), submission_id)
-            )
-        except (ValueError, KeyError, TypeError):  # a damaged or foreign folder holds no job of ours
+            found.append(load_submission(scenario, stage_named(stage_name), submission_id))
+        except (OSError, ValueError, KeyError, TypeError):  # damaged: the sensor says so for its scenario
             continue
     return found
+
+
+def live_submissions() -> list[Submission]:
+    """The submissions that hold the quota or wait for it: jobs created and not seen to end, or
+    shards queued. A tick reads them once, for its queue and its count of jobs in flight."""
+    return [s for s in all_submissions() if live_jobs(s) or queued_shards(s)]
 
 
 def in_flight(submissions: list[Submission]) -> InFlight:
@@ -118,8 +126,23 @@ def in_flight(submissions: list[Submission]) -> InFlight:
     held = InFlight(refused_at=recent_refusal())
     for submission in submissions:
         for shard in live_jobs(submission):
-            held.add(submission.model, shard_tokens(submission, shard))
+            try:
+                tokens = shard_tokens(submission, shard)
+            except OSError as error:
+                held.unreadable.append(f"{submission.requests_path(shard)} ({error.strerror or error})")
+                tokens = 0
+            held.add(submission.model, tokens)
     return held
+
+
+def save_live_states(submission: Submission, ends: dict[str, str]) -> None:
+    """Save the neutral ends (`ends`, by shard; "" while a job runs) its jobs were just seen in: what
+    the queue counts as in flight. A shard not in `ends` keeps the state it was last seen in."""
+    last = dict(zip(submission.shards, submission.live_states))
+    seen = [ends.get(shard, last.get(shard, "")) for shard in submission.shards]
+    if seen != submission.live_states:
+        submission.live_states = seen
+        submission.save()
 
 
 def recent_refusal() -> int | None:

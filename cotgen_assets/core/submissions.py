@@ -51,6 +51,8 @@ class Submission:
     queued_at: str = ""  # when a shard first waited on the quota (ISO time), "" if none ever did
     dequeued_at: str = ""  # when the last of the shards that waited got its job
     queue_dropped: bool = False  # `cotgen cancel` dropped the shards still queued: never created
+    # per queued shard, when (epoch seconds) a create of its job lost its answer: the job may appear yet
+    lost_creates: dict[str, float] = field(default_factory=dict)
 
     @property
     def folder(self) -> Path:

@@ -6,8 +6,9 @@ import time
 import orjson
 import pytest
 
-from cotgen_assets.backends import gemini_wire
-from cotgen_assets.core.model_io import SUCCEEDED
+from cotgen_assets.backends.developer import DeveloperWire
+from cotgen_assets.backends.vertex import VertexWire
+from cotgen_assets.core.model_io import CANCELLED, SUCCEEDED
 from cotgen_assets.core.queue import (
     DROPPED,
     GONE,
@@ -20,6 +21,7 @@ from cotgen_assets.core.queue import (
     in_flight,
     job_counts,
     live_jobs,
+    live_submissions,
     queued_shards,
     quota_wait_seconds,
     recorded_as,
@@ -140,8 +142,8 @@ def test_cancel_drops_the_queue_and_the_counts_say_what_is_where(data_dir):
     assert drop_queue(made) == 2
     assert queued_shards(all_submissions()[0]) == [] and drop_queue(made) == 0
     assert job_counts(made, states)["jobs_queued"] == 0
-    # no backend's state: its wire reads it as not answered, so ingestion marks its requests NOT_RUN
-    assert gemini_wire.job_end(DROPPED) == ""
+    # as a job cancelled before it ran: not answered, so ingestion marks its requests NOT_RUN
+    assert all(wire.job_end(DROPPED) == CANCELLED for wire in (DeveloperWire, VertexWire))
 
 
 def test_a_recorded_submission_is_still_itself_once_the_sensor_created_its_queued_jobs(data_dir):
@@ -170,3 +172,21 @@ def test_quotas_are_settings_with_the_documented_defaults_and_a_bad_one_is_one_e
         SettingError, match=r"COTGEN_MAX_ACTIVE_JOBS='0' is not valid: it takes a whole number"
     ):
         Quota.from_env()
+
+
+def test_a_job_in_flight_whose_request_file_is_gone_holds_its_slot_not_its_tokens(data_dir):
+    made = submission(data_dir, "a", 2)
+    create(made, 0)
+    create(made, 1)
+    made.requests_path("shard-000").unlink()
+    held = in_flight(live_submissions())
+    assert (held.jobs, held.tokens) == (2, {MODEL: 50})
+    [unreadable] = held.unreadable
+    assert str(made.requests_path("shard-000")) in unreadable
+
+
+def test_only_submissions_holding_or_waiting_for_the_quota_are_live(data_dir):
+    running, ended, waiting = (submission(data_dir, name, 1) for name in ("running", "ended", "waiting"))
+    create(running, 0)
+    create(ended, 0, SUCCEEDED)
+    assert [s.submission_id for s in live_submissions()] == ["running", "waiting"]

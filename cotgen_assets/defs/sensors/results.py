@@ -13,7 +13,7 @@ import dagster as dg
 from cotgen_assets.backends.polling import Poller
 from cotgen_assets.backends.resource import OFFLINE_TAG
 from cotgen_assets.core.batch_output import overall_state
-from cotgen_assets.core.queue import QUEUED, job_counts, queued_shards
+from cotgen_assets.core.queue import QUEUED, job_counts, queued_shards, save_live_states
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import GENERATION, Stage
 from cotgen_assets.core.submissions import Submission, load_submission, submission_folder
@@ -88,6 +88,9 @@ def launch_results_when_ended(
         return
     try:
         jobs = poller.jobs([name for name in submission.batch_names if name != QUEUED])
+    except ValueError as error:  # a name this backend cannot have given
+        outcome.say(rejected_batch_message(submission, str(error)))
+        return
     except Exception as error:  # any failure: say so, try again next tick
         outcome.messages.append(
             f"{stage_partition}: could not reach the Gemini API ({error}); will try again next tick"
@@ -116,15 +119,20 @@ def launch_results_when_ended(
 
 def record_live_states(submission: Submission, jobs: list) -> dict[str, str]:
     """Each created shard's job's neutral end as seen now ("" while it runs), saved in the
-    submission when it changed: what the queue counts as in flight (core/queue.py). Returns the
-    ends by shard."""
+    submission: what the queue counts as in flight (core/queue.py). Returns the ends by shard."""
     by_name = {job.name: job.end for job in jobs}
-    states = {shard: by_name[name] for shard, name in zip(submission.shards, submission.batch_names) if name}
-    live = [states.get(shard, "") for shard in submission.shards]
-    if live != submission.live_states:
-        submission.live_states = live
-        submission.save()
-    return states
+    ends = {shard: by_name[name] for shard, name in zip(submission.shards, submission.batch_names) if name}
+    save_live_states(submission, ends)
+    return ends
+
+
+def rejected_batch_message(submission: Submission, why: str) -> str:
+    """A submission naming a batch this backend rejects: said once a tick, by whichever step meets it."""
+    return (
+        f"{submission.stage.name}|{submission.scenario}: submission {submission.submission_id} names a "
+        f"batch this backend cannot reach ({why}); it waits until the backend setting or batch_names "
+        f"in {submission.folder / 'submission.json'} is put right, other scenarios go on"
+    )
 
 
 def report_progress(

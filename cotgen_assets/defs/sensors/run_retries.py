@@ -40,6 +40,11 @@ class TickOutcome:
     observations: list = field(default_factory=list)
     alerts: list = field(default_factory=list)  # given up: logged as errors
 
+    def say(self, message: str) -> None:
+        """Log `message` in this tick, once however many steps meet its cause."""
+        if message not in self.messages:
+            self.messages.append(message)
+
     def observe(self, asset: str, partition: str, metadata: dict) -> None:
         """Record `metadata` as an observation on one partition of `asset`."""
         self.observations.append(
