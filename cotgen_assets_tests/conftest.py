@@ -13,6 +13,10 @@ from cotgen_assets_tests.harness.gcs import BUCKET, start_gcs
 
 # Offline copies of GSM8K and MATH (see ../shared/data/README.md), unless the caller chose others.
 os.environ.setdefault("COTGEN_DATASETS_DIR", str((Path(__file__).parents[2] / "shared" / "data").resolve()))
+# The only GCS the tests reach is the local stand-in, where gcsfs's bucket-layout probe over gRPC
+# hangs 60 s a call: off for this process and all it starts (the emulator reads Vertex AI's input
+# files with gcsfs too). gcsfs reads it once, as it is first imported.
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 
 @pytest.fixture(scope="session", autouse=True)

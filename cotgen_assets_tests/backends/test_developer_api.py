@@ -23,8 +23,15 @@ QUESTIONS = ["What is 2 + 3?", "What is 7 * 6?", "What is 10 - 4?"]
 
 
 def make_resource(base_url: str, **overrides) -> GeminiBatchResource:
+    # A create that failed is looked for until create_timeout_seconds (120 s by default, for the real
+    # API's late commits); the emulator lists a job as it creates it, so 1 s finds any.
     settings = dict(
-        api_key=FAKE_KEY, base_url=base_url, timeout_seconds=10.0, max_attempts=12, backoff_seconds=0.01
+        api_key=FAKE_KEY,
+        base_url=base_url,
+        timeout_seconds=10.0,
+        max_attempts=12,
+        backoff_seconds=0.01,
+        create_timeout_seconds=1.0,
     )
     settings.update(overrides)
     return GeminiBatchResource(**settings)
