@@ -97,10 +97,10 @@ class Split:
     include_incorrect: bool = False
     limit: int | None = None
     cap: bool = False
-    unclean: dict[str, str] = field(default_factory=dict)  # problem id -> why source_problems left it out
     left_out: dict[str, int] = field(default_factory=dict)  # reason -> answers
     num_cot_records: int = 0  # in the files
     num_cod_records: int = 0
+    # decontamination.json's figures, without its ids (those are in `index`: they grow with the problems)
     decontamination: dict | None = None
     num_over_limit: int = 0  # exportable problems beyond the limit (left out only with cap_at_limit)
     rows: dict[str, int] = field(default_factory=dict)  # rows written, by export config
@@ -134,6 +134,7 @@ class SampleIndex:
             "CREATE TABLE answers(head TEXT, num INTEGER, tail TEXT, id TEXT, sample INTEGER, stage INTEGER,"
             " offset INTEGER, length INTEGER);"
             "CREATE TABLE clean(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+            "CREATE TABLE unclean(id TEXT PRIMARY KEY, reason TEXT) WITHOUT ROWID;"
         )
         self.files, self.counts = [], []
         for number, stage in enumerate(STAGES):
@@ -164,27 +165,39 @@ class SampleIndex:
                 ids = batch.column(0).to_pylist()
                 self.db.executemany("INSERT OR IGNORE INTO clean VALUES (?)", ((i,) for i in ids))
 
+    def add_unclean(self, saved: dict) -> None:
+        """Why source_problems left each problem out, from its decontamination.json (a match first)."""
+        for ids, reason in (
+            (saved.get("contaminated_ids", []), CONTAMINATED),
+            (saved.get("duplicate_ids", {}), REPEAT),
+        ):
+            self.db.executemany("INSERT OR IGNORE INTO unclean VALUES (?, ?)", ((i, reason) for i in ids))
+
     def _read(self, stage: int, offset: int, length: int) -> dict:
         """A record indexed (so validated) before; one written before records had `sample` is sample 0."""
         record = orjson.loads(os.pread(self.files[stage], length, offset))
         record.setdefault("sample", 0)
         return record
 
-    def answers(self) -> Iterator[tuple[str, bool, dict | None, dict | None]]:
-        """(problem id, clean, CoT record or None, CoD record or None) of every (id, sample), in order."""
+    def answers(self) -> Iterator[tuple[str | None, dict | None, dict | None]]:
+        """(why its problem is not clean or None, CoT record or None, CoD record or None) of every
+        (id, sample), in order."""
         rows = self.db.execute(
-            "SELECT a.id, a.sample, a.stage, a.offset, a.length, c.id IS NOT NULL FROM answers a "
-            "LEFT JOIN clean c ON c.id = a.id ORDER BY a.head, a.num, a.tail, a.id, a.sample, a.stage"
+            "SELECT a.id, a.sample, a.stage, a.offset, a.length,"
+            " CASE WHEN c.id IS NOT NULL THEN NULL ELSE coalesce(u.reason, ?) END"
+            " FROM answers a LEFT JOIN clean c ON c.id = a.id LEFT JOIN unclean u ON u.id = a.id"
+            " ORDER BY a.head, a.num, a.tail, a.id, a.sample, a.stage",
+            (NOT_CLEAN,),
         )
-        current, records, clean = None, [None, None], False
-        for problem_id, sample, stage, offset, length, is_clean in rows:
+        current, records, unclean = None, [None, None], None
+        for problem_id, sample, stage, offset, length, why in rows:
             if (problem_id, sample) != current:
                 if current is not None:
-                    yield current[0], clean, *records
-                current, records, clean = (problem_id, sample), [None, None], bool(is_clean)
+                    yield unclean, *records
+                current, records, unclean = (problem_id, sample), [None, None], why
             records[stage] = self._read(stage, offset, length)
         if current is not None:
-            yield current[0], clean, *records
+            yield unclean, *records
 
     def clean_cot(self) -> Iterator[dict]:
         """The CoT records of clean problems, in (id, sample) order."""
@@ -239,10 +252,12 @@ def select(
             f"Materialize source_problems for {scenario.name!r}, then export again. Nothing was exported."
         )
     index.add_clean(path)
-    split.decontamination = saved_decontamination(scenario.name)
-    saved = split.decontamination or {}
-    split.unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
-    split.unclean |= {i: REPEAT for i in saved.get("duplicate_ids", {}) if i not in split.unclean}
+    saved = saved_decontamination(scenario.name)
+    if saved is not None:
+        index.add_unclean(saved)
+        split.decontamination = {
+            k: v for k, v in saved.items() if k not in ("contaminated_ids", "duplicate_ids")
+        }
     return split
 
 
@@ -250,11 +265,8 @@ def exported(split: Split) -> Iterator[tuple[dict, dict]]:
     """The (CoT, CoD) records that go out, in (id, sample) order; every answer left out is counted
     under the first reason it meets, and the rows' makers are noted."""
     exportable, paths = 0, [samples_path(stage, split.scenario.suffix) for stage in STAGES]
-    for problem_id, clean, thought, draft in split.index.answers() if split.index else ():
-        if not clean:
-            reason = split.unclean.get(problem_id, NOT_CLEAN)
-        else:
-            reason = why_not(thought, draft, split.include_incorrect)
+    for unclean, thought, draft in split.index.answers() if split.index else ():
+        reason = unclean or why_not(thought, draft, split.include_incorrect)
         if reason is not None:
             split.left_out[reason] = split.left_out.get(reason, 0) + 1
             continue
