@@ -141,6 +141,17 @@ def writing(path: Path | UPath):
         ) from None
 
 
+def process_exists(pid: int) -> bool:
+    """Whether a process of this machine has that id (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def make_parents(path: Path | UPath) -> None:
     """A local file's folder; an object store has no folders to make."""
     if is_local(path):

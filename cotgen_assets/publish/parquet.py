@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.records import Field, arrow_schema
-from cotgen_assets.core.storage import atomic_write, is_local, scratch_dir, writing
+from cotgen_assets.core.storage import atomic_write, is_local, process_exists, scratch_dir, writing
 
 DATA_GLOB = "data/*/*.parquet"
 ROW_GROUP_ROWS = 1_000  # a few MB to a few tens of MB of text per row group
@@ -109,7 +109,7 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     with writing(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_leftovers(folder)
         try:
             staging.mkdir()
             yield staging
@@ -119,6 +119,15 @@ def staged_folder(folder: Path) -> Iterator[Path]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """The folders a killed export left beside `folder` (a whole export each), not those of one
+    still running."""
+    for leftover in folder.parent.glob(f".{folder.name}.*-*"):
+        kind, _, pid = leftover.name.removeprefix(f".{folder.name}.").partition("-")
+        if kind in ("new", "old") and pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _upload(staging: Path, folder) -> None:

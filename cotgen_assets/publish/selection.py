@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,21 @@ class SampleIndex:
 
     def __init__(self, scenario: Scenario, scratch: Path):
         scratch.mkdir(parents=True, exist_ok=True)
+        self.files, self.counts = [], []
         self.db = sqlite3.connect(scratch / "index.sqlite")
+        try:
+            self._build(scenario, scratch)
+        except BaseException:  # a damaged file: its descriptor and the index's would stay open
+            self.close()
+            raise
+
+    def __enter__(self) -> "SampleIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _build(self, scenario: Scenario, scratch: Path) -> None:
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
             "CREATE TABLE answers(head TEXT, num INTEGER, tail TEXT, id TEXT, sample INTEGER, stage INTEGER,"
@@ -136,7 +151,6 @@ class SampleIndex:
             "CREATE TABLE clean(id TEXT PRIMARY KEY) WITHOUT ROWID;"
             "CREATE TABLE unclean(id TEXT PRIMARY KEY, reason TEXT) WITHOUT ROWID;"
         )
-        self.files, self.counts = [], []
         for number, stage in enumerate(STAGES):
             path = samples_path(stage, scenario.suffix)
             local = local_copy(path, scratch) if path.exists() else None
@@ -213,6 +227,7 @@ class SampleIndex:
         for handle in self.files:
             if handle is not None:
                 os.close(handle)
+        self.files = []
 
 
 INSERT = "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -242,22 +257,24 @@ def select(
     if not split.num_cot_records and not split.num_cod_records:
         index.close()
         return split
-    split.index = index
-    path = problems_path(scenario.name)
-    if not path.exists():
-        index.close()
-        raise ExportError(
-            f"scenario {scenario.name!r} has {split.num_cot_records} CoT and {split.num_cod_records} CoD "
-            f"samples but no {path}, so nobody can tell its clean problems from contaminated ones. "
-            f"Materialize source_problems for {scenario.name!r}, then export again. Nothing was exported."
-        )
-    index.add_clean(path)
-    saved = saved_decontamination(scenario.name)
-    if saved is not None:
-        index.add_unclean(saved)
-        split.decontamination = {
-            k: v for k, v in saved.items() if k not in ("contaminated_ids", "duplicate_ids")
-        }
+    with ExitStack() as on_error:  # closes the index unless it is handed over in `split`
+        on_error.enter_context(index)
+        path = problems_path(scenario.name)
+        if not path.exists():
+            raise ExportError(
+                f"scenario {scenario.name!r} has {split.num_cot_records} CoT and {split.num_cod_records} CoD "
+                f"samples but no {path}, so nobody can tell its clean problems from contaminated ones. "
+                f"Materialize source_problems for {scenario.name!r}, then export again. Nothing was exported."
+            )
+        index.add_clean(path)
+        saved = saved_decontamination(scenario.name)
+        if saved is not None:
+            index.add_unclean(saved)
+            split.decontamination = {
+                k: v for k, v in saved.items() if k not in ("contaminated_ids", "duplicate_ids")
+            }
+        split.index = index
+        on_error.pop_all()
     return split
 
 

@@ -8,14 +8,17 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 """
 
 import json
+import os
 import re
 import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import dagster as dg
 import huggingface_hub
 import orjson
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -25,7 +28,7 @@ from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PROBLEM_FIELDS
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.stages import SUMMARIZATION
-from cotgen_assets.core.storage import atomic_write
+from cotgen_assets.core.storage import DamagedFile, atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.resources import HubResource
@@ -582,3 +585,36 @@ def test_samples_beyond_the_limit_are_kept_and_exported_unless_capped(pipeline, 
     assert rows["id"] == sorted((r["id"] for r in cot), key=selection.id_key)[:5]
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == len(cot), "the files keep every sample"
     assert f"{selection.OVER_LIMIT}: {len(cot) - 5}" in capped["card"], "the card says what was left out"
+
+
+def test_a_killed_exports_staging_folders_go_with_the_next_export_not_a_running_ones(
+    chain, tmp_path, monkeypatch
+):
+    """A killed export leaves `.export.new-<pid>` (a whole export: GBs at a million lines) and maybe
+    `.export.old-<pid>`; the next export removes those of processes that are gone, and leaves a
+    running export's own."""
+    data, instance, *_ = chain
+    shutil.copytree(data, tmp_path / "data")
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = [tmp_path / "data" / f".export.{kind}-{gone.pid}" for kind in ("new", "old")]
+    running = tmp_path / "data" / f".export.new-{os.getppid()}"
+    for folder in [*killed, running]:
+        shutil.copytree(data / "export", folder)
+    assert materialize_export(instance).success
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".export")] == [running.name]
+
+
+def test_a_damaged_samples_file_leaves_no_file_open(tmp_path, monkeypatch):
+    """The export that stops on a damaged file closes what it opened: a long-running code server
+    would otherwise keep a descriptor a failed export, and the disk space of its deleted index."""
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COTGEN_SCRATCH_DIR", str(tmp_path / "scratch"))
+    write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
+    with open(tmp_path / "cod_easy.jsonl", "wb") as torn:
+        torn.write(b'{"id": "easy-0", "cod": "torn\n')
+    with pytest.raises(DamagedFile, match="cod_easy.jsonl is damaged: line"):
+        export.write_export()
+    opened = [f.path for f in psutil.Process().open_files()]
+    assert not [path for path in opened if path.startswith(str(tmp_path))]
