@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from cotgen_assets.core.records import Field, record_key, record_problem
+from cotgen_assets.core.sample_keys import sample_of
 from cotgen_assets.core.stages import Stage
 
 OBJECT_STORES = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}  # protocol -> the extra that installs it
@@ -269,7 +270,7 @@ def _parse(line: bytes, required: tuple[str, ...], schema: tuple[Field, ...] = (
     if missing is not None:
         return None, f"{missing!r} is missing"
     if schema:
-        record.setdefault("sample", 0)  # written before records had samples: a problem's one answer
+        record["sample"] = sample_of(record)
     problem = record_problem(record, schema) if schema else None
     return (None, problem) if problem else (record, "")
 

@@ -24,6 +24,7 @@ import orjson
 
 from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PAIR_FIELDS, PROBLEM_FIELDS, Field
+from cotgen_assets.core.sample_keys import sample_of
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import STAGES, Stage
 from cotgen_assets.core.storage import local_copy, parquet_file, samples_entries, samples_path, scenario_dir
@@ -188,9 +189,9 @@ class SampleIndex:
             self.db.executemany("INSERT OR IGNORE INTO unclean VALUES (?, ?)", ((i, reason) for i in ids))
 
     def _read(self, stage: int, offset: int, length: int) -> dict:
-        """A record indexed (so validated) before; one written before records had `sample` is sample 0."""
+        """A record indexed (so validated) before, with its sample."""
         record = orjson.loads(os.pread(self.files[stage], length, offset))
-        record.setdefault("sample", 0)
+        record["sample"] = sample_of(record)
         return record
 
     def answers(self) -> Iterator[tuple[str | None, dict | None, dict | None]]:
