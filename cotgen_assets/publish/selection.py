@@ -15,13 +15,14 @@ and read back one at a time in (id, sample) order, a problem's answers together.
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
+from cotgen_assets.core.ingest import machine_lock
 from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PAIR_FIELDS, PROBLEM_FIELDS, Field
 from cotgen_assets.core.sample_keys import sample_of
@@ -126,14 +127,18 @@ class SampleIndex:
     An SQLite file in a local scratch folder holds, per answer, its sort key and its line's offset in
     its file; the records are read back one by one in order (`os.pread`), so memory does not grow
     with the number of samples. A file in a bucket is copied into the scratch folder first.
+
+    Each file is opened and indexed under `lock(path)`, the lock its ingestions hold while they
+    replace it: the index and the open file are the same version of it, read back whole even when
+    an ingestion replaces the file later (the open file is the old one until it is closed).
     """
 
-    def __init__(self, scenario: Scenario, scratch: Path):
+    def __init__(self, scenario: Scenario, scratch: Path, lock: Callable[[Path], AbstractContextManager]):
         scratch.mkdir(parents=True, exist_ok=True)
         self.files, self.counts = [], []
         self.db = sqlite3.connect(scratch / "index.sqlite")
         try:
-            self._build(scenario, scratch)
+            self._build(scenario, scratch, lock)
         except BaseException:  # a damaged file: its descriptor and the index's would stay open
             self.close()
             raise
@@ -144,7 +149,9 @@ class SampleIndex:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _build(self, scenario: Scenario, scratch: Path) -> None:
+    def _build(
+        self, scenario: Scenario, scratch: Path, lock: Callable[[Path], AbstractContextManager]
+    ) -> None:
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
             "CREATE TABLE answers(head TEXT, num INTEGER, tail TEXT, id TEXT, sample INTEGER, stage INTEGER,"
@@ -154,9 +161,10 @@ class SampleIndex:
         )
         for number, stage in enumerate(STAGES):
             path = samples_path(stage, scenario.suffix)
-            local = local_copy(path, scratch) if path.exists() else None
-            self.files.append(os.open(local, os.O_RDONLY) if local else None)
-            self.counts.append(self._add(number, stage, local))
+            with lock(path):
+                local = local_copy(path, scratch) if path.exists() else None
+                self.files.append(os.open(local, os.O_RDONLY) if local else None)
+                self.counts.append(self._add(number, stage, local))
         self.db.execute("CREATE INDEX answers_order ON answers(head, num, tail, id, sample, stage)")
 
     def _add(self, number: int, stage: Stage, path: Path | None) -> int:
@@ -243,6 +251,7 @@ def select(
     include_incorrect: bool = False,
     limit: int | None = None,
     cap: bool = False,
+    lock: Callable[[Path], AbstractContextManager] = machine_lock,
 ) -> Split:
     """The scenario's samples indexed in (id, sample) order in `scratch`, ready to be read out by
     `exported` (the same keys in CoT and CoD) and `problem_batches` (its clean problems' answers).
@@ -250,10 +259,10 @@ def select(
     More than `limit` are all exported (they were paid for), unless `cap`: then the first `limit`
     by id (source order), so the same files always give the same rows. A scenario with samples but
     no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
-    The caller closes `split.index`.
+    `lock(samples file)` is held while each file is indexed (`SampleIndex`). The caller closes `split.index`.
     """
     split = Split(scenario, include_incorrect=include_incorrect, limit=limit, cap=cap)
-    index = SampleIndex(scenario, scratch)
+    index = SampleIndex(scenario, scratch, lock)
     split.num_cot_records, split.num_cod_records = index.counts
     if not split.num_cot_records and not split.num_cod_records:
         index.close()

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
@@ -31,6 +32,7 @@ from cotgen_assets.core.stages import SUMMARIZATION
 from cotgen_assets.core.storage import DamagedFile, atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets.defs.locks import samples_lock
 from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.publish import export, hub, parquet, report, selection
 from cotgen_assets.publish.card import (
@@ -40,6 +42,7 @@ from cotgen_assets.publish.card import (
     dataset_card,
 )
 from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
+from cotgen_assets_tests.harness.dagster import wait_for
 from cotgen_assets_tests.harness.http import JsonHandler, LocalHttpServer
 from cotgen_assets_tests.harness.pipeline import chain_pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
@@ -618,3 +621,35 @@ def test_a_damaged_samples_file_leaves_no_file_open(tmp_path, monkeypatch):
         export.write_export()
     opened = [f.path for f in psutil.Process().open_files()]
     assert not [path for path in opened if path.startswith(str(tmp_path))]
+
+
+def test_an_export_waits_for_an_ingestion_replacing_a_samples_file_then_exports_the_new_file(
+    chain, tmp_path, monkeypatch
+):
+    """An ingestion replaces a samples file under its lock; an export started meanwhile waits for
+    the lock, then exports the new file (it indexed the file it found and read records back at
+    those offsets from whichever file was there by then)."""
+    data, instance, *_ = chain
+    shutil.copytree(data, tmp_path / "data")
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    cot = tmp_path / "data" / "cot_easy.jsonl"
+    with samples_lock(instance, cot), ThreadPoolExecutor(1) as pool:  # as an ingestion holds it
+        started = {run.run_id for run in instance.get_runs()}
+        running = pool.submit(materialize_export, instance)
+
+        def waiting() -> bool:
+            runs = [run.run_id for run in instance.get_runs() if run.run_id not in started]
+            logs = [entry.user_message for run_id in runs for entry in instance.all_logs(run_id)]
+            return any("waiting for lock 'samples/cot_easy.jsonl'" in message for message in logs)
+
+        wait_for(waiting, timeout=300, interval=0.2, message="the export to wait for the samples file's lock")
+        records = read_jsonl(cot)  # the ingestion's new file: the planted answer re-graded, lines reordered
+        for record in records:
+            if record["id"] == PLANTED:
+                record["predicted_answer"], record["correct"] = record["answer"], True
+        with atomic_write(cot) as handle:
+            handle.write(b"".join(orjson.dumps(r) + b"\n" for r in reversed(records)))
+    result = running.result()
+    assert result.success
+    rows = load(tmp_path / "data" / "export", "cot", "easy", tmp_path / "cache")
+    assert rows["id"] == expected_ids(tmp_path / "data", "easy") != expected_ids(data, "easy")
