@@ -75,8 +75,8 @@ class SampleStats:
     num_unsupported: int = 0
     draft_steps: int = 0
     short_draft_steps: int = 0
-    thought_tokens: "TokenCounts" = field(default_factory=lambda: TokenCounts())  # of CoD samples' CoTs
-    draft_tokens: "TokenCounts" = field(default_factory=lambda: TokenCounts())  # of CoD samples
+    thought_tokens: TokenCounts = field(default_factory=TokenCounts)  # of CoD samples' CoTs
+    draft_tokens: TokenCounts = field(default_factory=TokenCounts)  # of CoD samples
     preview: list[dict] = field(default_factory=list)
 
     def __call__(self, record: dict) -> None:
