@@ -633,7 +633,7 @@ def test_an_export_waits_for_an_ingestion_replacing_a_samples_file_then_exports_
     shutil.copytree(data, tmp_path / "data")
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
     cot = tmp_path / "data" / "cot_easy.jsonl"
-    with samples_lock(instance, cot), ThreadPoolExecutor(1) as pool:  # as an ingestion holds it
+    with ThreadPoolExecutor(1) as pool, samples_lock(instance, cot):  # the lock: as an ingestion holds it
         started = {run.run_id for run in instance.get_runs()}
         running = pool.submit(materialize_export, instance)
 
@@ -649,7 +649,7 @@ def test_an_export_waits_for_an_ingestion_replacing_a_samples_file_then_exports_
                 record["predicted_answer"], record["correct"] = record["answer"], True
         with atomic_write(cot) as handle:
             handle.write(b"".join(orjson.dumps(r) + b"\n" for r in reversed(records)))
-    result = running.result()
+    result = running.result()  # the lock is released: the export goes on
     assert result.success
     rows = load(tmp_path / "data" / "export", "cot", "easy", tmp_path / "cache")
     assert rows["id"] == expected_ids(tmp_path / "data", "easy") != expected_ids(data, "easy")
