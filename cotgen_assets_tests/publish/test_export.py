@@ -29,7 +29,7 @@ from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PROBLEM_FIELDS
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.stages import SUMMARIZATION
-from cotgen_assets.core.storage import DamagedFile, atomic_write
+from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.locks import samples_lock
@@ -609,15 +609,16 @@ def test_a_killed_exports_staging_folders_go_with_the_next_export_not_a_running_
     assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".export")] == [running.name]
 
 
-def test_a_damaged_samples_file_leaves_no_file_open(tmp_path, monkeypatch):
-    """The export that stops on a damaged file closes what it opened: a long-running code server
-    would otherwise keep a descriptor a failed export, and the disk space of its deleted index."""
+def test_an_export_stopped_by_bad_input_leaves_no_file_open(tmp_path, monkeypatch):
+    """The export closes what it opened when bad input stops it (here an unreadable
+    source_problems.parquet): a long-running code server would otherwise keep, a failed export at a
+    time, descriptors of the samples files and of the index it deleted, and that index's disk space."""
     monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("COTGEN_SCRATCH_DIR", str(tmp_path / "scratch"))
     write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
-    with open(tmp_path / "cod_easy.jsonl", "wb") as torn:
-        torn.write(b'{"id": "easy-0", "cod": "torn\n')
-    with pytest.raises(DamagedFile, match="cod_easy.jsonl is damaged: line"):
+    (tmp_path / "easy").mkdir()
+    (tmp_path / "easy" / "source_problems.parquet").write_bytes(b"not a Parquet file")
+    with pytest.raises(pa.ArrowInvalid):
         export.write_export()
     opened = [f.path for f in psutil.Process().open_files()]
     assert not [path for path in opened if path.startswith(str(tmp_path))]
