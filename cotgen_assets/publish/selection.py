@@ -153,7 +153,9 @@ class SampleIndex:
         self, scenario: Scenario, scratch: Path, lock: Callable[[Path], AbstractContextManager]
     ) -> None:
         self.db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
+            # 4 MB of page cache: at 16 MB the cache (and the sorter of CREATE INDEX, as large) grew with
+            # the samples up to ~300k lines, for no CPU saved (5.8 vs 6.0 CPU-s to index 300k lines)
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4000;"
             "CREATE TABLE answers(head TEXT, num INTEGER, tail TEXT, id TEXT, sample INTEGER, stage INTEGER,"
             " offset INTEGER, length INTEGER);"
             "CREATE TABLE clean(id TEXT PRIMARY KEY) WITHOUT ROWID;"
