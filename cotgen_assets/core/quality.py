@@ -6,7 +6,7 @@ each stage names its gates (`stages`), and `defs/checks.py` turns the verdicts i
 check results.
 """
 
-from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 
 from cotgen_assets.core.stages import Stage
@@ -22,13 +22,42 @@ MAX_UNSUPPORTED = 0.1  # share of drafts with a number that is not in their thou
 ERROR, WARN = "ERROR", "WARN"
 
 
+class TokenCounts(Counter):
+    """How many samples had each token count: exact sums, means and medians in memory bounded by
+    the number of distinct counts, not by the number of samples."""
+
+    def sum(self) -> int:
+        return sum(tokens * samples for tokens, samples in self.items())
+
+    def mean(self) -> float | None:
+        return self.sum() / self.total() if self else None
+
+    def median(self) -> float | None:
+        """`statistics.median` of every sample's count: the middle one, or the mean of the middle two."""
+        if not self:
+            return None
+        total = self.total()
+        if total % 2:
+            return self._at(total // 2)
+        return (self._at(total // 2 - 1) + self._at(total // 2)) / 2
+
+    def _at(self, position: int) -> int:
+        """The count of the sample at `position` when every sample is sorted by its count."""
+        seen = 0
+        for tokens in sorted(self):
+            seen += self[tokens]
+            if seen > position:
+                return tokens
+        raise IndexError(position)
+
+
 @dataclass
 class SampleStats:
     """File-wide figures of one samples file, accumulated one record at a time.
 
     `stage` made the file (generation: a CoT file, summarization: a CoD file); tokens and cost
-    are those of the stage's own block. Memory: two integers per CoD sample (for the report's
-    picture) and a few preview records.
+    are those of the stage's own block. Memory: how many CoD samples had each thought and draft
+    length (for the report's picture and the card's medians) and a few preview records.
     """
 
     stage: Stage
@@ -46,8 +75,8 @@ class SampleStats:
     num_unsupported: int = 0
     draft_steps: int = 0
     short_draft_steps: int = 0
-    thought_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample, its CoT's
-    draft_tokens: array = field(default_factory=lambda: array("q"))  # per CoD sample
+    thought_tokens: TokenCounts = field(default_factory=TokenCounts)  # of CoD samples' CoTs
+    draft_tokens: TokenCounts = field(default_factory=TokenCounts)  # of CoD samples
     preview: list[dict] = field(default_factory=list)
 
     def __call__(self, record: dict) -> None:
@@ -76,13 +105,15 @@ class SampleStats:
         steps = draft.split("\n") if draft is not None else []
         self.draft_steps += len(steps)
         self.short_draft_steps += sum(len(s.split()) <= MAX_DRAFT_WORDS for s in steps)
-        self.thought_tokens.append(record[self.stage.summarizes.name]["usage"]["thinking_tokens"])
-        self.draft_tokens.append(record[self.stage.name]["usage"]["output_tokens"])
+        self.thought_tokens[record[self.stage.summarizes.name]["usage"]["thinking_tokens"]] += 1
+        self.draft_tokens[record[self.stage.name]["usage"]["output_tokens"]] += 1
 
     def merge(self, other: "SampleStats") -> None:
         """Add another file's figures (the report's `all` column)."""
         for name, value in vars(other).items():
-            if name not in ("stage", "excluded", "preview"):
+            if isinstance(value, TokenCounts):
+                getattr(self, name).update(value)
+            elif name not in ("stage", "excluded", "preview"):
                 setattr(self, name, getattr(self, name) + value)
 
     def share(self, count: int) -> float:
@@ -99,8 +130,8 @@ class SampleStats:
 
     @property
     def draft_to_thought_token_ratio(self) -> float:
-        thought = sum(self.thought_tokens)
-        return sum(self.draft_tokens) / thought if thought else 0.0
+        thought = self.thought_tokens.sum()
+        return self.draft_tokens.sum() / thought if thought else 0.0
 
     @property
     def short_step_share(self) -> float:

@@ -7,7 +7,7 @@ Which stage makes which record is said in `stages`.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -15,7 +15,7 @@ from cotgen_assets.core.batch_output import ResultLine
 from cotgen_assets.core.grading import extract_predicted_answer
 from cotgen_assets.core.model_io import Usage
 from cotgen_assets.core.prompts import parse_draft
-from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM
+from cotgen_assets.core.sample_keys import MAX_SAMPLES_PER_PROBLEM, sample_of
 from cotgen_assets.core.text import numbers_in
 
 
@@ -121,11 +121,10 @@ COD_FIELDS = (
 )
 
 # The export's per-problem configs, made from the CoT records (publish/problem_rows.py).
+_PROBLEM_HEAD = {f.name: f for f in _HEAD if f.name != "sample"}  # a problem's row has all its samples
 PROBLEM_FIELDS = (
-    Field("id", pa.string(), "the problem id, as in `cot` and `cod`"),
-    Field("scenario", pa.string(), "the scenario (partition) the problem belongs to"),
-    Field("question", pa.string(), "the problem text"),
-    Field("answer", pa.string(), "the reference final answer"),
+    replace(_PROBLEM_HEAD["id"], description="the problem id, as in `cot` and `cod`"),
+    *(field for name, field in _PROBLEM_HEAD.items() if name != "id"),
     Field(
         "samples", pa.list_(pa.int64()), "the graded answers' `sample` indices; the lists below follow them"
     ),
@@ -151,8 +150,8 @@ PAIR_FIELDS = (
 
 
 def record_key(record: dict) -> tuple[str, int]:
-    """What identifies a record: (problem id, sample). Records written before samples are sample 0."""
-    return record["id"], record.get("sample", 0)
+    """What identifies a record: (problem id, sample)."""
+    return record["id"], sample_of(record)
 
 
 _PYTHON_TYPES = {  # exact types, as orjson reads them (so a bool is no int)
@@ -220,7 +219,7 @@ def _record_check(fields: tuple[Field, ...]) -> Callable[[dict], str | None]:
             problem = check(value)
             if problem:
                 return f"{name!r}{problem}"
-        sample = record.get("sample", 0)
+        sample = sample_of(record)
         if type(sample) is int and not 0 <= sample < MAX_SAMPLES_PER_PROBLEM:  # no ask numbers it so
             return f"'sample' is {sample}, not a sample number from 0 to {MAX_SAMPLES_PER_PROBLEM - 1}"
         return None
@@ -280,7 +279,7 @@ def cot_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     predicted = extract_predicted_answer(line.answer)
     record = {
         "id": context["id"],
-        "sample": context.get("sample", 0),
+        "sample": sample_of(context),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],
@@ -303,7 +302,7 @@ def cod_record(context: dict, line: ResultLine, block: dict) -> tuple[dict, list
     cod = "<draft>" + "\n".join(steps) + "</draft>\n" + f"\\boxed{{{final_answer}}}"
     record = {
         "id": context["id"],
-        "sample": context.get("sample", 0),
+        "sample": sample_of(context),
         "scenario": context["scenario"],
         "question": context["question"],
         "answer": context["answer"],

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from cotgen_assets.core.ask import Ask
 from cotgen_assets.core.model_io import WireFormat
 from cotgen_assets.core.prompts import generation_prompt, summarization_prompt
-from cotgen_assets.core.sample_keys import problem_and_sample, request_key, sample_key
+from cotgen_assets.core.sample_keys import problem_and_sample, request_key, sample_key, sample_of
 from cotgen_assets.core.text import numbers_in
 
 PROBLEM_BATCH_ROWS = 10_000  # source rows turned into requests at a time
@@ -99,7 +99,7 @@ def summarization_request_of(record: dict, ask: Ask, wire: WireFormat) -> tuple[
     """(request line, context) that asks to cut a CoT record down to a draft."""
     thought, _, answer = record["cot"].removeprefix("<thought>").partition("</thought>\n")
     context = {k: record[k] for k in ("id", "scenario", "question", "answer", "source", "generation")}
-    context["sample"] = record.get("sample", 0)
+    context["sample"] = sample_of(record)
     context["cot_predicted_answer"] = record["predicted_answer"]
     context["thought_numbers"] = sorted(numbers_in(thought))
     prompt = summarization_prompt(

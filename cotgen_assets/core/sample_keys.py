@@ -34,10 +34,15 @@ def problem_and_sample(key: str) -> tuple[str, int]:
     return problem_id, sample or 0
 
 
+def sample_of(record: dict) -> int:
+    """A record's (or a request context's) sample: records written before samples existed have no
+    `sample` and are sample 0, a problem's one answer."""
+    return record.get("sample", 0)
+
+
 def request_key(record: dict) -> str:
-    """The key a CoT/CoD record (or a request's context) was asked under; records written before
-    samples existed have no `sample` and are sample 0."""
-    return sample_key(record["id"], record.get("sample", 0))
+    """The key a CoT/CoD record (or a request's context) was asked under."""
+    return sample_key(record["id"], sample_of(record))
 
 
 def validate_samples_per_problem(samples_per_problem: int) -> None:

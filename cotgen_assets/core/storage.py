@@ -10,6 +10,7 @@ import errno
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from cotgen_assets.core.records import Field, record_key, record_problem
+from cotgen_assets.core.sample_keys import sample_of
 from cotgen_assets.core.stages import Stage
 
 OBJECT_STORES = {"gs": "gcs", "gcs": "gcs", "s3": "s3"}  # protocol -> the extra that installs it
@@ -138,6 +140,17 @@ def writing(path: Path | UPath):
             f"cannot write {target}: {why} ({error.strerror}). No file there was changed or left "
             f"half-written (each is replaced whole or not at all). {fix}, then run again"
         ) from None
+
+
+def process_exists(pid: int) -> bool:
+    """Whether a process of this machine has that id (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def make_parents(path: Path | UPath) -> None:
@@ -257,7 +270,7 @@ def _parse(line: bytes, required: tuple[str, ...], schema: tuple[Field, ...] = (
     if missing is not None:
         return None, f"{missing!r} is missing"
     if schema:
-        record.setdefault("sample", 0)  # written before records had samples: a problem's one answer
+        record["sample"] = sample_of(record)
     problem = record_problem(record, schema) if schema else None
     return (None, problem) if problem else (record, "")
 
@@ -322,14 +335,18 @@ def read_jsonl(path: Path | UPath, required: tuple[str, ...] = ()) -> Iterator[d
 
 
 class _DigestTable:
-    """id digest -> line digest, two 8-byte words an id in flat arrays (open addressing): a million ids
-    take 32 MB, where a dict of id -> (hash, line number) took over 200."""
+    """id digest -> line digest: two 8-byte words an id in flat arrays (open addressing) up to
+    `DIGESTS_IN_MEMORY` ids, then in a temporary SQLite file, so that reading a file of any size
+    takes the same memory (a dict of id -> (hash, line number) took 200 MB a million ids)."""
 
     def __init__(self, capacity: int = 1 << 12):
         self.keys, self.values, self.size = array("Q", [0]) * capacity, array("Q", [0]) * capacity, 0
+        self.on_disk: sqlite3.Connection | None = None
 
     def get_or_add(self, key: int, value: int) -> int | None:
         """The value stored under `key` (not 0); None when there was none and `value` is now stored."""
+        if self.on_disk is not None:
+            return self._get_or_add_on_disk(key, value)
         keys, mask = self.keys, len(self.keys) - 1
         slot = key & mask
         while keys[slot]:
@@ -344,10 +361,37 @@ class _DigestTable:
 
     def _grow(self) -> None:
         keys, values = self.keys, self.values
+        if self.size > DIGESTS_IN_MEMORY:
+            self._spill(keys, values)
+            return
         self.__init__(2 * len(keys))
         for key, value in zip(keys, values):
             if key:
                 self.get_or_add(key, value)
+
+    def _spill(self, keys: array, values: array) -> None:
+        self.on_disk = sqlite3.connect("")  # SQLite's private temporary file, gone when closed
+        self.on_disk.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+            "CREATE TABLE seen(key INTEGER PRIMARY KEY, line INTEGER);"
+        )
+        self.on_disk.executemany(
+            "INSERT INTO seen VALUES (?, ?)", ((k - _SIGN, v - _SIGN) for k, v in zip(keys, values) if k)
+        )
+        self.keys = self.values = array("Q")
+
+    def _get_or_add_on_disk(self, key: int, value: int) -> int | None:
+        # SQLite's integers are signed
+        added = self.on_disk.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (key - _SIGN, value - _SIGN))
+        if added.rowcount == 1:
+            return None
+        return (
+            self.on_disk.execute("SELECT line FROM seen WHERE key = ?", (key - _SIGN,)).fetchone()[0] + _SIGN
+        )
+
+
+DIGESTS_IN_MEMORY = 1 << 16  # ids; 2 MB of digests
+_SIGN = 1 << 63
 
 
 def _digest(data: str | bytes) -> int:
@@ -386,8 +430,8 @@ def samples_entries(
     (`records`), or the file is damaged, as for a torn line. A record written before records had
     `sample` is sample 0. A line repeated word for word counts once (a hand edit, a copy appended
     twice); another record under an (id, sample) already read is damage: nobody can tell which of
-    the two is the sample. Memory: an 8-byte digest of each key and of its first line; the file is
-    read again only when they disagree.
+    the two is the sample. An 8-byte digest of each key and of its first line is kept (on disk past
+    `DIGESTS_IN_MEMORY` keys); the file is read again only when they disagree.
     """
     if not path.exists():
         return

@@ -22,6 +22,7 @@ from sqlalchemy import exc as db_exc
 
 from cotgen_assets.core.settings import number
 from cotgen_assets.core.stages import Stage
+from cotgen_assets.core.storage import process_exists
 from cotgen_assets.core.submissions import SubmissionRefused
 
 LOCK_KEY = "cotgen/lock/"
@@ -70,16 +71,6 @@ def lock_holder(instance: dg.DagsterInstance, name: str) -> dict | None:
     return json.loads(value) if value else None
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
 def _why_dead(instance: dg.DagsterInstance, holder: dict) -> str | None:
     """Why the holder can no longer hold the lock, or None while it may.
 
@@ -88,7 +79,7 @@ def _why_dead(instance: dg.DagsterInstance, holder: dict) -> str | None:
     run can tell; a plain caller there holds until it releases.
     """
     if holder.get("host") == socket.gethostname() and holder.get("pid"):
-        if not _process_exists(holder["pid"]):
+        if not process_exists(holder["pid"]):
             return "its process is gone from this host"
     if holder.get("run_id"):
         run = instance.get_run_by_id(holder["run_id"])

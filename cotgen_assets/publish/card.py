@@ -7,7 +7,6 @@ and off the submissions on disk (thinking level, dates) into `CardFacts`, a plai
 """
 
 import json
-import statistics
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,14 +177,6 @@ def _cell(value, fmt: str) -> str:
     return "–" if value is None else fmt.format(value)
 
 
-def _mean(values) -> float | None:
-    return sum(values) / len(values) if len(values) else None
-
-
-def _median(values) -> float | None:
-    return statistics.median(values) if len(values) else None
-
-
 # Rows the report does not have, each shown after the report's row it names: (after, label, of).
 LENGTH_ROWS = [
     (
@@ -193,9 +184,9 @@ LENGTH_ROWS = [
         "Mean thought tokens (CoT)",
         lambda f: f.cot.thinking_tokens / f.cot.num_samples if f.cot.num_samples else None,
     ),
-    ("CoT output tokens", "Median thought tokens (CoT)", lambda f: _median(f.cod.thought_tokens)),
-    ("CoD output (draft) tokens", "Mean draft tokens (CoD)", lambda f: _mean(f.cod.draft_tokens)),
-    ("CoD output (draft) tokens", "Median draft tokens (CoD)", lambda f: _median(f.cod.draft_tokens)),
+    ("CoT output tokens", "Median thought tokens (CoT)", lambda f: f.cod.thought_tokens.median()),
+    ("CoD output (draft) tokens", "Mean draft tokens (CoD)", lambda f: f.cod.draft_tokens.mean()),
+    ("CoD output (draft) tokens", "Median draft tokens (CoD)", lambda f: f.cod.draft_tokens.median()),
 ]
 LENGTH_FORMAT = "{:,.1f}"
 

@@ -17,8 +17,11 @@ card may carry dates and is not part of it.
 """
 
 import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+from cotgen_assets.core.ingest import machine_lock
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write, data_dir, scratch_dir
@@ -80,9 +83,12 @@ def write_export(
     scenarios: dict[str, Scenario] | None = None,
     folder: Path | None = None,
     cap_at_limit: bool = False,
+    lock: Callable[[Path], AbstractContextManager] = machine_lock,
 ) -> Export:
     """Select, write and swap in the export folder; `repo_id` only names the dataset in the card.
-    `cap_at_limit`: at most each scenario's limit (its newest fill's) rows, else every one."""
+    `cap_at_limit`: at most each scenario's limit (its newest fill's) rows, else every one.
+    `lock(samples file)` must exclude the ingestions into it while it is indexed (as for
+    `ingest.ingest_submission`): the Dagster asset passes the one in the Dagster storage."""
     scenarios = load_scenarios() if scenarios is None else scenarios
     report_figures = {f.scenario: f for f in all_figures(scenarios)}
     export = Export(
@@ -96,7 +102,12 @@ def write_export(
         with staged_folder(export.folder) as staging:
             for scenario in scenarios.values():
                 split = select(
-                    scenario, scratch / scenario.name, include_incorrect, fill_limit(scenario), cap_at_limit
+                    scenario,
+                    scratch / scenario.name,
+                    include_incorrect,
+                    fill_limit(scenario),
+                    cap_at_limit,
+                    lock,
                 )
                 try:
                     export.figures[split.name], written = write_split(

@@ -2,7 +2,7 @@
 and the folder swapped in whole.
 
 The same rows give the same bytes (the schema is `records`', rows keep their order, a row group
-every `ROW_GROUP_ROWS` rows, no timestamps), so `fingerprint`, a sha256 over the data files, tells
+every `ROW_GROUP_BYTES` of rows, no timestamps), so `fingerprint`, a sha256 over the data files, tells
 two exports apart. The folder is built beside the old one and swapped in, so it never holds half an
 export; only one row group's rows are in memory at a time.
 """
@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cotgen_assets.core.records import Field, arrow_schema
-from cotgen_assets.core.storage import atomic_write, is_local, scratch_dir, writing
+from cotgen_assets.core.storage import atomic_write, is_local, process_exists, scratch_dir, writing
 
 DATA_GLOB = "data/*/*.parquet"
-ROW_GROUP_ROWS = 1_000  # a few MB to a few tens of MB of text per row group
+BATCH_ROWS = 1_000  # rows made Arrow at once: a few MB to a few tens of MB of text
+ROW_GROUP_BYTES = 16 * 1024 * 1024  # Arrow bytes of a row group (at least one batch)
 EXPORT_SCRATCH = ("the export", "nothing was exported")  # scratch_dir's words for a folder it cannot make
 
 
@@ -41,33 +42,50 @@ class DataFile:
 
 
 class RowWriter:
-    """One data file, written a row group at a time; no rows, no file."""
+    """One data file, written a row group at a time; no rows, no file.
+
+    Rows become Arrow a batch of `BATCH_ROWS` at a time (Python dicts take several times their
+    Arrow size); a row group is written once its batches hold `ROW_GROUP_BYTES`. Each row group
+    adds its metadata to the footer the writer keeps until the end (~20 KB), so row groups of
+    bytes rather than of a few rows keep that small however many rows the file has.
+    """
 
     def __init__(self, path: Path, fields: tuple[Field, ...]):
         self.path, self.schema = path, arrow_schema(fields)
         self.writer: pq.ParquetWriter | None = None
         self.pending: list[dict] = []
-        self.rows = self.nbytes = 0
+        self.batches: list[pa.Table] = []
+        self.rows = self.nbytes = self.batch_bytes = 0
 
     def add(self, rows: Iterable[dict]) -> None:
         for row in rows:
             self.pending.append(row)
-            if len(self.pending) == ROW_GROUP_ROWS:
-                self._flush()
+            if len(self.pending) == BATCH_ROWS:
+                self._to_arrow()
+                if self.batch_bytes >= ROW_GROUP_BYTES:
+                    self._write_row_group()
 
-    def _flush(self) -> None:
-        if not self.pending:
+    def _to_arrow(self) -> None:
+        if self.pending:
+            batch = pa.Table.from_pylist(self.pending, schema=self.schema)
+            self.batches.append(batch)
+            self.rows, self.nbytes, self.pending = self.rows + batch.num_rows, self.nbytes + batch.nbytes, []
+            self.batch_bytes += batch.nbytes
+
+    def _write_row_group(self) -> None:
+        if not self.batches:
             return
-        table = pa.Table.from_pylist(self.pending, schema=self.schema)
+        table = pa.concat_tables(self.batches)
         if self.writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(str(self.path), self.schema, compression="zstd")
-        self.writer.write_table(table)
-        self.rows, self.nbytes, self.pending = self.rows + table.num_rows, self.nbytes + table.nbytes, []
+        self.writer.write_table(table, row_group_size=table.num_rows)
+        self.batches, self.batch_bytes = [], 0
 
     def close(self) -> DataFile | None:
         """The file as written, or None when it had no rows."""
-        self._flush()
+        self._to_arrow()
+        self._write_row_group()
         if self.writer is None:
             return None
         self.writer.close()
@@ -109,7 +127,7 @@ def staged_folder(folder: Path) -> Iterator[Path]:
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     with writing(folder):
         folder.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_leftovers(folder)
         try:
             staging.mkdir()
             yield staging
@@ -119,6 +137,15 @@ def staged_folder(folder: Path) -> Iterator[Path]:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(folder: Path) -> None:
+    """The folders a killed export left beside `folder` (a whole export each), not those of one
+    still running."""
+    for leftover in folder.parent.glob(f".{folder.name}.*-*"):
+        kind, _, pid = leftover.name.removeprefix(f".{folder.name}.").partition("-")
+        if kind in ("new", "old") and pid.isdigit() and not process_exists(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _upload(staging: Path, folder) -> None:

@@ -1,6 +1,7 @@
 """What a person sees of samples in the UI: excerpts of thoughts and drafts, preview rows."""
 
 from cotgen_assets.core.records import draft_tokens, thinking_tokens
+from cotgen_assets.core.sample_keys import sample_of
 from cotgen_assets.core.stages import Stage
 from cotgen_assets.core.text import tagged_block
 
@@ -48,7 +49,7 @@ def preview_rows(records: list[dict], stage: Stage) -> tuple[list[dict], list[st
 def _thought_row(record: dict) -> dict:
     return {
         "id": record["id"],
-        "sample": record.get("sample", 0),
+        "sample": sample_of(record),
         "question": excerpt(record["question"], 60, 25),
         "thought (excerpt)": thought_excerpt(record["cot"]),
         "thinking tokens": thinking_tokens(record),
@@ -60,7 +61,7 @@ def _thought_row(record: dict) -> dict:
 def _draft_row(record: dict) -> dict:
     return {
         "id": record["id"],
-        "sample": record.get("sample", 0),
+        "sample": sample_of(record),
         "question": excerpt(record["question"], 60, 25),
         "draft (excerpt)": draft_excerpt(record["cod"]),
         "tokens thought → draft": f"{thinking_tokens(record)} → {draft_tokens(record)}",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cotgen_assets.core.preview import preview_spend_usd
 from cotgen_assets.core.problems import PassFigures, file_passes
-from cotgen_assets.core.quality import SampleStats
+from cotgen_assets.core.quality import SampleStats, TokenCounts
 from cotgen_assets.core.queue import quota_wait_seconds
 from cotgen_assets.core.scenarios import Scenario, load_scenarios
 from cotgen_assets.core.stages import GENERATION, STAGES, SUMMARIZATION
@@ -221,7 +221,7 @@ ROWS = [
     ),
     (
         "CoD-to-CoT token ratio (draft / thought)",
-        lambda f: f.cod.draft_to_thought_token_ratio if sum(f.cod.thought_tokens) else None,
+        lambda f: f.cod.draft_to_thought_token_ratio if f.cod.thought_tokens.sum() else None,
         "{:.3f}",
     ),
     (
@@ -442,18 +442,48 @@ def _draw_lengths(tokens, figures: list[ScenarioFigures]) -> None:
     tokens.grid(axis="y", alpha=0.3)
 
 
-def _draw_violin(tokens, position: float, values, color: str) -> None:
+def _draw_violin(tokens, position: float, counts: TokenCounts, color: str) -> None:
     """One violin with its median; with few samples, every sample as a dot too."""
-    data = [max(v, 1) for v in values]
-    parts = tokens.violinplot([data], positions=[position], widths=0.32, showmedians=True)
+    clamped = TokenCounts()  # the log scale shows 0 as 1
+    for count, samples in counts.items():
+        clamped[max(count, 1)] += samples
+    parts = tokens.violin([violin_stats(clamped)], positions=[position], widths=0.32, showmedians=True)
     for body in parts["bodies"]:
         body.set_facecolor(color)
         body.set_alpha(0.45)
     for key in ("cmedians", "cmins", "cmaxes", "cbars"):
         parts[key].set_color(color)
-    if len(data) <= 300:  # few samples: show every one
+    if clamped.total() <= 300:  # few samples: show every one
+        data = sorted(clamped.elements())
         spread = [position + 0.06 * (((i * 7919) % 13) / 6 - 1) for i in range(len(data))]
         tokens.scatter(spread, data, s=9, color=color, alpha=0.8, linewidths=0)
+
+
+def violin_stats(counts: TokenCounts, points: int = 100) -> dict:
+    """What matplotlib's `violinplot` computes over every sample (a Gaussian KDE with Scott's
+    bandwidth, at `points` points from min to max), from how many samples had each count instead."""
+    import numpy as np
+
+    values = np.array(sorted(counts), dtype=float)
+    weights = np.array([counts[v] for v in sorted(counts)], dtype=float)
+    total = weights.sum()
+    coords = np.linspace(values[0], values[-1], points)
+    mean = float((values * weights).sum() / total)
+    if len(values) == 1:
+        density = (coords == values[0]).astype(float)
+    else:
+        variance = (weights * (values - mean) ** 2).sum() / (total - 1) * total**-0.4
+        kernel = [(weights * np.exp(-((x - values) ** 2) / (2 * variance))).sum() for x in coords]
+        density = np.array(kernel) / (np.sqrt(2 * np.pi * variance) * total)
+    return {
+        "coords": coords,
+        "vals": density,
+        "mean": mean,
+        "median": counts.median(),
+        "min": values[0],
+        "max": values[-1],
+        "quantiles": np.array([]),
+    }
 
 
 def _draw_costs(costs, figures: list[ScenarioFigures]) -> None:

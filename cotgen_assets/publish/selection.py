@@ -15,14 +15,17 @@ and read back one at a time in (id, sample) order, a problem's answers together.
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
+from cotgen_assets.core.ingest import machine_lock
 from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PAIR_FIELDS, PROBLEM_FIELDS, Field
+from cotgen_assets.core.sample_keys import sample_of
 from cotgen_assets.core.scenarios import Scenario
 from cotgen_assets.core.stages import STAGES, Stage
 from cotgen_assets.core.storage import local_copy, parquet_file, samples_entries, samples_path, scenario_dir
@@ -97,10 +100,10 @@ class Split:
     include_incorrect: bool = False
     limit: int | None = None
     cap: bool = False
-    unclean: dict[str, str] = field(default_factory=dict)  # problem id -> why source_problems left it out
     left_out: dict[str, int] = field(default_factory=dict)  # reason -> answers
     num_cot_records: int = 0  # in the files
     num_cod_records: int = 0
+    # decontamination.json's figures, without its ids (those are in `index`: they grow with the problems)
     decontamination: dict | None = None
     num_over_limit: int = 0  # exportable problems beyond the limit (left out only with cap_at_limit)
     rows: dict[str, int] = field(default_factory=dict)  # rows written, by export config
@@ -124,23 +127,46 @@ class SampleIndex:
     An SQLite file in a local scratch folder holds, per answer, its sort key and its line's offset in
     its file; the records are read back one by one in order (`os.pread`), so memory does not grow
     with the number of samples. A file in a bucket is copied into the scratch folder first.
+
+    Each file is opened and indexed under `lock(path)`, the lock its ingestions hold while they
+    replace it: the index and the open file are the same version of it, read back whole even when
+    an ingestion replaces the file later (the open file is the old one until it is closed).
     """
 
-    def __init__(self, scenario: Scenario, scratch: Path):
+    def __init__(self, scenario: Scenario, scratch: Path, lock: Callable[[Path], AbstractContextManager]):
         scratch.mkdir(parents=True, exist_ok=True)
+        self.files, self.counts = [], []
         self.db = sqlite3.connect(scratch / "index.sqlite")
+        try:
+            self._build(scenario, scratch, lock)
+        except BaseException:  # a damaged file: its descriptor and the index's would stay open
+            self.close()
+            raise
+
+    def __enter__(self) -> "SampleIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _build(
+        self, scenario: Scenario, scratch: Path, lock: Callable[[Path], AbstractContextManager]
+    ) -> None:
         self.db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-16000;"
+            # 4 MB of page cache: at 16 MB the cache (and the sorter of CREATE INDEX, as large) grew with
+            # the samples up to ~300k lines, for no CPU saved (5.8 vs 6.0 CPU-s to index 300k lines)
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4000;"
             "CREATE TABLE answers(head TEXT, num INTEGER, tail TEXT, id TEXT, sample INTEGER, stage INTEGER,"
             " offset INTEGER, length INTEGER);"
             "CREATE TABLE clean(id TEXT PRIMARY KEY) WITHOUT ROWID;"
+            "CREATE TABLE unclean(id TEXT PRIMARY KEY, reason TEXT) WITHOUT ROWID;"
         )
-        self.files, self.counts = [], []
         for number, stage in enumerate(STAGES):
             path = samples_path(stage, scenario.suffix)
-            local = local_copy(path, scratch) if path.exists() else None
-            self.files.append(os.open(local, os.O_RDONLY) if local else None)
-            self.counts.append(self._add(number, stage, local))
+            with lock(path):
+                local = local_copy(path, scratch) if path.exists() else None
+                self.files.append(os.open(local, os.O_RDONLY) if local else None)
+                self.counts.append(self._add(number, stage, local))
         self.db.execute("CREATE INDEX answers_order ON answers(head, num, tail, id, sample, stage)")
 
     def _add(self, number: int, stage: Stage, path: Path | None) -> int:
@@ -164,27 +190,39 @@ class SampleIndex:
                 ids = batch.column(0).to_pylist()
                 self.db.executemany("INSERT OR IGNORE INTO clean VALUES (?)", ((i,) for i in ids))
 
+    def add_unclean(self, saved: dict) -> None:
+        """Why source_problems left each problem out, from its decontamination.json (a match first)."""
+        for ids, reason in (
+            (saved.get("contaminated_ids", []), CONTAMINATED),
+            (saved.get("duplicate_ids", {}), REPEAT),
+        ):
+            self.db.executemany("INSERT OR IGNORE INTO unclean VALUES (?, ?)", ((i, reason) for i in ids))
+
     def _read(self, stage: int, offset: int, length: int) -> dict:
-        """A record indexed (so validated) before; one written before records had `sample` is sample 0."""
+        """A record indexed (so validated) before, with its sample."""
         record = orjson.loads(os.pread(self.files[stage], length, offset))
-        record.setdefault("sample", 0)
+        record["sample"] = sample_of(record)
         return record
 
-    def answers(self) -> Iterator[tuple[str, bool, dict | None, dict | None]]:
-        """(problem id, clean, CoT record or None, CoD record or None) of every (id, sample), in order."""
+    def answers(self) -> Iterator[tuple[str | None, dict | None, dict | None]]:
+        """(why its problem is not clean or None, CoT record or None, CoD record or None) of every
+        (id, sample), in order."""
         rows = self.db.execute(
-            "SELECT a.id, a.sample, a.stage, a.offset, a.length, c.id IS NOT NULL FROM answers a "
-            "LEFT JOIN clean c ON c.id = a.id ORDER BY a.head, a.num, a.tail, a.id, a.sample, a.stage"
+            "SELECT a.id, a.sample, a.stage, a.offset, a.length,"
+            " CASE WHEN c.id IS NOT NULL THEN NULL ELSE coalesce(u.reason, ?) END"
+            " FROM answers a LEFT JOIN clean c ON c.id = a.id LEFT JOIN unclean u ON u.id = a.id"
+            " ORDER BY a.head, a.num, a.tail, a.id, a.sample, a.stage",
+            (NOT_CLEAN,),
         )
-        current, records, clean = None, [None, None], False
-        for problem_id, sample, stage, offset, length, is_clean in rows:
+        current, records, unclean = None, [None, None], None
+        for problem_id, sample, stage, offset, length, why in rows:
             if (problem_id, sample) != current:
                 if current is not None:
-                    yield current[0], clean, *records
-                current, records, clean = (problem_id, sample), [None, None], bool(is_clean)
+                    yield unclean, *records
+                current, records, unclean = (problem_id, sample), [None, None], why
             records[stage] = self._read(stage, offset, length)
         if current is not None:
-            yield current[0], clean, *records
+            yield unclean, *records
 
     def clean_cot(self) -> Iterator[dict]:
         """The CoT records of clean problems, in (id, sample) order."""
@@ -200,6 +238,7 @@ class SampleIndex:
         for handle in self.files:
             if handle is not None:
                 os.close(handle)
+        self.files = []
 
 
 INSERT = "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -214,6 +253,7 @@ def select(
     include_incorrect: bool = False,
     limit: int | None = None,
     cap: bool = False,
+    lock: Callable[[Path], AbstractContextManager] = machine_lock,
 ) -> Split:
     """The scenario's samples indexed in (id, sample) order in `scratch`, ready to be read out by
     `exported` (the same keys in CoT and CoD) and `problem_batches` (its clean problems' answers).
@@ -221,28 +261,32 @@ def select(
     More than `limit` are all exported (they were paid for), unless `cap`: then the first `limit`
     by id (source order), so the same files always give the same rows. A scenario with samples but
     no source_problems table is refused: without it nobody can tell clean problems from contaminated ones.
-    The caller closes `split.index`.
+    `lock(samples file)` is held while each file is indexed (`SampleIndex`). The caller closes `split.index`.
     """
     split = Split(scenario, include_incorrect=include_incorrect, limit=limit, cap=cap)
-    index = SampleIndex(scenario, scratch)
+    index = SampleIndex(scenario, scratch, lock)
     split.num_cot_records, split.num_cod_records = index.counts
     if not split.num_cot_records and not split.num_cod_records:
         index.close()
         return split
-    split.index = index
-    path = problems_path(scenario.name)
-    if not path.exists():
-        index.close()
-        raise ExportError(
-            f"scenario {scenario.name!r} has {split.num_cot_records} CoT and {split.num_cod_records} CoD "
-            f"samples but no {path}, so nobody can tell its clean problems from contaminated ones. "
-            f"Materialize source_problems for {scenario.name!r}, then export again. Nothing was exported."
-        )
-    index.add_clean(path)
-    split.decontamination = saved_decontamination(scenario.name)
-    saved = split.decontamination or {}
-    split.unclean = {i: CONTAMINATED for i in saved.get("contaminated_ids", [])}
-    split.unclean |= {i: REPEAT for i in saved.get("duplicate_ids", {}) if i not in split.unclean}
+    with ExitStack() as on_error:  # closes the index unless it is handed over in `split`
+        on_error.enter_context(index)
+        path = problems_path(scenario.name)
+        if not path.exists():
+            raise ExportError(
+                f"scenario {scenario.name!r} has {split.num_cot_records} CoT and {split.num_cod_records} CoD "
+                f"samples but no {path}, so nobody can tell its clean problems from contaminated ones. "
+                f"Materialize source_problems for {scenario.name!r}, then export again. Nothing was exported."
+            )
+        index.add_clean(path)
+        saved = saved_decontamination(scenario.name)
+        if saved is not None:
+            index.add_unclean(saved)
+            split.decontamination = {
+                k: v for k, v in saved.items() if k not in ("contaminated_ids", "duplicate_ids")
+            }
+        split.index = index
+        on_error.pop_all()
     return split
 
 
@@ -250,11 +294,8 @@ def exported(split: Split) -> Iterator[tuple[dict, dict]]:
     """The (CoT, CoD) records that go out, in (id, sample) order; every answer left out is counted
     under the first reason it meets, and the rows' makers are noted."""
     exportable, paths = 0, [samples_path(stage, split.scenario.suffix) for stage in STAGES]
-    for problem_id, clean, thought, draft in split.index.answers() if split.index else ():
-        if not clean:
-            reason = split.unclean.get(problem_id, NOT_CLEAN)
-        else:
-            reason = why_not(thought, draft, split.include_incorrect)
+    for unclean, thought, draft in split.index.answers() if split.index else ():
+        reason = unclean or why_not(thought, draft, split.include_incorrect)
         if reason is not None:
             split.left_out[reason] = split.left_out.get(reason, 0) + 1
             continue

@@ -124,3 +124,16 @@ def test_a_real_chain_passes_its_gates(instance, emulator, data_dir):
         ("cod_samples", "draft_steps_short"): True,
         ("cod_samples", "draft_numbers_from_thought"): True,
     }
+
+
+@pytest.mark.parametrize("counts", [[7], [3, 1], [5, 5, 5], [0, 2, 9, 2], [1, 40, 40, 3, 900]])
+def test_token_counts_give_the_median_mean_and_sum_of_every_sample(counts):
+    import statistics
+
+    from cotgen_assets.core.quality import TokenCounts
+
+    tally = TokenCounts(counts)
+    assert tally.median() == statistics.median(counts)
+    assert tally.mean() == statistics.mean(counts)
+    assert tally.sum() == sum(counts)
+    assert TokenCounts().median() is None and TokenCounts().mean() is None

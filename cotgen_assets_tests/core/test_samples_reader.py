@@ -1,6 +1,6 @@
-"""The one reader of samples files keeps 8-byte digests per id, not the ids: still exact. A repeat
-counts once, another record under an id read before is damage naming both lines, at any size and
-even when two ids' digests collide."""
+"""The one reader of samples files keeps 8-byte digests per id, not the ids (on disk past a size):
+still exact. A repeat counts once, another record under an id read before is damage naming both
+lines, at any size and even when two ids' digests collide."""
 
 import pytest
 
@@ -10,6 +10,13 @@ from cotgen_assets.core.storage import DamagedFile, samples_lines
 from cotgen_assets_tests.harness.samples import cot_record, write_jsonl
 
 RECORDS = [cot_record(f"easy-{row}") for row in range(5000)]  # past the digest table's first sizes
+
+
+@pytest.fixture(autouse=True, params=["in memory", "on disk"])
+def digests(request, monkeypatch):
+    """Every test twice: the digests in memory, and spilled to disk (as past 65,536 ids) after 1,000."""
+    if request.param == "on disk":
+        monkeypatch.setattr(storage, "DIGESTS_IN_MEMORY", 1_000)
 
 
 def ids_read(path) -> tuple[list[str], list[str]]:

@@ -8,14 +8,18 @@ export's code. The Hub is a tiny local HTTP stand-in that records what the clien
 """
 
 import json
+import os
 import re
 import shutil
+import subprocess
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dagster as dg
 import huggingface_hub
 import orjson
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -28,6 +32,7 @@ from cotgen_assets.core.stages import SUMMARIZATION
 from cotgen_assets.core.storage import atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
+from cotgen_assets.defs.locks import samples_lock
 from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.publish import export, hub, parquet, report, selection
 from cotgen_assets.publish.card import (
@@ -37,6 +42,7 @@ from cotgen_assets.publish.card import (
     dataset_card,
 )
 from cotgen_assets.publish.exported import CardFacts, MadeWith, ScenarioFacts
+from cotgen_assets_tests.harness.dagster import wait_for
 from cotgen_assets_tests.harness.http import JsonHandler, LocalHttpServer
 from cotgen_assets_tests.harness.pipeline import chain_pipeline, read_jsonl
 from cotgen_assets_tests.harness.publish import FAKE_TOKEN, expected_ids, load, table_rows
@@ -582,3 +588,69 @@ def test_samples_beyond_the_limit_are_kept_and_exported_unless_capped(pipeline, 
     assert rows["id"] == sorted((r["id"] for r in cot), key=selection.id_key)[:5]
     assert len(read_jsonl(data_dir / "cot_easy.jsonl")) == len(cot), "the files keep every sample"
     assert f"{selection.OVER_LIMIT}: {len(cot) - 5}" in capped["card"], "the card says what was left out"
+
+
+def test_a_killed_exports_staging_folders_go_with_the_next_export_not_a_running_ones(
+    chain, tmp_path, monkeypatch
+):
+    """A killed export leaves `.export.new-<pid>` (a whole export: GBs at a million lines) and maybe
+    `.export.old-<pid>`; the next export removes those of processes that are gone, and leaves a
+    running export's own."""
+    data, instance, *_ = chain
+    shutil.copytree(data, tmp_path / "data")
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = [tmp_path / "data" / f".export.{kind}-{gone.pid}" for kind in ("new", "old")]
+    running = tmp_path / "data" / f".export.new-{os.getppid()}"
+    for folder in [*killed, running]:
+        shutil.copytree(data / "export", folder)
+    assert materialize_export(instance).success
+    assert [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".export")] == [running.name]
+
+
+def test_an_export_stopped_by_bad_input_leaves_no_file_open(tmp_path, monkeypatch):
+    """The export closes what it opened when bad input stops it (here an unreadable
+    source_problems.parquet): a long-running code server would otherwise keep, a failed export at a
+    time, descriptors of the samples files and of the index it deleted, and that index's disk space."""
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COTGEN_SCRATCH_DIR", str(tmp_path / "scratch"))
+    write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
+    (tmp_path / "easy").mkdir()
+    (tmp_path / "easy" / "source_problems.parquet").write_bytes(b"not a Parquet file")
+    with pytest.raises(pa.ArrowInvalid):
+        export.write_export()
+    opened = [f.path for f in psutil.Process().open_files()]
+    assert not [path for path in opened if path.startswith(str(tmp_path))]
+
+
+def test_an_export_waits_for_an_ingestion_replacing_a_samples_file_then_exports_the_new_file(
+    chain, tmp_path, monkeypatch
+):
+    """An ingestion replaces a samples file under its lock; an export started meanwhile waits for
+    the lock, then exports the new file (it indexed the file it found and read records back at
+    those offsets from whichever file was there by then)."""
+    data, instance, *_ = chain
+    shutil.copytree(data, tmp_path / "data")
+    monkeypatch.setenv("COTGEN_DATA_DIR", str(tmp_path / "data"))
+    cot = tmp_path / "data" / "cot_easy.jsonl"
+    with ThreadPoolExecutor(1) as pool, samples_lock(instance, cot):  # the lock: as an ingestion holds it
+        started = {run.run_id for run in instance.get_runs()}
+        running = pool.submit(materialize_export, instance)
+
+        def waiting() -> bool:
+            runs = [run.run_id for run in instance.get_runs() if run.run_id not in started]
+            logs = [entry.user_message for run_id in runs for entry in instance.all_logs(run_id)]
+            return any("waiting for lock 'samples/cot_easy.jsonl'" in message for message in logs)
+
+        wait_for(waiting, timeout=300, interval=0.2, message="the export to wait for the samples file's lock")
+        records = read_jsonl(cot)  # the ingestion's new file: the planted answer re-graded, lines reordered
+        for record in records:
+            if record["id"] == PLANTED:
+                record["predicted_answer"], record["correct"] = record["answer"], True
+        with atomic_write(cot) as handle:
+            handle.write(b"".join(orjson.dumps(r) + b"\n" for r in reversed(records)))
+    result = running.result()  # the lock is released: the export goes on
+    assert result.success
+    rows = load(tmp_path / "data" / "export", "cot", "easy", tmp_path / "cache")
+    assert rows["id"] == expected_ids(tmp_path / "data", "easy") != expected_ids(data, "easy")

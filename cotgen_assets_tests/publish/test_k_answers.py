@@ -323,11 +323,13 @@ def test_the_samples_reader_keys_records_by_id_and_sample(tmp_path):
 
 
 def test_small_row_groups_and_problem_batches_give_the_same_rows(k4, easy_only, monkeypatch):
-    """The export streams: written a row group of 2 rows and a batch of 3 answers at a time, every
-    config holds the rows, in their order, and the card the figures of the export written in one piece."""
+    """The export streams: rows made Arrow 2 at a time, a row group of each (any bytes fill one), a
+    batch of 3 answers at a time: every config holds the rows, in their order, and the card the
+    figures of the export written in one piece."""
     whole = export.write_export(scenarios=easy_only)
     tables = {path.split("/")[1]: pq.read_table(k4 / "export" / path) for path in whole.files}
-    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 2)
+    monkeypatch.setattr(parquet, "BATCH_ROWS", 2)
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 1)
     monkeypatch.setattr(selection, "PROBLEM_BATCH_ANSWERS", 3)
     streamed = export.write_export(scenarios=easy_only)
     assert set(tables) == {"cot", "cod", "problems", "pairs"} and streamed.rows == whole.rows
@@ -339,3 +341,9 @@ def test_small_row_groups_and_problem_batches_give_the_same_rows(k4, easy_only, 
         streamed.facts.scenarios == whole.facts.scenarios
         and streamed.facts.made_with == whole.facts.made_with
     )
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 16 * 1024 * 1024)  # the default: batches fill a row group
+    export.write_export(scenarios=easy_only)
+    for config, table in tables.items():
+        path = k4 / "export" / parquet.data_file(config, "easy")
+        assert pq.read_table(path).equals(table), config
+        assert pq.ParquetFile(path).metadata.num_row_groups == 1, config

@@ -305,3 +305,25 @@ def test_the_all_column_sums_each_scenarios_samples_over_its_limit(tmp_path, mon
     result = dg.materialize([dataset_report], instance=instance)
     table = result.asset_materializations_for_node("dataset_report")[0].metadata["rounds"].value
     assert over_limit_row(table) == ["5", "0", "5", "10"]
+
+
+def test_the_violin_from_token_counts_is_matplotlibs_violin_over_every_sample():
+    """The picture keeps how many samples had each length, not every sample: the same curve."""
+    import random
+
+    import numpy as np
+    from matplotlib import cbook
+
+    from cotgen_assets.core.quality import TokenCounts
+    from cotgen_assets.publish.report import violin_stats
+
+    rng = random.Random(5)
+    for samples in (
+        [12],
+        [4, 4, 4],
+        [rng.choice([rng.randint(1, 60), rng.randint(300, 9000)]) for _ in range(2_000)],
+    ):
+        every_sample = cbook.violin_stats([samples], ("GaussianKDE", None), points=100)[0]
+        from_counts = violin_stats(TokenCounts(samples))
+        for key, value in every_sample.items():
+            assert np.allclose(value, from_counts[key]), key

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from cotgen_assets.core.stages import STAGES
 from cotgen_assets.defs.assets.ui import GROUP
+from cotgen_assets.defs.locks import LockTimeout, samples_lock
 from cotgen_assets.defs.resources import HubResource
 from cotgen_assets.publish.card import PICTURE_ALT, card_body
 from cotgen_assets.publish.export import write_export
@@ -81,8 +82,21 @@ def hf_dataset(
 ) -> dg.MaterializeResult:
     repo = config.hub_repo or os.environ.get("COTGEN_HF_REPO") or None
     try:
-        export = write_export(config.include_incorrect, repo_id=repo, cap_at_limit=config.cap_at_limit)
-    except (ExportError, ValueError) as error:  # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR
+        export = write_export(
+            config.include_incorrect,
+            repo_id=repo,
+            cap_at_limit=config.cap_at_limit,
+            lock=lambda path: samples_lock(
+                context.instance,
+                path,
+                context.run.run_id,
+                "hf_dataset",
+                say=context.log.info,
+                warn=context.log.warning,
+            ),
+        )
+    # ValueError: a damaged samples file, a bad COTGEN_DATA_DIR; LockTimeout: an ingestion kept the file
+    except (ExportError, ValueError, LockTimeout) as error:
         raise dg.Failure(description=str(error)) from None
     context.log.info(f"export written to {export.folder}: {export.rows}, fingerprint {export.fingerprint}")
     if export.offline:
