@@ -105,14 +105,31 @@ def arrow_readable(path: Path | UPath) -> Iterator[str]:
 @contextmanager
 def parquet_file(path: Path | UPath) -> Iterator[pq.ParquetFile]:
     """A Parquet file (local or in a bucket) to read in batches; see `arrow_readable` for why."""
-    with arrow_readable(path) as local, pq.ParquetFile(local) as parquet:
-        yield parquet
+    with arrow_readable(path) as local:
+        with _named_if_damaged(path):
+            parquet = pq.ParquetFile(local)
+        with parquet:
+            yield parquet
 
 
 def read_parquet(path: Path | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:
     """A Parquet file (local or in a bucket) as a table; see `arrow_readable` for why."""
-    with arrow_readable(path) as local:
+    with arrow_readable(path) as local, _named_if_damaged(path):
         return pq.read_table(local, columns=columns, filters=filters)
+
+
+@contextmanager
+def _named_if_damaged(path: Path | UPath):
+    """Arrow's error for a file that is not Parquet (truncated, overwritten) names no file: this one
+    does, and says how the project's own Parquet files are made again."""
+    try:
+        yield
+    except pa.ArrowInvalid as error:
+        raise DamagedFile(
+            f"{path} is damaged: it cannot be read as Parquet ({error}). Nothing was changed; "
+            "materialize the asset that writes it again (source_problems for source_problems.parquet, "
+            "hf_dataset for an exported file)"
+        ) from None
 
 
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}

@@ -190,3 +190,15 @@ def test_batch_before_source_problems_says_what_to_materialize_first(instance, d
     result = Pipeline(instance, UNREACHABLE).submit_generation("hard", raise_on_error=False)
     message = result.failure_data_for_node("generation_batch").error.message
     assert "source_problems for scenario 'hard' is not materialized yet: materialize it first" in message
+
+
+def test_a_damaged_source_problems_file_is_named_and_nothing_is_submitted(instance, data_dir, easy_problems):
+    """Arrow's own error names no file: the run's failure names it and says what makes it again."""
+    target = data_dir / "easy" / "source_problems.parquet"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(easy_problems.read_bytes()[:1000])  # a copy cut short
+    result = Pipeline(instance, UNREACHABLE).submit_generation("easy", raise_on_error=False)
+    message = result.failure_data_for_node("generation_batch").error.message
+    assert f"{target} is damaged: it cannot be read as Parquet" in message
+    assert "again (source_problems for source_problems.parquet" in message
+    assert not (data_dir / "easy" / "submissions").exists() and target.stat().st_size == 1000

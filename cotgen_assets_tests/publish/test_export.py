@@ -29,7 +29,7 @@ from cotgen_assets.core.problems import PassFigures
 from cotgen_assets.core.records import PROBLEM_FIELDS
 from cotgen_assets.core.scenarios import DEFAULT_SCENARIOS_FILE
 from cotgen_assets.core.stages import SUMMARIZATION
-from cotgen_assets.core.storage import atomic_write
+from cotgen_assets.core.storage import DamagedFile, atomic_write
 from cotgen_assets.defs.assets.publishing import hf_dataset
 from cotgen_assets.defs.assets.sources import source_problems
 from cotgen_assets.defs.locks import samples_lock
@@ -618,7 +618,7 @@ def test_an_export_stopped_by_bad_input_leaves_no_file_open(tmp_path, monkeypatc
     write_jsonl(tmp_path / "cot_easy.jsonl", [cot_record("easy-0")])
     (tmp_path / "easy").mkdir()
     (tmp_path / "easy" / "source_problems.parquet").write_bytes(b"not a Parquet file")
-    with pytest.raises(pa.ArrowInvalid):
+    with pytest.raises(DamagedFile, match="source_problems.parquet is damaged: it cannot be read as Parquet"):
         export.write_export()
     opened = [f.path for f in psutil.Process().open_files()]
     assert not [path for path in opened if path.startswith(str(tmp_path))]
